@@ -1,0 +1,58 @@
+# The two set-up commands in the README are `make demo` and `make test`.
+# Both create .venv with the system python3 and install what they need.
+SHELL  := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test check-sync nbtest pytest tutorials bench lab clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.core: setup.py settings.ini | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: setup.py settings.ini | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@ $(VENV)/.core
+
+$(VENV)/.bench: setup.py settings.ini $(VENV)/.dev
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	touch $@
+
+## demo: the main job on the embedded default
+demo: $(VENV)/.core
+	$(BIN)/mlinfra demo
+
+## test: every test (sync checks, notebooks, pytest, tutorials)
+test: check-sync nbtest pytest tutorials
+
+check-sync: $(VENV)/.dev
+	$(BIN)/python tools/check_sync.py
+
+nbtest: $(VENV)/.dev
+	$(BIN)/nbdev_test --flags slow
+
+# pytest exits 5 when it collects no tests; that is not a failure here.
+pytest: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/ -q; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
+
+tutorials: $(VENV)/.dev
+	@if [ -d nbs/tutorials ]; then \
+	  $(BIN)/python -m pytest --nbval-lax -q nbs/tutorials/; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]; \
+	else echo "no tutorials yet"; fi
+
+## bench: every benchmark in bench/ (peers from the bench extra)
+bench: $(VENV)/.bench
+	@shopt -s nullglob; for f in bench/*_bench.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+## lab: JupyterLab on 127.0.0.1
+lab: $(VENV)/.dev
+	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs
+
+clean:
+	rm -rf $(VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,21 @@
+import os, shutil, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+@pytest.fixture
+def mlinfra(tmp_path):
+    "Path of the installed `mlinfra` console script, run with a scratch workspace and cwd."
+    exe = shutil.which('mlinfra', path=str(BIN)) or shutil.which('mlinfra')
+    assert exe, "the mlinfra console script is not installed (pip install -e .)"
+    return exe
+
+@pytest.fixture
+def clean_env(tmp_path):
+    "Environment for subprocesses: no workspace or lakeFS settings leak in from the caller."
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('MLINFRA_', 'LAKEFS_'))}
+    env['MLINFRA_HOME'] = str(tmp_path/'home')
+    env['TF_CPP_MIN_LOG_LEVEL'] = '2'
+    return env

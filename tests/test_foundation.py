@@ -1,0 +1,82 @@
+"Package-level guarantees: import cost, the console script, and the README."
+import subprocess, sys, time
+from pathlib import Path
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def run(cmd, env, cwd, **kw):
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
+
+def test_import_does_not_load_tensorflow(clean_env, tmp_path):
+    code = "import sys, mlinfra_nb, mlinfra_nb.workspace, mlinfra_nb.datasets, mlinfra_nb.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    r = run([sys.executable, '-c', code], clean_env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == '[]'
+
+def test_import_is_fast(clean_env, tmp_path):
+    # best of three, in fresh interpreters, against a bare interpreter start as the baseline
+    def best(code):
+        ts = []
+        for _ in range(3):
+            t = time.perf_counter(); run([sys.executable, '-c', code], clean_env, tmp_path, check=True); ts.append(time.perf_counter() - t)
+        return min(ts)
+    assert best('import mlinfra_nb') - best('pass') < 0.5
+
+def test_version(mlinfra, clean_env, tmp_path):
+    import mlinfra_nb
+    r = run([mlinfra, '--version'], clean_env, tmp_path)
+    assert (r.returncode, r.stdout.strip()) == (0, f'mlinfra {mlinfra_nb.__version__}')
+
+@pytest.mark.parametrize('argv, msg', [
+    (['datasets', 'generate', '--rows', 'x', '--out', 'a.parquet'], "'x' is not an integer"),
+    (['datasets', 'generate', '--rows', '10', '--drift', 'lots', '--out', 'a.parquet'], "'lots' is not a number"),
+    (['datasets', 'generate', '--rows', '10', '--out', 'a.json'], 'use a .parquet or .csv file name'),
+    (['datasets', 'generate', '--rows', '10', '--out', '/proc/nope/a.parquet'], 'mlinfra: error:'),
+    (['datasets'], 'the following arguments are required: ACTION'),
+    (['nonsense'], "invalid choice: 'nonsense'"),
+    (['demo', '--rows', '-5'], 'must be at least 1'),
+])
+def test_bad_arguments_one_line_no_traceback(mlinfra, clean_env, tmp_path, argv, msg):
+    r = run([mlinfra, *argv], clean_env, tmp_path)
+    assert r.returncode != 0
+    assert 'Traceback' not in r.stderr and r.stderr.count('\n') == 1, r.stderr
+    assert msg in r.stderr
+    assert list(tmp_path.glob('a.*')) == []
+
+def test_bad_settings_one_line(mlinfra, clean_env, tmp_path):
+    r = run([mlinfra, 'demo', '--rows', '10'], {**clean_env, 'MLINFRA_SERVE__REST_PORT': 'http'}, tmp_path)
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'MLINFRA_SERVE__REST_PORT' in r.stderr
+
+def test_generate_deterministic(mlinfra, clean_env, tmp_path):
+    for name in ('a.parquet', 'b.parquet'):
+        r = run([mlinfra, 'datasets', 'generate', '--rows', '3000', '--drift', '1', '--seed', '5', '--out', name], clean_env, tmp_path)
+        assert r.returncode == 0, r.stderr
+    a, b = pd.read_parquet(tmp_path/'a.parquet'), pd.read_parquet(tmp_path/'b.parquet')
+    assert len(a) == 3000
+    pd.testing.assert_frame_equal(a, b)
+
+def test_demo_writes_into_workspace(mlinfra, clean_env, tmp_path):
+    r = run([mlinfra, 'demo', '--rows', '4000'], clean_env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = Path(clean_env['MLINFRA_HOME'])/'demo'/'transactions.parquet'
+    assert f'wrote {out}' in r.stdout
+    assert len(pd.read_parquet(out)) == 4000
+
+def test_demo_defaults_to_dot_mlinfra(mlinfra, clean_env, tmp_path):
+    env = {k: v for k, v in clean_env.items() if k != 'MLINFRA_HOME'}
+    r = run([mlinfra, 'demo', '--rows', '100'], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path/'.mlinfra'/'demo'/'transactions.parquet').is_file()
+
+def test_readme_in_sync():
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'readme.py'), '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+def test_readme_has_exactly_two_setup_commands():
+    text = (ROOT/'README.md').read_text()
+    setup = text.split('## Set up', 1)[1].split('\n## ', 1)[0]
+    cmds = [l.split('#')[0].strip() for l in setup.split('```sh', 1)[1].split('```', 1)[0].splitlines() if l.strip()]
+    assert cmds == ['make demo', 'make test']
+    assert 'make test' in (ROOT/'.ci'/'run').read_text()
