@@ -19,3 +19,17 @@ def clean_env(tmp_path):
     env['MLINFRA_HOME'] = str(tmp_path/'home')
     env['TF_CPP_MIN_LOG_LEVEL'] = '2'
     return env
+
+@pytest.fixture
+def lake(tmp_path):
+    "A fresh embedded lake (user 'tester') with a repository 'demo'; its catalog and lock are let go at teardown."
+    from mlinfra_nb.lake.core import Lake
+    lk = Lake(tmp_path/'lake', user='tester')
+    lk.create_repository('demo')
+    yield lk
+    lk.store.close()
+
+@pytest.fixture
+def repo(lake):
+    "The repository 'demo' of the `lake` fixture."
+    return lake.repository('demo')

@@ -1,0 +1,397 @@
+#!/usr/bin/env python
+"""Benchmarks of the embedded lake (`mlinfra_nb.lake`) against its targets, and against DVC for bulk ingest.
+
+    python bench/lake_bench.py            # full run (100,000-object repositories; a few minutes)
+    python bench/lake_bench.py --quick    # scaled-down sizes, well under a minute (figures are not comparable to the targets)
+    python bench/lake_bench.py --profile commit_new   # also print the top functions of one benchmark's timed part
+
+What is measured (each benchmark runs in its own child process, so its peak RSS is its own):
+1. branch creation in a repository of 100 vs 100,000 objects: median of ~30 creations; ratio and ms.
+2. commit of 100 changed objects in a 1,000- vs 100,000-object repository, median over ~7 commits, with the 100
+   changed paths 'clustered' (consecutive, one partition) or 'scattered' (random across the repository).
+3. commit of 100,000 new 1 KiB files from disk: our lake (read, put_many in a few batches, commit) vs
+   `dvc add` + `git add`/`git commit` of the .dvc file in a fresh git+dvc repository.
+4. diff of two commits that differ in 1,000 of 100,000 objects.
+5. peak RSS of every child (from `os.wait4`), and of the dvc/git processes.
+
+Timings cover only the operation itself; building the repositories and writing the files is set-up.
+Each size gets its own lake directory, so the catalog grows with the repository as it would in use.
+The last line printed is one JSON object with every figure.
+"""
+from __future__ import annotations
+import argparse, json, os, random, resource, shutil, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+RESULT_TAG = '@@LAKE_BENCH_RESULT@@ '
+MiB = 1024 * 1024
+
+# targets from the issue
+T_BRANCH_RATIO, T_BRANCH_MS, T_COMMIT_RATIO, T_SPEEDUP, T_DIFF_S = 2.0, 30.0, 2.0, 10.0, 0.5
+
+FULL = dict(branch_small=100, big=100_000, commit_small=1_000, changed=100, branch_reps=30, commit_reps=7,
+            new_objects=100_000, new_size=1024, diff_changed=1_000, diff_reps=5, batch=25_000)
+QUICK = dict(branch_small=100, big=2_000, commit_small=1_000, changed=100, branch_reps=10, commit_reps=3,
+             new_objects=2_000, new_size=1024, diff_changed=20, diff_reps=3, batch=1_000)
+
+# --------------------------------------------------------------------------------------------------------------
+# helpers used in the children
+
+_profiler = None
+
+class timed:
+    "Time a block (perf_counter); with --profile the outermost profiled block runs under cProfile."
+    depth = 0
+    def __init__(self, profile:bool=True): self.profile = profile and _profiler is not None
+    def __enter__(self):
+        if self.profile:
+            if timed.depth == 0: _profiler.enable()
+            timed.depth += 1
+        self.t0 = time.perf_counter(); return self
+    def __exit__(self, *exc):
+        self.s = time.perf_counter() - self.t0
+        if self.profile:
+            timed.depth -= 1
+            if timed.depth == 0: _profiler.disable()
+
+def self_peak_mib()->float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def obj_path(i:int, per_part:int=1000)->str: return f"data/part={i // per_part:04d}/obj-{i:07d}.bin"
+
+def build_repo(root:Path, n:int, seed:int=0, batch:int=50_000):
+    "A lake at `root` with repository 'bench' whose main branch holds `n` small committed objects."
+    from mlinfra_nb.lake.core import Lake
+    rnd = random.Random(seed)
+    lake = Lake(root, user='bench')
+    repo = lake.create_repository('bench')
+    paths = [obj_path(i) for i in range(n)]
+    for s in range(0, n, batch):
+        repo.put_many('main', {p: f"{p}:{rnd.getrandbits(64):016x}".encode() for p in paths[s:s + batch]})
+    repo.commit('main', f'{n} objects')
+    return lake, repo, paths
+
+def changed_items(paths:list, rnd:random.Random, tag:str)->dict:
+    return {p: f"{p}:{tag}:{rnd.getrandbits(64):016x}".encode() for p in paths}
+
+def reopen(lake):
+    "Close `lake` and open its directory afresh, with empty caches, as a new process would (returns lake, repo)."
+    from mlinfra_nb.lake import core
+    lake.store.close()
+    for name in ('_metaranges', '_ranges', '_maxes', '_commits'):  # module-level caches, in versions that have them
+        c = getattr(core, name, None)
+        if hasattr(c, 'clear'): c.clear()
+    fresh = core.Lake(lake.root, user='bench')
+    return fresh, fresh.repository('bench')
+
+def med_ms(xs:list)->float: return statistics.median(xs) * 1000
+
+# --------------------------------------------------------------------------------------------------------------
+# the benchmarks (each runs in a child process)
+
+def child_branch(a:dict, work:Path, n:int)->dict:
+    from mlinfra_nb.lake.store import LINGER
+    lake, repo, _ = build_repo(work/f'branch-{n}', n)
+    setup_peak = self_peak_mib()
+    hot = []
+    for i in range(a['branch_reps']):
+        with timed() as t: repo.create_branch(f'hot{i}', source='main')
+        hot.append(t.s)
+    lake.store.close()
+    cold = []  # the catalog re-opened for every creation, as for a one-off call from a CLI
+    for i in range(a['branch_reps']):
+        time.sleep(LINGER * 2 + 0.05)
+        lake.store.close()
+        with timed() as t: repo.create_branch(f'cold{i}', source='main')
+        cold.append(t.s)
+    lake.store.close()
+    return dict(n=n, median_ms=med_ms(hot), p90_ms=sorted(hot)[int(0.9 * (len(hot) - 1))] * 1000,
+                cold_median_ms=med_ms(cold), setup_peak_mib=setup_peak)
+
+def child_commit(a:dict, work:Path, n:int)->dict:
+    lake, repo, paths = build_repo(work/f'commit-{n}', n)
+    setup_peak = self_peak_mib()
+    rnd, k, out = random.Random(1), a['changed'], {}
+    def run(variant, pick, cold=False):
+        nonlocal lake, repo
+        times, stage = [], []
+        for r in range(a['commit_reps']):
+            chosen = pick()
+            with timed(profile=False) as t: repo.put_many('main', changed_items(chosen, rnd, f'{variant}{r}'))
+            stage.append(t.s)
+            if cold: lake, repo = reopen(lake)
+            with timed() as t: repo.commit('main', f'{variant} {r}')
+            times.append(t.s)
+        out[f'{variant}_ms'] = med_ms(times); out[f'{variant}_put_ms'] = med_ms(stage)
+        out[f'{variant}_all_ms'] = [round(x * 1000, 2) for x in times]
+    def clustered():
+        s = rnd.randrange(0, max(1, n - k)); return paths[s:s + k]
+    run('clustered', clustered)
+    run('scattered', lambda: rnd.sample(paths, k))
+    run('scattered_cold', lambda: rnd.sample(paths, k), cold=True)
+    lake.store.close()
+    return dict(n=n, setup_peak_mib=setup_peak, **out)
+
+def child_diff(a:dict, work:Path, n:int)->dict:
+    lake, repo, paths = build_repo(work/f'diff-{n}', n)
+    rnd, k, out = random.Random(2), a['diff_changed'], {}
+    base = repo.head('main')
+    for variant, chosen in (('scattered', sorted(rnd.sample(paths, k))), ('clustered', paths[n // 2:n // 2 + k])):
+        repo.hard_reset('main', base.id)
+        repo.put_many('main', changed_items(chosen, rnd, variant))
+        new = repo.commit('main', f'{k} changed ({variant})')
+        setup_peak = self_peak_mib()
+        times = []
+        for i in range(a['diff_reps']):
+            with timed() as t: changes = repo.diff(base.id, new.id)
+            times.append(t.s)
+            assert len(changes) == k, (len(changes), k)
+        lake, repo = reopen(lake)
+        with timed() as t: repo.diff(base.id, new.id)
+        out[variant] = dict(median_s=statistics.median(times), first_s=times[0], cold_s=t.s)
+    lake.store.close()
+    return dict(n=n, k=k, setup_peak_mib=setup_peak, **out)
+
+def child_commit_new(a:dict, work:Path, src:str)->dict:
+    from mlinfra_nb.lake.core import Lake
+    lake = Lake(work/'ingest', user='bench')
+    repo = lake.create_repository('bench')
+    lake.store.close()
+    t_read = t_put = 0.0
+    def read(rel):
+        with open(os.path.join(src, rel), 'rb') as f: return f.read()
+    with timed() as total:
+        with timed() as tl:  # os.walk and plain open(): pathlib costs ~2x more per file
+            files = []
+            for d, dirs, names in os.walk(src):
+                rel = os.path.relpath(d, src)
+                files += names if rel == '.' else [f'{rel}/{n}' for n in names]
+            files.sort()
+        for s in range(0, len(files), a['batch']):
+            with timed() as t: items = {f: read(f) for f in files[s:s + a['batch']]}
+            t_read += t.s
+            with timed() as t: repo.put_many('main', items)
+            t_put += t.s
+            del items
+        with timed() as tc: c = repo.commit('main', f'import {len(files)} files')
+    lake.store.close()
+    return dict(files=len(files), total_s=total.s, list_s=tl.s, read_s=t_read, put_many_s=t_put, commit_s=tc.s, commit=c.id[:12])
+
+CHILDREN = {'branch': child_branch, 'commit': child_commit, 'diff': child_diff, 'commit_new': child_commit_new}
+
+def child_main(args):
+    global _profiler
+    if args.profile_child:
+        import cProfile; _profiler = cProfile.Profile()
+    a = json.loads(args.child_args)
+    res = CHILDREN[args.child](a['sizes'], Path(a['work']), a['arg'])
+    res['self_peak_mib'] = self_peak_mib()
+    if _profiler:
+        import io, pstats
+        for key in ('cumulative', 'tottime'):
+            s = io.StringIO(); pstats.Stats(_profiler, stream=s).sort_stats(key).print_stats(18)
+            print(f"--- profile of the timed part of {args.child}({a['arg']}), by {key} ---", file=sys.stderr)
+            print('\n'.join(l for l in s.getvalue().splitlines() if l.strip())[:6000], file=sys.stderr)
+    print(RESULT_TAG + json.dumps(res), flush=True)
+
+# --------------------------------------------------------------------------------------------------------------
+# the parent: children, DVC, table, JSON
+
+def run_measured(cmd:list, **kw)->tuple[int, float, float, str]:
+    "Run `cmd`; return (exit code, seconds, peak RSS in MiB of it and its waited-for descendants, stdout)."
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, **kw)
+    out = p.stdout.read(); p.stdout.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    secs = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, secs, ru.ru_maxrss / 1024, out.decode(errors='replace')
+
+def run_child(name:str, sizes:dict, work:Path, arg, profile:bool=False)->dict:
+    cmd = [sys.executable, str(HERE), '--child', name, '--child-args', json.dumps(dict(sizes=sizes, work=str(work), arg=arg))]
+    if profile: cmd.append('--profile-child')
+    print(f"  running {name}({arg}) ...", file=sys.stderr, flush=True)
+    rc, secs, peak, out = run_measured(cmd)
+    line = next((l for l in reversed(out.splitlines()) if l.startswith(RESULT_TAG)), None)
+    if rc != 0 or line is None: raise RuntimeError(f"benchmark child {name}({arg}) failed with exit code {rc}")
+    res = json.loads(line[len(RESULT_TAG):])
+    res['peak_mib'], res['child_wall_s'] = peak, secs
+    return res
+
+def write_files(d:Path, n:int, size:int, per_dir:int=1000):
+    rnd = random.Random(3)
+    for i in range(n):
+        sub = d/f'part-{i // per_dir:04d}'
+        if i % per_dir == 0: sub.mkdir(parents=True, exist_ok=True)
+        (sub/f'file-{i:07d}.bin').write_bytes(rnd.randbytes(size))
+
+def find_dvc()->str|None:
+    import importlib.util
+    if importlib.util.find_spec('dvc') is None: return None
+    exe = Path(sys.executable).parent/'dvc'
+    return str(exe) if exe.exists() else shutil.which('dvc')
+
+def bench_dvc(dvc:str, work:Path, src:Path)->dict:
+    "dvc add of a copy of `src`, then git add + commit of the .dvc file, in a fresh git+dvc repository."
+    repo = work/'dvc-repo'; repo.mkdir()
+    env = dict(os.environ, DVC_NO_ANALYTICS='1', DVC_NO_UPDATER='1', GIT_AUTHOR_NAME='bench', GIT_AUTHOR_EMAIL='bench@localhost',
+               GIT_COMMITTER_NAME='bench', GIT_COMMITTER_EMAIL='bench@localhost', GIT_CONFIG_NOSYSTEM='1')
+    log = open(work/'dvc.log', 'w')
+    def run(*cmd):
+        rc, secs, peak, _ = run_measured(list(cmd), cwd=repo, env=env, stderr=log)
+        if rc != 0: raise RuntimeError(f"{' '.join(cmd)} failed with exit code {rc}; see the log above")
+        return secs, peak
+    for cmd in (['git', 'init', '-q'], [dvc, 'init', '-q'], [dvc, 'config', 'core.analytics', 'false'],
+                [dvc, 'config', 'core.check_update', 'false'], ['git', 'add', '.dvc', '.dvcignore'],
+                ['git', 'commit', '-q', '-m', 'dvc init']):
+        run(*cmd)
+    os.rename(src, repo/'data')  # the same files, moved (not copied) into the repository
+    try:
+        t_add, p_add = run(dvc, 'add', '-q', 'data')
+        t_gadd, p_gadd = run('git', 'add', 'data.dvc', '.gitignore')
+        t_gcommit, p_gcommit = run('git', 'commit', '-q', '-m', 'add data')
+    except RuntimeError:
+        log.close(); sys.stderr.write((work/'dvc.log').read_text()[-3000:]); raise
+    finally:
+        os.rename(repo/'data', src)
+    log.close()
+    return dict(dvc_add_s=t_add, git_s=t_gadd + t_gcommit, total_s=t_add + t_gadd + t_gcommit,
+                peak_mib=max(p_add, p_gadd, p_gcommit), dvc_add_peak_mib=p_add)
+
+def lib_version()->str:
+    "The git commit of the library benchmarked, with '+dirty' when mlinfra_nb/ has uncommitted edits."
+    try:
+        git = lambda *a: subprocess.run(['git', *a], cwd=HERE.parent.parent, capture_output=True, text=True, timeout=10).stdout.strip()
+        return git('rev-parse', '--short', 'HEAD') + ('+dirty' if git('status', '--porcelain', '--', 'mlinfra_nb') else '')
+    except Exception: return 'unknown'
+
+def fmt_n(n:int)->str: return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+def verdict(ok)->str: return '-' if ok is None else 'PASS' if ok else 'FAIL'
+
+def print_table(rows:list):
+    head = ('benchmark', 'ours', 'peer / target', 'ratio', 'peak MiB', 'vs target')
+    w = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    line = lambda r: '  '.join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(r))
+    print(line(head)); print('  '.join('-' * x for x in w))
+    for r in rows: print(line(r))
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--quick', action='store_true', help='small sizes (2,000 objects), under a minute; not comparable to the targets')
+    ap.add_argument('--no-dvc', action='store_true', help='skip the DVC comparison')
+    ap.add_argument('--tmpdir', help='where to make the temporary directory (default: the system temp dir)')
+    ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
+    ap.add_argument('--profile', choices=['branch', 'commit', 'diff', 'commit_new'],
+                    help="print cProfile's top functions of this benchmark's timed part (largest size)")
+    ap.add_argument('--child', help=argparse.SUPPRESS)
+    ap.add_argument('--child-args', help=argparse.SUPPRESS)
+    ap.add_argument('--profile-child', action='store_true', help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child: return child_main(args)
+
+    sz = QUICK if args.quick else FULL
+    version = lib_version()
+    big = sz['big']
+    dvc = None if args.no_dvc else find_dvc()
+    dvc_note = ('skipped (--no-dvc)' if args.no_dvc else
+                None if dvc else "DVC is NOT installed: the DVC comparison is skipped. Install the bench extra "
+                                 "(pip install -e '.[bench]', i.e. 'dvc>=3' psutil) to compare.")
+    if dvc_note: print(f"NOTE: {dvc_note}", file=sys.stderr)
+    work = Path(tempfile.mkdtemp(prefix='lake_bench_', dir=args.tmpdir))
+    prof = lambda name: args.profile == name
+    t_start = time.perf_counter()
+    try:
+        print(f"lake_bench ({'QUICK' if args.quick else 'full'}) in {work}", file=sys.stderr)
+        br_s = run_child('branch', sz, work, sz['branch_small'])
+        br_b = run_child('branch', sz, work, big, prof('branch'))
+        cm_s = run_child('commit', sz, work, sz['commit_small'])
+        cm_b = run_child('commit', sz, work, big, prof('commit'))
+        df = run_child('diff', sz, work, big, prof('diff'))
+        src = work/'files'
+        print(f"  writing {sz['new_objects']:,} files of {sz['new_size']} B ...", file=sys.stderr, flush=True)
+        write_files(src, sz['new_objects'], sz['new_size'])
+        subprocess.run(['sync'], check=False)
+        new = run_child('commit_new', sz, work, str(src), prof('commit_new'))
+        dv = None
+        if dvc:
+            print("  running dvc add + git commit ...", file=sys.stderr, flush=True)
+            try: dv = bench_dvc(dvc, work, src)
+            except Exception as e: dvc_note = f"DVC run failed: {e}"; print(f"NOTE: {dvc_note}", file=sys.stderr)
+    finally:
+        if args.keep: print(f"kept {work}", file=sys.stderr)
+        else: shutil.rmtree(work, ignore_errors=True)
+    wall = time.perf_counter() - t_start
+
+    ratio = lambda a, b: a / b if b else float('inf')
+    branch_ratio = ratio(br_b['median_ms'], br_s['median_ms'])
+    cr = {v: ratio(cm_b[f'{v}_ms'], cm_s[f'{v}_ms']) for v in ('clustered', 'scattered', 'scattered_cold')}
+    speedup = ratio(dv['total_s'], new['total_s']) if dv else None
+    ns, nb, nc = fmt_n(sz['branch_small']), fmt_n(big), fmt_n(sz['commit_small'])
+    rows = [
+        (f'branch create @{ns} objs (median ms)', f"{br_s['median_ms']:.2f}", '', '', f"{br_s['peak_mib']:.0f}", ''),
+        (f'branch create @{nb} objs (median ms)', f"{br_b['median_ms']:.2f}", f'<= {T_BRANCH_MS:.0f} ms', '',
+         f"{br_b['peak_mib']:.0f}", verdict(br_b['median_ms'] <= T_BRANCH_MS)),
+        (f'branch create ratio {nb}/{ns}', f'{branch_ratio:.2f}', f'<= {T_BRANCH_RATIO:.0f}', f'{branch_ratio:.2f}', '',
+         verdict(branch_ratio <= T_BRANCH_RATIO)),
+        (f'  (catalog re-opened per call) {ns} / {nb}', f"{br_s['cold_median_ms']:.2f} / {br_b['cold_median_ms']:.2f}", '',
+         f"{ratio(br_b['cold_median_ms'], br_s['cold_median_ms']):.2f}", '', ''),
+    ]
+    for v, label in (('clustered', 'clustered'), ('scattered', 'scattered'), ('scattered_cold', 'scattered, cold cache')):
+        rows += [(f"commit {sz['changed']} changed ({label}) @{nc} / @{nb} ms",
+                  f"{cm_s[f'{v}_ms']:.1f} / {cm_b[f'{v}_ms']:.1f}", f'ratio <= {T_COMMIT_RATIO:.0f}', f'{cr[v]:.2f}',
+                  f"{cm_s['peak_mib']:.0f} / {cm_b['peak_mib']:.0f}" if v == 'clustered' else '',
+                  verdict(cr[v] <= T_COMMIT_RATIO) if v != 'scattered_cold' else '(info)')]
+    rows += [
+        (f"commit {sz['new_objects']:,} new {sz['new_size']} B files (s)", f"{new['total_s']:.2f}",
+         f"dvc {dv['total_s']:.2f}" if dv else 'dvc n/a', f'{speedup:.2f}x' if dv else '',
+         f"{new['peak_mib']:.0f}" + (f" / dvc {dv['peak_mib']:.0f}" if dv else ''),
+         verdict(speedup >= T_SPEEDUP) if dv else '-'),
+        (f"  of which list / read / put_many / commit (s)",
+         f"{new['list_s']:.2f} / {new['read_s']:.2f} / {new['put_many_s']:.2f} / {new['commit_s']:.2f}",
+         f"dvc add {dv['dvc_add_s']:.2f}, git {dv['git_s']:.2f}" if dv else '', f'target >= {T_SPEEDUP:.0f}x', '', ''),
+        (f"diff {sz['diff_changed']:,} of {nb} (scattered, s)", f"{df['scattered']['median_s']:.3f}", f'<= {T_DIFF_S} s', '',
+         f"{df['peak_mib']:.0f}", verdict(df['scattered']['median_s'] <= T_DIFF_S)),
+        (f"diff {sz['diff_changed']:,} of {nb} (clustered, s)", f"{df['clustered']['median_s']:.3f}", f'<= {T_DIFF_S} s', '', '',
+         verdict(df['clustered']['median_s'] <= T_DIFF_S)),
+        (f"  diff first call / cold cache (scattered, s)", f"{df['scattered']['first_s']:.3f} / {df['scattered']['cold_s']:.3f}",
+         '', '', '', ''),
+    ]
+    print()
+    print(f"lake_bench: {'QUICK mode -- sizes scaled down, PASS/FAIL is indicative only' if args.quick else 'full run'}; "
+          f"total {wall:.0f} s; library {version}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print_table(rows)
+    print("peak MiB: peak RSS of the benchmark's child process (including building its repository); "
+          "for dvc, of the largest dvc/git process.")
+    if dvc_note: print(f"NOTE: {dvc_note}")
+
+    r = lambda x, d=3: None if x is None else round(x, d)
+    figures = dict(
+        quick=args.quick, library=version, sizes=sz,
+        branch_create_ratio=r(branch_ratio), branch_create_median_ms_small=r(br_s['median_ms']),
+        branch_create_median_ms_100k=r(br_b['median_ms']),
+        branch_create_cold_median_ms_small=r(br_s['cold_median_ms']), branch_create_cold_median_ms_100k=r(br_b['cold_median_ms']),
+        commit100_ratio=r(cr['clustered']), commit100_ms_1k=r(cm_s['clustered_ms']), commit100_ms_100k=r(cm_b['clustered_ms']),
+        commit100_scattered_ratio=r(cr['scattered']), commit100_scattered_ms_1k=r(cm_s['scattered_ms']),
+        commit100_scattered_ms_100k=r(cm_b['scattered_ms']),
+        commit100_scattered_cold_ratio=r(cr['scattered_cold']), commit100_scattered_cold_ms_1k=r(cm_s['scattered_cold_ms']),
+        commit100_scattered_cold_ms_100k=r(cm_b['scattered_cold_ms']),
+        put100_ms_1k=r(cm_s['scattered_put_ms']), put100_ms_100k=r(cm_b['scattered_put_ms']),
+        commit_100k_new_s=r(new['total_s']), commit_100k_new_list_s=r(new['list_s']), commit_100k_new_read_s=r(new['read_s']),
+        commit_100k_new_put_many_s=r(new['put_many_s']), commit_100k_new_commit_s=r(new['commit_s']),
+        dvc_add_commit_100k_s=r(dv['total_s']) if dv else None, dvc_add_100k_s=r(dv['dvc_add_s']) if dv else None,
+        speedup_vs_dvc=r(speedup, 2), dvc_available=dv is not None, dvc_note=dvc_note,
+        diff_1000_of_100k_s=r(df['scattered']['median_s'], 4), diff_1000_of_100k_clustered_s=r(df['clustered']['median_s'], 4),
+        diff_1000_of_100k_cold_s=r(df['scattered']['cold_s'], 4),
+        peak_mib_branch_small=r(br_s['peak_mib'], 1), peak_mib_branch_100k=r(br_b['peak_mib'], 1),
+        peak_mib_commit100_1k=r(cm_s['peak_mib'], 1), peak_mib_commit100_100k=r(cm_b['peak_mib'], 1),
+        peak_mib_commit_100k_new=r(new['peak_mib'], 1), peak_mib_dvc=r(dv['peak_mib'], 1) if dv else None,
+        peak_mib_diff_100k=r(df['peak_mib'], 1),
+        targets=dict(branch_create_ratio=T_BRANCH_RATIO, branch_create_median_ms_100k=T_BRANCH_MS, commit100_ratio=T_COMMIT_RATIO,
+                     speedup_vs_dvc=T_SPEEDUP, diff_1000_of_100k_s=T_DIFF_S),
+        wall_s=r(wall, 1),
+    )
+    if args.profile: print(f"NOTE: {args.profile} ran under cProfile: its figures are inflated (profile on stderr)")
+    print(json.dumps(figures))
+
+if __name__ == '__main__':
+    main()
