@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = []
 
-# %% ../../nbs/19_lake.ipynb #f4c9d243
+# %% ../../nbs/19_lake.ipynb #58bec737
 from .core import (Lake, Repository, Commit, ObjectInfo, CommonPrefix, Change, HookEvent, Resolved,
                                   check_path, check_ref_name, check_repo_name)
 from .tables import Branch, TableInfo, TableDiff, count_rows, query_connection
