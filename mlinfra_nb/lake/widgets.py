@@ -11,7 +11,7 @@ import pandas as pd
 from IPython.display import display
 from fastcore.basics import patch
 from ..workspace import InvalidInput, MlinfraError
-from .core import STRATEGIES, Change, Commit, CommonPrefix, Lake, ObjectInfo, Repository
+from .core import STRATEGIES, Change, Commit, CommonPrefix, Lake, Repository
 from .tables import TableDiff, TableInfo
 
 # %% auto #0
