@@ -385,6 +385,17 @@ def repositories(self:Lake)->list[str]:
     "Names of all repositories."
     with self.store.connect() as con: return [r[0] for r in con.execute("SELECT name FROM repositories ORDER BY name").fetchall()]
 
+# %% ../../nbs/11_lake.core.ipynb #05e2bfef
+@patch
+def delete_repository(self:Lake, name:str):
+    "Delete repository `name`: its branches, tags, commits, staging and rules (`gc` then frees its objects)."
+    with self.store.transaction() as con:
+        if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"no repository {name!r}")
+        for table in ('refs', 'staging', 'protection', 'commits'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
+        con.execute("DELETE FROM repositories WHERE name = ?", [name])
+        self._audit(con, name, 'delete_repository')
+    self.hooks[:] = [h for h in self.hooks if h[0] != name]
+
 # %% ../../nbs/11_lake.core.ipynb #de1c4eb1
 @patch
 def _new_commit(self:Lake, con, repo:str, parents:list, metarange:str, message:str, metadata:dict, committer:str|None=None)->Commit:
