@@ -38,7 +38,7 @@ class Corrupted(MlinfraError):
 # %% ../nbs/00_workspace.ipynb #71085d5b
 DEFAULT_SETTINGS = {
     'lake':    {'backend': 'embedded'},
-    'lakefs':  {'endpoint': '', 'access_key_id': '', 'secret_access_key': ''},
+    'lakefs':  {'endpoint': '', 'access_key_id': '', 'secret_access_key': '', 'namespace': ''},
     'train':   {'strategy': 'auto', 'mixed_precision': False},
     'serve':   {'backend': 'local', 'host': '127.0.0.1', 'rest_port': 8501, 'grpc_port': 8500},
     'monitor': {'store': 'duckdb'},
