@@ -1,0 +1,137 @@
+"""Official lakeFS clients as users of our server: the unmodified `lakefs` SDK, lakefs-spec with DuckDB, several clients at once,
+and `mlinfra lake serve` as a separate process."""
+import io, socket, subprocess, sys, threading, time, urllib.request
+import duckdb, lakefs, pandas as pd, pyarrow as pa, pyarrow.parquet as pq, pytest
+from lakefs.exceptions import ConflictException, ForbiddenException, NotAuthorizedException, NotFoundException
+from lakefs_spec import LakeFSFileSystem
+from mlinfra_nb.lake import Lake
+from mlinfra_nb.lake.server import LakeServer, create_credentials
+
+@pytest.fixture
+def served(tmp_path):
+    lake = Lake(tmp_path/'lake', user='server')
+    key = create_credentials(lake, 'alice')
+    with LakeServer(lake) as srv:
+        yield lake, srv, lakefs.Client(host=srv.endpoint, username=key.access_key_id, password=key.secret_access_key), key
+    lake.store.close()
+
+def test_sdk_lifecycle(served):
+    lake, srv, client, _ = served
+    repo = lakefs.Repository('sdk', client=client).create(storage_namespace='local://sdk')
+    assert repo.properties.default_branch == 'main'
+    main = repo.branch('main')
+    main.object('raw/a.csv').upload(b'x,y\n1,2\n', content_type='text/csv', metadata={'source': 'test'})
+    assert [c.path for c in main.uncommitted()] == ['raw/a.csv']
+    first = main.commit('add a', metadata={'k': 'v'})
+    assert first.get_commit().metadata == {'k': 'v'} and first.get_commit().committer == 'alice'
+    dev = repo.branch('dev').create(main)
+    dev.object('raw/b.csv').upload(b'b')
+    dev.object('raw/a.csv').delete()
+    dev.commit('b in, a out')
+    assert {(d.type, d.path) for d in main.diff(dev)} == {('added', 'raw/b.csv'), ('removed', 'raw/a.csv')}
+    assert sorted(b.id for b in repo.branches()) == ['dev', 'main']
+    merged = dev.merge_into(main)
+    assert main.head.id == merged
+    assert [o.path for o in main.objects()] == ['raw/b.csv']
+    assert main.object('raw/b.csv').reader().read() == b'b'
+    with main.object('raw/big.bin').writer(mode='wb') as w: w.write(b'0123456789' * 1000)   # the SDK's streaming writer
+    with main.object('raw/big.bin').reader() as r:
+        r.seek(5); assert r.read(7) == b'5678901'   # ranged reads
+    repo.tag('v1').create(merged)
+    assert [t.id for t in repo.tags()] == ['v1']
+    main.commit('big')
+    main.revert(main.head.id)
+    assert not main.object('raw/big.bin').exists()
+    main.object('scratch').upload(b's'); main.reset_changes()
+    assert list(main.uncommitted()) == []
+    assert [c.message for c in main.log(max_amount=2)][1] == 'big'
+    assert lake.repository('sdk').get('v1', 'raw/b.csv') == b'b'   # it all happened in the embedded lake
+
+def test_sdk_errors(served):
+    lake, srv, client, key = served
+    repo = lakefs.Repository('errs', client=client).create(storage_namespace='local://errs')
+    with pytest.raises(NotFoundException): repo.branch('nope').head
+    with pytest.raises(NotFoundException): repo.branch('main').object('missing').reader().read()
+    with pytest.raises(ConflictException): repo.branch('main').create('main')
+    lake.repository('errs').protect('main')
+    with pytest.raises(ForbiddenException): repo.branch('main').object('x').upload(b'x')
+    bad = lakefs.Client(host=srv.endpoint, username=key.access_key_id, password='not-the-secret')
+    with pytest.raises(NotAuthorizedException): list(lakefs.repositories(client=bad))
+
+def test_sdk_paging(served):
+    lake, srv, client, _ = served
+    r = lake.create_repository('paging')
+    for i in range(120): r.commit('main', f'c{i}', allow_empty=True)
+    r.put_many('main', {f'obj/{i:04d}': b'x' for i in range(250)})
+    main = lakefs.Repository('paging', client=client).branch('main')
+    assert len(list(main.objects(prefix='obj/'))) == 250            # three pages of 100
+    assert len(list(main.uncommitted())) == 250
+    assert len(list(main.log())) == 121                              # two pages of log, and the first commit
+
+def test_lakefs_spec_and_duckdb(served, tmp_path):
+    lake, srv, client, key = served
+    lake.create_repository('spec')
+    fs = LakeFSFileSystem(host=srv.endpoint, username=key.access_key_id, password=key.secret_access_key)
+    df = pd.DataFrame({'user': list('abcde'), 'amount': [1.0, 2.0, 3.0, 4.0, 5.0]})
+    local = tmp_path/'tx.parquet'; df.to_parquet(local)
+    with fs.transaction('spec', 'main') as tx:                       # lakefs-spec's ephemeral branch, committed and merged
+        fs.put_file(str(local), f'lakefs://spec/{tx.branch.id}/tables/tx.parquet')
+        tx.commit(message='add tx via lakefs-spec')
+    assert fs.ls('lakefs://spec/main/tables/', detail=False) == ['spec/main/tables/tx.parquet']
+    con = duckdb.connect(); con.register_filesystem(fs)
+    assert con.sql("SELECT count(*), sum(amount) FROM read_parquet('lakefs://spec/main/tables/tx.parquet')").fetchall() == [(5, 15.0)]
+    with fs.open('lakefs://spec/main/notes.txt', 'wb') as f: f.write(b'hello')
+    assert fs.cat('lakefs://spec/main/notes.txt') == b'hello'
+    assert 'add tx via lakefs-spec' in [c.message for c in lake.repository('spec').log('main')]
+
+def test_concurrent_clients(served):
+    "Eight SDK clients each branch, write, commit and merge at once, while this process writes to the same lake directly."
+    lake, srv, client, key = served
+    lake.create_repository('busy')
+    errors = []
+    def worker(i):
+        try:
+            c = lakefs.Client(host=srv.endpoint, username=key.access_key_id, password=key.secret_access_key)
+            b = lakefs.Repository('busy', client=c).branch(f'w{i}').create('main')
+            for j in range(5): b.object(f'w{i}/{j}').upload(f'{i}-{j}'.encode())
+            b.commit(f'worker {i}')
+            for attempt in range(20):   # merges into main race; lakeFS clients retry a 409/423 the same way
+                try: b.merge_into('main'); break
+                except ConflictException: time.sleep(0.05)
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads: t.start()
+    direct = lake.repository('busy')
+    direct.create_branch('direct', 'main')
+    for j in range(20): direct.put('direct', f'direct/{j}', b'd')
+    direct.commit('direct', 'direct writes')
+    for t in threads: t.join(60)
+    assert not errors, errors
+    direct.merge('direct', into='main')
+    paths = {o.path for o in direct.list('main')}
+    assert paths == {f'w{i}/{j}' for i in range(8) for j in range(5)} | {f'direct/{j}' for j in range(20)}
+    assert all(direct.get('main', f'w{i}/{j}') == f'{i}-{j}'.encode() for i in range(8) for j in range(5))
+
+def test_serve_command(tmp_path, clean_env):
+    "`mlinfra lake serve` as its own process, stopped by its pid; another process writes the same lake meanwhile."
+    from mlinfra_nb.cli import main
+    root = str(tmp_path/'lake')
+    Lake(root).create_repository('shared')
+    key = create_credentials(Lake(root), 'ops')
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, '-c', 'import sys; from mlinfra_nb.cli import main; sys.exit(main())', 'lake', 'serve',
+                             '--root', root, '--port', str(port)], env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            assert proc.poll() is None, proc.stderr.read()
+            try: urllib.request.urlopen(f'http://127.0.0.1:{port}/api/v1/healthcheck', timeout=1); break
+            except OSError: time.sleep(0.1)
+        c = lakefs.Client(host=f'http://127.0.0.1:{port}', username=key.access_key_id, password=key.secret_access_key)
+        b = lakefs.Repository('shared', client=c).branch('main')
+        b.object('from-sdk').upload(b'1'); b.commit('via the server')
+        here = Lake(root).repository('shared')
+        here.put('main', 'from-here', b'2'); here.commit('main', 'directly')
+        assert sorted(o.path for o in b.objects()) == ['from-here', 'from-sdk']
+    finally:
+        proc.terminate(); proc.wait(10)
+    assert 'serving the lake' in proc.stdout.read()
