@@ -5,9 +5,11 @@ against the embedded engine called directly.
     python bench/lakefs_bench.py            # full run (about a minute or two)
     python bench/lakefs_bench.py --quick    # fewer repetitions (same object sizes), well under a minute
 
-What is measured, side by side in one run (the repetitions of the two sides are interleaved):
+What is measured, side by side in one run (each side in its own block, one after the other, so neither side's
+background work -- the catalog is closed LINGER after the last operation -- lands in the other's timings):
 1. upload throughput (MiB/s) of 1 MiB and 64 MiB objects: `branch.object(p).upload(data)` through the SDK vs
-   `repo.put(branch, p, data)` on a `Lake` in this process. Every object is fresh random bytes (nothing deduplicates).
+   `repo.put(branch, p, data)` on a `Lake` in this process. Every object is fresh random bytes (nothing deduplicates),
+   made before the block is timed.
 2. download throughput (MiB/s) of the same objects: `branch.object(p).reader().read()` vs `repo.get(branch, p)`.
 3. commit latency of 100 staged changes (100 new 1 KiB objects, staged untimed): `branch.commit(msg)` vs `repo.commit`.
 
@@ -78,58 +80,63 @@ def stop_server(proc:subprocess.Popen)->float|None:
 def timed(fn, *a, **kw):
     t0 = time.perf_counter(); r = fn(*a, **kw); return time.perf_counter() - t0, r
 
-def bench_transfer(sz:dict, sdk_branch, direct_repo, mib:int, branch:str='main')->dict:
-    "Upload then download `reps` objects of `mib` MiB each way; the two sides alternate, each on its own fresh data."
-    reps, size = sz['reps'][mib], mib * MiB
-    up = {'sdk': [], 'direct': []}; down = {'sdk': [], 'direct': []}
-    for i in range(sz['warmup']):  # untimed: connections, caches, first-call imports
-        p = f'warmup/{mib}mib-{i}.bin'
-        sdk_branch.object(p).upload(os.urandom(64 * 1024), mode='wb'); sdk_branch.object(p).reader().read()
-        direct_repo.put(branch, p, os.urandom(64 * 1024)); direct_repo.get(branch, p)
-    for i in range(reps):
+def settle():
+    "Let both catalogs go idle (the lake keeps its catalog open for LINGER after an operation, then closes it in the background)."
+    from mlinfra_nb.lake.store import LINGER
+    time.sleep(max(0.2, 4 * LINGER))
+
+def transfer_block(side:str, reps:int, mib:int, put, get)->tuple[list, list]:
+    "Upload then read back `reps` objects of `mib` MiB with one side's `put(path, data)` / `get(path)`; the data is made beforehand."
+    datas = [os.urandom(mib * MiB) for _ in range(reps)]
+    up, down = [], []
+    settle()
+    for i, data in enumerate(datas):
         p = f'objects/{mib}mib/obj-{i:03d}.bin'
-        for side in (('sdk', 'direct') if i % 2 == 0 else ('direct', 'sdk')):
-            data = os.urandom(size)
-            if side == 'sdk':
-                t, _ = timed(sdk_branch.object(p).upload, data, mode='wb')
-            else:
-                t, _ = timed(direct_repo.put, branch, p, data)
-            up[side].append(t)
-            if side == 'sdk':
-                t, got = timed(lambda: sdk_branch.object(p).reader(mode='rb').read())
-            else:
-                t, got = timed(direct_repo.get, branch, p)
-            down[side].append(t)
-            if got != data: raise AssertionError(f"{side}: read back {len(got)} bytes that differ from the {len(data)} uploaded at {p}")
-            del data, got
-    mibs = lambda ts: mib / statistics.median(ts)
+        t, _ = timed(put, p, data); up.append(t)
+        t, got = timed(get, p); down.append(t)
+        if got != data: raise AssertionError(f"{side}: read back {len(got)} bytes that differ from the {len(data)} uploaded at {p}")
+        del got
+    return up, down
+
+def bench_transfer(sz:dict, sdk_branch, direct_repo, mib:int, branch:str='main')->dict:
+    "`reps` uploads and downloads of `mib` MiB objects on each side, fresh random data each (nothing deduplicates)."
+    reps = sz['reps'][mib]
+    sides = {'direct': (lambda p, d: direct_repo.put(branch, p, d), lambda p: direct_repo.get(branch, p)),
+             'sdk': (lambda p, d: sdk_branch.object(p).upload(d, mode='wb'), lambda p: sdk_branch.object(p).reader(mode='rb').read())}
+    for side, (put, get) in sides.items():  # untimed: connections, caches, first-call imports
+        for i in range(sz['warmup']): put(f'warmup/{mib}mib-{i}.bin', os.urandom(64 * 1024)); get(f'warmup/{mib}mib-{i}.bin')
+    up, down = {}, {}
+    for side, (put, get) in sides.items(): up[side], down[side] = transfer_block(side, reps, mib, put, get)
     out = dict(mib=mib, reps=reps)
     for kind, d in (('upload', up), ('download', down)):
-        for side in ('sdk', 'direct'):
-            out[f'{kind}_{side}_mibs'] = mibs(d[side])
+        for side in sides:
+            out[f'{kind}_{side}_mibs'] = mib / statistics.median(d[side])
             out[f'{kind}_{side}_s'] = [round(x, 4) for x in d[side]]
         out[f'{kind}_ratio'] = out[f'{kind}_sdk_mibs'] / out[f'{kind}_direct_mibs']
     return out
 
 def bench_commit(sz:dict, sdk_repo, direct_repo, branch:str='commits')->dict:
-    "Commit `commit_changes` new small objects, staged untimed (the SDK side stages through the SDK too)."
+    "Commits of `commit_changes` new small objects each, staged just before (untimed; the SDK side stages through the SDK)."
     sdk_repo.branch(branch).create(source_reference='main')
     direct_repo.create_branch(branch, source='main')
     sb = sdk_repo.branch(branch)
     n, size = sz['commit_changes'], sz['commit_size']
-    times = {'sdk': [], 'direct': []}
-    for r in range(sz['commit_reps']):
-        for side in (('sdk', 'direct') if r % 2 == 0 else ('direct', 'sdk')):
-            items = [(f'changes/round-{r:02d}/obj-{i:04d}.bin', os.urandom(size)) for i in range(n)]
-            if side == 'sdk':
-                for p, d in items: sb.object(p).upload(d, mode='wb')
-                t, ref = timed(sb.commit, f'{n} changes, round {r}')
-                parent = ref.get_commit().parents[0]
-                changes = len(list(sdk_repo.ref(parent).diff(ref.id, max_amount=n + 1, type='two_dot')))
-            else:
-                direct_repo.put_many(branch, items)
-                t, c = timed(direct_repo.commit, branch, f'{n} changes, round {r}')
-                changes = len(direct_repo.diff(c.parents[0], c.id))
+    def sdk_round(items, msg):
+        for p, d in items: sb.object(p).upload(d, mode='wb')
+        t, ref = timed(sb.commit, msg)
+        parent = ref.get_commit().parents[0]
+        return t, len(list(sdk_repo.ref(parent).diff(ref.id, max_amount=n + 1, type='two_dot')))
+    def direct_round(items, msg):
+        direct_repo.put_many(branch, items)
+        t, c = timed(direct_repo.commit, branch, msg)
+        return t, len(direct_repo.diff(c.parents[0], c.id))
+    times = {}
+    for side, one_round in (('direct', direct_round), ('sdk', sdk_round)):
+        times[side] = []
+        settle()
+        for r in range(sz['commit_reps']):
+            items = [(f'changes/{side}-round-{r:02d}/obj-{i:04d}.bin', os.urandom(size)) for i in range(n)]
+            t, changes = one_round(items, f'{n} changes, round {r}')
             if changes != n: raise AssertionError(f"{side}: commit {r} has {changes} changes, not {n}")
             times[side].append(t)
     med = lambda ts: statistics.median(ts) * 1000

@@ -5,7 +5,15 @@
 # %% auto #0
 __all__ = []
 
-# %% ../../nbs/19_lake.ipynb #58bec737
+# %% ../../nbs/19_lake.ipynb #b5f9a587
 from .core import (Lake, Repository, Commit, ObjectInfo, CommonPrefix, Change, HookEvent, Resolved,
                                   check_path, check_ref_name, check_repo_name)
 from .tables import Branch, TableInfo, TableDiff, count_rows, query_connection
+import importlib
+
+_LAZY = {'LakeFSLake': 'lakefs', 'LakeFSRepository': 'lakefs', 'open_lake': 'lakefs', 'LakeServer': 'server', 'create_credentials': 'server'}
+
+def __getattr__(name):
+    "The lakeFS backend and server load on first use: the official SDK takes about a second to import."
+    if name in _LAZY: return getattr(importlib.import_module(f'mlinfra_nb.lake.{_LAZY[name]}'), name)
+    raise AttributeError(f"module 'mlinfra_nb.lake' has no attribute {name!r}")
