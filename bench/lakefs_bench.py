@@ -2,8 +2,8 @@
 """Benchmark of the lakeFS-API server over the embedded lake (`mlinfra lake serve`), through the official `lakefs` SDK,
 against the embedded engine called directly.
 
-    python bench/lakefs_bench.py            # full run (about a minute or two)
-    python bench/lakefs_bench.py --quick    # fewer repetitions (same object sizes), well under a minute
+    python bench/lakefs_bench.py            # full run (under a minute on 2 CPUs)
+    python bench/lakefs_bench.py --quick    # fewer repetitions (same object sizes), about 20 s
 
 What is measured, side by side in one run (each side in its own block, one after the other, so neither side's
 background work -- the catalog is closed LINGER after the last operation -- lands in the other's timings):
@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve()
 MiB = 1024 * 1024
 REPO = 'bench'
 
-FULL = dict(sizes_mib=[1, 64], reps={1: 20, 64: 3}, commit_changes=100, commit_size=1024, commit_reps=7, warmup=2)
+FULL = dict(sizes_mib=[1, 64], reps={1: 20, 64: 5}, commit_changes=100, commit_size=1024, commit_reps=9, warmup=2)
 QUICK = dict(sizes_mib=[1, 64], reps={1: 5, 64: 1}, commit_changes=100, commit_size=1024, commit_reps=3, warmup=1)
 
 # --------------------------------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def print_table(rows:list):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--quick', action='store_true', help='fewer repetitions (1 MiB x 5, 64 MiB x 1, 3 commits), well under a minute')
+    ap.add_argument('--quick', action='store_true', help='fewer repetitions (1 MiB x 5, 64 MiB x 1, 3 commits); the same object sizes')
     ap.add_argument('--tmpdir', help='where to make the temporary directory (default: the system temp dir)')
     ap.add_argument('--keep', action='store_true', help='keep the temporary directory (and the server log)')
     args = ap.parse_args()
