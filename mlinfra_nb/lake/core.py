@@ -439,6 +439,7 @@ def _resolve(self:Lake, con, repo:str, ref:str)->Resolved:
     else: raise NotFound(f"no branch, tag or commit {base!r} in repository {repo!r}")
     c = self._commit(con, repo, cid)
     for op, n in re.findall(r'([~^])(\d*)', mods):
+        if len(n) > 9: raise InvalidInput(f"{ref[:40]!r}: ancestor number {n[:12]}... is too large")
         n = int(n) if n else 1
         if op == '~':
             for _ in range(n):
