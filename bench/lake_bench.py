@@ -21,6 +21,7 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 import argparse, json, os, random, resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
+from benchutil import lib_version, print_table
 
 HERE = Path(__file__).resolve()
 RESULT_TAG = '@@LAKE_BENCH_RESULT@@ '
@@ -244,23 +245,11 @@ def bench_dvc(dvc:str, work:Path, src:Path)->dict:
     return dict(dvc_add_s=t_add, git_s=t_gadd + t_gcommit, total_s=t_add + t_gadd + t_gcommit,
                 peak_mib=max(p_add, p_gadd, p_gcommit), dvc_add_peak_mib=p_add)
 
-def lib_version()->str:
-    "The git commit of the library benchmarked, with '+dirty' when mlinfra_nb/ has uncommitted edits."
-    try:
-        git = lambda *a: subprocess.run(['git', *a], cwd=HERE.parent.parent, capture_output=True, text=True, timeout=10).stdout.strip()
-        return git('rev-parse', '--short', 'HEAD') + ('+dirty' if git('status', '--porcelain', '--', 'mlinfra_nb') else '')
-    except Exception: return 'unknown'
 
 def fmt_n(n:int)->str: return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 def verdict(ok)->str: return '-' if ok is None else 'PASS' if ok else 'FAIL'
 
-def print_table(rows:list):
-    head = ('benchmark', 'ours', 'peer / target', 'ratio', 'peak MiB', 'vs target')
-    w = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: '  '.join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(r))
-    print(line(head)); print('  '.join('-' * x for x in w))
-    for r in rows: print(line(r))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -346,7 +335,7 @@ def main():
     print()
     print(f"lake_bench: {'QUICK mode -- sizes scaled down, PASS/FAIL is indicative only' if args.quick else 'full run'}; "
           f"total {wall:.0f} s; library {version}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    print_table(rows)
+    print_table(('benchmark', 'ours', 'peer / target', 'ratio', 'peak MiB', 'vs target'), rows)
     print("peak MiB: peak RSS of the benchmark's child process (including building its repository); "
           "for dvc, of the largest dvc/git process.")
     if dvc_note: print(f"NOTE: {dvc_note}")

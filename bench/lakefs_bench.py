@@ -21,6 +21,7 @@ the direct side uses a separate lake directory. The last line printed is one JSO
 from __future__ import annotations
 import argparse, json, os, resource, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
+from benchutil import lib_version, print_table
 
 HERE = Path(__file__).resolve()
 MiB = 1024 * 1024
@@ -147,19 +148,7 @@ def bench_commit(sz:dict, sdk_repo, direct_repo, branch:str='commits')->dict:
 # --------------------------------------------------------------------------------------------------------------
 # the parent: set-up, table, JSON
 
-def lib_version()->str:
-    "The git commit of the library benchmarked, with '+dirty' when mlinfra_nb/ has uncommitted edits."
-    try:
-        git = lambda *a: subprocess.run(['git', *a], cwd=HERE.parent.parent, capture_output=True, text=True, timeout=10).stdout.strip()
-        return git('rev-parse', '--short', 'HEAD') + ('+dirty' if git('status', '--porcelain', '--', 'mlinfra_nb') else '')
-    except Exception: return 'unknown'
 
-def print_table(rows:list):
-    head = ('benchmark', 'SDK (over HTTP)', 'direct', 'ratio SDK/direct')
-    w = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: '  '.join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(r))
-    print(line(head)); print('  '.join('-' * x for x in w))
-    for r in rows: print(line(r))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -219,7 +208,7 @@ def main():
     print(f"lakefs_bench: {'QUICK mode -- fewer repetitions' if args.quick else 'full run'}; total {wall:.0f} s; library {version}; "
           f"lakefs SDK {sdk_version()}; "
           f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    print_table(rows)
+    print_table(('benchmark', 'SDK (over HTTP)', 'direct', 'ratio SDK/direct'), rows)
     print("SDK: the official lakefs SDK against `mlinfra lake serve` in another process over 127.0.0.1; direct: the embedded "
           "Lake in this process. Throughput ratio < 1 and latency ratio > 1 are the cost of HTTP + the SDK.")
     print(f"peak RSS: server process {server_peak:.0f} MiB, benchmark process (client + direct lake) {bench_peak:.0f} MiB"

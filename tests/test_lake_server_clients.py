@@ -1,7 +1,7 @@
 """Official lakeFS clients as users of our server: the unmodified `lakefs` SDK, lakefs-spec with DuckDB, several clients at once,
 and `mlinfra lake serve` as a separate process."""
-import io, socket, subprocess, sys, threading, time, urllib.request
-import duckdb, lakefs, pandas as pd, pyarrow as pa, pyarrow.parquet as pq, pytest
+import socket, subprocess, sys, threading, time, urllib.request
+import duckdb, lakefs, pandas as pd, pytest
 from lakefs.exceptions import ConflictException, ForbiddenException, NotAuthorizedException, NotFoundException
 from lakefs_spec import LakeFSFileSystem
 from mlinfra_nb.lake import Lake
@@ -114,7 +114,6 @@ def test_concurrent_clients(served):
 
 def test_serve_command(tmp_path, clean_env):
     "`mlinfra lake serve` as its own process, stopped by its pid; another process writes the same lake meanwhile."
-    from mlinfra_nb.cli import main
     root = str(tmp_path/'lake')
     Lake(root).create_repository('shared')
     key = create_credentials(Lake(root), 'ops')
