@@ -239,7 +239,7 @@ def test_merge_waits_for_confirmation(lk, cards):
     assert cards.head('main').id == head
     b.merge_source.value = 'v1'   # what is merged was fixed when the question was asked
     b.confirm_button.click()
-    assert cards.head('main').id == dev   # a fast-forward
+    assert cards.head('main').parents == (head, dev)   # a merge commit, as lakeFS makes
     assert "merged 'dev' into 'main'" in status(b) and b.pending is None and b.confirm_box.layout.display == 'none'
     assert 'five corrected' in b.log_html.value and '>600<' in b.tables_html.value
 
