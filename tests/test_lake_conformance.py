@@ -120,6 +120,19 @@ def test_merge(repo):
     assert repo.get('main', 'f.txt') == b'f' and repo.get('main', 'm.txt') == b'm'
     with pytest.raises(InvalidInput): repo.merge('feature', into='main')   # nothing new to merge
 
+def test_merge_always_makes_a_merge_commit(repo):
+    repo.create_branch('ahead', 'main')
+    repo.put('ahead', 'x.txt', b'x'); c = repo.commit('ahead', 'x')
+    before = repo.head('main')
+    m = repo.merge('ahead', into='main')   # main has not moved, and still the merge is recorded
+    assert m.parents == (before.id, c.id) and m.message == "Merge 'ahead' into 'main'"
+
+def test_merge_into_a_dirty_branch_is_refused(repo):
+    repo.create_branch('src', 'main'); repo.put('src', 's', b's'); repo.commit('src', 's')
+    repo.put('main', 'wip', b'wip')
+    with pytest.raises(InvalidInput): repo.merge('src', into='main')
+    assert repo.uncommitted('main')[0].path == 'wip'
+
 def test_merge_conflicts_and_strategies(repo):
     for b in ('left', 'right'): repo.create_branch(b, 'main')
     repo.put('left', 'a.txt', b'left'); repo.commit('left', 'left edit')
