@@ -144,3 +144,49 @@ def test_demo_switches_backend_by_configuration(served, mlinfra, clean_env, tmp_
     assert f'ingested into the lake at {srv.endpoint}' in r.stdout and '2,000 rows' in r.stdout
     assert lake.repository('demo').table_info('main', 'tables/transactions').rows == 2000   # the server's lake has the data
     assert not (tmp_path/'home'/'lake').exists()   # and no embedded lake was made on the side
+
+def test_sdk_and_spec_extras(served):
+    "Operations the review against lakeFS's spec found missing or different: copies, git-style tag names, version, paging, 501s."
+    lake, srv, client, key = served
+    repo = lakefs.Repository('extras', client=client).create(storage_namespace='local://extras')
+    main = repo.branch('main')
+    main.object('a.txt').upload(b'a', metadata={'k': 'v'})
+    copied = main.object('a.txt').copy('main', 'b.txt')                                    # SDK copy
+    assert copied.reader().read() == b'a' and copied.stat().metadata == {'k': 'v'}
+    main.commit('a and its copy')
+    repo.tag('v1.2.0').create('main')                                                      # a release-style tag name
+    assert main.object('a.txt').reader().read() == repo.ref('v1.2.0').object('b.txt').reader().read()
+    fs = LakeFSFileSystem(host=srv.endpoint, username=key.access_key_id, password=key.secret_access_key)
+    fs.cp('lakefs://extras/main/a.txt', 'lakefs://extras/main/c.txt')                      # lakefs-spec copy
+    fs.touch('lakefs://extras/main/empty')                                                 # needs a numeric server version
+    assert fs.cat('lakefs://extras/main/c.txt') == b'a' and fs.cat('lakefs://extras/main/empty') == b''
+    assert client.version.count('.') == 2 and all(p.isdigit() for p in client.version.split('.'))
+    from lakefs.exceptions import ServerException
+    with pytest.raises(ServerException) as e: main.cherry_pick('v1.2.0')
+    assert e.value.status_code == 501 and 'not supported by the embedded lake' in e.value.body['message']
+
+def test_rest_details(served):
+    "Details lakectl relies on: first-parent logs, amount clamping, protection ETags, conditional uploads, bulk delete answers."
+    import httpx
+    lake, srv, client, key = served
+    r = lake.create_repository('details')
+    r.create_branch('side', 'main'); r.put('side', 's', b's'); r.commit('side', 'side work')
+    r.put('main', 'm', b'm'); r.commit('main', 'main work'); r.merge('side', into='main')
+    with httpx.Client(base_url=srv.endpoint + '/api/v1/repositories/details', auth=(key.access_key_id, key.secret_access_key)) as c:
+        first = c.get('/refs/main/commits', params={'first_parent': 'true'}).json()['results']
+        assert [x['message'] for x in first] == ["Merge 'side' into 'main'", 'main work', 'Repository created']
+        two = c.get('/refs/main/commits', params={'first_parent': 'true', 'amount': 2}).json()
+        assert len(two['results']) == 2 and two['pagination']['has_more']
+        assert len(c.get('/refs/main/commits', params={'amount': 0}).json()['results']) == 4   # 0 means the default page, as in lakeFS
+        g = c.get('/settings/branch_protection'); etag = g.headers['etag']
+        assert c.put('/settings/branch_protection', json=[{'pattern': 'main'}], headers={'If-Match': etag}).status_code == 204
+        stale = c.put('/settings/branch_protection', json=[], headers={'If-Match': etag})
+        assert stale.status_code == 412 and r.protection_rules() == ['main']
+        put = lambda path, data, **h: c.post('/branches/side/objects', params={'path': path}, content=data, headers=h)
+        assert put('s', b'new', **{'If-None-Match': '*'}).status_code == 412                  # exists already
+        etag_s = c.get('/refs/side/objects/stat', params={'path': 's'}).json()['checksum']
+        assert put('s', b'v2', **{'If-Match': '"nope"'}).status_code == 412
+        assert put('s', b'v2', **{'If-Match': f'"{etag_s}"'}).status_code == 201 and r.get('side', 's') == b'v2'
+        d = c.post('/branches/side/objects/delete', json={'paths': ['s', 'not-there']})
+        assert d.status_code == 200 and d.json() == {'errors': []}
+        assert c.get(srv.endpoint + '/api/v1/setup_lakefs').json() == {'state': 'initialized'}
