@@ -1,0 +1,474 @@
+#!/usr/bin/env python
+"""Benchmark of the feature store (`mlinfra_nb.features`): a point-in-time join against Feast's two local offline stores
+and a hand-written DuckDB query, plus its online-lookup latency.
+
+    python bench/features_bench.py            # full run: 1,000,000 entity rows x 5,000,000 feature rows (several minutes)
+    python bench/features_bench.py --quick    # 100,000 x 500,000, about a minute (figures are not comparable to the targets)
+    python bench/features_bench.py --feast-python /path/to/venv/bin/python   # run the Feast contenders in another venv
+
+Feast 0.67 requires pandas<3. If this venv has pandas 3, install Feast (`pip install 'feast[duckdb]' psutil`) into a venv
+of its own and name its interpreter with --feast-python (or $FEAST_PYTHON); only the Feast children run there.
+
+The job: 100,000 users, 10 float features f0..f9, TTL 90 days, ties on (user_id, event_ts) broken by created_ts (the
+latest created wins). The data is generated once with a fixed seed and written to two Parquet files that every contender
+reads: the feature table (user_id 'u000123', event_ts and created_ts tz-aware UTC over 180 days, f0..f9; ~1% of rows
+share (user_id, event_ts) with another row but not created_ts) and the entity table (row_id, user_id, event_ts; ~2% of
+users have no feature rows, ~10% of rows sit exactly on a feature row's event_ts, and ~5% of users stopped having feature
+rows after day 60, so their later entity rows are past the TTL).
+
+Contenders, each in its own child process (its peak RSS, from `os.wait4`, is its own):
+1. feast_dask   -- Feast's local file offline store (dask): a FeatureStore in a temporary repo, a FileSource on the
+                   feature Parquet, a FeatureView with ttl=90 days; `get_historical_features(entity_df, ...).to_df()`.
+2. feast_duckdb -- the same with Feast's DuckDB offline store.
+3. duckdb_sql   -- a hand-written DuckDB query over both Parquet files: the feature table deduplicated on (user_id,
+                   event_ts) keeping the latest created_ts, ASOF LEFT JOIN, features NULLed past the TTL.
+4. ours         -- `FeatureStore.training_set(entity_df, ...).df()` over the table loaded into a Lake repository (the
+                   load, the commit and `apply` happen in a separate set-up child and are not timed).
+Only the join is timed (for Feast: get_historical_features + to_df; for ours: training_set + df; for the query:
+execute + df). The entity frame is read from Parquet before the clock starts, except by the query, which reads it itself.
+Online: `materialize` (timed once, info) then `online_features` for 1 and for 100 keys, 200 calls each, p50/p99 in ms.
+
+Correctness: on a 10,000-row sample of entity rows each contender's result is compared with a brute-force reference
+(for each row: among that user's feature rows with entity_ts - 90d <= event_ts <= entity_ts, the max event_ts, then
+the max created_ts; NULL if none), aligned on row_id; floats compared exactly, NaN == NaN; a row a contender did not
+return counts as disagreeing. Feast's dask store is known to disagree (it drops rows past the TTL and loses some ties):
+it is reported, not failed. The script exits non-zero if ours, the hand-written query or Feast's DuckDB store disagree,
+or if ours does not return one row per entity row in the entity frame's order.
+The last line printed is one JSON object with every figure.
+"""
+from __future__ import annotations
+import argparse, json, os, resource, shutil, statistics, subprocess, sys, tempfile, time, traceback
+from pathlib import Path
+from benchutil import lib_version, print_table
+
+HERE = Path(__file__).resolve()
+RESULT_TAG = '@@FEATURES_BENCH_RESULT@@ '
+MiB = 1024 * 1024
+DAY_US = 86_400 * 1_000_000
+NFEAT, TTL_DAYS, PERIOD_DAYS, CHURN_DAYS = 10, 90, 180, 60
+FEATURES = [f'f{i}' for i in range(NFEAT)]
+REFS = [f'user_features:{f}' for f in FEATURES]
+START_US = 1_704_067_200 * 1_000_000  # 2024-01-01T00:00:00Z
+
+# targets from the issue
+T_VS_DASK, T_VS_DUCKDB, T_VS_SQL, T_MEM_VS_DASK = 20.0, 3.0, 1.3, 5.0
+
+FULL = dict(users=100_000, features=5_000_000, entities=1_000_000, sample=10_000, online_calls=200)
+QUICK = dict(users=10_000, features=500_000, entities=100_000, sample=10_000, online_calls=200)
+
+CONTENDERS = ['feast_dask', 'feast_duckdb', 'duckdb_sql', 'ours']
+LABELS = {'feast_dask': 'Feast file/dask store', 'feast_duckdb': 'Feast DuckDB store', 'duckdb_sql': 'hand-written DuckDB query',
+          'ours': 'ours (mlinfra_nb.features)'}
+
+# --------------------------------------------------------------------------------------------------------------
+# the data (made once, in the parent)
+
+def make_data(sz:dict, work:Path, seed:int=0)->dict:
+    "Write `features.parquet` and `entities.parquet` under `work`; return counts of the special cases made."
+    import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+    rng = np.random.default_rng(seed)
+    U, NF, NE = sz['users'], sz['features'], sz['entities']
+    perm = rng.permutation(U)
+    no_feat = np.sort(perm[:U // 50])                       # ~2% of users: no feature rows at all
+    with_feat = np.sort(perm[U // 50:])
+    churned = np.zeros(U, bool); churned[rng.choice(with_feat, len(with_feat) // 20, replace=False)] = True  # ~5%: features only in the first 60 days
+    fu = rng.choice(with_feat, NF)
+    span = np.where(churned[fu], CHURN_DAYS, PERIOD_DAYS) * 86_400
+    fev = START_US + rng.integers(0, span) * 1_000_000      # whole seconds
+    # ~1% of rows take the (user_id, event_ts) of another row, with a different created_ts
+    n_tie = NF // 100
+    pick = rng.choice(NF, 2 * n_tie, replace=False)
+    tie, partner = pick[:n_tie], pick[n_tie:]
+    fu[tie], fev[tie] = fu[partner], fev[partner]
+    fcr = fev + rng.integers(1, 3_600_000_000, NF)          # created: up to an hour later, in microseconds
+    same = fcr[tie] == fcr[partner]
+    fcr[tie[same]] += 1
+    names = np.array([f'u{i:06d}' for i in range(U)], dtype=object)
+    ts = lambda a: pa.array(a, type=pa.int64()).cast(pa.timestamp('us', tz='UTC'))
+    vals = rng.standard_normal((NF, NFEAT))
+    ft = pa.table({'user_id': pa.array(names[fu], pa.string()), 'event_ts': ts(fev), 'created_ts': ts(fcr),
+                   **{f: pa.array(vals[:, i]) for i, f in enumerate(FEATURES)}})
+    pq.write_table(ft, work/'features.parquet')
+    del ft, vals
+    # entities: uniform over all users (incl. the ~2% without features) and over the period; ~10% exactly on a feature row
+    eu = rng.integers(0, U, NE)
+    eev = START_US + rng.integers(0, PERIOD_DAYS * 86_400, NE) * 1_000_000
+    n_exact = NE // 10
+    on = rng.choice(NE, n_exact, replace=False); src = rng.choice(NF, n_exact)
+    eu[on], eev[on] = fu[src], fev[src]
+    # entity rows past the TTL: users whose last feature row is more than 90 days before the entity row
+    last = np.full(U, np.iinfo(np.int64).min); np.maximum.at(last, fu, fev)
+    has = last > np.iinfo(np.int64).min
+    expired = has[eu] & (eev - last[eu] > TTL_DAYS * DAY_US)
+    et = pa.table({'row_id': pa.array(np.arange(NE, dtype=np.int64)), 'user_id': pa.array(names[eu], pa.string()),
+                   'event_ts': ts(eev)})
+    pq.write_table(et, work/'entities.parquet')
+    sample = np.sort(rng.choice(NE, min(sz['sample'], NE), replace=False))
+    online_users = [names[rng.choice(with_feat, k)].tolist() for k in (1, 100) for _ in range(sz['online_calls'])]
+    (work/'setup.json').write_text(json.dumps(dict(sample=sample.tolist(), online_users=online_users)))
+    return dict(feature_rows=NF, entity_rows=NE, users=U, users_without_features=len(no_feat), churned_users=int(churned.sum()),
+                tie_rows=int(n_tie), entity_rows_on_a_feature_ts=int(n_exact),
+                entity_rows_of_users_without_features=int((~has[eu]).sum()), entity_rows_past_ttl_of_last_row=int(expired.sum()))
+
+# --------------------------------------------------------------------------------------------------------------
+# the reference (brute force, in the parent, on the sample)
+
+def reference(work:Path, sample:list)->dict:
+    "For each sampled entity row, by brute force: the expected f0..f9 (NaN if none), the reason, and the tie's losers' values."
+    import numpy as np, pyarrow.parquet as pq, pyarrow.compute as pc, pyarrow as pa
+    ent = pq.read_table(work/'entities.parquet').take(pa.array(sample)).to_pandas()
+    users = pa.array(sorted(set(ent['user_id'])), pa.string())
+    ft = pq.read_table(work/'features.parquet')
+    ft = ft.filter(pc.is_in(ft['user_id'], value_set=users)).to_pandas()
+    us = lambda s: s.astype('datetime64[us, UTC]').astype('int64').to_numpy()
+    by_user = {u: (us(g['event_ts']), us(g['created_ts']), g[FEATURES].to_numpy(np.float64))
+               for u, g in ft.groupby('user_id', sort=False)}
+    ttl = TTL_DAYS * DAY_US
+    exp = np.full((len(ent), NFEAT), np.nan)
+    reason, losers = [], []
+    for k, (u, t) in enumerate(zip(ent['user_id'], us(ent['event_ts']))):
+        if u not in by_user: reason.append('no feature rows'); losers.append([]); continue
+        ev, cr, vals = by_user[u]
+        inw = (ev >= t - ttl) & (ev <= t)
+        if not inw.any():
+            reason.append('past the TTL' if (ev <= t).any() else 'before the first row'); losers.append([]); continue
+        top = inw & (ev == ev[inw].max())
+        best = np.flatnonzero(top)[np.argmax(cr[top])]
+        exp[k] = vals[best]
+        others = [vals[j] for j in np.flatnonzero(top) if j != best]
+        reason.append('tie' if others else 'value'); losers.append(others)
+    return dict(row_id=ent['row_id'].to_numpy(), expected=exp, reason=reason, losers=losers)
+
+def compare(ref:dict, got_path:Path)->dict:
+    "Disagreements of a contender's sampled rows with the reference, by kind."
+    import numpy as np, pandas as pd
+    got = pd.read_parquet(got_path)
+    got = got.drop_duplicates('row_id').set_index('row_id')
+    present = np.isin(ref['row_id'], got.index.to_numpy())
+    vals = got.reindex(ref['row_id'])[FEATURES].to_numpy(np.float64)
+    exp = ref['expected']
+    same = ((vals == exp) | (np.isnan(vals) & np.isnan(exp))).all(axis=1)
+    kinds = {}
+    for k in np.flatnonzero(~present | ~same):
+        r = ref['reason'][k]
+        if not present[k]: kind = f'row missing ({r})'
+        elif r == 'tie' and any((vals[k] == o).all() for o in ref['losers'][k]): kind = 'tie: an earlier-created row'
+        elif np.isnan(vals[k]).all(): kind = f'NULL instead of values'
+        elif np.isnan(exp[k]).all(): kind = f'values instead of NULL ({r})'
+        else: kind = f'other values ({r})'
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sample=len(exp), disagree=int((~present | ~same).sum()), missing=int((~present).sum()), kinds=kinds)
+
+# --------------------------------------------------------------------------------------------------------------
+# the contenders (each in a child process)
+
+def self_peak_mib()->float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def entity_df(work:Path):
+    import pyarrow.parquet as pq
+    return pq.read_table(work/'entities.parquet').to_pandas()
+
+def finish(out, work:Path, name:str, n:int, sample:list)->dict:
+    "Check shape and order of a contender's result; keep its sampled rows (row_id, f0..f9) for the comparison."
+    import numpy as np, pandas as pd
+    rid = out['row_id'].to_numpy()
+    in_order = len(rid) == n and bool((rid == np.arange(n)).all())
+    sub = out.loc[out['row_id'].isin(sample), ['row_id', *FEATURES]]
+    sub = pd.DataFrame({'row_id': sub['row_id'].to_numpy(np.int64),
+                        **{f: pd.to_numeric(sub[f], errors='raise').to_numpy(np.float64, na_value=np.nan) for f in FEATURES}})
+    sub.to_parquet(work/f'{name}.sample.parquet')
+    return dict(rows=len(out), unique_row_ids=int(pd.Series(rid).nunique()), in_order=in_order,
+                columns=[str(c) for c in out.columns])
+
+def child_feast(work:Path, kind:str)->dict:
+    import feast
+    from datetime import timedelta
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64
+    from feast.repo_config import RepoConfig
+    from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+    if kind == 'dask':
+        from feast.infra.offline_stores.dask import DaskOfflineStoreConfig  # 0.67 has no FileOfflineStoreConfig: 'file' is this
+        offline = DaskOfflineStoreConfig(type='file')
+    else:
+        from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+        offline = DuckDBOfflineStoreConfig()
+    d = work/f'feast-{kind}'; (d/'data').mkdir(parents=True)
+    cfg = RepoConfig(project='bench', provider='local', registry=str(d/'data'/'registry.db'),
+                     online_store=SqliteOnlineStoreConfig(path=str(d/'data'/'online.db')), offline_store=offline,
+                     entity_key_serialization_version=3, repo_path=d)
+    store = FeatureStore(config=cfg)
+    user = Entity(name='user_id', join_keys=['user_id'], value_type=ValueType.STRING)
+    src = FileSource(name='user_features_source', path=str(work/'features.parquet'), timestamp_field='event_ts',
+                     created_timestamp_column='created_ts')
+    fv = FeatureView(name='user_features', entities=[user], ttl=timedelta(days=TTL_DAYS),
+                     schema=[Field(name=f, dtype=Float64) for f in FEATURES], source=src)
+    store.apply([user, fv])
+    edf = entity_df(work)
+    setup = json.loads((work/'setup.json').read_text())
+    setup_peak = self_peak_mib()
+    t0 = time.perf_counter()
+    out = store.get_historical_features(entity_df=edf, features=REFS).to_df()
+    secs = time.perf_counter() - t0
+    return dict(join_s=secs, setup_peak_mib=setup_peak, version=feast.__version__,
+                **finish(out, work, f'feast_{kind}', len(edf), setup['sample']))
+
+def child_duckdb_sql(work:Path, _=None)->dict:
+    import duckdb
+    setup = json.loads((work/'setup.json').read_text())
+    feats = ', '.join(f'CASE WHEN f.event_ts >= e.event_ts - INTERVAL {TTL_DAYS} DAY THEN f.{c} END AS {c}' for c in FEATURES)
+    q = f"""
+        WITH f AS (SELECT * FROM read_parquet('{work/'features.parquet'}')
+                   QUALIFY row_number() OVER (PARTITION BY user_id, event_ts ORDER BY created_ts DESC) = 1),
+             e AS (SELECT * FROM read_parquet('{work/'entities.parquet'}'))
+        SELECT e.row_id, e.user_id, e.event_ts, {feats}
+        FROM e ASOF LEFT JOIN f ON e.user_id = f.user_id AND e.event_ts >= f.event_ts
+        ORDER BY e.row_id"""
+    con = duckdb.connect()
+    n = con.execute(f"SELECT count(*) FROM read_parquet('{work/'entities.parquet'}')").fetchone()[0]
+    setup_peak = self_peak_mib()
+    t0 = time.perf_counter()
+    out = con.execute(q).df()
+    secs = time.perf_counter() - t0
+    return dict(join_s=secs, setup_peak_mib=setup_peak, version=duckdb.__version__, **finish(out, work, 'duckdb_sql', n, setup['sample']))
+
+def ours_view():
+    from mlinfra_nb.features import FeatureView
+    return FeatureView(name='user_features', source='lakefs://bench/main/tables/user_features', entities=['user_id'],
+                       timestamp='event_ts', created='created_ts', ttl=f'{TTL_DAYS}d', features=FEATURES)
+
+def child_ours_setup(work:Path, _=None)->dict:
+    "Load the feature table into a lake repository and register the view (not timed against anything)."
+    import pyarrow.parquet as pq
+    from mlinfra_nb.lake import Lake
+    from mlinfra_nb.features import FeatureStore
+    t0 = time.perf_counter()
+    lake = Lake(work/'lake', user='bench')
+    repo = lake.create_repository('bench')
+    repo.write_table('main', 'tables/user_features', pq.read_table(work/'features.parquet'))
+    repo.commit('main', 'features')
+    t1 = time.perf_counter()
+    fs = FeatureStore(lake)
+    fs.apply(ours_view())
+    return dict(load_s=t1 - t0, apply_s=time.perf_counter() - t1)
+
+def child_ours(work:Path, _=None)->dict:
+    from mlinfra_nb.lake import Lake
+    from mlinfra_nb.features import FeatureStore
+    fs = FeatureStore(Lake(work/'lake', user='bench'))
+    edf = entity_df(work)
+    setup = json.loads((work/'setup.json').read_text())
+    setup_peak = self_peak_mib()
+    t0 = time.perf_counter()
+    out = fs.training_set(edf, REFS, timestamp='event_ts').df()
+    secs = time.perf_counter() - t0
+    res = finish(out, work, 'ours', len(edf), setup['sample'])
+    res['columns_ok'] = res['columns'] == [*map(str, edf.columns), *FEATURES]
+    return dict(join_s=secs, setup_peak_mib=setup_peak, **res)
+
+def child_ours_online(work:Path, _=None)->dict:
+    from mlinfra_nb.lake import Lake
+    from mlinfra_nb.features import FeatureStore
+    fs = FeatureStore(Lake(work/'lake', user='bench'))
+    t0 = time.perf_counter()
+    fs.materialize('user_features')
+    mat = time.perf_counter() - t0
+    calls = json.loads((work/'setup.json').read_text())['online_users']
+    half = len(calls) // 2
+    out = dict(materialize_s=mat)
+    for label, batch in (('1', calls[:half]), ('100', calls[half:])):
+        fs.online_features(REFS, [{'user_id': u} for u in batch[0]])  # warm-up, untimed
+        times = []
+        for users in batch:
+            rows = [{'user_id': u} for u in users]
+            t0 = time.perf_counter()
+            fs.online_features(REFS, rows)
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        out[f'keys{label}_p50_ms'] = statistics.median(times) * 1000
+        out[f'keys{label}_p99_ms'] = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))] * 1000
+        out[f'keys{label}_calls'] = len(times)
+    return out
+
+CHILDREN = {'feast_dask': lambda w: child_feast(w, 'dask'), 'feast_duckdb': lambda w: child_feast(w, 'duckdb'),
+            'duckdb_sql': child_duckdb_sql, 'ours_setup': child_ours_setup, 'ours': child_ours, 'ours_online': child_ours_online}
+
+def child_main(args):
+    try: res = CHILDREN[args.child](Path(args.work))
+    except Exception as e:
+        traceback.print_exc()
+        print(RESULT_TAG + json.dumps(dict(error=f'{type(e).__name__}: {e}'[:500])), flush=True); sys.exit(1)
+    res['self_peak_mib'] = self_peak_mib()
+    print(RESULT_TAG + json.dumps(res), flush=True)
+
+# --------------------------------------------------------------------------------------------------------------
+# the parent
+
+def run_measured(cmd:list, log:Path, **kw)->tuple[int, float, float, str]:
+    "Run `cmd` (stderr to `log`); return (exit code, seconds, peak RSS in MiB of it and its waited-for descendants, stdout)."
+    t0 = time.perf_counter()
+    with open(log, 'ab') as err: p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, **kw)
+    out = p.stdout.read(); p.stdout.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, time.perf_counter() - t0, ru.ru_maxrss / 1024, out.decode(errors='replace')
+
+def run_child(name:str, work:Path, python:str)->dict:
+    "Run one child; its result, or dict(error=...) with the tail of its stderr."
+    print(f"  running {name} ...", file=sys.stderr, flush=True)
+    log = work/f'{name}.log'
+    env = dict(os.environ, PYTHONWARNINGS='ignore', FEAST_USAGE='False', FEAST_TELEMETRY='False')
+    rc, secs, peak, out = run_measured([python, str(HERE), '--child', name, '--work', str(work)], log, env=env)
+    line = next((l for l in reversed(out.splitlines()) if l.startswith(RESULT_TAG)), None)
+    res = json.loads(line[len(RESULT_TAG):]) if line else {}
+    if rc != 0 or line is None or 'error' in res:
+        tail = log.read_text(errors='replace')[-2500:] if log.exists() else ''
+        print(f"  {name} FAILED (exit code {rc}): {res.get('error', '')}\n{tail}", file=sys.stderr, flush=True)
+        return dict(error=res.get('error') or f'exit code {rc}', peak_mib=peak, child_wall_s=secs)
+    res['peak_mib'], res['child_wall_s'] = peak, secs
+    return res
+
+def probe(python:str, code:str)->tuple[bool, str]:
+    "Run `code` with `python`: (it worked, the last line it printed or of its error)."
+    try: p = subprocess.run([python, '-c', code], capture_output=True, text=True, timeout=300, cwd=HERE.parent)
+    except Exception as e: return False, f'{type(e).__name__}: {e}'
+    lines = (p.stdout if p.returncode == 0 else p.stderr).strip().splitlines()
+    return p.returncode == 0, lines[-1] if lines else ''
+
+def verdict(ok)->str: return '-' if ok is None else 'PASS' if ok else 'FAIL'
+
+def fmt_n(n:int)->str: return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--quick', action='store_true', help='100k entity rows x 500k feature rows; not comparable to the targets')
+    ap.add_argument('--feast-python', default=os.environ.get('FEAST_PYTHON') or sys.executable,
+                    help='the Python interpreter to run the Feast contenders with (default: $FEAST_PYTHON or this one)')
+    ap.add_argument('--skip', action='append', default=[], choices=CONTENDERS, help='leave out a contender (repeatable)')
+    ap.add_argument('--tmpdir', help='where to make the temporary directory (default: the system temp dir)')
+    ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
+    ap.add_argument('--child', help=argparse.SUPPRESS)
+    ap.add_argument('--work', help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child: return child_main(args)
+
+    sz = QUICK if args.quick else FULL
+    version = lib_version()
+    notes = {}
+    ok, feast_v = probe(args.feast_python, 'import feast; print(feast.__version__)')
+    if not ok: notes['feast'] = f"Feast is not importable with {args.feast_python} ({feast_v}): the Feast contenders are skipped"
+    ok_ours, why = probe(sys.executable, 'import mlinfra_nb.features')
+    if not ok_ours: notes['ours'] = f"ours is unavailable: `import mlinfra_nb.features` failed ({why})"
+    for n in notes.values(): print(f"NOTE: {n}", file=sys.stderr)
+    run = {c: c not in args.skip for c in CONTENDERS}
+    if 'feast' in notes: run['feast_dask'] = run['feast_duckdb'] = False
+    if 'ours' in notes: run['ours'] = False
+
+    work = Path(tempfile.mkdtemp(prefix='features_bench_', dir=args.tmpdir))
+    t_start = time.perf_counter()
+    res, online, ours_setup = {}, None, None
+    try:
+        print(f"features_bench ({'QUICK' if args.quick else 'full'}) in {work}", file=sys.stderr)
+        print(f"  making {sz['entities']:,} entity rows and {sz['features']:,} feature rows ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter(); data = make_data(sz, work); data['make_s'] = round(time.perf_counter() - t0, 1)
+        setup = json.loads((work/'setup.json').read_text())
+        print("  brute-force reference on the sample ...", file=sys.stderr, flush=True)
+        ref = reference(work, setup['sample'])
+        for c in CONTENDERS:
+            if not run[c]: continue
+            if c == 'ours':
+                ours_setup = run_child('ours_setup', work, sys.executable)
+                if 'error' in ours_setup: res[c] = dict(error=f"set-up failed: {ours_setup['error']}"); continue
+            res[c] = run_child(c, work, args.feast_python if c.startswith('feast') else sys.executable)
+            if 'error' not in res[c]: res[c]['check'] = compare(ref, work/f'{c}.sample.parquet')
+            if c == 'ours' and 'error' not in res[c]: online = run_child('ours_online', work, sys.executable)
+    finally:
+        if args.keep: print(f"kept {work}", file=sys.stderr)
+        else: shutil.rmtree(work, ignore_errors=True)
+    wall = time.perf_counter() - t_start
+
+    good = lambda c: c in res and 'error' not in res[c]
+    ratio = lambda a, b: a / b if b else float('inf')
+    ours = res['ours'] if good('ours') else None
+    speed = {c: ratio(res[c]['join_s'], ours['join_s']) for c in CONTENDERS if c != 'ours' and ours and good(c)}
+    mem = ratio(res['feast_dask']['peak_mib'], ours['peak_mib']) if ours and good('feast_dask') else None
+    target = {'feast_dask': (f'>= {T_VS_DASK:.0f}x', lambda s: s >= T_VS_DASK),
+              'feast_duckdb': (f'>= {T_VS_DUCKDB:.0f}x', lambda s: s >= T_VS_DUCKDB),
+              'duckdb_sql': (f'>= 1/{T_VS_SQL}x', lambda s: s >= 1 / T_VS_SQL)}
+    rows = []
+    for c in CONTENDERS:
+        r = res.get(c)
+        if r is None:
+            why = notes.get('ours' if c == 'ours' else 'feast', 'skipped') if c in ('ours', 'feast_dask', 'feast_duckdb') else 'skipped'
+            rows.append((LABELS[c], 'n/a', '', '', '', '', 'unavailable' if c in ('ours',) and 'ours' in notes else 'skipped')); continue
+        if 'error' in r: rows.append((LABELS[c], 'ERROR', '', '', '', '', 'ERROR')); continue
+        chk = r['check']
+        sp = speed.get(c)
+        tgt, test = target.get(c, ('', None))
+        rows.append((LABELS[c], f"{r['join_s']:.2f}", f"{sp:.2f}x" if sp is not None else '', tgt if c != 'ours' else '',
+                     f"{r['peak_mib']:.0f}", f"{chk['disagree']} / {chk['sample']:,}",
+                     verdict(test(sp)) if sp is not None and test else '-'))
+    if mem is not None:
+        rows.append(('peak memory Feast dask / ours', f"{res['feast_dask']['peak_mib']:.0f} / {ours['peak_mib']:.0f} MiB",
+                     f'{mem:.2f}x', f'>= {T_MEM_VS_DASK:.0f}x', '', '', verdict(mem >= T_MEM_VS_DASK)))
+    if online and 'error' not in online:
+        rows += [('ours online_features, 1 key (p50 / p99 ms)', f"{online['keys1_p50_ms']:.2f} / {online['keys1_p99_ms']:.2f}",
+                  '', '', f"{online['peak_mib']:.0f}", '', '(info)'),
+                 ('ours online_features, 100 keys (p50 / p99 ms)', f"{online['keys100_p50_ms']:.2f} / {online['keys100_p99_ms']:.2f}",
+                  '', '', '', '', '(info)'),
+                 ('ours materialize (s)', f"{online['materialize_s']:.2f}", '', '', '', '', '(info)')]
+    elif ours: rows.append(('ours online_features', 'ERROR', '', '', '', '', 'ERROR'))
+
+    print()
+    print(f"features_bench: {'QUICK mode -- sizes scaled down, PASS/FAIL is indicative only' if args.quick else 'full run'}; "
+          f"point-in-time join of {fmt_n(sz['entities'])} entity rows x {fmt_n(sz['features'])} feature rows "
+          f"({fmt_n(sz['users'])} users, {NFEAT} features, TTL {TTL_DAYS}d); total {wall:.0f} s; library {version}; "
+          f"feast {feast_v if 'feast' not in notes else 'n/a'}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print_table(('contender', 'join s', 'ours faster by', 'target', 'peak MiB', 'disagree / sample', 'vs target'), rows)
+    print("join s: the timed call only; peak MiB: peak RSS of the contender's child process (from os.wait4); "
+          "disagree: sampled entity rows whose result differs from the brute-force reference (or is missing).")
+    for c in CONTENDERS:
+        if good(c):
+            r, chk = res[c], res[c]['check']
+            extra = '' if r['rows'] == sz['entities'] and r['unique_row_ids'] == sz['entities'] else \
+                f"; returned {r['rows']:,} rows for {sz['entities']:,} entity rows ({r['unique_row_ids']:,} distinct row_ids)"
+            kinds = ', '.join(f'{v} {k}' for k, v in sorted(chk['kinds'].items(), key=lambda kv: -kv[1])) or 'none'
+            print(f"  {c}: disagreements: {kinds}{extra}" + ('' if r['in_order'] or c.startswith('feast') else '; NOT in entity order'))
+    if ours and not ours.get('columns_ok'): print(f"  ours: columns are {ours['columns']}, not the entity columns then f0..f9")
+    for c in CONTENDERS:
+        if c in res and 'error' in res[c]: print(f"ERROR: {c}: {res[c]['error']}")
+    if online and 'error' in online: print(f"ERROR: ours online: {online['error']}")
+    for n in notes.values(): print(f"NOTE: {n}")
+
+    # exit non-zero if a contender that must agree does not (Feast's dask store is known not to)
+    failed = []
+    for c in ('feast_duckdb', 'duckdb_sql', 'ours'):
+        if c not in res: continue
+        r = res[c]
+        if 'error' in r: failed.append(f'{c} failed'); continue
+        if r['check']['disagree']: failed.append(f"{c} disagrees with the reference on {r['check']['disagree']} sampled rows")
+        if c != 'feast_duckdb' and not r['in_order']: failed.append(f'{c} does not return the entity rows in order')
+        if c == 'ours' and not r.get('columns_ok'): failed.append('ours returns other columns than the entity columns then f0..f9')
+    if online and 'error' in online: failed.append('ours online lookups failed')
+    for f in failed: print(f"CORRECTNESS FAILURE: {f}")
+
+    rnd = lambda x, d=3: None if x is None else round(x, d)
+    figures = dict(quick=args.quick, library=version, feast=feast_v if 'feast' not in notes else None, sizes=sz, data=data,
+                   contenders={c: dict(join_s=rnd(r.get('join_s')), peak_mib=rnd(r.get('peak_mib'), 1),
+                                       setup_peak_mib=rnd(r.get('setup_peak_mib'), 1), rows=r.get('rows'),
+                                       in_order=r.get('in_order'), disagree=r['check']['disagree'] if 'check' in r else None,
+                                       missing=r['check']['missing'] if 'check' in r else None,
+                                       disagree_kinds=r['check']['kinds'] if 'check' in r else None, error=r.get('error'))
+                               for c, r in res.items()},
+                   available={c: c in res for c in CONTENDERS},
+                   speedup_vs_feast_dask=rnd(speed.get('feast_dask'), 2), speedup_vs_feast_duckdb=rnd(speed.get('feast_duckdb'), 2),
+                   speedup_vs_duckdb_sql=rnd(speed.get('duckdb_sql'), 3), peak_mem_ratio_feast_dask_over_ours=rnd(mem, 2),
+                   ours_setup=ours_setup, online=online,
+                   targets=dict(speedup_vs_feast_dask=T_VS_DASK, speedup_vs_feast_duckdb=T_VS_DUCKDB,
+                                speedup_vs_duckdb_sql=1 / T_VS_SQL, peak_mem_ratio_feast_dask_over_ours=T_MEM_VS_DASK),
+                   correctness_failures=failed, notes=notes, wall_s=rnd(wall, 1))
+    print(json.dumps(figures))
+    if failed: sys.exit(1)
+
+if __name__ == '__main__':
+    main()
