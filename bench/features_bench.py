@@ -55,6 +55,7 @@ T_VS_DASK, T_VS_DUCKDB, T_VS_SQL, T_MEM_VS_DASK = 20.0, 3.0, 1.3, 5.0
 
 FULL = dict(users=100_000, features=5_000_000, entities=1_000_000, sample=10_000, online_calls=200)
 QUICK = dict(users=10_000, features=500_000, entities=100_000, sample=10_000, online_calls=200)
+SIZES = dict(full=FULL, quick=QUICK)
 
 CONTENDERS = ['feast_dask', 'feast_duckdb', 'duckdb_sql', 'ours']
 LABELS = {'feast_dask': 'Feast file/dask store', 'feast_duckdb': 'Feast DuckDB store', 'duckdb_sql': 'hand-written DuckDB query',
@@ -116,6 +117,9 @@ def make_data(sz:dict, work:Path, seed:int=0)->dict:
 def reference(work:Path, sample:list)->dict:
     "For each sampled entity row, by brute force: the expected f0..f9 (NaN if none), the reason, and the tie's losers' values."
     import numpy as np, pyarrow.parquet as pq, pyarrow.compute as pc, pyarrow as pa
+    allent = pq.read_table(work/'entities.parquet', columns=['user_id', 'event_ts']).to_pandas()
+    dup = allent.duplicated(keep=False).to_numpy()[sample]  # another entity row has the same (user_id, event_ts)
+    del allent
     ent = pq.read_table(work/'entities.parquet').take(pa.array(sample)).to_pandas()
     users = pa.array(sorted(set(ent['user_id'])), pa.string())
     ft = pq.read_table(work/'features.parquet')
@@ -137,7 +141,7 @@ def reference(work:Path, sample:list)->dict:
         exp[k] = vals[best]
         others = [vals[j] for j in np.flatnonzero(top) if j != best]
         reason.append('tie' if others else 'value'); losers.append(others)
-    return dict(row_id=ent['row_id'].to_numpy(), expected=exp, reason=reason, losers=losers)
+    return dict(row_id=ent['row_id'].to_numpy(), expected=exp, reason=reason, losers=losers, dup=dup)
 
 def compare(ref:dict, got_path:Path)->dict:
     "Disagreements of a contender's sampled rows with the reference, by kind."
@@ -151,9 +155,11 @@ def compare(ref:dict, got_path:Path)->dict:
     kinds = {}
     for k in np.flatnonzero(~present | ~same):
         r = ref['reason'][k]
-        if not present[k]: kind = f'row missing ({r})'
+        if not present[k]:
+            kind = 'row missing (' + {'value': 'had a value', 'tie': 'had a value'}.get(r, r) + \
+                   ('; another entity row has its user_id and event_ts' if ref['dup'][k] else '') + ')'
         elif r == 'tie' and any((vals[k] == o).all() for o in ref['losers'][k]): kind = 'tie: an earlier-created row'
-        elif np.isnan(vals[k]).all(): kind = f'NULL instead of values'
+        elif np.isnan(vals[k]).all(): kind = 'NULL instead of values'
         elif np.isnan(exp[k]).all(): kind = f'values instead of NULL ({r})'
         else: kind = f'other values ({r})'
         kinds[kind] = kinds.get(kind, 0) + 1
@@ -163,6 +169,15 @@ def compare(ref:dict, got_path:Path)->dict:
 # the contenders (each in a child process)
 
 def self_peak_mib()->float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def time_join(fn, reps:int=3, budget_s:float=15.0):
+    "Run the join `fn` up to `reps` times, while the runs so far took under `budget_s` in all: (median s, all runs, last result)."
+    import gc
+    times, out = [], None
+    while True:
+        out = None; gc.collect()  # the previous result is dropped before the next run
+        t0 = time.perf_counter(); out = fn(); times.append(time.perf_counter() - t0)
+        if len(times) >= reps or sum(times) >= budget_s: return statistics.median(times), times, out
 
 def entity_df(work:Path):
     import pyarrow.parquet as pq
@@ -207,14 +222,12 @@ def child_feast(work:Path, kind:str)->dict:
     edf = entity_df(work)
     setup = json.loads((work/'setup.json').read_text())
     setup_peak = self_peak_mib()
-    t0 = time.perf_counter()
-    out = store.get_historical_features(entity_df=edf, features=REFS).to_df()
-    secs = time.perf_counter() - t0
-    return dict(join_s=secs, setup_peak_mib=setup_peak, version=feast.__version__,
+    secs, runs, out = time_join(lambda: store.get_historical_features(entity_df=edf, features=REFS).to_df())
+    return dict(join_s=secs, runs_s=runs, setup_peak_mib=setup_peak, version=feast.__version__,
                 **finish(out, work, f'feast_{kind}', len(edf), setup['sample']))
 
 def child_duckdb_sql(work:Path, _=None)->dict:
-    import duckdb
+    import duckdb, pandas, pyarrow  # imported before the clock starts, as in the other children
     setup = json.loads((work/'setup.json').read_text())
     feats = ', '.join(f'CASE WHEN f.event_ts >= e.event_ts - INTERVAL {TTL_DAYS} DAY THEN f.{c} END AS {c}' for c in FEATURES)
     q = f"""
@@ -227,10 +240,8 @@ def child_duckdb_sql(work:Path, _=None)->dict:
     con = duckdb.connect()
     n = con.execute(f"SELECT count(*) FROM read_parquet('{work/'entities.parquet'}')").fetchone()[0]
     setup_peak = self_peak_mib()
-    t0 = time.perf_counter()
-    out = con.execute(q).df()
-    secs = time.perf_counter() - t0
-    return dict(join_s=secs, setup_peak_mib=setup_peak, version=duckdb.__version__, **finish(out, work, 'duckdb_sql', n, setup['sample']))
+    secs, runs, out = time_join(lambda: con.execute(q).df())
+    return dict(join_s=secs, runs_s=runs, setup_peak_mib=setup_peak, version=duckdb.__version__, **finish(out, work, 'duckdb_sql', n, setup['sample']))
 
 def ours_view():
     from mlinfra_nb.features import FeatureView
@@ -259,12 +270,10 @@ def child_ours(work:Path, _=None)->dict:
     edf = entity_df(work)
     setup = json.loads((work/'setup.json').read_text())
     setup_peak = self_peak_mib()
-    t0 = time.perf_counter()
-    out = fs.training_set(edf, REFS, timestamp='event_ts').df()
-    secs = time.perf_counter() - t0
+    secs, runs, out = time_join(lambda: fs.training_set(edf, REFS, timestamp='event_ts').df())
     res = finish(out, work, 'ours', len(edf), setup['sample'])
     res['columns_ok'] = res['columns'] == [*map(str, edf.columns), *FEATURES]
-    return dict(join_s=secs, setup_peak_mib=setup_peak, **res)
+    return dict(join_s=secs, runs_s=runs, setup_peak_mib=setup_peak, **res)
 
 def child_ours_online(work:Path, _=None)->dict:
     from mlinfra_nb.lake import Lake
@@ -290,7 +299,11 @@ def child_ours_online(work:Path, _=None)->dict:
         out[f'keys{label}_calls'] = len(times)
     return out
 
-CHILDREN = {'feast_dask': lambda w: child_feast(w, 'dask'), 'feast_duckdb': lambda w: child_feast(w, 'duckdb'),
+def child_make(work:Path)->dict:
+    t0 = time.perf_counter(); data = make_data(SIZES[os.environ['FEATURES_BENCH_SIZE']], work)
+    return dict(data, make_s=round(time.perf_counter() - t0, 1))
+
+CHILDREN = {'make': child_make, 'feast_dask': lambda w: child_feast(w, 'dask'), 'feast_duckdb': lambda w: child_feast(w, 'duckdb'),
             'duckdb_sql': child_duckdb_sql, 'ours_setup': child_ours_setup, 'ours': child_ours, 'ours_online': child_ours_online}
 
 def child_main(args):
@@ -313,12 +326,15 @@ def run_measured(cmd:list, log:Path, **kw)->tuple[int, float, float, str]:
     p.returncode = os.waitstatus_to_exitcode(status)
     return p.returncode, time.perf_counter() - t0, ru.ru_maxrss / 1024, out.decode(errors='replace')
 
-def run_child(name:str, work:Path, python:str)->dict:
+def run_child(name:str, work:Path, python:str, size:str)->dict:
     "Run one child; its result, or dict(error=...) with the tail of its stderr."
     print(f"  running {name} ...", file=sys.stderr, flush=True)
     log = work/f'{name}.log'
-    env = dict(os.environ, PYTHONWARNINGS='ignore', FEAST_USAGE='False', FEAST_TELEMETRY='False')
+    env = dict(os.environ, PYTHONWARNINGS='ignore', FEAST_USAGE='False', FEAST_TELEMETRY='False', FEATURES_BENCH_SIZE=size,
+               MLINFRA_HOME=str(work/'mlinfra-home'))  # our online store lives in the workspace: keep it in the temp dir
     rc, secs, peak, out = run_measured([python, str(HERE), '--child', name, '--work', str(work)], log, env=env)
+    # (the parent stays small -- no numpy, pandas or data -- until the children are done: a child's ru_maxrss starts
+    # from its parent's RSS at the fork)
     line = next((l for l in reversed(out.splitlines()) if l.startswith(RESULT_TAG)), None)
     res = json.loads(line[len(RESULT_TAG):]) if line else {}
     if rc != 0 or line is None or 'error' in res:
@@ -352,13 +368,14 @@ def main():
     args = ap.parse_args()
     if args.child: return child_main(args)
 
-    sz = QUICK if args.quick else FULL
+    size = 'quick' if args.quick else 'full'
+    sz = SIZES[size]
     version = lib_version()
     notes = {}
     ok, feast_v = probe(args.feast_python, 'import feast; print(feast.__version__)')
     if not ok: notes['feast'] = f"Feast is not importable with {args.feast_python} ({feast_v}): the Feast contenders are skipped"
-    ok_ours, why = probe(sys.executable, 'import mlinfra_nb.features')
-    if not ok_ours: notes['ours'] = f"ours is unavailable: `import mlinfra_nb.features` failed ({why})"
+    ok_ours, why = probe(sys.executable, 'from mlinfra_nb.lake import Lake; from mlinfra_nb.features import FeatureStore, FeatureView')
+    if not ok_ours: notes['ours'] = f"ours is unavailable: `from mlinfra_nb.features import FeatureStore, FeatureView` failed ({why})"
     for n in notes.values(): print(f"NOTE: {n}", file=sys.stderr)
     run = {c: c not in args.skip for c in CONTENDERS}
     if 'feast' in notes: run['feast_dask'] = run['feast_duckdb'] = False
@@ -370,18 +387,19 @@ def main():
     try:
         print(f"features_bench ({'QUICK' if args.quick else 'full'}) in {work}", file=sys.stderr)
         print(f"  making {sz['entities']:,} entity rows and {sz['features']:,} feature rows ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter(); data = make_data(sz, work); data['make_s'] = round(time.perf_counter() - t0, 1)
-        setup = json.loads((work/'setup.json').read_text())
-        print("  brute-force reference on the sample ...", file=sys.stderr, flush=True)
-        ref = reference(work, setup['sample'])
+        data = run_child('make', work, sys.executable, size)
+        if 'error' in data: raise SystemExit(f"making the data failed: {data['error']}")
         for c in CONTENDERS:
             if not run[c]: continue
             if c == 'ours':
-                ours_setup = run_child('ours_setup', work, sys.executable)
+                ours_setup = run_child('ours_setup', work, sys.executable, size)
                 if 'error' in ours_setup: res[c] = dict(error=f"set-up failed: {ours_setup['error']}"); continue
-            res[c] = run_child(c, work, args.feast_python if c.startswith('feast') else sys.executable)
-            if 'error' not in res[c]: res[c]['check'] = compare(ref, work/f'{c}.sample.parquet')
-            if c == 'ours' and 'error' not in res[c]: online = run_child('ours_online', work, sys.executable)
+            res[c] = run_child(c, work, args.feast_python if c.startswith('feast') else sys.executable, size)
+            if c == 'ours' and 'error' not in res[c]: online = run_child('ours_online', work, sys.executable, size)
+        print("  brute-force reference on the sample, and the comparisons ...", file=sys.stderr, flush=True)
+        ref = reference(work, json.loads((work/'setup.json').read_text())['sample'])
+        for c, r in res.items():
+            if 'error' not in r: r['check'] = compare(ref, work/f'{c}.sample.parquet')
     finally:
         if args.keep: print(f"kept {work}", file=sys.stderr)
         else: shutil.rmtree(work, ignore_errors=True)
@@ -399,8 +417,8 @@ def main():
     for c in CONTENDERS:
         r = res.get(c)
         if r is None:
-            why = notes.get('ours' if c == 'ours' else 'feast', 'skipped') if c in ('ours', 'feast_dask', 'feast_duckdb') else 'skipped'
-            rows.append((LABELS[c], 'n/a', '', '', '', '', 'unavailable' if c in ('ours',) and 'ours' in notes else 'skipped')); continue
+            gone = (c == 'ours' and 'ours' in notes) or (c.startswith('feast') and 'feast' in notes)
+            rows.append((LABELS[c], 'n/a', '', '', '', '', 'unavailable' if gone else 'skipped')); continue
         if 'error' in r: rows.append((LABELS[c], 'ERROR', '', '', '', '', 'ERROR')); continue
         chk = r['check']
         sp = speed.get(c)
