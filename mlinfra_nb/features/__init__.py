@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = []
 
-# %% ../../nbs/29_features.ipynb #0c6378ce
+# %% ../../nbs/29_features.ipynb #8a834b48
 from .views import Aggregate, Expect, FeatureStore, FeatureView, parse_duration
 from .training import TrainingSet
 from .online import online_table
