@@ -116,3 +116,25 @@ def test_materialization_resumes_where_it_stopped(world):
     got = fs.online_features(['spend:amount'], [{'user_id': u} for u in more.user_id.unique()[:20]])
     latest = pd.concat([tx, more]).sort_values('ts').groupby('user_id').tail(1).set_index('user_id')
     assert got.amount.tolist() == latest.loc[more.user_id.unique()[:20]].amount.tolist()
+
+def test_entity_rows_of_every_kind(world):
+    "pandas, Arrow, a DuckDB relation and a lake table at a ref give the same training set."
+    import pyarrow as pa
+    fs, repo, tx, view = world
+    ents = tx[['user_id', 'ts', 'is_fraud']].sample(300, random_state=2).reset_index(drop=True)
+    repo.write_table('main', 'tables/labels', ents); repo.commit('main', 'labels')
+    feats = ['spend:amount', 'spend:amount_sum_1d']
+    want = fs.training_set(ents, feats).df()
+    for e in (pa.Table.from_pandas(ents), fs.con.from_arrow(pa.Table.from_pandas(ents)), 'lakefs://cards/main/tables/labels'):
+        pd.testing.assert_frame_equal(fs.training_set(e, feats).df(), want)
+    assert fs.training_set(ents, feats).arrow().num_rows == 300
+
+def test_warn_policy_records_and_lets_the_commit_through(world):
+    fs, repo, tx, view = world
+    fs.apply(FeatureView(**{**view.to_dict(), 'features': view.features, 'policy': 'warn'}))
+    fs.guard('spend')
+    repo.write_table('main', 'tables/tx', tx.head(5).assign(amount=-3.0, ts=tx.ts.max() + pd.Timedelta(days=1)), mode='append')
+    c = repo.commit('main', 'negative amounts, recorded')
+    assert repo.head('main') == c
+    log = fs.validation_log('spend')
+    assert not log.ok.iloc[0] and 'amount between 0 and 100000' in log.failures.iloc[0]
