@@ -23,6 +23,13 @@ $(VENV)/.bench: setup.py settings.ini $(VENV)/.dev
 	$(BIN)/python -m pip install -q -e ".[dev,bench]"
 	touch $@
 
+# Feast pins pandas<3, so it gets a venv of its own; features_bench.py runs its contenders with that python.
+FEAST_VENV := .venv-feast
+$(FEAST_VENV)/.ok:
+	$(PYTHON) -m venv $(FEAST_VENV)
+	$(FEAST_VENV)/bin/python -m pip install -q 'feast[duckdb]==0.67.0' psutil
+	touch $@
+
 ## demo: the main job on the embedded default
 demo: $(VENV)/.core
 	$(BIN)/mlinfra demo
@@ -46,13 +53,13 @@ tutorials: $(VENV)/.dev
 	else echo "no tutorials yet"; fi
 
 ## bench: every benchmark in bench/ (peers from the bench extra)
-bench: $(VENV)/.bench
-	@shopt -s nullglob; for f in bench/*_bench.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+bench: $(VENV)/.bench $(FEAST_VENV)/.ok
+	@shopt -s nullglob; for f in bench/*_bench.py; do echo "== $$f"; FEAST_PYTHON=$(FEAST_VENV)/bin/python $(BIN)/python $$f || exit 1; done
 
 ## lab: JupyterLab on 127.0.0.1
 lab: $(VENV)/.dev
 	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs
 
 clean:
-	rm -rf $(VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(FEAST_VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
