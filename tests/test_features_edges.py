@@ -4,7 +4,7 @@ import datetime as dt, gc, threading
 import numpy as np, pandas as pd, pytest
 from mlinfra_nb.workspace import InvalidInput, PreconditionFailed, Workspace
 from mlinfra_nb.lake import Lake
-from mlinfra_nb.features import Aggregate, Expect, FeatureStore, FeatureView
+from mlinfra_nb.features import Expect, FeatureStore, FeatureView
 from mlinfra_nb.features.validation import check
 
 T0 = pd.Timestamp('2026-01-01')

@@ -3,7 +3,7 @@ history, timestamps equal to the entity time), windowed aggregations against a d
 lakeFS backend."""
 import random
 import numpy as np, pandas as pd, pytest
-from mlinfra_nb.workspace import InvalidInput, NotFound, Workspace
+from mlinfra_nb.workspace import InvalidInput, Workspace
 from mlinfra_nb.lake import Lake
 from mlinfra_nb.features import Aggregate, FeatureStore, FeatureView, parse_duration
 
