@@ -1,0 +1,74 @@
+"""Two real worker processes on 127.0.0.1 train one model with MultiWorkerMirroredStrategy through `train()`.
+
+Each worker reads its own shard of a lake table; gradients are all-reduced over gRPC between the processes. Both must finish
+and end with the same weights, and only the chief records a run."""
+import json, os, socket, subprocess, sys, textwrap
+import numpy as np, pandas as pd, pytest
+from mlinfra_nb.lake import Lake
+from mlinfra_nb.train.tracking import Tracker
+from mlinfra_nb.workspace import Workspace
+
+WORKER = textwrap.dedent("""
+    import json, sys, numpy as np
+    from mlinfra_nb.lake import Lake
+    from mlinfra_nb.train import train
+    from mlinfra_nb.workspace import Workspace, import_tensorflow
+    lake_dir, ws_dir, out = sys.argv[1:4]
+    keras = import_tensorflow().keras
+    built = []
+    def build(ds):
+        inputs = {c: keras.Input((), name=c) for c in ('x0', 'x1', 'x2', 'x3')}
+        x = keras.layers.Concatenate()([keras.layers.Reshape((1,))(v) for v in inputs.values()])
+        out = keras.layers.Dense(1, activation='sigmoid')(keras.layers.Dense(8, activation='relu')(x))
+        m = keras.Model(inputs, out); m.compile(keras.optimizers.SGD(0.1), 'binary_crossentropy')
+        built.append(m); return m
+    repo = Lake(lake_dir).repository('multi')
+    run = train(build, (repo, 'main', 'train'), (repo, 'main', 'valid'), features=['x0', 'x1', 'x2', 'x3'], label='y',
+                epochs=3, batch_size=64, patience=None, name='mw', workspace=Workspace(ws_dir, env={}), progress=False)
+    np.savez(out, *built[0].get_weights())   # every worker holds the model; its weights are what must agree
+    print(json.dumps({'run': run.id if run else None, 'evaluation': run.evaluation if run else None}))
+""")
+
+def free_port()->int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+@pytest.fixture
+def lake_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 4)).astype('float32')
+    y = (x @ np.array([1.5, -2.0, 0.5, 1.0]) + rng.normal(scale=0.3, size=3000) > 0).astype('int64')
+    df = pd.DataFrame(x, columns=['x0', 'x1', 'x2', 'x3']).assign(y=y)
+    repo = Lake(tmp_path/'lake').create_repository('multi')
+    repo.write_table('main', 'train', df[:2400]); repo.write_table('main', 'valid', df[2400:]); repo.commit('main', 'data')
+    return tmp_path/'lake'
+
+def test_two_workers_agree(tmp_path, lake_dir):
+    (tmp_path/'worker.py').write_text(WORKER)
+    ports = [free_port(), free_port()]
+    cluster = {'worker': [f'127.0.0.1:{p}' for p in ports]}
+    procs = []
+    for i in range(2):
+        env = {**os.environ, 'TF_CONFIG': json.dumps({'cluster': cluster, 'task': {'type': 'worker', 'index': i}}),
+               'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': ''}
+        procs.append(subprocess.Popen([sys.executable, str(tmp_path/'worker.py'), str(lake_dir), str(tmp_path/'ws'), str(tmp_path/f'w{i}.npz')],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-3000:]
+            outs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None: p.kill()   # by pid, never by name
+    chief, other = outs
+    assert chief['run'] and other['run'] is None               # only worker 0 (the chief) records
+    w0, w1 = np.load(tmp_path/'w0.npz'), np.load(tmp_path/'w1.npz')
+    assert len(w0.files) == len(w1.files) == 4
+    for k in w0.files: np.testing.assert_array_equal(w0[k], w1[k])   # all-reduced updates: identical, not just close
+    run = Tracker(Workspace(tmp_path/'ws', env={})).run(chief['run'])
+    assert run.status == 'finished' and run.strategy['kind'] == 'multi_worker' and run.strategy['replicas'] == 2
+    assert list(run.history().index) == [0, 1, 2]
+    assert run.history()['loss'].iloc[-1] < run.history()['loss'].iloc[0]   # it learned
+    assert chief['evaluation']['loss'] < 0.5
