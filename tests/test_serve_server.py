@@ -1,0 +1,902 @@
+"""The local TF-Serving-compatible server (`mlinfra_nb.serve.server.ModelServer`) against TensorFlow Serving's documented
+behaviour: bad REST and gRPC input gets TF Serving's error body and status code and never takes the server down, b64 and
+NaN/Infinity round-trip, a full batching queue sheds load, versions roll out under traffic with no failed request, a broken
+version leaves the old one serving, `HandleReloadConfigRequest` switches versions, and the metrics endpoint counts requests.
+
+Real servers are started on 127.0.0.1 with free ports (port 0) by the fixtures and stopped afterwards. The tiny Keras models
+are exported once per module into `<base>/<name>/<version>/`.
+
+Where the server differs from TF Serving, the test states TF Serving's behaviour (with the source it comes from) and is
+marked `xfail(strict=True)` with the reason; those are bugs to fix in the server, not in the tests.
+
+TF Serving sources quoted below: model_servers/http_rest_api_handler.cc and http_rest_api_util.cc (REST URLs, "Malformed
+request", "Failed to convert version"), http_server.cc (status -> HTTP code; every /v1/.* path goes to the handler),
+util/json_tensor.cc (JSON parsing and type errors), model_service_impl.cc (`return ToGRPCStatus(status)` from
+HandleReloadConfigRequest), server.cc (`PollFilesystemAndReloadConfig` re-applies the file at every poll),
+servables/tensorflow/util.cc and util/prometheus_exporter.cc (`:tensorflow:serving:request_count{model_name,status}`),
+and TensorFlow's batching_util/shared_batch_scheduler.h and batching_session.cc.
+"""
+from __future__ import annotations
+import base64, copy, http.client, json, math, os, random, re, shutil, threading, time
+import concurrent.futures as cf
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import grpc, httpx, pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
+                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
+
+from mlinfra_nb.workspace import import_tensorflow
+from mlinfra_nb.serve.config import (batching_parameters, model_config, monitoring_config, server_config, write_configs,
+                                     write_text_proto)
+from mlinfra_nb.serve.server import ModelServer
+
+tf = import_tensorflow()
+keras = tf.keras
+
+MAX_BODY = 64 << 10     # the main server's REST body limit
+MAX_BATCH = 8           # the main server's max_batch_size
+GOOD_VEC = {'instances': [[1.0, 2.0, 3.0]]}     # vec: sum(x) * 2 + 100 * version -> 112 (v1), 212 (v2), 312 (v3)
+
+
+# --- models ------------------------------------------------------------------------------------------------------------
+
+def export_vec(path:Path, offset:float):
+    "x: float32 [n, 3] -> sum(x) * 2 + offset (one unnamed output); the offset tells versions apart."
+    x = keras.Input((3,), name='x')
+    keras.Model(x, keras.layers.Lambda(lambda t: keras.ops.sum(t, axis=-1) * 2 + offset)(x)).export(str(path), verbose=False)
+
+def export_scale(path:Path):
+    "x: float32 [n, 3] -> x * 2, element by element (NaN and infinities pass through)."
+    x = keras.Input((3,), name='x')
+    keras.Model(x, keras.layers.Lambda(lambda t: t * 2.0)(x)).export(str(path), verbose=False)
+
+def export_multi(path:Path):
+    "Four named inputs of four dtypes -> amount + count + len(tag) + flag."
+    a = keras.Input((), name='amount'); c = keras.Input((), dtype='int32', name='count')
+    g = keras.Input((), dtype='string', name='tag'); f = keras.Input((), dtype='bool', name='flag')
+    def fn(t):
+        a, c, g, f = t
+        return a + tf.cast(c, 'float32') + tf.cast(tf.strings.length(g), 'float32') + tf.cast(f, 'float32')
+    out = keras.layers.Lambda(fn, output_shape=lambda s: (s[0][0],))([a, c, g, f])
+    keras.Model({'amount': a, 'count': c, 'tag': g, 'flag': f}, out).export(str(path), verbose=False)
+
+def export_blob(path:Path):
+    "data: string [n] -> echo_bytes (data twice; `_bytes` outputs come back as b64) and size (length in bytes)."
+    d = keras.Input((), dtype='string', name='data')
+    echo = keras.layers.Lambda(lambda t: tf.strings.join([t, t]), output_shape=lambda s: s)(d)
+    size = keras.layers.Lambda(lambda t: tf.strings.length(t), output_shape=lambda s: s)(d)
+    keras.Model(d, {'echo_bytes': echo, 'size': size}).export(str(path), verbose=False)
+
+def export_slow(path:Path, n:int=100, size:int=256):
+    "x: float32 [n, 1] -> x, after a chain of matmuls (tens of ms on a CPU) that depends on the input so it cannot be folded."
+    x = keras.Input((1,), name='x')
+    def fn(t):
+        m = tf.ones((size, size)) * (1.0 + 0.0 * tf.reduce_sum(t))
+        for _ in range(n): m = tf.matmul(m, m) / size
+        return t + 0.0 * tf.reduce_sum(m)
+    keras.Model(x, keras.layers.Lambda(fn, output_shape=lambda s: s)(x)).export(str(path), verbose=False)
+
+def copy_version(lib:Path, name:str, version:int, base:Path, as_version:int|None=None):
+    "Copy an exported version into `base/<as_version>`, through a hidden name and an atomic rename, as TF Serving asks."
+    tmp = base/f'.tmp-{as_version or version}'
+    shutil.copytree(lib/name/str(version), tmp)
+    os.rename(tmp, base/str(as_version or version))
+
+def write_broken_version(base:Path, version:int):
+    "A version folder whose saved_model.pb is garbage."
+    (base/str(version)).mkdir(parents=True)
+    (base/str(version)/'saved_model.pb').write_bytes(b'\xde\xad\xbe\xef not a SavedModel' * 8)
+
+
+@pytest.fixture(scope='module')
+def lib(tmp_path_factory):
+    "Every model version the tests serve, exported once."
+    root = tmp_path_factory.mktemp('serve_models')
+    for v in (1, 2, 3): export_vec(root/'vec'/str(v), 100.0 * v)
+    export_scale(root/'scale'/'1'); export_multi(root/'multi'/'1'); export_blob(root/'blob'/'1'); export_slow(root/'slow'/'1')
+    return root
+
+
+def start_server(folder:Path, cfg, batching=None, **kw)->ModelServer:
+    files = write_configs(folder, cfg, batching, monitoring_config())
+    if batching is None: files.pop('batching_parameters_file')
+    return ModelServer(**files, rest_port=0, grpc_port=0, **kw).start()
+
+
+@pytest.fixture(scope='module')
+def server(lib, tmp_path_factory):
+    "vec (v1 'stable', v2 'canary'), scale, multi and blob; batching (max 8 rows), metrics, a 64 KiB REST body limit."
+    cfg = server_config(model_config('vec', lib/'vec', [1, 2], labels={'stable': 1, 'canary': 2}),
+                        model_config('scale', lib/'scale'), model_config('multi', lib/'multi'), model_config('blob', lib/'blob'))
+    srv = start_server(tmp_path_factory.mktemp('serve_cfg'), cfg, batching_parameters(max_batch_size=MAX_BATCH, batch_timeout_micros=500),
+                       poll_seconds=0, max_body=MAX_BODY)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope='module')
+def channel(server):
+    ch = grpc.insecure_channel(server.grpc_target)
+    yield ch
+    ch.close()
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------------
+
+def raw(srv:ModelServer, method:str, path:str, body=None, headers=None, timeout:float=30)->tuple[int, str, bytes]:
+    "One HTTP/1.1 request on a fresh connection, body sent byte for byte (an iterator is sent chunked); (status, content type, body)."
+    if isinstance(body, dict): body = json.dumps(body).encode()
+    c = http.client.HTTPConnection('127.0.0.1', srv.rest_port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers={'Content-Type': 'application/json', **(headers or {})})
+        r = c.getresponse()
+        return r.status, r.getheader('content-type') or '', r.read()
+    finally: c.close()
+
+def tf_error(resp:tuple, status:int, pattern:str|None=None)->str:
+    "Check `resp` is TF Serving's error: HTTP `status`, a JSON body `{\"error\": \"<message>\"}` whose message matches `pattern`."
+    code, ctype, body = resp
+    assert code == status, (code, body[:300])
+    assert ctype.startswith('application/json'), (ctype, body[:300])
+    doc = json.loads(body)
+    assert isinstance(doc, dict) and set(doc) == {'error'} and isinstance(doc['error'], str) and doc['error'], doc
+    if pattern: assert re.search(pattern, doc['error']), doc['error']
+    return doc['error']
+
+def assert_alive(srv:ModelServer):
+    "The server still answers a good predict correctly."
+    code, _, body = raw(srv, 'POST', '/v1/models/vec:predict', GOOD_VEC)
+    assert code == 200, body[:300]
+    assert json.loads(body) == {'predictions': [212.0]}
+
+def predict_req(name:str='vec', inputs:dict|None=None, version:int|None=None, label:str|None=None,
+                signature:str|None=None, output_filter=())->predict_pb2.PredictRequest:
+    r = predict_pb2.PredictRequest()
+    r.model_spec.name = name
+    if version is not None: r.model_spec.version.value = version
+    if label is not None: r.model_spec.version_label = label
+    if signature is not None: r.model_spec.signature_name = signature
+    r.output_filter.extend(output_filter)
+    for k, v in (inputs if inputs is not None else {'x': np.array([[1, 2, 3]], np.float32)}).items():
+        r.inputs[k].CopyFrom(v if isinstance(v, tensor_pb2.TensorProto) else tf.make_tensor_proto(v))
+    return r
+
+def grpc_alive(ch):
+    resp = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(predict_req(), timeout=30)
+    assert resp.model_spec.version.value == 2
+    np.testing.assert_allclose(tf.make_ndarray(resp.outputs['output_0']), [212.0])
+
+def grpc_code(call, request)->tuple[grpc.StatusCode, str]:
+    try: call(request, timeout=30)
+    except grpc.RpcError as e: return e.code(), e.details() or ''
+    return grpc.StatusCode.OK, ''
+
+def multi_row(**kw)->dict:
+    return {'amount': 1.5, 'count': 2, 'tag': 'abc', 'flag': True, **kw}
+
+
+# --- 1. bad REST input ---------------------------------------------------------------------------------------------------
+
+X = pytest.mark.xfail
+NESTED = b'{"instances": ' + b'[' * 5000 + b']' * 5000 + b'}'
+
+REST_CASES = [
+    # malformed JSON (json_tensor.cc ParseJson)
+    ('truncated', 'POST', '/v1/models/vec:predict', b'{"instances": [[1, 2', 400, r'JSON Parse error'),
+    ('truncated-key', 'POST', '/v1/models/vec:predict', b'{"inst', 400, r'JSON Parse error'),
+    ('not-an-object', 'POST', '/v1/models/vec:predict', b'[[1, 2, 3]]', 400, r'Is not object'),
+    ('string-document', 'POST', '/v1/models/vec:predict', b'"instances"', 400, r'Is not object'),
+    ('empty-body', 'POST', '/v1/models/vec:predict', b'', 400, r'JSON Parse error.*empty'),
+    ('whitespace-body', 'POST', '/v1/models/vec:predict', b'  \n ', 400, r'JSON Parse error'),
+    ('invalid-utf8', 'POST', '/v1/models/vec:predict', b'\xff\xfe{"instances": [[1, 2, 3]]}', 400, r'JSON Parse error'),
+    ('invalid-utf8-in-string', 'POST', '/v1/models/blob:predict', b'{"instances": ["\xc3\x28"]}', 400, r'JSON Parse error'),
+    ('trailing-garbage', 'POST', '/v1/models/vec:predict', b'{"instances": [[1, 2, 3]]} x', 400, r'JSON Parse error'),
+    # instances / inputs
+    ('both-keys', 'POST', '/v1/models/vec:predict', {'instances': [[1, 2, 3]], 'inputs': [[1, 2, 3]]}, 400,
+     r"expecting only one of 'inputs' or 'instances'"),
+    ('neither-key', 'POST', '/v1/models/vec:predict', {'signature_name': 'serving_default'}, 400, r"Missing 'inputs' or 'instances' key"),
+    ('empty-instances', 'POST', '/v1/models/vec:predict', {'instances': []}, 400, r"No values in 'instances' array"),
+    ('instances-not-list', 'POST', '/v1/models/vec:predict', {'instances': {'x': [1, 2, 3]}}, 400, r"'instances' to be an list/array"),
+    ('signature-not-string', 'POST', '/v1/models/vec:predict', {'instances': [[1, 2, 3]], 'signature_name': 5}, 400, r"'signature_name'.*string"),
+    ('unknown-signature', 'POST', '/v1/models/vec:predict', {'instances': [[1, 2, 3]], 'signature_name': 'nope'}, 400, r'nope.*not found'),
+    # dtypes (json_tensor.cc AddValueToTensor)
+    ('string-for-float', 'POST', '/v1/models/vec:predict', {'instances': [['1', 2, 3]]}, 400, r'not of expected type: float'),
+    ('bool-for-float', 'POST', '/v1/models/vec:predict', {'instances': [[True, 2, 3]]}, 400, r'not of expected type: float'),
+    ('null-for-float', 'POST', '/v1/models/vec:predict', {'instances': [[None, 2, 3]]}, 400, r'not of expected type: float'),
+    ('object-for-float', 'POST', '/v1/models/vec:predict', {'instances': [[{'b64': 'AA=='}, 2, 3]]}, 400, r'float'),
+    ('fraction-for-int', 'POST', '/v1/models/multi:predict', {'instances': [multi_row(count=1.5)]}, 400, r'int32'),
+    ('string-for-int', 'POST', '/v1/models/multi:predict', {'instances': [multi_row(count='2')]}, 400, r'int32'),
+    ('number-for-bool', 'POST', '/v1/models/multi:predict', {'instances': [multi_row(flag=1)]}, 400, r'not of expected type: bool'),
+    ('number-for-string', 'POST', '/v1/models/multi:predict', {'instances': [multi_row(tag=5)]}, 400, r'not of expected type: string'),
+    ('bad-b64', 'POST', '/v1/models/blob:predict', {'instances': [{'b64': '!!not base64!!'}]}, 400, r'base64'),
+    ('b64-not-string', 'POST', '/v1/models/blob:predict', {'instances': [{'b64': 17}]}, 400, None),
+    # shapes
+    ('short-row', 'POST', '/v1/models/vec:predict', {'instances': [[1, 2]]}, 400, None),
+    ('ragged-instances', 'POST', '/v1/models/vec:predict', {'instances': [[1, 2, 3], [1, 2]]}, 400, r'[Ee]xpecting'),
+    ('ragged-inputs', 'POST', '/v1/models/vec:predict', {'inputs': [[1, 2, 3], [1, 2]]}, 400, r'unexpected size'),
+    ('ragged-nested', 'POST', '/v1/models/vec:predict', {'inputs': [[1, 2, 3], [1, [2], 3]]}, 400, r'level'),
+    ('too-deep', 'POST', '/v1/models/vec:predict', {'inputs': [[[1, 2, 3]]]}, 400, None),
+    ('flat-instances', 'POST', '/v1/models/vec:predict', {'instances': [1, 2, 3]}, 400, None),
+    ('scalar-inputs', 'POST', '/v1/models/vec:predict', {'inputs': 5}, 400, None),
+    # named inputs
+    ('missing-named-instance', 'POST', '/v1/models/multi:predict',
+     {'instances': [{'amount': 1.0, 'count': 1, 'tag': 'a'}]}, 400, r'keys'),
+    ('extra-named-instance', 'POST', '/v1/models/multi:predict', {'instances': [multi_row(extra=1)]}, 400, r'keys'),
+    ('missing-named-input', 'POST', '/v1/models/multi:predict',
+     {'inputs': {'amount': [1.0], 'count': [1], 'tag': ['a']}}, 400, r'Missing named input: flag'),
+    ('plain-instances-multi', 'POST', '/v1/models/multi:predict', {'instances': [[1, 2]]}, 400, r'instances is a plain list'),
+    ('plain-inputs-multi', 'POST', '/v1/models/multi:predict', {'inputs': [1, 2]}, 400, r'inputs is a plain value/list'),
+    ('object-then-list', 'POST', '/v1/models/multi:predict', {'instances': [multi_row(), [1, 2]]}, 400, r'Expecting object'),
+    # models, versions, labels
+    ('unknown-model', 'POST', '/v1/models/nope:predict', GOOD_VEC, 404, r'Servable not found for request: Latest\(nope\)'),
+    ('unknown-version', 'POST', '/v1/models/vec/versions/9:predict', GOOD_VEC, 404, r'Specific\(vec, 9\)'),
+    ('unknown-label', 'POST', '/v1/models/vec/labels/beta:predict', GOOD_VEC, 400, r'Unrecognized servable version label: beta'),
+    ('status-unknown-model', 'GET', '/v1/models/nope', None, 404, r'Could not find any versions of model nope'),
+    ('status-unknown-version', 'GET', '/v1/models/vec/versions/9', None, 404, None),
+    ('status-unknown-label', 'GET', '/v1/models/vec/labels/beta', None, 400, r'Unrecognized servable version label: beta'),
+    ('metadata-unknown-model', 'GET', '/v1/models/nope/metadata', None, 404, None),
+    ('metadata-unknown-version', 'GET', '/v1/models/vec/versions/9/metadata', None, 404, None),
+    # URLs and methods (http_rest_api_handler.cc: anything else under /v1/ is "Malformed request", INVALID_ARGUMENT)
+    ('version-not-numeric', 'POST', '/v1/models/vec/versions/two:predict', GOOD_VEC, 400, r'Malformed request'),
+    ('get-predict', 'GET', '/v1/models/vec:predict', None, 400, r'Malformed request: GET /v1/models/vec:predict'),
+    ('post-status', 'POST', '/v1/models/vec', GOOD_VEC, 400, r'Malformed request'),
+    ('unknown-verb', 'POST', '/v1/models/vec:explain', GOOD_VEC, 400, r'Malformed request'),
+    ('no-model-name', 'GET', '/v1/models/', None, 400, None),
+    ('classify-predict-signature', 'POST', '/v1/models/vec:classify', {'examples': [{'x': [1.0]}]}, 400,
+     r'Expected classification signature method_name'),
+    ('regress-predict-signature', 'POST', '/v1/models/vec:regress', {'examples': [{'x': [1.0]}]}, 400,
+     r'Expected regression signature method_name'),
+    # batching (shared_batch_scheduler.h: INVALID_ARGUMENT)
+    ('instances-over-max-batch', 'POST', '/v1/models/vec:predict', {'instances': [[1, 2, 3]] * (MAX_BATCH + 1)}, 400,
+     rf'Task size {MAX_BATCH + 1} is larger than maximum input batch size {MAX_BATCH}'),
+    ('many-instances', 'POST', '/v1/models/vec:predict', {'instances': [[1, 2, 3]] * 2000}, 400,
+     rf'Task size 2000 is larger than maximum input batch size {MAX_BATCH}'),
+    ('inputs-over-max-batch', 'POST', '/v1/models/scale:predict', {'inputs': [[1, 2, 3]] * 100}, 400, r'Task size 100 is larger'),
+    # ---- where the server differs from TF Serving ----
+    pytest.param('int32-overflow', 'POST', '/v1/models/multi:predict', {'instances': [multi_row(count=2 ** 40)]}, 400,
+                 r'not of expected type: int32', marks=X(strict=True, reason=(
+                     "codec.to_array: np.array(flat, dtype=int32) raises OverflowError for an integer outside int32; "
+                     "nothing catches it -> HTTP 500 text/plain. TF Serving (json_tensor.cc AddValueToTensor: !val.IsInt()) "
+                     "answers 400 'JSON Value: 1099511627776 Type: Number is not of expected type: int32'"))),
+    pytest.param('whole-float-int32-overflow', 'POST', '/v1/models/multi:predict', {'instances': [multi_row(count=1e30)]}, 400,
+                 r'int32', marks=X(strict=True, reason=(
+                     "codec._scalar accepts a whole-valued float for an int dtype and returns int(1e30); np.array(..., "
+                     "dtype=int32) then raises OverflowError -> HTTP 500. TF Serving: 400 'JSON Value: 1e+30 Type: Number "
+                     "is not of expected type: int32'"))),
+    pytest.param('lone-surrogate', 'POST', '/v1/models/blob:predict', b'{"instances": ["\\ud800"]}', 400, None,
+                 marks=X(strict=True, reason=(
+                     "codec._scalar: v.encode() raises UnicodeEncodeError for a JSON string holding a lone surrogate "
+                     "escape; not caught -> HTTP 500. TF Serving's rapidjson rejects the invalid surrogate: 400 'JSON Parse error'"))),
+    pytest.param('deeply-nested', 'POST', '/v1/models/vec:predict', NESTED, 400, r'JSON Parse error',
+                 marks=X(strict=True, reason=(
+                     "codec.parse_json catches ValueError/UnicodeDecodeError only; json.loads raises RecursionError on "
+                     "5000 nested arrays -> HTTP 500. Expected a 400 error JSON like any other unparseable document"))),
+    pytest.param('float32-overflow', 'POST', '/v1/models/vec:predict', {'instances': [[1e300, 2, 3]]}, 400,
+                 r'loss of precision', marks=X(strict=True, reason=(
+                     "codec.to_array casts 1e300 to float32 silently (Infinity, HTTP 200). TF Serving "
+                     "(json_tensor.cc IsLosslessDecimal<float>) answers 400 'Cannot convert JSON value: 1e+300 to float "
+                     "without loss of precision.'"))),
+    pytest.param('version-overflow-predict', 'POST', '/v1/models/vec/versions/99999999999999999999:predict', GOOD_VEC,
+                 400, r'Failed to convert version', marks=X(strict=True, reason=(
+                     "server._spec_from_url sets model_spec.version.value to an int beyond int64: protobuf raises "
+                     "ValueError('Value out of range') -> HTTP 500. TF Serving (http_rest_api_util.cc ParseModelInfo) "
+                     "answers 400 'Failed to convert version: 99999999999999999999 to numeric.'"))),
+    pytest.param('version-overflow-metadata', 'GET', '/v1/models/vec/versions/99999999999999999999/metadata', None,
+                 400, r'Failed to convert version', marks=X(strict=True, reason=(
+                     "as version-overflow-predict: _spec_from_url ValueError -> HTTP 500 on GET .../metadata"))),
+    pytest.param('version-overflow-status', 'GET', '/v1/models/vec/versions/99999999999999999999', None,
+                 400, r'Failed to convert version', marks=X(strict=True, reason=(
+                     "rest_app.models answers 404 'Could not find version 99999999999999999999'; TF Serving answers 400 "
+                     "'Failed to convert version: ... to numeric.' (http_rest_api_util.cc ParseModelInfo)"))),
+    pytest.param('put', 'PUT', '/v1/models/vec:predict', GOOD_VEC, 400, r'Malformed request: PUT',
+                 marks=X(strict=True, reason=(
+                     "rest_app routes only GET/POST, and maps Starlette's 405 to 404. TF Serving sends every /v1/.* "
+                     "request to HttpRestApiHandler::ProcessRequest, whose default status is INVALID_ARGUMENT "
+                     "'Malformed request: PUT /v1/models/vec:predict' -> HTTP 400"))),
+    pytest.param('delete', 'DELETE', '/v1/models/vec', None, 400, r'Malformed request: DELETE',
+                 marks=X(strict=True, reason="as put: 404 instead of TF Serving's 400 'Malformed request: DELETE ...'")),
+    pytest.param('v1-other-path', 'GET', '/v1/health', None, 400, r'Malformed request: GET /v1/health',
+                 marks=X(strict=True, reason=(
+                     "rest_app answers 404 for /v1/ paths outside /v1/models/; TF Serving's dispatcher takes every "
+                     "(?i)/v1/.* path and answers 400 'Malformed request: GET /v1/health'"))),
+    pytest.param('list-models', 'GET', '/v1/models', None, 400, r'Missing model name in request',
+                 marks=X(strict=True, reason=(
+                     "Starlette redirects GET /v1/models with a 307 (redirect_slashes) and no error JSON; TF Serving "
+                     "matches kModelStatusApiRegex with an empty name and answers 400 'Missing model name in request.'"))),
+    pytest.param('mismatched-rows-batching', 'POST', '/v1/models/multi:predict',
+                 {'inputs': {'amount': [1.0, 2.0], 'count': [1], 'tag': ['a'], 'flag': [True]}}, 400,
+                 r'0th-dimension size', marks=X(strict=True, reason=(
+                     "server.Batcher.submit runs inputs of different 0th-dimension sizes alone, so the model broadcasts "
+                     "them (HTTP 200, two outputs). With batching on, TF Serving's BatchingSession refuses them: 400 "
+                     "'Batching Run() input tensors must have equal 0th-dimension size' (scalars: '... at least one "
+                     "dimension'); the same over gRPC"))),
+]
+
+
+def _rows(cases):
+    "pytest params from case rows: plain tuples `(id, *values)`, or pytest.param(id, *values, marks=...) for xfail rows."
+    for c in cases:
+        if hasattr(c, 'marks'): yield pytest.param(*c.values[1:], marks=c.marks, id=c.values[0])   # a ParameterSet (a tuple too)
+        else: yield pytest.param(*c[1:], id=c[0])
+
+
+@pytest.mark.parametrize('method,path,body,status,pattern', list(_rows(REST_CASES)))
+def test_rest_bad_request(server, method, path, body, status, pattern):
+    "Each bad request gets TF Serving's status and `{\"error\": ...}` body; the server then answers a good predict correctly."
+    resp = raw(server, method, path, body)
+    assert_alive(server)
+    tf_error(resp, status, pattern)
+
+
+def test_rest_known_bad_inputs_leave_server_serving(server):
+    "Even the requests the server gets wrong (the xfail rows above) leave it answering good predicts correctly."
+    for row in _rows(REST_CASES):
+        method, path, body = row.values[:3]
+        code, _, _ = raw(server, method, path, body)
+        assert 200 <= code < 600
+        assert_alive(server)
+
+
+def test_rest_oversize_body(server):
+    "A body over max_body is refused with 413 and an error JSON, whether its length is declared or it comes chunked."
+    big = json.dumps({'instances': [[1.0, 2.0, 3.0]] * (MAX_BODY // 10)}).encode()
+    assert len(big) > MAX_BODY
+    tf_error(raw(server, 'POST', '/v1/models/vec:predict', big), 413, r'larger than')
+    assert_alive(server)
+    chunks = iter([big[i:i + 8192] for i in range(0, len(big), 8192)])
+    tf_error(raw(server, 'POST', '/v1/models/vec:predict', chunks), 413, r'larger than')
+    assert_alive(server)
+    # just under the limit is read and judged on its content (here: too many rows for the batcher)
+    fits = json.dumps({'instances': [[1, 2, 3]] * ((MAX_BODY - 100) // 11)}).encode()
+    assert len(fits) <= MAX_BODY
+    tf_error(raw(server, 'POST', '/v1/models/vec:predict', fits), 400, r'Task size')
+    assert_alive(server)
+
+
+# --- fuzz ----------------------------------------------------------------------------------------------------------------
+
+FUZZ_GOOD = [('/v1/models/vec:predict', {'instances': [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]}),
+             ('/v1/models/vec/labels/stable:predict', {'inputs': [[1, 2, 3]]}),
+             ('/v1/models/vec/versions/2:predict', {'signature_name': 'serving_default', 'instances': [[1, 2, 3]]}),
+             ('/v1/models/multi:predict', {'instances': [multi_row(), multi_row(tag='électronique', flag=False)]}),
+             ('/v1/models/multi:predict', {'inputs': {'amount': [1.5], 'count': [2], 'tag': ['abc'], 'flag': [False]}}),
+             ('/v1/models/blob:predict', {'instances': [{'b64': 'AP8='}, 'text']}),
+             ('/v1/models/scale:predict', {'inputs': [[1, 2, 3]]})]
+FUZZ_STRINGS = ['', 'abc', 'électronique', '日本語', '😀', 'instances', 'inputs', 'b64', 'signature_name', 'serving_default',
+                '\x00', '"\\', 'NaN', 'AP8=', 'x' * 50]
+
+def rand_json(rng:random.Random, depth:int=0):
+    """A random JSON value. Integers (and whole-valued floats) stay inside int32, strings hold no lone surrogates and
+    nesting stays shallow: beyond that lie known bugs, covered by the xfail rows of test_rest_bad_request (int32-overflow,
+    whole-float-int32-overflow, lone-surrogate, deeply-nested). Widen these ranges once those are fixed."""
+    kinds = ['null', 'bool', 'int', 'float', 'special', 'str', 'b64'] + (['list', 'list', 'dict'] if depth < 5 else [])
+    k = rng.choice(kinds)
+    if k == 'null': return None
+    if k == 'bool': return rng.random() < 0.5
+    if k == 'int': return rng.choice([0, 1, -1, 3, 2 ** 31 - 1, -2 ** 31, rng.randint(-1000, 1000)])
+    if k == 'float': return rng.choice([0.5, -1.25, 1e9, -3e-30, rng.uniform(-1e6, 1e6)])
+    if k == 'special': return rng.choice([math.nan, math.inf, -math.inf])
+    if k == 'str': return rng.choice(FUZZ_STRINGS)
+    if k == 'b64': return {'b64': rng.choice(['AP8=', '', '!!', 'QUJD', 5])}
+    if k == 'list': return [rand_json(rng, depth + 1) for _ in range(rng.choice([0, 1, 1, 2, 3, 3, 9]))]
+    return {rng.choice(['x', 'amount', 'count', 'tag', 'flag', 'data', 'b64', 'instances', 'inputs', 'zz']): rand_json(rng, depth + 1)
+            for _ in range(rng.randint(0, 4))}
+
+def mutate(rng:random.Random, doc, leaf:bool=False):
+    "Replace, drop or wrap one random node of a good request document (with `leaf`: replace one scalar by a random scalar)."
+    doc = copy.deepcopy(doc)
+    path, node = [], doc
+    while isinstance(node, (list, dict)) and node and (leaf or rng.random() < 0.75):
+        key = rng.randrange(len(node)) if isinstance(node, list) else rng.choice(list(node))
+        path.append(key); node = node[key]
+    if not path: return rand_json(rng)
+    parent = doc
+    for key in path[:-1]: parent = parent[key]
+    op = 0.0 if leaf else rng.random()
+    if op < 0.6: parent[path[-1]] = rand_json(rng, depth=5 if leaf else 0)
+    elif op < 0.8: parent[path[-1]] = [parent[path[-1]]]
+    elif isinstance(parent, dict): del parent[path[-1]]
+    else: parent.pop(path[-1])
+    return doc
+
+def fuzz_bodies(seed:int=20240611, n:int=400):
+    "(kind, url, body) triples: random bytes, truncated good bodies, random JSON documents, mutated good documents and good documents with one scalar changed."
+    rng = random.Random(seed)
+    for i in range(n):
+        url, good = rng.choice(FUZZ_GOOD)
+        kind = ('bytes', 'truncated', 'random-json', 'mutated', 'leaf')[i % 5]
+        if kind == 'bytes':
+            body = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300)))
+        elif kind == 'truncated':
+            text = json.dumps(good).encode()
+            body = text[:rng.randint(0, len(text) - 1)]
+        elif kind == 'random-json':
+            doc = rand_json(rng) if rng.random() < 0.3 else {rng.choice(['instances', 'inputs', 'signature_name', 'zz']): rand_json(rng)
+                                                               for _ in range(rng.randint(0, 3))}
+            body = json.dumps(doc, ensure_ascii=rng.random() < 0.5).encode()
+        else:
+            body = json.dumps(mutate(rng, good, leaf=kind == 'leaf'), ensure_ascii=rng.random() < 0.5).encode()
+        yield kind, url, body
+
+
+def test_rest_fuzz(server):
+    "A few hundred seeded random bodies: every answer is a 4xx with TF Serving's error JSON (or, for a mutation that is still a valid request, a 200 prediction), never a 5xx."
+    seen = Counter()
+    for kind, url, body in fuzz_bodies():
+        code, ctype, out = raw(server, 'POST', url, body)
+        seen[code] += 1
+        if code == 200:
+            assert kind in ('mutated', 'leaf', 'random-json'), (kind, url, body[:200], out[:200])
+            doc = json.loads(out)
+            assert set(doc) in ({'predictions'}, {'outputs'}), (body[:200], out[:200])
+        else:
+            assert 400 <= code < 500, (kind, url, body[:300], code, out[:300])
+            tf_error((code, ctype, out), code)
+    assert seen[400] > 250 and seen[200] > 10, seen
+    assert_alive(server)
+
+
+# --- 2. bad gRPC input ---------------------------------------------------------------------------------------------------
+
+def _bad_tensor(dtype, dims=(), content=None, float_val=None):
+    t = tensor_pb2.TensorProto(dtype=dtype)
+    for d in dims: t.tensor_shape.dim.add(size=d)
+    if content is not None: t.tensor_content = content
+    if float_val is not None: t.float_val.extend(float_val)
+    return t
+
+SC = grpc.StatusCode
+GRPC_CASES = [
+    ('unknown-model', 'Predict', lambda: predict_req('nope'), SC.NOT_FOUND, r'Servable not found for request: Latest\(nope\)'),
+    ('unknown-version', 'Predict', lambda: predict_req(version=9), SC.NOT_FOUND, r'Specific\(vec, 9\)'),
+    ('unknown-label', 'Predict', lambda: predict_req(label='beta'), SC.INVALID_ARGUMENT, r'Unrecognized servable version label: beta'),
+    ('unknown-signature', 'Predict', lambda: predict_req(signature='nope'), SC.FAILED_PRECONDITION, r'Serving signature key "nope" not found'),
+    ('missing-input', 'Predict', lambda: predict_req(inputs={}), SC.INVALID_ARGUMENT, None),
+    ('extra-input', 'Predict', lambda: predict_req(inputs={'x': np.ones((1, 3), np.float32), 'y': np.ones(1, np.float32)}),
+     SC.INVALID_ARGUMENT, None),
+    ('wrong-shape', 'Predict', lambda: predict_req(inputs={'x': np.ones((1, 2), np.float32)}), SC.INVALID_ARGUMENT, None),
+    ('scalar', 'Predict', lambda: predict_req(inputs={'x': np.float32(1)}), SC.INVALID_ARGUMENT, None),
+    ('string-for-float', 'Predict', lambda: predict_req(inputs={'x': np.array([[b'a', b'b', b'c']], object)}), SC.INVALID_ARGUMENT, None),
+    ('corrupt-tensor-content', 'Predict', lambda: predict_req(inputs={'x': _bad_tensor(types_pb2.DT_FLOAT, (1, 3), content=b'12345')}),
+     SC.INVALID_ARGUMENT, None),
+    ('negative-dim', 'Predict', lambda: predict_req(inputs={'x': _bad_tensor(types_pb2.DT_FLOAT, (-5,))}), SC.INVALID_ARGUMENT, None),
+    ('invalid-dtype', 'Predict', lambda: predict_req(inputs={'x': _bad_tensor(types_pb2.DT_INVALID, (1, 3))}), SC.INVALID_ARGUMENT, None),
+    ('rows-over-max-batch', 'Predict', lambda: predict_req(inputs={'x': np.ones((MAX_BATCH + 1, 3), np.float32)}), SC.INVALID_ARGUMENT,
+     rf'Task size {MAX_BATCH + 1} is larger than maximum input batch size {MAX_BATCH}'),
+    ('many-rows', 'Predict', lambda: predict_req(inputs={'x': np.ones((2000, 3), np.float32)}), SC.INVALID_ARGUMENT, r'Task size 2000'),
+    ('message-over-max', 'Predict', lambda: predict_req(inputs={'x': np.ones((100000, 3), np.float32)}), SC.RESOURCE_EXHAUSTED,
+     r'Received message larger than max'),
+    ('unknown-output-filter', 'Predict', lambda: predict_req(output_filter=['nope']), SC.INVALID_ARGUMENT, r'nope'),
+    ('metadata-other-field', 'GetModelMetadata',
+     lambda: get_model_metadata_pb2.GetModelMetadataRequest(model_spec={'name': 'vec'}, metadata_field=['graph']), SC.INVALID_ARGUMENT, None),
+    ('metadata-no-field', 'GetModelMetadata', lambda: get_model_metadata_pb2.GetModelMetadataRequest(model_spec={'name': 'vec'}),
+     SC.INVALID_ARGUMENT, None),
+    ('metadata-unknown-model', 'GetModelMetadata',
+     lambda: get_model_metadata_pb2.GetModelMetadataRequest(model_spec={'name': 'nope'}, metadata_field=['signature_def']), SC.NOT_FOUND, None),
+    ('classify-predict-signature', 'Classify', lambda: classification_pb2.ClassificationRequest(model_spec={'name': 'vec'}),
+     SC.FAILED_PRECONDITION, r'Expected classification signature method_name'),
+    ('regress-predict-signature', 'Regress', lambda: regression_pb2.RegressionRequest(model_spec={'name': 'vec'}),
+     SC.FAILED_PRECONDITION, r'Expected regression signature method_name'),
+    ('regress-unknown-model', 'Regress', lambda: regression_pb2.RegressionRequest(model_spec={'name': 'nope'}), SC.NOT_FOUND, None),
+    ('classify-unknown-label', 'Classify', lambda: classification_pb2.ClassificationRequest(model_spec={'name': 'vec', 'version_label': 'zz'}),
+     SC.INVALID_ARGUMENT, None),
+    ('status-unknown-model', 'GetModelStatus', lambda: get_model_status_pb2.GetModelStatusRequest(model_spec={'name': 'nope'}),
+     SC.NOT_FOUND, r'Could not find any versions of model nope'),
+    ('status-unknown-version', 'GetModelStatus',
+     lambda: get_model_status_pb2.GetModelStatusRequest(model_spec={'name': 'vec', 'version': {'value': 7}}), SC.NOT_FOUND, None),
+    ('status-unknown-label', 'GetModelStatus',
+     lambda: get_model_status_pb2.GetModelStatusRequest(model_spec={'name': 'vec', 'version_label': 'zz'}), SC.INVALID_ARGUMENT, None),
+    ('multi-inference', 'MultiInference', lambda: inference_pb2.MultiInferenceRequest(), SC.UNIMPLEMENTED, None),
+    # ---- where the server differs from TF Serving ----
+    pytest.param('int64-for-float', 'Predict', lambda: predict_req(inputs={'x': np.array([[1, 2, 3]], np.int64)}), SC.INVALID_ARGUMENT,
+                 r'float.*int64|int64.*float', marks=X(strict=True, reason=(
+                     "models.Servable.run converts with tf.constant(a, dtype=float32), so an int64 (or half, double) "
+                     "tensor for a float input is accepted (OK). TF Serving runs the tensor as given and fails: "
+                     "INVALID_ARGUMENT 'Expects arg[0] to be float but int64 is provided' (REST converts JSON numbers, gRPC "
+                     "does not)"))),
+    pytest.param('resource-dtype', 'Predict', lambda: predict_req(inputs={'x': _bad_tensor(types_pb2.DT_RESOURCE, (1,))}),
+                 SC.INVALID_ARGUMENT, None, marks=X(strict=True, reason=(
+                     "server.Serving.predict wraps tf.make_ndarray in except (TypeError, ValueError), but a DT_RESOURCE "
+                     "(or DT_VARIANT) TensorProto raises KeyError: 20 -> unhandled, gRPC UNKNOWN 'Exception calling "
+                     "application: 20'. Expected INVALID_ARGUMENT like any other unusable input tensor"))),
+    pytest.param('empty-model-name', 'Predict', lambda: predict_req(''), SC.INVALID_ARGUMENT, r'ModelSpec has no name specified',
+                 marks=X(strict=True, reason=(
+                     "models.ModelManager.servable answers NOT_FOUND 'Servable not found for request: Latest()'; TF "
+                     "Serving (ServerCore::ServableRequestFromModelSpec) answers INVALID_ARGUMENT 'ModelSpec has no name "
+                     "specified.'"))),
+]
+
+@pytest.mark.parametrize('method,make,code,pattern', list(_rows(GRPC_CASES)))
+def test_grpc_bad_request(channel, method, make, code, pattern):
+    "Each bad gRPC request gets TF Serving's status code (and message); the server then still predicts."
+    stub = (model_service_pb2_grpc.ModelServiceStub(channel) if method == 'GetModelStatus'
+            else prediction_service_pb2_grpc.PredictionServiceStub(channel))
+    got, details = grpc_code(getattr(stub, method), make())
+    grpc_alive(channel)
+    assert got == code, (got, details)
+    if pattern: assert re.search(pattern, details), details
+
+
+# --- 3. b64 and NaN / Infinity -------------------------------------------------------------------------------------------
+
+PAYLOADS = [b'\x00\xff\xfe binary \x80', b'', 'héllo wörld'.encode(), bytes(range(256))]
+
+def test_b64_round_trip(server, channel):
+    "`{\"b64\": ...}` inputs reach the model as the raw bytes, and `_bytes` outputs come back b64-encoded, in both formats."
+    b64 = lambda b: {'b64': base64.b64encode(b).decode()}
+    unb64 = lambda v: base64.b64decode(v['b64'])
+    code, _, out = raw(server, 'POST', '/v1/models/blob:predict', {'instances': [b64(p) for p in PAYLOADS]})
+    assert code == 200, out[:300]
+    preds = json.loads(out)['predictions']
+    assert [unb64(p['echo_bytes']) for p in preds] == [p * 2 for p in PAYLOADS]
+    assert [p['size'] for p in preds] == [len(p) for p in PAYLOADS]
+    code, _, out = raw(server, 'POST', '/v1/models/blob:predict', {'inputs': [b64(p) for p in PAYLOADS]})
+    assert code == 200, out[:300]
+    outs = json.loads(out)['outputs']
+    assert [unb64(v) for v in outs['echo_bytes']] == [p * 2 for p in PAYLOADS] and outs['size'] == [len(p) for p in PAYLOADS]
+    # plain JSON strings are UTF-8 bytes; b64 and plain strings mix in one request
+    code, _, out = raw(server, 'POST', '/v1/models/blob:predict', {'instances': [b64(b'\x01'), 'é']})
+    assert code == 200, out[:300]
+    assert [unb64(p['echo_bytes']) for p in json.loads(out)['predictions']] == [b'\x01\x01', 'éé'.encode()]
+    # gRPC carries the bytes as they are
+    resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+        predict_req('blob', {'data': np.array(PAYLOADS, object)}), timeout=30)
+    assert list(tf.make_ndarray(resp.outputs['echo_bytes'])) == [p * 2 for p in PAYLOADS]
+
+
+def test_nan_infinity_round_trip(server, channel):
+    "NaN, Infinity and -Infinity are accepted in request JSON and written back the same way (row and columnar), and over gRPC."
+    body = b'{"instances": [[NaN, Infinity, -Infinity], [1.5, -0.0, 1e38]]}'
+    code, _, out = raw(server, 'POST', '/v1/models/scale:predict', body)
+    assert code == 200, out[:300]
+    assert b'NaN' in out and b'-Infinity' in out
+    (a, b), = [json.loads(out)['predictions']]
+    assert math.isnan(a[0]) and a[1] == math.inf and a[2] == -math.inf
+    np.testing.assert_allclose(b, [3.0, -0.0, 2e38], rtol=1e-6)
+    code, _, out = raw(server, 'POST', '/v1/models/scale:predict', b'{"inputs": [[-Infinity, NaN, 0.25]]}')
+    assert code == 200, out[:300]
+    (c,), = [json.loads(out)['outputs']]
+    assert c[0] == -math.inf and math.isnan(c[1]) and c[2] == 0.5
+    resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+        predict_req('scale', {'x': np.array([[np.nan, np.inf, -np.inf]], np.float32)}), timeout=30)
+    got = tf.make_ndarray(resp.outputs['output_0'])
+    assert np.isnan(got[0, 0]) and got[0, 1] == np.inf and got[0, 2] == -np.inf
+
+
+# --- 4. batching overflow ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def slow_server(lib, tmp_path):
+    cfg = server_config(model_config('slow', lib/'slow'))
+    srv = start_server(tmp_path/'cfg', cfg, batching_parameters(max_batch_size=1, num_batch_threads=1, max_enqueued_batches=1,
+                                                                batch_timeout_micros=0), poll_seconds=0)
+    yield srv
+    srv.stop()
+
+
+def test_batching_queue_full_sheds_load(slow_server):
+    """Many concurrent requests to a slow model behind a 1-deep batch queue: some are refused with the queue-full error (HTTP
+    429 + error JSON over REST, RESOURCE_EXHAUSTED over gRPC, as the server documents), the others get their own answer,
+    and none gets a 5xx. Note: TensorFlow's shared batch scheduler (used by TF Serving) refuses with UNAVAILABLE, i.e.
+    HTTP 503 'The batch scheduling queue to which this task was submitted is full'; the codes checked here are the ones
+    this server documents (RESOURCE_EXHAUSTED / 429)."""
+    srv, n = slow_server, 24
+    code, _, out = raw(srv, 'POST', '/v1/models/slow:predict', {'instances': [[7.0]]})
+    assert code == 200 and json.loads(out) == {'predictions': [[7.0]]}
+    gate = threading.Barrier(n)
+    def rest(i):
+        gate.wait(30)
+        return i, raw(srv, 'POST', '/v1/models/slow:predict', {'instances': [[float(i)]]}, timeout=60)
+    with cf.ThreadPoolExecutor(n) as ex: results = list(ex.map(rest, range(n)))
+    codes = Counter(r[0] for _, r in results)
+    assert set(codes) <= {200, 429}, codes
+    assert codes[429] >= 1 and codes[200] >= 1, codes
+    for i, r in results:
+        if r[0] == 200: assert json.loads(r[2]) == {'predictions': [[float(i)]]}
+        else: tf_error(r, 429, r'batch scheduling queue.*full')
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(srv.grpc_target))
+    gate = threading.Barrier(n)
+    def rpc(i):
+        gate.wait(30)
+        try: resp = stub.Predict(predict_req('slow', {'x': np.array([[float(i)]], np.float32)}), timeout=60)
+        except grpc.RpcError as e: return i, e.code(), e.details()
+        return i, SC.OK, float(tf.make_ndarray(resp.outputs['output_0'])[0, 0])
+    with cf.ThreadPoolExecutor(n) as ex: results = list(ex.map(rpc, range(n)))
+    codes = Counter(r[1] for r in results)
+    assert set(codes) <= {SC.OK, SC.RESOURCE_EXHAUSTED}, results
+    assert codes[SC.RESOURCE_EXHAUSTED] >= 1 and codes[SC.OK] >= 1, codes
+    assert all(v == float(i) for i, c, v in results if c == SC.OK)
+    code, _, out = raw(srv, 'POST', '/v1/models/slow:predict', {'instances': [[8.0]]})
+    assert code == 200 and json.loads(out) == {'predictions': [[8.0]]}
+
+
+# --- 5. rollout under traffic --------------------------------------------------------------------------------------------
+
+class Traffic:
+    "Requests sent continuously from two threads (REST and gRPC) to the latest version of `name`; every answer recorded."
+    VALUE = {112.0: 1, 212.0: 2, 312.0: 3}
+    def __init__(self, srv:ModelServer, name:str):
+        self.srv, self.name, self.stop_event, self.log = srv, name, threading.Event(), {'rest': [], 'grpc': []}
+        self.threads = [threading.Thread(target=self._rest, daemon=True), threading.Thread(target=self._grpc, daemon=True)]
+    def __enter__(self):
+        for t in self.threads: t.start()
+        return self
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        for t in self.threads: t.join(30)
+    def _rest(self):
+        with httpx.Client(base_url=self.srv.rest_url, timeout=30) as c:
+            while not self.stop_event.is_set():
+                try:
+                    r = c.post(f'/v1/models/{self.name}:predict', json=GOOD_VEC)
+                    pred = r.json().get('predictions', [None])[0] if r.status_code == 200 else None
+                    self.log['rest'].append(self.VALUE[pred] if pred in self.VALUE else ('FAIL', r.status_code, r.text[:200]))
+                except Exception as e: self.log['rest'].append(('FAIL', repr(e)))
+    def _grpc(self):
+        ch = grpc.insecure_channel(self.srv.grpc_target)
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        while not self.stop_event.is_set():
+            try:
+                resp = stub.Predict(predict_req(self.name), timeout=30)
+                v = resp.model_spec.version.value
+                ok = float(tf.make_ndarray(resp.outputs['output_0'])[0]) == 100.0 * v + 12
+                self.log['grpc'].append(v if ok else ('FAIL', 'wrong output for version', v))
+            except grpc.RpcError as e: self.log['grpc'].append(('FAIL', e.code(), e.details()))
+        ch.close()
+    def versions(self)->dict: return {k: [x for x in v if not isinstance(x, tuple)] for k, v in self.log.items()}
+    def failures(self)->list: return [x for v in self.log.values() for x in v if isinstance(x, tuple)]
+    def wait_for(self, version:int, timeout:float=30):
+        "Wait until both threads have been answered by `version` since now."
+        start = {k: len(v) for k, v in self.log.items()}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(version in v[start[k]:] for k, v in self.log.items()): return
+            time.sleep(0.02)
+        raise AssertionError(f"version {version} never answered: {[v[-5:] for v in self.log.values()]}")
+
+
+def status_of(srv:ModelServer, name:str)->dict:
+    code, _, body = raw(srv, 'GET', f'/v1/models/{name}')
+    assert code == 200, body
+    return {int(s['version']): s for s in json.loads(body)['model_version_status']}
+
+def wait_status(srv:ModelServer, name:str, want:dict, timeout:float=30)->dict:
+    "Wait until the versions listed in `want` are in those states."
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = status_of(srv, name)
+        if all(v in st and st[v]['state'] == s for v, s in want.items()): return st
+        time.sleep(0.05)
+    raise AssertionError(f"{name}: wanted {want}, status is {st}")
+
+
+def test_rollout_under_traffic(lib, tmp_path):
+    """With the config file polled every 0.2 s, a new version folder (copied in atomically) and a config switched to it
+    take over with no failed request over REST or gRPC; each client moves from v1 to v2 once and never back."""
+    base = tmp_path/'models'/'roll'; base.mkdir(parents=True)
+    copy_version(lib, 'vec', 1, base)
+    srv = start_server(tmp_path/'cfg', server_config(model_config('roll', base, [1])),
+                       batching_parameters(max_batch_size=8, batch_timeout_micros=2000), poll_seconds=0.2)
+    try:
+        with Traffic(srv, 'roll') as traffic:
+            traffic.wait_for(1)
+            copy_version(lib, 'vec', 2, base)
+            time.sleep(0.5)                                  # a folder outside the specific policy is not served
+            assert status_of(srv, 'roll').keys() == {1}
+            traffic.wait_for(1)
+            write_text_proto(server_config(model_config('roll', base, [2])), tmp_path/'cfg'/'models.config')
+            traffic.wait_for(2)
+            st = wait_status(srv, 'roll', {1: 'END', 2: 'AVAILABLE'})
+            time.sleep(0.3)
+        assert traffic.failures() == [], traffic.failures()[:5]
+        for api, vs in traffic.versions().items():
+            assert len(vs) > 5 and vs[0] == 1 and vs[-1] == 2, (api, len(vs), vs[:3], vs[-3:])
+            switch = vs.index(2)
+            assert set(vs[:switch]) == {1} and set(vs[switch:]) == {2}, (api, vs)
+        assert st[2]['status'] == {'error_code': 'OK', 'error_message': ''}
+    finally: srv.stop()
+
+
+def test_broken_version_keeps_previous_serving(lib, tmp_path):
+    """A new version whose saved_model.pb is garbage fails to load: the previous version keeps serving every request, and
+    GET /v1/models/<name> lists the broken version in state END with an error code and message."""
+    base = tmp_path/'models'/'roll'; base.mkdir(parents=True)
+    copy_version(lib, 'vec', 2, base)
+    srv = start_server(tmp_path/'cfg', server_config(model_config('roll', base)), poll_seconds=0.2)
+    try:
+        with Traffic(srv, 'roll') as traffic:
+            traffic.wait_for(2)
+            write_broken_version(base, 3)                    # the latest policy now wants version 3
+            st = wait_status(srv, 'roll', {3: 'END'})
+            traffic.wait_for(2)
+        assert traffic.failures() == [], traffic.failures()[:5]
+        assert all(set(vs) == {2} for vs in traffic.versions().values())
+        assert st[2]['state'] == 'AVAILABLE' and st[2]['status']['error_code'] == 'OK'
+        assert st[3]['status']['error_code'] != 'OK' and st[3]['status']['error_message'], st[3]
+        # gRPC GetModelStatus says the same
+        ms = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(srv.grpc_target))
+        resp = ms.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={'name': 'roll', 'version': {'value': 3}}), timeout=30)
+        (s,), = [resp.model_version_status]
+        assert s.state == get_model_status_pb2.ModelVersionStatus.END and s.status.error_code != 0 and s.status.error_message
+        tf_error(raw(srv, 'POST', '/v1/models/roll/versions/3:predict', GOOD_VEC), 404, r'Specific\(roll, 3\)')
+    finally: srv.stop()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "models.Servable.unload sets state END at once, even while requests that already resolved that version wait in the "
+    "batch queue (server.Batcher) or run; Servable.run then raises UNAVAILABLE 'rl version 1 is END' (HTTP 503), and a "
+    "request caught between run()'s state check and `self.loaded.signatures` can even hit AttributeError (HTTP 500). "
+    "TF Serving's requests hold a ServableHandle, and a version is unloaded only once its in-flight requests are done "
+    "('In-flight requests on v1 finish first'), so retiring a version fails no request"))
+def test_in_flight_request_finishes_when_its_version_is_retired(lib, tmp_path):
+    base = tmp_path/'models'/'rl'; base.mkdir(parents=True)
+    for v in (1, 2): copy_version(lib, 'vec', v, base)
+    srv = start_server(tmp_path/'cfg', server_config(model_config('rl', base, [1, 2])),
+                       batching_parameters(max_batch_size=8, batch_timeout_micros=400_000), poll_seconds=0)
+    try:
+        with cf.ThreadPoolExecutor(1) as ex:
+            pending = ex.submit(raw, srv, 'POST', '/v1/models/rl/versions/1:predict', GOOD_VEC)
+            time.sleep(0.15)                                 # the request now waits in the batch queue (400 ms timeout)
+            code, resp, _ = reload(srv, server_config(model_config('rl', base, [2])))
+            assert code == SC.OK and resp.status.error_code == 0
+            status, _, body = pending.result(30)
+        assert (status, json.loads(body)) == (200, {'predictions': [112.0]})
+    finally: srv.stop()
+
+
+# --- 6. HandleReloadConfigRequest ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def reload_server(lib, tmp_path):
+    "Model 'rl' with versions 1, 2, 3 on disk, serving [1]; the config file is not polled."
+    base = tmp_path/'models'/'rl'; base.mkdir(parents=True)
+    for v in (1, 2, 3): copy_version(lib, 'vec', v, base)
+    srv = start_server(tmp_path/'cfg', server_config(model_config('rl', base, [1])), poll_seconds=0)
+    srv.base = base
+    yield srv
+    srv.stop()
+
+def reload(srv:ModelServer, cfg)->tuple[grpc.StatusCode, model_management_pb2.ReloadConfigResponse|None, str]:
+    "HandleReloadConfigRequest: (gRPC status, the response if the call returned, the error details)."
+    stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(srv.grpc_target))
+    try: return SC.OK, stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=cfg), timeout=60), ''
+    except grpc.RpcError as e: return e.code(), None, e.details() or ''
+
+def served(srv:ModelServer, name:str='rl', **spec)->int:
+    "The version that answers a gRPC predict for `name` (latest, or a version / label)."
+    resp = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(srv.grpc_target)).Predict(predict_req(name, **spec), timeout=30)
+    v = resp.model_spec.version.value
+    assert float(tf.make_ndarray(resp.outputs['output_0'])[0]) == 100.0 * v + 12
+    return v
+
+def grpc_states(srv:ModelServer, name:str='rl')->dict:
+    ms = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(srv.grpc_target))
+    resp = ms.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={'name': name}), timeout=30)
+    return {s.version: get_model_status_pb2.ModelVersionStatus.State.Name(s.state) for s in resp.model_version_status}
+
+
+def test_grpc_reload_switches_versions(reload_server):
+    "HandleReloadConfigRequest replaces the config: versions load and unload as it says, and labels follow (two steps)."
+    srv = reload_server
+    assert served(srv) == 1
+    code, resp, _ = reload(srv, server_config(model_config('rl', srv.base, [2])))
+    assert code == SC.OK and resp.status.error_code == 0, resp
+    assert served(srv) == 2
+    assert grpc_states(srv) == {1: 'END', 2: 'AVAILABLE'}
+    tf_error(raw(srv, 'POST', '/v1/models/rl/versions/1:predict', GOOD_VEC), 404, r'Specific\(rl, 1\)')
+    code, resp, _ = reload(srv, server_config(model_config('rl', srv.base, [2, 3], labels={'stable': 2})))
+    assert code == SC.OK and resp.status.error_code == 0, resp
+    code, resp, _ = reload(srv, server_config(model_config('rl', srv.base, [2, 3], labels={'stable': 2, 'canary': 3})))
+    assert code == SC.OK and resp.status.error_code == 0, resp
+    assert (served(srv), served(srv, label='stable'), served(srv, label='canary')) == (3, 2, 3)
+    code, _, out = raw(srv, 'POST', '/v1/models/rl/labels/canary:predict', GOOD_VEC)
+    assert code == 200 and json.loads(out) == {'predictions': [312.0]}
+    assert grpc_states(srv) == {1: 'END', 2: 'AVAILABLE', 3: 'AVAILABLE'}
+
+
+def test_grpc_reload_label_on_unloaded_version_is_refused(reload_server):
+    """A reload whose label points at a version that is not loaded (and cannot be: no such folder) comes back non-OK
+    (FAILED_PRECONDITION, as a gRPC error or in the response's status) and leaves the old config serving."""
+    srv = reload_server
+    code, resp, _ = reload(srv, server_config(model_config('rl', srv.base, [1, 2], labels={'stable': 1, 'canary': 2})))
+    assert code == SC.OK and resp.status.error_code == 0, resp
+    code, resp, details = reload(srv, server_config(model_config('rl', srv.base, [1, 2], labels={'stable': 9})))
+    if code == SC.OK:
+        assert resp.status.error_code == SC.FAILED_PRECONDITION.value[0], resp
+        details = resp.status.error_message
+    else: assert code == SC.FAILED_PRECONDITION, (code, details)
+    assert '9' in details, details
+    assert (served(srv), served(srv, label='stable'), served(srv, label='canary')) == (2, 1, 2)
+    assert grpc_states(srv) == {1: 'AVAILABLE', 2: 'AVAILABLE'}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "server.ModelService.HandleReloadConfigRequest returns gRPC OK with the error only in response.status (error_code 9). "
+    "TF Serving's ModelServiceImpl::HandleReloadConfigRequest sets response.status and also `return ToGRPCStatus(status)`, "
+    "so clients see an RpcError FAILED_PRECONDITION ('Request to assign label to version 9 of model rl, which is not "
+    "currently available for inference')"))
+def test_grpc_reload_error_is_a_grpc_error(reload_server):
+    srv = reload_server
+    code, _, details = reload(srv, server_config(model_config('rl', srv.base, [1], labels={'stable': 9})))
+    assert code == SC.FAILED_PRECONDITION, code
+    assert 'not currently available' in details, details
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "models.ModelManager.apply loads the new versions synchronously and checks labels afterwards, so a reload that loads "
+    "version 2 and labels it in the same change is accepted. TF Serving (ServerCore::UpdateModelVersionLabelMap, without "
+    "--allow_version_labels_for_unavailable_models) refuses it with FAILED_PRECONDITION '... which is not currently "
+    "available for inference' and keeps the old config: a label move must be two reloads. A rollout script tested "
+    "locally then fails in production"))
+def test_grpc_reload_cannot_load_and_label_in_one_change(reload_server):
+    srv = reload_server
+    code, resp, _ = reload(srv, server_config(model_config('rl', srv.base, [1, 2], labels={'canary': 2})))
+    assert code == SC.FAILED_PRECONDITION or (resp is not None and resp.status.error_code == SC.FAILED_PRECONDITION.value[0]), resp
+    got, _ = grpc_code(prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(srv.grpc_target)).Predict,
+                       predict_req('rl', label='canary'))
+    assert got == SC.INVALID_ARGUMENT
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "models.ModelManager._poll re-reads the config file only when its mtime changes, so a config pushed by "
+    "HandleReloadConfigRequest stays in force under file polling. TF Serving's Server::PollFilesystemAndReloadConfig "
+    "parses the file and calls ReloadConfig at every poll, so the file's contents come back at the next poll"))
+def test_config_file_poll_overrides_grpc_reload(lib, tmp_path):
+    base = tmp_path/'models'/'rl'; base.mkdir(parents=True)
+    for v in (1, 2): copy_version(lib, 'vec', v, base)
+    srv = start_server(tmp_path/'cfg', server_config(model_config('rl', base, [1])), poll_seconds=0.2)
+    try:
+        code, resp, _ = reload(srv, server_config(model_config('rl', base, [2])))
+        assert code == SC.OK and resp.status.error_code == 0
+        deadline = time.monotonic() + 2                  # ten polls
+        while time.monotonic() < deadline and served(srv) != 1: time.sleep(0.1)
+        assert served(srv) == 1
+    finally: srv.stop()
+
+
+# --- 7. metrics -----------------------------------------------------------------------------------------------------------
+
+def request_counts(srv:ModelServer)->Counter:
+    "(model_name, entrypoint, status) -> requests, from the Prometheus text at the monitoring path."
+    code, ctype, body = raw(srv, 'GET', '/monitoring/prometheus/metrics')
+    assert code == 200 and ctype.startswith('text/plain'), (code, ctype)
+    out = Counter()
+    for fam in text_string_to_metric_families(body.decode()):
+        if fam.name != ':tensorflow:serving:request_count': continue
+        assert fam.type == 'counter'
+        for s in fam.samples:
+            if s.name in (fam.name, fam.name + '_total'):
+                out[s.labels['model_name'], s.labels.get('entrypoint', ''), s.labels['status']] += s.value
+    return out
+
+
+def test_metrics_count_requests_by_status(server, channel):
+    "The metrics endpoint serves Prometheus text where :tensorflow:serving:request_count counts requests by model and status."
+    before = request_counts(server)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    for _ in range(3): stub.Predict(predict_req('scale'), timeout=30)
+    for req, code in ((predict_req('scale', version=9), SC.NOT_FOUND), (predict_req('scale', inputs={'x': np.ones((1, 2), np.float32)}), SC.INVALID_ARGUMENT),
+                      (predict_req('scale', signature='nope'), SC.FAILED_PRECONDITION)):
+        assert grpc_code(stub.Predict, req)[0] == code
+    for _ in range(2): assert raw(server, 'POST', '/v1/models/scale:predict', {'inputs': [[1, 2, 3]]})[0] == 200
+    delta = request_counts(server) - before
+    assert delta == Counter({('scale', 'GRPC', 'OK'): 3, ('scale', 'GRPC', 'NOT_FOUND'): 1, ('scale', 'GRPC', 'INVALID_ARGUMENT'): 1,
+                             ('scale', 'GRPC', 'FAILED_PRECONDITION'): 1, ('scale', 'REST', 'OK'): 2}), delta
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "server._metrics declares request_count as a prometheus_client Counter, which is exposed as "
+    "':tensorflow:serving:request_count_total{API=...,entrypoint=...,model_name=...,status=...}' (plus a _created series). "
+    "TF Serving's PrometheusExporter (util/prometheus_exporter.cc SerializeScalar) writes the counter under its own name, "
+    "':tensorflow:serving:request_count{model_name=\"scale\",status=\"OK\"} 3', so queries and alerts written for TF "
+    "Serving find nothing"))
+def test_metrics_use_tf_serving_series_name(server, channel):
+    prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(predict_req('scale'), timeout=30)
+    text = raw(server, 'GET', '/monitoring/prometheus/metrics')[2].decode()
+    lines = [l for l in text.splitlines() if l.startswith(':tensorflow:serving:request_count{')]
+    assert any('model_name="scale"' in l and 'status="OK"' in l for l in lines), text[:2000]
