@@ -52,14 +52,21 @@ tutorials: $(VENV)/.dev
 	  $(BIN)/python -m pytest --nbval-lax -q nbs/tutorials/; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]; \
 	else echo "no tutorials yet"; fi
 
-## bench: every benchmark in bench/ (peers from the bench extra)
-bench: $(VENV)/.bench $(FEAST_VENV)/.ok
-	@shopt -s nullglob; for f in bench/*_bench.py; do echo "== $$f"; FEAST_PYTHON=$(FEAST_VENV)/bin/python $(BIN)/python $$f || exit 1; done
+# Evidently 0.7 brings plotly, litestar, nltk, statsmodels...; a venv of its own keeps them (and pandas<3) out of .venv.
+EVIDENTLY_VENV := .venv-evidently
+$(EVIDENTLY_VENV)/.ok:
+	$(PYTHON) -m venv $(EVIDENTLY_VENV)
+	$(EVIDENTLY_VENV)/bin/python -m pip install -q 'evidently==0.7.23' 'pandas<3' psutil
+	touch $@
+
+## bench: every benchmark in bench/ (peers from the bench extra and their own venvs)
+bench: $(VENV)/.bench $(FEAST_VENV)/.ok $(EVIDENTLY_VENV)/.ok
+	@shopt -s nullglob; for f in bench/*_bench.py; do echo "== $$f"; FEAST_PYTHON=$(FEAST_VENV)/bin/python EVIDENTLY_PYTHON=$(EVIDENTLY_VENV)/bin/python $(BIN)/python $$f || exit 1; done
 
 ## lab: JupyterLab on 127.0.0.1
 lab: $(VENV)/.dev
 	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs
 
 clean:
-	rm -rf $(VENV) $(FEAST_VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(FEAST_VENV) $(EVIDENTLY_VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,5 +1,5 @@
 "What every benchmark script prints the same way: the library version it measured, and its results table."
-import subprocess
+import json, os, resource, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,3 +17,37 @@ def print_table(head:tuple, rows:list):
     line = lambda r: '  '.join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(r))
     print(line(head)); print('  '.join('-' * x for x in w))
     for r in rows: print(line(r))
+
+def self_peak_mib()->float:
+    "Peak RSS of this process, in MiB."
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def run_measured(cmd:list, log:Path, **kw)->tuple[int, float, float, str]:
+    "Run `cmd` (stderr to `log`); return (exit code, seconds, peak RSS in MiB of it and its waited-for descendants, stdout)."
+    t0 = time.perf_counter()
+    with open(log, 'ab') as err: p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, **kw)
+    out = p.stdout.read(); p.stdout.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, time.perf_counter() - t0, ru.ru_maxrss / 1024, out.decode(errors='replace')
+
+def measured_child(name:str, cmd:list, log:Path, env:dict, tag:str)->dict:
+    "Run a child that prints its result as a JSON line after `tag`; the result with its peak RSS and wall time, or dict(error=...)."
+    rc, secs, peak, out = run_measured(cmd, log, env=env)
+    line = next((l for l in reversed(out.splitlines()) if l.startswith(tag)), None)
+    res = json.loads(line[len(tag):]) if line else {}
+    if rc != 0 or line is None or 'error' in res:
+        tail = log.read_text(errors='replace')[-2500:] if log.exists() else ''
+        print(f"  {name} FAILED (exit code {rc}): {res.get('error', '')}\n{tail}", file=sys.stderr, flush=True)
+        return dict(error=res.get('error') or f'exit code {rc}', peak_mib=peak, child_wall_s=secs)
+    res['peak_mib'], res['child_wall_s'] = peak, secs
+    return res
+
+def probe(python:str, code:str, cwd:Path=ROOT)->tuple[bool, str]:
+    "Run `code` with `python`: (it worked, the last line it printed or of its error)."
+    try: p = subprocess.run([python, '-c', code], capture_output=True, text=True, timeout=300, cwd=cwd)
+    except Exception as e: return False, f'{type(e).__name__}: {e}'
+    lines = (p.stdout if p.returncode == 0 else p.stderr).strip().splitlines()
+    return p.returncode == 0, lines[-1] if lines else ''
+
+def verdict(ok)->str: return '-' if ok is None else 'PASS' if ok else 'FAIL'

@@ -39,7 +39,7 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 import argparse, json, os, resource, shutil, statistics, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
-from benchutil import lib_version, print_table
+from benchutil import lib_version, measured_child, print_table, probe, self_peak_mib, verdict
 
 HERE = Path(__file__).resolve()
 RESULT_TAG = '@@FEATURES_BENCH_RESULT@@ '
@@ -168,7 +168,6 @@ def compare(ref:dict, got_path:Path)->dict:
 # --------------------------------------------------------------------------------------------------------------
 # the contenders (each in a child process)
 
-def self_peak_mib()->float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 def time_join(fn, reps:int=3, budget_s:float=15.0):
     "Run the join `fn` up to `reps` times, while the runs so far took under `budget_s` in all: (median s, all runs, last result)."
@@ -317,41 +316,14 @@ def child_main(args):
 # --------------------------------------------------------------------------------------------------------------
 # the parent
 
-def run_measured(cmd:list, log:Path, **kw)->tuple[int, float, float, str]:
-    "Run `cmd` (stderr to `log`); return (exit code, seconds, peak RSS in MiB of it and its waited-for descendants, stdout)."
-    t0 = time.perf_counter()
-    with open(log, 'ab') as err: p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, **kw)
-    out = p.stdout.read(); p.stdout.close()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, time.perf_counter() - t0, ru.ru_maxrss / 1024, out.decode(errors='replace')
-
 def run_child(name:str, work:Path, python:str, size:str)->dict:
     "Run one child; its result, or dict(error=...) with the tail of its stderr."
     print(f"  running {name} ...", file=sys.stderr, flush=True)
     log = work/f'{name}.log'
     env = dict(os.environ, PYTHONWARNINGS='ignore', FEAST_USAGE='False', FEAST_TELEMETRY='False', FEATURES_BENCH_SIZE=size,
                MLINFRA_HOME=str(work/'mlinfra-home'))  # our online store lives in the workspace: keep it in the temp dir
-    rc, secs, peak, out = run_measured([python, str(HERE), '--child', name, '--work', str(work)], log, env=env)
-    # (the parent stays small -- no numpy, pandas or data -- until the children are done: a child's ru_maxrss starts
-    # from its parent's RSS at the fork)
-    line = next((l for l in reversed(out.splitlines()) if l.startswith(RESULT_TAG)), None)
-    res = json.loads(line[len(RESULT_TAG):]) if line else {}
-    if rc != 0 or line is None or 'error' in res:
-        tail = log.read_text(errors='replace')[-2500:] if log.exists() else ''
-        print(f"  {name} FAILED (exit code {rc}): {res.get('error', '')}\n{tail}", file=sys.stderr, flush=True)
-        return dict(error=res.get('error') or f'exit code {rc}', peak_mib=peak, child_wall_s=secs)
-    res['peak_mib'], res['child_wall_s'] = peak, secs
-    return res
+    return measured_child(name, [python, str(HERE), '--child', name, '--work', str(work)], log, env, RESULT_TAG)
 
-def probe(python:str, code:str)->tuple[bool, str]:
-    "Run `code` with `python`: (it worked, the last line it printed or of its error)."
-    try: p = subprocess.run([python, '-c', code], capture_output=True, text=True, timeout=300, cwd=HERE.parent)
-    except Exception as e: return False, f'{type(e).__name__}: {e}'
-    lines = (p.stdout if p.returncode == 0 else p.stderr).strip().splitlines()
-    return p.returncode == 0, lines[-1] if lines else ''
-
-def verdict(ok)->str: return '-' if ok is None else 'PASS' if ok else 'FAIL'
 
 def fmt_n(n:int)->str: return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
 

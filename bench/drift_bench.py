@@ -1,0 +1,309 @@
+#!/usr/bin/env python
+"""Benchmark of drift statistics (`mlinfra_nb.monitor.drift.data_drift`) against Evidently's DataDriftPreset and an exact
+numpy/scipy implementation of the same tests.
+
+    python bench/drift_bench.py            # full run: 1,000,000 rows x 20 columns, then ours on 10,000,000 rows (several minutes)
+    python bench/drift_bench.py --quick    # 100,000 rows, no 10M run, about a minute (figures are not comparable to the targets)
+    python bench/drift_bench.py --evidently-python .venv-evidently/bin/python   # run Evidently in another venv
+
+Evidently 0.7 is installed in a venv of its own (`make .venv-evidently/.ok`: evidently==0.7.23 with pandas<3, psutil) and
+named with --evidently-python (or $EVIDENTLY_PYTHON); only the Evidently child runs there. Without it, Evidently is skipped.
+
+The job: a reference and a current dataset of N rows x 20 columns, seeded: 15 numeric (normal, lognormal, uniform,
+exponential, Student t, a Poisson count stored as int64, ...) and 5 categorical strings (3 to 40 categories), written
+once to Parquet. Exactly 7 columns are shifted in the current data (5 numeric: mean, scale or tail; 2 categorical: the
+category frequencies), the other 13 are drawn from the same distribution as the reference. With N > 1000 Evidently's
+default tests are the normed Wasserstein distance (numeric) and the Jensen-Shannon distance (categorical), threshold 0.1.
+
+Contenders, each in its own child process (its peak RSS, from `os.wait4`, is its own):
+1. evidently -- `Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)` on pandas frames read from the
+                Parquet files before the clock starts; the per-column scores are read from the snapshot.
+2. scipy     -- the same tests in numpy/scipy on the same pandas frames (exact: `scipy.stats.wasserstein_distance` / the
+                reference's std, `scipy.spatial.distance.jensenshannon` on the category frequencies).
+3. ours      -- `data_drift(ref, cur)` on DuckDB relations over the Parquet files: the timed call includes reading the
+                Parquet files (the other two get their data in memory before the clock starts).
+4. ours_10m  -- ours on 10,000,000-row files (full run only): time and peak RSS.
+Correctness: every contender's per-column verdict is compared with the known shifts and with the others; ours' scores
+are compared with the exact scipy ones (max absolute difference). The script exits non-zero if ours disagrees with the
+exact implementation (a score off by more than 1e-6 or a different verdict) or misses a known shift.
+The last line printed is one JSON object with every figure.
+"""
+from __future__ import annotations
+import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time, traceback
+from pathlib import Path
+from benchutil import lib_version, measured_child, print_table, probe, self_peak_mib, verdict
+
+HERE = Path(__file__).resolve()
+RESULT_TAG = '@@DRIFT_BENCH_RESULT@@ '
+T_VS_EVIDENTLY = 10.0          # target: ours at least this many times faster than Evidently
+SCORE_TOL = 1e-6               # ours vs the exact scipy scores
+
+NUMERIC = [f'n{i:02d}' for i in range(15)]
+CATEGORICAL = [f'c{i}' for i in range(5)]
+SHIFTED = ['n00', 'n03', 'n06', 'n09', 'n12', 'c0', 'c3']
+SIZES = dict(full=1_000_000, quick=100_000)
+BIG = 10_000_000
+CHUNK = 1_000_000
+
+# --------------------------------------------------------------------------------------------------------------
+# the data (made once, in a child)
+
+def _cats(k:int)->list[str]: return [f'cat_{j:02d}' for j in range(k)]
+
+def _columns(rng, n:int, current:bool)->dict:
+    "One chunk of `n` rows of all 20 columns; `current` applies the known shifts."
+    import numpy as np
+    s = lambda col: current and col in SHIFTED
+    out = {}
+    kinds = ['normal', 'lognormal', 'uniform', 'exponential', 't', 'poisson']
+    for i, c in enumerate(NUMERIC):
+        kind = kinds[i % len(kinds)]
+        if kind == 'normal': v = rng.normal(0.5 if s(c) else 0.0, 1.0, n) * (10 ** (i % 3)) - 3.0
+        elif kind == 'lognormal': v = rng.lognormal(3.3 if s(c) else 3.0, 1.0, n)
+        elif kind == 'uniform': v = rng.uniform(-1.0, 1.6 if s(c) else 1.0, n)
+        elif kind == 'exponential': v = rng.exponential(1.6 if s(c) else 1.0, n)
+        elif kind == 't': v = rng.standard_t(3, n) * (2.0 if s(c) else 1.0)
+        else: v = rng.poisson(36 if s(c) else 30, n).astype(np.int64)
+        out[c] = v
+    for i, c in enumerate(CATEGORICAL):
+        cats = _cats([3, 8, 15, 40, 5][i])
+        p = np.arange(1, len(cats) + 1, dtype=float); p /= p.sum()
+        if s(c): p = p[::-1]
+        out[c] = np.asarray(cats, dtype=object)[rng.choice(len(cats), n, p=p)]
+    return out
+
+def make_data(n:int, work:Path, tag:str, seed:int)->None:
+    "Write `{tag}_reference.parquet` and `{tag}_current.parquet` of `n` rows each under `work`, in 1M-row chunks."
+    import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+    for part, current in (('reference', False), ('current', True)):
+        rng = np.random.default_rng([seed, int(current)])
+        writer = None
+        for start in range(0, n, CHUNK):
+            t = pa.table(_columns(rng, min(CHUNK, n - start), current))
+            writer = writer or pq.ParquetWriter(work/f'{tag}_{part}.parquet', t.schema)
+            writer.write_table(t)
+        writer.close()
+
+# --------------------------------------------------------------------------------------------------------------
+# the contenders (each in a child process)
+
+
+def read_pandas(work:Path, tag:str):
+    import pandas as pd
+    return pd.read_parquet(work/f'{tag}_reference.parquet'), pd.read_parquet(work/f'{tag}_current.parquet')
+
+EVIDENTLY_METHODS = {'Wasserstein distance (normed)': 'wasserstein', 'Jensen-Shannon distance': 'jensenshannon', 'K-S p_value': 'ks',
+                     'chi-square p_value': 'chisquare', 'Z-test p_value': 'z', 'PSI': 'psi'}
+
+def drifted(test:str, score:float, thr:float)->bool:
+    if test == 'ks': return score <= thr
+    return score < thr if test in ('chisquare', 'z') else score >= thr
+
+def child_evidently(work:Path, tag:str)->dict:
+    import evidently
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+    ref, cur = read_pandas(work, tag)
+    setup_peak = self_peak_mib()
+    t0 = time.perf_counter()
+    snap = Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)
+    d = snap.dict()
+    secs = time.perf_counter() - t0
+    cols = {}
+    for m in d['metrics']:
+        cfg = m.get('config', {})
+        if cfg.get('type', '').endswith('ValueDrift'):
+            test = EVIDENTLY_METHODS.get(cfg['method'], cfg['method'])
+            cols[cfg['column']] = dict(test=test, score=float(m['value']), threshold=cfg['threshold'],
+                                       drifted=bool(drifted(test, float(m['value']), cfg['threshold'])))
+    return dict(secs=secs, setup_peak_mib=setup_peak, version=evidently.__version__, columns=cols)
+
+def child_scipy(work:Path, tag:str)->dict:
+    "Evidently's default tests, exactly, in numpy/scipy (the rule of `mlinfra_nb.monitor.drift.default_test`)."
+    import numpy as np, pandas as pd
+    from scipy import stats
+    from scipy.spatial import distance
+    ref, cur = read_pandas(work, tag)
+    setup_peak = self_peak_mib()
+    t0 = time.perf_counter()
+    cols = {}
+    for c in ref.columns:
+        r, k = ref[c].replace([np.inf, -np.inf], np.nan).dropna(), cur[c].replace([np.inf, -np.inf], np.nan).dropna()
+        numeric = pd.api.types.is_float_dtype(r) or (pd.api.types.is_integer_dtype(r) and r.nunique() > 10)
+        n_values = pd.concat([r, k]).nunique()
+        if numeric and n_values > 5:
+            test = 'wasserstein'
+            score = stats.wasserstein_distance(r.to_numpy(), k.to_numpy()) / max(float(np.std(r.to_numpy())), 0.001)
+        else:
+            test = 'jensenshannon'
+            keys = sorted(set(r.unique()) | set(k.unique()))
+            rc, kc = r.value_counts(), k.value_counts()
+            score = float(distance.jensenshannon([rc.get(x, 0) / len(r) for x in keys], [kc.get(x, 0) / len(k) for x in keys]))
+        cols[c] = dict(test=test, score=float(score), threshold=0.1, drifted=bool(score >= 0.1))
+    assert len(r) > 1000, 'the bench uses the large-reference tests only'
+    return dict(secs=time.perf_counter() - t0, setup_peak_mib=setup_peak, columns=cols)
+
+def child_ours(work:Path, tag:str)->dict:
+    import duckdb
+    from mlinfra_nb.monitor.drift import data_drift
+    con = duckdb.connect()
+    ref, cur = (con.read_parquet(str(work/f'{tag}_{p}.parquet')) for p in ('reference', 'current'))
+    setup_peak = self_peak_mib()
+    t0 = time.perf_counter()
+    res = data_drift(ref, cur, con=con)
+    secs = time.perf_counter() - t0
+    cols = {r.column: dict(test=r.test, score=float(r.score), threshold=float(r.threshold), drifted=bool(r.drifted))
+            for r in res.columns.itertuples()}
+    return dict(secs=secs, setup_peak_mib=setup_peak, dataset_drift=res.summary['dataset_drift'],
+                share_drifted=res.summary['share_drifted'], columns=cols)
+
+def child_make(work:Path, tag:str)->dict:
+    t0 = time.perf_counter()
+    make_data(int(os.environ['DRIFT_BENCH_ROWS']), work, tag, seed=0 if tag == 'main' else 1)
+    return dict(make_s=time.perf_counter() - t0)
+
+CHILDREN = {'make': child_make, 'evidently': child_evidently, 'scipy': child_scipy, 'ours': child_ours}
+
+def child_main(args):
+    try: res = CHILDREN[args.child](Path(args.work), args.tag)
+    except Exception as e:
+        traceback.print_exc()
+        print(RESULT_TAG + json.dumps(dict(error=f'{type(e).__name__}: {e}'[:500])), flush=True); sys.exit(1)
+    res['self_peak_mib'] = self_peak_mib()
+    print(RESULT_TAG + json.dumps(res), flush=True)
+
+# --------------------------------------------------------------------------------------------------------------
+# the parent
+
+def run_child(name:str, work:Path, python:str, tag:str, rows:int)->dict:
+    "Run one child; its result, or dict(error=...) with the tail of its stderr."
+    print(f"  running {name} ({tag}, {rows:,} rows) ...", file=sys.stderr, flush=True)
+    log = work/f'{name}-{tag}.log'
+    env = dict(os.environ, PYTHONWARNINGS='ignore', DRIFT_BENCH_ROWS=str(rows), DO_NOT_TRACK='1', EVIDENTLY_DISABLE_TELEMETRY='1')
+    return measured_child(name, [python, str(HERE), '--child', name, '--work', str(work), '--tag', tag], log, env, RESULT_TAG)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--quick', action='store_true', help='100k rows, no 10M run; not comparable to the targets')
+    ap.add_argument('--evidently-python', default=os.environ.get('EVIDENTLY_PYTHON') or sys.executable,
+                    help='the Python interpreter to run Evidently with (default: $EVIDENTLY_PYTHON or this one)')
+    ap.add_argument('--skip', action='append', default=[], choices=['evidently', 'scipy', 'ours', 'ours_10m'], help='leave out a contender')
+    ap.add_argument('--tmpdir', help='where to make the temporary directory (default: the system temp dir)')
+    ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
+    ap.add_argument('--child', help=argparse.SUPPRESS)
+    ap.add_argument('--work', help=argparse.SUPPRESS)
+    ap.add_argument('--tag', default='main', help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child: return child_main(args)
+    if os.sep in args.evidently_python: args.evidently_python = os.path.abspath(args.evidently_python)
+
+    n = SIZES['quick' if args.quick else 'full']
+    version = lib_version()
+    notes = {}
+    ok, ev_v = probe(args.evidently_python, 'import evidently; print(evidently.__version__)')
+    if not ok: notes['evidently'] = f"Evidently is not importable with {args.evidently_python} ({ev_v}): it is skipped"
+    ok_ours, why = probe(sys.executable, 'from mlinfra_nb.monitor.drift import data_drift')
+    if not ok_ours: notes['ours'] = f"ours is unavailable: `from mlinfra_nb.monitor.drift import data_drift` failed ({why})"
+    for m in notes.values(): print(f"NOTE: {m}", file=sys.stderr)
+    run = {c: c not in args.skip for c in ('evidently', 'scipy', 'ours', 'ours_10m')}
+    if 'evidently' in notes: run['evidently'] = False
+    if 'ours' in notes: run['ours'] = run['ours_10m'] = False
+    if args.quick: run['ours_10m'] = False
+
+    work = Path(tempfile.mkdtemp(prefix='drift_bench_', dir=args.tmpdir))
+    load0 = os.getloadavg()[0]
+    t_start = time.perf_counter()
+    res, big = {}, None
+    try:
+        print(f"drift_bench ({'QUICK' if args.quick else 'full'}) in {work}", file=sys.stderr)
+        data = run_child('make', work, sys.executable, 'main', n)
+        if 'error' in data: raise SystemExit(f"making the data failed: {data['error']}")
+        for c in ('evidently', 'scipy', 'ours'):
+            if run[c]: res[c] = run_child(c, work, args.evidently_python if c == 'evidently' else sys.executable, 'main', n)
+        if run['ours_10m']:
+            made = run_child('make', work, sys.executable, 'big', BIG)
+            for f in work.glob('main_*.parquet'): f.unlink()
+            big = made if 'error' in made else dict(run_child('ours', work, sys.executable, 'big', BIG), make_s=made['make_s'])
+    finally:
+        if args.keep: print(f"kept {work}", file=sys.stderr)
+        else: shutil.rmtree(work, ignore_errors=True)
+    wall = time.perf_counter() - t_start
+    load = (load0, os.getloadavg()[0])
+
+    good = lambda c: c in res and 'error' not in res[c]
+    ours = res['ours'] if good('ours') else None
+    exact = res['scipy'] if good('scipy') else None
+    ev = res['evidently'] if good('evidently') else None
+    speed = {c: res[c]['secs'] / ours['secs'] for c in ('evidently', 'scipy') if ours and good(c)}
+    cols = [*NUMERIC, *CATEGORICAL]
+    truth = {c: c in SHIFTED for c in cols}
+    missed = {c: [k for k in cols if res[c]['columns'][k]['drifted'] != truth[k]] for c in res if good(c)}
+    vs_ev = [k for k in cols if ours and ev and ours['columns'][k]['drifted'] != ev['columns'][k]['drifted']]
+    vs_ev_test = [k for k in cols if ours and ev and ours['columns'][k]['test'] != ev['columns'][k]['test']]
+    vs_exact = [k for k in cols if ours and exact and ours['columns'][k]['drifted'] != exact['columns'][k]['drifted']]
+    err = lambda a: max(abs(a['columns'][k]['score'] - exact['columns'][k]['score']) for k in cols) if exact and a else None
+    err_ours, err_ev = err(ours), err(ev)
+
+    rows = []
+    for c, label in (('evidently', f"Evidently {ev_v if 'evidently' not in notes else ''} DataDriftPreset"),
+                     ('scipy', 'numpy/scipy, exact'), ('ours', 'ours (mlinfra_nb.monitor.drift)')):
+        r = res.get(c)
+        if r is None: rows.append((label, 'n/a', '', '', '', '', '', 'skipped' if c not in notes else 'unavailable')); continue
+        if 'error' in r: rows.append((label, 'ERROR', '', '', '', '', '', 'ERROR')); continue
+        sp = speed.get(c)
+        e = err(r) if exact and c != 'scipy' else None
+        rows.append((label, f"{r['secs']:.2f}", f"{sp:.1f}x" if sp else '', f'>= {T_VS_EVIDENTLY:.0f}x' if c == 'evidently' else '',
+                     f"{r['peak_mib']:.0f}", f"{e:.1e}" if e is not None else '', f"{len(missed[c])} / {len(cols)}",
+                     verdict(sp >= T_VS_EVIDENTLY) if c == 'evidently' and sp else '-'))
+    if big:
+        rows.append((f'ours on {BIG // 1_000_000}M rows', 'ERROR' if 'error' in big else f"{big['secs']:.2f}", '', '',
+                     f"{big.get('peak_mib', 0):.0f}", '', f"{sum(big['columns'][k]['drifted'] != truth[k] for k in cols)} / {len(cols)}"
+                     if 'error' not in big else '', '(info)'))
+
+    print()
+    print(f"drift_bench: {'QUICK mode -- sizes scaled down, PASS/FAIL is indicative only' if args.quick else 'full run'}; "
+          f"{n:,} reference rows vs {n:,} current rows x {len(cols)} columns ({len(NUMERIC)} numeric, {len(CATEGORICAL)} categorical, "
+          f"{len(SHIFTED)} shifted); total {wall:.0f} s; library {version}; evidently {ev_v if 'evidently' not in notes else 'n/a'}; "
+          f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")
+    print_table(('contender', 'seconds', 'ours faster by', 'target', 'peak MiB', 'max |score - exact|', 'wrong verdicts', 'vs target'), rows)
+    print("seconds: the timed call only (ours includes reading the Parquet files; the others get pandas frames first); peak MiB: "
+          "peak RSS of the contender's child process; wrong verdicts: columns whose drift verdict differs from the known shifts.")
+    if ours and ev:
+        print(f"  ours vs Evidently: same test on {len(cols) - len(vs_ev_test)} / {len(cols)} columns, same verdict on "
+              f"{len(cols) - len(vs_ev)} / {len(cols)}" + (f"; verdicts differ on {vs_ev}" if vs_ev else '') +
+              (f"; tests differ on {vs_ev_test}" if vs_ev_test else ''))
+    if ours:
+        print('  per column (ours): ' + ', '.join(f"{k} {ours['columns'][k]['test'][:4]} {ours['columns'][k]['score']:.4f}"
+                                                   f"{'*' if ours['columns'][k]['drifted'] else ''}" for k in cols) + '   (* drifted)')
+    for c, m in missed.items():
+        if m: print(f"  {c}: wrong verdicts on {m}")
+    for c in res:
+        if 'error' in res[c]: print(f"ERROR: {c}: {res[c]['error']}")
+    if big and 'error' in big: print(f"ERROR: ours on 10M rows: {big['error']}")
+    for m in notes.values(): print(f"NOTE: {m}")
+
+    failed = []
+    if 'ours' in res and 'error' in res['ours']: failed.append('ours failed')
+    if ours and exact and (err_ours > SCORE_TOL or vs_exact): failed.append(f"ours disagrees with the exact scores (max error {err_ours:.2e}, verdicts {vs_exact})")
+    if ours and missed.get('ours'): failed.append(f"ours gets the known shifts wrong on {missed['ours']}")
+    if big and 'error' in big: failed.append('ours on 10M rows failed')
+    for f in failed: print(f"CORRECTNESS FAILURE: {f}")
+
+    rnd = lambda x, d=3: None if x is None else round(x, d)
+    figures = dict(quick=args.quick, library=version, evidently=ev_v if 'evidently' not in notes else None, rows=n, columns=len(cols),
+                   shifted=SHIFTED, make_s=rnd(data.get('make_s'), 1),
+                   contenders={c: dict(secs=rnd(r.get('secs')), peak_mib=rnd(r.get('peak_mib'), 1), setup_peak_mib=rnd(r.get('setup_peak_mib'), 1),
+                                       wrong_verdicts=missed.get(c), error=r.get('error')) for c, r in res.items()},
+                   speedup_vs_evidently=rnd(speed.get('evidently'), 2), speedup_vs_scipy=rnd(speed.get('scipy'), 2),
+                   max_score_error_ours=err_ours, max_score_error_evidently=err_ev,
+                   verdicts_differ_from_evidently=vs_ev if ours and ev else None, tests_differ_from_evidently=vs_ev_test if ours and ev else None,
+                   ours_10m=None if not big else dict(secs=rnd(big.get('secs')), peak_mib=rnd(big.get('peak_mib'), 1),
+                                                      make_s=rnd(big.get('make_s'), 1), error=big.get('error')),
+                   targets=dict(speedup_vs_evidently=T_VS_EVIDENTLY, max_score_error=SCORE_TOL),
+                   correctness_failures=failed, notes=notes, load_average=[rnd(x, 2) for x in load], wall_s=rnd(wall, 1))
+    print(json.dumps(figures))
+    if failed: sys.exit(1)
+
+if __name__ == '__main__':
+    main()
