@@ -36,7 +36,7 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 import argparse, json, os, shutil, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
-from benchutil import lib_version, print_table
+from benchutil import lib_version, print_table, verdict
 
 HERE = Path(__file__).resolve()
 RESULT_TAG = '@@TRAIN_BENCH_RESULT@@ '
@@ -172,7 +172,6 @@ def run_child(name:str, work:Path, size:str)->dict:
     res['child_wall_s'] = time.perf_counter() - t0
     return res
 
-def verdict(ok)->str: return '-' if ok is None else 'PASS' if ok else 'FAIL'
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])

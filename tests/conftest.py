@@ -33,3 +33,13 @@ def lake(tmp_path):
 def repo(lake):
     "The repository 'demo' of the `lake` fixture."
     return lake.repository('demo')
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+    "Our lakeFS-API server over an embedded lake on 127.0.0.1, with one access key; stopped after the module."
+    from mlinfra_nb.lake.core import Lake
+    from mlinfra_nb.lake.server import LakeServer, create_credentials
+    lake = Lake(tmp_path_factory.mktemp('served')/'lake', user='server')
+    key = create_credentials(lake, 'tests')
+    with LakeServer(lake) as srv: yield srv, key
+    lake.store.close()

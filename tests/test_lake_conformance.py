@@ -6,17 +6,8 @@ import pandas as pd, pytest
 from mlinfra_nb.workspace import Conflict, InvalidInput, NotFound, PermissionDenied, Workspace
 from mlinfra_nb.lake import CommonPrefix, Lake, ObjectInfo
 from mlinfra_nb.lake.lakefs import LakeFSLake
-from mlinfra_nb.lake.server import LakeServer, create_credentials
 
 REAL = all(os.environ.get(k) for k in ('LAKEFS_ENDPOINT', 'LAKEFS_ACCESS_KEY_ID', 'LAKEFS_SECRET_ACCESS_KEY'))
-
-@pytest.fixture(scope='module')
-def served(tmp_path_factory):
-    "Our lakeFS-API server over an embedded lake, with one access key."
-    lake = Lake(tmp_path_factory.mktemp('served')/'lake', user='server')
-    key = create_credentials(lake, 'conformance')
-    with LakeServer(lake) as srv: yield srv, key
-    lake.store.close()
 
 @pytest.fixture(params=['embedded', 'lakefs-ours', pytest.param('lakefs-real', marks=pytest.mark.skipif(not REAL, reason='no real lakeFS configured (LAKEFS_* unset)'))])
 def lk(request, tmp_path):

@@ -4,19 +4,11 @@ import os, threading, uuid
 import numpy as np, pandas as pd, pytest
 from mlinfra_nb.lake import Lake
 from mlinfra_nb.lake.lakefs import LakeFSLake
-from mlinfra_nb.lake.server import LakeServer, create_credentials
 from mlinfra_nb.registry import ModelRegistry
 from mlinfra_nb.train import Tracker, tabular_model, train
 from mlinfra_nb.workspace import Workspace, import_tensorflow
 
 REAL = all(os.environ.get(k) for k in ('LAKEFS_ENDPOINT', 'LAKEFS_ACCESS_KEY_ID', 'LAKEFS_SECRET_ACCESS_KEY'))
-
-@pytest.fixture(scope='module')
-def served(tmp_path_factory):
-    lake = Lake(tmp_path_factory.mktemp('served')/'lake', user='server')
-    key = create_credentials(lake, 'registry')
-    with LakeServer(lake) as srv: yield srv, key
-    lake.store.close()
 
 @pytest.fixture(params=['embedded', 'lakefs-ours', pytest.param('lakefs-real', marks=pytest.mark.skipif(not REAL, reason='no real lakeFS configured'))])
 def setup(request, tmp_path):
@@ -48,8 +40,8 @@ def test_train_register_load(setup):
     tf = import_tensorflow()
     rows = {'a': tf.constant([1.0, -1.0]), 'b': tf.constant([-1.0, 1.0]), 'kind': tf.constant(['p', 'q'])}
     np.testing.assert_allclose(reg.load('tiny', alias='production')(rows).numpy(), run.model(rows).numpy(), rtol=1e-6)
-    served = tf.saved_model.load(str(reg.saved_model('tiny', 1))).signatures['serving_default']
-    np.testing.assert_allclose(served(**rows)['output_0'].numpy(), run.model(rows).numpy(), rtol=1e-6)
+    signature = tf.saved_model.load(str(reg.saved_model('tiny', 1))).signatures['serving_default']
+    np.testing.assert_allclose(signature(**rows)['output_0'].numpy(), run.model(rows).numpy(), rtol=1e-6)
 
 def test_concurrent_registrations_get_distinct_versions(setup):
     lk, repo, reg, ws, commit = setup
