@@ -11,17 +11,19 @@ Each request is one transaction (one row, 4 raw features), as an online fraud ch
 
 The server runs as its own process (`mlinfra serve --model_name fraud --model_base_path ...`), started fresh for
 batching off and for batching on (`--enable_batching`, max_batch_size 64, batch_timeout_micros 2000, 2 threads).
-The load comes from this process: `concurrency` threads, each with its own client (httpx for REST, the
-tensorflow-serving-api stub for gRPC), sending requests back to back for the measurement's duration. The server and
-the load share the machine's cores; the load average is printed.
+The load comes from a separate process (`serve_bench.py --load`, one asyncio thread, no TensorFlow): `concurrency`
+keep-alive HTTP/1.1 connections sending pre-encoded requests (REST), or `concurrency` calls in flight on one grpc.aio
+channel with pre-serialized `PredictRequest` bytes (gRPC), back to back for the measurement's duration. The bodies are
+what RestClient / GrpcClient send for one row; one answer per run is checked against the model called in-process. The
+server and the load share the machine's cores; the table shows each one's CPU time per request, and the load average.
 
-In-process: the exported SavedModel's `serving_default` called with one row, back to back in one thread.
+In-process: the exported SavedModel's `serving_default` called with one row (and with 64 rows), back to back in one thread.
 
 Target: with batching, throughput at concurrency 64 is at least 5x that without batching (judged per protocol).
 The last line printed is one JSON object with every figure.
 """
 from __future__ import annotations
-import argparse, json, os, socket, subprocess, sys, tempfile, threading, time
+import argparse, asyncio, json, os, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 from benchutil import lib_version, print_table
@@ -54,17 +56,37 @@ def build_model(work:Path)->tuple[Path, list[dict]]:
     rows = tx[FEATS].head(512).to_dict('records')
     return work/'models'/'fraud', [{k: (v.item() if hasattr(v, 'item') else v) for k, v in r.items()} for r in rows]
 
-def in_process(base:Path, rows:list, seconds:float)->dict:
-    "Single-row calls of the exported signature, back to back."
+def in_process(base:Path, rows:list, seconds:float, batch:int=1)->dict:
+    "Calls of the exported signature on `batch` rows at a time, back to back; also the outputs for every row (to check servers)."
     import tensorflow as tf
     fn = tf.saved_model.load(str(base/'1')).signatures['serving_default']
     spec = fn.structured_input_signature[1]
-    args = [{k: tf.constant([r[k]], dtype=spec[k].dtype) for k in FEATS} for r in rows]
+    args = [{k: tf.constant([rows[(i + j) % len(rows)][k] for j in range(batch)], dtype=spec[k].dtype) for k in FEATS} for i in range(0, len(rows), batch)]
     for a in args[:20]: fn(**a)
     lat, t0, i = [], time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
         t = time.perf_counter(); fn(**args[i % len(args)]); lat.append(time.perf_counter() - t); i += 1
-    return {'rps': len(lat) / (time.perf_counter() - t0), 'p50_ms': 1e3 * np.percentile(lat, 50), 'p99_ms': 1e3 * np.percentile(lat, 99)}
+    expected = fn(**{k: tf.constant([r[k] for r in rows], dtype=spec[k].dtype) for k in FEATS})['output_0'].numpy()
+    return {'rps': batch * len(lat) / (time.perf_counter() - t0), 'p50_ms': 1e3 * np.percentile(lat, 50), 'p99_ms': 1e3 * np.percentile(lat, 99),
+            'expected': expected, 'dtypes': {k: spec[k].dtype.name for k in FEATS}}
+
+def request_bodies(rows:list, dtypes:dict)->dict:
+    "Each row as the one-row predict request RestClient and GrpcClient send for it: JSON, and serialized `PredictRequest` bytes."
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+    def grpc_body(r):
+        req = predict_pb2.PredictRequest(); req.model_spec.name, req.model_spec.signature_name = 'fraud', 'serving_default'
+        for k in FEATS: req.inputs[k].CopyFrom(tf.make_tensor_proto(np.array([r[k].encode()], object) if dtypes[k] == 'string' else np.array([r[k]], dtypes[k])))
+        return req.SerializeToString()
+    return {'REST': [json.dumps({'signature_name': 'serving_default', 'instances': [r]}).encode() for r in rows], 'gRPC': [grpc_body(r) for r in rows]}
+
+def check_sample(protocol:str, sample, expected:np.ndarray):
+    "The server's answer to one request equals the model called in-process on that row."
+    import base64, tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+    i, body = sample[0], base64.b64decode(sample[1])
+    got = np.array(json.loads(body)['predictions'][0]) if protocol == 'REST' else tf.make_ndarray(predict_pb2.PredictResponse.FromString(body).outputs['output_0'])[0]
+    if not np.allclose(got, expected[i], atol=1e-5): raise AssertionError(f"{protocol}: row {i} served {got}, in-process {expected[i]}")
 
 def start_server(base:Path, work:Path, batching:bool)->tuple[subprocess.Popen, int, int]:
     rest, grpc_port = free_port(), free_port()
@@ -84,30 +106,85 @@ def start_server(base:Path, work:Path, batching:bool)->tuple[subprocess.Popen, i
         except Exception: time.sleep(0.2)
     return p, rest, grpc_port
 
-def load(protocol:str, rest:int, grpc_port:int, rows:list, concurrency:int, seconds:float)->dict:
-    "`concurrency` threads sending one-row predicts back to back for `seconds`."
-    from mlinfra_nb.serve.client import GrpcClient, RestClient
-    lat, errors, lock, stop = [], [0], threading.Lock(), threading.Event()
-    def worker(k):
-        c = RestClient(f'http://127.0.0.1:{rest}', timeout=30, retries=0) if protocol == 'REST' else GrpcClient(f'127.0.0.1:{grpc_port}', timeout=30, retries=0)
-        if protocol == 'REST': c._outputs[('fraud', None, None, 'serving_default')] = ['output_0']   # skip the metadata call
-        mine, i = [], k
-        while not stop.is_set():
-            t = time.perf_counter()
-            try: c.predict('fraud', [rows[i % len(rows)]]); mine.append(time.perf_counter() - t)
-            except Exception:
-                with lock: errors[0] += 1
-            i += concurrency
-        with lock: lat.extend(mine)
-        c.close()
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads: t.start()
-    time.sleep(seconds); stop.set()
-    for t in threads: t.join()
-    wall = time.perf_counter() - t0
-    return {'rps': len(lat) / wall, 'p50_ms': 1e3 * np.percentile(lat, 50) if lat else float('nan'),
-            'p99_ms': 1e3 * np.percentile(lat, 99) if lat else float('nan'), 'requests': len(lat), 'errors': errors[0]}
+class _HttpConn(asyncio.Protocol):
+    "One keep-alive HTTP/1.1 connection sending pre-encoded requests back to back; a response is framed by its Content-Length."
+    def __init__(self, run, k:int): self.run, self.k, self.buf = run, k, b''
+    def connection_made(self, transport): self.transport = transport; self.send()
+    def send(self):
+        if self.run.stop: return
+        self.i, self.t = self.k % len(self.run.bodies), time.perf_counter()
+        self.transport.write(self.run.bodies[self.i]); self.k += self.run.concurrency
+    def data_received(self, data:bytes):
+        buf = self.buf + data
+        while (h := buf.find(b'\r\n\r\n')) >= 0:
+            head = buf[:h].lower(); i = head.find(b'content-length:')
+            n = int(head[i + 15:].split(b'\r\n', 1)[0]) if i >= 0 else 0
+            if len(buf) < h + 4 + n: break
+            self.run.got(self.i, self.t, int(head[9:12]) == 200, buf[h + 4:h + 4 + n]); buf = buf[h + 4 + n:]
+            self.send()
+        self.buf = buf
+    def connection_lost(self, exc):
+        if not self.run.stop: self.run.errors += 1
+
+class _Run:
+    "What a load run saw: latencies of answered requests, errors, and one (request index, response body) to check."
+    def __init__(self, bodies:list, concurrency:int): self.bodies, self.concurrency, self.stop, self.lat, self.errors, self.sample = bodies, concurrency, False, [], 0, None
+    def got(self, i:int, t:float, ok:bool, body:bytes):
+        if self.stop: return
+        if not ok: self.errors += 1; return
+        self.lat.append(time.perf_counter() - t)
+        if self.sample is None: self.sample = (i, body)
+
+async def _rest_load(port:int, run:_Run, seconds:float):
+    loop = asyncio.get_running_loop()
+    conns = [(await loop.create_connection(lambda k=k: _HttpConn(run, k), '127.0.0.1', port))[1] for k in range(run.concurrency)]
+    await asyncio.sleep(seconds); run.stop = True
+    for c in conns: c.transport.close()
+
+async def _grpc_load(port:int, run:_Run, seconds:float):
+    import grpc
+    async with grpc.aio.insecure_channel(f'127.0.0.1:{port}') as channel:
+        predict = channel.unary_unary('/tensorflow.serving.PredictionService/Predict')   # bytes in, bytes out: no protobuf work here
+        async def worker(k):
+            while not run.stop:
+                i, t = k % len(run.bodies), time.perf_counter()
+                try: run.got(i, t, True, await predict(run.bodies[i], timeout=30))
+                except grpc.aio.AioRpcError: run.errors += not run.stop
+                k += run.concurrency
+        tasks = [asyncio.create_task(worker(k)) for k in range(run.concurrency)]
+        await asyncio.sleep(seconds); run.stop = True
+        await asyncio.gather(*tasks)
+
+def load_process(spec:dict)->dict:
+    "Run in the load process: `concurrency` connections (asyncio, one thread) sending pre-encoded one-row predicts back to back."
+    import base64, resource
+    run = _Run([base64.b64decode(b) for b in spec['bodies']], spec['concurrency'])
+    if spec['protocol'] == 'REST':
+        head = 'POST /v1/models/fraud:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n'
+        run.bodies = [head.format(len(b)).encode() + b for b in run.bodies]
+    cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    c0 = cpu()
+    asyncio.run((_rest_load if spec['protocol'] == 'REST' else _grpc_load)(spec['port'], run, spec['seconds']))
+    lat = np.array(run.lat)
+    return {'rps': len(lat) / spec['seconds'], 'p50_ms': 1e3 * np.percentile(lat, 50) if len(lat) else float('nan'),
+            'p99_ms': 1e3 * np.percentile(lat, 99) if len(lat) else float('nan'), 'requests': len(lat), 'errors': run.errors,
+            'load_cpu_us': 1e6 * (cpu() - c0) / max(len(lat), 1), 'sample': [run.sample[0], base64.b64encode(run.sample[1]).decode()] if run.sample else None}
+
+def load(protocol:str, port:int, bodies:list, concurrency:int, seconds:float, server_pid:int)->dict:
+    "Run the load in its own process (so it does not share this one's interpreter); add the server's CPU time per request."
+    import base64
+    spec = {'protocol': protocol, 'port': port, 'concurrency': concurrency, 'seconds': seconds, 'bodies': [base64.b64encode(b).decode() for b in bodies]}
+    cpu0 = _proc_cpu(server_pid)
+    out = subprocess.run([sys.executable, __file__, '--load'], input=json.dumps(spec), capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode != 0: raise RuntimeError(f"load process failed: {out.stderr[-2000:]}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r['server_cpu_us'] = 1e6 * (_proc_cpu(server_pid) - cpu0) / max(r['requests'], 1)   # includes the load process's start-up time
+    return r
+
+def _proc_cpu(pid:int)->float:
+    "CPU seconds (user + system) used so far by process `pid`."
+    v = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
+    return (int(v[11]) + int(v[12])) / os.sysconf('SC_CLK_TCK')
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -118,42 +195,52 @@ def main():
     work = Path(tempfile.mkdtemp(prefix='serve-bench-'))
     base, rows = build_model(work)
     results = {'in_process': in_process(base, rows, seconds)}
+    in64 = in_process(base, rows, seconds, batch=64)
+    bodies = request_bodies(rows, results['in_process']['dtypes'])
     for batching in (False, True):
         p, rest, grpc_port = start_server(base, work, batching)
         try:
             for protocol in ('REST', 'gRPC'):
-                load(protocol, rest, grpc_port, rows, 4, 1.0)        # warm the server's paths
+                port = rest if protocol == 'REST' else grpc_port
+                load(protocol, port, bodies[protocol], 4, 1.0, p.pid)        # warm the server's paths
                 for c in levels:
-                    results[f"{'batch' if batching else 'nobatch'}/{protocol}/{c}"] = load(protocol, rest, grpc_port, rows, c, seconds)
+                    r = results[f"{'batch' if batching else 'nobatch'}/{protocol}/{c}"] = load(protocol, port, bodies[protocol], c, seconds, p.pid)
+                    if r['sample']: check_sample(protocol, r['sample'], results['in_process']['expected'])
         finally: p.terminate(); p.wait(30)                             # by pid
-    table = [('in-process, serving_default, 1 row', f"{results['in_process']['rps']:,.0f}", f"{results['in_process']['p50_ms']:.2f}",
-              f"{results['in_process']['p99_ms']:.2f}", '', '')]
+    ip = results['in_process']
+    table = [('in-process, serving_default, 1 row', f"{ip['rps']:,.0f}", f"{ip['p50_ms']:.2f}", f"{ip['p99_ms']:.2f}", '', '', '', ''),
+             ('in-process, serving_default, 64 rows (rows/s)', f"{in64['rps']:,.0f}", f"{in64['p50_ms']:.2f}", f"{in64['p99_ms']:.2f}", '', '', '', '')]
     for key, r in results.items():
         if key == 'in_process': continue
         b, proto, c = key.split('/')
         table.append((f"{proto}, batching {'on' if b == 'batch' else 'off'}, concurrency {c}", f"{r['rps']:,.0f}", f"{r['p50_ms']:.2f}",
-                      f"{r['p99_ms']:.2f}", f"{r['requests']:,}", str(r['errors'])))
+                      f"{r['p99_ms']:.2f}", f"{r['requests']:,}", str(r['errors']), f"{r['server_cpu_us']:,.0f}", f"{r['load_cpu_us']:,.0f}"))
     print(f"serve_bench: {'quick' if args.quick else 'full'} run, {seconds:.0f} s per measurement; library {lib_version()}; "
           f"{os.cpu_count()} CPUs, load average {load0[0]:.2f} at the start")
-    print_table(('measurement', 'req/s', 'p50 ms', 'p99 ms', 'requests', 'errors'), table)
+    print_table(('measurement', 'req/s', 'p50 ms', 'p99 ms', 'requests', 'errors', 'server CPU us/req', 'load CPU us/req'), table)
     top = max(levels)
     fig = {'quick': args.quick, 'library': lib_version(), 'seconds': seconds, 'in_process_rps': round(results['in_process']['rps'], 1),
-           'in_process_p50_ms': round(results['in_process']['p50_ms'], 3)}
+           'in_process_p50_ms': round(results['in_process']['p50_ms'], 3), 'in_process_64_rows_p50_ms': round(in64['p50_ms'], 3)}
     print()
     for proto in ('REST', 'gRPC'):
         on, off = results[f'batch/{proto}/{top}']['rps'], results[f'nobatch/{proto}/{top}']['rps']
         ratio = on / off if off else float('nan')
         one = results[f'nobatch/{proto}/1']
         overhead = one['p50_ms'] - results['in_process']['p50_ms']
+        cpu_on, cpu_off = results[f'batch/{proto}/{top}']['server_cpu_us'], results[f'nobatch/{proto}/{top}']['server_cpu_us']
         print(f"{proto}: batching on/off at concurrency {top}: {ratio:.2f}x (target >= 5x: {'PASS' if ratio >= 5 else 'FAIL'}); "
-              f"overhead over in-process at concurrency 1: +{overhead:.2f} ms p50")
+              f"overhead over in-process at concurrency 1: +{overhead:.2f} ms p50; server CPU per request {cpu_off:,.0f} us off, {cpu_on:,.0f} us on")
         fig |= {f'{proto.lower()}_batching_speedup_c{top}': round(ratio, 2), f'{proto.lower()}_overhead_ms_p50': round(overhead, 3)}
         for k, r in results.items():
-            if f'/{proto}/' in k: fig[f"{k.replace('/', '_').lower()}_rps"] = round(r['rps'], 1); fig[f"{k.replace('/', '_').lower()}_p99_ms"] = round(r['p99_ms'], 2)
+            if f'/{proto}/' in k:
+                name = k.replace('/', '_').lower()
+                fig |= {f'{name}_rps': round(r['rps'], 1), f'{name}_p99_ms': round(r['p99_ms'], 2), f'{name}_server_cpu_us': round(r['server_cpu_us'])}
     fig['wall_s'] = round(time.time() - t_start, 1)
     fig['load_average'] = [round(x, 2) for x in (load0[0], os.getloadavg()[0])]
     print(json.dumps(fig))
 
 if __name__ == '__main__':
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    main()
+    if sys.argv[1:] == ['--load']: print(json.dumps(load_process(json.loads(sys.stdin.read()))))
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        main()

@@ -27,14 +27,14 @@ def test_kill_mid_step_then_resume(tmp_path, clean_env, mlinfra):
         os.killpg(p.pid, signal.SIGKILL); p.wait()               # the runner and its kernel, by process group id
     rec = pipe.info(rid)
     assert rec['status'] == 'running'
-    assert dict(zip(rec['step_status'].step, rec['step_status'].status)) == {'ingest': 'succeeded', 'train': 'running'}
+    assert dict(zip(rec['step_status'].step, rec['step_status'].status)) == {'ingest': 'succeeded', 'validate': 'succeeded', 'features': 'succeeded', 'train': 'running'}
     assert pipe.repo.head('main').id == main_before              # main untouched by the killed run
     r = subprocess.run([mlinfra, 'run', '--home', str(home), '--resume', rid], env=clean_env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rec = pipe.info(rid)
     assert rec['status'] == 'succeeded' and set(rec['step_status'].status) == {'succeeded'}
     assert pipe.repo.head('main').id == rec['merge_commit'] != main_before
-    assert ModelRegistry(pipe.lake, workspace=pipe.workspace).aliases('fraud') == {'production': 1}
+    assert ModelRegistry(pipe.lake, workspace=pipe.workspace).aliases('fraud') == {'candidate': 1, 'stable': 1, 'production': 1}
     shown = subprocess.run([mlinfra, 'runs', rid, '--home', str(home)], env=clean_env, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and f"run {rid}: succeeded" in shown.stdout and 'register' in shown.stdout, shown.stdout
 
@@ -42,7 +42,7 @@ def test_bad_invocations_exit_nonzero_with_one_line(tmp_path, clean_env, mlinfra
     home = str(tmp_path/'home')
     (tmp_path/'bad.yaml').write_text('epochs: [1, 2')
     (tmp_path/'list.yaml').write_text('- 1\n- 2\n')
-    for argv, msg in [(['run', '--steps', 'ingest,deploy'], "unknown step(s) ['deploy']"),
+    for argv, msg in [(['run', '--steps', 'ingest,publish'], "unknown step(s) ['publish']"),
                       (['run', '-p', 'epochs', 'many'], "parameter 'epochs' must be int"),
                       (['run', '--params', str(tmp_path/'missing.yaml')], 'no parameters file'),
                       (['run', '--params', str(tmp_path/'bad.yaml')], 'is not valid YAML'),

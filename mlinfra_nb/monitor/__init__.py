@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = []
 
-# %% ../../nbs/59_monitor.ipynb #f6c26e06
+# %% ../../nbs/59_monitor.ipynb #9c5a04d9
 import importlib
+from .performance import performance
 
-_LAZY = {'MonitorStore': 'logs', 'data_drift': 'drift', 'DriftResult': 'drift', 'performance': 'performance',
+_LAZY = {'MonitorStore': 'logs', 'data_drift': 'drift', 'DriftResult': 'drift',
          'AlertRule': 'alerts', 'Alerts': 'alerts', 'webhook': 'alerts', 'log_callback': 'alerts',
          'Dashboard': 'dashboard', 'monitor': 'dashboard', 'histograms': 'dashboard', 'scrape': 'dashboard', 'server_series': 'dashboard'}
 

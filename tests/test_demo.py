@@ -1,0 +1,33 @@
+"""`mlinfra demo` (the README's `make demo`) runs the lifecycle end to end: a drift alert retrains, the canary is promoted on live metrics."""
+import json, subprocess
+from pathlib import Path
+import pandas as pd
+from mlinfra_nb.lake import Lake
+from mlinfra_nb.registry import ModelRegistry
+from mlinfra_nb.pipeline import Pipeline
+from mlinfra_nb.workspace import Workspace
+
+def test_demo_end_to_end(tmp_path, clean_env, mlinfra):
+    r = subprocess.run([mlinfra, 'demo', '--home', str(tmp_path), '--rows', '20000'], env=clean_env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = r.stdout
+    for stage in range(1, 8): assert f"[{stage}/7]" in out, out
+    assert 'started by alert fraud-drift' in out and 'canary v2 promoted' in out, out
+    home = next((tmp_path/'demo').iterdir())
+    ws = Workspace(home, env={})
+    pipe = Pipeline(ws)
+    runs = pipe.runs()
+    assert list(runs.status) == ['succeeded', 'succeeded'] and list(runs.started_by) == ['manual', 'alert fraud-drift']
+    second = pipe.info(runs.id.iloc[-1])
+    assert second['trigger']['rule'] == 'fraud-drift' and second['trigger']['metric'] == 'share_drifted'
+    verdict = json.loads(pipe.repo.get('main', f"runs/{second['id']}/monitor.json"))
+    assert verdict['action'] == 'promoted' and min(verdict['labelled'].values()) >= 500
+    registry = ModelRegistry(pipe.lake, workspace=ws)
+    assert {k: v for k, v in registry.aliases('fraud').items() if k in ('production', 'stable')} == {'production': 2, 'stable': 2}
+    moves = registry.alias_history('fraud')
+    assert ((moves.alias == 'canary') & (moves.to == 2)).any() and ((moves.alias == 'production') & (moves.to == 2)).any()
+    history = pd.read_json(home/'serve'/'config'/'fraud.rollout.jsonl', lines=True)
+    assert {'canary: load', 'canary: label', 'promote: label', 'promote: retire'} <= set(history.action), list(history.action)
+    for f in ('monitoring.html', 'monitoring.png'): assert (home/'dashboard'/f).stat().st_size > 10_000
+    # each step's executed notebook is in the lake, on main, beside the run's outputs
+    assert len([o for o in pipe.repo.list('main', prefix=f"runs/{second['id']}/") if o.path.endswith('.ipynb')]) == 8
