@@ -23,7 +23,7 @@ Target: with batching, throughput at concurrency 64 is at least 5x that without 
 The last line printed is one JSON object with every figure.
 """
 from __future__ import annotations
-import argparse, asyncio, json, os, socket, subprocess, sys, tempfile, time
+import argparse, asyncio, importlib.util, json, os, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 from benchutil import lib_version, print_table
@@ -216,7 +216,8 @@ def main():
         table.append((f"{proto}, batching {'on' if b == 'batch' else 'off'}, concurrency {c}", f"{r['rps']:,.0f}", f"{r['p50_ms']:.2f}",
                       f"{r['p99_ms']:.2f}", f"{r['requests']:,}", str(r['errors']), f"{r['server_cpu_us']:,.0f}", f"{r['load_cpu_us']:,.0f}"))
     print(f"serve_bench: {'quick' if args.quick else 'full'} run, {seconds:.0f} s per measurement; library {lib_version()}; "
-          f"{os.cpu_count()} CPUs, load average {load0[0]:.2f} at the start")
+          f"{os.cpu_count()} CPUs, load average {load0[0]:.2f} at the start; server event loop "
+          f"{'uvloop' if importlib.util.find_spec('uvloop') else 'asyncio'}")
     print_table(('measurement', 'req/s', 'p50 ms', 'p99 ms', 'requests', 'errors', 'server CPU us/req', 'load CPU us/req'), table)
     top = max(levels)
     fig = {'quick': args.quick, 'library': lib_version(), 'seconds': seconds, 'in_process_rps': round(results['in_process']['rps'], 1),

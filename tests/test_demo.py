@@ -31,3 +31,32 @@ def test_demo_end_to_end(tmp_path, clean_env, mlinfra):
     for f in ('monitoring.html', 'monitoring.png'): assert (home/'dashboard'/f).stat().st_size > 10_000
     # each step's executed notebook is in the lake, on main, beside the run's outputs
     assert len([o for o in pipe.repo.list('main', prefix=f"runs/{second['id']}/") if o.path.endswith('.ipynb')]) == 8
+
+def test_canary_that_does_not_hold_is_rolled_back(tmp_path):
+    "A canary whose live AUC falls short is rolled back; the run fails at the monitor step, `main` and production stay."
+    from mlinfra_nb.demo import Traffic
+    from mlinfra_nb.monitor import MonitorStore
+    from mlinfra_nb.serve import ModelServer, RestClient
+    ws = Workspace(tmp_path/'home', env={})
+    pipe = Pipeline(ws)
+    first = pipe.run(params={'rows': 4000, 'epochs': 1}, progress=False)
+    assert first['status'] == 'succeeded', first['error']
+    main_before = pipe.repo.head('main').id
+    conf = ws.path('serve', 'config')
+    registry = ModelRegistry(pipe.lake, workspace=ws)
+    inputs = sorted(registry.get('fraud', alias='production').meta['input_schema'])
+    rows = pipe.repo.table('main', 'features/valid').df()
+    with ModelServer(conf/'models.config', rest_port=0, grpc_port=0, poll_seconds=0.5) as server:
+        traffic = Traffic(RestClient(server.rest_url), MonitorStore(ws), 'fraud', rows, inputs, conf/'models.config', 0.5, rate=100, repeat=True).start()
+        try:   # the gate is opened wide (margin -1) so the run reaches the canary; the canary must beat stable by a whole AUC point to stay
+            second = pipe.run(params={'rows': 4000, 'epochs': 1, 'seed': 1, 'margin': -1.0, 'server': server.rest_url, 'grpc': server.grpc_target,
+                                      'min_labelled': 100, 'max_auc_drop': -1.0, 'watch_seconds': 240.0}, progress=False)
+        finally: traffic.stop()
+    assert (second['status'], second['failed_step']) == ('failed', 'monitor'), second['error']
+    assert 'the canary did not hold' in second['error'] and 'rolled back' in second['error']
+    assert pipe.repo.head('main').id == main_before
+    aliases = registry.aliases('fraud')
+    assert (aliases['production'], aliases['stable'], 'canary' in aliases) == (1, 1, False), aliases
+    history = pd.read_json(conf/'fraud.rollout.jsonl', lines=True)
+    assert list(history.action)[-1] == 'rollback' and history.labels_after.iloc[-1] == {'stable': 1}
+    assert traffic.failed == 0
