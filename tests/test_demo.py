@@ -1,5 +1,5 @@
 """`mlinfra demo` (the README's `make demo`) runs the lifecycle end to end: a drift alert retrains, the canary is promoted on live metrics."""
-import json, subprocess
+import json, os, re, subprocess
 from pathlib import Path
 import pandas as pd
 from mlinfra_nb.lake import Lake
@@ -11,6 +11,8 @@ def test_demo_end_to_end(tmp_path, clean_env, mlinfra):
     r = subprocess.run([mlinfra, 'demo', '--home', str(tmp_path), '--rows', '20000'], env=clean_env, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-4000:]
     out = r.stdout
+    seconds = float(re.search(r'mlinfra demo finished in (\d+) s', out).group(1))
+    assert seconds < 600, f"the demo took {seconds:.0f} s; it must finish in under 10 minutes on 2 cores"
     for stage in range(1, 8): assert f"[{stage}/7]" in out, out
     assert 'started by alert fraud-drift' in out and 'canary v2 promoted' in out, out
     home = next((tmp_path/'demo').iterdir())
@@ -21,7 +23,7 @@ def test_demo_end_to_end(tmp_path, clean_env, mlinfra):
     second = pipe.info(runs.id.iloc[-1])
     assert second['trigger']['rule'] == 'fraud-drift' and second['trigger']['metric'] == 'share_drifted'
     verdict = json.loads(pipe.repo.get('main', f"runs/{second['id']}/monitor.json"))
-    assert verdict['action'] == 'promoted' and min(verdict['labelled'].values()) >= 500
+    assert verdict['action'] == 'promote' and min(verdict['labelled'].values()) >= 500
     registry = ModelRegistry(pipe.lake, workspace=ws)
     assert {k: v for k, v in registry.aliases('fraud').items() if k in ('production', 'stable')} == {'production': 2, 'stable': 2}
     moves = registry.alias_history('fraud')
@@ -32,8 +34,9 @@ def test_demo_end_to_end(tmp_path, clean_env, mlinfra):
     # each step's executed notebook is in the lake, on main, beside the run's outputs
     assert len([o for o in pipe.repo.list('main', prefix=f"runs/{second['id']}/") if o.path.endswith('.ipynb')]) == 8
 
-def test_canary_that_does_not_hold_is_rolled_back(tmp_path):
+def test_canary_that_does_not_hold_is_rolled_back(tmp_path, monkeypatch):
     "A canary whose live AUC falls short is rolled back; the run fails at the monitor step, `main` and production stay."
+    for k in [k for k in os.environ if k.startswith(('MLINFRA_', 'LAKEFS_'))]: monkeypatch.delenv(k)   # the step kernels read the environment
     from mlinfra_nb.demo import Traffic
     from mlinfra_nb.monitor import MonitorStore
     from mlinfra_nb.serve import ModelServer, RestClient
