@@ -27,7 +27,7 @@ def test_demo_end_to_end(tmp_path, clean_env, mlinfra):
     registry = ModelRegistry(pipe.lake, workspace=ws)
     assert {k: v for k, v in registry.aliases('fraud').items() if k in ('production', 'stable')} == {'production': 2, 'stable': 2}
     moves = registry.alias_history('fraud')
-    assert ((moves.alias == 'canary') & (moves.to == 2)).any() and ((moves.alias == 'production') & (moves.to == 2)).any()
+    assert ((moves.alias == 'canary') & (moves.to == '2')).any() and ((moves.alias == 'production') & (moves.to == '2')).any()
     history = pd.read_json(home/'serve'/'config'/'fraud.rollout.jsonl', lines=True)
     assert {'canary: load', 'canary: label', 'promote: label', 'promote: retire'} <= set(history.action), list(history.action)
     for f in ('monitoring.html', 'monitoring.png'): assert (home/'dashboard'/f).stat().st_size > 10_000

@@ -57,18 +57,18 @@ def test_generate_deterministic(mlinfra, clean_env, tmp_path):
     assert len(a) == 3000
     pd.testing.assert_frame_equal(a, b)
 
-def test_demo_writes_into_workspace(mlinfra, clean_env, tmp_path):
-    r = run([mlinfra, 'demo', '--rows', '4000'], clean_env, tmp_path)
+def test_runs_write_into_workspace(mlinfra, clean_env, tmp_path):
+    "A pipeline run keeps its record and executed notebooks in the workspace MLINFRA_HOME names (`tests/test_demo.py` runs `mlinfra demo`)."
+    r = run([mlinfra, 'run', '--steps', 'ingest', '-p', 'rows', '500'], clean_env, tmp_path)
     assert r.returncode == 0, r.stderr
-    out = Path(clean_env['MLINFRA_HOME'])/'demo'/'transactions.parquet'
-    assert f'wrote {out}' in r.stdout
-    assert len(pd.read_parquet(out)) == 4000
+    home = Path(clean_env['MLINFRA_HOME'])
+    assert (home/'pipeline'/'runs.duckdb').is_file() and len(list((home/'pipeline').glob('*/00_ingest.ipynb'))) == 1
 
-def test_demo_defaults_to_dot_mlinfra(mlinfra, clean_env, tmp_path):
+def test_runs_default_to_dot_mlinfra(mlinfra, clean_env, tmp_path):
     env = {k: v for k, v in clean_env.items() if k != 'MLINFRA_HOME'}
-    r = run([mlinfra, 'demo', '--rows', '100'], env, tmp_path)
+    r = run([mlinfra, 'run', '--steps', 'ingest', '-p', 'rows', '100'], env, tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path/'.mlinfra'/'demo'/'transactions.parquet').is_file()
+    assert (tmp_path/'.mlinfra'/'pipeline'/'runs.duckdb').is_file()
 
 def test_readme_in_sync():
     r = subprocess.run([sys.executable, str(ROOT/'tools'/'readme.py'), '--check'], capture_output=True, text=True)

@@ -135,14 +135,15 @@ def test_serve_command(tmp_path, clean_env):
         proc.terminate(); proc.wait(10)
     assert 'serving the lake' in proc.stdout.read()
 
-def test_demo_switches_backend_by_configuration(served, mlinfra, clean_env, tmp_path):
-    "The same `mlinfra demo` runs on lakeFS when only the three LAKEFS_* variables change."
+def test_pipeline_switches_backend_by_configuration(served, mlinfra, clean_env, tmp_path):
+    "The same `mlinfra run` works on lakeFS when only the three LAKEFS_* variables change (the step notebooks' kernels inherit them)."
     lake, srv, client, key = served
     env = {**clean_env, 'LAKEFS_ENDPOINT': srv.endpoint, 'LAKEFS_ACCESS_KEY_ID': key.access_key_id, 'LAKEFS_SECRET_ACCESS_KEY': key.secret_access_key}
-    r = subprocess.run([mlinfra, 'demo', '--rows', '2000'], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert f'ingested into the lake at {srv.endpoint}' in r.stdout and '2,000 rows' in r.stdout
-    assert lake.repository('demo').table_info('main', 'tables/transactions').rows == 2000   # the server's lake has the data
+    r = subprocess.run([mlinfra, 'run', '--steps', 'ingest,validate,features', '-p', 'rows', '2000'], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'merged into main' in r.stdout
+    assert lake.repository('pipeline').table_info('main', 'tables/transactions').rows == 2000   # the server's lake has the data
+    assert lake.repository('pipeline').table_info('main', 'features/valid').rows > 0
     assert not (tmp_path/'home'/'lake').exists()   # and no embedded lake was made on the side
 
 def test_sdk_and_spec_extras(served):
