@@ -126,10 +126,9 @@ def _quiet_kernels(log:Path):
     "A kernel manager class whose kernels write their own stderr (TensorFlow's C++ start-up lines) to `log`, not the terminal."
     from jupyter_client.manager import AsyncKernelManager
     class QuietKernelManager(AsyncKernelManager):
-        async def _async_pre_start_kernel(self, **kw):
-            cmd, kw = await super()._async_pre_start_kernel(**kw)
-            kw['stderr'] = open(log, 'ab')
-            return cmd, kw
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            with open(log, 'ab') as err:   # the kernel gets its own copy of the file; ours is closed once it has started
+                return await super()._async_launch_kernel(kernel_cmd, **dict(kw, stderr=err))
     return QuietKernelManager
 
 def _go(self:Pipeline, rid:str, progress:bool)->dict:

@@ -836,3 +836,71 @@ def test_metrics_use_tf_serving_series_name(server, channel):
     text = raw(server, 'GET', '/monitoring/prometheus/metrics')[2].decode()
     lines = [l for l in text.splitlines() if l.startswith(':tensorflow:serving:request_count{')]
     assert any('model_name="scale"' in l and 'status="OK"' in l for l in lines), text[:2000]
+
+
+# --- 8. the fast paths agree with the general ones -------------------------------------------------------------------------
+
+def batch_count(srv:ModelServer, name:str)->float:
+    "How many batches the server has run for model `name` (the batch-size histogram's count)."
+    text = raw(srv, 'GET', '/monitoring/prometheus/metrics')[2].decode()
+    m = re.search(r'^:tensorflow:serving:batching_session:batch_size_count\{model_name="%s"\} (\S+)$' % name, text, re.M)
+    return float(m[1]) if m else 0.0
+
+def test_grpc_requests_wait_for_their_batch_together(server, channel):
+    "Concurrent one-row gRPC predicts (grpc.aio, waiting on the event loop) are run in shared batches, each answered with its own row."
+    stub, n = prediction_service_pb2_grpc.PredictionServiceStub(channel), 32
+    before, gate = batch_count(server, 'scale'), threading.Barrier(n)
+    def call(i):
+        gate.wait(30)
+        x = np.array([[i, 2 * i, -i]], np.float32)
+        return x, tf.make_ndarray(stub.Predict(predict_req('scale', {'x': x}), timeout=30).outputs['output_0'])
+    with cf.ThreadPoolExecutor(n) as ex: results = list(ex.map(call, range(n)))
+    for x, got in results: np.testing.assert_allclose(got, x * 2.0)
+    assert batch_count(server, 'scale') - before < n, "every request ran alone"
+
+def test_tensor_protos_as_tensorflow_converts_them():
+    "to_ndarray / to_tensor_proto give what tf.make_ndarray / tf.make_tensor_proto give, over random shapes and dtypes."
+    from mlinfra_nb.serve.server import to_ndarray, to_tensor_proto
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        shape = tuple(int(d) for d in rng.integers(0, 4, size=rng.integers(0, 4)))
+        kind = rng.choice(['float32', 'float64', 'int32', 'int64', 'bool', 'string', 'float16', 'uint8'])
+        a = (np.array([bytes(rng.integers(97, 123, size=rng.integers(0, 5)).astype(np.uint8)) for _ in range(math.prod(shape))], object).reshape(shape)
+             if kind == 'string' else (rng.standard_normal(shape) * 100).astype(kind))
+        tp = to_tensor_proto(a)
+        assert tp == tf.make_tensor_proto(a), (kind, shape)
+        got, want = to_ndarray(tp), tf.make_ndarray(tp)
+        assert got.dtype == want.dtype and got.shape == want.shape and (got == want).all(), (kind, shape)
+        for field in ('float_val', 'double_val', 'int_val', 'int64_val', 'bool_val', 'string_val'):   # typed fields, as other clients write them
+            if a.size and getattr(want, 'size', 0) and kind in {'float_val': 'float32', 'double_val': 'float64', 'int_val': 'int32',
+                                                                  'int64_val': 'int64', 'bool_val': 'bool', 'string_val': 'string'}[field]:
+                typed = tensor_pb2.TensorProto(dtype=tp.dtype, tensor_shape=tp.tensor_shape)
+                getattr(typed, field).extend(a.ravel().tolist())
+                got, want = to_ndarray(typed), tf.make_ndarray(typed)
+                assert got.dtype == want.dtype and got.shape == want.shape and (got == want).all(), (field, shape)
+
+def test_parse_json_reads_as_json_does():
+    "orjson reads strict JSON; everything else (NaN, Infinity, huge numbers, BOMs, bad text) gets json's answer or error."
+    from mlinfra_nb.serve.codec import parse_json
+    from mlinfra_nb.serve.models import ServingError
+    docs = [b'{"instances": [1, 2.5, -0.0, 1e-7, 1e308]}', b'{"a": 1, "a": 2}', b'{"s": "\\u00e9\\ud83d\\ude00 caf\xc3\xa9"}',
+            b'{"x": NaN, "y": [Infinity, -Infinity]}', b'{"big": 123456789012345678901234567890}', b'{"f": 1e400}',
+            b'  {"ws": true}  ', b'{"n": null, "t": [true, false], "o": {}}', '{"text": "str input"}', b'\xef\xbb\xbf{"bom": 1}']
+    for d in docs:
+        got, want = parse_json(d), json.loads(d)
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), d
+    for bad in [b'[1, 2]', b'"s"', b'{"a": 1', b'{"a": 1} x', b'{"s": "\xc3\x28"}', b'', b'{"a": 1, }']:
+        with pytest.raises(ServingError): parse_json(bad)
+
+def test_idle_batch_threads_sleep():
+    "Batch threads with nothing queued wait for a request instead of waking every batch_timeout_micros."
+    from mlinfra_nb.serve.server import Batcher
+    b = Batcher(batching_parameters(max_batch_size=8, batch_timeout_micros=1000, num_batch_threads=2))
+    calls, take = Counter(), b._take
+    def counted(): calls['take'] += 1; return take()
+    b._take = counted
+    try:
+        with b.cond: b.cond.notify_all()   # let both threads pick up the counted _take
+        time.sleep(0.5)
+        assert calls['take'] <= 6, calls   # polling every 1 ms would be ~1,000
+    finally: b.close()
