@@ -195,7 +195,7 @@ def run_demo(home:str|Path|None=None,  # where the demo's workspace goes (a fres
         # 7. the dashboard
         stop_scraping.set(); scraper.join(10)
         store.ingest(logs)
-        board = monitor(store, model, reference, watched, window='10s', metrics_url=metrics_url, **kinds)
+        board = monitor(store, model, reference, watched, window='10s', metrics_url=metrics_url, exclude='deploy-check-', **kinds)
         out = ws.path('dashboard')
         html, png = board.save(out/'monitoring.html'), board.save(out/'monitoring.png')
         _stage(7, total, f"dashboard written: {html} and {png.name}", t0)

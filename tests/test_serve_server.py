@@ -860,7 +860,7 @@ def test_grpc_requests_wait_for_their_batch_together(server, channel):
 
 def test_tensor_protos_as_tensorflow_converts_them():
     "to_ndarray / to_tensor_proto give what tf.make_ndarray / tf.make_tensor_proto give, over random shapes and dtypes."
-    from mlinfra_nb.serve.server import to_ndarray, to_tensor_proto
+    from mlinfra_nb.serve.codec import to_ndarray, to_tensor_proto
     rng = np.random.default_rng(7)
     for _ in range(300):
         shape = tuple(int(d) for d in rng.integers(0, 4, size=rng.integers(0, 4)))

@@ -211,10 +211,12 @@ class Dashboard:
 def monitor(store:MonitorStore, model:str, reference, features:list[str], categorical:list[str]|None=None,
             window:str='1d', since=None, until=None, task:str='binary',
             metrics_url:str|None=None,   # scrape the server now (earlier readings in the store make the throughput series)
+            exclude:str|None=None,       # leave out requests whose id starts with this (e.g. a deploy step's own 'deploy-check-')
             **drift_args)->Dashboard:
     "Drift, distributions, predictions, performance and server health of `model` since `since`, as a `Dashboard`."
     con = store.connect()
     cur = store.table(model, since, until, con=con)
+    if exclude: cur = cur.filter(f"request_id IS NULL OR NOT starts_with(request_id, {_lit(exclude)})")
     ref_cols = _rel(reference, duckdb.connect()).columns
     cols = [c for c in [*features, 'prediction'] if c in cur.columns and c in ref_cols]
     win = {'1h': 'hour', '1d': 'day', '1w': 'week'}.get(window) or interval(window).removeprefix('INTERVAL ')   # '30s' -> '30 second'

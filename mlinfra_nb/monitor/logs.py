@@ -145,19 +145,10 @@ def read_tfrecords(path:str|Path, offset:int=0)->tuple[list[bytes], int]:
         out.append(buf[pos + 12:end - 4]); pos = end
     return out, offset + pos
 
-_NP = {1: (np.float32, 'float_val'), 2: (np.float64, 'double_val'), 3: (np.int32, 'int_val'), 9: (np.int64, 'int64_val'), 10: (np.bool_, 'bool_val')}
-
 def to_ndarray(tp)->np.ndarray:
-    "A `TensorProto` as numpy, strings decoded (numbers and strings directly; other types through TensorFlow)."
-    shape = [d.size for d in tp.tensor_shape.dim]
-    n = int(np.prod(shape)) if shape else 1
-    if tp.dtype == 7: a = np.array([x.decode('utf-8', 'replace') for x in tp.string_val], dtype=object)
-    elif tp.dtype in _NP:
-        t, field = _NP[tp.dtype]
-        a = np.frombuffer(tp.tensor_content, t).copy() if tp.tensor_content else np.array(getattr(tp, field), dtype=t)
-    else: return _decode(import_tensorflow().make_ndarray(tp))
-    if a.size != n: a = np.resize(a, n) if a.size else np.zeros(n, a.dtype if tp.dtype != 7 else object)   # one value fills the tensor
-    return a.reshape(shape)
+    "A `TensorProto` as numpy, as TensorFlow reads it (`serve.codec.to_ndarray`), with strings decoded to text."
+    from mlinfra_nb.serve.codec import to_ndarray as read
+    return _decode(read(tp))
 
 @patch
 def ingest(self:MonitorStore, path:str|Path)->dict:
