@@ -904,3 +904,13 @@ def test_idle_batch_threads_sleep():
         time.sleep(0.5)
         assert calls['take'] <= 6, calls   # polling every 1 ms would be ~1,000
     finally: b.close()
+
+def test_grpc_port_in_use_is_refused(server, channel, lib):
+    "A second server on a gRPC port in use fails with a clear error (the port is not shared), leaves no thread behind, and the first keeps serving."
+    from mlinfra_nb.workspace import InvalidInput
+    loops = lambda: sum(t.name == 'mlinfra-serve-grpc-loop' for t in threading.enumerate())
+    before = loops()
+    with pytest.raises(InvalidInput, match=f"cannot listen for gRPC on 127.0.0.1:{server.grpc_port}"):
+        ModelServer(config=server_config(model_config('scale', lib/'scale')), rest_port=0, grpc_port=server.grpc_port, poll_seconds=0)
+    assert loops() == before
+    grpc_alive(channel)
