@@ -116,6 +116,8 @@ def register(self:ModelRegistry,
             try:
                 with self.repo.transaction('main', f"register {name} version {version} from run {run.id}",
                                            {'model': name, 'version': str(version), 'run': run.id}) as b:
+                    if b.exists(f'{name}/{version}/meta.json'):   # registered by another since we counted: count again
+                        raise Conflict(f"{name} version {version} was registered meanwhile")
                     b.put_many(items)
                 break
             except Conflict:

@@ -7,7 +7,7 @@ __all__ = []
 
 # %% ../../nbs/59_monitor.ipynb #9c5a04d9
 import importlib
-from .performance import performance
+from .performance import auc_gap, performance
 
 _LAZY = {'MonitorStore': 'logs', 'data_drift': 'drift', 'DriftResult': 'drift',
          'AlertRule': 'alerts', 'Alerts': 'alerts', 'webhook': 'alerts', 'log_callback': 'alerts',
