@@ -113,11 +113,9 @@ def run_demo(home:str|Path|None=None,  # where the demo's workspace goes (a fres
     from mlinfra_nb.monitor.dashboard import scrape
     t0, total, model = time.monotonic(), 7, 'fraud'
     base = Path(home or os.environ.get('MLINFRA_HOME') or '.mlinfra').expanduser().absolute()
-    saved_env = {k: os.environ.get(k) for k in ('MLINFRA_LAKE__BACKEND', 'MLINFRA_SERVE__BACKEND')}
-    os.environ.update(MLINFRA_LAKE__BACKEND='embedded', MLINFRA_SERVE__BACKEND='local')   # the step notebooks' kernels inherit this
     server = traffic = scraper = None
-    try:
-        ws = Workspace(base/'demo'/dt.datetime.now().strftime('%Y%m%d-%H%M%S'))
+    try:   # the embedded defaults, whatever the environment says; the pipeline hands the step kernels the same settings
+        ws = Workspace(base/'demo'/dt.datetime.now().strftime('%Y%m%d-%H%M%S'), settings={'lake': {'backend': 'embedded'}, 'serve': {'backend': 'local'}})
         # 1. data that drifts, landed on a branch of the lake
         start = pd.Timestamp('2026-01-01')
         at = lambda share: start + pd.Timedelta(days=days) * share
@@ -210,9 +208,6 @@ def run_demo(home:str|Path|None=None,  # where the demo's workspace goes (a fres
         if traffic is not None: traffic.stop()
         if scraper is not None: stop_scraping.set()
         if server is not None: server.stop()
-        for k, v in saved_env.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
 
 def print_summary(s:dict):
     "The demo's summary for a terminal."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/62_pipeline.ipynb #8680d5b4
 from __future__ import annotations
-import ast, datetime as dt, json, time, uuid
+import ast, datetime as dt, json, os, time, uuid
 from typing import Callable
 from pathlib import Path
 import pandas as pd
@@ -122,13 +122,13 @@ def _record(self:Pipeline, rid:str, step:str, status:str, notebook:str|None=None
         if status == 'running': con.execute("INSERT OR REPLACE INTO run_steps VALUES (?, ?, 'running', ?, NULL, NULL)", [rid, step, now])
         else: con.execute("UPDATE run_steps SET status = ?, ended_at = ?, notebook = ? WHERE run_id = ? AND step = ?", [status, now, notebook, rid, step])
 
-def _quiet_kernels(log:Path):
-    "A kernel manager class whose kernels write their own stderr (TensorFlow's C++ start-up lines) to `log`, not the terminal."
+def _quiet_kernels(log:Path, env:dict):
+    "A kernel manager class whose kernels see `env` on top of this process's environment and write their own stderr (TensorFlow's C++ start-up lines) to `log`, not the terminal."
     from jupyter_client.manager import AsyncKernelManager
     class QuietKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             with open(log, 'ab') as err:   # the kernel gets its own copy of the file; ours is closed once it has started
-                return await super()._async_launch_kernel(kernel_cmd, **dict(kw, stderr=err))
+                return await super()._async_launch_kernel(kernel_cmd, **dict(kw, stderr=err, env={**(kw.get('env') or os.environ), **env}))
     return QuietKernelManager
 
 def _go(self:Pipeline, rid:str, progress:bool)->dict:
@@ -147,7 +147,7 @@ def _go(self:Pipeline, rid:str, progress:bool)->dict:
         params = {**per_step.get(step, {}), 'home': str(self.workspace.home), 'repo': self.repo_name, 'branch': branch, 'run_id': rid}
         try:
             pm.execute_notebook(str(self.folder/f'{step}.ipynb'), str(out), parameters=params, kernel_name='python3',
-                                progress_bar=False, cwd=str(out_dir), log_output=False, kernel_manager_class=_quiet_kernels(out_dir/'kernel.log'))
+                                progress_bar=False, cwd=str(out_dir), log_output=False, kernel_manager_class=_quiet_kernels(out_dir/'kernel.log', self.workspace.settings_env()))
             ok, error = True, None
         except pm.PapermillExecutionError as e: ok, error = False, f"{e.ename}: {e.evalue}"
         if out.exists():

@@ -141,6 +141,10 @@ class Workspace:
         p.mkdir(parents=True, exist_ok=True)
         return p
 
+    def settings_env(self)->dict[str, str]:
+        "The settings as `MLINFRA_<PART>__<KEY>` variables: a process given them (a pipeline step's kernel) opens this home with these settings, whatever else its environment holds."
+        return {'MLINFRA_CONFIG': '', **{f'MLINFRA_{part.upper()}__{key.upper()}': str(v) for part, kv in self.settings.items() for key, v in kv.items()}}
+
     def __repr__(self): return f"Workspace({str(self.home)!r}, lake={self.backend('lake')}, serve={self.backend('serve')})"
 
 # %% ../nbs/00_workspace.ipynb #905aa0df
