@@ -78,15 +78,18 @@ class Traffic:
         self._thread = threading.Thread(target=self.run, name='mlinfra-demo-traffic', daemon=True); self._thread.start()
         return self
 
+    def _raise(self):
+        if self.error is not None: raise MlinfraError(f"live traffic stopped after {self.sent:,} requests: {type(self.error).__name__}: {self.error}") from self.error
+
     def stop(self):
         self._stop.set()
         if self._thread is not None: self._thread.join(60)
-        if self.error is not None: raise MlinfraError(f"live traffic stopped after {self.sent:,} requests: {type(self.error).__name__}: {self.error}") from self.error
+        self._raise()
 
     def wait(self):
         "Until the rows have all been sent."
         self._thread.join()
-        if self.error is not None: raise MlinfraError(f"live traffic stopped after {self.sent:,} requests: {type(self.error).__name__}: {self.error}") from self.error
+        self._raise()
 
 # %% ../nbs/63_demo.ipynb #33a932b5
 def _stage(n:int, total:int, what:str, t0:float):
@@ -104,7 +107,7 @@ def run_demo(home:str|Path|None=None,  # where the demo's workspace goes (a fres
             )->dict:
     "The lifecycle end to end on the embedded defaults; a summary with the paths of what it wrote."
     from mlinfra_nb.datasets import transactions
-    from mlinfra_nb.pipeline import Pipeline, retrain_on_drift
+    from mlinfra_nb.pipeline import CHECK_REQUESTS, Pipeline, retrain_on_drift
     from mlinfra_nb.registry import ModelRegistry
     from mlinfra_nb.features import FeatureStore
     from mlinfra_nb.serve import ModelServer, RestClient
@@ -167,7 +170,7 @@ def run_demo(home:str|Path|None=None,  # where the demo's workspace goes (a fres
         logs = ws.path('serve', 'logs')
         store.ingest(logs)
         reference = (pipe.repo, v1_commit, 'features/train')    # what version 1 learned from
-        current = store.table(model).filter("request_id NOT LIKE 'deploy-check-%'").df()   # the deploy step's own check is not traffic
+        current = store.table(model, exclude=CHECK_REQUESTS).df()   # the deploy step's own check is not traffic
         drift_result = data_drift(reference, current[watched + ['ts']], columns=watched, timestamp='ts', window='10 seconds', **kinds)
         live_b = requests(at(0.8), at(1.0), n_live)
         retrain_params = lambda alert: {'source': source, 'since': str(at(0.5)), 'until': str(at(0.8)), 'valid_days': 3.0, 'epochs': epochs, 'margin': -0.05,
@@ -193,7 +196,7 @@ def run_demo(home:str|Path|None=None,  # where the demo's workspace goes (a fres
         # 7. the dashboard
         stop_scraping.set(); scraper.join(10)
         store.ingest(logs)
-        board = monitor(store, model, reference, watched, window='10s', metrics_url=metrics_url, exclude='deploy-check-', **kinds)
+        board = monitor(store, model, reference, watched, window='10s', metrics_url=metrics_url, exclude=CHECK_REQUESTS, **kinds)
         out = ws.path('dashboard')
         html, png = board.save(out/'monitoring.html'), board.save(out/'monitoring.png')
         _stage(7, total, f"dashboard written: {html} and {png.name}", t0)

@@ -12,12 +12,14 @@ import mlinfra_nb
 from .workspace import InvalidInput, MlinfraError, NotFound, Workspace, connect_duckdb, get_logger
 
 # %% auto #0
-__all__ = ['STEPS', 'RUN_PARAMS', 'NEEDS', 'steps_dir', 'step_parameters', 'check_params', 'Pipeline', 'retrain_on_drift']
+__all__ = ['STEPS', 'RUN_PARAMS', 'NEEDS', 'CHECK_REQUESTS', 'steps_dir', 'step_parameters', 'check_params', 'Pipeline',
+           'retrain_on_drift']
 
 # %% ../nbs/62_pipeline.ipynb #eaf11801
 STEPS = ('ingest', 'validate', 'features', 'train', 'evaluate', 'register', 'deploy', 'monitor')
 RUN_PARAMS = ('home', 'repo', 'branch', 'run_id')   # set by the runner, not by users
 NEEDS = {'evaluate': ('train',), 'register': ('train', 'evaluate'), 'deploy': ('register',)}   # steps that read what another wrote in the same run
+CHECK_REQUESTS = 'deploy-check-'   # request ids of the deploy step's own check requests, which monitoring leaves out
 
 def steps_dir()->Path:
     "Where the step notebooks are: `nbs/pipelines/` beside the package."

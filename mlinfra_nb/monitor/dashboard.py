@@ -215,8 +215,7 @@ def monitor(store:MonitorStore, model:str, reference, features:list[str], catego
             **drift_args)->Dashboard:
     "Drift, distributions, predictions, performance and server health of `model` since `since`, as a `Dashboard`."
     con = store.connect()
-    cur = store.table(model, since, until, con=con)
-    if exclude: cur = cur.filter(f"request_id IS NULL OR NOT starts_with(request_id, {_lit(exclude)})")
+    cur = store.table(model, since, until, con=con, exclude=exclude)
     ref_cols = _rel(reference, duckdb.connect()).columns
     cols = [c for c in [*features, 'prediction'] if c in cur.columns and c in ref_cols]
     win = {'1h': 'hour', '1d': 'day', '1w': 'week'}.get(window) or interval(window).removeprefix('INTERVAL ')   # '30s' -> '30 second'

@@ -156,10 +156,10 @@ def to_ndarray(tp)->np.ndarray:
     from mlinfra_nb.serve.codec import to_ndarray as read
     return _decode(read(tp))
 
-def _log_records(store:MonitorStore, f:Path, raw:list[bytes], first:int, added:dict)->list[str]:
-    "Log the predictions in `raw` (records `first`... of file `f`), adding rows per model to `added`; what was skipped, and why."
+def _log_records(store:MonitorStore, f:Path, raw:list[bytes], first:int, added:dict)->tuple[int, list[str]]:
+    "Log the predictions in `raw` (records `first`... of file `f`), adding rows per model to `added`: the rows added, and what was skipped and why."
     from tensorflow_serving.apis import prediction_log_pb2
-    per_model, skipped = {}, []
+    per_model, skipped, rows = {}, [], 0
     for i, data in enumerate(raw, first):
         try:
             log = prediction_log_pb2.PredictionLog.FromString(data)
@@ -189,8 +189,8 @@ def _log_records(store:MonitorStore, f:Path, raw:list[bytes], first:int, added:d
         try: k = store.log(model, cat(0), cat(1), request_ids=[i for i, x in zip(ids, keep) if x], ts=[t for t, x in zip(times, keep) if x],
                            version=version, source='tf_serving_log')
         except InvalidInput as e: skipped.append(f"{len(batches)} records of {model}: {e}"[:300]); continue
-        added[model] = added.get(model, 0) + k
-    return skipped
+        added[model] = added.get(model, 0) + k; rows += k
+    return rows, skipped
 
 @patch
 def ingest(self:MonitorStore, path:str|Path,
@@ -210,14 +210,13 @@ def ingest(self:MonitorStore, path:str|Path,
         while offset < f.stat().st_size:     # a chunk at a time: memory stays bounded, and a crash re-reads at most one chunk
             raw, end = read_tfrecords(f, offset, chunk_bytes)   # a log being written ends mid-record: the rest comes next time
             if end == offset: break
-            before = sum(added.values())
-            skipped = _log_records(self, f, raw, records, added)
+            rows, skipped = _log_records(self, f, raw, records, added)
             if skipped: get_logger('monitor').warning("%s: %d record(s) skipped: %s", f, len(skipped), '; '.join(skipped[:5]))
             offset, records = end, records + len(raw)
             with self.connect() as con:
                 prev = con.execute("SELECT rows FROM ingested WHERE file = ?", [key]).fetchall()
                 con.execute("INSERT OR REPLACE INTO ingested VALUES (?, ?, ?, ?, ?)",
-                            [key, offset, records, sum(added.values()) - before + (prev[0][0] if prev else 0), dt.datetime.now(dt.timezone.utc)])
+                            [key, offset, records, rows + (prev[0][0] if prev else 0), dt.datetime.now(dt.timezone.utc)])
     return added
 
 # %% ../../nbs/50_monitor.logs.ipynb #a11b7270
@@ -238,7 +237,9 @@ def label(self:MonitorStore, model:str, request_ids, labels, ts=None)->int:
     return len(ids)
 
 @patch
-def table(self:MonitorStore, model:str, since=None, until=None, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
+def table(self:MonitorStore, model:str, since=None, until=None, con:duckdb.DuckDBPyConnection|None=None,
+          exclude:str|None=None,   # leave out requests whose id starts with this (e.g. a deploy step's own check requests)
+         )->duckdb.DuckDBPyRelation:
     "The model's predictions joined with their labels (NULL until labelled), `since` <= ts < `until`, as a relation."
     _check_model(model)
     con = con or self.connect()
@@ -246,9 +247,11 @@ def table(self:MonitorStore, model:str, since=None, until=None, con:duckdb.DuckD
         raise NotFound(f"no predictions logged for model {model!r}")
     has_labels = con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [f'labels__{model}']).fetchall()
     lab = f"LEFT JOIN {_q('labels__' + model)} l USING (request_id)" if has_labels else "LEFT JOIN (SELECT NULL::VARCHAR AS request_id, NULL::DOUBLE AS label, NULL::TIMESTAMPTZ AS labelled_at) l USING (request_id)"
-    where = ' AND '.join([*(["p.ts >= CAST($since AS TIMESTAMPTZ)"] if since is not None else []), *(["p.ts < CAST($until AS TIMESTAMPTZ)"] if until is not None else [])]) or 'true'
+    where = ' AND '.join([*(["p.ts >= CAST($since AS TIMESTAMPTZ)"] if since is not None else []), *(["p.ts < CAST($until AS TIMESTAMPTZ)"] if until is not None else []),
+                          *(["(p.request_id IS NULL OR NOT starts_with(p.request_id, $exclude))"] if exclude else [])]) or 'true'
     utc = lambda v: (pd.Timestamp(v).tz_localize('UTC') if pd.Timestamp(v).tzinfo is None else pd.Timestamp(v).tz_convert('UTC')).isoformat()
     params = {k: utc(v) for k, v in (('since', since), ('until', until)) if v is not None}   # naive times are UTC, as when logged
+    if exclude: params['exclude'] = str(exclude)
     return con.sql(f"SELECT p.*, l.label, l.labelled_at FROM {_q('pred__' + model)} p {lab} WHERE {where}", params=params)
 
 @patch
