@@ -69,7 +69,7 @@ class Traffic:
                 rate = self.rate if self.idle_rate is None or 'canary' in self.labels() else self.idle_rate
                 if rate:
                     next_at = max(next_at + 1 / rate, time.monotonic() - 1)    # keep the pace, but do not burst to catch up
-                    if next_at > time.monotonic(): time.sleep(next_at - time.monotonic())
+                    time.sleep(max(0.0, next_at - time.monotonic()))
             rounds += 1
             if not self.repeat: break
         if ids: self.store.label(self.model, ids, ys)
