@@ -136,7 +136,7 @@ def test_sigkill_mid_commit_never_loses_or_tears_commits(tmp_path, clean_env):
         st = check_lake(root, side, checked)
         assert st['head'] >= start_n - 1   # the writer continued from the state it found
         seen.append(st)
-        if time.monotonic() - t0 > 50: break   # a slow machine: stop killing, keep what was checked
+        if time.monotonic() - t0 > 120: break   # a slow machine: stop killing, keep what was checked
     assert len(seen) >= 8
     assert seen[-1]['head'] >= 5 and seen[-1]['records'] >= 3, seen   # the writer made real progress between kills
     # GC (no grace) after all the crashes: committed history survives, orphans of killed transactions go

@@ -692,11 +692,14 @@ def test_in_flight_request_finishes_when_its_version_is_retired(lib, tmp_path):
     base = tmp_path/'models'/'rl'; base.mkdir(parents=True)
     for v in (1, 2): copy_version(lib, 'vec', v, base)
     srv = start_server(tmp_path/'cfg', server_config(model_config('rl', base, [1, 2])),
-                       batching_parameters(max_batch_size=8, batch_timeout_micros=400_000), poll_seconds=0)
+                       batching_parameters(max_batch_size=8, batch_timeout_micros=3_000_000), poll_seconds=0)
     try:
         with cf.ThreadPoolExecutor(1) as ex:
             pending = ex.submit(raw, srv, 'POST', '/v1/models/rl/versions/1:predict', GOOD_VEC)
-            time.sleep(0.15)                                 # the request now waits in the batch queue (400 ms timeout)
+            v1, deadline = srv.serving.manager.models['rl'][1], time.monotonic() + 30
+            while v1._inflight == 0:                         # the request holds version 1 and waits in the batch queue (3 s timeout)
+                assert time.monotonic() < deadline and not pending.done(), pending.result() if pending.done() else 'no hold'
+                time.sleep(0.005)
             code, resp, _ = reload(srv, server_config(model_config('rl', base, [2])))
             assert code == SC.OK and resp.status.error_code == 0
             status, _, body = pending.result(30)
@@ -795,7 +798,7 @@ def test_config_file_poll_overrides_grpc_reload(lib, tmp_path):
     try:
         code, resp, _ = reload(srv, server_config(model_config('rl', base, [2])))
         assert code == SC.OK and resp.status.error_code == 0
-        deadline = time.monotonic() + 2                  # ten polls
+        deadline = time.monotonic() + 30                 # a poll (0.2 s) and a SavedModel load; a slow machine takes longer
         while time.monotonic() < deadline and served(srv) != 1: time.sleep(0.1)
         assert served(srv) == 1
     finally: srv.stop()

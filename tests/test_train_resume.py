@@ -67,7 +67,8 @@ def test_kill_and_resume(setup):
     state = json.loads(f.read_text())
     assert run.status == 'running' and 2 <= state['epoch'] < 6           # killed, not finished, and mid-way
     assert (f.parent/state['weights']).exists()                        # the checkpoint it names is whole
-    assert len(run.history()) == state['epoch']                        # every finished epoch was recorded
+    assert state['epoch'] <= len(run.history()) <= state['epoch'] + 1  # every checkpointed epoch was recorded (a kill between
+                                                                       # recording the next epoch and its checkpoint leaves it; resume rewrites it)
 
     again = finish(trainer(tmp, 'killed', 'killed.npz', 0))
     assert again['run'] == run.id                                      # the same run, continued
