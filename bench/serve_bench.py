@@ -4,13 +4,15 @@
 
     python bench/serve_bench.py            # full run: 3 repetitions of 4 s per measurement (about 5 minutes)
     python bench/serve_bench.py --quick    # 2 repetitions of 2 s, concurrency 1 and 64 (about 1.5 minutes)
+    python bench/serve_bench.py --quick --protocol gRPC --batch-timeout-micros 20000   # one protocol, other batching
 
 The model: `tabular_model` (normalization and lookups in the graph, 64-32 dense) trained for one epoch on 20,000
 synthetic transactions, registered and exported with `export_model` (TF Serving's layout, warmup requests included).
 Each request is one transaction (one row, 4 raw features), as an online fraud check sends it.
 
 Two servers run side by side as their own processes (`mlinfra serve --model_name fraud --model_base_path ...`): one
-without batching, one with (`--enable_batching`, max_batch_size 64, batch_timeout_micros 2000, 2 threads). The load
+without batching, one with (`--enable_batching`, max_batch_size 64, batch_timeout_micros 2000, 2 threads; the last two
+can be changed with --batch-timeout-micros and --batch-threads). The load
 comes from a separate process (`serve_bench.py --load`, one asyncio thread, no TensorFlow): `concurrency` keep-alive
 HTTP/1.1 connections sending pre-encoded requests (REST), or `concurrency` calls in flight on one grpc.aio channel with
 pre-serialized `PredictRequest` bytes (gRPC), back to back for the measurement's duration. The bodies are what
@@ -96,13 +98,13 @@ def check_sample(protocol:str, sample, expected:np.ndarray):
     got = np.array(json.loads(body)['predictions'][0]) if protocol == 'REST' else tf.make_ndarray(predict_pb2.PredictResponse.FromString(body).outputs['output_0'])[0]
     if not np.allclose(got, expected[i], atol=1e-5): raise AssertionError(f"{protocol}: row {i} served {got}, in-process {expected[i]}")
 
-def start_server(base:Path, work:Path, batching:bool)->tuple[subprocess.Popen, int, int]:
+def start_server(base:Path, work:Path, batching:bool, timeout_us:int=2000, threads:int=2)->tuple[subprocess.Popen, int, int]:
     rest, grpc_port = free_port(), free_port()
     cmd = [sys.executable, '-c', 'import sys; from mlinfra_nb.cli import main; sys.exit(main())', 'serve', '--model_name', 'fraud',
            '--model_base_path', str(base), '--rest_api_port', str(rest), '--port', str(grpc_port)]
     if batching:
         from mlinfra_nb.serve.config import batching_parameters, write_text_proto
-        f = write_text_proto(batching_parameters(max_batch_size=64, batch_timeout_micros=2000, num_batch_threads=2, max_enqueued_batches=1000), work/'batching.config')
+        f = write_text_proto(batching_parameters(max_batch_size=64, batch_timeout_micros=timeout_us, num_batch_threads=threads, max_enqueued_batches=1000), work/'batching.config')
         cmd += ['--enable_batching', '--batching_parameters_file', str(f)]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     import httpx
@@ -239,7 +241,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true', help='2 repetitions of 2 s, concurrency 1 and 64')
     ap.add_argument('--reps', type=int, help='repetitions per measurement (default 3, quick 2)')
+    ap.add_argument('--protocol', choices=['REST', 'gRPC'], action='append', help='measure only this protocol (default both)')
+    ap.add_argument('--batch-timeout-micros', type=int, default=2000, help="the batching server's batch_timeout_micros")
+    ap.add_argument('--batch-threads', type=int, default=2, help="the batching server's num_batch_threads")
     args = ap.parse_args()
+    protocols = args.protocol or ['REST', 'gRPC']
     seconds, levels, reps = (2.0, [1, 64], 2) if args.quick else (4.0, [1, 16, 64], 3)
     reps = args.reps or reps
     t_start, load0 = time.time(), os.getloadavg()
@@ -250,9 +256,9 @@ def main():
     bodies = request_bodies(rows, results['in_process']['dtypes'])
     servers = {}
     try:
-        for batching in (False, True): servers[batching] = start_server(base, work, batching)
+        for batching in (False, True): servers[batching] = start_server(base, work, batching, args.batch_timeout_micros, args.batch_threads)
         runs = {}
-        for protocol in ('REST', 'gRPC'):
+        for protocol in protocols:
             for batching, (p, rest, grpc_port) in servers.items():   # warm each server's paths
                 load(protocol, rest if protocol == 'REST' else grpc_port, bodies[protocol], 4, 1.0, p.pid)
             for c in levels:
@@ -265,7 +271,7 @@ def main():
         for (batching, protocol, c), rs in runs.items(): results[f"{'batch' if batching else 'nobatch'}/{protocol}/{c}"] = median_run(rs)
     finally:
         for p, _, _ in servers.values(): p.terminate(); p.wait(30)      # by pid
-    ceilings = {proto: ceiling(proto, bodies[proto], seconds) for proto in ('REST', 'gRPC')}
+    ceilings = {proto: ceiling(proto, bodies[proto], seconds) for proto in protocols}
     ip = results['in_process']
     table = [('in-process, serving_default, 1 row', f"{ip['rps']:,.0f}", '', f"{ip['p50_ms']:.2f}", f"{ip['p99_ms']:.2f}", '', '', '', ''),
              ('in-process, serving_default, 64 rows (rows/s)', f"{in64['rps']:,.0f}", '', f"{in64['p50_ms']:.2f}", f"{in64['p99_ms']:.2f}", '', '', '', '')]
@@ -278,14 +284,15 @@ def main():
     for proto, r in ceilings.items(): table.append(row(f"{proto}, empty handler (ceiling), concurrency 64", r))
     print(f"serve_bench: {'quick' if args.quick else 'full'} run, {reps} x {seconds:.0f} s per measurement, batching off/on alternating; "
           f"library {lib_version()}; {os.cpu_count()} CPUs, load average {load0[0]:.2f} at the start; server event loop "
-          f"{'uvloop' if importlib.util.find_spec('uvloop') else 'asyncio'}")
+          f"{'uvloop' if importlib.util.find_spec('uvloop') else 'asyncio'}; batching: max_batch_size 64, batch_timeout_micros "
+          f"{args.batch_timeout_micros}, num_batch_threads {args.batch_threads}")
     print_table(('measurement (median repetition)', 'req/s', 'each repetition', 'p50 ms', 'p99 ms', 'requests', 'errors',
                  'server CPU us/req', 'load CPU us/req'), table)
     top = max(levels)
-    fig = {'quick': args.quick, 'library': lib_version(), 'seconds': seconds, 'reps': reps, 'in_process_rps': round(ip['rps'], 1),
+    fig = {'quick': args.quick, 'batch_timeout_micros': args.batch_timeout_micros, 'num_batch_threads': args.batch_threads, 'library': lib_version(), 'seconds': seconds, 'reps': reps, 'in_process_rps': round(ip['rps'], 1),
            'in_process_p50_ms': round(ip['p50_ms'], 3), 'in_process_64_rows_p50_ms': round(in64['p50_ms'], 3)}
     print()
-    for proto in ('REST', 'gRPC'):
+    for proto in protocols:
         on_runs, off_runs = runs[(True, proto, top)], runs[(False, proto, top)]
         pairs = [a['rps'] / b['rps'] if b['rps'] else float('nan') for a, b in zip(on_runs, off_runs)]
         ratio = statistics.median(pairs)
