@@ -473,6 +473,12 @@ class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
         return model_management_pb2.ReloadConfigResponse()
 
 # %% ../../nbs/44_serve.server.ipynb #777acfe9
+def _new_loop()->asyncio.AbstractEventLoop:
+    "A new event loop: uvloop's when installed (uvicorn's `loop='auto'` makes the same choice), else asyncio's."
+    try: import uvloop
+    except ImportError: return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
 class ModelServer:
     "TF Serving's REST and gRPC APIs for the models of a `models.config`, on 127.0.0.1 by default."
     def __init__(self,
@@ -493,7 +499,7 @@ class ModelServer:
                                                   lifespan='off', timeout_keep_alive=30,
                                                   loop='auto', access_log=False, proxy_headers=False))   # uvloop when installed
         self.pool = cf.ThreadPoolExecutor(grpc_threads, thread_name_prefix='mlinfra-serve-grpc')
-        self.loop = asyncio.new_event_loop()                   # grpc.aio's loop, on a thread of its own
+        self.loop = _new_loop()                                # grpc.aio's loop, on a thread of its own
         self.grpc_thread = threading.Thread(target=self.loop.run_forever, name='mlinfra-serve-grpc-loop', daemon=True); self.grpc_thread.start()
         try:
             try: self.grpc, self.grpc_port = self._on_loop(self._grpc_server(host, grpc_port, max_body))
