@@ -2,7 +2,7 @@
 """Benchmark of the local TF-Serving-compatible server (`mlinfra serve`): throughput and p50/p99 latency at concurrency
 1, 16 and 64, REST against gRPC, batching on against off, and the overhead over calling the model in-process.
 
-    python bench/serve_bench.py            # full run: 3 repetitions of 4 s per measurement (about 5 minutes)
+    python bench/serve_bench.py            # full run: 3 repetitions of 4 s per measurement (about 3.5 minutes)
     python bench/serve_bench.py --quick    # 2 repetitions of 2 s, concurrency 1 and 64 (about 1.5 minutes)
     python bench/serve_bench.py --quick --protocol gRPC --batch-timeout-micros 20000   # one protocol, other batching
 
