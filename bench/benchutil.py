@@ -1,5 +1,5 @@
 "What every benchmark script prints the same way: the library version it measured, and its results table."
-import json, os, resource, subprocess, sys, time
+import argparse, json, os, resource, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -10,6 +10,12 @@ def lib_version()->str:
         git = lambda *a: subprocess.run(['git', *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         return git('rev-parse', '--short', 'HEAD') + ('+dirty' if git('status', '--porcelain', '--', 'mlinfra_nb') else '')
     except Exception: return 'unknown'
+
+def work_args(ap:argparse.ArgumentParser, keep:str='keep the temporary directory', child:bool=True):
+    "Add the options of a benchmark that works in a temporary directory: --tmpdir, --keep, and the hidden --child/--work its child processes get."
+    ap.add_argument('--tmpdir', help='where to make the temporary directory (default: the system temp dir)')
+    ap.add_argument('--keep', action='store_true', help=keep)
+    if child: ap.add_argument('--child', help=argparse.SUPPRESS); ap.add_argument('--work', help=argparse.SUPPRESS)
 
 def print_table(head:tuple, rows:list):
     "Print `rows` under `head`, the first column left-aligned and the others right-aligned."

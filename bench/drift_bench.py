@@ -29,9 +29,9 @@ exact implementation (a score off by more than 1e-6 or a different verdict) or m
 The last line printed is one JSON object with every figure.
 """
 from __future__ import annotations
-import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time, traceback
+import argparse, json, os, shutil, sys, tempfile, time, traceback
 from pathlib import Path
-from benchutil import lib_version, measured_child, print_table, probe, self_peak_mib, verdict
+from benchutil import lib_version, measured_child, print_table, probe, self_peak_mib, verdict, work_args
 
 HERE = Path(__file__).resolve()
 RESULT_TAG = '@@DRIFT_BENCH_RESULT@@ '
@@ -190,10 +190,7 @@ def main():
     ap.add_argument('--evidently-python', default=os.environ.get('EVIDENTLY_PYTHON') or sys.executable,
                     help='the Python interpreter to run Evidently with (default: $EVIDENTLY_PYTHON or this one)')
     ap.add_argument('--skip', action='append', default=[], choices=['evidently', 'scipy', 'ours', 'ours_10m'], help='leave out a contender')
-    ap.add_argument('--tmpdir', help='where to make the temporary directory (default: the system temp dir)')
-    ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
-    ap.add_argument('--child', help=argparse.SUPPRESS)
-    ap.add_argument('--work', help=argparse.SUPPRESS)
+    work_args(ap)
     ap.add_argument('--tag', default='main', help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child: return child_main(args)

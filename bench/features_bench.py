@@ -37,9 +37,9 @@ or if ours does not return one row per entity row in the entity frame's order.
 The last line printed is one JSON object with every figure.
 """
 from __future__ import annotations
-import argparse, json, os, resource, shutil, statistics, subprocess, sys, tempfile, time, traceback
+import argparse, json, os, shutil, statistics, sys, tempfile, time, traceback
 from pathlib import Path
-from benchutil import lib_version, measured_child, print_table, probe, self_peak_mib, verdict
+from benchutil import lib_version, measured_child, print_table, probe, self_peak_mib, verdict, work_args
 
 HERE = Path(__file__).resolve()
 RESULT_TAG = '@@FEATURES_BENCH_RESULT@@ '
@@ -333,10 +333,7 @@ def main():
     ap.add_argument('--feast-python', default=os.environ.get('FEAST_PYTHON') or sys.executable,
                     help='the Python interpreter to run the Feast contenders with (default: $FEAST_PYTHON or this one)')
     ap.add_argument('--skip', action='append', default=[], choices=CONTENDERS, help='leave out a contender (repeatable)')
-    ap.add_argument('--tmpdir', help='where to make the temporary directory (default: the system temp dir)')
-    ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
-    ap.add_argument('--child', help=argparse.SUPPRESS)
-    ap.add_argument('--work', help=argparse.SUPPRESS)
+    work_args(ap)
     args = ap.parse_args()
     if args.child: return child_main(args)
 

@@ -21,7 +21,7 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 import argparse, json, os, random, resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
-from benchutil import lib_version, print_table
+from benchutil import lib_version, print_table, work_args
 
 HERE = Path(__file__).resolve()
 RESULT_TAG = '@@LAKE_BENCH_RESULT@@ '
@@ -255,8 +255,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true', help='small sizes (2,000 objects), under a minute; not comparable to the targets')
     ap.add_argument('--no-dvc', action='store_true', help='skip the DVC comparison')
-    ap.add_argument('--tmpdir', help='where to make the temporary directory (default: the system temp dir)')
-    ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
+    work_args(ap, child=False)
     ap.add_argument('--profile', choices=['branch', 'commit', 'diff', 'commit_new'],
                     help="print cProfile's top functions of this benchmark's timed part (largest size)")
     ap.add_argument('--child', help=argparse.SUPPRESS)

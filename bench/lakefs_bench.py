@@ -21,7 +21,7 @@ the direct side uses a separate lake directory. The last line printed is one JSO
 from __future__ import annotations
 import argparse, json, os, resource, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
-from benchutil import lib_version, print_table
+from benchutil import lib_version, print_table, work_args
 
 HERE = Path(__file__).resolve()
 MiB = 1024 * 1024
@@ -153,8 +153,7 @@ def bench_commit(sz:dict, sdk_repo, direct_repo, branch:str='commits')->dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true', help='fewer repetitions (1 MiB x 5, 64 MiB x 1, 3 commits); the same object sizes')
-    ap.add_argument('--tmpdir', help='where to make the temporary directory (default: the system temp dir)')
-    ap.add_argument('--keep', action='store_true', help='keep the temporary directory (and the server log)')
+    work_args(ap, keep='keep the temporary directory (and the server log)', child=False)
     args = ap.parse_args()
 
     import lakefs

@@ -36,7 +36,7 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 import argparse, json, os, shutil, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
-from benchutil import lib_version, print_table, verdict
+from benchutil import lib_version, print_table, verdict, work_args
 
 HERE = Path(__file__).resolve()
 RESULT_TAG = '@@TRAIN_BENCH_RESULT@@ '
@@ -176,15 +176,11 @@ def run_child(name:str, work:Path, size:str)->dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true', help='300,000 rows; not comparable to the targets')
-    ap.add_argument('--tmpdir', help='where to make the temporary directory (default: the system temp dir)')
-    ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
-    ap.add_argument('--child', help=argparse.SUPPRESS)
-    ap.add_argument('--work', help=argparse.SUPPRESS)
+    work_args(ap)
     args = ap.parse_args()
     if args.child: return child_main(args)
 
     size = 'quick' if args.quick else 'full'
-    sz = SIZES[size]
     version = lib_version()
     work = Path(tempfile.mkdtemp(prefix='train_bench_', dir=args.tmpdir))
     load0 = os.getloadavg()[0]
