@@ -136,6 +136,7 @@ def read_tfrecords(path:str|Path, offset:int=0,
                   )->tuple[list[bytes], int]:
     "The complete TFRecord records of `path` after byte `offset`, and the offset after the last one (a record still being written waits)."
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1): raise InvalidInput(f"max_bytes must be a positive integer or None, not {max_bytes!r}")
     with open(path, 'rb') as fh:
         fh.seek(offset); buf = fh.read() if max_bytes is None else fh.read(max(max_bytes, 12))   # 12: a record's header
         out, pos = [], 0
@@ -197,6 +198,7 @@ def ingest(self:MonitorStore, path:str|Path,
            chunk_bytes:int=64 << 20,  # read and log a file this much at a time, saving the offset after each
           )->dict:
     "Read what is new in TF Serving `PredictionLog` TFRecord files into the store; `{model: rows added}`."
+    if not isinstance(chunk_bytes, int) or chunk_bytes < 1: raise InvalidInput(f"chunk_bytes must be a positive integer, not {chunk_bytes!r}")
     p = Path(path)
     if not p.exists(): raise NotFound(f"no request log at {p}")
     files = sorted(p.rglob('*.tfrecord')) if p.is_dir() else [p]

@@ -88,8 +88,11 @@ def _auc(p:np.ndarray, y:np.ndarray)->float:
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 def auc_gap(a, b,                          # labelled predictions of two models (DataFrames), e.g. stable's and the canary's
-            confidence:float=0.95, resamples:int=2000, seed:int=0,
-            prediction:str='prediction', label:str='label')->dict:
+            confidence:float=0.95,         # width of the two-sided interval
+            resamples:int=2000,            # bootstrap resamples (at least 100)
+            seed:int=0,                    # of the resampling, so a verdict can be reproduced
+            prediction:str='prediction', label:str='label',   # the score and the true outcome (0/1) columns
+           )->dict:
     "AUC of `b` minus AUC of `a`, with a stratified bootstrap `confidence` interval (`low`, `high`)."
     if not 0 < confidence < 1: raise InvalidInput(f"confidence must be between 0 and 1, not {confidence!r}")
     if not isinstance(resamples, int) or resamples < 100: raise InvalidInput(f"resamples must be an integer of at least 100, not {resamples!r}")

@@ -442,13 +442,15 @@ class _GrpcService:
     async def call(self, context, fn, *args):
         "`fn(*args)` on a worker thread; a `ServingError` ends the call with its status code and message."
         try: return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-        except ServingError as e: await context.abort(getattr(grpc.StatusCode, e.code), e.message)
+        except ServingError as e: await self.abort(context, e)
+    @staticmethod
+    async def abort(context, e:ServingError): await context.abort(getattr(grpc.StatusCode, e.code), e.message)
 
 class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServiceServicer):
     async def Predict(self, request, context):
         if self.serving.batcher is None or request.ByteSize() > _INLINE_BODY: return await self.call(context, self.serving.predict, request)
         try: return await self.serving.predict_async(request)   # small request, batching on: it waits for its batch on the loop
-        except ServingError as e: await context.abort(getattr(grpc.StatusCode, e.code), e.message)
+        except ServingError as e: await self.abort(context, e)
     async def GetModelMetadata(self, request, context): return await self.call(context, self._metadata, request)
     def _metadata(self, request):
         if list(request.metadata_field) != ['signature_def']:
