@@ -17,8 +17,9 @@ from .store import LakeStore, one
 
 # %% auto #0
 __all__ = ['REPO_NAME', 'REF_NAME', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'ENTRY_COLS', 'ENTRY_SQL', 'CACHE_SIZES', 'META_SPLIT',
-           'HOOK_TYPES', 'STRATEGIES', 'check_repo_name', 'check_ref_name', 'check_path', 'check_metadata', 'Commit',
-           'ObjectInfo', 'CommonPrefix', 'Change', 'Lake', 'Resolved', 'Repository', 'HookEvent']
+           'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'check_repo_name', 'check_ref_name', 'check_path',
+           'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change', 'tree_entries', 'Lake', 'Resolved',
+           'Repository', 'HookEvent', 'Settled']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -331,6 +332,12 @@ def _lookup(con, mr_id:str, path:str):
     ents = _range(con, rngs[i])
     j = bisect.bisect_left(ents, (path,))
     return ents[j] if j < len(ents) and ents[j][0] == path else None
+
+def tree_entries(con, mr_id:str, prefix:str)->list:
+    "Every entry of tree `mr_id` whose path starts with `prefix`, in path order."
+    seqs = [r[1] for r in _metarange(con, mr_id) if r[3] >= prefix and (not prefix or r[2] < prefix + '\U0010ffff')]
+    return con.execute(f"SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?) ORDER BY path",
+                       [seqs, prefix]).fetchall()
 
 # %% ../../nbs/11_lake.core.ipynb #fc8f91b1
 class Lake:
@@ -906,6 +913,24 @@ def _merge_base(self:Repository, con, x:Commit, y:Commit)->Commit:
 
 STRATEGIES = ('source-wins', 'dest-wins')
 
+# %% ../../nbs/11_lake.core.ipynb #a16e77a9
+MERGE_RULES = {}  # name -> rule: rules settle groups of paths with semantics of their own (`lake.tables` adds one for tables)
+
+@dataclass
+class Settled:
+    "What a merge rule decided for the paths it owns."
+    paths: set = field(default_factory=set)      # paths the rule took over from the file-by-file merge
+    apply: dict = field(default_factory=dict)    # path -> new entry (None: delete) for the destination
+    conflicts: list = field(default_factory=list) # what it could not settle without a strategy, one line each
+
+def _conflict_error(source:str, into:str, conflicts:list)->Conflict:
+    shown = ', '.join(conflicts[:20]) + (f' and {len(conflicts) - 20} more' if len(conflicts) > 20 else '')
+    return Conflict(f"merge of {source!r} into {into!r} has {len(conflicts)} conflict(s): {shown}; resolve them or pass strategy='source-wins' or 'dest-wins'")
+
+def _change(path:str, old, new)->Change:
+    "The `Change` that turns entry `old` into entry `new` (either may be None)."
+    return Change('removed' if new is None else 'added' if old is None else 'changed', path, (new or old)[2])
+
 # %% ../../nbs/11_lake.core.ipynb #0cd052ee
 @patch
 def merge(self:Repository,
@@ -928,14 +953,17 @@ def merge(self:Repository,
         if base.id == src.id and not allow_empty: raise InvalidInput(f"nothing to merge: {source!r} is already contained in {into!r}")
         s_changes = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, src.metarange)}
         d_changes = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, dst.metarange)}
-        conflicts = [p for p in s_changes if p in d_changes and _identity(s_changes[p][1]) != _identity(d_changes[p][1])]
-        if conflicts and not strategy:
-            shown = ', '.join(conflicts[:20]) + (f' and {len(conflicts) - 20} more' if len(conflicts) > 20 else '')
-            raise Conflict(f"merge of {source!r} into {into!r} has {len(conflicts)} conflict(s): {shown}; resolve them or pass strategy='source-wins' or 'dest-wins'")
+        rules = [rule(self, con, (base, src, dst), (source, into), s_changes, d_changes, strategy) for rule in MERGE_RULES.values()]
+        owned = set().union(*(r.paths for r in rules))
+        clashes = {p: 1 for p in s_changes if p in d_changes and p not in owned and _identity(s_changes[p][1]) != _identity(d_changes[p][1])}
+        conflicts = [c for r in rules for c in r.conflicts] + [*clashes]
+        if conflicts and not strategy: raise _conflict_error(source, into, conflicts)
         apply = {p: b for p, (a, b) in s_changes.items()
-                 if p not in d_changes or (strategy == 'source-wins' and p in conflicts)}
-        changes = [Change('removed' if b is None else 'added' if a is None else 'changed', p, (b or a)[2]) for p, (a, b) in s_changes.items() if p in apply]
-        self._run_hooks('pre-merge', into, lambda: HookEvent('pre-merge', self, into, source, message or '', md, changes))
+                 if p not in owned and (p not in d_changes or (strategy == 'source-wins' and p in clashes))}
+        for r in rules: apply.update(r.apply)
+        def dest_entry(p): return d_changes[p][1] if p in d_changes else s_changes[p][0] if p in s_changes else _lookup(con, dst.metarange, p)
+        self._run_hooks('pre-merge', into, lambda: HookEvent('pre-merge', self, into, source, message or '', md,
+                                                             [_change(p, dest_entry(p), b) for p, b in apply.items()]))
         new = self.lake._new_commit(con, self.name, [dst.id, src.id], _apply(con, dst.metarange, apply),
                                     message or f"Merge '{source}' into '{into}'", md)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, into])

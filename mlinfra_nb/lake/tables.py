@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Iterator
 import duckdb, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from fastcore.basics import patch
-from ..workspace import InvalidInput, NotFound
-from .core import Lake, ObjectInfo, Repository, check_path, _entry
+from ..workspace import Corrupted, InvalidInput, NotFound
+from .core import MERGE_RULES, Lake, ObjectInfo, Repository, Settled, check_path, tree_entries, _entry, _identity
 
 # %% auto #0
-__all__ = ['TABLE_META', 'table_input', 'TableInfo', 'query_connection', 'count_rows', 'TableDiff', 'Branch']
+__all__ = ['TABLE_META', 'manifest_parts', 'next_manifest', 'manifest_bytes', 'table_input', 'TableInfo', 'part_name',
+           'query_connection', 'table_parts', 'count_rows', 'TableDiff', 'Branch', 'TableSide', 'table_change',
+           'settle_table', 'union_manifest']
 
 # %% ../../nbs/12_lake.tables.ipynb #11b69a9d
 TABLE_META = '_table.json'
@@ -43,6 +45,22 @@ def _schema_problems(old:pa.Schema, new:pa.Schema)->list[str]:
     out += [f"column {c!r} is {n[c]}, the table has {o[c]}" for c in o if c in n and n[c] != o[c]]
     return out
 
+# %% ../../nbs/12_lake.tables.ipynb #3591625b
+def manifest_parts(meta:dict, names:list[str])->list[dict]:
+    "The parts `{'name', 'rows'}` a manifest names; a version 1 manifest has the Parquet files `names` in its folder."
+    if 'parts' in meta: return meta['parts']
+    return [{'name': n, 'rows': meta['rows'] if len(names) == 1 else None} for n in names]
+
+def next_manifest(old:dict|None, old_names:list[str], schema:pa.Schema, mode:str, part:str, rows:int)->dict:
+    "The manifest after writing `part` (`rows` rows) to a table whose manifest was `old` (None: no table yet)."
+    keep = manifest_parts(old, old_names) if old and mode == 'append' else []
+    return {'format': 'parquet', 'version': 2, 'schema': _schema_json(schema), 'rows': (old['rows'] if keep else 0) + rows,
+            'parts': [*keep, {'name': part, 'rows': rows}]}
+
+def manifest_bytes(meta:dict)->bytes:
+    "A manifest as stored: the same manifest is always the same bytes."
+    return json.dumps(meta, sort_keys=True).encode()
+
 # %% ../../nbs/12_lake.tables.ipynb #16aba8e2
 def table_input(path:str, data, mode:str)->pa.Table:
     "`data` as an Arrow table, once `path`, `data` and `mode` are checked as a table write (every backend checks the same way)."
@@ -66,6 +84,8 @@ def _table_meta(self:Repository, con, ref:str, path:str)->dict|None:
     e = self._entry_at(con, ref, f"{path}/{TABLE_META}")
     return json.loads(self.store.get_blob(con, e[1], name=f"{self.name}/{ref}/{path}/{TABLE_META}")) if e else None
 
+def part_name()->str: return f'part-{uuid.uuid4().hex[:16]}.parquet'
+
 @patch
 def write_table(self:Repository,
                 branch:str,
@@ -85,14 +105,13 @@ def write_table(self:Repository,
             if mode == 'append' and meta:
                 if (probs := _schema_problems(_schema_from(meta), table.schema)):
                     raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
-            old = [o.path for o in self._parts(branch, path)] if mode == 'overwrite' else []
-            part, size = f'{path}/part-{uuid.uuid4().hex[:16]}.parquet', tmp.stat().st_size
+            files, name, size = [o.path for o in self._parts(branch, path)], part_name(), tmp.stat().st_size
             address = self.store.put_file(con, tmp)
-            rows = table.num_rows + (meta['rows'] if meta and mode == 'append' else 0)
-            body = json.dumps({'format': 'parquet', 'schema': _schema_json(table.schema), 'rows': rows}).encode()
+            body = manifest_bytes(next_manifest(meta, [f.rsplit('/', 1)[1] for f in files], table.schema, mode, name, table.num_rows))
             meta_addr, = self.store.put_blobs(con, [body])
-            self._stage(con, branch, [_entry(part, address, size, 'application/vnd.apache.parquet', {}),
-                                      _entry(f'{path}/{TABLE_META}', meta_addr, len(body), 'application/json', {})], tombstones=old)
+            self._stage(con, branch, [_entry(f'{path}/{name}', address, size, 'application/vnd.apache.parquet', {}),
+                                      _entry(f'{path}/{TABLE_META}', meta_addr, len(body), 'application/json', {})],
+                        tombstones=files if mode == 'overwrite' else [])
             self.lake._audit(con, self.name, 'write_table', branch, path=path, mode=mode, rows=table.num_rows)
     finally: tmp.unlink(missing_ok=True)
     return self.table_info(branch, path)
@@ -108,9 +127,16 @@ def query_connection()->duckdb.DuckDBPyConnection:
         if _query_con is None: _query_con = duckdb.connect()
         return _query_con
 
+def table_parts(where:str, path:str, meta:dict, files:dict)->tuple:
+    "The parts (`files`: name -> object) that the manifest `meta` names, in its order; a named part that is missing is an error."
+    names = [p['name'] for p in manifest_parts(meta, sorted(files))]
+    if (missing := [n for n in names if n not in files]):
+        raise Corrupted(f"table {path!r} at {where} names {len(missing)} part(s) that are not there: {', '.join(missing[:5])}")
+    return tuple(files[n] for n in names)
+
 @patch
 def _parts(self:Repository, ref:str, path:str)->list:
-    "The Parquet parts directly in the table's folder (a table nested below it has its own)."
+    "The Parquet files directly in the table's folder (a table nested below it has its own)."
     return [o for o in self.list(ref, prefix=f'{path}/', delimiter='/') if isinstance(o, ObjectInfo) and o.path.endswith('.parquet')]
 
 @patch
@@ -120,9 +146,10 @@ def table_info(self:Repository, ref:str, path:str)->TableInfo:
     with self.store.connect() as con:
         meta = self._table_meta(con, ref, path)
         if meta is None: raise NotFound(f"no table {path!r} at {ref!r} in repository {self.name!r}")
-        parts = tuple(self._parts(ref, path))
-    return TableInfo(path, _schema_from(meta), meta['rows'], parts)
+        files = {o.path.rsplit('/', 1)[1]: o for o in self._parts(ref, path)}
+    return TableInfo(path, _schema_from(meta), meta['rows'], table_parts(f'{ref!r} in {self.name!r}', path, meta, files))
 
+# %% ../../nbs/12_lake.tables.ipynb #b10f96be
 @patch
 def _part_files(self:Repository, ref:str, path:str)->list[str]:
     info = self.table_info(ref, path)
@@ -205,7 +232,7 @@ def table_diff(self:Repository, left:str, right:str, path:str, key:str|list|None
 class Branch:
     "A branch of a repository: the repository's methods with the branch filled in (`b.put(path, data)`, `b.commit(msg)`, ...)."
     METHODS = ('put', 'put_many', 'get', 'stat', 'exists', 'list', 'delete', 'uncommitted', 'reset', 'commit', 'log', 'head',
-               'write_table', 'table', 'table_info', 'tables')
+               'write_table', 'delete_table', 'table', 'table_info', 'tables')
     def __init__(self, repo:Repository, name:str): self.repo, self.name = repo, name
     def __getattr__(self, k):
         if k in Branch.METHODS: return functools.partial(getattr(self.repo, k), self.name)
@@ -233,3 +260,94 @@ def transaction(self:Repository, branch:str, message:str, metadata:dict|None=Non
         if self.head(name) != start:  # the block wrote (and perhaps committed) something
             self.merge(name, into=branch, message=f"{message} (transaction)", metadata=metadata)
     finally: self.delete_branch(name)
+
+# %% ../../nbs/12_lake.tables.ipynb #05afc27a
+@dataclass(frozen=True)
+class TableSide:
+    "A table as one tree has it: its manifest (None: no table there) and its files, name -> identity."
+    meta: dict|None
+    files: dict
+
+    @property
+    def parts(self)->list:
+        "The parts the manifest names."
+        return manifest_parts(self.meta, sorted(n for n in self.files if n != TABLE_META)) if self.meta else []
+
+def table_change(base:TableSide, side:TableSide)->str:
+    "How `side` changed the table since `base`: unchanged, created, deleted, appended, overwritten or schema changed."
+    if side.files == base.files: return 'unchanged'
+    if side.meta is None: return 'deleted'
+    if base.meta is None: return 'created'
+    if side.meta['schema']['columns'] != base.meta['schema']['columns']: return 'schema changed'
+    old, new = [p['name'] for p in base.parts], [p['name'] for p in side.parts]
+    kept = all(side.files.get(n) == i for n, i in base.files.items() if n != TABLE_META)
+    added = set(side.files) - set(base.files) - {TABLE_META}
+    return 'appended' if kept and new[:len(old)] == old and added == set(new[len(old):]) else 'overwritten'
+
+# %% ../../nbs/12_lake.tables.ipynb #43d0c09f
+def settle_table(base:TableSide, src:TableSide, dst:TableSide, source:str, into:str)->tuple[str, str]:
+    "How a merge settles a table both sides touched: 'source', 'dest' or 'union'; or 'conflict' and why."
+    s, d = table_change(base, src), table_change(base, dst)
+    if src.files == dst.files or s == 'unchanged': return 'dest', ''
+    if d == 'unchanged': return 'source', ''
+    if s == d == 'appended': return 'union', ''
+    return 'conflict', f"{s} on {source!r}, {d} on {into!r}"
+
+def union_manifest(base:TableSide, src:TableSide, dst:TableSide)->dict:
+    "The manifest of a table both sides appended to: the base's parts, then the destination's new parts, then the source's."
+    added = src.parts[len(base.parts):]
+    return {**dst.meta, 'version': 2, 'parts': [*dst.parts, *added], 'rows': dst.meta['rows'] + src.meta['rows'] - base.meta['rows']}
+
+# %% ../../nbs/12_lake.tables.ipynb #ebd7ffcd
+def _table_folder(con, trees:list, path:str, known:dict)->str|None:
+    "The table that `path` is a file of, in any of the trees `trees`, or None."
+    if path.endswith('/' + TABLE_META): return path[:-len(TABLE_META) - 1]
+    if not path.endswith('.parquet') or '/' not in path: return None
+    folder = path.rsplit('/', 1)[0]
+    if folder not in known:
+        meta = f'{folder}/{TABLE_META}'
+        known[folder] = any(e[0] == meta for mr in trees for e in tree_entries(con, mr, meta))
+    return folder if known[folder] else None
+
+@patch
+def _table_side(self:Repository, con, mr:str, path:str)->tuple[TableSide, dict]:
+    "The table at `path` in tree `mr`, and its files' entries by path."
+    n = len(path) + 1
+    ents = {e[0]: e for e in tree_entries(con, mr, path + '/') if '/' not in e[0][n:] and (e[0].endswith('.parquet') or e[0][n:] == TABLE_META)}
+    m = ents.get(f'{path}/{TABLE_META}')
+    meta = json.loads(self.store.get_blob(con, m[1], name=f'{self.name}/{path}/{TABLE_META}')) if m else None
+    return TableSide(meta, {p[n:]: _identity(e) for p, e in ents.items()}), ents
+
+# %% ../../nbs/12_lake.tables.ipynb #b3668eac
+def _table_rule(repo:Repository, con, commits:tuple, names:tuple, s_changes:dict, d_changes:dict, strategy:str|None)->Settled:
+    "The merge rule for tables: every table both sides touched is settled whole (see `settle_table`)."
+    trees, known, out = [c.metarange for c in commits], {}, Settled()
+    def touched(changes): return {t for p in changes if (t := _table_folder(con, trees, p, known))}
+    for t in sorted(touched(s_changes) & touched(d_changes)):
+        (base, b_ents), (src, s_ents), (dst, d_ents) = [repo._table_side(con, mr, t) for mr in trees]
+        how, why = settle_table(base, src, dst, *names)
+        if how == 'conflict':
+            out.conflicts.append(f"table {t!r} ({why})")
+            how = 'source' if strategy == 'source-wins' else 'dest'
+        out.paths |= b_ents.keys() | s_ents.keys() | d_ents.keys()
+        if how == 'source':
+            out.apply |= {p: s_ents.get(p) for p in s_ents.keys() | d_ents.keys() if _identity(s_ents.get(p)) != _identity(d_ents.get(p))}
+        elif how == 'union':
+            body = manifest_bytes(union_manifest(base, src, dst))
+            addr, = repo.store.put_blobs(con, [body])
+            out.apply |= {f"{t}/{p['name']}": s_ents[f"{t}/{p['name']}"] for p in src.parts[len(base.parts):]}
+            out.apply[f'{t}/{TABLE_META}'] = _entry(f'{t}/{TABLE_META}', addr, len(body), 'application/json', {})
+    return out
+
+MERGE_RULES['tables'] = _table_rule
+
+# %% ../../nbs/12_lake.tables.ipynb #cc3236d4
+@patch
+def delete_table(self:Repository, branch:str, path:str):
+    "Stage the removal of the table at `path` on `branch`: its manifest and its parts."
+    check_path(path)
+    with self.store.transaction() as con:
+        self._branch_head(con, branch); self._check_writable(con, branch, 'delete objects')
+        if self._table_meta(con, branch, path) is None: raise NotFound(f"no table {path!r} on branch {branch!r} of {self.name!r}")
+        self._stage(con, branch, [], tombstones=[o.path for o in self._parts(branch, path)] + [f'{path}/{TABLE_META}'])
+        self.lake._audit(con, self.name, 'delete_table', branch, path=path)
