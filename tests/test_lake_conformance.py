@@ -191,3 +191,48 @@ def test_tables(lk, repo):
         repo.write_table('main', 'tables/tx', pd.DataFrame({'user': ['e']}), mode='append')
     with pytest.raises(NotFound): repo.table_info('main', 'tables/none')
     assert repo.tables('main') == ['tables/tx']
+
+def ids(*ranges)->pd.DataFrame: return pd.DataFrame({'id': [i for r in ranges for i in r]})
+
+def ids_at(repo, ref, path='tables/t')->list: return sorted(repo.table(ref, path).df().id)
+
+def test_table_appends_on_two_branches_merge_into_their_union(repo):
+    repo.write_table('main', 'tables/t', ids(range(5))); repo.commit('main', 'start')
+    for b, rows in (('a', range(5, 8)), ('b', range(8, 10))):
+        repo.create_branch(b, 'main'); repo.write_table(b, 'tables/t', ids(rows), mode='append'); repo.commit(b, f'{b} appends')
+    repo.merge('a', into='main'); repo.merge('b', into='main')
+    info = repo.table_info('main', 'tables/t')
+    assert ids_at(repo, 'main') == list(range(10)) and info.rows == 10 and len(info.parts) == 3
+
+def test_table_overwrites_and_deletes_conflict_by_table(repo):
+    repo.write_table('main', 'tables/t', ids(range(5))); repo.commit('main', 'start')
+    for b in ('x', 'y', 'z', 'w'): repo.create_branch(b, 'main')
+    repo.write_table('x', 'tables/t', ids([100])); repo.commit('x', 'x overwrites')
+    repo.write_table('y', 'tables/t', ids([200, 201])); repo.commit('y', 'y overwrites')
+    repo.write_table('z', 'tables/t', pd.DataFrame({'id': [300], 'note': ['wider']})); repo.commit('z', 'z changes the schema')
+    repo.delete_table('w', 'tables/t'); repo.commit('w', 'w deletes')
+    repo.merge('x', into='main')
+    before = repo.head('main')
+    for b, how in (('y', 'overwritten'), ('z', 'schema changed'), ('w', 'deleted')):
+        with pytest.raises(Conflict, match=f"table 'tables/t' \\({how} on '{b}', overwritten on 'main'\\)"): repo.merge(b, into='main')
+    assert repo.head('main') == before and ids_at(repo, 'main') == [100]   # refused merges change nothing
+    repo.merge('y', into='main', strategy='dest-wins')
+    assert ids_at(repo, 'main') == [100]
+    repo.merge('z', into='main', strategy='source-wins')
+    assert repo.table('main', 'tables/t').df().to_dict('records') == [{'id': 300, 'note': 'wider'}]
+    assert repo.table_info('main', 'tables/t').rows == 1
+    repo.merge('w', into='main', strategy='source-wins')
+    assert 'tables/t' not in repo.tables('main') and not repo.list('main', prefix='tables/t/')
+
+def test_table_transactions_that_overlap(repo):
+    repo.write_table('main', 'tables/t', ids(range(3))); repo.commit('main', 'start')
+    with repo.transaction('main', 'outer append') as outer:
+        outer.write_table('tables/t', ids([3]), mode='append')
+        with repo.transaction('main', 'inner append') as inner: inner.write_table('tables/t', ids([4]), mode='append')
+    assert ids_at(repo, 'main') == [0, 1, 2, 3, 4] and repo.table_info('main', 'tables/t').rows == 5
+    with pytest.raises(Conflict, match="table 'tables/t'"):
+        with repo.transaction('main', 'outer overwrite') as outer:
+            outer.write_table('tables/t', ids([7]))
+            with repo.transaction('main', 'inner append') as inner: inner.write_table('tables/t', ids([8]), mode='append')
+    assert ids_at(repo, 'main') == [0, 1, 2, 3, 4, 8]
+    assert not [b for b in repo.branches() if b.startswith('tx-')]

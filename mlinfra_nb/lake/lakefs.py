@@ -16,7 +16,9 @@ from ..workspace import (Conflict, InvalidInput, MlinfraError, NotFound, Permiss
                                   Workspace, get_logger)
 from .core import (STRATEGIES, Change, Commit, CommonPrefix, HookEvent, Lake, ObjectInfo, Repository, Resolved,
                                   check_metadata, check_path, check_ref_name, check_repo_name)
-from .tables import TABLE_META, TableInfo, _schema_from, _schema_json, _schema_problems, table_input
+from .core import _conflict_error
+from .tables import (TABLE_META, TableInfo, TableSide, _schema_from, _schema_problems, manifest_bytes,
+                                    next_manifest, part_name, settle_table, table_input, table_parts, union_manifest)
 
 # %% auto #0
 __all__ = ['ERRORS', 'lakefs_errors', 'LakeFSLake', 'LakeFSRepository', 'open_lake']
@@ -325,9 +327,11 @@ def _merge(self:LakeFSRepository, source:str, into:str, message:str|None=None, m
         with self.errors(f"diffing {into!r} and {source!r}"): changes = [_change(d) for d in self.sdk.ref(into).diff(source)]
         return HookEvent('pre-merge', self, into, source, message or '', md, changes)
     self._run_hooks('pre-merge', into, event)
-    with self.errors(f"merging {source!r} into {into!r}"):
-        r = self.api.refs_api.merge_into_branch(self.name, source, into, merge=lakefs_sdk.Merge(
-            message=message, metadata=md or None, strategy=strategy, allow_empty=allow_empty))
+    return self._merge_on_server(source, into, lakefs_sdk.Merge(message=message, metadata=md or None, strategy=strategy, allow_empty=allow_empty))
+
+def _merge_on_server(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge)->Commit:
+    "lakeFS's own merge of `source` into `into`."
+    with self.errors(f"merging {source!r} into {into!r}"): r = self.api.refs_api.merge_into_branch(self.name, source, into, merge=merge)
     return self.commit_info(r.reference)
 
 def _revert(self:LakeFSRepository, branch:str, ref:str, parent:int|None=None, message:str|None=None)->Commit:
@@ -342,7 +346,7 @@ def _hard_reset(self:LakeFSRepository, branch:str, ref:str)->Commit:
     with self.errors(f"hard-resetting {branch!r} to {ref!r}"): self.api.experimental_api.hard_reset_branch(self.name, branch, ref)
     return self.head(branch)
 
-for _f in (_uncommitted, _reset, _log, _diff, _merge_base, _merge, _revert, _hard_reset):
+for _f in (_uncommitted, _reset, _log, _diff, _merge_base, _merge, _merge_on_server, _revert, _hard_reset):
     setattr(LakeFSRepository, _f.__name__[1:], _f)
 LakeFSRepository.commit = _commit_changes
 LakeFSRepository.add_hook, LakeFSRepository._run_hooks = Repository.add_hook, Repository._run_hooks  # the embedded lake's, unchanged
@@ -351,18 +355,17 @@ LakeFSRepository.add_hook, LakeFSRepository._run_hooks = Repository.add_hook, Re
 _PLAIN_REF = re.compile(r'[\w-]+')
 
 def _write_table(self:LakeFSRepository, branch:str, path:str, data, mode:str='overwrite')->TableInfo:
-    "Stage `data` as (or onto) the Parquet table at `path` on `branch`."
+    "Stage `data` as (or onto) the Parquet table at `path` on `branch`: the part, then the manifest, then (overwrite) the removal of the old parts."
     table = table_input(path, data, mode)
     meta = json.loads(self.get(branch, f'{path}/{TABLE_META}')) if self.exists(branch, f'{path}/{TABLE_META}') else None
     if mode == 'append' and meta and (probs := _schema_problems(_schema_from(meta), table.schema)):
         raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
-    old = [o.path for o in self._parts(branch, path)] if mode == 'overwrite' else []
+    files, name = [o.path for o in self._parts(branch, path)], part_name()
     buf = io.BytesIO(); pq.write_table(table, buf, compression='zstd')
-    rows = table.num_rows + (meta['rows'] if meta and mode == 'append' else 0)
-    body = json.dumps({'format': 'parquet', 'schema': _schema_json(table.schema), 'rows': rows}).encode()
-    self.put(branch, f'{path}/part-{uuid.uuid4().hex[:16]}.parquet', buf.getvalue(), content_type='application/vnd.apache.parquet')
+    body = manifest_bytes(next_manifest(meta, [f.rsplit('/', 1)[1] for f in files], table.schema, mode, name, table.num_rows))
+    self.put(branch, f'{path}/{name}', buf.getvalue(), content_type='application/vnd.apache.parquet')
     self.put(branch, f'{path}/{TABLE_META}', body, content_type='application/json')
-    for p in old: self.delete(branch, p)
+    for p in files if mode == 'overwrite' else []: self.delete(branch, p)
     return self.table_info(branch, path)
 
 def _parts(self:LakeFSRepository, ref:str, path:str)->list:
@@ -375,7 +378,14 @@ def _table_info(self:LakeFSRepository, ref:str, path:str)->TableInfo:
     except NotFound:
         self.commit_info(ref)
         raise NotFound(f"no table {path!r} at {ref!r} in repository {self.name!r}") from None
-    return TableInfo(path, _schema_from(meta), meta['rows'], tuple(self._parts(ref, path)))
+    files = {o.path.rsplit('/', 1)[1]: o for o in self._parts(ref, path)}
+    return TableInfo(path, _schema_from(meta), meta['rows'], table_parts(f'{ref!r} in {self.name!r}', path, meta, files))
+
+def _delete_table(self:LakeFSRepository, branch:str, path:str):
+    "Stage the removal of the table at `path` on `branch`: its manifest and its parts."
+    check_path(path)
+    if not self.exists(branch, f'{path}/{TABLE_META}'): raise NotFound(f"no table {path!r} on branch {branch!r} of {self.name!r}")
+    for p in [o.path for o in self._parts(branch, path)] + [f'{path}/{TABLE_META}']: self.delete(branch, p)
 
 def _uris(self:LakeFSRepository, ref:str, path:str)->list[str]:
     "lakefs:// URIs of the table's parts."
@@ -392,9 +402,83 @@ def _tables(self:LakeFSRepository, ref:str, prefix:str='')->list[str]:
     "Paths of the tables at `ref` under `prefix`."
     return [o.path[:-len(TABLE_META) - 1] for o in self.list(ref, prefix=prefix) if o.path.endswith('/' + TABLE_META)]
 
-for _f in (_write_table, _table_info, _table, _tables): setattr(LakeFSRepository, _f.__name__[1:], _f)
+for _f in (_write_table, _table_info, _delete_table, _table, _tables): setattr(LakeFSRepository, _f.__name__[1:], _f)
 LakeFSRepository._parts, LakeFSRepository._uris = _parts, _uris
 for _k in ('table_diff', 'branch', 'transaction'): setattr(LakeFSRepository, _k, getattr(Repository, _k))  # written on the methods above, shared as they are
+
+# %% ../../nbs/14_lake.lakefs.ipynb #b6cea2a9
+def _identity_of(o:ObjectInfo)->tuple: return (o.address, o.size, o.content_type, json.dumps(o.metadata, sort_keys=True))
+
+def _touched_tables(self:LakeFSRepository, s_paths:set, d_paths:set, commits:tuple)->list[str]:
+    "The tables (at any of `commits`) whose files changed on both sides."
+    def folders(paths): return {p.rsplit('/', 1)[0] for p in paths if '/' in p and (p.endswith('.parquet') or p.endswith('/' + TABLE_META))}
+    return sorted(f for f in folders(s_paths) & folders(d_paths) if any(self.exists(c, f'{f}/{TABLE_META}') for c in commits))
+
+def _table_side(self:LakeFSRepository, ref:str, path:str)->tuple[TableSide, dict]:
+    "The table at `path` as of `ref`, and its files by path."
+    files = {o.path: o for o in self.list(ref, prefix=path + '/', delimiter='/')
+             if isinstance(o, ObjectInfo) and (o.path.endswith('.parquet') or o.path == f'{path}/{TABLE_META}')}
+    meta = json.loads(self.get(ref, f'{path}/{TABLE_META}')) if f'{path}/{TABLE_META}' in files else None
+    return TableSide(meta, {p[len(path) + 1:]: _identity_of(o) for p, o in files.items()}), files
+
+# %% ../../nbs/14_lake.lakefs.ipynb #c2ef7da2
+def _make_table(self:LakeFSRepository, branch:str, path:str, how:str, sides:list, commits:tuple):
+    "Stage on `branch` the files of the table at `path` that `settle_table` decided on: one side's, or the union of both sides' appends."
+    (base, _), (src, s_files), (dst, d_files) = sides
+    meta = f'{path}/{TABLE_META}'
+    if how == 'union': want = {p: (commits[2], o) for p, o in d_files.items() if p != meta} | {
+                              f"{path}/{x['name']}": (commits[1], s_files[f"{path}/{x['name']}"]) for x in src.parts[len(base.parts):]}
+    else: want = {p: (commits[1] if how == 'source' else commits[2], o) for p, o in (s_files if how == 'source' else d_files).items()}
+    have = _table_side(self, branch, path)[1]
+    for p in have.keys() - want.keys() - ({meta} if how == 'union' else set()): self.delete(branch, p)
+    for p, (ref, o) in want.items():
+        if p not in have or _identity_of(have[p]) != _identity_of(o):
+            with self.errors(f"copying {p!r} from {ref[:12]}"):
+                self.api.objects_api.copy_object(self.name, branch, p, lakefs_sdk.ObjectCopyCreation(src_path=p, src_ref=ref))
+    if how == 'union': self.put(branch, meta, manifest_bytes(union_manifest(base, src, dst)), content_type='application/json')
+
+# %% ../../nbs/14_lake.lakefs.ipynb #703f8c3b
+def _merge_settling_tables(self:LakeFSRepository, commits:tuple, names:tuple, tables:list, both:set, merge:lakefs_sdk.Merge)->Commit:
+    "Merge `names[0]` into `names[1]` with the tables both sides touched settled whole (`commits`: base, source, destination)."
+    base, src, dst = commits
+    plans, conflicts = {}, []
+    for t in tables:
+        sides = [_table_side(self, c, t) for c in commits]
+        how, why = settle_table(*(s for s, _ in sides), *names)
+        if how == 'conflict':
+            conflicts.append(f"table {t!r} ({why})"); how = 'source' if merge.strategy == 'source-wins' else 'dest'
+        plans[t] = how, sides
+    owned = {p for _, sides in plans.values() for _, files in sides for p in files}
+    def entry(ref, p): return _identity_of(self.stat(ref, p)) if self.exists(ref, p) else None
+    conflicts += [p for p in sorted(both - owned) if entry(src, p) != entry(dst, p)]
+    if conflicts and not merge.strategy: raise _conflict_error(*names, conflicts)
+    tmp = f"tx-merge-{uuid.uuid4().hex[:8]}"
+    with self.errors(f"merging {names[0]!r} into {names[1]!r}"):
+        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=tmp, source=src, hidden=True))
+        try:
+            inverse = {'source-wins': 'dest-wins', 'dest-wins': 'source-wins'}.get(merge.strategy, 'dest-wins')  # tmp is the source side
+            self.api.refs_api.merge_into_branch(self.name, dst, tmp, merge=lakefs_sdk.Merge(message=f'{names[1]} at {dst[:12]}', strategy=inverse))
+            for t, (how, sides) in plans.items(): _make_table(self, tmp, t, how, sides, commits)
+            if self.uncommitted(tmp):
+                self.api.commits_api.commit(self.name, tmp, lakefs_sdk.CommitCreation(message=f"tables of {names[0]!r} and {names[1]!r} settled"))
+            return _merge_on_server(self, tmp, names[1], lakefs_sdk.Merge(message=merge.message or f"Merge '{names[0]}' into '{names[1]}'",
+                                                                          metadata=merge.metadata, allow_empty=True))
+        finally: self.api.branches_api.delete_branch(self.name, tmp)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #4adc6d79
+def _server_merge_with_tables(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge, attempts:int=5)->Commit:
+    "lakeFS's merge, with the tables both sides touched settled whole; worked out again if the destination moves meanwhile."
+    for attempt in range(1, attempts + 1):
+        with self.errors(f"finding the merge base of {source!r} and {into!r}"): mb = self.api.refs_api.find_merge_base(self.name, source, into)
+        commits = (mb.base_commit_id, mb.source_commit_id, mb.destination_commit_id)
+        s_paths, d_paths = ({ch.path for ch in self.diff(commits[0], x)} for x in commits[1:])
+        tables = _touched_tables(self, s_paths, d_paths, commits)
+        if not tables: return _merge_on_server(self, source, into, merge)
+        try: return _merge_settling_tables(self, commits, (source, into), tables, s_paths & d_paths, merge)
+        except Conflict:
+            if attempt == attempts or self.head(into).id == commits[2]: raise   # a conflict of its own, not a moved destination
+
+LakeFSRepository._merge_on_server = _server_merge_with_tables
 
 # %% ../../nbs/14_lake.lakefs.ipynb #aefcc07f
 _fs_lock = threading.Lock()
