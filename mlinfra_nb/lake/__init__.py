@@ -9,9 +9,10 @@ __all__ = []
 from .core import (Lake, Repository, Commit, ObjectInfo, CommonPrefix, Change, HookEvent, Resolved,
                                   check_path, check_ref_name, check_repo_name)
 from .tables import Branch, TableInfo, TableDiff, count_rows, query_connection
+from .auth import Principal, Unauthorized, create_credentials
 import importlib
 
-_LAZY = {'LakeFSLake': 'lakefs', 'LakeFSRepository': 'lakefs', 'open_lake': 'lakefs', 'LakeServer': 'server', 'create_credentials': 'server'}
+_LAZY = {'LakeFSLake': 'lakefs', 'LakeFSRepository': 'lakefs', 'open_lake': 'lakefs', 'LakeServer': 'server'}
 
 def __getattr__(name):
     "The lakeFS backend and server load on first use: the official SDK takes about a second to import."

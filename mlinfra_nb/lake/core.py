@@ -4,7 +4,7 @@
 
 # %% ../../nbs/11_lake.core.ipynb #a2be10da
 from __future__ import annotations
-import bisect, datetime as dt, fnmatch, getpass, hashlib, heapq, itertools, json, os, re, time
+import bisect, datetime as dt, fnmatch, functools, getpass, hashlib, heapq, itertools, json, os, re, threading, time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +18,8 @@ from .store import LakeStore, one
 # %% auto #0
 __all__ = ['REPO_NAME', 'REF_NAME', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'ENTRY_COLS', 'ENTRY_SQL', 'CACHE_SIZES', 'META_SPLIT',
            'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'check_repo_name', 'check_ref_name', 'check_path',
-           'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change', 'tree_entries', 'Lake', 'Resolved',
-           'Repository', 'HookEvent', 'Settled']
+           'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change', 'tree_entries', 'Lake', 'arn', 'guarded',
+           'Resolved', 'Repository', 'HookEvent', 'Settled']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -351,12 +351,35 @@ class Lake:
         self.user = user or os.environ.get('MLINFRA_USER') or getpass.getuser()
         self.hooks = []  # (repo, event, branch pattern, callable)
         self.log = get_logger('lake')
+        self.principal = None  # the user whose permissions every operation checks (see `as_user`); None: the owner, who may do anything
 
     def session(self):
         "Hold the lake (its lock and catalog connection) across many operations: `with lake.session(): ...`."
         return self.store.session()
 
     def __repr__(self): return f"Lake({str(self.root)!r})"
+
+# %% ../../nbs/11_lake.core.ipynb #74eda47f
+def arn(repo:str, kind:str|None=None, name:str='')->str:
+    "lakeFS's name for repository `repo`, or for one of its objects, branches or tags (`kind`)."
+    return f'arn:lakefs:fs:::repository/{repo}' + (f'/{kind}/{name}' if kind else '')
+
+_calls = threading.local()  # how many guarded operations deep this thread is
+
+def guarded(fn):
+    "Mark `fn` as a lake operation: it checks its own permissions, and the operations it calls on its behalf check none."
+    @functools.wraps(fn)
+    def operation(*args, **kwargs):
+        depth = getattr(_calls, 'depth', 0)
+        _calls.depth = depth + 1
+        try: return fn(*args, **kwargs)
+        finally: _calls.depth = depth
+    return operation
+
+@patch
+def _check(self:Lake, action:str, resource:str):
+    "Refuse `action` on `resource` unless this lake's user may do it (a lake without a `principal` refuses nothing)."
+    if self.principal is not None and getattr(_calls, 'depth', 0) <= 1: self.principal.require(action, resource)
 
 # %% ../../nbs/11_lake.core.ipynb #5e3b2c83
 def _now()->dt.datetime: return dt.datetime.now(dt.timezone.utc)
@@ -368,12 +391,14 @@ def _audit(self:Lake, con, repo:str, action:str, ref:str='', **detail):
     con.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)", [_now(), repo, self.user, action, ref, json.dumps(detail, default=str)])
 
 @patch
+@guarded
 def create_repository(self:Lake,
                       name:str,                # 3-63 lowercase letters, digits and '-'
                       default_branch:str='main',
                       exist_ok:bool=False,     # return the existing repository instead of failing
                      )->Repository:
     "Create a repository with its default branch and an initial empty commit."
+    self._check('fs:CreateRepository', arn(name))
     check_repo_name(name); check_ref_name(default_branch)
     with self.store.transaction() as con:
         if one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]):
@@ -386,8 +411,10 @@ def create_repository(self:Lake,
     return Repository(self, name)
 
 @patch
+@guarded
 def repository(self:Lake, name:str)->Repository:
     "The existing repository `name`."
+    self._check('fs:ReadRepository', arn(name))
     with self.store.connect() as con:
         if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]):
             raise NotFound(f"no repository {name!r}; create it with lake.create_repository({name!r})")
@@ -395,13 +422,16 @@ def repository(self:Lake, name:str)->Repository:
 
 @patch
 def repositories(self:Lake)->list[str]:
-    "Names of all repositories."
-    with self.store.connect() as con: return [r[0] for r in con.execute("SELECT name FROM repositories ORDER BY name").fetchall()]
+    "Names of all repositories (for a user, those their policies let them list)."
+    with self.store.connect() as con: names = [r[0] for r in con.execute("SELECT name FROM repositories ORDER BY name").fetchall()]
+    return names if self.principal is None else self.principal.visible('fs:ListRepositories', names)
 
 # %% ../../nbs/11_lake.core.ipynb #e731c369
 @patch
+@guarded
 def delete_repository(self:Lake, name:str):
     "Delete repository `name`: its branches, tags, commits, staging and rules (`gc` then frees its objects)."
+    self._check('fs:DeleteRepository', arn(name))
     with self.store.transaction() as con:
         if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"no repository {name!r}")
         for table in ('refs', 'staging', 'protection', 'commits'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
@@ -472,16 +502,22 @@ class Repository:
     def __hash__(self): return hash((str(self.lake.root), self.name))
 
     @property
+    @guarded
     def default_branch(self)->str:
         "The branch created with the repository."
+        self.lake._check('fs:ReadRepository', arn(self.name))
         with self.store.connect() as con: return one(con, "SELECT default_branch FROM repositories WHERE name = ?", [self.name])[0]
 
+    @guarded
     def resolve(self, ref:str)->Resolved:
         "The commit (and visible staging area) `ref` points at."
+        self.lake._check('fs:ReadCommit', arn(self.name))
         with self.store.connect() as con: return self.lake._resolve(con, self.name, ref)
 
+    @guarded
     def commit_info(self, ref:str)->Commit:
         "The commit `ref` points at."
+        self.lake._check('fs:ReadCommit', arn(self.name))
         return self.resolve(ref).commit
 
 # %% ../../nbs/11_lake.core.ipynb #2d8f5b70
@@ -499,8 +535,10 @@ def _add_ref(self:Repository, con, name:str, kind:str, commit_id:str):
     con.execute("INSERT INTO refs VALUES (?, ?, ?, ?)", [self.name, name, kind, commit_id])
 
 @patch
+@guarded
 def create_branch(self:Repository, name:str, source:str|None=None)->Commit:
     "Create branch `name` at the commit of `source` (default: the default branch); return that commit."
+    self.lake._check('fs:CreateBranch', arn(self.name, 'branch', name))
     check_ref_name(name)
     with self.store.transaction() as con:
         c = self.lake._resolve(con, self.name, source or self.default_branch).commit
@@ -509,19 +547,25 @@ def create_branch(self:Repository, name:str, source:str|None=None)->Commit:
     return c
 
 @patch
+@guarded
 def branches(self:Repository)->dict[str, str]:
     "Every branch and the id of its head commit."
+    self.lake._check('fs:ListBranches', arn(self.name))
     with self.store.connect() as con:
         return dict(con.execute("SELECT name, commit_id FROM refs WHERE repo = ? AND kind = 'branch' ORDER BY name", [self.name]).fetchall())
 
 @patch
+@guarded
 def head(self:Repository, branch:str)->Commit:
     "The head commit of `branch`."
+    self.lake._check('fs:ReadBranch', arn(self.name, 'branch', branch))
     with self.store.connect() as con: return self._branch_head(con, branch)
 
 @patch
+@guarded
 def delete_branch(self:Repository, name:str):
     "Delete branch `name` and its uncommitted changes (not the default branch, nor a protected one)."
+    self.lake._check('fs:DeleteBranch', arn(self.name, 'branch', name))
     with self.store.transaction() as con:
         self._branch_head(con, name)
         if name == self.default_branch: raise PermissionDenied(f"cannot delete {name!r}: it is the default branch of {self.name!r}")  # 403, as lakeFS
@@ -532,24 +576,30 @@ def delete_branch(self:Repository, name:str):
 
 # %% ../../nbs/11_lake.core.ipynb #eb56612e
 @patch
+@guarded
 def protect(self:Repository, pattern:str):
     "Protect every branch matching the glob `pattern` (e.g. 'main' or 'release-*')."
+    self.lake._check('branches:SetBranchProtectionRules', arn(self.name))
     if not isinstance(pattern, str) or not pattern: raise InvalidInput(f"invalid protection pattern {pattern!r}")
     with self.store.transaction() as con:
         con.execute("INSERT OR IGNORE INTO protection VALUES (?, ?)", [self.name, pattern])
         self.lake._audit(con, self.name, 'protect', pattern)
 
 @patch
+@guarded
 def unprotect(self:Repository, pattern:str):
     "Remove the protection rule `pattern`."
+    self.lake._check('branches:SetBranchProtectionRules', arn(self.name))
     with self.store.transaction() as con:
         if not con.execute("DELETE FROM protection WHERE repo = ? AND pattern = ? RETURNING 1", [self.name, pattern]).fetchall():
             raise NotFound(f"no protection rule {pattern!r} in repository {self.name!r}")
         self.lake._audit(con, self.name, 'unprotect', pattern)
 
 @patch
+@guarded
 def protection_rules(self:Repository)->list[str]:
     "The glob patterns of protected branches."
+    self.lake._check('branches:GetBranchProtectionRules', arn(self.name))
     with self.store.connect() as con: return [r[0] for r in con.execute("SELECT pattern FROM protection WHERE repo = ? ORDER BY 1", [self.name]).fetchall()]
 
 @patch
@@ -566,6 +616,7 @@ def _entry(path, address, size, content_type, metadata:dict|str, mtime:int|None=
 def _info(e)->ObjectInfo: return ObjectInfo(e[0], e[1], e[2], e[3], _EPOCH + dt.timedelta(microseconds=e[4]), json.loads(e[5]))
 
 @patch
+@guarded
 def put_many(self:Repository,
              branch:str,
              items:Mapping[str, bytes]|Iterable[tuple[str, bytes]], # path -> content
@@ -579,6 +630,7 @@ def put_many(self:Repository,
     if content_type is not None and not isinstance(content_type, str): raise InvalidInput(f"content_type must be a string, got {content_type!r}")
     for p, d in items:
         if not _checked: check_path(p)
+        self.lake._check('fs:WriteObject', arn(self.name, 'object', p))
         if not isinstance(d, (bytes, bytearray, memoryview)): raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
     md = check_metadata(metadata)
     with self.store.transaction() as con:
@@ -605,8 +657,10 @@ def _stage(self:Repository, con, branch:str, ents:list, tombstones:Iterable[str]
     con.unregister('_new_staging')
 
 @patch
+@guarded
 def put(self:Repository, branch:str, path:str, data:bytes, content_type:str|None=None, metadata:Mapping|None=None)->ObjectInfo:
     "Stage one object at `path` on `branch`."
+    self.lake._check('fs:WriteObject', arn(self.name, 'object', path))
     self.put_many(branch, [(path, data)], content_type, metadata)
     return self.stat(branch, path)
 
@@ -620,8 +674,10 @@ def _entry_at(self:Repository, con, ref:str, path:str):
     return _lookup(con, r.commit.metarange, path)
 
 @patch
+@guarded
 def stat(self:Repository, ref:str, path:str)->ObjectInfo:
     "Facts about the object at `path` as of `ref`."
+    self.lake._check('fs:ReadObject', arn(self.name, 'object', path))
     check_path(path)
     with self.store.connect() as con:
         e = self._entry_at(con, ref, path)
@@ -629,14 +685,18 @@ def stat(self:Repository, ref:str, path:str)->ObjectInfo:
     return _info(e)
 
 @patch
+@guarded
 def exists(self:Repository, ref:str, path:str)->bool:
     "Whether an object is at `path` as of `ref`."
+    self.lake._check('fs:ReadObject', arn(self.name, 'object', path))
     check_path(path)
     with self.store.connect() as con: return self._entry_at(con, ref, path) is not None
 
 @patch
+@guarded
 def get(self:Repository, ref:str, path:str)->bytes:
     "The content of the object at `path` as of `ref`, verified against its hash."
+    self.lake._check('fs:ReadObject', arn(self.name, 'object', path))
     check_path(path)
     with self.store.connect() as con:
         e = self._entry_at(con, ref, path)
@@ -644,8 +704,10 @@ def get(self:Repository, ref:str, path:str)->bytes:
         return self.store.get_blob(con, e[1], name=f"{self.name}/{ref}/{path}")
 
 @patch
+@guarded
 def delete(self:Repository, branch:str, path:str):
     "Stage the removal of `path` from `branch`."
+    self.lake._check('fs:DeleteObject', arn(self.name, 'object', path))
     check_path(path)
     with self.store.transaction() as con:
         head = self._branch_head(con, branch); self._check_writable(con, branch, 'delete objects')
@@ -656,6 +718,7 @@ def delete(self:Repository, branch:str, path:str):
 
 # %% ../../nbs/11_lake.core.ipynb #1dc616dd
 @patch
+@guarded
 def list(self:Repository,
          ref:str,
          prefix:str='',          # only paths starting with this
@@ -664,6 +727,7 @@ def list(self:Repository,
          limit:int|None=None,    # at most this many results
         )->list:                 # `ObjectInfo` and `CommonPrefix` items, in path order
     "The objects (and, with a delimiter, common prefixes) at `ref` under `prefix`."
+    self.lake._check('fs:ListObjects', arn(self.name))
     for name, v in (('prefix', prefix), ('after', after)):
         if not isinstance(v, str): raise InvalidInput(f"{name} must be a string, got {v!r}")
     if delimiter is not None and (not isinstance(delimiter, str) or not delimiter): raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
@@ -760,14 +824,18 @@ def _changes(staged:dict)->list[Change]:
 def _news(staged:dict)->dict: return {p: new for p, (old, new) in staged.items()}
 
 @patch
+@guarded
 def uncommitted(self:Repository, branch:str, prefix:str='')->list[Change]:
     "The staged changes on `branch` relative to its head commit."
+    self.lake._check('fs:ListObjects', arn(self.name))
     if not isinstance(prefix, str): raise InvalidInput(f"prefix must be a string, got {prefix!r}")
     with self.store.connect() as con: return _changes(self._staged_changes(con, branch, prefix))
 
 @patch
+@guarded
 def reset(self:Repository, branch:str, path:str|None=None, prefix:str|None=None):
     "Discard staged changes on `branch`: of one `path`, under a `prefix`, or (neither given) all of them."
+    self.lake._check('fs:RevertBranch', arn(self.name, 'branch', branch))
     if path is not None and prefix is not None: raise InvalidInput("give path or prefix, not both")
     if path is not None: check_path(path)
     with self.store.transaction() as con:
@@ -814,6 +882,7 @@ def _run_hooks(self:Repository, type:str, branch:str, event:Callable[[], HookEve
 
 # %% ../../nbs/11_lake.core.ipynb #7ad67ffb
 @patch
+@guarded
 def commit(self:Repository,
            branch:str,
            message:str,
@@ -822,6 +891,7 @@ def commit(self:Repository,
            expected_head:str|None=None,# fail with Conflict unless the branch head is still this commit
           )->Commit:
     "Commit the staged changes on `branch`."
+    self.lake._check('fs:CreateCommit', arn(self.name, 'branch', branch))
     if not isinstance(message, str) or not message.strip(): raise InvalidInput("a commit needs a non-empty message")
     md = check_metadata(metadata)
     with self.store.transaction() as con:
@@ -840,8 +910,10 @@ def commit(self:Repository,
 
 # %% ../../nbs/11_lake.core.ipynb #52444c88
 @patch
+@guarded
 def log(self:Repository, ref:str, limit:int|None=None)->list[Commit]:
     "Commits reachable from `ref`, newest first."
+    self.lake._check('fs:ReadBranch', arn(self.name, 'branch', ref))
     if limit is not None and (not isinstance(limit, int) or limit < 0): raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
     with self.store.connect() as con:
         start = self.lake._resolve(con, self.name, ref).commit
@@ -857,8 +929,10 @@ def log(self:Repository, ref:str, limit:int|None=None)->list[Commit]:
 
 # %% ../../nbs/11_lake.core.ipynb #1e6d55ab
 @patch
+@guarded
 def diff(self:Repository, left:str, right:str, prefix:str='')->list[Change]:
     "Changes from `left` to `right` (committed trees, plus staging when a side is a branch)."
+    self.lake._check('fs:ListObjects', arn(self.name))
     if not isinstance(prefix, str): raise InvalidInput(f"prefix must be a string, got {prefix!r}")
     with self.store.scratch() as con:  # trees with staged changes are worked out, compared, and not kept
         l, r = self.lake._resolve(con, self.name, left), self.lake._resolve(con, self.name, right)
@@ -867,8 +941,10 @@ def diff(self:Repository, left:str, right:str, prefix:str='')->list[Change]:
 
 # %% ../../nbs/11_lake.core.ipynb #ac61b008
 @patch
+@guarded
 def tag(self:Repository, name:str, ref:str)->Commit:
     "Create tag `name` for the commit `ref` points at."
+    self.lake._check('fs:CreateTag', arn(self.name, 'tag', name))
     check_ref_name(name, 'tag')
     with self.store.transaction() as con:
         c = self.lake._resolve(con, self.name, ref).commit
@@ -877,14 +953,18 @@ def tag(self:Repository, name:str, ref:str)->Commit:
     return c
 
 @patch
+@guarded
 def tags(self:Repository)->dict[str, str]:
     "Every tag and its commit id."
+    self.lake._check('fs:ListTags', arn(self.name))
     with self.store.connect() as con:
         return dict(con.execute("SELECT name, commit_id FROM refs WHERE repo = ? AND kind = 'tag' ORDER BY name", [self.name]).fetchall())
 
 @patch
+@guarded
 def delete_tag(self:Repository, name:str):
     "Delete tag `name`."
+    self.lake._check('fs:DeleteTag', arn(self.name, 'tag', name))
     with self.store.transaction() as con:
         if not con.execute("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'tag' RETURNING 1", [self.name, name]).fetchall():
             raise NotFound(f"no tag {name!r} in repository {self.name!r}")
@@ -892,8 +972,10 @@ def delete_tag(self:Repository, name:str):
 
 # %% ../../nbs/11_lake.core.ipynb #b7447da4
 @patch
+@guarded
 def merge_base(self:Repository, a:str, b:str)->Commit:
     "The newest commit that is an ancestor of both `a` and `b`."
+    self.lake._check('fs:ListCommits', arn(self.name))
     with self.store.connect() as con:
         return self._merge_base(con, self.lake._resolve(con, self.name, a).commit, self.lake._resolve(con, self.name, b).commit)
 
@@ -933,6 +1015,7 @@ def _change(path:str, old, new)->Change:
 
 # %% ../../nbs/11_lake.core.ipynb #0cd052ee
 @patch
+@guarded
 def merge(self:Repository,
           source:str,                # ref to merge (its committed state)
           into:str,                  # destination branch
@@ -942,6 +1025,7 @@ def merge(self:Repository,
           allow_empty:bool=False,    # merge even when there is nothing to merge
          )->Commit:                  # the destination's new head
     "Merge `source` into branch `into`, three-way against their merge base."
+    self.lake._check('fs:CreateCommit', arn(self.name, 'branch', into))
     if strategy not in (None, *STRATEGIES): raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     md = check_metadata(metadata)
     with self.store.transaction() as con:
@@ -972,8 +1056,10 @@ def merge(self:Repository,
 
 # %% ../../nbs/11_lake.core.ipynb #b5045802
 @patch
+@guarded
 def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:str|None=None)->Commit:
     "Commit on `branch` the inverse of the changes `ref` made (relative to its `parent`-th parent)."
+    self.lake._check('fs:RevertBranch', arn(self.name, 'branch', branch))
     with self.store.transaction() as con:
         head = self._branch_head(con, branch)
         c = self.lake._resolve(con, self.name, ref).commit
@@ -992,8 +1078,10 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
     return new
 
 @patch
+@guarded
 def hard_reset(self:Repository, branch:str, ref:str)->Commit:
     "Point `branch` at the commit of `ref` and drop its staged changes."
+    self.lake._check('fs:RevertBranch', arn(self.name, 'branch', branch))
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'hard-reset')
         c = self.lake._resolve(con, self.name, ref).commit
@@ -1004,11 +1092,16 @@ def hard_reset(self:Repository, branch:str, ref:str)->Commit:
 
 # %% ../../nbs/11_lake.core.ipynb #d5becb0b
 @patch
+@guarded
 def audit(self:Lake, repo:str|None=None, limit:int=100):
-    "The most recent writes, newest first, as a pandas DataFrame."
+    "The most recent writes, newest first, as a pandas DataFrame (for a user: of the repositories they may read)."
+    if repo: self._check('fs:ReadRepository', arn(repo))
     with self.store.connect() as con:
-        q = "SELECT ts, repo, actor, action, ref, detail FROM audit" + (" WHERE repo = ?" if repo else "") + " ORDER BY ts DESC LIMIT ?"
-        return con.execute(q, ([repo] if repo else []) + [limit]).df()
+        where, args = (" WHERE repo = ?", [repo]) if repo else ("", [])
+        if not repo and self.principal is not None:   # lake-wide rows (access control) are for those who may list users
+            seen = self.principal.visible('fs:ReadRepository', [r for (r,) in con.execute("SELECT DISTINCT repo FROM audit WHERE repo <> ''").fetchall()])
+            where, args = " WHERE repo IN (SELECT unnest(?::VARCHAR[]))", [seen + ([''] if self.principal.may('auth:ListUsers', '*') else [])]
+        return con.execute(f"SELECT ts, repo, actor, action, ref, detail FROM audit{where} ORDER BY ts DESC LIMIT ?", args + [limit]).df()
 
 # %% ../../nbs/11_lake.core.ipynb #6429aa34
 @patch

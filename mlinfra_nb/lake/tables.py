@@ -10,7 +10,7 @@ from typing import Iterator
 import duckdb, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from fastcore.basics import patch
 from ..workspace import Corrupted, InvalidInput, NotFound
-from .core import MERGE_RULES, Lake, ObjectInfo, Repository, Settled, check_path, tree_entries, _entry, _identity
+from .core import MERGE_RULES, Lake, ObjectInfo, Repository, Settled, arn, check_path, guarded, tree_entries, _entry, _identity
 
 # %% auto #0
 __all__ = ['TABLE_META', 'manifest_parts', 'next_manifest', 'manifest_bytes', 'table_input', 'TableInfo', 'part_name',
@@ -87,6 +87,7 @@ def _table_meta(self:Repository, con, ref:str, path:str)->dict|None:
 def part_name()->str: return f'part-{uuid.uuid4().hex[:16]}.parquet'
 
 @patch
+@guarded
 def write_table(self:Repository,
                 branch:str,
                 path:str,                  # where the table lives, e.g. 'tables/transactions'
@@ -94,7 +95,8 @@ def write_table(self:Repository,
                 mode:str='overwrite',      # 'overwrite' or 'append'
                )->TableInfo:
     "Stage `data` as (or onto) the Parquet table at `path` on `branch`."
-    table = table_input(path, data, mode)
+    table, name = table_input(path, data, mode), part_name()
+    for p in (f'{path}/{name}', f'{path}/{TABLE_META}'): self.lake._check('fs:WriteObject', arn(self.name, 'object', p))
     tmp_dir = self.store.root/'tmp'; tmp_dir.mkdir(exist_ok=True)
     tmp = tmp_dir/f'{uuid.uuid4().hex}.parquet'
     try:
@@ -105,7 +107,8 @@ def write_table(self:Repository,
             if mode == 'append' and meta:
                 if (probs := _schema_problems(_schema_from(meta), table.schema)):
                     raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
-            files, name, size = [o.path for o in self._parts(branch, path)], part_name(), tmp.stat().st_size
+            files, size = [o.path for o in self._parts(branch, path)], tmp.stat().st_size
+            for f in files if mode == 'overwrite' else []: self.lake._check('fs:DeleteObject', arn(self.name, 'object', f))
             address = self.store.put_file(con, tmp)
             body = manifest_bytes(next_manifest(meta, [f.rsplit('/', 1)[1] for f in files], table.schema, mode, name, table.num_rows))
             meta_addr, = self.store.put_blobs(con, [body])
@@ -140,9 +143,11 @@ def _parts(self:Repository, ref:str, path:str)->list:
     return [o for o in self.list(ref, prefix=f'{path}/', delimiter='/') if isinstance(o, ObjectInfo) and o.path.endswith('.parquet')]
 
 @patch
+@guarded
 def table_info(self:Repository, ref:str, path:str)->TableInfo:
     "Schema, row count and parts of the table at `path` as of `ref`."
     check_path(path)
+    self.lake._check('fs:ReadObject', arn(self.name, 'object', f'{path}/{TABLE_META}')); self.lake._check('fs:ListObjects', arn(self.name))
     with self.store.connect() as con:
         meta = self._table_meta(con, ref, path)
         if meta is None: raise NotFound(f"no table {path!r} at {ref!r} in repository {self.name!r}")
@@ -151,8 +156,12 @@ def table_info(self:Repository, ref:str, path:str)->TableInfo:
 
 # %% ../../nbs/12_lake.tables.ipynb #b10f96be
 @patch
+@guarded
 def _part_files(self:Repository, ref:str, path:str)->list[str]:
+    "The local files of the table's parts, hash-checked; whoever reads them must be allowed to read each part."
+    self.lake._check('fs:ReadObject', arn(self.name, 'object', f'{path}/{TABLE_META}')); self.lake._check('fs:ListObjects', arn(self.name))
     info = self.table_info(ref, path)
+    for p in info.parts: self.lake._check('fs:ReadObject', arn(self.name, 'object', p.path))
     files = []
     with self.store.connect() as con:
         for p in info.parts:
@@ -174,8 +183,10 @@ def count_rows(rel:duckdb.DuckDBPyRelation)->int:
     return rel.count('*').fetchall()[0][0]
 
 @patch
+@guarded
 def tables(self:Repository, ref:str, prefix:str='')->list[str]:
     "Paths of the tables at `ref` under `prefix`."
+    self.lake._check('fs:ListObjects', arn(self.name))
     return [o.path[:-len(TABLE_META) - 1] for o in self.list(ref, prefix=prefix) if o.path.endswith('/' + TABLE_META)]
 
 # %% ../../nbs/12_lake.tables.ipynb #d49c82a9
@@ -343,11 +354,14 @@ MERGE_RULES['tables'] = _table_rule
 
 # %% ../../nbs/12_lake.tables.ipynb #cc3236d4
 @patch
+@guarded
 def delete_table(self:Repository, branch:str, path:str):
     "Stage the removal of the table at `path` on `branch`: its manifest and its parts."
     check_path(path)
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'delete objects')
         if self._table_meta(con, branch, path) is None: raise NotFound(f"no table {path!r} on branch {branch!r} of {self.name!r}")
-        self._stage(con, branch, [], tombstones=[o.path for o in self._parts(branch, path)] + [f'{path}/{TABLE_META}'])
+        gone = [o.path for o in self._parts(branch, path)] + [f'{path}/{TABLE_META}']
+        for p in gone: self.lake._check('fs:DeleteObject', arn(self.name, 'object', p))
+        self._stage(con, branch, [], tombstones=gone)
         self.lake._audit(con, self.name, 'delete_table', branch, path=path)
