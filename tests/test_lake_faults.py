@@ -3,7 +3,7 @@ import contextlib, hashlib, os, random, select, signal, subprocess, sys, textwra
 from pathlib import Path
 import pytest
 from mlinfra_nb.lake.core import Lake
-from mlinfra_nb.workspace import Corrupted, MlinfraError, NotFound
+from mlinfra_nb.workspace import Corrupted, InvalidInput, MlinfraError, NotFound
 
 # Shared by the child writer and the parent checker: what commit c<n> writes, deterministically in n.
 BATCH_SRC = textwrap.dedent('''
@@ -225,6 +225,70 @@ def test_missing_or_truncated_object_file_raises_corrupted(lake, repo):
     with pytest.raises(Corrupted, match=r"object demo/main/a \([0-9a-f]{12}\) is missing from disk"): repo.get('main', 'a')
     fb.write_bytes(b[:100])
     with pytest.raises(Corrupted, match=r"object demo/main/b is corrupt"): repo.get('main', 'b')
+
+
+def damage_catalog(root:Path, how:str):
+    "Make the catalog of the lake at `root` unreadable: garbage bytes, zeros, a torn-off header, or a directory in its place."
+    cat = root/'catalog.duckdb'
+    if how == 'garbage': cat.write_bytes(b'this is not a DuckDB file ' * 4000)
+    elif how == 'zeros': cat.write_bytes(b'\0' * cat.stat().st_size)
+    elif how == 'torn': cat.write_bytes(cat.read_bytes()[:6000])
+    elif how == 'directory': cat.unlink(); cat.mkdir(); (cat/'x').write_bytes(b'x')
+
+
+@pytest.mark.parametrize('how', ['garbage', 'zeros', 'torn', 'directory'])
+def test_damaged_catalog_is_one_clear_error(tmp_path, mlinfra, clean_env, how):
+    root = tmp_path/'lake'
+    lk = Lake(root, user='setup'); lk.create_repository('demo').put('main', 'a', b'A'); lk.store.close()
+    damage_catalog(root, how)
+    msg = rf"the lake catalog {root/'catalog.duckdb'} cannot be opened: .+; move it aside and restore it from a backup"
+    lk = Lake(root, user='after')
+    with pytest.raises(Corrupted, match=msg): lk.repository('demo')
+    with pytest.raises(Corrupted, match=msg): lk.create_repository('other')   # the lake stays usable as an object: same error, no hang
+    lk.store.close()
+    r = subprocess.run([mlinfra, 'lake', 'credentials', 'list', '--root', str(root)], env=clean_env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and 'Traceback' not in r.stderr and r.stderr.count('\n') == 1, r.stderr
+    assert r.stderr.startswith(f"mlinfra: error: the lake catalog {root/'catalog.duckdb'} cannot be opened: "), r.stderr
+
+
+def test_lake_root_that_is_a_file(tmp_path, mlinfra, clean_env):
+    (tmp_path/'lake').write_text('not a folder')
+    with pytest.raises(InvalidInput, match=rf"lake root {tmp_path/'lake'} exists and is not a directory"): Lake(tmp_path/'lake')
+    r = subprocess.run([mlinfra, 'lake', 'credentials', 'list', '--root', str(tmp_path/'lake')], env=clean_env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'exists and is not a directory' in r.stderr, r.stderr
+
+
+def test_lake_files_are_private_whatever_the_umask(tmp_path):
+    "With the common umask 022 every file under a lake is still 0600 and every folder 0700: other users can read nothing."
+    import pandas as pd
+    from mlinfra_nb.lake.server import create_credentials
+    from mlinfra_nb.workspace import Workspace
+    def exposed(root):
+        return [(str(p.relative_to(root.parent)), oct(p.stat().st_mode & 0o777)) for p in [root, *root.rglob('*')]
+                if p.stat().st_mode & 0o077]
+    old = os.umask(0o022)
+    try:
+        lakes = [Lake(tmp_path/'lake', user='owner'), Lake(workspace=Workspace(tmp_path/'ws', env={}), user='owner')]
+        for lk in lakes:
+            repo = lk.create_repository('demo')
+            repo.put_many('main', {'small/a': b'a', 'small/b': b'b', 'big': b'B' * 300_000})   # a pack and a standalone object
+            repo.put('main', 'one', b'one object alone')
+            repo.write_table('main', 'tables/t', pd.DataFrame({'x': range(100)}))              # a Parquet part, moved in from tmp/
+            repo.commit('main', 'c1')
+            with repo.transaction('main', 'tx') as b: b.put('tx/x', b'x')
+            create_credentials(lk, 'someone')
+            lk.gc(grace=0)
+            with lk.session():                      # the catalog is open and its write-ahead log exists
+                repo.put('main', 'more', b'more'); repo.commit('main', 'c2')
+                assert (lk.root/'catalog.duckdb.wal').exists()
+                assert exposed(lk.root) == []
+            lk.store.close()
+            assert exposed(lk.root) == []
+            files = {p.relative_to(lk.root).parts[0] for p in lk.root.rglob('*') if p.is_file()}
+            assert {'catalog.duckdb', 'lake.lock', 'objects', 'packs'} <= files, files
+    finally: os.umask(old)
 
 
 # --- a failure inside a transaction (not a kill): the process goes on using the lake -------------
