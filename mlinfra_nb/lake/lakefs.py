@@ -396,6 +396,17 @@ for _f in (_write_table, _table_info, _table, _tables): setattr(LakeFSRepository
 LakeFSRepository._parts, LakeFSRepository._uris = _parts, _uris
 for _k in ('table_diff', 'branch', 'transaction'): setattr(LakeFSRepository, _k, getattr(Repository, _k))  # written on the methods above, shared as they are
 
+# %% ../../nbs/14_lake.lakefs.ipynb #ace2b350
+def _start_transaction(self:LakeFSRepository, name:str, branch:str):
+    "Create the transaction branch `name` at the head of `branch`, and return that commit."
+    start = self.head(branch)
+    self.create_branch(name, start.id)
+    return start
+
+def _end_transaction(self:LakeFSRepository, name:str): self.delete_branch(name)
+
+LakeFSRepository._start_transaction, LakeFSRepository._end_transaction = _start_transaction, _end_transaction
+
 # %% ../../nbs/14_lake.lakefs.ipynb #aefcc07f
 _fs_lock = threading.Lock()
 
