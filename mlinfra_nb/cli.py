@@ -74,8 +74,8 @@ def cmd_lake_serve(args)->int:
     from mlinfra_nb.lake.server import LakeServer, list_credentials
     lake = _lake(args)
     if not list_credentials(lake): print("mlinfra: warning: no access keys yet; create one with `mlinfra lake credentials create`", file=sys.stderr)
-    srv = LakeServer(lake, host=args.host, port=args.port, max_upload=args.max_upload)
-    print(f"serving the lake at {lake.root} as lakeFS on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    srv = LakeServer(lake, host=args.host, port=args.port, allow_remote=args.allow_remote, max_upload=args.max_upload)
+    print(f"serving the lake at {lake.root} as lakeFS on {srv.endpoint} (Ctrl-C stops)", flush=True)
     srv.serve_forever()
     return 0
 
@@ -112,7 +112,7 @@ def cmd_serve(args)->int:
         from mlinfra_nb.serve.config import batching_parameters
         batching = batching_parameters()
     poll = args.model_config_file_poll_wait_seconds if args.model_config_file_poll_wait_seconds is not None else args.file_system_poll_wait_seconds
-    srv = ModelServer(args.model_config_file, config, rest_port=args.rest_api_port, grpc_port=args.port, host=args.host,
+    srv = ModelServer(args.model_config_file, config, rest_port=args.rest_api_port, grpc_port=args.port, host=args.host, allow_remote=args.allow_remote,
                       batching_parameters_file=args.batching_parameters_file, batching=batching,
                       monitoring_config_file=args.monitoring_config_file, poll_seconds=poll).start()
     print(f"serving REST on {srv.rest_url}, gRPC on {srv.grpc_target} (Ctrl-C stops)", flush=True)
@@ -169,6 +169,9 @@ def cmd_runs(args)->int:
     return 0
 
 # %% ../nbs/61_cli.ipynb #45816666
+_HOST_HELP = "address to listen on (default 127.0.0.1: this machine only); 0.0.0.0 or :: (every interface) needs --allow-remote"
+_ALLOW_REMOTE_HELP = "allow --host 0.0.0.0 or ::, where other machines can connect"
+
 def build_parser()->Parser:
     "The `mlinfra` argument parser with all its subcommands."
     p = Parser(prog='mlinfra', description='Notebook-first ML infrastructure: lake, features, training, serving, monitoring.')
@@ -207,8 +210,9 @@ def build_parser()->Parser:
         q.add_argument('--root', default=None, help='lake directory (default: lake/ in the workspace)')
         return q
     s = lake_args(lk.add_parser('serve', help="lakeFS's REST API over the embedded lake"))
-    s.add_argument('--host', default='127.0.0.1', help='address to bind (default 127.0.0.1, this machine only)')
-    s.add_argument('--port', type=int, default=8000)
+    s.add_argument('--host', default='127.0.0.1', help=_HOST_HELP)
+    s.add_argument('--allow-remote', action='store_true', help=_ALLOW_REMOTE_HELP)
+    s.add_argument('--port', type=int, default=8000, help='port to listen on (0: a free one; the address printed says which)')
     s.add_argument('--max-upload', type=_positive_int, default=2**31, help='largest object upload in bytes')
     s.set_defaults(func=cmd_lake_serve)
     cr = lk.add_parser('credentials', help='access keys for the server').add_subparsers(dest='cred_action', metavar='ACTION', required=True)
@@ -225,7 +229,8 @@ def build_parser()->Parser:
     sv.add_argument('--model_base_path', help='the folder holding the version folders of --model_name')
     sv.add_argument('--rest_api_port', type=int, default=8501)
     sv.add_argument('--port', type=int, default=8500, help='gRPC port')
-    sv.add_argument('--host', default='127.0.0.1', help='address to bind (default 127.0.0.1)')
+    sv.add_argument('--host', default='127.0.0.1', help=_HOST_HELP)
+    sv.add_argument('--allow-remote', action='store_true', help=_ALLOW_REMOTE_HELP)
     sv.add_argument('--enable_batching', action='store_true')
     sv.add_argument('--batching_parameters_file')
     sv.add_argument('--monitoring_config_file')

@@ -4,14 +4,15 @@
 
 # %% ../nbs/00_workspace.ipynb #f9129dc8
 from __future__ import annotations
-import contextlib, copy, logging, os, sys, tempfile, threading, tomllib
+import contextlib, copy, ipaddress, logging, os, socket, sys, tempfile, threading, tomllib
 from pathlib import Path
 from typing import Iterator, Mapping
 
 # %% auto #0
 __all__ = ['DEFAULT_SETTINGS', 'BACKENDS', 'STORES', 'ENV_ALIASES', 'LOG_FORMAT', 'MlinfraError', 'InvalidInput', 'NotFound',
            'Conflict', 'PermissionDenied', 'PreconditionFailed', 'Corrupted', 'load_settings', 'Workspace', 'fsync_dir',
-           'atomic_path', 'connect_duckdb', 'get_logger', 'setup_logging', 'import_tensorflow']
+           'atomic_path', 'connect_duckdb', 'check_host', 'host_port', 'get_logger', 'setup_logging',
+           'import_tensorflow']
 
 # %% ../nbs/00_workspace.ipynb #b52e0c23
 class MlinfraError(Exception):
@@ -89,8 +90,10 @@ def load_settings(home:Path,                   # workspace home, where `config.t
     settings, explicit = copy.deepcopy(DEFAULT_SETTINGS), set()
     path = Path(env['MLINFRA_CONFIG']) if env.get('MLINFRA_CONFIG') else Path(home)/'config.toml'
     if env.get('MLINFRA_CONFIG') and not path.is_file(): raise NotFound(f"MLINFRA_CONFIG names {path}, which is not a file")
+    if path.exists() and not path.is_file(): raise InvalidInput(f"{path} is not a file; the settings file must be a TOML file")
     if path.is_file():
         try: layer = tomllib.loads(path.read_text(encoding='utf-8'))
+        except UnicodeDecodeError as e: raise InvalidInput(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         except tomllib.TOMLDecodeError as e: raise InvalidInput(f"{path} is not valid TOML: {e}") from None
         _merge(settings, layer, str(path), explicit)
     for var, (part, key) in ENV_ALIASES.items():
@@ -182,6 +185,24 @@ def connect_duckdb(path:str|Path, timeout:float=30.0):
         except duckdb.IOException as e:
             if 'lock' not in str(e).lower() or time.monotonic() > deadline: raise
             time.sleep(0.05)
+
+# %% ../nbs/00_workspace.ipynb #a16beef0
+def check_host(host:str, allow_remote:bool=False)->str:
+    "`host` if a server may listen on it: never an empty address; every interface (`0.0.0.0`, `::`) only with `allow_remote`."
+    if not isinstance(host, str) or not host.strip():
+        raise InvalidInput(f"no address to listen on ({host!r}): give 127.0.0.1 for this machine only, or 0.0.0.0 with allow_remote (--allow-remote) for every interface")
+    if any(c.isspace() for c in host): raise InvalidInput(f"invalid address to listen on {host!r}: it contains spaces")
+    try: ip = ipaddress.ip_address(host.strip('[]'))
+    except ValueError:
+        try: ip = ipaddress.ip_address(socket.inet_aton(host))   # the socket layer's other spellings: '0', '0x0', ...
+        except OSError: ip = None                                 # a host name
+    if ip is not None and ip.is_unspecified and not allow_remote:
+        raise InvalidInput(f"{host!r} listens on every network interface, where other machines can connect; pass allow_remote=True (--allow-remote) if that is meant, or listen on 127.0.0.1")
+    return host
+
+def host_port(host:str, port:int)->str:
+    "`host:port` as a URL writes it (an IPv6 address in brackets)."
+    return f"[{host.strip('[]')}]:{port}" if ':' in host else f'{host}:{port}'
 
 # %% ../nbs/00_workspace.ipynb #bfcc7679
 LOG_FORMAT = '%(asctime)s %(levelname)-7s %(name)s: %(message)s'

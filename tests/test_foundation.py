@@ -1,5 +1,5 @@
 "Package-level guarantees: import cost, the console script, and the README."
-import subprocess, sys, time
+import re, subprocess, sys, time
 from pathlib import Path
 import pandas as pd
 import pytest
@@ -48,6 +48,23 @@ def test_bad_arguments_one_line_no_traceback(mlinfra, clean_env, tmp_path, argv,
 def test_bad_settings_one_line(mlinfra, clean_env, tmp_path):
     r = run([mlinfra, 'demo', '--rows', '10'], {**clean_env, 'MLINFRA_SERVE__REST_PORT': 'http'}, tmp_path)
     assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'MLINFRA_SERVE__REST_PORT' in r.stderr
+
+@pytest.mark.parametrize('damage, msg', [
+    (lambda f: f.write_bytes(b'[log]\nlevel = "d\xe9bug"\n'), "config.toml is not UTF-8 text (byte 16); save it as UTF-8"),
+    (lambda f: f.write_bytes(b'\xff\xfe[\x00l\x00o\x00g\x00]\x00'), "config.toml is not UTF-8 text (byte 0); save it as UTF-8"),
+    (lambda f: f.mkdir(), "config.toml is not a file; the settings file must be a TOML file"),
+])
+def test_unreadable_config_file_one_line(mlinfra, clean_env, tmp_path, damage, msg):
+    "A settings file that is not UTF-8 (Latin-1, UTF-16), or a folder in its place, is named in one line, from the API and the command."
+    from mlinfra_nb.workspace import InvalidInput, Workspace
+    home = tmp_path/'home'; home.mkdir()
+    damage(home/'config.toml')
+    with pytest.raises(InvalidInput, match=re.escape(f"{home/'config.toml'}")) as e: Workspace(home, env={})
+    assert msg in str(e.value)
+    for argv in (['runs', '--home', str(home)], ['lake', 'credentials', 'list', '--home', str(home)]):
+        r = run([mlinfra, *argv], clean_env, tmp_path)
+        assert r.returncode == 1 and 'Traceback' not in r.stderr and r.stderr.count('\n') == 1, r.stderr
+        assert r.stderr == f"mlinfra: error: {home/'config.toml'} {msg[len('config.toml '):]}\n", r.stderr
 
 def test_generate_deterministic(mlinfra, clean_env, tmp_path):
     for name in ('a.parquet', 'b.parquet'):

@@ -3,7 +3,7 @@ import contextlib, hashlib, os, random, select, signal, subprocess, sys, textwra
 from pathlib import Path
 import pytest
 from mlinfra_nb.lake.core import Lake
-from mlinfra_nb.workspace import Corrupted, MlinfraError, NotFound
+from mlinfra_nb.workspace import Corrupted, InvalidInput, MlinfraError, NotFound
 
 # Shared by the child writer and the parent checker: what commit c<n> writes, deterministically in n.
 BATCH_SRC = textwrap.dedent('''
@@ -227,6 +227,70 @@ def test_missing_or_truncated_object_file_raises_corrupted(lake, repo):
     with pytest.raises(Corrupted, match=r"object demo/main/b is corrupt"): repo.get('main', 'b')
 
 
+def damage_catalog(root:Path, how:str):
+    "Make the catalog of the lake at `root` unreadable: garbage bytes, zeros, a torn-off header, or a directory in its place."
+    cat = root/'catalog.duckdb'
+    if how == 'garbage': cat.write_bytes(b'this is not a DuckDB file ' * 4000)
+    elif how == 'zeros': cat.write_bytes(b'\0' * cat.stat().st_size)
+    elif how == 'torn': cat.write_bytes(cat.read_bytes()[:6000])
+    elif how == 'directory': cat.unlink(); cat.mkdir(); (cat/'x').write_bytes(b'x')
+
+
+@pytest.mark.parametrize('how', ['garbage', 'zeros', 'torn', 'directory'])
+def test_damaged_catalog_is_one_clear_error(tmp_path, mlinfra, clean_env, how):
+    root = tmp_path/'lake'
+    lk = Lake(root, user='setup'); lk.create_repository('demo').put('main', 'a', b'A'); lk.store.close()
+    damage_catalog(root, how)
+    msg = rf"the lake catalog {root/'catalog.duckdb'} cannot be opened: .+; move it aside and restore it from a backup"
+    lk = Lake(root, user='after')
+    with pytest.raises(Corrupted, match=msg): lk.repository('demo')
+    with pytest.raises(Corrupted, match=msg): lk.create_repository('other')   # the lake stays usable as an object: same error, no hang
+    lk.store.close()
+    r = subprocess.run([mlinfra, 'lake', 'credentials', 'list', '--root', str(root)], env=clean_env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and 'Traceback' not in r.stderr and r.stderr.count('\n') == 1, r.stderr
+    assert r.stderr.startswith(f"mlinfra: error: the lake catalog {root/'catalog.duckdb'} cannot be opened: "), r.stderr
+
+
+def test_lake_root_that_is_a_file(tmp_path, mlinfra, clean_env):
+    (tmp_path/'lake').write_text('not a folder')
+    with pytest.raises(InvalidInput, match=rf"lake root {tmp_path/'lake'} exists and is not a directory"): Lake(tmp_path/'lake')
+    r = subprocess.run([mlinfra, 'lake', 'credentials', 'list', '--root', str(tmp_path/'lake')], env=clean_env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'exists and is not a directory' in r.stderr, r.stderr
+
+
+def test_lake_files_are_private_whatever_the_umask(tmp_path):
+    "With the common umask 022 every file under a lake is still 0600 and every folder 0700: other users can read nothing."
+    import pandas as pd
+    from mlinfra_nb.lake.server import create_credentials
+    from mlinfra_nb.workspace import Workspace
+    def exposed(root):
+        return [(str(p.relative_to(root.parent)), oct(p.stat().st_mode & 0o777)) for p in [root, *root.rglob('*')]
+                if p.stat().st_mode & 0o077]
+    old = os.umask(0o022)
+    try:
+        lakes = [Lake(tmp_path/'lake', user='owner'), Lake(workspace=Workspace(tmp_path/'ws', env={}), user='owner')]
+        for lk in lakes:
+            repo = lk.create_repository('demo')
+            repo.put_many('main', {'small/a': b'a', 'small/b': b'b', 'big': b'B' * 300_000})   # a pack and a standalone object
+            repo.put('main', 'one', b'one object alone')
+            repo.write_table('main', 'tables/t', pd.DataFrame({'x': range(100)}))              # a Parquet part, moved in from tmp/
+            repo.commit('main', 'c1')
+            with repo.transaction('main', 'tx') as b: b.put('tx/x', b'x')
+            create_credentials(lk, 'someone')
+            lk.gc(grace=0)
+            with lk.session():                      # the catalog is open and its write-ahead log exists
+                repo.put('main', 'more', b'more'); repo.commit('main', 'c2')
+                assert (lk.root/'catalog.duckdb.wal').exists()
+                assert exposed(lk.root) == []
+            lk.store.close()
+            assert exposed(lk.root) == []
+            files = {p.relative_to(lk.root).parts[0] for p in lk.root.rglob('*') if p.is_file()}
+            assert {'catalog.duckdb', 'lake.lock', 'objects', 'packs'} <= files, files
+    finally: os.umask(old)
+
+
 # --- a failure inside a transaction (not a kill): the process goes on using the lake -------------
 
 def test_failed_commit_leaves_nothing_and_retry_is_whole(lake, repo, monkeypatch):
@@ -293,3 +357,107 @@ def test_gc_does_not_delete_an_object_readded_concurrently(lake, repo, monkeypat
     out, err = fired[0].communicate(timeout=60)
     assert fired[0].returncode == 0, err
     assert repo.get('main', 'again') == big
+
+
+# --- debris of killed writers: temporary files and abandoned transactions ------------------------------
+
+KILLED_TX = textwrap.dedent('''
+    import sys, time
+    import pandas as pd, pyarrow.parquet as pq
+    import mlinfra_nb.lake.tables
+    from mlinfra_nb.lake.core import Lake
+    repo = Lake(sys.argv[1], user='doomed').repository('demo')
+    real = pq.write_table
+    def write_then_hang(*a, **k):   # write_table's temporary Parquet is complete on disk, not yet stored: the kill comes now
+        real(*a, **k); print('parquet written', flush=True); time.sleep(600)
+    with repo.transaction('main', 'never lands') as b:
+        b.put_many({'tx/big': b'T' * 300_000, 'tx/a': b'a' * 50, 'tx/b': b'b' * 60}); b.commit('half way')
+        b.put('tx/staged', b'staged, never committed' * 10)
+        print(b.name, b.head().id, flush=True)
+        pq.write_table = write_then_hang
+        b.write_table('tables/t', pd.DataFrame({'x': range(1000)}))
+''')
+
+def test_gc_clears_what_a_killed_transaction_left(tmp_path, clean_env):
+    "SIGKILL inside a transaction, in write_table after its temporary Parquet is written: gc drops the branch, the temporary file and the objects only they held."
+    root = tmp_path/'lake'
+    lk = Lake(root, user='setup'); repo = lk.create_repository('demo')
+    keep = {'keep/big': b'K' * 300_000, 'keep/a': b'ka', 'keep/b': b'kb'}
+    repo.put_many('main', keep); c0 = repo.commit('main', 'c0'); lk.store.close()
+    p = subprocess.Popen([sys.executable, '-c', KILLED_TX, str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env, cwd=tmp_path)
+    lines = []
+    for _ in range(2):
+        ready, _, _ = select.select([p.stdout], [], [], 120)
+        lines.append(p.stdout.readline().decode() if ready else '')
+    if lines[-1] != 'parquet written\n':
+        os.kill(p.pid, signal.SIGKILL); p.wait(); pytest.fail(f'{lines} {p.stderr.read().decode()[-3000:]}')
+    os.kill(p.pid, signal.SIGKILL); assert p.wait() == -signal.SIGKILL
+    tx, tx_head = lines[0].split()
+    lk = Lake(root, user='gc')
+    try:
+        repo = lk.repository('demo')
+        # the debris: the transaction's branch (a commit and staged objects) and write_table's temporary Parquet
+        assert set(repo.branches()) == {'main', tx} and repo.head(tx).id == tx_head
+        assert [f.suffix for f in (root/'tmp').iterdir()] == ['.parquet']
+        tx_only = [lk.store.blob_path(hashlib.sha256(b'T' * 300_000).hexdigest())]
+        assert all(f.exists() for f in tx_only)
+        # with the default grace period it is too young to touch
+        out = lk.gc()
+        assert (out['transactions'], out['temp_files']) == ([], 0) and tx in repo.branches()
+        # with none, it goes, and what only it referenced goes with it
+        out = lk.gc(grace=0)
+        assert out['transactions'] == [f'demo/{tx}'] and out['temp_files'] == 1
+        assert out['objects'] == 4, out                           # tx/big, tx/a, tx/b (a pack) and tx/staged
+        assert set(repo.branches()) == {'main'} and not list((root/'tmp').iterdir())
+        assert not any(f.exists() for f in tx_only)
+        with pytest.raises(NotFound, match='garbage-collected'): repo.get(tx_head, 'tx/big')
+        # main is intact
+        assert repo.head('main').id == c0.id and repo.uncommitted('main') == []
+        assert {p: repo.get('main', p) for p in keep} == keep
+        a = lk.audit('demo')
+        assert a.action.iloc[0] == 'drop_transaction' and a.ref.iloc[0] == tx and a.actor.iloc[0] == 'gc'
+        with lk.session() as con: assert con.execute("SELECT count(*) FROM transactions").fetchall() == [(0,)]
+        assert lk.gc(grace=0) == {'objects': 0, 'files': 0, 'bytes': 0, 'temp_files': 0, 'transactions': []}
+    finally: lk.store.close()
+
+
+LIVE_TX = textwrap.dedent('''
+    import sys
+    import mlinfra_nb.lake.tables
+    from mlinfra_nb.lake.core import Lake
+    repo = Lake(sys.argv[1], user='slow').repository('demo')
+    with repo.transaction('main', 'slow but alive') as b:
+        b.put_many({'live/big': b'L' * 300_000, 'live/a': b'la', 'live/b': b'lb'}); b.commit('step 1')
+        b.put('live/staged', b'staged')
+        print(b.name, flush=True)
+        sys.stdin.readline()    # holds the transaction open until told to go on
+    print('merged', flush=True)
+''')
+
+def test_gc_never_drops_a_live_transaction(tmp_path, clean_env):
+    "A transaction open in another process, however short the grace period, keeps its branch and objects, and lands afterwards."
+    root = tmp_path/'lake'
+    lk = Lake(root, user='setup'); lk.create_repository('demo'); lk.store.close()
+    p = subprocess.Popen([sys.executable, '-c', LIVE_TX, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=clean_env, cwd=tmp_path)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 120)
+        tx = p.stdout.readline().decode().strip() if ready else ''
+        assert tx.startswith('tx-main-'), p.stderr.read().decode()[-3000:] if p.poll() is not None else tx
+        lk = Lake(root, user='gc')
+        try:
+            out = lk.gc(grace=0)
+            assert out['transactions'] == [] and out['objects'] == 0, out
+            repo = lk.repository('demo')
+            assert tx in repo.branches() and repo.get(tx, 'live/big') == b'L' * 300_000 and repo.get(tx, 'live/staged') == b'staged'
+        finally: lk.store.close()
+        out, err = p.communicate(b'go\n', timeout=120)
+        assert p.returncode == 0 and out.decode().strip() == 'merged', err.decode()[-3000:]
+    finally:
+        if p.poll() is None: p.kill(); p.wait()
+    lk = Lake(root, user='after')
+    try:
+        repo = lk.repository('demo')
+        assert set(repo.branches()) == {'main'} and repo.get('main', 'live/big') == b'L' * 300_000 and repo.get('main', 'live/staged') == b'staged'
+        assert lk.gc(grace=0)['transactions'] == []
+    finally: lk.store.close()

@@ -280,6 +280,63 @@ def test_invalid_object_path(env, api, path, msg):
         r = api.post('/repositories/demo/branches/dev/objects/delete', json={'paths': [path]})
         assert r.status_code == 200 and r.json()['errors'][0]['status_code'] == 400, r.text   # lakeFS reports these per path
 
+# A JSON string may spell a lone UTF-16 surrogate ("\ud800"): Python parses it into a str that is not Unicode text, which nothing
+# downstream (DuckDB, the JSON encoder, the disk) can store. Every such string, wherever it sits in a body, is a 400 naming the field.
+LONE = '\ud800'
+SURROGATE_BODIES = [
+    ('POST', '/repositories', {'name': LONE, 'storage_namespace': 'local://x'}, 'name'),
+    ('POST', '/repositories', {'name': 'okname', 'storage_namespace': 'local://' + LONE}, 'storage_namespace'),
+    ('POST', '/repositories/demo/branches', {'name': 'b' + LONE, 'source': 'main'}, 'name'),
+    ('POST', '/repositories/demo/branches', {'name': 'fine', 'source': 'main' + LONE}, 'source'),
+    ('POST', '/repositories/demo/tags', {'id': 'v' + LONE, 'ref': 'main'}, 'id'),
+    ('POST', '/repositories/demo/tags', {'id': 'v9', 'ref': LONE}, 'ref'),
+    ('POST', '/repositories/demo/branches/dev/commits', {'message': 'fix ' + LONE}, 'message'),
+    ('POST', '/repositories/demo/branches/dev/commits', {'message': 'm', 'metadata': {'k': LONE}}, 'metadata.k'),
+    ('POST', '/repositories/demo/branches/dev/commits', {'message': 'm', 'metadata': {LONE: 'v'}}, 'a key of metadata'),
+    ('POST', '/repositories/demo/refs/dev/merge/main', {'message': LONE}, 'message'),
+    ('POST', '/repositories/demo/refs/dev/merge/main', {'metadata': {'k': 'v' + LONE}}, 'metadata.k'),
+    ('POST', '/repositories/demo/branches/dev/revert', {'ref': LONE, 'parent_number': 1}, 'ref'),
+    ('POST', '/repositories/demo/branches/dev/revert', {'ref': 'main', 'parent_number': 1, 'commit_overrides': {'message': LONE}},
+     'commit_overrides.message'),
+    ('PUT', '/repositories/demo/branches/dev', {'type': 'object', 'path': LONE}, 'path'),
+    ('POST', '/repositories/demo/branches/dev/objects/delete', {'paths': ['README', 'x' + LONE]}, r'paths\[1\]'),
+    ('POST', '/repositories/demo/branches/dev/objects/copy?dest_path=c', {'src_path': LONE, 'src_ref': 'main'}, 'src_path'),
+    ('PUT', '/repositories/demo/settings/branch_protection', [{'pattern': 'rel-' + LONE}], r'\[0\]\.pattern'),
+    ('POST', '/statistics', {'events': [{'class': LONE, 'name': 'x', 'count': 1}]}, r'events\[0\]\.class'),
+]
+
+@pytest.mark.parametrize('method, path, body, where', SURROGATE_BODIES, ids=[f'{p.split("/")[-1]}:{w}'.replace('\\', '') for _, p, _, w in SURROGATE_BODIES])
+def test_lone_surrogate_in_json_string(env, api, method, path, body, where):
+    raw_json = json.dumps(body).encode()          # ensure_ascii: the surrogate travels as the 6 characters \ud800
+    assert b'\\ud800' in raw_json
+    with unchanged(env[0]):
+        failed(api.request(method, path, content=raw_json, headers={'content-type': 'application/json'}), 400,
+               rf"^invalid JSON body: {where} holds the lone surrogate '\\ud800', which is not text; send valid Unicode \(UTF-8\) strings$")
+
+def test_surrogate_pairs_are_text(env, api, fresh):
+    "An escaped surrogate *pair* is one ordinary character (here an emoji), and goes through."
+    base = f'/repositories/{fresh.name}'
+    api.post(f'{base}/branches/main/objects', params={'path': 'e.txt'}, content=b'e')
+    body = json.dumps({'message': 'smile \U0001F600', 'metadata': {'mood': '\U0001F600'}}).encode()
+    assert b'\\ud83d\\ude00' in body
+    r = api.post(f'{base}/branches/main/commits', content=body, headers={'content-type': 'application/json'})
+    assert r.status_code == 201, r.text
+    assert fresh.head('main').message == 'smile \U0001F600' and fresh.head('main').metadata == {'mood': '\U0001F600'}
+
+@pytest.mark.parametrize('method, path', [
+    ('GET', '/repositories/demo/refs/main/objects/stat?path=%ED%A0%80'), ('GET', '/repositories/demo/refs/%ED%A0%80/objects?path=README'),
+    ('POST', '/repositories/demo/branches/%ED%A0%80/objects?path=a'), ('GET', '/repositories/demo/tags/%ED%A0%80'),
+    ('GET', '/repositories/demo/refs/main/objects/ls?prefix=%ED%A0%80&after=%ED%A0%80'),
+])
+def test_surrogate_bytes_in_path_or_query(env, api, method, path):
+    "Percent-encoded bytes that would spell a surrogate in UTF-8 are not UTF-8: they arrive as U+FFFD, never as a 500."
+    with unchanged(env[0]):
+        st, hs, body = raw(env[1], method, API + path, [('Authorization', basic(env[2].access_key_id, env[2].secret_access_key))],
+                           b'1' if method == 'POST' else b'')
+        assert st in (200, 400, 404), (st, body)
+        if st != 200: assert '\ufffd' in json.loads(body)['message'], body
+
+
 @pytest.mark.parametrize('params', [{}, {'path': ''}], ids=['absent', 'empty'])
 def test_object_path_is_required(env, api, params):
     with unchanged(env[0]):
@@ -397,6 +454,40 @@ def test_oversized_upload(tmp_path):
             assert c.get('/repositories/small/refs/main/objects', params={'path': 'fits.bin'}).content == data[:1000]
     finally: lake.store.close()
 
+@pytest.mark.parametrize('kind', ['raw', 'multipart'])
+def test_streamed_upload_over_limit_is_not_read(tmp_path, kind):
+    "A 200 MB upload without a Content-Length, against a 1 MiB limit: refused with 413 once the limit is passed, the rest never read."
+    lake = Lake(tmp_path/'lake', user='t')
+    lake.create_repository('small')
+    cred = create_credentials(lake, 'alice')
+    limit, total, sent = 2**20, 200 * 2**20, [0]
+    def body():   # counts what the client managed to send: the server's reads, plus what the sockets' buffers hold
+        if kind == 'multipart': yield b'--xyz\r\nContent-Disposition: form-data; name="content"; filename="big.bin"\r\n\r\n'
+        chunk = b'\xab' * 65536
+        for _ in range(total // len(chunk)):
+            sent[0] += len(chunk); yield chunk
+        if kind == 'multipart': yield b'\r\n--xyz--\r\n'
+    ctype = 'multipart/form-data; boundary=xyz' if kind == 'multipart' else 'application/octet-stream'
+    try:
+        with LakeServer(lake, max_upload=limit) as srv, \
+             httpx.Client(base_url=srv.endpoint + API, auth=(cred.access_key_id, cred.secret_access_key), timeout=60) as c:
+            before, t = state(lake), time.monotonic()
+            r = c.post('/repositories/small/branches/main/objects', params={'path': 'big.bin'}, content=body(), headers={'content-type': ctype})
+            failed(r, 413, rf"^{'multipart upload' if kind == 'multipart' else 'request body'} is over the limit of {limit} bytes$")
+            assert r.headers.get('connection') == 'close'
+            assert sent[0] < 32 * 2**20, f'the client got to send {sent[0]:,} of {total:,} bytes: the server read on past the limit'
+            assert time.monotonic() - t < 20
+            assert state(lake) == before and not list((lake.root/'tmp').iterdir())
+            # an honest Content-Length over the limit is refused before any of the body is read
+            auth = [('Authorization', basic(cred.access_key_id, cred.secret_access_key)), ('Content-Type', ctype)]
+            raw_failed(raw(srv, 'POST', API + '/repositories/small/branches/main/objects?path=big.bin', auth, b'x' * 100, length=total), 413,
+                       rf"^{'multipart upload' if kind == 'multipart' else 'request body'} of {total} bytes is over the limit of {limit} bytes$")
+            # and the server goes on serving: an upload of exactly the limit is fine
+            files = {'files': {'content': ('ok.bin', b'\xab' * limit)}} if kind == 'multipart' else {'content': b'\xab' * limit}
+            assert c.post('/repositories/small/branches/main/objects', params={'path': 'ok.bin'}, **files).status_code == 201
+            assert lake.repository('small').get('main', 'ok.bin') == b'\xab' * limit
+    finally: lake.store.close()
+
 def test_truncated_upload(env, api, fresh):
     lake, srv, cred, _ = env
     base = f'/repositories/{fresh.name}'
@@ -437,6 +528,64 @@ def test_multipart_without_content_field(env, api):
         truncated = b'--xyz\r\nContent-Disposition: form-data; name="content"; filename="a"\r\n\r\nab'   # no closing boundary
         failed(api.post('/repositories/demo/branches/dev/objects', params={'path': 'm.bin'}, content=truncated,
                         headers={'content-type': 'multipart/form-data; boundary=xyz'}), 400, r"^multipart upload needs a 'content' file field$")
+
+
+# --- where the server listens -------------------------------------------------------------------------
+
+EVERY_INTERFACE = 'listens on every network interface, where other machines can connect; pass allow_remote=True (--allow-remote)'
+
+@pytest.mark.parametrize('host, msg', [('', "no address to listen on ('')"), ('   ', 'no address to listen on'),
+                                       ('0.0.0.0', f"'0.0.0.0' {EVERY_INTERFACE}"), ('::', f"'::' {EVERY_INTERFACE}"),
+                                       ('[::]', f"'[::]' {EVERY_INTERFACE}"), ('0', f"'0' {EVERY_INTERFACE}")])
+def test_server_refuses_unasked_for_addresses(env, host, msg):
+    from mlinfra_nb.workspace import InvalidInput
+    with pytest.raises(InvalidInput, match=re.escape(msg)): LakeServer(env[0], host=host)
+
+def test_every_interface_when_asked(env):
+    "With allow_remote, 0.0.0.0 serves (here reached through 127.0.0.1), and the endpoint names the port port 0 chose."
+    with LakeServer(env[0], host='0.0.0.0', allow_remote=True) as srv:
+        assert srv.port > 0 and srv.endpoint == f'http://0.0.0.0:{srv.port}'
+        assert httpx.get(f'http://127.0.0.1:{srv.port}{API}/healthcheck', timeout=10).status_code == 204
+
+def test_endpoint_is_known_before_serving(env):
+    srv = LakeServer(env[0], port=0)
+    try:
+        assert srv.port > 0 and srv.endpoint == f'http://127.0.0.1:{srv.port}' and 'stopped' in repr(srv)
+        with pytest.raises(Exception, match='Address already in use'): LakeServer(env[0], port=srv.port)   # it holds the port already
+    finally: srv.stop()
+
+def _serve_cli(mlinfra, env, cwd, *argv, wait=True):
+    import subprocess
+    p = subprocess.Popen([mlinfra, 'lake', 'serve', '--root', str(cwd/'lake'), *argv], env=env, cwd=cwd,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait: return p
+    out, err = p.communicate(timeout=120)
+    return p.returncode, out, err
+
+@pytest.mark.parametrize('argv, msg', [(['--host', '', '--port', '0'], "no address to listen on ('')"),
+                                       (['--host', '0.0.0.0', '--port', '0'], f"'0.0.0.0' {EVERY_INTERFACE}"),
+                                       (['--host', '::', '--port', '0'], f"'::' {EVERY_INTERFACE}"), (['--port', '70000'], 'cannot listen on 127.0.0.1:70000')])
+def test_cli_refuses_unasked_for_addresses(mlinfra, clean_env, tmp_path, argv, msg):
+    "One line and exit status 1 (after the warning that the lake has no access keys yet)."
+    Lake(tmp_path/'lake').store.close()
+    rc, out, err = _serve_cli(mlinfra, clean_env, tmp_path, *argv)
+    assert rc == 1 and out == '' and 'Traceback' not in err, (rc, out, err)
+    assert err.splitlines()[-1].startswith(f"mlinfra: error: {msg}"), err
+
+@pytest.mark.parametrize('argv, host', [([], '127.0.0.1'), (['--host', '0.0.0.0', '--allow-remote'], '0.0.0.0')])
+def test_cli_prints_the_real_port(mlinfra, clean_env, tmp_path, argv, host):
+    "`--port 0` prints the port the server got, and the server is there."
+    lk = Lake(tmp_path/'lake'); cred = create_credentials(lk, 'alice'); lk.store.close()
+    p = _serve_cli(mlinfra, clean_env, tmp_path, *argv, '--port', '0', wait=False)
+    try:
+        line = p.stdout.readline()
+        m = re.fullmatch(rf"serving the lake at {re.escape(str(tmp_path/'lake'))} as lakeFS on http://{re.escape(host)}:(\d+) \(Ctrl-C stops\)\n", line)
+        assert m and int(m.group(1)) > 0, (line, p.stderr.read() if p.poll() is not None else '')
+        for _ in range(100):
+            try: r = httpx.get(f'http://127.0.0.1:{m.group(1)}{API}/repositories', auth=(cred.access_key_id, cred.secret_access_key), timeout=5); break
+            except httpx.TransportError: time.sleep(0.1)
+        assert r.status_code == 200 and r.json()['results'] == []
+    finally: p.terminate(); p.wait(30)
 
 
 # --- unknown routes and wrong methods -----------------------------------------------------------------

@@ -917,3 +917,23 @@ def test_grpc_port_in_use_is_refused(server, channel, lib):
         ModelServer(config=server_config(model_config('scale', lib/'scale')), rest_port=0, grpc_port=server.grpc_port, poll_seconds=0)
     assert loops() == before
     grpc_alive(channel)
+
+
+def test_listens_only_where_asked(lib, tmp_path):
+    "As the lake server: an empty host is refused, every interface needs allow_remote, and the URLs name the ports port 0 chose."
+    import subprocess, sys
+    from mlinfra_nb.workspace import InvalidInput
+    cfg = server_config(model_config('scale', lib/'scale'))
+    for host, msg in [('', "no address to listen on ('')"), ('0.0.0.0', "'0.0.0.0' listens on every network interface"),
+                      ('::', "'::' listens on every network interface")]:
+        with pytest.raises(InvalidInput, match=re.escape(msg)): ModelServer(config=cfg, host=host, rest_port=0, grpc_port=0)
+    with ModelServer(config=cfg, host='0.0.0.0', allow_remote=True, rest_port=0, grpc_port=0, poll_seconds=0) as srv:
+        assert srv.rest_url == f'http://0.0.0.0:{srv.rest_port}' and srv.grpc_target == f'0.0.0.0:{srv.grpc_port}'
+        assert srv.rest_port > 0 and srv.grpc_port > 0
+        assert httpx.get(f'http://127.0.0.1:{srv.rest_port}/v1/models/scale', timeout=30).status_code == 200
+    for argv, msg in [(['--host', ''], "no address to listen on ('')"), (['--host', '0.0.0.0'], "'0.0.0.0' listens on every network interface")]:
+        r = subprocess.run([sys.executable, '-c', 'import sys; from mlinfra_nb.cli import main; sys.exit(main())', 'serve', '--model_name', 'scale',
+                            '--model_base_path', str(lib/'scale'), '--rest_api_port', '0', '--port', '0', *argv],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert r.returncode == 1 and r.stdout == '' and 'Traceback' not in r.stderr, r.stderr
+        assert r.stderr.splitlines()[-1].startswith(f"mlinfra: error: {msg}"), r.stderr

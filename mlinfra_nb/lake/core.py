@@ -17,7 +17,7 @@ from .store import LakeStore, one
 
 # %% auto #0
 __all__ = ['REPO_NAME', 'REF_NAME', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'ENTRY_COLS', 'ENTRY_SQL', 'CACHE_SIZES', 'META_SPLIT',
-           'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'check_repo_name', 'check_ref_name', 'check_path',
+           'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE', 'check_repo_name', 'check_ref_name', 'check_path',
            'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change', 'tree_entries', 'Lake', 'arn', 'guarded',
            'Resolved', 'Repository', 'HookEvent', 'Settled']
 
@@ -1103,6 +1103,50 @@ def audit(self:Lake, repo:str|None=None, limit:int=100):
             where, args = " WHERE repo IN (SELECT unnest(?::VARCHAR[]))", [seen + ([''] if self.principal.may('auth:ListUsers', '*') else [])]
         return con.execute(f"SELECT ts, repo, actor, action, ref, detail FROM audit{where} ORDER BY ts DESC LIMIT ?", args + [limit]).df()
 
+# %% ../../nbs/11_lake.core.ipynb #feb2cd20
+TX_TABLE = """CREATE TABLE IF NOT EXISTS transactions(repo VARCHAR, branch VARCHAR, pid BIGINT, host VARCHAR, proc_start BIGINT,
+                                                      started_at TIMESTAMPTZ, PRIMARY KEY(repo, branch))"""
+
+def _proc_stat(pid:int)->tuple[str, int]|None:
+    "(state, start time in clock ticks since boot) of process `pid`, from Linux's `/proc`; None if there is no such process."
+    try: f = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except (OSError, IndexError): return None
+    return f[0], int(f[19])
+
+def _holder()->tuple:
+    "This process as a transaction's holder: (pid, host, start time or None)."
+    st = _proc_stat(os.getpid())
+    return os.getpid(), os.uname().nodename, st and st[1]
+
+def _holder_alive(pid:int, host:str, proc_start:int|None)->bool:
+    "Whether the process that holds a transaction may still be running (one on another machine is assumed to be)."
+    if host != os.uname().nodename: return True
+    if Path('/proc/self/stat').exists():
+        st = _proc_stat(pid)
+        return st is not None and st[0] != 'Z' and proc_start in (None, st[1])   # a zombie, or a newer process with its pid, is not it
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass   # another user's process
+    return True
+
+@patch
+def _start_transaction(self:Repository, name:str, branch:str)->Commit:
+    "Create the transaction branch `name` at the head of `branch` (returned), recording this process as its holder."
+    with self.store.transaction() as con:
+        start = self._branch_head(con, branch)
+        self.create_branch(name, start.id)
+        con.execute(TX_TABLE)
+        con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)", [self.name, name, *_holder(), _now()])
+    return start
+
+@patch
+def _end_transaction(self:Repository, name:str):
+    "Delete the transaction branch `name` and its holder's record."
+    with self.store.transaction() as con:
+        con.execute(TX_TABLE)
+        con.execute("DELETE FROM transactions WHERE repo = ? AND branch = ?", [self.name, name])
+        if one(con, "SELECT 1 FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", [self.name, name]): self.delete_branch(name)
+
 # %% ../../nbs/11_lake.core.ipynb #6429aa34
 @patch
 def _live_metaranges(self:Lake, con)->set:
@@ -1118,10 +1162,25 @@ def _live_metaranges(self:Lake, con)->set:
     return live
 
 @patch
+def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
+    "Delete the branches (and staging) of transactions started before `before` whose process is gone; return them as 'repo/branch'."
+    con.execute(TX_TABLE)
+    out = []
+    for repo, branch, pid, host, start in con.execute("SELECT repo, branch, pid, host, proc_start FROM transactions WHERE started_at < ? ORDER BY 1, 2",
+                                                      [before]).fetchall():
+        if _holder_alive(pid, host, start): continue
+        for sql in ("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", "DELETE FROM staging WHERE repo = ? AND branch = ?",
+                    "DELETE FROM transactions WHERE repo = ? AND branch = ?"): con.execute(sql, [repo, branch])
+        self._audit(con, repo, 'drop_transaction', branch, reason='its process is gone', pid=pid, host=host)
+        out.append(f'{repo}/{branch}')
+    return out
+
+@patch
 def gc(self:Lake, grace:float=3600)->dict:
-    "Delete objects unreachable from every branch, tag and staging area; return what was removed."
+    "Delete objects unreachable from every branch, tag and staging area, abandoned transactions and old temporary files; return what was removed."
     with self.store.connect() as con:  # the lock is held until the files are gone too, so no write can revive a dead object meanwhile
         with self.store.transaction():
+            dropped = self._drop_abandoned(con, _now() - dt.timedelta(seconds=grace))
             seqs = sorted({r[1] for mr in self._live_metaranges(con) for r in _metarange(con, mr)})
             dead = con.execute("""
                 SELECT address, file FROM blobs WHERE address NOT IN (
@@ -1136,5 +1195,8 @@ def gc(self:Lake, grace:float=3600)->dict:
             if rel in live_files: continue
             if rel in dead_files or p.stat().st_mtime < cutoff:
                 freed += p.stat().st_size; p.unlink(missing_ok=True); removed += 1
-    self.log.info("gc: %d objects unreachable, %d files (%d bytes) removed", len(dead), removed, freed)
-    return {'objects': len(dead), 'files': removed, 'bytes': freed}
+        temp = [p for p in (self.root/'tmp').glob('*') if p.is_file() and p.stat().st_mtime < cutoff]
+        for p in temp: freed += p.stat().st_size; p.unlink(missing_ok=True)
+    self.log.info("gc: %d objects unreachable, %d files and %d temporary files (%d bytes) removed, %d abandoned transactions dropped",
+                  len(dead), removed, len(temp), freed, len(dropped))
+    return {'objects': len(dead), 'files': removed, 'bytes': freed, 'temp_files': len(temp), 'transactions': dropped}

@@ -480,6 +480,17 @@ def _server_merge_with_tables(self:LakeFSRepository, source:str, into:str, merge
 
 LakeFSRepository._merge_on_server = _server_merge_with_tables
 
+# %% ../../nbs/14_lake.lakefs.ipynb #ace2b350
+def _start_transaction(self:LakeFSRepository, name:str, branch:str):
+    "Create the transaction branch `name` at the head of `branch`, and return that commit."
+    start = self.head(branch)
+    self.create_branch(name, start.id)
+    return start
+
+def _end_transaction(self:LakeFSRepository, name:str): self.delete_branch(name)
+
+LakeFSRepository._start_transaction, LakeFSRepository._end_transaction = _start_transaction, _end_transaction
+
 # %% ../../nbs/14_lake.lakefs.ipynb #aefcc07f
 _fs_lock = threading.Lock()
 

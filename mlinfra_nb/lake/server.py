@@ -4,7 +4,7 @@
 
 # %% ../../nbs/15_lake.server.ipynb #cb951822
 from __future__ import annotations
-import base64, copy, datetime as dt, hashlib, hmac, json, re, secrets, string, threading, time
+import base64, copy, datetime as dt, hashlib, hmac, json, re, secrets, socket, string, threading, time
 from dataclasses import dataclass
 from typing import Callable
 import lakefs_sdk, uvicorn
@@ -17,15 +17,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from .. import __version__
 from ..workspace import (Conflict, Corrupted, InvalidInput, MlinfraError, NotFound, PermissionDenied,
-                                  PreconditionFailed, get_logger)
+                                  PreconditionFailed, check_host, get_logger, host_port)
 from .core import Change, CommonPrefix, Lake, ObjectInfo, Repository, check_path, check_ref_name
 
 # %% auto #0
-__all__ = ['SCRYPT', 'STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'META_PREFIX', 'UNSUPPORTED', 'Credentials',
-           'create_credentials', 'list_credentials', 'delete_credentials', 'Authenticator', 'NotSupported', 'error',
-           'status_of', 'commit_json', 'stats_json', 'diff_json', 'parse', 'amount_of', 'page', 'after', 'Call',
-           'LakeAPI', 'route', 'healthcheck', 'get_version', 'get_storage_config', 'get_config', 'setup_state',
-           'post_statistics', 'get_current_user', 'repo_json', 'list_repositories', 'create_repository',
+__all__ = ['SCRYPT', 'STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'META_PREFIX', 'UNSUPPORTED', 'MULTIPART_FRAMING',
+           'Credentials', 'create_credentials', 'list_credentials', 'delete_credentials', 'Authenticator',
+           'NotSupported', 'error', 'status_of', 'commit_json', 'stats_json', 'diff_json', 'parse', 'amount_of', 'page',
+           'after', 'Call', 'LakeAPI', 'route', 'healthcheck', 'get_version', 'get_storage_config', 'get_config',
+           'setup_state', 'post_statistics', 'get_current_user', 'repo_json', 'list_repositories', 'create_repository',
            'get_repository', 'delete_repository', 'get_repository_metadata', 'list_branches', 'create_branch',
            'get_branch', 'delete_branch', 'reset_branch', 'hard_reset_branch', 'revert_branch', 'list_tags',
            'create_tag', 'get_tag', 'delete_tag', 'commit', 'get_commit', 'log_commits', 'diff_branch', 'diff_refs',
@@ -560,28 +560,49 @@ for _what, _routes in UNSUPPORTED.items():
 # %% ../../nbs/15_lake.server.ipynb #9e95ee31
 class TooLarge(MlinfraError): "A request body over the server's limit."
 
-async def _read_body(request:Request, limit:int)->bytes:
-    declared = request.headers.get('content-length')
+MULTIPART_FRAMING = 64 * 1024   # bytes a multipart upload may carry besides its content: boundaries, part headers, small fields
+
+def _bounded(request:Request, limit:int, what:str='request body', framing:int=0)->Request:
+    "`request` with its body bounded: `TooLarge` from a `Content-Length` over `limit` (+ `framing`), else as soon as more arrives."
+    declared, seen = request.headers.get('content-length'), 0
     if declared is not None:
         if not declared.isdigit(): raise InvalidInput(f"invalid Content-Length {declared!r}")
-        if int(declared) > limit: raise TooLarge(f"request body of {int(declared)} bytes is over the limit of {limit} bytes")
-    chunks, n = [], 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > limit: raise TooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b''.join(chunks)
+        if int(declared) > limit + framing: raise TooLarge(f"{what} of {int(declared)} bytes is over the limit of {limit} bytes")
+    async def receive():
+        nonlocal seen
+        message = await request.receive()
+        seen += len(message.get('body', b''))
+        if seen > limit + framing: raise TooLarge(f"{what} is over the limit of {limit} bytes")   # read no further
+        return message
+    return Request(request.scope, receive)
+
+async def _read_body(request:Request, limit:int)->bytes: return await _bounded(request, limit).body()
 
 async def _upload(request:Request, limit:int)->tuple[bytes, str|None]:
     "The bytes and content type of an upload, raw or multipart (`content` field)."
     ctype = request.headers.get('content-type')
     if ctype and ctype.startswith('multipart/form-data'):
-        form = await request.form(max_files=1, max_fields=10)
+        form = await _bounded(request, limit, 'multipart upload', MULTIPART_FRAMING).form(max_files=1, max_fields=10)
         f = form.get('content')
         if f is None or isinstance(f, str): raise InvalidInput("multipart upload needs a 'content' file field")
         if f.size is not None and f.size > limit: raise TooLarge(f"upload of {f.size} bytes is over the limit of {limit} bytes")
         return await f.read(), f.content_type
     return await _read_body(request, limit), ctype
+
+def _unicode_problem(body)->str|None:
+    "Where a parsed JSON body holds a string that is not Unicode text (a lone surrogate such as `\\ud800`), and what it holds; None if nowhere."
+    todo = [('', body)]
+    while todo:
+        at, x = todo.pop()
+        if isinstance(x, str):
+            try: x.encode('utf-8')
+            except UnicodeEncodeError as e: return f"{at or 'the body'} holds the lone surrogate {x[e.start]!r}"   # repr escapes it
+        elif isinstance(x, list): todo += [(f'{at}[{i}]', v) for i, v in enumerate(x)]
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                name = k if k.isidentifier() else repr(k)
+                todo += [(f'a key of {at or "the body"}', k), (f'{at}.{name}' if at else name, v)]
+    return None
 
 def _endpoint(api:LakeAPI, fn, body:str|None, public:bool):
     async def handle(request:Request)->Response:
@@ -593,13 +614,16 @@ def _endpoint(api:LakeAPI, fn, body:str|None, public:bool):
                 raw = await _read_body(request, api.max_json)
                 try: payload = json.loads(raw) if raw.strip() else None
                 except (ValueError, RecursionError) as e: raise InvalidInput(f"malformed JSON body: {str(e)[:200]}") from None
+                if b'\\u' in raw and (where := _unicode_problem(payload)):   # only a \u escape makes one
+                    raise InvalidInput(f"invalid JSON body: {where}, which is not text; send valid Unicode (UTF-8) strings")
                 if payload is None and fn is not merge_into_branch: raise InvalidInput("this request needs a JSON body")
             else: payload = None
             call = Call(dict(request.path_params), request.query_params, {k.lower(): v for k, v in request.headers.items()}, payload, user)
             return await run_in_threadpool(fn, api, call)
         except ClientDisconnect: return Response(status_code=400)
         except HTTPException as e: return error(e.status_code, str(e.detail))   # Starlette's own, e.g. malformed multipart
-        except TooLarge as e: return error(413, str(e))
+        except TooLarge as e:   # the rest of the body is not read: the connection closes after the answer
+            r = error(413, str(e)); r.headers['connection'] = 'close'; return r
         except MlinfraError as e: return error(status_of(e), str(e))
         except Exception as e:
             api.log.exception("%s %s failed", request.method, request.url.path)
@@ -621,39 +645,50 @@ def app(lake:Lake, **kwargs)->Starlette:
     return a
 
 # %% ../../nbs/15_lake.server.ipynb #c312e837
+def _listen(host:str, port:int)->socket.socket:
+    "A socket listening on `host:port` (port 0: a free one), so the real port is known before serving starts."
+    try: return socket.create_server((host.strip('[]'), port), family=socket.AF_INET6 if ':' in host else socket.AF_INET)
+    except (OSError, OverflowError) as e: raise InvalidInput(f"cannot listen on {host_port(host, port)}: {getattr(e, 'strerror', None) or e}") from None
+
 class LakeServer:
-    "The lakeFS API for an embedded lake, served by uvicorn."
-    def __init__(self, lake:Lake, host:str='127.0.0.1', port:int=0, **kwargs):
-        self.lake, self.host = lake, host
-        cfg = uvicorn.Config(app(lake, **kwargs), host=host, port=port, log_level='warning', lifespan='off', timeout_keep_alive=30)
+    "The lakeFS API for an embedded lake, served by uvicorn on 127.0.0.1 unless told otherwise."
+    def __init__(self, lake:Lake,
+                 host:str='127.0.0.1',     # address to listen on
+                 port:int=0,               # 0: a free port (`.port` says which)
+                 allow_remote:bool=False,  # allow listening on every interface (0.0.0.0, ::), where other machines connect
+                 **kwargs):                # for `app`: max_upload, max_json
+        self.lake, self.host = lake, check_host(host, allow_remote)
+        self.sock = _listen(host, port)
+        cfg = uvicorn.Config(app(lake, **kwargs), log_level='warning', lifespan='off', timeout_keep_alive=30)
         self.server, self.thread = uvicorn.Server(cfg), None
 
     @property
-    def port(self)->int: return self.server.servers[0].sockets[0].getsockname()[1]
+    def port(self)->int: return self.sock.getsockname()[1]
 
     @property
     def endpoint(self)->str:
         "The URL clients are given (lakeFS clients accept it with or without `/api/v1`)."
-        return f'http://{self.host}:{self.port}'
+        return f'http://{host_port(self.host, self.port)}'
 
     def start(self, timeout:float=30)->LakeServer:
         "Serve on a background thread; return once it accepts connections."
-        self.thread = threading.Thread(target=self.server.run, name='lake-server', daemon=True)
+        self.thread = threading.Thread(target=self.serve_forever, name='lake-server', daemon=True)
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline: raise RuntimeError(f"the lake server did not start on {self.host}")
+            if not self.thread.is_alive() or time.monotonic() > deadline: raise RuntimeError(f"the lake server did not start on {self.endpoint}")
             time.sleep(0.01)
         return self
 
     def stop(self):
-        "Stop serving and wait for the thread to end."
+        "Stop serving, wait for the thread to end, and close the socket."
         self.server.should_exit = True
         if self.thread: self.thread.join(10)
+        self.sock.close()
 
     def serve_forever(self):
         "Serve in this thread until interrupted (Ctrl-C)."
-        self.server.run()
+        self.server.run(sockets=[self.sock])
 
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()

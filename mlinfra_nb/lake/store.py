@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Iterable, Iterator
 import duckdb, pyarrow as pa
 from fastcore.basics import patch
-from ..workspace import Corrupted, NotFound, fsync_dir
+from ..workspace import Corrupted, InvalidInput, NotFound, fsync_dir
 
 # %% auto #0
-__all__ = ['SCHEMA', 'CATALOG_CONFIG', 'LINGER', 'PACK_BELOW', 'Catalog', 'LakeStore', 'release_lakes', 'one', 'sha256']
+__all__ = ['SCHEMA', 'FILE_MODE', 'DIR_MODE', 'CATALOG_CONFIG', 'LINGER', 'PACK_BELOW', 'private_opener', 'make_private',
+           'Catalog', 'LakeStore', 'release_lakes', 'open_catalog', 'one', 'sha256']
 
 # %% ../../nbs/10_lake.store.ipynb #e18a9049
 SCHEMA = """
@@ -33,6 +34,26 @@ CREATE TABLE IF NOT EXISTS audit(ts TIMESTAMPTZ, repo VARCHAR, actor VARCHAR, ac
 CREATE SEQUENCE IF NOT EXISTS tree_seq;
 """
 
+# %% ../../nbs/10_lake.store.ipynb #a5e52da1
+FILE_MODE, DIR_MODE = 0o600, 0o700   # a lake's files and folders: its owner's alone
+
+def private_opener(path, flags:int)->int:
+    "An `opener` for `open` that creates files readable and writable by their owner only."
+    return os.open(path, flags, FILE_MODE)
+
+def make_private(path:Path):
+    "Give the file at `path` (if there is one) `FILE_MODE`."
+    with contextlib.suppress(FileNotFoundError): os.chmod(path, FILE_MODE)
+
+def _lay_out(root:Path):
+    "Create the lake's folders under `root` (a new root too), the 256 folders objects are spread over, and the lock files, all private."
+    if root.exists() and not root.is_dir(): raise InvalidInput(f"lake root {root} exists and is not a directory; choose another path")
+    if not (root/'catalog.duckdb').exists():   # a new lake: its root is private too
+        root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True); os.chmod(root, DIR_MODE)
+    for d in ('objects', 'packs', 'tmp'): (root/d).mkdir(mode=DIR_MODE, exist_ok=True)
+    for d in {f'{i:02x}' for i in range(256)} - set(os.listdir(root/'objects')): (root/'objects'/d).mkdir(mode=DIR_MODE, exist_ok=True)
+    for f in ('lake.lock', 'lake.wait'): os.close(os.open(root/f, os.O_RDWR | os.O_CREAT, FILE_MODE))
+
 # %% ../../nbs/10_lake.store.ipynb #1488f900
 class Catalog:
     "The lake's DuckDB connection, plus the lake's caches of immutable catalog data; behaves as the connection."
@@ -47,8 +68,8 @@ class LakeStore:
     "Files and catalog of an embedded lake: content-addressed objects on disk, metadata in DuckDB, one process at a time."
     def __init__(self, root:str|Path):
         self.root = Path(root).absolute()
-        for d in ('objects', 'packs'): (self.root/d).mkdir(parents=True, exist_ok=True)
-        self.catalog = self.root/'catalog.duckdb'
+        _lay_out(self.root)
+        self.catalog, self.wal = self.root/'catalog.duckdb', self.root/'catalog.duckdb.wal'
         self._mutex, self._ready = threading.RLock(), False
         self._reset_state()
         _stores.add(self)
@@ -65,8 +86,7 @@ class LakeStore:
                 fcntl.flock(w, fcntl.LOCK_SH)
                 fcntl.flock(self._lockf, fcntl.LOCK_EX)
         try:
-            self._con = Catalog(duckdb.connect(str(self.catalog), config=CATALOG_CONFIG), self.caches)
-            if not self._ready: self._con.execute(SCHEMA); self._ready = True
+            self._con = Catalog(open_catalog(self.catalog, '' if self._ready else SCHEMA), self.caches); self._ready = True
         except BaseException: self._release(); raise
 
     def _release(self):
@@ -119,6 +139,7 @@ class LakeStore:
             else:
                 try: con.execute('COMMIT')
                 except BaseException: self.caches.clear(); raise
+                make_private(self.wal)   # DuckDB makes a new log after each checkpoint
             finally: self._in_tx = False
 
     @contextlib.contextmanager
@@ -139,6 +160,21 @@ def release_lakes():
     # process that waits for it; if that process is the other worker of the cluster, both would wait forever.
     for s in list(_stores): s.close()
 
+# %% ../../nbs/10_lake.store.ipynb #4b84a268
+def open_catalog(path:Path, setup:str='')->duckdb.DuckDBPyConnection:
+    "A connection to the lake catalog at `path` (made private), after running `setup`; `Corrupted` if DuckDB cannot read it."
+    con = None
+    try:
+        con = duckdb.connect(str(path), config=CATALOG_CONFIG)
+        if setup: con.execute(setup)
+    except duckdb.Error as e:
+        if con is not None: con.close()
+        if path.is_dir(): why = "it is a directory, not a DuckDB file"
+        else: why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise Corrupted(f"the lake catalog {path} cannot be opened: {why}; move it aside and restore it from a backup") from None
+    for p in (path, Path(f'{path}.wal')): make_private(p)
+    return con
+
 # %% ../../nbs/10_lake.store.ipynb #334745a1
 def one(con, sql:str, params=None)->tuple|None:
     "The first row of `sql`'s result, or None; the rest of the result is consumed."
@@ -154,7 +190,7 @@ def _write_durable(path:Path, chunks:Iterable[bytes]):
     "Write `chunks` to `path` through a temporary file, fsynced, then renamed into place."
     tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
     try:
-        with open(tmp, 'wb') as f:
+        with open(tmp, 'wb', opener=private_opener) as f:
             f.writelines(chunks); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
@@ -212,7 +248,7 @@ def put_file(self:LakeStore, con, src:str|Path)->str:
     h, src = hashlib.sha256(), Path(src)
     with open(src, 'rb') as f:
         while (chunk := f.read(1 << 20)): h.update(chunk)
-        os.fsync(f.fileno())
+        os.fchmod(f.fileno(), FILE_MODE); os.fsync(f.fileno())
     a, size = h.hexdigest(), src.stat().st_size
     if one(con, "SELECT 1 FROM blobs WHERE address = ?", [a]): src.unlink(); return a
     p = self.blob_path(a); p.parent.mkdir(exist_ok=True)

@@ -262,15 +262,15 @@ def branch(self:Repository, name:str)->Branch:
 def transaction(self:Repository, branch:str, message:str, metadata:dict|None=None)->Iterator[Branch]:
     "Write on a temporary branch; on success commit it and merge into `branch`, on error drop it."
     if not isinstance(message, str) or not message.strip(): raise InvalidInput("a transaction needs a non-empty commit message")
-    start = self.head(branch)
     name = f"tx-{branch}-{uuid.uuid4().hex[:8]}"
-    self.create_branch(name, start.id)
+    start = self._start_transaction(name, branch)   # the lake records this process as the branch's holder, so `gc` can drop it if the process dies
     try:
         yield Branch(self, name)
         if self.uncommitted(name): self.commit(name, message, metadata)
         if self.head(name) != start:  # the block wrote (and perhaps committed) something
             self.merge(name, into=branch, message=f"{message} (transaction)", metadata=metadata)
-    finally: self.delete_branch(name)
+    finally: self._end_transaction(name)
+
 
 # %% ../../nbs/12_lake.tables.ipynb #05afc27a
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.concurrency import run_in_threadpool
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc)
-from ..workspace import InvalidInput, get_logger, import_tensorflow
+from ..workspace import InvalidInput, check_host, get_logger, host_port, import_tensorflow
 from .config import PROMETHEUS_PATH, read_batching_parameters, read_models_config, read_monitoring_config
 from .models import ModelManager, Servable, ServingError
 from .codec import error_json, parse_json, predict_inputs, predict_json, signature_name, to_ndarray, to_tensor_proto
@@ -488,11 +488,13 @@ class ModelServer:
                  config=None,                            # or a ModelServerConfig
                  rest_port:int=8501, grpc_port:int=8500, # 0: any free port
                  host:str='127.0.0.1',
+                 allow_remote:bool=False,                # allow listening on every interface (0.0.0.0, ::), where other machines connect
                  batching_parameters_file:str|Path|None=None, batching=None,   # turn on batching
                  monitoring_config_file:str|Path|None=None, monitoring=None,   # turn on /monitoring/prometheus/metrics
                  poll_seconds:float=1.0,                 # --model_config_file_poll_wait_seconds / file system poll
                  max_body:int=64 << 20,                  # largest REST body accepted
                  grpc_threads:int=8):                    # gRPC worker threads (model calls without batching, metadata, status, reloads)
+        check_host(host, allow_remote)
         batching = read_batching_parameters(batching_parameters_file) if batching_parameters_file else batching
         monitoring = read_monitoring_config(monitoring_config_file) if monitoring_config_file else monitoring
         manager = ModelManager(config, model_config_file, poll_seconds)
@@ -528,9 +530,9 @@ class ModelServer:
     @property
     def rest_port(self)->int: return self.rest.servers[0].sockets[0].getsockname()[1]
     @property
-    def rest_url(self)->str: return f'http://{self.host}:{self.rest_port}'
+    def rest_url(self)->str: return f'http://{host_port(self.host, self.rest_port)}'
     @property
-    def grpc_target(self)->str: return f'{self.host}:{self.grpc_port}'
+    def grpc_target(self)->str: return host_port(self.host, self.grpc_port)
 
     def start(self, timeout:float=30)->ModelServer:
         "Serve REST and gRPC on background threads; return once both accept connections."
