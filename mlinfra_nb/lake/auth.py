@@ -480,6 +480,10 @@ class Principal:
         "Raise `Unauthorized` unless the user may do `action` on `resource`."
         if (why := self.reason(action, resource, context)): raise Unauthorized(why)
 
+    def allowed_somewhere(self, action:str)->bool:
+        "Whether some statement allows `action` on some resource (lakeFS lets only such users list repositories at all)."
+        return any(st['effect'] == 'allow' and any(wildcard(a, action) for a in st['action']) for p in self.policies() for st in p['statement'])
+
     def visible(self, action:str, repos:list[str])->list[str]:
         "The repositories among `repos` on which the user may do `action` (lakeFS filters repository listings this way)."
         return [r for r in repos if self.may(action, arn(r))]

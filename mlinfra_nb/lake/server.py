@@ -4,7 +4,7 @@
 
 # %% ../../nbs/15_lake.server.ipynb #cb951822
 from __future__ import annotations
-import base64, copy, datetime as dt, hashlib, hmac, json, re, secrets, socket, string, threading, time
+import base64, collections, copy, datetime as dt, hashlib, hmac, json, math, re, socket, threading, time
 from dataclasses import dataclass
 from typing import Callable
 import lakefs_sdk, uvicorn
@@ -18,86 +18,81 @@ from starlette.routing import Route
 from .. import __version__
 from ..workspace import (Conflict, Corrupted, InvalidInput, MlinfraError, NotFound, PermissionDenied,
                                   PreconditionFailed, check_host, get_logger, host_port)
-from .core import Change, CommonPrefix, Lake, ObjectInfo, Repository, check_path, check_ref_name
+from .core import Change, CommonPrefix, Lake, ObjectInfo, Repository, arn, check_path, check_ref_name
+from .auth import (Credentials, Principal, Unauthorized, add_member, attach_policy, attached_policies, auth_arn, auth_stamp,
+                                  create_credentials, create_group, create_policy, create_user, credentials_user, delete_credentials,
+                                  delete_group, delete_policy, delete_user, detach_policy, get_group, get_policy, get_user, group_members,
+                                  list_credentials, list_groups, list_policies, list_users, namespace_arn, remove_member, update_policy,
+                                  user_groups)
 
 # %% auto #0
-__all__ = ['SCRYPT', 'STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'META_PREFIX', 'UNSUPPORTED', 'MULTIPART_FRAMING',
-           'Credentials', 'create_credentials', 'list_credentials', 'delete_credentials', 'Authenticator',
-           'NotSupported', 'error', 'status_of', 'commit_json', 'stats_json', 'diff_json', 'parse', 'amount_of', 'page',
-           'after', 'Call', 'LakeAPI', 'route', 'healthcheck', 'get_version', 'get_storage_config', 'get_config',
-           'setup_state', 'post_statistics', 'get_current_user', 'repo_json', 'list_repositories', 'create_repository',
-           'get_repository', 'delete_repository', 'get_repository_metadata', 'list_branches', 'create_branch',
-           'get_branch', 'delete_branch', 'reset_branch', 'hard_reset_branch', 'revert_branch', 'list_tags',
-           'create_tag', 'get_tag', 'delete_tag', 'commit', 'get_commit', 'log_commits', 'diff_branch', 'diff_refs',
-           'merge_into_branch', 'find_merge_base', 'get_branch_protection_rules', 'set_branch_protection_rules',
-           'upload_object', 'copy_object', 'stat_object', 'list_objects', 'read_object', 'get_object', 'head_object',
-           'delete_object', 'delete_objects', 'TooLarge', 'app', 'LakeServer']
+__all__ = ['STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'META_PREFIX', 'UNSUPPORTED', 'R', 'CHECKS', 'U', 'G', 'P',
+           'SIGNED_IN', 'PER_ITEM', 'MULTIPART_FRAMING', 'TooManyGuesses', 'Limiter', 'Authenticator', 'NotSupported',
+           'error', 'status_of', 'commit_json', 'stats_json', 'diff_json', 'parse', 'amount_of', 'page', 'after',
+           'Call', 'LakeAPI', 'route', 'healthcheck', 'get_version', 'get_storage_config', 'get_config',
+           'post_statistics', 'get_current_user', 'setup_state', 'setup', 'repo_json', 'list_repositories',
+           'create_repository', 'get_repository', 'delete_repository', 'get_repository_metadata', 'list_branches',
+           'create_branch', 'get_branch', 'delete_branch', 'reset_branch', 'hard_reset_branch', 'revert_branch',
+           'list_tags', 'create_tag', 'get_tag', 'delete_tag', 'commit', 'get_commit', 'log_commits', 'diff_branch',
+           'diff_refs', 'merge_into_branch', 'find_merge_base', 'get_branch_protection_rules',
+           'set_branch_protection_rules', 'upload_object', 'copy_object', 'stat_object', 'list_objects', 'read_object',
+           'get_object', 'head_object', 'delete_object', 'delete_objects', 'auth_list_users', 'auth_create_user',
+           'auth_get_user', 'auth_delete_user', 'auth_user_groups', 'auth_user_policies', 'auth_attach_to_user',
+           'auth_detach_from_user', 'auth_list_keys', 'auth_create_key', 'auth_get_key', 'auth_delete_key',
+           'auth_list_groups', 'auth_create_group', 'auth_get_group', 'auth_delete_group', 'auth_group_members',
+           'auth_add_member', 'auth_remove_member', 'auth_group_policies', 'auth_attach_to_group',
+           'auth_detach_from_group', 'auth_list_policies', 'auth_create_policy', 'auth_get_policy',
+           'auth_update_policy', 'auth_delete_policy', 'need', 'TooLarge', 'authorize', 'app', 'LakeServer']
 
-# %% ../../nbs/15_lake.server.ipynb #a258550b
-_CRED_TABLE = """CREATE TABLE IF NOT EXISTS credentials(access_key_id VARCHAR PRIMARY KEY, salt VARCHAR, secret_hash VARCHAR,
-                                                     user_id VARCHAR, created_at TIMESTAMPTZ)"""
-SCRYPT = dict(n=2**14, r=8, p=1, dklen=32)  # the cost of one guess: tens of milliseconds
+# %% ../../nbs/15_lake.server.ipynb #5edd1ca1
+class TooManyGuesses(MlinfraError):
+    "Too many wrong secrets from one client (429, with the seconds to wait)."
+    def __init__(self, message:str, retry_after:float): super().__init__(message); self.retry_after = retry_after
 
-@dataclass(frozen=True)
-class Credentials:
-    "An access key pair; the secret is only ever shown when it is created."
-    access_key_id: str
-    secret_access_key: str
-    user: str
+class Limiter:
+    "Failures per key in a sliding window: a key with `limit` failures in the last `window` seconds waits for the oldest to expire."
+    def __init__(self, limit:int, window:float): self.limit, self.window, self.fails, self.lock = limit, window, {}, threading.Lock()
 
-def _hash_secret(secret:str, salt:str)->str:
-    return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **SCRYPT).hex()
+    def wait(self, key)->float:
+        "Seconds `key` must wait before it may try again (0: it may now)."
+        with self.lock:
+            q, now = self.fails.get(key), time.monotonic()
+            while q and q[0] <= now - self.window: q.popleft()
+            if q is not None and not q: del self.fails[key]
+            return q[0] + self.window - now if q and len(q) >= self.limit else 0.0
 
-def create_credentials(lake:Lake, user:str='admin')->Credentials:
-    "Create an access key pair for `user`; only a salted hash of the secret is stored."
-    check_ref_name(user, 'user')
-    key = 'AKIAJ' + ''.join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(15))  # AWS-style, as lakeFS
-    secret, salt = secrets.token_urlsafe(30), secrets.token_hex(16)
-    with lake.store.transaction() as con:
-        con.execute(_CRED_TABLE)
-        con.execute("INSERT INTO credentials VALUES (?, ?, ?, ?, ?)",
-                    [key, salt, _hash_secret(secret, salt), user, dt.datetime.now(dt.timezone.utc)])
-    return Credentials(key, secret, user)
+    def fail(self, key):
+        with self.lock:
+            if len(self.fails) > 100_000: self.fails.clear()   # a flood of distinct keys: forget rather than grow without bound
+            self.fails.setdefault(key, collections.deque()).append(time.monotonic())
 
-def list_credentials(lake:Lake)->list[dict]:
-    "Access key ids, their users and creation times (never the secrets)."
-    with lake.store.transaction() as con:
-        con.execute(_CRED_TABLE)
-        rows = con.execute("SELECT access_key_id, user_id, created_at FROM credentials ORDER BY created_at").fetchall()
-    return [dict(access_key_id=k, user=u, created_at=t) for k, u, t in rows]
-
-def delete_credentials(lake:Lake, access_key_id:str):
-    "Revoke the access key `access_key_id`."
-    with lake.store.transaction() as con:
-        con.execute(_CRED_TABLE)
-        if not con.execute("DELETE FROM credentials WHERE access_key_id = ? RETURNING 1", [access_key_id]).fetchall():
-            raise NotFound(f"no access key {access_key_id!r}")
-
-# %% ../../nbs/15_lake.server.ipynb #1ece1ee3
+# %% ../../nbs/15_lake.server.ipynb #0aaedaf2
 class Authenticator:
-    "Checks HTTP basic credentials against the lake's hashed keys; returns the user, or None."
+    "Checks HTTP basic credentials against the lake's access keys: the user, or None; wrong secrets are limited per key id and client."
     TTL = 60.0
-    def __init__(self, lake:Lake): self.lake, self.seen, self.lock = lake, {}, threading.Lock()
+    def __init__(self, lake:Lake, per_key:tuple=(5, 60.0), per_client:tuple=(20, 60.0)):
+        self.lake, self.seen, self.lock = lake, {}, threading.Lock()
+        self.by_key, self.by_client = Limiter(*per_key), Limiter(*per_client)
 
-    def __call__(self, header:str|None)->str|None:
+    def __call__(self, header:str|None, client:str='')->str|None:
         scheme, _, value = (header or '').partition(' ')
         if scheme.lower() != 'basic': return None   # schemes are case-insensitive (RFC 9110)
         try: key, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(':')
         except ValueError: return None   # not base64, not ASCII, or not UTF-8
-        digest, now = hashlib.sha256(f'{key}:{secret}'.encode()).digest(), time.monotonic()
+        digest, now, stamp = hashlib.sha256(f'{key}:{secret}'.encode()).digest(), time.monotonic(), auth_stamp(self.lake)
         with self.lock: hit = self.seen.get(key)
-        if hit and hit[2] > now and hmac.compare_digest(hit[0], digest): return hit[1]
-        with self.lake.store.transaction() as con:
-            con.execute(_CRED_TABLE)
-            row = con.execute("SELECT salt, secret_hash, user_id FROM credentials WHERE access_key_id = ?", [key]).fetchall()
-        if not row or not hmac.compare_digest(_hash_secret(secret, row[0][0]), row[0][1]): return None
-        with self.lock: self.seen[key] = (digest, row[0][2], now + self.TTL)
-        return row[0][2]
+        if hit and hit[2] > now and hit[3] == stamp and hmac.compare_digest(hit[0], digest): return hit[1]
+        if (wait := max(self.by_key.wait((key, client)), self.by_client.wait(client))):
+            raise TooManyGuesses(f"too many wrong secrets from {client or 'this client'}; try again in {math.ceil(wait)} s", wait)
+        user = credentials_user(self.lake, key, secret)
+        if user is None: self.by_key.fail((key, client)); self.by_client.fail(client); return None
+        with self.lock: self.seen[key] = (digest, user, now + self.TTL, stamp)
+        return user
 
 # %% ../../nbs/15_lake.server.ipynb #e3f6c39e
 class NotSupported(MlinfraError): "A lakeFS operation the embedded lake has no counterpart for (501, as lakeFS answers for unsupported features)."
 
-STATUS = ((PermissionDenied, 403), (NotFound, 404), (Conflict, 409), (PreconditionFailed, 412), (InvalidInput, 400), (Corrupted, 500),
+STATUS = ((Unauthorized, 401), (TooManyGuesses, 429), (PermissionDenied, 403), (NotFound, 404), (Conflict, 409), (PreconditionFailed, 412), (InvalidInput, 400), (Corrupted, 500),
           (NotSupported, 501))
 
 def error(status:int, message:str)->JSONResponse:
@@ -167,21 +162,31 @@ class Call:
     headers: dict  # request headers (lower-case names)
     body: object   # parsed JSON, raw bytes (uploads), or None
     user: str
+    principal: Principal|None = None  # the user and their policies (None on public routes)
+    client: str = ''                  # the client's address
 
 class LakeAPI:
     "The lakeFS REST API (`/api/v1`) over an embedded lake."
-    def __init__(self, lake:Lake, max_upload:int=2**31, max_json:int=2**20):
+    def __init__(self, lake:Lake, max_upload:int=2**31, max_json:int=2**20,
+                 guesses:tuple=(5, 20)):   # wrong secrets allowed a minute, per key id and client, and per client
         self.lake, self.max_upload, self.max_json = lake, max_upload, max_json
-        self.auth, self.log, self._lakes, self.verified = Authenticator(lake), get_logger('lake.server'), {}, set()
+        self.auth = Authenticator(lake, per_key=(guesses[0], 60.0), per_client=(guesses[1], 60.0))
+        self.log, self._lakes, self._principals, self.verified = get_logger('lake.server'), {}, {}, set()
 
     def lake_for(self, user:str)->Lake:
-        "The lake, acting as `user` (same store and hooks; commits name this user)."
-        if user not in self._lakes: l = copy.copy(self.lake); l.user = user; self._lakes[user] = l
+        "The lake, acting as `user` (same store and hooks; commits and the audit log name this user). Routes check permissions themselves."
+        if user not in self._lakes: l = copy.copy(self.lake); l.user, l.principal = user, None; self._lakes[user] = l
         return self._lakes[user]
+
+    def principal(self, user:str)->Principal:
+        "`user` with the policies in effect for them."
+        if user not in self._principals: self._principals[user] = Principal(self.lake, user)
+        return self._principals[user]
 
     def repo(self, call:Call)->Repository:
         "The repository a request names (404 if there is none)."
         return self.lake_for(call.user).repository(call.params['repository'])
+
 
 # %% ../../nbs/15_lake.server.ipynb #e0af65b8
 ROUTES = []
@@ -217,14 +222,22 @@ def get_storage_config(api, call): return _json(_storage(api))
 @route('GET', '/config')
 def get_config(api, call): return _json({'version_config': _version(), 'storage_config': _storage(api)})
 
-@route('GET', '/setup_lakefs', public=True)
-def setup_state(api, call): return _json({'state': 'initialized'})
-
 @route('POST', '/statistics', body='json')
 def post_statistics(api, call): return _none()   # lakectl reports usage here; the embedded lake keeps none
 
 @route('GET', '/user')
-def get_current_user(api, call): return _json({'user': {'id': call.user, 'creation_date': 0}})
+def get_current_user(api, call): return _json({'user': get_user(api.lake, call.user)})
+
+
+# %% ../../nbs/15_lake.server.ipynb #58753f98
+@route('GET', '/setup_lakefs', public=True)
+def setup_state(api, call): return _json({'state': 'initialized' if list_users(api.lake) else 'not_initialized', 'comm_prefs_missing': False})
+
+@route('POST', '/setup_lakefs', body='json', public=True)
+def setup(api, call):
+    b = parse(lakefs_sdk.Setup, call.body)
+    c = create_credentials(api.lake_for(b.username), b.username, *((b.key.access_key_id, b.key.secret_access_key) if b.key else ()), setup=True)
+    return _json({'access_key_id': c.access_key_id, 'secret_access_key': c.secret_access_key, 'creation_date': int(time.time())})
 
 # %% ../../nbs/15_lake.server.ipynb #7e06758f
 def repo_json(api, name:str, lake:Lake)->dict:
@@ -236,8 +249,9 @@ def repo_json(api, name:str, lake:Lake)->dict:
 
 @route('GET', '/repositories')
 def list_repositories(api, call):
-    lake, q = api.lake_for(call.user), call.query
-    names = [n for n in after(lake.repositories(), q, str) if n.startswith(q.get('prefix') or '')]
+    lake, q, p = api.lake_for(call.user), call.query, call.principal
+    if not p.allowed_somewhere('fs:ListRepositories'): raise Unauthorized("insufficient permissions")   # lakeFS's gate, then a filter
+    names = [n for n in after(p.visible('fs:ListRepositories', lake.repositories()), q, str) if n.startswith(q.get('prefix') or '')]
     n = amount_of(q)
     return _json(page(names[:n + 1], n, str, lambda x: repo_json(api, x, lake)))
 
@@ -532,14 +546,133 @@ def delete_object(api, call): api.repo(call).delete(call.params['branch'], _path
 
 @route('POST', '/repositories/{repository}/branches/{branch}/objects/delete', body='json')
 def delete_objects(api, call):
-    "Delete many objects; like lakeFS, a path that is not there is not an error, others are reported per path."
+    "Delete many objects, each if the user may; like lakeFS, a path that is not there is not an error, others are reported per path."
     b, repo, branch, errors = parse(lakefs_sdk.PathList, call.body), api.repo(call), call.params['branch'], []
     repo.head(branch)
     for p in b.paths:
-        try: repo.delete(branch, check_path(p))
+        try:
+            call.principal.require('fs:DeleteObject', arn(repo.name, 'object', p), {'SourceIp': call.client})   # each path on its own, as lakeFS
+            repo.delete(branch, check_path(p))
         except NotFound: pass
         except MlinfraError as e: errors.append({'path': p, 'status_code': status_of(e), 'message': str(e)})
+    denied = [e for e in errors if e['status_code'] == 401]
+    if denied: return _json({'message': denied[0]['message'], 'errors': errors}, 401)   # the others were deleted; lakeFS answers 401
     return _json({'errors': errors})   # lakeFS answers 200 with the (possibly empty) list
+
+# %% ../../nbs/15_lake.server.ipynb #105bd077
+def _listing(call, names:list, shape:Callable)->JSONResponse:
+    q, n = call.query, amount_of(call.query)
+    items = [x for x in after(names, q, str) if x.startswith(q.get('prefix') or '')]
+    return _json(page(items[:n + 1], n, str, shape))
+
+def _flag(q, name:str)->bool: return (q.get(name) or '').lower() == 'true'   # the SDK sends True/False
+def _key_json(k:dict)->dict: return {'access_key_id': k['access_key_id'], 'creation_date': _secs(k['created_at'])}
+
+@route('GET', '/auth/users')
+def auth_list_users(api, call): lake = api.lake_for(call.user); return _listing(call, list_users(lake), lambda u: get_user(lake, u))
+
+@route('POST', '/auth/users', body='json')
+def auth_create_user(api, call): return _json(create_user(api.lake_for(call.user), parse(lakefs_sdk.UserCreation, call.body).id), 201)
+
+@route('GET', '/auth/users/{userId}')
+def auth_get_user(api, call): return _json(get_user(api.lake, call.params['userId']))
+
+@route('DELETE', '/auth/users/{userId}')
+def auth_delete_user(api, call): delete_user(api.lake_for(call.user), call.params['userId']); return _none()
+
+@route('GET', '/auth/users/{userId}/groups')
+def auth_user_groups(api, call): return _listing(call, user_groups(api.lake, call.params['userId']), lambda g: get_group(api.lake, g))
+
+@route('GET', '/auth/users/{userId}/policies')
+def auth_user_policies(api, call):
+    pols = {p['id']: p for p in attached_policies(api.lake, user=call.params['userId'], effective=_flag(call.query, 'effective'))}
+    return _listing(call, list(pols), pols.get)
+
+@route('PUT', '/auth/users/{userId}/policies/{policyId}')
+def auth_attach_to_user(api, call): attach_policy(api.lake_for(call.user), call.params['policyId'], user=call.params['userId']); return Response(status_code=201)
+
+@route('DELETE', '/auth/users/{userId}/policies/{policyId}')
+def auth_detach_from_user(api, call): detach_policy(api.lake_for(call.user), call.params['policyId'], user=call.params['userId']); return _none()
+
+# %% ../../nbs/15_lake.server.ipynb #e50ad8da
+def _keys_of(api, user:str)->dict:
+    get_user(api.lake, user)
+    return {k['access_key_id']: k for k in list_credentials(api.lake, user)}
+
+@route('GET', '/auth/users/{userId}/credentials')
+def auth_list_keys(api, call): keys = _keys_of(api, call.params['userId']); return _listing(call, list(keys), lambda k: _key_json(keys[k]))
+
+@route('POST', '/auth/users/{userId}/credentials')
+def auth_create_key(api, call):
+    user = call.params['userId']; get_user(api.lake, user)
+    c = create_credentials(api.lake_for(call.user), user)
+    return _json({'access_key_id': c.access_key_id, 'secret_access_key': c.secret_access_key, 'creation_date': int(time.time())}, 201)
+
+@route('GET', '/auth/users/{userId}/credentials/{accessKeyId}')
+def auth_get_key(api, call):
+    keys, key = _keys_of(api, call.params['userId']), call.params['accessKeyId']
+    if key not in keys: raise NotFound(f"no access key {key!r} for user {call.params['userId']!r}")
+    return _json(_key_json(keys[key]))
+
+@route('DELETE', '/auth/users/{userId}/credentials/{accessKeyId}')
+def auth_delete_key(api, call): delete_credentials(api.lake_for(call.user), call.params['accessKeyId'], user=call.params['userId']); return _none()
+
+# %% ../../nbs/15_lake.server.ipynb #418ee651
+@route('GET', '/auth/groups')
+def auth_list_groups(api, call): return _listing(call, list_groups(api.lake), lambda g: get_group(api.lake, g))
+
+@route('POST', '/auth/groups', body='json')
+def auth_create_group(api, call):
+    b = parse(lakefs_sdk.GroupCreation, call.body)
+    return _json(create_group(api.lake_for(call.user), b.id, b.description or ''), 201)
+
+@route('GET', '/auth/groups/{groupId}')
+def auth_get_group(api, call): return _json(get_group(api.lake, call.params['groupId']))
+
+@route('DELETE', '/auth/groups/{groupId}')
+def auth_delete_group(api, call): delete_group(api.lake_for(call.user), call.params['groupId']); return _none()
+
+@route('GET', '/auth/groups/{groupId}/members')
+def auth_group_members(api, call): return _listing(call, group_members(api.lake, call.params['groupId']), lambda u: get_user(api.lake, u))
+
+@route('PUT', '/auth/groups/{groupId}/members/{userId}')
+def auth_add_member(api, call): add_member(api.lake_for(call.user), call.params['groupId'], call.params['userId']); return Response(status_code=201)
+
+@route('DELETE', '/auth/groups/{groupId}/members/{userId}')
+def auth_remove_member(api, call): remove_member(api.lake_for(call.user), call.params['groupId'], call.params['userId']); return _none()
+
+@route('GET', '/auth/groups/{groupId}/policies')
+def auth_group_policies(api, call):
+    pols = {p['id']: p for p in attached_policies(api.lake, group=call.params['groupId'])}
+    return _listing(call, list(pols), pols.get)
+
+@route('PUT', '/auth/groups/{groupId}/policies/{policyId}')
+def auth_attach_to_group(api, call): attach_policy(api.lake_for(call.user), call.params['policyId'], group=call.params['groupId']); return Response(status_code=201)
+
+@route('DELETE', '/auth/groups/{groupId}/policies/{policyId}')
+def auth_detach_from_group(api, call): detach_policy(api.lake_for(call.user), call.params['policyId'], group=call.params['groupId']); return _none()
+
+# %% ../../nbs/15_lake.server.ipynb #4eeb8822
+def _statement_of(body)->list[dict]:
+    "The statements of a Policy body, checked by the SDK's model and then by the lake's rules."
+    return [s.to_dict() for s in parse(lakefs_sdk.Policy, body).statement]
+
+@route('GET', '/auth/policies')
+def auth_list_policies(api, call): return _listing(call, list_policies(api.lake), lambda p: get_policy(api.lake, p))
+
+@route('POST', '/auth/policies', body='json')
+def auth_create_policy(api, call): return _json(create_policy(api.lake_for(call.user), parse(lakefs_sdk.Policy, call.body).id, _statement_of(call.body)), 201)
+
+@route('GET', '/auth/policies/{policyId}')
+def auth_get_policy(api, call): return _json(get_policy(api.lake, call.params['policyId']))
+
+@route('PUT', '/auth/policies/{policyId}', body='json')
+def auth_update_policy(api, call):
+    if parse(lakefs_sdk.Policy, call.body).id != call.params['policyId']: raise InvalidInput("can't update policy id")   # lakeFS's words
+    return _json(update_policy(api.lake_for(call.user), call.params['policyId'], _statement_of(call.body)))
+
+@route('DELETE', '/auth/policies/{policyId}')
+def auth_delete_policy(api, call): delete_policy(api.lake_for(call.user), call.params['policyId']); return _none()
 
 # %% ../../nbs/15_lake.server.ipynb #03eac09c
 UNSUPPORTED = {'cherry-pick': [('POST', '/repositories/{repository}/branches/{branch}/cherry-pick')],
@@ -548,7 +681,7 @@ UNSUPPORTED = {'cherry-pick': [('POST', '/repositories/{repository}/branches/{br
                'garbage-collection rules': [(m, '/repositories/{repository}/settings/gc_rules') for m in ('GET', 'PUT', 'DELETE')],
                'actions (server-side hooks)': [('GET', '/repositories/{repository}/actions/runs')],
                'underlying storage properties': [('GET', '/repositories/{repository}/refs/{ref}/objects/underlyingProperties')],
-               'users, groups and policies': [(m, '/auth/{rest:path}') for m in ('GET', 'POST', 'PUT', 'DELETE')]}
+               'external principals and group ACLs': [(m, '/auth/{rest:path}') for m in ('GET', 'POST', 'PUT', 'DELETE')]}
 
 def _unsupported(what:str):
     def not_supported(api, call): raise NotSupported(f"{what} is not supported by the embedded lake")
@@ -556,6 +689,77 @@ def _unsupported(what:str):
 
 for _what, _routes in UNSUPPORTED.items():
     for _m, _p in _routes: route(_m, _p)(_unsupported(_what))
+
+# %% ../../nbs/15_lake.server.ipynb #4f051f2e
+def _repo(c)->str: return arn(c.params['repository'])
+def _in_repo(kind:str, name): return lambda c: arn(c.params['repository'], kind, name(c))
+def _param(p:str): return lambda c: c.params[p]
+def _body(model, field:str): return lambda c: getattr(parse(model, c.body), field)   # checked as the handler will check it
+def _query(q:str): return lambda c: c.query.get(q) or ''
+_branch, _tag, _object = _in_repo('branch', _param('branch')), _in_repo('tag', _param('tag')), _in_repo('object', _query('path'))
+def _auth(kind:str, name): return lambda c: auth_arn(kind, name(c))
+
+def need(*checks)->Callable:
+    "A route's checks, `(action, resource)` pairs whose resource is a string or a function of the request; all must pass."
+    return lambda c: [(a, r(c) if callable(r) else r) for a, r in checks]
+
+R = '/repositories/{repository}'
+CHECKS = {
+    ('GET', '/config/storage'): need(('fs:ReadConfig', '*')),
+    ('POST', '/repositories'): need(('fs:CreateRepository', lambda c: arn(parse(lakefs_sdk.RepositoryCreation, c.body).name)),
+                                    ('fs:AttachStorageNamespace', lambda c: namespace_arn(parse(lakefs_sdk.RepositoryCreation, c.body).storage_namespace))),
+    ('GET', R): need(('fs:ReadRepository', _repo)), ('DELETE', R): need(('fs:DeleteRepository', _repo)),
+    ('GET', f'{R}/metadata'): need(('fs:ReadRepository', _repo)),
+    ('GET', f'{R}/branches'): need(('fs:ListBranches', _repo)),
+    ('POST', f'{R}/branches'): need(('fs:CreateBranch', _in_repo('branch', _body(lakefs_sdk.BranchCreation, 'name')))),
+    ('GET', f'{R}/branches/{{branch}}'): need(('fs:ReadBranch', _branch)),
+    ('DELETE', f'{R}/branches/{{branch}}'): need(('fs:DeleteBranch', _branch)),
+    ('PUT', f'{R}/branches/{{branch}}'): need(('fs:RevertBranch', _branch)),
+    ('PUT', f'{R}/branches/{{branch}}/hard_reset'): need(('fs:RevertBranch', _branch)),
+    ('POST', f'{R}/branches/{{branch}}/revert'): need(('fs:RevertBranch', _branch)),
+    ('GET', f'{R}/tags'): need(('fs:ListTags', _repo)),
+    ('POST', f'{R}/tags'): need(('fs:CreateTag', _in_repo('tag', _body(lakefs_sdk.TagCreation, 'id')))),
+    ('GET', f'{R}/tags/{{tag}}'): need(('fs:ReadTag', _tag)), ('DELETE', f'{R}/tags/{{tag}}'): need(('fs:DeleteTag', _tag)),
+    ('POST', f'{R}/branches/{{branch}}/commits'): need(('fs:CreateCommit', _branch)),
+    ('GET', f'{R}/commits/{{commitId}}'): need(('fs:ReadCommit', _repo)),
+    ('GET', f'{R}/refs/{{ref}}/commits'): need(('fs:ReadBranch', _in_repo('branch', _param('ref')))),   # lakeFS checks the ref as a branch
+    ('GET', f'{R}/branches/{{branch}}/diff'): need(('fs:ListObjects', _repo)),
+    ('GET', f'{R}/refs/{{leftRef}}/diff/{{rightRef}}'): need(('fs:ListObjects', _repo)),
+    ('POST', f'{R}/refs/{{sourceRef}}/merge/{{destinationBranch}}'): need(('fs:CreateCommit', _in_repo('branch', _param('destinationBranch')))),
+    ('GET', f'{R}/refs/{{sourceRef}}/merge/{{destinationBranch}}'): need(('fs:ListCommits', _repo)),
+    ('GET', f'{R}/settings/branch_protection'): need(('branches:GetBranchProtectionRules', _repo)),
+    ('PUT', f'{R}/settings/branch_protection'): need(('branches:SetBranchProtectionRules', _repo)),
+    ('POST', f'{R}/branches/{{branch}}/objects'): need(('fs:WriteObject', _object)),
+    ('POST', f'{R}/branches/{{branch}}/objects/copy'): need(('fs:ReadObject', _in_repo('object', _body(lakefs_sdk.ObjectCopyCreation, 'src_path'))),
+                                                            ('fs:WriteObject', _in_repo('object', _query('dest_path')))),
+    ('GET', f'{R}/refs/{{ref}}/objects/stat'): need(('fs:ReadObject', _object)),
+    ('GET', f'{R}/refs/{{ref}}/objects/ls'): need(('fs:ListObjects', _repo)),
+    ('GET', f'{R}/refs/{{ref}}/objects'): need(('fs:ReadObject', _object)), ('HEAD', f'{R}/refs/{{ref}}/objects'): need(('fs:ReadObject', _object)),
+    ('DELETE', f'{R}/branches/{{branch}}/objects'): need(('fs:DeleteObject', _object)),
+}
+
+# %% ../../nbs/15_lake.server.ipynb #0234430a
+U, G, P = '/auth/users/{userId}', '/auth/groups/{groupId}', '/auth/policies/{policyId}'
+_user, _group, _policy = _auth('user', _param('userId')), _auth('group', _param('groupId')), _auth('policy', _param('policyId'))
+CHECKS |= {
+    ('GET', '/auth/users'): need(('auth:ListUsers', '*')), ('POST', '/auth/users'): need(('auth:CreateUser', _auth('user', _body(lakefs_sdk.UserCreation, 'id')))),
+    ('GET', U): need(('auth:ReadUser', _user)), ('DELETE', U): need(('auth:DeleteUser', _user)),
+    ('GET', f'{U}/groups'): need(('auth:ReadUser', _user)), ('GET', f'{U}/policies'): need(('auth:ReadUser', _user)),
+    ('PUT', f'{U}/policies/{{policyId}}'): need(('auth:AttachPolicy', _user)), ('DELETE', f'{U}/policies/{{policyId}}'): need(('auth:DetachPolicy', _user)),
+    ('GET', f'{U}/credentials'): need(('auth:ListCredentials', _user)), ('POST', f'{U}/credentials'): need(('auth:CreateCredentials', _user)),
+    ('GET', f'{U}/credentials/{{accessKeyId}}'): need(('auth:ReadCredentials', _user)),
+    ('DELETE', f'{U}/credentials/{{accessKeyId}}'): need(('auth:DeleteCredentials', _user)),
+    ('GET', '/auth/groups'): need(('auth:ListGroups', '*')), ('POST', '/auth/groups'): need(('auth:CreateGroup', _auth('group', _body(lakefs_sdk.GroupCreation, 'id')))),
+    ('GET', G): need(('auth:ReadGroup', _group)), ('DELETE', G): need(('auth:DeleteGroup', _group)),
+    ('GET', f'{G}/members'): need(('auth:ReadGroup', _group)),
+    ('PUT', f'{G}/members/{{userId}}'): need(('auth:AddGroupMember', _group)), ('DELETE', f'{G}/members/{{userId}}'): need(('auth:RemoveGroupMember', _group)),
+    ('GET', f'{G}/policies'): need(('auth:ReadGroup', _group)),
+    ('PUT', f'{G}/policies/{{policyId}}'): need(('auth:AttachPolicy', _group)), ('DELETE', f'{G}/policies/{{policyId}}'): need(('auth:DetachPolicy', _group)),
+    ('GET', '/auth/policies'): need(('auth:ListPolicies', '*')), ('POST', '/auth/policies'): need(('auth:CreatePolicy', _auth('policy', _body(lakefs_sdk.Policy, 'id')))),
+    ('GET', P): need(('auth:ReadPolicy', _policy)), ('PUT', P): need(('auth:UpdatePolicy', _policy)), ('DELETE', P): need(('auth:DeletePolicy', _policy)),
+}
+SIGNED_IN = {('GET', '/config'), ('GET', '/config/version'), ('POST', '/statistics'), ('GET', '/user')}   # any user, no permission
+PER_ITEM = {('GET', '/repositories'), ('POST', f'{R}/branches/{{branch}}/objects/delete')}           # the handler decides item by item
 
 # %% ../../nbs/15_lake.server.ipynb #9e95ee31
 class TooLarge(MlinfraError): "A request body over the server's limit."
@@ -604,26 +808,41 @@ def _unicode_problem(body)->str|None:
                 todo += [(f'a key of {at or "the body"}', k), (f'{at}.{name}' if at else name, v)]
     return None
 
-def _endpoint(api:LakeAPI, fn, body:str|None, public:bool):
+def authorize(call:Call, check:Callable):
+    "Raise `Unauthorized` unless the request's user may do all that `check` asks; a request too malformed to say what it acts on is a 400."
+    try: needs = check(call)
+    except (KeyError, TypeError, AttributeError, IndexError) as e: raise InvalidInput(f"invalid request: it does not say what it acts on ({e!r})") from None
+    for action, resource in needs: call.principal.require(action, resource, {'SourceIp': call.client})
+
+async def _json_body(request:Request, limit:int, optional:bool)->object:
+    "A request's JSON body, parsed; 400 if it is not JSON, holds a string that is not text, or is missing when needed."
+    raw = await _read_body(request, limit)
+    try: payload = json.loads(raw) if raw.strip() else None
+    except (ValueError, RecursionError) as e: raise InvalidInput(f"malformed JSON body: {str(e)[:200]}") from None
+    if b'\\u' in raw and (where := _unicode_problem(payload)):   # only a \u escape makes one
+        raise InvalidInput(f"invalid JSON body: {where}, which is not text; send valid Unicode (UTF-8) strings")
+    if payload is None and not optional: raise InvalidInput("this request needs a JSON body")
+    return payload
+
+def _endpoint(api:LakeAPI, fn, method:str, path:str, body:str|None, public:bool):
+    check = CHECKS.get((method, path))
     async def handle(request:Request)->Response:
         try:
-            user = 'anonymous' if public else await run_in_threadpool(api.auth, request.headers.get('authorization'))
+            client = request.client.host if request.client else ''
+            user = 'anonymous' if public else await run_in_threadpool(api.auth, request.headers.get('authorization'), client)
             if user is None: return error(401, 'error authenticating request: missing or wrong access key id / secret')
-            if body == 'upload': payload = await _upload(request, api.max_upload)
-            elif body == 'json':
-                raw = await _read_body(request, api.max_json)
-                try: payload = json.loads(raw) if raw.strip() else None
-                except (ValueError, RecursionError) as e: raise InvalidInput(f"malformed JSON body: {str(e)[:200]}") from None
-                if b'\\u' in raw and (where := _unicode_problem(payload)):   # only a \u escape makes one
-                    raise InvalidInput(f"invalid JSON body: {where}, which is not text; send valid Unicode (UTF-8) strings")
-                if payload is None and fn is not merge_into_branch: raise InvalidInput("this request needs a JSON body")
-            else: payload = None
-            call = Call(dict(request.path_params), request.query_params, {k.lower(): v for k, v in request.headers.items()}, payload, user)
+            call = Call(dict(request.path_params), request.query_params, {k.lower(): v for k, v in request.headers.items()}, None, user,
+                        None if public else api.principal(user), client)
+            if body == 'json': call.body = await _json_body(request, api.max_json, optional=fn is merge_into_branch)
+            if check is not None: await run_in_threadpool(authorize, call, check)   # before an upload is read
+            if body == 'upload': call.body = await _upload(request, api.max_upload)
             return await run_in_threadpool(fn, api, call)
         except ClientDisconnect: return Response(status_code=400)
         except HTTPException as e: return error(e.status_code, str(e.detail))   # Starlette's own, e.g. malformed multipart
         except TooLarge as e:   # the rest of the body is not read: the connection closes after the answer
             r = error(413, str(e)); r.headers['connection'] = 'close'; return r
+        except TooManyGuesses as e:
+            r = error(429, str(e)); r.headers['Retry-After'] = str(math.ceil(e.retry_after)); return r
         except MlinfraError as e: return error(status_of(e), str(e))
         except Exception as e:
             api.log.exception("%s %s failed", request.method, request.url.path)
@@ -639,10 +858,11 @@ async def _http_error(request, exc:HTTPException):
 def app(lake:Lake, **kwargs)->Starlette:
     "A Starlette application serving the lakeFS API for `lake` under `/api/v1`."
     api = LakeAPI(lake, **kwargs)
-    routes = [Route('/api/v1' + path, _endpoint(api, fn, body, public), methods=[method]) for method, path, fn, body, public in ROUTES]
+    routes = [Route('/api/v1' + path, _endpoint(api, fn, method, path, body, public), methods=[method]) for method, path, fn, body, public in ROUTES]
     a = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     a.state.api = api
     return a
+
 
 # %% ../../nbs/15_lake.server.ipynb #c312e837
 def _listen(host:str, port:int)->socket.socket:
