@@ -1,5 +1,5 @@
 "Fault injection for the embedded lake: SIGKILLed writers, corrupt files on disk, failures inside a transaction, and GC."
-import contextlib, hashlib, os, random, select, signal, subprocess, sys, textwrap, time
+import contextlib, hashlib, os, random, select, signal, subprocess, sys, textwrap, threading, time
 from pathlib import Path
 import pytest
 from mlinfra_nb.lake.core import Lake
@@ -385,10 +385,9 @@ def test_gc_clears_what_a_killed_transaction_left(tmp_path, clean_env):
     keep = {'keep/big': b'K' * 300_000, 'keep/a': b'ka', 'keep/b': b'kb'}
     repo.put_many('main', keep); c0 = repo.commit('main', 'c0'); lk.store.close()
     p = subprocess.Popen([sys.executable, '-c', KILLED_TX, str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env, cwd=tmp_path)
-    lines = []
-    for _ in range(2):
-        ready, _, _ = select.select([p.stdout], [], [], 120)
-        lines.append(p.stdout.readline().decode() if ready else '')
+    watchdog = threading.Timer(120, p.kill); watchdog.start()   # a child that never gets there is killed: its lines end early
+    try: lines = [p.stdout.readline().decode() for _ in range(2)]
+    finally: watchdog.cancel()
     if lines[-1] != 'parquet written\n':
         os.kill(p.pid, signal.SIGKILL); p.wait(); pytest.fail(f'{lines} {p.stderr.read().decode()[-3000:]}')
     os.kill(p.pid, signal.SIGKILL); assert p.wait() == -signal.SIGKILL

@@ -1121,13 +1121,11 @@ def _holder()->tuple:
 def _holder_alive(pid:int, host:str, proc_start:int|None)->bool:
     "Whether the process that holds a transaction may still be running (one on another machine is assumed to be)."
     if host != os.uname().nodename: return True
-    if Path('/proc/self/stat').exists():
-        st = _proc_stat(pid)
-        return st is not None and st[0] != 'Z' and proc_start in (None, st[1])   # a zombie, or a newer process with its pid, is not it
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
-    except PermissionError: pass   # another user's process
-    return True
+    except PermissionError: return True   # another user's process
+    st = _proc_stat(pid)                  # None where there is no /proc to ask
+    return st is None or (st[0] != 'Z' and proc_start in (None, st[1]))   # a zombie, or a newer process with its pid, is not it
 
 @patch
 def _start_transaction(self:Repository, name:str, branch:str)->Commit:

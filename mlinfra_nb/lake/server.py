@@ -878,9 +878,8 @@ class LakeServer:
                  allow_remote:bool=False,  # allow listening on every interface (0.0.0.0, ::), where other machines connect
                  **kwargs):                # for `app`: max_upload, max_json
         self.lake, self.host = lake, check_host(host, allow_remote)
-        self.sock = _listen(host, port)
         cfg = uvicorn.Config(app(lake, **kwargs), log_level='warning', lifespan='off', timeout_keep_alive=30)
-        self.server, self.thread = uvicorn.Server(cfg), None
+        self.server, self.thread, self.sock = uvicorn.Server(cfg), None, _listen(host, port)
 
     @property
     def port(self)->int: return self.sock.getsockname()[1]

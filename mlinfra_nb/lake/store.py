@@ -48,7 +48,7 @@ def make_private(path:Path):
 def _lay_out(root:Path):
     "Create the lake's folders under `root` (a new root too), the 256 folders objects are spread over, and the lock files, all private."
     if root.exists() and not root.is_dir(): raise InvalidInput(f"lake root {root} exists and is not a directory; choose another path")
-    if not (root/'catalog.duckdb').exists():   # a new lake: its root is private too
+    if not root.exists() or not any(root.iterdir()):   # a new lake: its root is private too (a folder that holds something is left as it is)
         root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True); os.chmod(root, DIR_MODE)
     for d in ('objects', 'packs', 'tmp'): (root/d).mkdir(mode=DIR_MODE, exist_ok=True)
     for d in {f'{i:02x}' for i in range(256)} - set(os.listdir(root/'objects')): (root/'objects'/d).mkdir(mode=DIR_MODE, exist_ok=True)
