@@ -303,6 +303,7 @@ def lake_rows(lake:Lake, u:str, ctx:dict)->list:
         ('new own key', EVERYONE, False, lambda: create_credentials(me, u)),
         ('revoke own key', EVERYONE, False, lambda: delete_credentials(me, ctx['lspare'][u], user=u)),
         ('another user\'s keys', ADMINS, False, lambda: list_credentials(me, 'root')),
+        ('garbage collection', ADMINS, False, lambda: me.gc()),   # retention:* comes with RepoManagementFullAccess
     ]
 
 

@@ -1174,8 +1174,10 @@ def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
     return out
 
 @patch
+@guarded
 def gc(self:Lake, grace:float=3600)->dict:
     "Delete objects unreachable from every branch, tag and staging area, abandoned transactions and old temporary files; return what was removed."
+    self._check('retention:PrepareGarbageCollectionCommits', arn('*'))   # lakeFS's collector needs this, here on every repository at once
     with self.store.connect() as con:  # the lock is held until the files are gone too, so no write can revive a dead object meanwhile
         with self.store.transaction():
             dropped = self._drop_abandoned(con, _now() - dt.timedelta(seconds=grace))
