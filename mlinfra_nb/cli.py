@@ -4,14 +4,14 @@
 
 # %% ../nbs/61_cli.ipynb #64f55bb9
 from __future__ import annotations
-import argparse, sys, time
+import argparse, json, sys, time
 from pathlib import Path
 import mlinfra_nb
-from .workspace import MlinfraError, Workspace, setup_logging, get_logger
+from .workspace import InvalidInput, MlinfraError, Workspace, setup_logging, get_logger
 
 # %% auto #0
 __all__ = ['Parser', 'cmd_demo', 'cmd_generate', 'cmd_load', 'cmd_lake_serve', 'cmd_credentials_create', 'cmd_credentials_list',
-           'cmd_credentials_delete', 'cmd_serve', 'cmd_run', 'cmd_runs', 'build_parser', 'main']
+           'cmd_credentials_delete', 'cmd_serve', 'cmd_run', 'cmd_runs', 'cmd_access', 'build_parser', 'main']
 
 # %% ../nbs/61_cli.ipynb #6d9b232c
 class Parser(argparse.ArgumentParser):
@@ -71,7 +71,8 @@ def _lake(args):
 
 def cmd_lake_serve(args)->int:
     "Serve the embedded lake over lakeFS's REST API until interrupted."
-    from mlinfra_nb.lake.server import LakeServer, list_credentials
+    from mlinfra_nb.lake.server import LakeServer
+    from mlinfra_nb.lake.auth import list_credentials
     lake = _lake(args)
     if not list_credentials(lake): print("mlinfra: warning: no access keys yet; create one with `mlinfra lake credentials create`", file=sys.stderr)
     srv = LakeServer(lake, host=args.host, port=args.port, allow_remote=args.allow_remote, max_upload=args.max_upload)
@@ -80,21 +81,25 @@ def cmd_lake_serve(args)->int:
     return 0
 
 def cmd_credentials_create(args)->int:
-    "Create an access key pair and print it (the secret is shown only now)."
-    from mlinfra_nb.lake.server import create_credentials
-    c = create_credentials(_lake(args), args.user)
+    "Create an access key pair and print it (the secret is shown only now); the user is made if need be, and put in `--group`s."
+    from mlinfra_nb.lake import auth
+    lake = _lake(args)
+    if args.group and args.user not in auth.list_users(lake): auth.create_user(lake, args.user, groups=args.group)
+    for g in set(args.group or []) - set(auth.user_groups(lake, args.user) if args.user in auth.list_users(lake) else []):
+        auth.add_member(lake, g, args.user)
+    c = auth.create_credentials(lake, args.user)
     print(f"access_key_id: {c.access_key_id}\nsecret_access_key: {c.secret_access_key}\nuser: {c.user}")
     return 0
 
 def cmd_credentials_list(args)->int:
     "List access key ids and their users."
-    from mlinfra_nb.lake.server import list_credentials
+    from mlinfra_nb.lake.auth import list_credentials
     for c in list_credentials(_lake(args)): print(f"{c['access_key_id']}  {c['user']}  {c['created_at']:%Y-%m-%d %H:%M}")
     return 0
 
 def cmd_credentials_delete(args)->int:
     "Revoke an access key."
-    from mlinfra_nb.lake.server import delete_credentials
+    from mlinfra_nb.lake.auth import delete_credentials
     delete_credentials(_lake(args), args.access_key_id)
     print(f"deleted {args.access_key_id}")
     return 0
@@ -168,6 +173,74 @@ def cmd_runs(args)->int:
     for r in df.itertuples(): print(f"{r.id}  {r.status:<10} {r.started_by:<20} {r.failed_step if isinstance(r.failed_step, str) else ''}")
     return 0
 
+# %% ../nbs/61_cli.ipynb #505237df
+def _statements_file(path:str)->list:
+    "The statements of a policy from a JSON file (`-`: standard input): a list of statements, or an object with a `statement` list."
+    try: data = json.loads(sys.stdin.read() if path == '-' else Path(path).read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, ValueError) as e: raise InvalidInput(f"cannot read the policy from {path}: {e}") from None
+    return data.get('statement') if isinstance(data, dict) else data
+
+def _describe(lake, kind:str, name:str)->str:
+    "What `mlinfra lake users|groups|policies show` prints."
+    from mlinfra_nb.lake import auth
+    if kind == 'policy': return json.dumps(auth.get_policy(lake, name)['statement'], indent=2)
+    ids = lambda ps: ', '.join(p['id'] for p in ps) or '-'
+    if kind == 'group':
+        return f"group {name}\nmembers: {', '.join(auth.group_members(lake, name)) or '-'}\npolicies: {ids(auth.attached_policies(lake, group=name))}"
+    return (f"user {name}\ngroups: {', '.join(auth.user_groups(lake, name)) or '-'}\npolicies: {ids(auth.attached_policies(lake, user=name))}\n"
+            f"in effect: {ids(auth.attached_policies(lake, user=name, effective=True))}\n"
+            f"access keys: {', '.join(k['access_key_id'] for k in auth.list_credentials(lake, name)) or '-'}")
+
+def cmd_access(args)->int:
+    "Users, groups and policies of the lake (lakeFS's model, see `lake.auth`), changed by the lake's owner."
+    from mlinfra_nb.lake import auth
+    lake, what, act, name = _lake(args), args.action, args.access_action, getattr(args, 'name', None)
+    kind = {'users': 'user', 'groups': 'group', 'policies': 'policy'}[what]
+    held = f"{'user' if getattr(args, 'user', None) else 'group'} {getattr(args, 'user', None) or getattr(args, 'group', None)}"
+    changes = {('users', 'create'): (lambda: auth.create_user(lake, name, groups=args.group or []), f"created user {name}"),
+               ('groups', 'create'): (lambda: auth.create_group(lake, name, args.description or ''), f"created group {name}"),
+               ('policies', 'create'): (lambda: auth.create_policy(lake, name, _statements_file(args.file)), f"created policy {name}"),
+               ('policies', 'update'): (lambda: auth.update_policy(lake, name, _statements_file(args.file)), f"updated policy {name}"),
+               ('groups', 'add'): (lambda: auth.add_member(lake, name, args.user), f"added {args.user} to {name}" if act == 'add' else ''),
+               ('groups', 'remove'): (lambda: auth.remove_member(lake, name, args.user), f"took {args.user} out of {name}" if act == 'remove' else ''),
+               ('policies', 'attach'): (lambda: auth.attach_policy(lake, name, user=args.user, group=args.group), f"attached {name} to {held}"),
+               ('policies', 'detach'): (lambda: auth.detach_policy(lake, name, user=args.user, group=args.group), f"detached {name} from {held}")}
+    if act == 'list': print('\n'.join(getattr(auth, f'list_{what}')(lake)))
+    elif act == 'show': print(_describe(lake, kind, name))
+    elif act == 'delete': getattr(auth, f'delete_{kind}')(lake, name); print(f"deleted {kind} {name}")
+    else:
+        change, done = changes[what, act]
+        change(); print(done)
+    return 0
+
+# %% ../nbs/61_cli.ipynb #7214698d
+def _access_parsers(lk, lake_args):
+    "`mlinfra lake users|groups|policies ACTION ...`, under the `lake` subcommand `lk`."
+    def add(sp, act, help, *args):
+        q = lake_args(sp.add_parser(act, help=help))
+        for a in args: q.add_argument(*a[0], **a[1]) if isinstance(a, tuple) else q.add_argument(a)
+        q.set_defaults(func=cmd_access)
+    name = lambda kind: (('name',), {'help': f'the {kind}'})
+    u = lk.add_parser('users', help="the lake's users").add_subparsers(dest='access_action', metavar='ACTION', required=True)
+    add(u, 'list', 'list the users'); add(u, 'show', "a user's groups, policies and access keys", name('user'))
+    add(u, 'create', 'create a user', name('user'), (('--group',), {'action': 'append', 'help': 'a group to put the user in (repeatable), e.g. Developers'}))
+    add(u, 'delete', 'delete a user with their memberships, policies and access keys', name('user'))
+    g = lk.add_parser('groups', help="the lake's groups (Admins, SuperUsers, Developers, Viewers, and yours)").add_subparsers(
+        dest='access_action', metavar='ACTION', required=True)
+    add(g, 'list', 'list the groups'); add(g, 'show', "a group's members and policies", name('group'))
+    add(g, 'create', 'create a group', name('group'), (('--description',), {}))
+    add(g, 'delete', 'delete a group', name('group'))
+    add(g, 'add', 'put a user in a group', name('group'), 'user'); add(g, 'remove', 'take a user out of a group', name('group'), 'user')
+    p = lk.add_parser('policies', help="the lake's policies (lakeFS's statements: effect, action, resource)").add_subparsers(
+        dest='access_action', metavar='ACTION', required=True)
+    add(p, 'list', 'list the policies'); add(p, 'show', "a policy's statements, as JSON", name('policy'))
+    statements = (('file',), {'help': 'JSON: a list of statements, or {"statement": [...]}; - reads standard input'})
+    add(p, 'create', 'create a policy', name('policy'), statements); add(p, 'update', "replace a policy's statements", name('policy'), statements)
+    add(p, 'delete', 'delete a policy (and detach it everywhere)', name('policy'))
+    holder = [(('--user',), {'help': 'attach to this user'}), (('--group',), {'help': 'or to this group'})]
+    add(p, 'attach', 'attach a policy to a user or a group', name('policy'), *holder)
+    add(p, 'detach', 'detach a policy from a user or a group', name('policy'), *holder)
+
 # %% ../nbs/61_cli.ipynb #45816666
 _HOST_HELP = "address to listen on (default 127.0.0.1: this machine only); 0.0.0.0 or :: (every interface) needs --allow-remote"
 _ALLOW_REMOTE_HELP = "allow --host 0.0.0.0 or ::, where other machines can connect"
@@ -204,7 +277,7 @@ def build_parser()->Parser:
     l.add_argument('--out', type=Path, required=True, help='output file, .parquet or .csv')
     l.set_defaults(func=cmd_load)
 
-    lk = sub.add_parser('lake', help='serve the embedded lake as lakeFS, manage its access keys').add_subparsers(dest='action', metavar='ACTION', required=True)
+    lk = sub.add_parser('lake', help='serve the embedded lake as lakeFS; manage its users, groups, policies and access keys').add_subparsers(dest='action', metavar='ACTION', required=True)
     def lake_args(q):
         q.add_argument('--home', default=None, help='workspace directory (default: $MLINFRA_HOME or ./.mlinfra)')
         q.add_argument('--root', default=None, help='lake directory (default: lake/ in the workspace)')
@@ -217,12 +290,14 @@ def build_parser()->Parser:
     s.set_defaults(func=cmd_lake_serve)
     cr = lk.add_parser('credentials', help='access keys for the server').add_subparsers(dest='cred_action', metavar='ACTION', required=True)
     c = lake_args(cr.add_parser('create', help='create an access key pair (the secret is printed once)'))
-    c.add_argument('--user', default='admin')
+    c.add_argument('--user', default='admin', help="whose key; a new user is made (the lake's first user is an Admin)")
+    c.add_argument('--group', action='append', help='put the user in this group too (repeatable), e.g. Developers')
     c.set_defaults(func=cmd_credentials_create)
     lake_args(cr.add_parser('list', help='list access key ids')).set_defaults(func=cmd_credentials_list)
     c = lake_args(cr.add_parser('delete', help='revoke an access key'))
     c.add_argument('access_key_id')
     c.set_defaults(func=cmd_credentials_delete)
+    _access_parsers(lk, lake_args)
     sv = sub.add_parser('serve', help="serve models with TF Serving's REST and gRPC APIs (flags as tensorflow_model_server's)")
     sv.add_argument('--model_config_file', help='a models.config (ModelServerConfig text proto)')
     sv.add_argument('--model_name', default='default', help='with --model_base_path: serve this one model')
