@@ -50,25 +50,27 @@ class TooManyGuesses(MlinfraError):
     def __init__(self, message:str, retry_after:float): super().__init__(message); self.retry_after = retry_after
 
 class Limiter:
-    "Failures per key in a sliding window: a key with `limit` failures in the last `window` seconds waits for the oldest to expire."
-    def __init__(self, limit:int, window:float): self.limit, self.window, self.fails, self.lock = limit, window, {}, threading.Lock()
+    "Attempts per key in a sliding window: a key with `limit` attempts counted in the last `window` seconds waits for the oldest to expire."
+    def __init__(self, limit:int, window:float): self.limit, self.window, self.seen, self.lock = limit, window, {}, threading.Lock()
 
-    def wait(self, key)->float:
-        "Seconds `key` must wait before it may try again (0: it may now)."
+    def take(self, key)->float:
+        "Count an attempt for `key` now, unless it must wait; return the seconds to wait (0: counted)."
         with self.lock:
-            q, now = self.fails.get(key), time.monotonic()
+            q, now = self.seen.get(key), time.monotonic()
             while q and q[0] <= now - self.window: q.popleft()
-            if q is not None and not q: del self.fails[key]
-            return q[0] + self.window - now if q and len(q) >= self.limit else 0.0
+            if q and len(q) >= self.limit: return q[0] + self.window - now
+            if len(self.seen) > 100_000: self.seen.clear()   # a flood of distinct keys: forget rather than grow without bound
+            self.seen.setdefault(key, collections.deque()).append(now)
+            return 0.0
 
-    def fail(self, key):
+    def give_back(self, key):
+        "Uncount the latest attempt for `key` (it was not a wrong guess after all)."
         with self.lock:
-            if len(self.fails) > 100_000: self.fails.clear()   # a flood of distinct keys: forget rather than grow without bound
-            self.fails.setdefault(key, collections.deque()).append(time.monotonic())
+            if self.seen.get(key): self.seen[key].pop()
 
 # %% ../../nbs/15_lake.server.ipynb #0aaedaf2
 class Authenticator:
-    "Checks HTTP basic credentials against the lake's access keys: the user, or None; wrong secrets are limited per key id and client."
+    "Checks HTTP basic credentials against the lake's access keys: the user, or None; attempts are limited per key id and client, and per client."
     TTL = 60.0
     def __init__(self, lake:Lake, per_key:tuple=(5, 60.0), per_client:tuple=(20, 60.0)):
         self.lake, self.seen, self.lock = lake, {}, threading.Lock()
@@ -82,10 +84,12 @@ class Authenticator:
         digest, now, stamp = hashlib.sha256(f'{key}:{secret}'.encode()).digest(), time.monotonic(), auth_stamp(self.lake)
         with self.lock: hit = self.seen.get(key)
         if hit and hit[2] > now and hit[3] == stamp and hmac.compare_digest(hit[0], digest): return hit[1]
-        if (wait := max(self.by_key.wait((key, client)), self.by_client.wait(client))):
-            raise TooManyGuesses(f"too many wrong secrets from {client or 'this client'}; try again in {math.ceil(wait)} s", wait)
+        wait = self.by_key.take((key, client))   # counted before the hash, so guesses sent all at once are counted too
+        if not wait and (wait := self.by_client.take(client)): self.by_key.give_back((key, client))
+        if wait: raise TooManyGuesses(f"too many wrong secrets from {client or 'this client'}; try again in {math.ceil(wait)} s", wait)
         user = credentials_user(self.lake, key, secret)
-        if user is None: self.by_key.fail((key, client)); self.by_client.fail(client); return None
+        if user is None: return None
+        self.by_key.give_back((key, client)); self.by_client.give_back(client)
         with self.lock: self.seen[key] = (digest, user, now + self.TTL, stamp)
         return user
 
