@@ -6,6 +6,7 @@
 from __future__ import annotations
 import bisect, datetime as dt, fnmatch, functools, getpass, hashlib, heapq, itertools, json, os, re, threading, time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -104,6 +105,13 @@ RANGE_SPLIT = 16  # a range ends after a path whose hash is divisible by this: r
 EMPTY_METARANGE = hashlib.sha256(b'').hexdigest()
 ENTRY_COLS = ('path', 'address', 'size', 'content_type', 'mtime', 'metadata')
 ENTRY_SQL = 'path, address, size, content_type, epoch_us(mtime) AS mtime, metadata'  # entries carry mtime as integer microseconds
+_ENTRY_STRUCT = pa.struct([('path', pa.string()), ('address', pa.string()), ('size', pa.int64()), ('content_type', pa.string()),
+                           ('mtime', pa.int64()), ('metadata', pa.string())])
+
+def _entries_table(ents:list)->pa.Table:
+    "Entry tuples as an Arrow table with the columns of `ENTRY_COLS` (converted in C, with no Python list per column)."
+    t = pa.Table.from_struct_array(pa.array(ents, _ENTRY_STRUCT))
+    return t.set_column(4, 'mtime', t['mtime'].cast(pa.timestamp('us', tz='UTC')))
 
 def _boundary(path:str)->bool:
     "Whether a range ends after `path` (a well-mixed hash: crc32 clumps on paths that differ in a few digits)."
@@ -175,18 +183,15 @@ def _write_ranges(con, chunks:list)->list:
     if new:
         fresh = [r[0] for r in con.execute("SELECT nextval('tree_seq') FROM range(?)", [len(new)]).fetchall()]
         seqs.update(zip([i for i, _ in new], fresh))
-        ents = [e for _, c in new for e in c]
-        cols = list(zip(*ents))
-        t = pa.table({'seq': pa.array([seqs[i] for i, c in new for _ in c], pa.int64()), 'path': pa.array(cols[0], pa.string()),
-                      'address': pa.array(cols[1], pa.string()), 'size': pa.array(cols[2], pa.int64()), 'content_type': pa.array(cols[3], pa.string()),
-                      'mtime': pa.array(cols[4], pa.timestamp('us', tz='UTC')), 'metadata': pa.array(cols[5], pa.string())})
+        t = _entries_table([e for _, c in new for e in c]).add_column(0, 'seq', pa.array([seqs[i] for i, c in new for _ in c], pa.int64()))
         info = pa.table({'range_id': [i for i, _ in new], 'seq': pa.array([seqs[i] for i, _ in new], pa.int64()),
                          'count': pa.array([len(c) for _, c in new], pa.int64())})
         con.register('_new_range', t); con.register('_new_rangeinfo', info)
         con.execute("INSERT INTO ranges SELECT * FROM _new_range")
         con.execute("INSERT INTO rangeinfo SELECT * FROM _new_rangeinfo")
         con.unregister('_new_range'); con.unregister('_new_rangeinfo')
-    for i, c in zip(ids, chunks): _cache(con, 'ranges').get_or(i, lambda: list(c))
+    cache = _cache(con, 'ranges')
+    for i, c in zip(ids, chunks): cache.get_or(i, lambda: c)
     known.update(seqs)
     return [(i, seqs[i], c[0][0], c[-1][0], len(c)) for i, c in zip(ids, chunks)]
 
@@ -217,8 +222,9 @@ def _relayout(con, refs:list, old:list, spans:list)->list|None:
         b = min(bisect.bisect_left(ends, old_hi + 1), len(old) - 1)        # the first chunk ending on an unreplaced range after them
         if regions and c <= regions[-1][1]: regions[-1][1] = max(regions[-1][1], b)
         else: regions.append([c, b])
-    shifts = [(old_hi, (new_hi - new_lo) - (old_hi - old_lo)) for new_lo, new_hi, old_lo, old_hi in spans]
-    def new_pos(p): return p + sum(d for h, d in shifts if h <= p)
+    his = [old_hi for *_, old_hi in spans]
+    grown = [0, *itertools.accumulate((new_hi - new_lo) - (old_hi - old_lo) for new_lo, new_hi, old_lo, old_hi in spans)]
+    def new_pos(p): return p + grown[bisect.bisect_right(his, p)]  # spans are in order: p moves by the growth of those ending at or before it
     out, prev = [], 0
     for c, b in regions:
         out += old[prev:c]
@@ -232,6 +238,12 @@ def _relayout(con, refs:list, old:list, spans:list)->list|None:
         if pos > len(refs) or refs[pos - 1][0] != last: return None
     return out if pos == len(refs) else None
 
+def _chunk_json(con, refs:list)->str:
+    "`json.dumps(refs)`, joined from the remembered JSON of each range reference (a recut chunk mostly holds references stored before)."
+    memo = con.caches.setdefault('refjson', {})
+    if len(memo) > 200_000: memo.clear()
+    return '[' + ', '.join([memo.get(r) or memo.setdefault(r, json.dumps(r)) for r in refs]) + ']'
+
 def _write_metarange(con, rngs:list, base:tuple|None=None)->str:
     "Store the metarange listing `rngs` (`base`: the parent metarange and the spans replaced in it); only chunks not stored before are written."
     if not rngs: return EMPTY_METARANGE
@@ -244,7 +256,7 @@ def _write_metarange(con, rngs:list, base:tuple|None=None)->str:
         known = con.caches.setdefault('metachunks', set())
         new = {cid: body for cid, _, _, body in layout if body is not None and cid not in known}  # (a chunk another process stored is stored again: harmless)
         if new:
-            con.register('_new_chunks', pa.table({'chunk_id': list(new), 'ranges': [json.dumps(c) for c in new.values()]}))
+            con.register('_new_chunks', pa.table({'chunk_id': list(new), 'ranges': [_chunk_json(con, c) for c in new.values()]}))
             con.execute("INSERT INTO metachunks SELECT * FROM _new_chunks"); con.unregister('_new_chunks')
         known.update(cid for cid, *_ in layout)
         con.execute("INSERT INTO metaranges VALUES (?, ?)", [mid, json.dumps([cid for cid, *_ in layout])])
@@ -257,8 +269,8 @@ def _apply(con, mr_id:str, changes:Mapping)->str:
     "The metarange of tree `mr_id` with `changes` (`path -> entry or None`) applied."
     if not changes: return mr_id
     rngs, maxes = _metarange(con, mr_id), _max_keys(con, mr_id)
-    n, by_range = len(rngs), {}
-    for p in sorted(changes): by_range.setdefault(min(bisect.bisect_left(maxes, p), max(n - 1, 0)), []).append(p)
+    n, by_range, order = len(rngs), {}, sorted(changes)
+    for p in order if n else (): by_range.setdefault(min(bisect.bisect_left(maxes, p), n - 1), []).append(p)
     _prefetch(con, [rngs[i] for i in by_range if i < n])
     runs, buf = [], []   # runs: (first old range, end old range, lists of entries for the new ranges replacing them)
     def feed(entries, ends, chunks):
@@ -267,7 +279,7 @@ def _apply(con, mr_id:str, changes:Mapping)->str:
             if e[0] in ends: chunks.append(list(buf)); buf.clear()
     if not n:
         chunks = []
-        feed([changes[p] for p in sorted(changes) if changes[p] is not None], {p for p in changes if _boundary(p)}, chunks)
+        feed([changes[p] for p in order if changes[p] is not None], {p for p in changes if _boundary(p)}, chunks)
         runs.append((0, 0, chunks))
     for i in sorted(by_range):
         if runs and i < runs[-1][1] or not n: continue  # already rewritten as part of the previous run
@@ -288,14 +300,17 @@ def _apply(con, mr_id:str, changes:Mapping)->str:
         runs.append((i, j, chunks))
     if buf: runs[-1][2].append(list(buf)); buf.clear()
     written = iter(_write_ranges(con, [c for _, _, cs in runs for c in cs]))
-    out, spans, prev = [], [], 0
+    out, keys, spans, prev = [], [], [], 0   # keys: the new tree's max keys, from slices of the old ones
     for lo, hi, cs in runs:
-        out += rngs[prev:lo]
+        out += rngs[prev:lo]; keys += maxes[prev:lo]
         spans.append((len(out), len(out) + len(cs), lo, hi))
-        out += [next(written) for _ in cs]
+        new = [next(written) for _ in cs]
+        out += new; keys += [r[3] for r in new]
         prev = hi
-    out += rngs[prev:]
-    return _write_metarange(con, out, base=(mr_id, spans))
+    out += rngs[prev:]; keys += maxes[prev:]
+    mid = _write_metarange(con, out, base=(mr_id, spans))
+    _cache(con, 'maxes').get_or(mid, lambda: keys)
+    return mid
 
 # %% ../../nbs/11_lake.core.ipynb #3883ee17
 def _diff_trees(con, left:str, right:str, prefix:str='')->list:
@@ -644,16 +659,12 @@ def put_many(self:Repository,
 
 @patch
 def _stage(self:Repository, con, branch:str, ents:list, tombstones:Iterable[str]=()):
-    rows = {e[0]: (self.name, branch, *e) for e in ents} | {p: (self.name, branch, p, None, None, None, _now_us(), None) for p in tombstones}
+    now = _now_us()
+    rows = {e[0]: e for e in ents} | {p: (p, None, None, None, now, None) for p in tombstones}  # the last write to a path wins
     if not rows: return
-    rows = list(rows.values())  # the last write to a path wins
-    cols = list(zip(*rows))
-    t = pa.table({'repo': cols[0], 'branch': cols[1], 'path': cols[2], 'address': pa.array(cols[3], pa.string()),
-                  'size': pa.array(cols[4], pa.int64()), 'content_type': pa.array(cols[5], pa.string()),
-                  'mtime': pa.array(cols[6], pa.timestamp('us', tz='UTC')), 'metadata': pa.array(cols[7], pa.string())})
-    con.register('_new_staging', t)
+    con.register('_new_staging', _entries_table(list(rows.values())))
     con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path IN (SELECT path FROM _new_staging)", [self.name, branch])
-    con.execute("INSERT INTO staging SELECT * FROM _new_staging")
+    con.execute("INSERT INTO staging SELECT ?, ?, * FROM _new_staging", [self.name, branch])
     con.unregister('_new_staging')
 
 @patch
@@ -752,12 +763,14 @@ def list(self:Repository,
     return [CommonPrefix(k) if is_dir else _info(tuple(ent.values())) for k, ent, is_dir in rows]
 
 # %% ../../nbs/11_lake.core.ipynb #d0513966
-def _read_file(path:str, block:int=1 << 20)->bytes:
-    "The bytes of a local file, in as few system calls as possible (a short read of a regular file means its end)."
+def _read_file(path:str, buf:bytearray)->bytes:
+    "The bytes of a local file; `buf` is scratch space: a file smaller than it is read with one system call (a short read means its end)."
     fd = os.open(path, os.O_RDONLY)
     try:
-        chunks = [os.read(fd, block)]
-        while len(chunks[-1]) == block: chunks.append(os.read(fd, block))
+        n = os.readv(fd, [buf])
+        if n < len(buf): return bytes(memoryview(buf)[:n])
+        chunks = [bytes(buf)]
+        while (c := os.read(fd, len(buf))): chunks.append(c)
         return b''.join(chunks)
     finally: os.close(fd)
 
@@ -780,8 +793,14 @@ def import_directory(self:Repository,
         files += [(f'{root}/{n}', base + n) for n in sorted(names)]
     for _, p in files: check_path(p)
     self.head(branch)
-    for i in range(0, len(files), batch):
-        self.put_many(branch, [(p, _read_file(f)) for f, p in files[i:i + batch]], _checked=True)
+    buf = bytearray(1 << 20)
+    def read(part): return [(p, _read_file(f, buf)) for f, p in part]
+    with ThreadPoolExecutor(1) as reader:  # reads the next batch while this one is staged
+        ahead = reader.submit(read, files[:batch])
+        for i in range(0, len(files), batch):
+            items = ahead.result()
+            if i + batch < len(files): ahead = reader.submit(read, files[i + batch:i + 2 * batch])
+            self.put_many(branch, items, _checked=True)
     return len(files)
 
 # %% ../../nbs/11_lake.core.ipynb #84651a80
@@ -805,6 +824,10 @@ def _staged_changes(self:Repository, con, branch:str, prefix:str='')->dict:
 def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:str)->dict:
     "`_staged_changes` for a large staging area: one DuckDB join instead of a lookup per path."
     rngs, maxes = _metarange(con, head.metarange), _max_keys(con, head.metarange)
+    if not rngs or one(con, "SELECT min(path) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix])[0] > maxes[-1]:
+        rows = con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?) AND address IS NOT NULL ORDER BY path",
+                           [self.name, branch, prefix]).fetchall()
+        return {r[0]: (None, r) for r in rows}  # every staged path sorts after the tree: objects are added, removals remove nothing
     paths = [p for (p,) in con.execute("SELECT path FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix]).fetchall()]
     seqs = sorted({rngs[i][1] for i in {bisect.bisect_left(maxes, p) for p in paths} if i < len(rngs)})
     rows = con.execute(f"""

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/10_lake.store.ipynb #1fa36e6a
 from __future__ import annotations
-import atexit, contextlib, fcntl, hashlib, os, threading, uuid, weakref
+import atexit, contextlib, fcntl, hashlib, itertools, os, threading, uuid, weakref
 from pathlib import Path
 from typing import Iterable, Iterator
 import duckdb, pyarrow as pa
@@ -190,7 +190,7 @@ def _write_durable(path:Path, chunks:Iterable[bytes]):
     "Write `chunks` to `path` through a temporary file, fsynced, then renamed into place."
     tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
     try:
-        with open(tmp, 'wb', opener=private_opener) as f:
+        with open(tmp, 'wb', buffering=1 << 20, opener=private_opener) as f:  # a pack is many small chunks: write them in large blocks
             f.writelines(chunks); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
@@ -203,18 +203,18 @@ def put_blobs(self:LakeStore,
               standalone:bool=False # one file per object, never packed
              )->list[str]:          # their addresses, in order
     "Store each content once (new ones only) and return the addresses."
-    addrs = [sha256(d) for d in datas]
+    addrs = [hashlib.sha256(d).hexdigest() for d in datas]
     want = dict(zip(addrs, datas))
     con.register('_want', pa.table({'address': pa.array(list(want), pa.string())}))
     have = {a for (a,) in con.execute("SELECT address FROM blobs SEMI JOIN _want USING (address)").fetchall()}
     con.unregister('_want')
-    new = {a: d for a, d in want.items() if a not in have}
+    new = {a: d for a, d in want.items() if a not in have} if have else want
     small = {a: d for a, d in new.items() if len(d) < PACK_BELOW} if not standalone and len(new) > 1 else {}
     rows, dirs = [], set()
     if small:
         name = f'packs/{uuid.uuid4().hex}.pack'
-        off = 0
-        for a, d in small.items(): rows.append((a, name, off, len(d))); off += len(d)
+        sizes = [len(d) for d in small.values()]
+        rows += zip(small, itertools.repeat(name), itertools.accumulate(sizes, initial=0), sizes)  # objects lie end to end
         _write_durable(self.root/name, small.values())
         dirs.add(self.root/'packs')
     for a, d in new.items():
