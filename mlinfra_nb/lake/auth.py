@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from fastcore.basics import patch
 from ..workspace import Conflict, InvalidInput, NotFound, PermissionDenied
 from .core import Lake, arn, check_ref_name, guarded
-from .store import one
+from .store import one, private_opener
 
 # %% auto #0
 __all__ = ['SERVICES', 'EFFECTS', 'CONDITIONS', 'BUILTIN_POLICIES', 'BUILTIN_GROUPS', 'AUTH_SCHEMA', 'SCRYPT', 'auth_arn',
@@ -170,7 +170,8 @@ def auth_stamp(lake:Lake)->tuple|None:
 
 def _announce(lake:Lake):
     tmp = lake.root/f'.auth.stamp.{uuid.uuid4().hex}'
-    tmp.write_text(uuid.uuid4().hex); os.replace(tmp, lake.root/'auth.stamp')
+    with open(tmp, 'w', opener=private_opener) as f: f.write(uuid.uuid4().hex)   # the lake's files are its owner's alone
+    os.replace(tmp, lake.root/'auth.stamp')
 
 @contextlib.contextmanager
 def auth_change(lake:Lake, action:str, **detail):

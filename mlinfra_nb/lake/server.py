@@ -50,48 +50,54 @@ class TooManyGuesses(MlinfraError):
     def __init__(self, message:str, retry_after:float): super().__init__(message); self.retry_after = retry_after
 
 class Limiter:
-    "Attempts per key in a sliding window: a key with `limit` attempts counted in the last `window` seconds waits for the oldest to expire."
-    def __init__(self, limit:int, window:float): self.limit, self.window, self.seen, self.lock = limit, window, {}, threading.Lock()
+    "Failures per key in a sliding window: a key with `limit` failures in the last `window` seconds waits for the oldest to expire."
+    def __init__(self, limit:int, window:float): self.limit, self.window, self.fails, self.lock = limit, window, {}, threading.Lock()
 
-    def take(self, key)->float:
-        "Count an attempt for `key` now, unless it must wait; return the seconds to wait (0: counted)."
+    def wait(self, key)->float:
+        "Seconds `key` must wait before it may try again (0: it may now)."
         with self.lock:
-            q, now = self.seen.get(key), time.monotonic()
+            q, now = self.fails.get(key), time.monotonic()
             while q and q[0] <= now - self.window: q.popleft()
-            if q and len(q) >= self.limit: return q[0] + self.window - now
-            if len(self.seen) > 100_000: self.seen.clear()   # a flood of distinct keys: forget rather than grow without bound
-            self.seen.setdefault(key, collections.deque()).append(now)
-            return 0.0
+            if q is not None and not q: del self.fails[key]
+            return q[0] + self.window - now if q and len(q) >= self.limit else 0.0
 
-    def give_back(self, key):
-        "Uncount the latest attempt for `key` (it was not a wrong guess after all)."
+    def fail(self, key):
         with self.lock:
-            if self.seen.get(key): self.seen[key].pop()
+            if len(self.fails) > 100_000: self.fails.clear()   # a flood of distinct keys: forget rather than grow without bound
+            self.fails.setdefault(key, collections.deque()).append(time.monotonic())
 
 # %% ../../nbs/15_lake.server.ipynb #0aaedaf2
 class Authenticator:
-    "Checks HTTP basic credentials against the lake's access keys: the user, or None; attempts are limited per key id and client, and per client."
+    "Checks HTTP basic credentials against the lake's access keys: the user, or None; wrong secrets are limited per key id and client, and per client."
     TTL = 60.0
     def __init__(self, lake:Lake, per_key:tuple=(5, 60.0), per_client:tuple=(20, 60.0)):
-        self.lake, self.seen, self.lock = lake, {}, threading.Lock()
+        self.lake, self.seen, self.lock, self.clients = lake, {}, threading.Lock(), {}
         self.by_key, self.by_client = Limiter(*per_key), Limiter(*per_client)
+
+    def _remembered(self, key:str, digest:bytes, stamp)->str|None:
+        with self.lock: hit = self.seen.get(key)
+        return hit[1] if hit and hit[2] > time.monotonic() and hit[3] == stamp and hmac.compare_digest(hit[0], digest) else None
+
+    def _one_at_a_time(self, client:str)->threading.Lock:
+        with self.lock:
+            if len(self.clients) > 10_000: self.clients.clear()
+            return self.clients.setdefault(client, threading.Lock())
 
     def __call__(self, header:str|None, client:str='')->str|None:
         scheme, _, value = (header or '').partition(' ')
         if scheme.lower() != 'basic': return None   # schemes are case-insensitive (RFC 9110)
         try: key, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(':')
         except ValueError: return None   # not base64, not ASCII, or not UTF-8
-        digest, now, stamp = hashlib.sha256(f'{key}:{secret}'.encode()).digest(), time.monotonic(), auth_stamp(self.lake)
-        with self.lock: hit = self.seen.get(key)
-        if hit and hit[2] > now and hit[3] == stamp and hmac.compare_digest(hit[0], digest): return hit[1]
-        wait = self.by_key.take((key, client))   # counted before the hash, so guesses sent all at once are counted too
-        if not wait and (wait := self.by_client.take(client)): self.by_key.give_back((key, client))
-        if wait: raise TooManyGuesses(f"too many wrong secrets from {client or 'this client'}; try again in {math.ceil(wait)} s", wait)
-        user = credentials_user(self.lake, key, secret)
-        if user is None: return None
-        self.by_key.give_back((key, client)); self.by_client.give_back(client)
-        with self.lock: self.seen[key] = (digest, user, now + self.TTL, stamp)
-        return user
+        digest, stamp = hashlib.sha256(f'{key}:{secret}'.encode()).digest(), auth_stamp(self.lake)
+        if (user := self._remembered(key, digest, stamp)): return user
+        with self._one_at_a_time(client):   # a client's secrets are checked one at a time, so a burst of guesses is counted as it goes
+            if (user := self._remembered(key, digest, stamp)): return user   # checked meanwhile, by a request sent with it
+            if (wait := max(self.by_key.wait((key, client)), self.by_client.wait(client))):
+                raise TooManyGuesses(f"too many wrong secrets from {client or 'this client'}; try again in {math.ceil(wait)} s", wait)
+            user = credentials_user(self.lake, key, secret)
+            if user is None: self.by_key.fail((key, client)); self.by_client.fail(client); return None
+            with self.lock: self.seen[key] = (digest, user, time.monotonic() + self.TTL, stamp)
+            return user
 
 # %% ../../nbs/15_lake.server.ipynb #e3f6c39e
 class NotSupported(MlinfraError): "A lakeFS operation the embedded lake has no counterpart for (501, as lakeFS answers for unsupported features)."
