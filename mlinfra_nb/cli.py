@@ -11,7 +11,8 @@ from .workspace import InvalidInput, MlinfraError, Workspace, setup_logging, get
 
 # %% auto #0
 __all__ = ['Parser', 'cmd_demo', 'cmd_generate', 'cmd_load', 'cmd_lake_serve', 'cmd_credentials_create', 'cmd_credentials_list',
-           'cmd_credentials_delete', 'cmd_serve', 'cmd_run', 'cmd_runs', 'cmd_access', 'build_parser', 'main']
+           'cmd_credentials_delete', 'cmd_serve', 'cmd_run', 'cmd_runs', 'cmd_access', 'cmd_keygen', 'build_parser',
+           'main']
 
 # %% ../nbs/61_cli.ipynb #6d9b232c
 class Parser(argparse.ArgumentParser):
@@ -213,6 +214,17 @@ def cmd_access(args)->int:
         change(); print(done)
     return 0
 
+# %% ../nbs/61_cli.ipynb #7b8c1c05
+def cmd_keygen(args)->int:
+    "Write a new lake key to a file only its owner may read; point `lake.key_file` (MLINFRA_LAKE__KEY_FILE) at it to encrypt a lake."
+    from mlinfra_nb.lake.store import generate_key, private_opener
+    try:
+        with open(args.out, 'x', opener=private_opener) as f: f.write(generate_key() + '\n')
+    except FileExistsError: raise InvalidInput(f"{args.out} exists already; a key is never overwritten (objects encrypted with it would be lost)") from None
+    print(f"wrote a new lake key to {args.out}; keep a copy somewhere safe: without it the lake cannot be read\n"
+          f"use it with: export MLINFRA_LAKE__KEY_FILE={Path(args.out).absolute()}")
+    return 0
+
 # %% ../nbs/61_cli.ipynb #7214698d
 def _access_parsers(lk, lake_args):
     "`mlinfra lake users|groups|policies ACTION ...`, under the `lake` subcommand `lk`."
@@ -298,6 +310,9 @@ def build_parser()->Parser:
     c.add_argument('access_key_id')
     c.set_defaults(func=cmd_credentials_delete)
     _access_parsers(lk, lake_args)
+    k = lk.add_parser('keygen', help='make a key to encrypt a lake at rest (set lake.key_file, MLINFRA_LAKE__KEY_FILE, to use it)')
+    k.add_argument('--out', required=True, help='the key file to write (never overwritten; readable by you only)')
+    k.set_defaults(func=cmd_keygen)
     sv = sub.add_parser('serve', help="serve models with TF Serving's REST and gRPC APIs (flags as tensorflow_model_server's)")
     sv.add_argument('--model_config_file', help='a models.config (ModelServerConfig text proto)')
     sv.add_argument('--model_name', default='default', help='with --model_base_path: serve this one model')

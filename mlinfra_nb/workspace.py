@@ -38,7 +38,7 @@ class Corrupted(MlinfraError):
 
 # %% ../nbs/00_workspace.ipynb #ff3905c2
 DEFAULT_SETTINGS = {
-    'lake':    {'backend': 'embedded'},
+    'lake':    {'backend': 'embedded', 'key': '', 'key_file': ''},   # key, key_file: encrypt the embedded lake's objects
     'lakefs':  {'endpoint': '', 'access_key_id': '', 'secret_access_key': '', 'namespace': ''},
     'train':   {'strategy': 'auto', 'mixed_precision': False},
     'serve':   {'backend': 'local', 'host': '127.0.0.1', 'rest_port': 8501, 'grpc_port': 8500},

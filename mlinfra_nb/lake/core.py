@@ -19,8 +19,8 @@ from .store import LakeStore, one
 # %% auto #0
 __all__ = ['REPO_NAME', 'REF_NAME', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'ENTRY_COLS', 'ENTRY_SQL', 'CACHE_SIZES', 'META_SPLIT',
            'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE', 'check_repo_name', 'check_ref_name', 'check_path',
-           'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change', 'tree_entries', 'Lake', 'arn', 'guarded',
-           'Resolved', 'Repository', 'HookEvent', 'Settled']
+           'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change', 'tree_entries', 'lake_key', 'Lake',
+           'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -355,14 +355,24 @@ def tree_entries(con, mr_id:str, prefix:str)->list:
                        [seqs, prefix]).fetchall()
 
 # %% ../../nbs/11_lake.core.ipynb #fc8f91b1
+def lake_key(settings:dict)->bytes|str|None:
+    "The key the settings give the embedded lake: `lake.key` itself, or what the file `lake.key_file` holds; None for neither."
+    key, path = settings['lake']['key'], settings['lake']['key_file']
+    if key and path: raise InvalidInput("set lake.key or lake.key_file, not both")
+    if not path: return key or None
+    try: return Path(path).expanduser().read_bytes()
+    except OSError as e: raise InvalidInput(f"cannot read the lake key file {path}: {e.strerror}") from None
+
 class Lake:
     "An embedded data lake: repositories with lakeFS semantics in a directory on local disk."
     def __init__(self,
                  root:str|Path|None=None, # default: `lake/` in the workspace
                  user:str|None=None,      # who the audit log and commits name (default: the OS user)
-                 workspace:Workspace|None=None):
-        self.root = Path(root) if root else (workspace or Workspace()).path('lake')
-        self.store = LakeStore(self.root)
+                 workspace:Workspace|None=None,
+                 key:bytes|str|None=None):# encrypt objects at rest with this key (default: the lake.key or lake.key_file setting)
+        ws = workspace or Workspace()
+        self.root = Path(root) if root else ws.path('lake')
+        self.store = LakeStore(self.root, key=key if key is not None else lake_key(ws.settings))
         self.user = user or os.environ.get('MLINFRA_USER') or getpass.getuser()
         self.hooks = []  # (repo, event, branch pattern, callable)
         self.log = get_logger('lake')

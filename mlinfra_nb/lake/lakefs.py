@@ -54,7 +54,8 @@ class LakeFSLake:
                  access_key_id:str|None=None,     # default: settings / LAKEFS_ACCESS_KEY_ID
                  secret_access_key:str|None=None, # default: settings / LAKEFS_SECRET_ACCESS_KEY
                  workspace:Workspace|None=None):
-        s = (workspace or Workspace()).settings['lakefs']
+        workspace = workspace or Workspace()
+        s = workspace.settings['lakefs']
         self.endpoint = re.sub(r'/api/v1/?$', '', (endpoint or s['endpoint']).rstrip('/'))
         if not self.endpoint: raise InvalidInput("the lakeFS backend needs an endpoint: set LAKEFS_ENDPOINT or lakefs.endpoint")
         key, secret = access_key_id or s['access_key_id'], secret_access_key or s['secret_access_key']
@@ -63,6 +64,9 @@ class LakeFSLake:
         self.namespace = s['namespace']
         self.fs = LakeFSFileSystem(host=self.endpoint, username=key, password=secret)
         self.hooks, self.log, self.user = [], get_logger('lake.lakefs'), key
+        if workspace.settings['lake']['key'] or workspace.settings['lake']['key_file']:
+            self.log.warning("lake.key encrypts the embedded lake's files; on lakeFS, encryption at rest is the object store's "
+                             "(blockstore.s3.server_side_encryption in lakeFS's configuration), so the key is not used")
         self.con, self._registered = None, {}
 
     root = property(lambda self: self.endpoint)

@@ -4,16 +4,19 @@
 
 # %% ../../nbs/10_lake.store.ipynb #1fa36e6a
 from __future__ import annotations
-import atexit, contextlib, fcntl, hashlib, itertools, os, threading, uuid, weakref
+import atexit, base64, contextlib, fcntl, hashlib, hmac, itertools, json, os, threading, uuid, weakref
 from pathlib import Path
 from typing import Iterable, Iterator
 import duckdb, pyarrow as pa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastcore.basics import patch
 from ..workspace import Corrupted, InvalidInput, NotFound, fsync_dir
 
 # %% auto #0
-__all__ = ['SCHEMA', 'FILE_MODE', 'DIR_MODE', 'CATALOG_CONFIG', 'LINGER', 'PACK_BELOW', 'private_opener', 'make_private',
-           'Catalog', 'LakeStore', 'release_lakes', 'open_catalog', 'one', 'sha256']
+__all__ = ['SCHEMA', 'FILE_MODE', 'DIR_MODE', 'SEALED', 'CATALOG_CONFIG', 'LINGER', 'PACK_BELOW', 'private_opener',
+           'make_private', 'parse_key', 'generate_key', 'Sealer', 'Catalog', 'LakeStore', 'release_lakes',
+           'open_catalog', 'one', 'sha256']
 
 # %% ../../nbs/10_lake.store.ipynb #e18a9049
 SCHEMA = """
@@ -54,6 +57,58 @@ def _lay_out(root:Path):
     for d in {f'{i:02x}' for i in range(256)} - set(os.listdir(root/'objects')): (root/'objects'/d).mkdir(mode=DIR_MODE, exist_ok=True)
     for f in ('lake.lock', 'lake.wait'): os.close(os.open(root/f, os.O_RDWR | os.O_CREAT, FILE_MODE))
 
+# %% ../../nbs/10_lake.store.ipynb #c2f1121c
+SEALED = b'MLE1'   # how an encrypted object starts: then a 12-byte nonce, then its bytes under AES-256-GCM (with their 16-byte tag)
+
+def parse_key(key:bytes|str)->bytes:
+    "A 32-byte AES-256 key: 32 raw bytes, or text of 64 hex digits or base64 (as `generate_key` writes it)."
+    if isinstance(key, (bytes, bytearray)) and len(key) == 32: return bytes(key)
+    text = (key.decode('ascii', 'replace') if isinstance(key, (bytes, bytearray)) else str(key)).strip()
+    for decode in (bytes.fromhex, lambda t: base64.b64decode(t, validate=True), base64.urlsafe_b64decode):
+        with contextlib.suppress(ValueError):
+            if len(k := decode(text)) == 32: return k
+    raise InvalidInput("a lake key is 32 bytes, written as 64 hex digits or base64; make one with `mlinfra lake keygen`")
+
+def generate_key()->str:
+    "A new random lake key, as base64 text."
+    return base64.b64encode(os.urandom(32)).decode()
+
+class Sealer:
+    "Encrypts a lake's objects with one AES-256-GCM key, each bound to its address, and opens them again."
+    def __init__(self, key:bytes|str):
+        key = parse_key(key)
+        self.aead, self.check = AESGCM(key), hmac.new(key, b'mlinfra lake key check', 'sha256').hexdigest()[:32]
+
+    def seal(self, address:str, data:bytes)->bytes:
+        nonce = os.urandom(12)
+        return SEALED + nonce + self.aead.encrypt(nonce, data, address.encode())
+
+    def unseal(self, address:str, stored:bytes)->bytes|None:
+        "The plain bytes of a sealed object; None if it was changed, or sealed for another address or with another key."
+        try: return self.aead.decrypt(stored[4:16], stored[16:], address.encode())
+        except InvalidTag: return None
+
+# %% ../../nbs/10_lake.store.ipynb #dc180608
+def _sealer(root:Path, key:bytes|str|None)->Sealer|None:
+    "The lake's `Sealer` (None: not encrypted), once `key` is checked against what `encryption.json` records; the first key given starts it."
+    marker = root/'encryption.json'
+    try: info = json.loads(marker.read_text())
+    except FileNotFoundError: info = None
+    except (OSError, ValueError) as e: raise Corrupted(f"{marker} cannot be read ({e}); restore it from a backup") from None
+    if key is None or key == '':
+        if info: raise InvalidInput(f"the lake at {root} is encrypted: give its key (the lake.key_file or lake.key setting, e.g. MLINFRA_LAKE__KEY_FILE)")
+        return None
+    sealer = Sealer(key)
+    if info is None:
+        tmp = root/f'.encryption.json.{uuid.uuid4().hex}'
+        with open(tmp, 'w', opener=private_opener) as f: json.dump({'cipher': 'AES-256-GCM', 'key_check': sealer.check}, f); f.flush(); os.fsync(f.fileno())
+        try: os.link(tmp, marker); fsync_dir(root)   # the first key wins, even against another process starting it at once
+        except FileExistsError: pass
+        finally: tmp.unlink()
+        info = json.loads(marker.read_text())
+    if info.get('key_check') != sealer.check: raise InvalidInput(f"wrong key for the lake at {root}: its objects are encrypted with another key")
+    return sealer
+
 # %% ../../nbs/10_lake.store.ipynb #1488f900
 class Catalog:
     "The lake's DuckDB connection, plus the lake's caches of immutable catalog data; behaves as the connection."
@@ -66,9 +121,10 @@ LINGER = 0.05  # seconds a process keeps the catalog after an operation, unless 
 
 class LakeStore:
     "Files and catalog of an embedded lake: content-addressed objects on disk, metadata in DuckDB, one process at a time."
-    def __init__(self, root:str|Path):
+    def __init__(self, root:str|Path, key:bytes|str|None=None):   # key: encrypt objects at rest (see below)
         self.root = Path(root).absolute()
         _lay_out(self.root)
+        self.sealer = _sealer(self.root, key)
         self.catalog, self.wal = self.root/'catalog.duckdb', self.root/'catalog.duckdb.wal'
         self._mutex, self._ready = threading.RLock(), False
         self._reset_state()
@@ -209,6 +265,7 @@ def put_blobs(self:LakeStore,
     have = {a for (a,) in con.execute("SELECT address FROM blobs SEMI JOIN _want USING (address)").fetchall()}
     con.unregister('_want')
     new = {a: d for a, d in want.items() if a not in have} if have else want
+    if self.sealer: new = {a: self.sealer.seal(a, d) for a, d in new.items()}   # stored encrypted: sizes below are the stored ones
     small = {a: d for a, d in new.items() if len(d) < PACK_BELOW} if not standalone and len(new) > 1 else {}
     rows, dirs = [], set()
     if small:
@@ -252,7 +309,10 @@ def put_file(self:LakeStore, con, src:str|Path)->str:
     a, size = h.hexdigest(), src.stat().st_size
     if one(con, "SELECT 1 FROM blobs WHERE address = ?", [a]): src.unlink(); return a
     p = self.blob_path(a); p.parent.mkdir(exist_ok=True)
-    os.replace(src, p); fsync_dir(p.parent)
+    if self.sealer:   # an encrypted lake keeps no plain copy: the sealed bytes are written, then the file goes
+        sealed = self.sealer.seal(a, src.read_bytes()); _write_durable(p, [sealed]); size = len(sealed); src.unlink()
+    else: os.replace(src, p)
+    fsync_dir(p.parent)
     self._insert_blobs(con, [(a, str(p.relative_to(self.root)), 0, size)])
     return a
 
@@ -271,13 +331,25 @@ def get_blob(self:LakeStore, con, address:str, name:str='')->bytes:
     try:
         with open(path, 'rb') as f: f.seek(off); data = f.read(size)
     except FileNotFoundError: raise Corrupted(f"object {name or address} ({address[:12]}) is missing from disk: {path}") from None
-    if len(data) != size or sha256(data) != address:
+    plain = self._unsealed(address, data, name or address, path) if len(data) == size and data[:4] == SEALED else data
+    if len(data) != size or plain is data and sha256(data) != address:
         raise Corrupted(f"object {name or address} is corrupt: its content no longer matches its hash {address[:12]} ({path})")
-    return data
+    return plain
+
+@patch
+def _unsealed(self:LakeStore, address:str, stored:bytes, name:str, path:Path)->bytes:
+    "The checked plain bytes of a stored object that starts as a sealed one does (a plain object that happens to start so is itself)."
+    if self.sealer and (plain := self.sealer.unseal(address, stored)) is not None:
+        if sha256(plain) != address: raise Corrupted(f"object {name} is corrupt: its content no longer matches its hash {address[:12]} ({path})")
+        return plain
+    if sha256(stored) == address: return stored
+    if self.sealer is None: raise InvalidInput(f"object {name} is encrypted; open the lake with its key (the lake.key_file or lake.key setting)")
+    raise Corrupted(f"object {name} failed its integrity check: it was changed on disk since it was written, or sealed with another key ({path})")
 
 @patch
 def verify_file(self:LakeStore, con, address:str, name:str='')->Path:
-    "The path of a standalone object after checking its hash (used before DuckDB reads a Parquet part)."
+    "The path of a standalone object after checking its hash (used before DuckDB reads a Parquet part in place; never in an encrypted lake)."
+    if self.sealer: raise InvalidInput(f"object {name or address} is encrypted, so it cannot be read in place; read it with get_blob")
     path, off, size = self.locate(con, address, name)
     h = hashlib.sha256()
     try:

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12_lake.tables.ipynb #257ab30a
 from __future__ import annotations
-import base64, contextlib, functools, json, re, threading, uuid
+import base64, contextlib, functools, hashlib, json, re, threading, uuid
 from dataclasses import dataclass, field
 from typing import Iterator
 import duckdb, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
@@ -157,26 +157,34 @@ def table_info(self:Repository, ref:str, path:str)->TableInfo:
 # %% ../../nbs/12_lake.tables.ipynb #b10f96be
 @patch
 @guarded
-def _part_files(self:Repository, ref:str, path:str)->list[str]:
-    "The local files of the table's parts, hash-checked; whoever reads them must be allowed to read each part."
+def _readable(self:Repository, ref:str, path:str)->list[str]|pa.Table:
+    "The table's parts as DuckDB reads them, once the user may: checked files it reads in place, or (encrypted or packed) one Arrow table."
     self.lake._check('fs:ReadObject', arn(self.name, 'object', f'{path}/{TABLE_META}')); self.lake._check('fs:ListObjects', arn(self.name))
     info = self.table_info(ref, path)
     for p in info.parts: self.lake._check('fs:ReadObject', arn(self.name, 'object', p.path))
-    files = []
+    names = [f"{self.name}/{ref}/{p.path}" for p in info.parts]
     with self.store.connect() as con:
-        for p in info.parts:
-            f, _, size = self.store.locate(con, p.address, f"{self.name}/{ref}/{p.path}")
+        where = [self.store.locate(con, p.address, n) for p, n in zip(info.parts, names)]
+        if self.store.sealer or any(off for _, off, _ in where):
+            parts = [pq.read_table(pa.BufferReader(self.store.get_blob(con, p.address, n))) for p, n in zip(info.parts, names)]
+            return pa.concat_tables(parts, promote_options='default') if parts else info.schema.empty_table()
+        for p, n, (f, _, size) in zip(info.parts, names, where):
             st = f.stat() if f.exists() else None
-            key = (p.address, st.st_mtime_ns if st else 0, size)
-            if key not in _verified:
-                self.store.verify_file(con, p.address, f"{self.name}/{ref}/{p.path}"); _verified.add(key)
-            files.append(str(f))
-    return files
+            if (key := (p.address, st.st_mtime_ns if st else 0, size)) not in _verified: self.store.verify_file(con, p.address, n); _verified.add(key)
+    return [str(f) for f, _, _ in where]
+
+@patch
+def _part_files(self:Repository, ref:str, path:str)->list[str]:
+    "The local files of the table's parts, hash-checked (for readers of Parquet files; a table stored otherwise is read with `table`)."
+    if isinstance(parts := self._readable(ref, path), pa.Table):
+        raise InvalidInput(f"table {path!r} cannot be read in place (the lake is encrypted, or its parts are packed); read it with table()")
+    return parts
 
 @patch
 def table(self:Repository, ref:str, path:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
     "The table at `path` as of `ref`, as a DuckDB relation."
-    return (con or query_connection()).read_parquet(self._part_files(ref, path))
+    con, parts = con or query_connection(), self._readable(ref, path)
+    return con.from_arrow(parts) if isinstance(parts, pa.Table) else con.read_parquet(parts)
 
 def count_rows(rel:duckdb.DuckDBPyRelation)->int:
     "Number of rows of a DuckDB relation."
@@ -195,10 +203,14 @@ _URI = re.compile(r"'lakefs://([a-z0-9][a-z0-9-]{2,62})/([^/']+)/([^']+)'")
 @patch
 def sql(self:Lake, query:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
     "Run `query`, in which `'lakefs://repo/ref/path'` names the table at that ref."
+    con = con or query_connection()
     def table_at(m):
-        files = self.repository(m.group(1))._part_files(m.group(2), m.group(3))
-        return f"read_parquet([{', '.join(repr(f) for f in files)}])"
-    try: return (con or query_connection()).sql(_URI.sub(table_at, query))
+        parts = self.repository(m.group(1))._readable(m.group(2), m.group(3))
+        if not isinstance(parts, pa.Table): return f"read_parquet([{', '.join(repr(f) for f in parts)}])"
+        name = 'lake_' + hashlib.sha256(m.group(0).encode()).hexdigest()[:16]   # one name per URI: a later query replaces it
+        con.register(name, parts)
+        return name
+    try: return con.sql(_URI.sub(table_at, query))
     except duckdb.Error as e: raise InvalidInput(f"query failed: {e}") from None
 
 # %% ../../nbs/12_lake.tables.ipynb #90d61812
