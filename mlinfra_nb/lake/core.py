@@ -241,7 +241,7 @@ def _relayout(con, refs:list, old:list, spans:list)->list|None:
 def _chunk_json(con, refs:list)->str:
     "`json.dumps(refs)`, joined from the remembered JSON of each range reference (a recut chunk mostly holds references stored before)."
     memo = con.caches.setdefault('refjson', {})
-    if len(memo) > 200_000: memo.clear()
+    if len(memo) > 100_000: memo.clear()   # at most a few tens of MB
     return '[' + ', '.join([memo.get(r) or memo.setdefault(r, json.dumps(r)) for r in refs]) + ']'
 
 def _write_metarange(con, rngs:list, base:tuple|None=None)->str:
@@ -270,7 +270,8 @@ def _apply(con, mr_id:str, changes:Mapping)->str:
     if not changes: return mr_id
     rngs, maxes = _metarange(con, mr_id), _max_keys(con, mr_id)
     n, by_range, order = len(rngs), {}, sorted(changes)
-    for p in order if n else (): by_range.setdefault(min(bisect.bisect_left(maxes, p), n - 1), []).append(p)
+    if n:
+        for p in order: by_range.setdefault(min(bisect.bisect_left(maxes, p), n - 1), []).append(p)
     _prefetch(con, [rngs[i] for i in by_range if i < n])
     runs, buf = [], []   # runs: (first old range, end old range, lists of entries for the new ranges replacing them)
     def feed(entries, ends, chunks):
@@ -834,11 +835,11 @@ def _staged_changes(self:Repository, con, branch:str, prefix:str='')->dict:
 def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:str)->dict:
     "`_staged_changes` for a large staging area: one DuckDB join instead of a lookup per path."
     rngs, maxes = _metarange(con, head.metarange), _max_keys(con, head.metarange)
-    if not rngs or one(con, "SELECT min(path) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix])[0] > maxes[-1]:
-        rows = con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?) AND address IS NOT NULL ORDER BY path",
-                           [self.name, branch, prefix]).fetchall()
-        return {r[0]: (None, r) for r in rows}  # every staged path sorts after the tree: objects are added, removals remove nothing
-    paths = [p for (p,) in con.execute("SELECT path FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix]).fetchall()]
+    where, args = "repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix]
+    if not rngs or one(con, f"SELECT min(path) FROM staging WHERE {where}", args)[0] > maxes[-1]:  # every staged path sorts after the tree:
+        rows = con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE {where} AND address IS NOT NULL ORDER BY path", args).fetchall()
+        return {r[0]: (None, r) for r in rows}                                                     # objects are added, removals remove nothing
+    paths = [p for (p,) in con.execute(f"SELECT path FROM staging WHERE {where}", args).fetchall()]
     seqs = sorted({rngs[i][1] for i in {bisect.bisect_left(maxes, p) for p in paths} if i < len(rngs)})
     rows = con.execute(f"""
         WITH s AS (SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)),
