@@ -1,9 +1,14 @@
 #!/usr/bin/env python
 """Benchmarks of the embedded lake (`mlinfra_nb.lake`) against its targets, and against DVC for bulk ingest.
 
-    python bench/lake_bench.py            # full run (100,000-object repositories; a few minutes)
-    python bench/lake_bench.py --quick    # scaled-down sizes, well under a minute (figures are not comparable to the targets)
+    python bench/lake_bench.py            # full run (100,000-object repositories), plain and secured side by side; several minutes
+    python bench/lake_bench.py --quick    # scaled-down sizes, a minute or two (figures are not comparable to the targets)
+    python bench/lake_bench.py --variants plain,auth,encrypted,secured   # each of access control and encryption on its own too
     python bench/lake_bench.py --profile commit_new   # also print the top functions of one benchmark's timed part
+
+Variants: `plain` is the lake as its owner opens it; `auth` runs the timed operations as a lake user in the Developers group, so every
+operation is checked against that user's policies (`lake.as_user`); `encrypted` keeps every object encrypted (AES-256-GCM, `lake.key`);
+`secured` is both. Every variant is measured against the same targets; DVC runs once.
 
 What is measured (each benchmark runs in its own child process, so its peak RSS is its own):
 1. branch creation in a repository of 100 vs 100,000 objects: median of ~30 creations; ratio and ms.
@@ -19,7 +24,7 @@ Each size gets its own lake directory, so the catalog grows with the repository 
 The last line printed is one JSON object with every figure.
 """
 from __future__ import annotations
-import argparse, json, os, random, resource, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, base64, json, os, random, resource, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 from benchutil import lib_version, print_table, work_args
 
@@ -59,12 +64,25 @@ def self_peak_mib()->float: return resource.getrusage(resource.RUSAGE_SELF).ru_m
 
 def obj_path(i:int, per_part:int=1000)->str: return f"data/part={i // per_part:04d}/obj-{i:07d}.bin"
 
-def build_repo(root:Path, n:int, seed:int=0, batch:int=50_000):
-    "A lake at `root` with repository 'bench' whose main branch holds `n` small committed objects."
+VARIANTS = {'plain': (False, False), 'auth': (True, False), 'encrypted': (False, True), 'secured': (True, True)}  # (access control, encryption)
+_variant = {'name': 'plain', 'key': None}   # set in each child process from its arguments
+
+def open_lake(root:Path):
+    "The lake at `root` as this run's variant has it: (its owner's lake, the lake the timed operations use)."
     from mlinfra_nb.lake.core import Lake
+    checked, encrypted = VARIANTS[_variant['name']]
+    owner = Lake(root, user='bench', key=_variant['key'] if encrypted else None)
+    if not checked: return owner, owner
+    from mlinfra_nb.lake import auth
+    if 'bench-dev' not in auth.list_users(owner): auth.create_user(owner, 'bench-dev', groups=['Developers'])
+    return owner, owner.as_user('bench-dev')
+
+def build_repo(root:Path, n:int, seed:int=0, batch:int=50_000):
+    "A lake at `root` with repository 'bench' whose main branch holds `n` small committed objects (returns the lake the timed operations use)."
     rnd = random.Random(seed)
-    lake = Lake(root, user='bench')
-    repo = lake.create_repository('bench')
+    owner, lake = open_lake(root)
+    owner.create_repository('bench')
+    repo = lake.repository('bench')
     paths = [obj_path(i) for i in range(n)]
     for s in range(0, n, batch):
         repo.put_many('main', {p: f"{p}:{rnd.getrandbits(64):016x}".encode() for p in paths[s:s + batch]})
@@ -81,7 +99,7 @@ def reopen(lake):
     for name in ('_metaranges', '_ranges', '_maxes', '_commits'):  # module-level caches, in versions that have them
         c = getattr(core, name, None)
         if hasattr(c, 'clear'): c.clear()
-    fresh = core.Lake(lake.root, user='bench')
+    _, fresh = open_lake(lake.root)
     return fresh, fresh.repository('bench')
 
 def med_ms(xs:list)->float: return statistics.median(xs) * 1000
@@ -154,9 +172,9 @@ def child_diff(a:dict, work:Path, n:int)->dict:
 
 def child_commit_new(a:dict, work:Path, src:str)->dict:
     "Our side of the DVC comparison: `import_directory` (walk, read, hash, stage) then commit, like `dvc add` + `git commit`."
-    from mlinfra_nb.lake.core import Lake
-    lake = Lake(work/'ingest', user='bench')
-    repo = lake.create_repository('bench')
+    owner, lake = open_lake(work/'ingest')
+    owner.create_repository('bench')
+    repo = lake.repository('bench')
     lake.store.close()
     with timed() as total:
         with timed() as ti: n = repo.import_directory('main', src, batch=a['batch'])
@@ -171,6 +189,7 @@ def child_main(args):
     if args.profile_child:
         import cProfile; _profiler = cProfile.Profile()
     a = json.loads(args.child_args)
+    _variant.update(name=a['variant'], key=a['key'])
     res = CHILDREN[args.child](a['sizes'], Path(a['work']), a['arg'])
     res['self_peak_mib'] = self_peak_mib()
     if _profiler:
@@ -194,10 +213,11 @@ def run_measured(cmd:list, **kw)->tuple[int, float, float, str]:
     p.returncode = os.waitstatus_to_exitcode(status)
     return p.returncode, secs, ru.ru_maxrss / 1024, out.decode(errors='replace')
 
-def run_child(name:str, sizes:dict, work:Path, arg, profile:bool=False)->dict:
-    cmd = [sys.executable, str(HERE), '--child', name, '--child-args', json.dumps(dict(sizes=sizes, work=str(work), arg=arg))]
+def run_child(name:str, sizes:dict, work:Path, arg, profile:bool=False, variant:str='plain', key:str|None=None)->dict:
+    cmd = [sys.executable, str(HERE), '--child', name, '--child-args',
+           json.dumps(dict(sizes=sizes, work=str(work), arg=arg, variant=variant, key=key))]
     if profile: cmd.append('--profile-child')
-    print(f"  running {name}({arg}) ...", file=sys.stderr, flush=True)
+    print(f"  running {name}({arg}) [{variant}] ...", file=sys.stderr, flush=True)
     rc, secs, peak, out = run_measured(cmd)
     line = next((l for l in reversed(out.splitlines()) if l.startswith(RESULT_TAG)), None)
     if rc != 0 or line is None: raise RuntimeError(f"benchmark child {name}({arg}) failed with exit code {rc}")
@@ -251,63 +271,35 @@ def fmt_n(n:int)->str: return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 els
 def verdict(ok)->str: return '-' if ok is None else 'PASS' if ok else 'FAIL'
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--quick', action='store_true', help='small sizes (2,000 objects), under a minute; not comparable to the targets')
-    ap.add_argument('--no-dvc', action='store_true', help='skip the DVC comparison')
-    work_args(ap, child=False)
-    ap.add_argument('--profile', choices=['branch', 'commit', 'diff', 'commit_new'],
-                    help="print cProfile's top functions of this benchmark's timed part (largest size)")
-    ap.add_argument('--child', help=argparse.SUPPRESS)
-    ap.add_argument('--child-args', help=argparse.SUPPRESS)
-    ap.add_argument('--profile-child', action='store_true', help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child: return child_main(args)
+def measure(sz:dict, work:Path, variant:str, key:str|None, profile:str|None)->dict:
+    "Every benchmark child for one variant, in a folder of its own."
+    work = work/variant; work.mkdir()
+    prof = lambda name: profile == name
+    big, src = sz['big'], work.parent/'files'
+    return dict(br_s=run_child('branch', sz, work, sz['branch_small'], variant=variant, key=key),
+                br_b=run_child('branch', sz, work, big, prof('branch'), variant=variant, key=key),
+                cm_s=run_child('commit', sz, work, sz['commit_small'], variant=variant, key=key),
+                cm_b=run_child('commit', sz, work, big, prof('commit'), variant=variant, key=key),
+                df=run_child('diff', sz, work, big, prof('diff'), variant=variant, key=key),
+                new=run_child('commit_new', sz, work, str(src), prof('commit_new'), variant=variant, key=key))
 
-    sz = QUICK if args.quick else FULL
-    version = lib_version()
-    big = sz['big']
-    dvc = None if args.no_dvc else find_dvc()
-    dvc_note = ('skipped (--no-dvc)' if args.no_dvc else
-                None if dvc else "DVC is NOT installed: the DVC comparison is skipped. Install the bench extra "
-                                 "(pip install -e '.[bench]', i.e. 'dvc>=3' psutil) to compare.")
-    if dvc_note: print(f"NOTE: {dvc_note}", file=sys.stderr)
-    work = Path(tempfile.mkdtemp(prefix='lake_bench_', dir=args.tmpdir))
-    prof = lambda name: args.profile == name
-    t_start = time.perf_counter()
-    try:
-        print(f"lake_bench ({'QUICK' if args.quick else 'full'}) in {work}", file=sys.stderr)
-        br_s = run_child('branch', sz, work, sz['branch_small'])
-        br_b = run_child('branch', sz, work, big, prof('branch'))
-        cm_s = run_child('commit', sz, work, sz['commit_small'])
-        cm_b = run_child('commit', sz, work, big, prof('commit'))
-        df = run_child('diff', sz, work, big, prof('diff'))
-        src = work/'files'
-        print(f"  writing {sz['new_objects']:,} files of {sz['new_size']} B ...", file=sys.stderr, flush=True)
-        write_files(src, sz['new_objects'], sz['new_size'])
-        subprocess.run(['sync'], check=False)
-        new = run_child('commit_new', sz, work, str(src), prof('commit_new'))
-        dv = None
-        if dvc:
-            print("  running dvc add + git commit ...", file=sys.stderr, flush=True)
-            try: dv = bench_dvc(dvc, work, src)
-            except Exception as e: dvc_note = f"DVC run failed: {e}"; print(f"NOTE: {dvc_note}", file=sys.stderr)
-    finally:
-        if args.keep: print(f"kept {work}", file=sys.stderr)
-        else: shutil.rmtree(work, ignore_errors=True)
-    wall = time.perf_counter() - t_start
-
+def report(sz:dict, m:dict, dv:dict|None)->tuple[list, dict, dict]:
+    "The detail rows, the figures, and the target verdicts of one variant's measurements `m`."
+    br_s, br_b, cm_s, cm_b, df, new = (m[k] for k in ('br_s', 'br_b', 'cm_s', 'cm_b', 'df', 'new'))
     ratio = lambda a, b: a / b if b else float('inf')
     branch_ratio = ratio(br_b['median_ms'], br_s['median_ms'])
     cr = {v: ratio(cm_b[f'{v}_ms'], cm_s[f'{v}_ms']) for v in ('clustered', 'scattered', 'scattered_cold')}
     speedup = ratio(dv['total_s'], new['total_s']) if dv else None
-    ns, nb, nc = fmt_n(sz['branch_small']), fmt_n(big), fmt_n(sz['commit_small'])
+    ok = dict(branch_ms=br_b['median_ms'] <= T_BRANCH_MS, branch_ratio=branch_ratio <= T_BRANCH_RATIO,
+              commit_clustered=cr['clustered'] <= T_COMMIT_RATIO, commit_scattered=cr['scattered'] <= T_COMMIT_RATIO,
+              speedup=speedup >= T_SPEEDUP if dv else None, diff=df['scattered']['median_s'] <= T_DIFF_S,
+              diff_clustered=df['clustered']['median_s'] <= T_DIFF_S)
+    ns, nb, nc = fmt_n(sz['branch_small']), fmt_n(sz['big']), fmt_n(sz['commit_small'])
     rows = [
         (f'branch create @{ns} objs (median ms)', f"{br_s['median_ms']:.2f}", '', '', f"{br_s['peak_mib']:.0f}", ''),
         (f'branch create @{nb} objs (median ms)', f"{br_b['median_ms']:.2f}", f'<= {T_BRANCH_MS:.0f} ms', '',
-         f"{br_b['peak_mib']:.0f}", verdict(br_b['median_ms'] <= T_BRANCH_MS)),
-        (f'branch create ratio {nb}/{ns}', f'{branch_ratio:.2f}', f'<= {T_BRANCH_RATIO:.0f}', f'{branch_ratio:.2f}', '',
-         verdict(branch_ratio <= T_BRANCH_RATIO)),
+         f"{br_b['peak_mib']:.0f}", verdict(ok['branch_ms'])),
+        (f'branch create ratio {nb}/{ns}', f'{branch_ratio:.2f}', f'<= {T_BRANCH_RATIO:.0f}', f'{branch_ratio:.2f}', '', verdict(ok['branch_ratio'])),
         (f'  (catalog re-opened per call) {ns} / {nb}', f"{br_s['cold_median_ms']:.2f} / {br_b['cold_median_ms']:.2f}", '',
          f"{ratio(br_b['cold_median_ms'], br_s['cold_median_ms']):.2f}", '', ''),
     ]
@@ -319,29 +311,17 @@ def main():
     rows += [
         (f"commit {sz['new_objects']:,} new {sz['new_size']} B files (s)", f"{new['total_s']:.2f}",
          f"dvc {dv['total_s']:.2f}" if dv else 'dvc n/a', f'{speedup:.2f}x' if dv else '',
-         f"{new['peak_mib']:.0f}" + (f" / dvc {dv['peak_mib']:.0f}" if dv else ''),
-         verdict(speedup >= T_SPEEDUP) if dv else '-'),
-        (f"  of which import_directory / commit (s)",
-         f"{new['import_s']:.2f} / {new['commit_s']:.2f}",
+         f"{new['peak_mib']:.0f}" + (f" / dvc {dv['peak_mib']:.0f}" if dv else ''), verdict(ok['speedup'])),
+        (f"  of which import_directory / commit (s)", f"{new['import_s']:.2f} / {new['commit_s']:.2f}",
          f"dvc add {dv['dvc_add_s']:.2f}, git {dv['git_s']:.2f}" if dv else '', f'target >= {T_SPEEDUP:.0f}x', '', ''),
         (f"diff {sz['diff_changed']:,} of {nb} (scattered, s)", f"{df['scattered']['median_s']:.3f}", f'<= {T_DIFF_S} s', '',
-         f"{df['peak_mib']:.0f}", verdict(df['scattered']['median_s'] <= T_DIFF_S)),
+         f"{df['peak_mib']:.0f}", verdict(ok['diff'])),
         (f"diff {sz['diff_changed']:,} of {nb} (clustered, s)", f"{df['clustered']['median_s']:.3f}", f'<= {T_DIFF_S} s', '', '',
-         verdict(df['clustered']['median_s'] <= T_DIFF_S)),
-        (f"  diff first call / cold cache (scattered, s)", f"{df['scattered']['first_s']:.3f} / {df['scattered']['cold_s']:.3f}",
-         '', '', '', ''),
+         verdict(ok['diff_clustered'])),
+        (f"  diff first call / cold cache (scattered, s)", f"{df['scattered']['first_s']:.3f} / {df['scattered']['cold_s']:.3f}", '', '', '', ''),
     ]
-    print()
-    print(f"lake_bench: {'QUICK mode -- sizes scaled down, PASS/FAIL is indicative only' if args.quick else 'full run'}; "
-          f"total {wall:.0f} s; library {version}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    print_table(('benchmark', 'ours', 'peer / target', 'ratio', 'peak MiB', 'vs target'), rows)
-    print("peak MiB: peak RSS of the benchmark's child process (including building its repository); "
-          "for dvc, of the largest dvc/git process.")
-    if dvc_note: print(f"NOTE: {dvc_note}")
-
     r = lambda x, d=3: None if x is None else round(x, d)
     figures = dict(
-        quick=args.quick, library=version, sizes=sz,
         branch_create_ratio=r(branch_ratio), branch_create_median_ms_small=r(br_s['median_ms']),
         branch_create_median_ms_100k=r(br_b['median_ms']),
         branch_create_cold_median_ms_small=r(br_s['cold_median_ms']), branch_create_cold_median_ms_100k=r(br_b['cold_median_ms']),
@@ -352,18 +332,87 @@ def main():
         commit100_scattered_cold_ms_100k=r(cm_b['scattered_cold_ms']),
         put100_ms_1k=r(cm_s['scattered_put_ms']), put100_ms_100k=r(cm_b['scattered_put_ms']),
         commit_100k_new_s=r(new['total_s']), commit_100k_new_import_s=r(new['import_s']), commit_100k_new_commit_s=r(new['commit_s']),
-        dvc_add_commit_100k_s=r(dv['total_s']) if dv else None, dvc_add_100k_s=r(dv['dvc_add_s']) if dv else None,
-        speedup_vs_dvc=r(speedup, 2), dvc_available=dv is not None, dvc_note=dvc_note,
+        speedup_vs_dvc=r(speedup, 2),
         diff_1000_of_100k_s=r(df['scattered']['median_s'], 4), diff_1000_of_100k_clustered_s=r(df['clustered']['median_s'], 4),
         diff_1000_of_100k_cold_s=r(df['scattered']['cold_s'], 4),
         peak_mib_branch_small=r(br_s['peak_mib'], 1), peak_mib_branch_100k=r(br_b['peak_mib'], 1),
         peak_mib_commit100_1k=r(cm_s['peak_mib'], 1), peak_mib_commit100_100k=r(cm_b['peak_mib'], 1),
-        peak_mib_commit_100k_new=r(new['peak_mib'], 1), peak_mib_dvc=r(dv['peak_mib'], 1) if dv else None,
-        peak_mib_diff_100k=r(df['peak_mib'], 1),
-        targets=dict(branch_create_ratio=T_BRANCH_RATIO, branch_create_median_ms_100k=T_BRANCH_MS, commit100_ratio=T_COMMIT_RATIO,
-                     speedup_vs_dvc=T_SPEEDUP, diff_1000_of_100k_s=T_DIFF_S),
-        wall_s=r(wall, 1),
-    )
+        peak_mib_commit_100k_new=r(new['peak_mib'], 1), peak_mib_diff_100k=r(df['peak_mib'], 1))
+    return rows, figures, ok
+
+SUMMARY = [('branch create @big (median ms)', 'branch_create_median_ms_100k', 'branch_ms', f'<= {T_BRANCH_MS:.0f} ms'),
+           ('branch create ratio big/small', 'branch_create_ratio', 'branch_ratio', f'<= {T_BRANCH_RATIO:.0f}'),
+           ('commit 100 clustered, ratio big/small', 'commit100_ratio', 'commit_clustered', f'<= {T_COMMIT_RATIO:.0f}'),
+           ('commit 100 scattered, ratio big/small', 'commit100_scattered_ratio', 'commit_scattered', f'<= {T_COMMIT_RATIO:.0f}'),
+           ('commit new files (s)', 'commit_100k_new_s', None, ''),
+           ('  speedup vs dvc', 'speedup_vs_dvc', 'speedup', f'>= {T_SPEEDUP:.0f}x'),
+           ('diff 1000 scattered (s)', 'diff_1000_of_100k_s', 'diff', f'<= {T_DIFF_S} s'),
+           ('diff 1000 clustered (s)', 'diff_1000_of_100k_clustered_s', 'diff_clustered', f'<= {T_DIFF_S} s')]
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--quick', action='store_true', help='small sizes (2,000 objects); not comparable to the targets')
+    ap.add_argument('--no-dvc', action='store_true', help='skip the DVC comparison')
+    ap.add_argument('--variants', default='plain,secured', help=f"comma-separated, among {', '.join(VARIANTS)} (default plain,secured)")
+    work_args(ap, child=False)
+    ap.add_argument('--profile', choices=['branch', 'commit', 'diff', 'commit_new'],
+                    help="print cProfile's top functions of this benchmark's timed part (largest size)")
+    ap.add_argument('--child', help=argparse.SUPPRESS)
+    ap.add_argument('--child-args', help=argparse.SUPPRESS)
+    ap.add_argument('--profile-child', action='store_true', help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child: return child_main(args)
+    variants = [v.strip() for v in args.variants.split(',') if v.strip()]
+    if not variants or (bad := [v for v in variants if v not in VARIANTS]): ap.error(f"unknown variants {bad}; choose among {', '.join(VARIANTS)}")
+
+    sz = QUICK if args.quick else FULL
+    version = lib_version()
+    dvc = None if args.no_dvc else find_dvc()
+    dvc_note = ('skipped (--no-dvc)' if args.no_dvc else
+                None if dvc else "DVC is NOT installed: the DVC comparison is skipped. Install the bench extra "
+                                 "(pip install -e '.[bench]', i.e. 'dvc>=3' psutil) to compare.")
+    if dvc_note: print(f"NOTE: {dvc_note}", file=sys.stderr)
+    work = Path(tempfile.mkdtemp(prefix='lake_bench_', dir=args.tmpdir))
+    key = base64.b64encode(os.urandom(32)).decode()   # the encrypted variants' lake key, for this run only
+    t_start, measured, dv = time.perf_counter(), {}, None
+    try:
+        print(f"lake_bench ({'QUICK' if args.quick else 'full'}) in {work}", file=sys.stderr)
+        print(f"  writing {sz['new_objects']:,} files of {sz['new_size']} B ...", file=sys.stderr, flush=True)
+        write_files(work/'files', sz['new_objects'], sz['new_size'])
+        subprocess.run(['sync'], check=False)
+        for v in variants: measured[v] = measure(sz, work, v, key, args.profile)
+        if dvc:
+            print("  running dvc add + git commit ...", file=sys.stderr, flush=True)
+            try: dv = bench_dvc(dvc, work, work/'files')
+            except Exception as e: dvc_note = f"DVC run failed: {e}"; print(f"NOTE: {dvc_note}", file=sys.stderr)
+    finally:
+        if args.keep: print(f"kept {work}", file=sys.stderr)
+        else: shutil.rmtree(work, ignore_errors=True)
+    wall = time.perf_counter() - t_start
+    reports = {v: report(sz, m, dv) for v, m in measured.items()}
+
+    print()
+    print(f"lake_bench: {'QUICK mode -- sizes scaled down, PASS/FAIL is indicative only' if args.quick else 'full run'}; "
+          f"total {wall:.0f} s; library {version}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"\nside by side ({fmt_n(sz['big'])} objects; auth = every operation checked as a Developer, encrypted = AES-256-GCM at rest):")
+    print_table(('benchmark', *variants, 'target', *[f'{v} vs target' for v in variants]),
+                [(label, *[reports[v][1][fig] for v in variants], target, *[verdict(reports[v][2][k]) if k else '' for v in variants])
+                 for label, fig, k, target in SUMMARY])
+    for v in variants:
+        print(f"\n{v}:")
+        print_table(('benchmark', 'ours', 'peer / target', 'ratio', 'peak MiB', 'vs target'), reports[v][0])
+    print("peak MiB: peak RSS of the benchmark's child process (including building its repository); "
+          "for dvc, of the largest dvc/git process.")
+    if dvc_note: print(f"NOTE: {dvc_note}")
+
+    r = lambda x, d=3: None if x is None else round(x, d)
+    figures = dict(quick=args.quick, library=version, sizes=sz, **reports[variants[0]][1], first_variant=variants[0],
+                   variants={v: reports[v][1] for v in variants},
+                   dvc_add_commit_100k_s=r(dv['total_s']) if dv else None, dvc_add_100k_s=r(dv['dvc_add_s']) if dv else None,
+                   dvc_available=dv is not None, dvc_note=dvc_note, peak_mib_dvc=r(dv['peak_mib'], 1) if dv else None,
+                   targets=dict(branch_create_ratio=T_BRANCH_RATIO, branch_create_median_ms_100k=T_BRANCH_MS, commit100_ratio=T_COMMIT_RATIO,
+                                speedup_vs_dvc=T_SPEEDUP, diff_1000_of_100k_s=T_DIFF_S),
+                   wall_s=r(wall, 1))
     if args.profile: print(f"NOTE: {args.profile} ran under cProfile: its figures are inflated (profile on stderr)")
     print(json.dumps(figures))
 
