@@ -78,3 +78,20 @@ def test_wrong_secrets_are_limited_before_they_cost_a_hash(served, monkeypatch):
         assert 0 < int(limited.headers['Retry-After']) <= 60 and 'too many wrong secrets' in limited.json()['message']
         other = c.get('/user', headers=basic('AKIAJSOMEOTHERKEY000', 'x'))   # another key id from this client: limited per client too, later
         assert other.status_code in (401, 429)
+
+
+def test_keys_made_before_access_control_stay_admin(tmp_path):
+    "A lake whose keys were made before there were users, groups and policies: their users become Admins, and nothing stops working."
+    lake = Lake(tmp_path/'lake', user='owner')
+    lake.create_repository('old')
+    with lake.store.transaction() as con:   # the catalog as the earlier server left it: a credentials table and nothing else
+        con.execute("CREATE TABLE credentials(access_key_id VARCHAR PRIMARY KEY, salt VARCHAR, secret_hash VARCHAR, user_id VARCHAR, created_at TIMESTAMPTZ)")
+        salt = '00' * 16
+        con.execute("INSERT INTO credentials VALUES ('AKIAJOLDKEY000000001', ?, ?, 'veteran', now())", [salt, auth._hash_secret('old-secret', salt)])
+    assert auth.user_groups(lake, 'veteran') == ['Admins']
+    with LakeServer(lake) as srv, httpx.Client(base_url=srv.endpoint + API, headers=basic('AKIAJOLDKEY000000001', 'old-secret')) as c:
+        assert c.post('/repositories/old/branches', json={'name': 'still-works', 'source': 'main'}).status_code == 201
+        assert c.get('/auth/users').json()['results'][0]['id'] == 'veteran'
+    newcomer = auth.create_credentials(lake, 'newcomer')   # later users are not Admins: the lake has users already
+    assert auth.user_groups(lake, newcomer.user) == []
+    lake.store.close()
