@@ -276,12 +276,13 @@ def measure(sz:dict, work:Path, variant:str, key:str|None, profile:str|None)->di
     work = work/variant; work.mkdir()
     prof = lambda name: profile == name
     big, src = sz['big'], work.parent/'files'
-    return dict(br_s=run_child('branch', sz, work, sz['branch_small'], variant=variant, key=key),
+    subprocess.run(['sync'], check=False)   # each variant's import starts with nothing left to write back
+    new = run_child('commit_new', sz, work, str(src), prof('commit_new'), variant=variant, key=key)
+    return dict(new=new, br_s=run_child('branch', sz, work, sz['branch_small'], variant=variant, key=key),
                 br_b=run_child('branch', sz, work, big, prof('branch'), variant=variant, key=key),
                 cm_s=run_child('commit', sz, work, sz['commit_small'], variant=variant, key=key),
                 cm_b=run_child('commit', sz, work, big, prof('commit'), variant=variant, key=key),
-                df=run_child('diff', sz, work, big, prof('diff'), variant=variant, key=key),
-                new=run_child('commit_new', sz, work, str(src), prof('commit_new'), variant=variant, key=key))
+                df=run_child('diff', sz, work, big, prof('diff'), variant=variant, key=key))
 
 def report(sz:dict, m:dict, dv:dict|None)->tuple[list, dict, dict]:
     "The detail rows, the figures, and the target verdicts of one variant's measurements `m`."
@@ -379,7 +380,6 @@ def main():
         print(f"lake_bench ({'QUICK' if args.quick else 'full'}) in {work}", file=sys.stderr)
         print(f"  writing {sz['new_objects']:,} files of {sz['new_size']} B ...", file=sys.stderr, flush=True)
         write_files(work/'files', sz['new_objects'], sz['new_size'])
-        subprocess.run(['sync'], check=False)
         for v in variants: measured[v] = measure(sz, work, v, key, args.profile)
         if dvc:
             print("  running dvc add + git commit ...", file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ from .store import one, private_opener
 
 # %% auto #0
 __all__ = ['SERVICES', 'EFFECTS', 'CONDITIONS', 'BUILTIN_POLICIES', 'BUILTIN_GROUPS', 'AUTH_SCHEMA', 'SCRYPT', 'auth_arn',
-           'namespace_arn', 'check_action', 'wildcard', 'arn_match', 'resources', 'check_statement', 'decide',
+           'namespace_arn', 'check_action', 'wildcard', 'arn_match', 'resources', 'check_statement', 'decide', 'Rules',
            'auth_tables', 'auth_stamp', 'auth_change', 'check_auth_name', 'create_user', 'get_user', 'list_users',
            'delete_user', 'create_group', 'get_group', 'list_groups', 'delete_group', 'add_member', 'remove_member',
            'group_members', 'user_groups', 'create_policy', 'update_policy', 'get_policy', 'list_policies',
@@ -129,6 +129,42 @@ BUILTIN_GROUPS = {
     'Developers': ['FSReadWriteAll', 'PRReadWriteAll', 'CatalogReadWriteAll', 'AuthManageOwnCredentials', 'RepoManagementReadAll'],
     'Viewers': ['FSReadAll', 'CatalogReadAll', 'AuthManageOwnCredentials']}
 
+# %% ../../nbs/15_lake.auth.ipynb #8ba8dbd5
+class Rules:
+    "A user's policies, compiled to decide many times: per action, the statements that bear on it, resources parsed once."
+    def __init__(self, policies:list[dict], user:str):
+        def parsed(resource):
+            try: return [r.replace('${user}', user) for r in resources(resource)]
+            except InvalidInput: return None   # a malformed resource refuses whatever it is consulted for, as in `decide`
+        self.user, self.actions = user, {}
+        self.statements = [(st['effect'], tuple(st['action']), parsed(st['resource']), st.get('condition')) for p in policies for st in p['statement']]
+
+    def about(self, action:str)->tuple[list, bool]:
+        "The statements that bear on `action`, in order (those that can fail on any action too), and whether it is allowed everywhere."
+        if (known := self.actions.get(action)) is None:
+            rel = [s for s in self.statements if s[2] is None or s[3] or any(wildcard(a, action) for a in s[1])]
+            everywhere = (all(e == 'allow' and pats is not None and not cond for e, _, pats, cond in rel)
+                          and any('*' in pats for _, _, pats, _ in rel))
+            known = self.actions[action] = (rel, everywhere)
+        return known
+
+    def decide(self, action:str, resource:str, context:dict|None=None)->str|None:
+        "What `decide` answers for these policies."
+        rel, everywhere = self.about(action)
+        if everywhere: return None
+        allowed = False
+        for effect, acts, pats, cond in rel:
+            try:
+                if cond and not _holds(cond, context or {}): continue
+            except InvalidInput: return "insufficient permissions: not allowed"
+            if pats is None: return "insufficient permissions: not allowed"
+            if not any(arn_match(r, resource) for r in pats): continue
+            for a in acts:
+                if not wildcard(a, action): continue
+                if effect == 'deny': return f"insufficient permissions: denied permission to {a}"
+                allowed = True
+        return None if allowed else f"insufficient permissions: not allowed to {action}"
+
 # %% ../../nbs/15_lake.auth.ipynb #c124f5ae
 AUTH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS credentials(access_key_id VARCHAR PRIMARY KEY, salt VARCHAR, secret_hash VARCHAR, user_id VARCHAR, created_at TIMESTAMPTZ);
@@ -164,14 +200,17 @@ def auth_tables(lake:Lake):
 # %% ../../nbs/15_lake.auth.ipynb #a78f997b
 def auth_stamp(lake:Lake)->tuple|None:
     "What `auth.stamp` looks like now: it changes whenever access control changes."
-    try: st = os.stat(lake.root/'auth.stamp')
+    try: st = os.stat(os.path.join(lake.root, 'auth.stamp'))
     except FileNotFoundError: return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+_announced = [0]   # changes this process has announced: they count at once, whatever the clock
 
 def _announce(lake:Lake):
     tmp = lake.root/f'.auth.stamp.{uuid.uuid4().hex}'
     with open(tmp, 'w', opener=private_opener) as f: f.write(uuid.uuid4().hex)   # the lake's files are its owner's alone
     os.replace(tmp, lake.root/'auth.stamp')
+    _announced[0] += 1
 
 @contextlib.contextmanager
 def auth_change(lake:Lake, action:str, **detail):
@@ -335,6 +374,7 @@ def get_policy(lake:Lake, policy:str)->dict:
     if r is None: raise NotFound(f"no policy {policy!r} in this lake")
     return _policy(r)
 
+# %% ../../nbs/15_lake.auth.ipynb #f41605b8
 @guarded
 def list_policies(lake:Lake)->list[str]:
     "Every policy's name."
@@ -459,23 +499,34 @@ class Unauthorized(PermissionDenied): "What the user's policies do not allow (la
 
 class Principal:
     "A lake user and the policies in effect for them, reloaded when access control changes."
-    def __init__(self, lake:Lake, user:str): self.lake, self.user, self._seen = lake, user, (None, 0.0, [])
+    FRESH = 0.02   # seconds a look at `auth.stamp` stays good: another process's change counts within this (this process's at once)
+    def __init__(self, lake:Lake, user:str): self.lake, self.user, self._seen, self._looked = lake, user, (None, 0.0, [], None), (0.0, -1)
 
-    def policies(self)->list[dict]:
-        "The user's policies and their groups' (each once); re-read when `auth.stamp` changes, and at least every minute."
-        stamp, (seen, at, pols) = auth_stamp(self.lake), self._seen
-        if stamp != seen or stamp is None or time.monotonic() - at > 60:
+    def _load(self)->tuple:
+        now = time.monotonic()
+        if self._looked[1] == _announced[0] and now - self._looked[0] < self.FRESH: return self._seen
+        stamp, (seen, at, pols, rules) = auth_stamp(self.lake), self._seen
+        self._looked = (now, _announced[0])
+        if stamp != seen or stamp is None or now - at > 60:
             with self.lake.store.connect() as con:
                 if not one(con, "SELECT 1 FROM auth_users WHERE id = ?", [self.user]): pols = []   # deleted: may do nothing
                 else: pols = attached_policies(_owner(self.lake), user=self.user, effective=True)
-            self._seen = (stamp, time.monotonic(), pols)
-        return pols
+            self._seen = (stamp, now, pols, Rules(pols, self.user))
+        return self._seen
+
+    def policies(self)->list[dict]:
+        "The user's policies and their groups' (each once); re-read when `auth.stamp` changes, and at least every minute."
+        return self._load()[2]
 
     def reason(self, action:str, resource:str, context:dict|None=None)->str|None:
         "None if the user may do `action` on `resource`; else why not."
-        return decide(self.policies(), self.user, action, resource, context)
+        return self._load()[3].decide(action, resource, context)
 
     def may(self, action:str, resource:str, context:dict|None=None)->bool: return self.reason(action, resource, context) is None
+
+    def everywhere(self, action:str)->bool:
+        "Whether the user may do `action` on every resource (so many resources need no look one by one)."
+        return self._load()[3].about(action)[1]
 
     def require(self, action:str, resource:str, context:dict|None=None):
         "Raise `Unauthorized` unless the user may do `action` on `resource`."

@@ -407,6 +407,12 @@ def _check(self:Lake, action:str, resource:str):
     "Refuse `action` on `resource` unless this lake's user may do it (a lake without a `principal` refuses nothing)."
     if self.principal is not None and getattr(_calls, 'depth', 0) <= 1: self.principal.require(action, resource)
 
+@patch
+def _check_each(self:Lake, action:str, resources:Iterable[str]):
+    "`_check` for many resources, and for none when the user may do `action` on every resource."
+    if self.principal is None or getattr(_calls, 'depth', 0) > 1 or self.principal.everywhere(action): return
+    for r in resources: self.principal.require(action, r)
+
 # %% ../../nbs/11_lake.core.ipynb #5e3b2c83
 def _now()->dt.datetime: return dt.datetime.now(dt.timezone.utc)
 def _now_us()->int: return time.time_ns() // 1000
@@ -656,9 +662,9 @@ def put_many(self:Repository,
     if content_type is not None and not isinstance(content_type, str): raise InvalidInput(f"content_type must be a string, got {content_type!r}")
     for p, d in items:
         if not _checked: check_path(p)
-        self.lake._check('fs:WriteObject', arn(self.name, 'object', p))
         if not isinstance(d, (bytes, bytearray, memoryview)): raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
     md = check_metadata(metadata)
+    self.lake._check_each('fs:WriteObject', (arn(self.name, 'object', p) for p, _ in items))
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'write')
         addrs = self.store.put_blobs(con, [bytes(d) for _, d in items])
