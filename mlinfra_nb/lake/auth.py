@@ -497,6 +497,11 @@ def credentials_user(lake:Lake, access_key_id:str, secret:str)->str|None:
 # %% ../../nbs/15_lake.auth.ipynb #9d169219
 class Unauthorized(PermissionDenied): "What the user's policies do not allow (lakeFS answers 401 'insufficient permissions')."
 
+def _owner(lake:Lake)->Lake:
+    "`lake` as its owner, who may read access control to decide for others."
+    own = copy.copy(lake); own.principal = None; return own
+
+# %% ../../nbs/15_lake.auth.ipynb #f6ed3542
 class Principal:
     "A lake user and the policies in effect for them, reloaded when access control changes."
     FRESH = 0.02   # seconds a look at `auth.stamp` stays good: another process's change counts within this (this process's at once)
@@ -532,19 +537,18 @@ class Principal:
         "Raise `Unauthorized` unless the user may do `action` on `resource`."
         if (why := self.reason(action, resource, context)): raise Unauthorized(why)
 
-    def allowed_somewhere(self, action:str)->bool:
-        "Whether some statement allows `action` on some resource (lakeFS lets only such users list repositories at all)."
-        return any(st['effect'] == 'allow' and any(wildcard(a, action) for a in st['action']) for p in self.policies() for st in p['statement'])
-
-    def visible(self, action:str, repos:list[str])->list[str]:
-        "The repositories among `repos` on which the user may do `action` (lakeFS filters repository listings this way)."
-        return [r for r in repos if self.may(action, arn(r))]
-
     def __repr__(self): return f"Principal({self.user!r})"
 
-def _owner(lake:Lake)->Lake:
-    "`lake` as its owner, who may read access control to decide for others."
-    own = copy.copy(lake); own.principal = None; return own
+# %% ../../nbs/15_lake.auth.ipynb #ed013b35
+@patch
+def allowed_somewhere(self:Principal, action:str)->bool:
+    "Whether some statement allows `action` on some resource (lakeFS lets only such users list repositories at all)."
+    return any(st['effect'] == 'allow' and any(wildcard(a, action) for a in st['action']) for p in self.policies() for st in p['statement'])
+
+@patch
+def visible(self:Principal, action:str, repos:list[str])->list[str]:
+    "The repositories among `repos` on which the user may do `action` (lakeFS filters repository listings this way)."
+    return [r for r in repos if self.may(action, arn(r))]
 
 # %% ../../nbs/15_lake.auth.ipynb #2d8beb0b
 @patch

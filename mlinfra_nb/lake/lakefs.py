@@ -391,6 +391,7 @@ def _delete_table(self:LakeFSRepository, branch:str, path:str):
     if not self.exists(branch, f'{path}/{TABLE_META}'): raise NotFound(f"no table {path!r} on branch {branch!r} of {self.name!r}")
     for p in [o.path for o in self._parts(branch, path)] + [f'{path}/{TABLE_META}']: self.delete(branch, p)
 
+# %% ../../nbs/14_lake.lakefs.ipynb #61b915b7
 def _uris(self:LakeFSRepository, ref:str, path:str)->list[str]:
     "lakefs:// URIs of the table's parts."
     info = self.table_info(ref, path)

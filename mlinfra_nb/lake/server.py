@@ -713,6 +713,7 @@ def need(*checks)->Callable:
     "A route's checks, `(action, resource)` pairs whose resource is a string or a function of the request; all must pass."
     return lambda c: [(a, r(c) if callable(r) else r) for a, r in checks]
 
+# %% ../../nbs/15_lake.server.ipynb #14fc50f3
 R = '/repositories/{repository}'
 CHECKS = {
     ('GET', '/config/storage'): need(('fs:ReadConfig', '*')),
@@ -803,6 +804,7 @@ async def _upload(request:Request, limit:int)->tuple[bytes, str|None]:
         return await f.read(), f.content_type
     return await _read_body(request, limit), ctype
 
+# %% ../../nbs/15_lake.server.ipynb #a42d6022
 def _unicode_problem(body)->str|None:
     "Where a parsed JSON body holds a string that is not Unicode text (a lone surrogate such as `\\ud800`), and what it holds; None if nowhere."
     todo = [('', body)]
@@ -834,6 +836,7 @@ async def _json_body(request:Request, limit:int, optional:bool)->object:
     if payload is None and not optional: raise InvalidInput("this request needs a JSON body")
     return payload
 
+# %% ../../nbs/15_lake.server.ipynb #693daa9d
 def _endpoint(api:LakeAPI, fn, method:str, path:str, body:str|None, public:bool):
     check = CHECKS.get((method, path))
     async def handle(request:Request)->Response:

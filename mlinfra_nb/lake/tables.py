@@ -84,6 +84,7 @@ def _table_meta(self:Repository, con, ref:str, path:str)->dict|None:
     e = self._entry_at(con, ref, f"{path}/{TABLE_META}")
     return json.loads(self.store.get_blob(con, e[1], name=f"{self.name}/{ref}/{path}/{TABLE_META}")) if e else None
 
+# %% ../../nbs/12_lake.tables.ipynb #2f86a8e7
 def part_name()->str: return f'part-{uuid.uuid4().hex[:16]}.parquet'
 
 @patch
