@@ -10,6 +10,7 @@ from typing import Iterator
 import duckdb, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from fastcore.basics import patch
 from ..workspace import Corrupted, InvalidInput, NotFound
+from .store import private_opener
 from .core import MERGE_RULES, Lake, ObjectInfo, Repository, Settled, arn, check_path, guarded, tree_entries, _entry, _identity
 
 # %% auto #0
@@ -99,18 +100,20 @@ def write_table(self:Repository,
     table, name = table_input(path, data, mode), part_name()
     for p in (f'{path}/{name}', f'{path}/{TABLE_META}'): self.lake._check('fs:WriteObject', arn(self.name, 'object', p))
     tmp_dir = self.store.root/'tmp'; tmp_dir.mkdir(exist_ok=True)
-    tmp = tmp_dir/f'{uuid.uuid4().hex}.parquet'
+    tmp, sealed = tmp_dir/f'{uuid.uuid4().hex}.parquet', self.store.sealer is not None
     try:
-        pq.write_table(table, tmp, compression='zstd')
+        if sealed: buf = pa.BufferOutputStream(); pq.write_table(table, buf, compression='zstd'); part = buf.getvalue().to_pybytes()  # no plain copy on disk
+        else:
+            with open(tmp, 'wb', opener=private_opener) as f: pq.write_table(table, f, compression='zstd')
         with self.store.transaction() as con:
             self._branch_head(con, branch); self._check_writable(con, branch, 'write')
             meta = self._table_meta(con, branch, path)
             if mode == 'append' and meta:
                 if (probs := _schema_problems(_schema_from(meta), table.schema)):
                     raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
-            files, size = [o.path for o in self._parts(branch, path)], tmp.stat().st_size
+            files, size = [o.path for o in self._parts(branch, path)], len(part) if sealed else tmp.stat().st_size
             for f in files if mode == 'overwrite' else []: self.lake._check('fs:DeleteObject', arn(self.name, 'object', f))
-            address = self.store.put_file(con, tmp)
+            address = self.store.put_blobs(con, [part], standalone=True)[0] if sealed else self.store.put_file(con, tmp)
             body = manifest_bytes(next_manifest(meta, [f.rsplit('/', 1)[1] for f in files], table.schema, mode, name, table.num_rows))
             meta_addr, = self.store.put_blobs(con, [body])
             self._stage(con, branch, [_entry(f'{path}/{name}', address, size, 'application/vnd.apache.parquet', {}),
