@@ -95,3 +95,16 @@ def test_keys_made_before_access_control_stay_admin(tmp_path):
     newcomer = auth.create_credentials(lake, 'newcomer')   # later users are not Admins: the lake has users already
     assert auth.user_groups(lake, newcomer.user) == []
     lake.store.close()
+
+
+def test_a_principal_shared_by_threads_decides_from_its_first_use(tmp_path):
+    "A server's requests share one principal per user: many at once on a fresh one all get an answer (a race once answered with a crash)."
+    from concurrent.futures import ThreadPoolExecutor
+    lake = Lake(tmp_path/'lake', user='owner')
+    auth.create_user(lake, 'dev', groups=['Developers'])
+    for _ in range(20):
+        p = auth.Principal(lake, 'dev')
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: p.reason('fs:WriteObject' if i % 2 else 'auth:CreateUser', '*'), range(64)))
+        assert answers[1::2] == [None] * 32 and set(answers[0::2]) == {'insufficient permissions: not allowed to auth:CreateUser'}
+    lake.store.close()

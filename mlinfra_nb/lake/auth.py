@@ -505,19 +505,23 @@ def _owner(lake:Lake)->Lake:
 class Principal:
     "A lake user and the policies in effect for them, reloaded when access control changes."
     FRESH = 0.02   # seconds a look at `auth.stamp` stays good: another process's change counts within this (this process's at once)
-    def __init__(self, lake:Lake, user:str): self.lake, self.user, self._seen, self._looked = lake, user, (None, 0.0, [], None), (0.0, -1)
+    def __init__(self, lake:Lake, user:str):
+        self.lake, self.user, self.lock = lake, user, threading.Lock()
+        self._seen, self._looked = (None, 0.0, [], Rules([], user)), (0.0, -1)
 
     def _load(self)->tuple:
-        now = time.monotonic()
-        if self._looked[1] == _announced[0] and now - self._looked[0] < self.FRESH: return self._seen
-        stamp, (seen, at, pols, rules) = auth_stamp(self.lake), self._seen
-        self._looked = (now, _announced[0])
-        if stamp != seen or stamp is None or now - at > 60:
-            with self.lake.store.connect() as con:
-                if not one(con, "SELECT 1 FROM auth_users WHERE id = ?", [self.user]): pols = []   # deleted: may do nothing
-                else: pols = attached_policies(_owner(self.lake), user=self.user, effective=True)
-            self._seen = (stamp, now, pols, Rules(pols, self.user))
-        return self._seen
+        "(stamp, when read, policies, rules), looked at again when stale; threads that share a principal (a server's) wait for one read."
+        looked, now = self._looked, time.monotonic()
+        if looked[1] == _announced[0] and now - looked[0] < self.FRESH: return self._seen
+        with self.lock:
+            mark, stamp, (seen, at, pols, rules) = _announced[0], auth_stamp(self.lake), self._seen
+            if stamp != seen or stamp is None or now - at > 60:
+                with self.lake.store.connect() as con:
+                    if not one(con, "SELECT 1 FROM auth_users WHERE id = ?", [self.user]): pols = []   # deleted: may do nothing
+                    else: pols = attached_policies(_owner(self.lake), user=self.user, effective=True)
+                self._seen = (stamp, now, pols, Rules(pols, self.user))
+            self._looked = (now, mark)   # only once what it vouches for is in place
+            return self._seen
 
     def policies(self)->list[dict]:
         "The user's policies and their groups' (each once); re-read when `auth.stamp` changes, and at least every minute."
