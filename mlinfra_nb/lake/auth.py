@@ -532,7 +532,6 @@ class Principal:
         return self._load()[3].decide(action, resource, context)
 
     def may(self, action:str, resource:str, context:dict|None=None)->bool: return self.reason(action, resource, context) is None
-
     def everywhere(self, action:str)->bool:
         "Whether the user may do `action` on every resource (so many resources need no look one by one)."
         return self._load()[3].about(action)[1]
@@ -540,7 +539,6 @@ class Principal:
     def require(self, action:str, resource:str, context:dict|None=None):
         "Raise `Unauthorized` unless the user may do `action` on `resource`."
         if (why := self.reason(action, resource, context)): raise Unauthorized(why)
-
     def __repr__(self): return f"Principal({self.user!r})"
 
 # %% ../../nbs/15_lake.auth.ipynb #ed013b35

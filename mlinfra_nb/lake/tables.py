@@ -177,6 +177,7 @@ def _readable(self:Repository, ref:str, path:str)->list[str]|pa.Table:
             if (key := (p.address, st.st_mtime_ns if st else 0, size)) not in _verified: self.store.verify_file(con, p.address, n); _verified.add(key)
     return [str(f) for f, _, _ in where]
 
+# %% ../../nbs/12_lake.tables.ipynb #b11abcd2
 @patch
 def _part_files(self:Repository, ref:str, path:str)->list[str]:
     "The local files of the table's parts, hash-checked (for readers of Parquet files; a table stored otherwise is read with `table`)."
