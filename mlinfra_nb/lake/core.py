@@ -337,6 +337,7 @@ def _diff_trees(con, left:str, right:str, prefix:str='')->list:
         out.append((t, (le or re_)[0], le, re_))
     return out
 
+# %% ../../nbs/11_lake.core.ipynb #e66d5836
 def _max_keys(con, mr_id:str)->list:
     return _cache(con, 'maxes').get_or(mr_id, lambda: [r[3] for r in _metarange(con, mr_id)])
 
@@ -442,6 +443,7 @@ def create_repository(self:Lake,
         self._audit(con, name, 'create_repository', default_branch)
     return Repository(self, name)
 
+# %% ../../nbs/11_lake.core.ipynb #e4e6aa63
 @patch
 @guarded
 def repository(self:Lake, name:str)->Repository:
@@ -1167,6 +1169,7 @@ def _holder_alive(pid:int, host:str, proc_start:int|None)->bool:
     st = _proc_stat(pid)                  # None where there is no /proc to ask
     return st is None or (st[0] != 'Z' and proc_start in (None, st[1]))   # a zombie, or a newer process with its pid, is not it
 
+# %% ../../nbs/11_lake.core.ipynb #2e8a8bdb
 @patch
 def _start_transaction(self:Repository, name:str, branch:str)->Commit:
     "Create the transaction branch `name` at the head of `branch` (returned), recording this process as its holder."
@@ -1213,6 +1216,7 @@ def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
         out.append(f'{repo}/{branch}')
     return out
 
+# %% ../../nbs/11_lake.core.ipynb #dbd5a506
 @patch
 @guarded
 def gc(self:Lake, grace:float=3600)->dict:

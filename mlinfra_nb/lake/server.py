@@ -883,6 +883,7 @@ def _listen(host:str, port:int)->socket.socket:
     try: return socket.create_server((host.strip('[]'), port), family=socket.AF_INET6 if ':' in host else socket.AF_INET)
     except (OSError, OverflowError) as e: raise InvalidInput(f"cannot listen on {host_port(host, port)}: {getattr(e, 'strerror', None) or e}") from None
 
+# %% ../../nbs/15_lake.server.ipynb #320cb52d
 class LakeServer:
     "The lakeFS API for an embedded lake, served by uvicorn on 127.0.0.1 unless told otherwise."
     def __init__(self, lake:Lake,
@@ -896,7 +897,6 @@ class LakeServer:
 
     @property
     def port(self)->int: return self.sock.getsockname()[1]
-
     @property
     def endpoint(self)->str:
         "The URL clients are given (lakeFS clients accept it with or without `/api/v1`)."
@@ -917,11 +917,9 @@ class LakeServer:
         self.server.should_exit = True
         if self.thread: self.thread.join(10)
         self.sock.close()
-
     def serve_forever(self):
         "Serve in this thread until interrupted (Ctrl-C)."
         self.server.run(sockets=[self.sock])
-
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
     def __repr__(self): return f"LakeServer({str(self.lake.root)!r}, {self.endpoint if self.server.started else 'stopped'})"

@@ -339,6 +339,7 @@ def get_blob(self:LakeStore, con, address:str, name:str='')->bytes:
         raise Corrupted(f"object {name or address} is corrupt: its content no longer matches its hash {address[:12]} ({path})")
     return plain
 
+# %% ../../nbs/10_lake.store.ipynb #bdeb1242
 @patch
 def _unsealed(self:LakeStore, address:str, stored:bytes, name:str, path:Path)->bytes:
     "The checked plain bytes of a stored object that starts as a sealed one does (a plain object that happens to start so is itself)."
