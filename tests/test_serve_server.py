@@ -216,11 +216,10 @@ REST_CASES = [
     ('bad-b64', 'POST', '/v1/models/blob:predict', {'instances': [{'b64': '!!not base64!!'}]}, 400, r'base64'),
     ('b64-not-string', 'POST', '/v1/models/blob:predict', {'instances': [{'b64': 17}]}, 400, None),
     # shapes
-    ('short-row', 'POST', '/v1/models/vec:predict', {'instances': [[1, 2]]}, 400, None),
+    ('rows-disagree', 'POST', '/v1/models/multi:predict', {'inputs': {'amount': [1.0], 'count': [1, 2], 'tag': ['a'], 'flag': [True]}}, 400, r'0th-dimension'),
     ('ragged-instances', 'POST', '/v1/models/vec:predict', {'instances': [[1, 2, 3], [1, 2]]}, 400, r'[Ee]xpecting'),
     ('ragged-inputs', 'POST', '/v1/models/vec:predict', {'inputs': [[1, 2, 3], [1, 2]]}, 400, r'unexpected size'),
     ('ragged-nested', 'POST', '/v1/models/vec:predict', {'inputs': [[1, 2, 3], [1, [2], 3]]}, 400, r'level'),
-    ('too-deep', 'POST', '/v1/models/vec:predict', {'inputs': [[[1, 2, 3]]]}, 400, None),
     ('flat-instances', 'POST', '/v1/models/vec:predict', {'instances': [1, 2, 3]}, 400, None),
     ('scalar-inputs', 'POST', '/v1/models/vec:predict', {'inputs': 5}, 400, None),
     # named inputs
@@ -431,7 +430,9 @@ GRPC_CASES = [
     ('missing-input', 'Predict', lambda: predict_req(inputs={}), SC.INVALID_ARGUMENT, None),
     ('extra-input', 'Predict', lambda: predict_req(inputs={'x': np.ones((1, 3), np.float32), 'y': np.ones(1, np.float32)}),
      SC.INVALID_ARGUMENT, None),
-    ('wrong-shape', 'Predict', lambda: predict_req(inputs={'x': np.ones((1, 2), np.float32)}), SC.INVALID_ARGUMENT, None),
+    ('rows-disagree', 'Predict', lambda: predict_req('multi', inputs={'amount': np.ones(1, np.float32), 'count': np.ones(2, np.int32),
+                                                                     'tag': np.array([b'a'], object), 'flag': np.ones(1, bool)}),
+     SC.INVALID_ARGUMENT, r'0th-dimension'),
     ('scalar', 'Predict', lambda: predict_req(inputs={'x': np.float32(1)}), SC.INVALID_ARGUMENT, None),
     ('string-for-float', 'Predict', lambda: predict_req(inputs={'x': np.array([[b'a', b'b', b'c']], object)}), SC.INVALID_ARGUMENT, None),
     ('corrupt-tensor-content', 'Predict', lambda: predict_req(inputs={'x': _bad_tensor(types_pb2.DT_FLOAT, (1, 3), content=b'12345')}),
@@ -481,6 +482,19 @@ def test_grpc_bad_request(channel, method, make, code, pattern):
     grpc_alive(channel)
     assert got == code, (got, details)
     if pattern: assert re.search(pattern, details), details
+
+
+def test_inputs_are_fed_as_given(server, channel):
+    """TF Serving does not hold a tensor to the shape in the signature: it feeds the tensor as given and lets the model decide
+    (predict_util.cc passes the request's tensors to Session::Run). vec sums its last axis, so rows of any length, or an extra
+    axis, are its business; what it cannot compute is the model's own error (INVALID_ARGUMENT)."""
+    assert json.loads(raw(server, 'POST', '/v1/models/vec:predict', {'instances': [[1, 2]]})[2]) == {'predictions': [206.0]}
+    assert json.loads(raw(server, 'POST', '/v1/models/vec:predict', {'inputs': [[[1, 2, 3]]]})[2]) == {'outputs': [[212.0]]}
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    out = stub.Predict(predict_req(inputs={'x': np.ones((2, 5), np.float32)}), timeout=30).outputs
+    assert [tf.make_ndarray(v).tolist() for v in out.values()] == [[210.0, 210.0]]
+    code, details = grpc_code(stub.Predict, predict_req(inputs={'x': np.float32(1)}))   # a scalar: the model's own error
+    assert code == SC.INVALID_ARGUMENT, (code, details)
 
 
 # --- 3. b64 and NaN / Infinity -------------------------------------------------------------------------------------------
@@ -825,7 +839,7 @@ def test_metrics_count_requests_by_status(server, channel):
     before = request_counts(server)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     for _ in range(3): stub.Predict(predict_req('scale'), timeout=30)
-    for req, code in ((predict_req('scale', version=9), SC.NOT_FOUND), (predict_req('scale', inputs={'x': np.ones((1, 2), np.float32)}), SC.INVALID_ARGUMENT),
+    for req, code in ((predict_req('scale', version=9), SC.NOT_FOUND), (predict_req('scale', inputs={'x': np.ones((1, 3), np.float64)}), SC.INVALID_ARGUMENT),
                       (predict_req('scale', signature='nope'), SC.FAILED_PRECONDITION)):
         assert grpc_code(stub.Predict, req)[0] == code
     for _ in range(2): assert raw(server, 'POST', '/v1/models/scale:predict', {'inputs': [[1, 2, 3]]})[0] == 200

@@ -84,12 +84,10 @@ class Servable:
             if (missing := sorted(set(specs) - set(inputs))): raise ServingError('INVALID_ARGUMENT', f"Missing input(s): {', '.join(missing)}")
             if (extra := sorted(set(inputs) - set(specs))): raise ServingError('INVALID_ARGUMENT', f"Unexpected input(s): {', '.join(extra)}; the signature takes {', '.join(sorted(specs))}")
             args = {}
-            for i, (k, (dtype, shape)) in enumerate(sorted(specs.items())):
+            for i, (k, (dtype, _)) in enumerate(sorted(specs.items())):   # the tensor goes in as given: the model judges its shape
                 a = inputs[k]
                 got = 'string' if a.dtype == object or a.dtype.kind in 'SU' else a.dtype.name
                 if got != dtype: raise ServingError('INVALID_ARGUMENT', f"Expects arg[{i}] ({k}) to be {_TF_NAMES.get(dtype, dtype)} but {_TF_NAMES.get(got, got)} is provided")
-                if len(a.shape) != len(shape) or any(s not in (-1, d) for s, d in zip(shape, a.shape)):
-                    raise ServingError('INVALID_ARGUMENT', f"input {k!r} has shape {list(a.shape)}, the signature expects {shape} (-1: any size)")
                 try: args[k] = tf.constant(a, dtype=getattr(tf, dtype))
                 except (TypeError, ValueError) as e: raise ServingError('INVALID_ARGUMENT', f"input {k!r} cannot be read as {dtype}: {e}") from None
             try: out = fn(**args)

@@ -112,8 +112,11 @@ class Batcher:
             if any(t.inputs.keys() != names or any(t.inputs[k].shape[1:] != batch[0].inputs[k].shape[1:] for k in names) for t in batch):
                 for t in batch: done.append((t, s.run(sig, t.inputs), None))   # shapes differ: no common batch
                 return done
-            out = s.run(sig, {k: np.concatenate([t.inputs[k] for t in batch]) for k in names})
-            if self.on_batch: self.on_batch(s, sum(t.rows for t in batch))
+            out, rows = s.run(sig, {k: np.concatenate([t.inputs[k] for t in batch]) for k in names}), sum(t.rows for t in batch)
+            for v in out.values():   # outputs are split by rows, as TF Serving's batching session splits them
+                if v.ndim == 0: raise ServingError('FAILED_PRECONDITION', "Batched output tensor has 0 dimensions")
+                if len(v) != rows: raise ServingError('FAILED_PRECONDITION', "Batched output tensor's 0th dimension does not equal the sum of the 0th dimension sizes of the input tensors")
+            if self.on_batch: self.on_batch(s, rows)
             i = 0
             for t in batch: done.append((t, {k: v[i:i + t.rows] for k, v in out.items()}, None)); i += t.rows
         except Exception as e: done += [(t, None, e) for t in batch[len(done):]]
