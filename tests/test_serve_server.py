@@ -247,9 +247,9 @@ REST_CASES = [
     ('unknown-verb', 'POST', '/v1/models/vec:explain', GOOD_VEC, 400, r'Malformed request'),
     ('no-model-name', 'GET', '/v1/models/', None, 400, None),
     ('classify-predict-signature', 'POST', '/v1/models/vec:classify', {'examples': [{'x': [1.0]}]}, 400,
-     r'Expected classification signature method_name'),
+     r'No classification inputs found in SignatureDef'),   # classifier.cc: one input, named `inputs`
     ('regress-predict-signature', 'POST', '/v1/models/vec:regress', {'examples': [{'x': [1.0]}]}, 400,
-     r'Expected regression signature method_name'),
+     r'No regression inputs found in SignatureDef'),
     # batching (shared_batch_scheduler.h: INVALID_ARGUMENT)
     ('instances-over-max-batch', 'POST', '/v1/models/vec:predict', {'instances': [[1, 2, 3]] * (MAX_BATCH + 1)}, 400,
      rf'Task size {MAX_BATCH + 1} is larger than maximum input batch size {MAX_BATCH}'),
@@ -452,9 +452,9 @@ GRPC_CASES = [
     ('metadata-unknown-model', 'GetModelMetadata',
      lambda: get_model_metadata_pb2.GetModelMetadataRequest(model_spec={'name': 'nope'}, metadata_field=['signature_def']), SC.NOT_FOUND, None),
     ('classify-predict-signature', 'Classify', lambda: classification_pb2.ClassificationRequest(model_spec={'name': 'vec'}),
-     SC.FAILED_PRECONDITION, r'Expected classification signature method_name'),
+     SC.INVALID_ARGUMENT, r'No classification inputs found in SignatureDef'),
     ('regress-predict-signature', 'Regress', lambda: regression_pb2.RegressionRequest(model_spec={'name': 'vec'}),
-     SC.FAILED_PRECONDITION, r'Expected regression signature method_name'),
+     SC.INVALID_ARGUMENT, r'No regression inputs found in SignatureDef'),
     ('regress-unknown-model', 'Regress', lambda: regression_pb2.RegressionRequest(model_spec={'name': 'nope'}), SC.NOT_FOUND, None),
     ('classify-unknown-label', 'Classify', lambda: classification_pb2.ClassificationRequest(model_spec={'name': 'vec', 'version_label': 'zz'}),
      SC.INVALID_ARGUMENT, None),
@@ -464,7 +464,7 @@ GRPC_CASES = [
      lambda: get_model_status_pb2.GetModelStatusRequest(model_spec={'name': 'vec', 'version': {'value': 7}}), SC.NOT_FOUND, None),
     ('status-unknown-label', 'GetModelStatus',
      lambda: get_model_status_pb2.GetModelStatusRequest(model_spec={'name': 'vec', 'version_label': 'zz'}), SC.INVALID_ARGUMENT, None),
-    ('multi-inference', 'MultiInference', lambda: inference_pb2.MultiInferenceRequest(), SC.UNIMPLEMENTED, None),
+    ('multi-inference-no-task', 'MultiInference', lambda: inference_pb2.MultiInferenceRequest(), SC.INVALID_ARGUMENT, r'ModelSpec has no name specified'),
     # ---- cases where the server once differed from TF Serving (found by these tests, fixed) ----
     pytest.param('int64-for-float', 'Predict', lambda: predict_req(inputs={'x': np.array([[1, 2, 3]], np.int64)}), SC.INVALID_ARGUMENT,
                  r'float.*int64|int64.*float'),

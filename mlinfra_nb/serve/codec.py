@@ -6,13 +6,16 @@
 from __future__ import annotations
 import base64, json, math, re
 import numpy as np, orjson
+from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import input_pb2
 from ..workspace import import_tensorflow
 from .models import ServingError
 
 # %% auto #0
-__all__ = ['bad', 'parse_json', 'signature_name', 'to_array', 'general_inputs', 'fast_inputs', 'predict_inputs', 'predict_json',
-           'error_json', 'to_ndarray', 'to_tensor_proto']
+__all__ = ['MAX_RANK', 'bad', 'parse_json', 'signature_name', 'to_array', 'general_inputs', 'fast_inputs', 'predict_inputs',
+           'predict_json', 'error_json', 'json_example', 'examples_input', 'classify_json', 'regress_json',
+           'to_ndarray', 'to_tensor_proto']
 
 # %% ../../nbs/43_serve.codec.ipynb #103973a8
 def bad(msg:str)->ServingError: return ServingError('INVALID_ARGUMENT', msg)
@@ -38,18 +41,22 @@ def signature_name(doc:dict)->str:
     if not isinstance(s, str): raise bad("'signature_name' key must be a string value.")
     return s or 'serving_default'
 
+# %% ../../nbs/43_serve.codec.ipynb #304155f4
 def _is_b64(v)->bool: return isinstance(v, dict) and set(v) == {'b64'}
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
+def _string(v)->bytes:
+    "A JSON string (UTF-8) or `{\"b64\": ...}` as bytes."
+    if isinstance(v, str):
+        try: return v.encode()
+        except UnicodeEncodeError: raise bad("JSON Parse error: The string is not valid UTF-8 (a lone surrogate)") from None
+    try: return base64.b64decode(v['b64'], validate=True)
+    except (ValueError, TypeError): raise bad(f"Unable to base64 decode: {str(v['b64'])[:50]}") from None
+
 def _scalar(v, dtype:str):
     if dtype == 'string':
-        if isinstance(v, str):
-            try: return v.encode()
-            except UnicodeEncodeError: raise bad("JSON Parse error: The string is not valid UTF-8 (a lone surrogate)") from None
-        if _is_b64(v):
-            try: return base64.b64decode(v['b64'], validate=True)
-            except (ValueError, TypeError): raise bad(f"Unable to base64 decode: {str(v['b64'])[:50]}") from None
+        if isinstance(v, str) or _is_b64(v): return _string(v)
         raise bad(f"JSON Value: {json.dumps(v)[:100]} Type: {type(v).__name__} is not of expected type: string")
     if dtype == 'bool':
         if isinstance(v, bool): return v
@@ -65,11 +72,15 @@ def _scalar(v, dtype:str):
         raise bad(f"Cannot convert JSON value: {v} to float32 without loss of precision.")
     return v
 
-def to_array(value, dtype:str, name:str)->np.ndarray:
-    "A JSON value (nested lists of scalars) as a numpy array of the signature's `dtype`."
+# %% ../../nbs/43_serve.codec.ipynb #b9dcbe6b
+MAX_RANK = 64
+
+def to_array(value, dtype:str, name:str, max_rank:int=MAX_RANK)->np.ndarray:
+    "A JSON value (nested lists of scalars) as a numpy array of the signature's `dtype`, of at most `max_rank` axes."
     shape, v = [], value
     while isinstance(v, list):          # the shape is read off the first element at each level
         shape.append(len(v))
+        if len(shape) > max_rank: raise bad(f"input {name!r}: nested more than {max_rank} lists deep; a tensor has at most {MAX_RANK} dimensions")
         if not v: break
         v = v[0]
     flat = []
@@ -103,10 +114,10 @@ def general_inputs(doc:dict, inputs:dict)->tuple[dict, str]:
                 if not isinstance(e, dict) or _is_b64(e): raise bad(f"Expecting object but got list at item {i} of input list")
                 if set(e) != set(names):
                     raise bad(f"Failed to process element: {i} of 'instances' list. JSON object: {json.dumps(e)[:200]} must only have keys: {','.join(names)}")
-                for n in names: cols[n].append(to_array(e[n], inputs[n][0], n))
+                for n in names: cols[n].append(to_array(e[n], inputs[n][0], n, MAX_RANK - 1))   # stacked: one axis more
             else:
                 if isinstance(e, dict) and not _is_b64(e): raise bad(f"Expecting value/list but got object at item {i} of input list")
-                cols[names[0]].append(to_array(e, inputs[names[0]][0], names[0]))
+                cols[names[0]].append(to_array(e, inputs[names[0]][0], names[0], MAX_RANK - 1))
         out = {}
         for n, arrs in cols.items():
             if len({a.shape for a in arrs}) > 1: raise bad(f"Expecting shape {list(arrs[0].shape)} but got: {[list(a.shape) for a in arrs if a.shape != arrs[0].shape][0]}")
@@ -143,6 +154,7 @@ def _column(vals:list, dtype:str):
         return np.array([v.encode() for v in vals], dtype=object) if dtype == 'string' else np.array(vals, dtype=np.dtype(dtype))
     except (UnicodeEncodeError, OverflowError, ValueError, TypeError): return None   # a lone surrogate, a dtype numpy lacks
 
+# %% ../../nbs/43_serve.codec.ipynb #d89ed3fe
 def _fast_array(vals:list, dtype:str):
     "`vals`, one scalar or one flat list per example, as an array of `dtype`; None when it needs the general path."
     if not vals: return None
@@ -203,6 +215,58 @@ def predict_json(outputs:dict[str, np.ndarray], fmt:str)->bytes:
 def error_json(e:ServingError)->bytes:
     "TF Serving's error body."
     return json.dumps({'error': e.message}).encode()
+
+# %% ../../nbs/43_serve.codec.ipynb #61b33519
+_JSON_TYPES = {type(None): 'Null', bool: 'Boolean', dict: 'Object', list: 'Array', str: 'String', int: 'Number', float: 'Number'}
+_KIND_NAMES = {'bytes_list': 'bytes', 'float_list': 'float', 'int64_list': 'int64'}
+
+def _feature_value(v, name:str)->tuple[str, object]:
+    "The `Feature` kind a JSON value belongs in, and the value to store."
+    if isinstance(v, bool): return 'int64_list', int(v)
+    if isinstance(v, int):
+        if -2**63 <= v < 2**63: return 'int64_list', v
+        if 0 <= v < 2**64: raise bad(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+        return 'float_list', float(v)                      # past 64 bits a JSON reader has a double
+    if isinstance(v, float): return 'float_list', v
+    if isinstance(v, str) or (_is_b64(v) and isinstance(v['b64'], str)): return 'bytes_list', _string(v)
+    raise bad(f"Feature: {name} has element with unexpected JSON type: {_JSON_TYPES.get(type(v), 'Object')}")
+
+def json_example(doc)->example_pb2.Example:
+    "A JSON object of features as a `tf.train.Example`."
+    if not isinstance(doc, dict): raise bad(f"Example must be JSON object but got JSON {_JSON_TYPES.get(type(doc), 'Object')}")
+    ex = example_pb2.Example()
+    for name, content in doc.items():
+        f = ex.features.feature[name]
+        for v in (content if isinstance(content, list) else [content]):
+            kind, value = _feature_value(v, name)
+            if (have := f.WhichOneof('kind')) not in (None, kind):
+                raise bad(f"Unexpected element type in feature: {name} expecting type: {_KIND_NAMES[have]}")
+            getattr(f, kind).value.append(value)
+    return ex
+
+# %% ../../nbs/43_serve.codec.ipynb #bee22963
+def examples_input(doc:dict, verb:str='classify')->input_pb2.Input:
+    "The `Input` of a REST classify or regress body: its `examples`, with its `context` when it has one."
+    inp = input_pb2.Input()
+    if 'context' in doc: inp.example_list_with_context.context.CopyFrom(json_example(doc['context']))
+    if 'examples' not in doc:   # TF Serving's message says "classify" for regress too
+        raise bad(f"JSON Value: {json.dumps(doc)[:200]} When method is classify, key 'examples' is expected and was not found")
+    examples = doc['examples']
+    if not isinstance(examples, list): raise bad(f"JSON Value: {json.dumps(doc)[:200]} Expecting 'examples' value to be an list/array")
+    if not examples: raise bad(f"JSON Value: {json.dumps(doc)[:200]} 'examples' value is an empty array")
+    into = inp.example_list_with_context.examples if 'context' in doc else inp.example_list.examples
+    into.extend(json_example(e) for e in examples)
+    return inp
+
+def classify_json(result)->bytes:
+    "TF Serving's REST answer to a classify: `{\"results\": [[[label, score], ...], ...]}`, one list of classes per example."
+    if not result.classifications: raise bad("Cannot convert empty ClassificationResults to JSON")
+    return json.dumps({'results': [[[c.label, c.score] for c in cl.classes] for cl in result.classifications]}).encode()
+
+def regress_json(result)->bytes:
+    "TF Serving's REST answer to a regress: `{\"results\": [value, ...]}`."
+    if not result.regressions: raise bad("Cannot convert empty RegressionResults to JSON")
+    return json.dumps({'results': [r.value for r in result.regressions]}).encode()
 
 # %% ../../nbs/43_serve.codec.ipynb #d424b95e
 _PROTO_NUMPY = {types_pb2.DT_FLOAT: (np.dtype(np.float32), 'float_val'), types_pb2.DT_DOUBLE: (np.dtype(np.float64), 'double_val'),

@@ -8,6 +8,7 @@ import asyncio, concurrent.futures as cf, collections, contextlib, json, math, o
 from pathlib import Path
 import numpy as np
 import grpc, uvicorn
+from fastcore.basics import patch
 from google.protobuf import json_format
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest, CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -15,16 +16,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.concurrency import run_in_threadpool
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc)
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2, model_management_pb2,
+                                     model_pb2, model_service_pb2_grpc, predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc,
+                                     regression_pb2)
 from ..workspace import InvalidInput, check_host, get_logger, host_port, import_tensorflow
 from .config import PROMETHEUS_PATH, read_batching_parameters, read_models_config, read_monitoring_config
 from .models import ModelManager, Servable, ServingError
-from .codec import error_json, parse_json, predict_inputs, predict_json, signature_name, to_ndarray, to_tensor_proto
+from .codec import (classify_json, error_json, examples_input, parse_json, predict_inputs, predict_json, regress_json,
+                                    signature_name, to_ndarray, to_tensor_proto)
 
 # %% auto #0
-__all__ = ['Batcher', 'RequestLogger', 'RequestCounts', 'Serving', 'rest_app', 'predict_route', 'PredictionService',
-           'ModelService', 'ModelServer']
+__all__ = ['Batcher', 'RequestLogger', 'RequestCounts', 'Serving', 'serialized_examples', 'check_inference_signature',
+           'classification_result', 'regression_result', 'status_json', 'metadata_json', 'rest_app', 'predict_route',
+           'PredictionService', 'ModelService', 'ModelServer']
 
 # %% ../../nbs/44_serve.server.ipynb #60d7e207
 class _Task:
@@ -136,6 +141,9 @@ class Batcher:
         for t in self.threads: t.join(timeout=5)
 
 # %% ../../nbs/44_serve.server.ipynb #c3b6d217
+_LOG_KINDS = {'predict': prediction_log_pb2.PredictLog, 'classify': prediction_log_pb2.ClassifyLog,
+              'regress': prediction_log_pb2.RegressLog, 'multi_inference': prediction_log_pb2.MultiInferenceLog}
+
 class RequestLogger:
     "Sampled `PredictionLog` records, written to TFRecord files by a background thread."
     def __init__(self): self.q, self.writers, self.thread, self.event, self.lock = collections.deque(), {}, None, threading.Event(), threading.Lock()
@@ -145,12 +153,12 @@ class RequestLogger:
         lc = cfg.logging_config if cfg is not None and cfg.HasField('logging_config') else None
         return lc if lc is not None and random.random() < lc.sampling_config.sampling_rate else None
 
-    def log(self, lc, servable:Servable, request, response):
-        "Queue the record of a sampled request (`lc`: what `sampled` returned)."
-        rec = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request, response=response))
+    def log(self, lc, servable:Servable, request, response, kind:str='predict', signature:str|None=None):
+        "Queue the record of a sampled request (`lc`: what `sampled` returned; `kind`: predict, classify, regress or multi_inference)."
+        rec = prediction_log_pb2.PredictionLog(**{f'{kind}_log': _LOG_KINDS[kind](request=request, response=response)})
         rec.log_metadata.model_spec.name = servable.name
         rec.log_metadata.model_spec.version.value = servable.version
-        rec.log_metadata.model_spec.signature_name = request.model_spec.signature_name or 'serving_default'
+        rec.log_metadata.model_spec.signature_name = signature or request.model_spec.signature_name or 'serving_default'
         rec.log_metadata.sampling_config.CopyFrom(lc.sampling_config)
         rec.log_metadata.timestamp_secs = int(time.time())
         self.q.append((lc.log_collector_config.filename_prefix, rec.SerializeToString()))
@@ -159,26 +167,29 @@ class RequestLogger:
                 if self.thread is None: self.thread = threading.Thread(target=self._drain, daemon=True, name='mlinfra-request-log'); self.thread.start()
         self.event.set()
 
-    def _drain(self):
-        tf = import_tensorflow()
-        while True:
-            self.event.wait(0.5); self.event.clear()
-            while self.q:
-                prefix, data = self.q.popleft()
-                if prefix is None: return
-                w = self.writers.get(prefix)
-                if w is None:
-                    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
-                    w = self.writers[prefix] = tf.io.TFRecordWriter(f"{prefix}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tfrecord")
-                w.write(data)
-            for w in self.writers.values(): w.flush()
+# %% ../../nbs/44_serve.server.ipynb #8ee40ec0
+@patch
+def _drain(self:RequestLogger):
+    tf = import_tensorflow()
+    while True:
+        self.event.wait(0.5); self.event.clear()
+        while self.q:
+            prefix, data = self.q.popleft()
+            if prefix is None: return
+            w = self.writers.get(prefix)
+            if w is None:
+                Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+                w = self.writers[prefix] = tf.io.TFRecordWriter(f"{prefix}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tfrecord")
+            w.write(data)
+        for w in self.writers.values(): w.flush()
 
-    def close(self):
-        "Write what is queued and close the files."
-        if self.thread is not None:
-            self.q.append((None, None)); self.event.set(); self.thread.join(timeout=10)
-        for w in self.writers.values(): w.close()
-        self.writers = {}
+@patch
+def close(self:RequestLogger):
+    "Write what is queued and close the files."
+    if self.thread is not None:
+        self.q.append((None, None)); self.event.set(); self.thread.join(timeout=10)
+    for w in self.writers.values(): w.close()
+    self.writers = {}
 
 # %% ../../nbs/44_serve.server.ipynb #e00196be
 class RequestCounts:
@@ -201,10 +212,11 @@ def _metrics(registry:CollectorRegistry)->dict:
                                buckets=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], registry=registry),
             'versions': Gauge(':tensorflow:serving:model_versions', 'Versions by state', ['model_name', 'state'], registry=registry)}
 
+# %% ../../nbs/44_serve.server.ipynb #94b55327
 class Serving:
     "The server's core: model manager, batcher, request logger and metrics."
-    def __init__(self, manager:ModelManager, batching=None, monitoring=None):
-        self.manager, self.registry, self.monitoring = manager, CollectorRegistry(), monitoring
+    def __init__(self, manager:ModelManager, batching=None, monitoring=None, method_check:bool=False):
+        self.manager, self.registry, self.monitoring, self.method_check = manager, CollectorRegistry(), monitoring, method_check
         self.metrics, self._latency = _metrics(self.registry), {}
         self.batcher = Batcher(batching, on_batch=lambda s, n: self.metrics['batch'].labels(s.name).observe(n)) if batching is not None else None
         self.logger = RequestLogger()
@@ -233,72 +245,230 @@ class Serving:
         "Outputs of `sig` for numpy `inputs`, through the batcher when batching is on."
         return self.batcher.submit(s, sig, inputs) if self.batcher else s.run(sig, inputs)
 
-    def response(self, s:Servable, sig:str, out:dict)->predict_pb2.PredictResponse:
-        resp = predict_pb2.PredictResponse()
-        resp.model_spec.name, resp.model_spec.signature_name = s.name, sig
-        resp.model_spec.version.value = s.version
-        for k, v in out.items(): resp.outputs[k].CopyFrom(to_tensor_proto(v))
-        return resp
-
-    @contextlib.contextmanager
-    def predicting(self, request:predict_pb2.PredictRequest, entry:str='GRPC'):
-        "Resolve a `PredictRequest`'s servable, hold it, read its input tensors, and count the request: yields `(servable, signature, inputs)`."
-        t0, status = time.perf_counter(), 'OK'
-        try:
-            with self.using(request.model_spec) as s:
-                sig = request.model_spec.signature_name or 'serving_default'
-                s.inputs(sig)
-                try: inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
-                except Exception as e: raise ServingError('INVALID_ARGUMENT', f"bad input tensor: {type(e).__name__}: {e}") from None
-                yield s, sig, inputs
-        except ServingError as e: status = e.code; raise
-        finally: self.observe(request.model_spec.name, 'predict', entry, status, t0)
-
-    def answer(self, request:predict_pb2.PredictRequest, s:Servable, sig:str, out:dict)->predict_pb2.PredictResponse:
-        "The `PredictResponse` for `out` (the outputs `output_filter` asks for), logged when the model's logging config samples it."
-        if request.output_filter:
-            if (unknown := sorted(set(request.output_filter) - set(out))): raise ServingError('INVALID_ARGUMENT', f"output tensor alias not found in signature: {unknown[0]}")
-            out = {k: v for k, v in out.items() if k in set(request.output_filter)}
-        resp = self.response(s, sig, out)
-        if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp)
-        return resp
-
-    def predict(self, request:predict_pb2.PredictRequest, entry:str='GRPC')->predict_pb2.PredictResponse:
-        "Run a `PredictRequest`: resolve the servable, check and batch the inputs, log, count."
-        with self.predicting(request, entry) as (s, sig, inputs): return self.answer(request, s, sig, self.run(s, sig, inputs))
-
-    async def predict_async(self, request:predict_pb2.PredictRequest, entry:str='GRPC')->predict_pb2.PredictResponse:
-        "`predict` with batching on, for a coroutine: the request waits for its batch on the event loop, not on a thread."
-        with self.predicting(request, entry) as (s, sig, inputs):
-            return self.answer(request, s, sig, await self.batcher.submit_async(s, sig, inputs))
-
-    def metadata(self, spec)->get_model_metadata_pb2.GetModelMetadataResponse:
-        "The `signature_def` metadata of the servable `spec` names."
-        s = self.servable(spec)
-        resp = get_model_metadata_pb2.GetModelMetadataResponse()
-        resp.model_spec.name = s.name; resp.model_spec.version.value = s.version
-        sdm = get_model_metadata_pb2.SignatureDefMap()
-        for k, v in s.signature_defs.items(): sdm.signature_def[k].CopyFrom(v)
-        resp.metadata['signature_def'].Pack(sdm)
-        return resp
-
-    def status(self, name:str, version:int|None=None, label:str|None=None)->get_model_status_pb2.GetModelStatusResponse:
-        "The `GetModelStatusResponse` for a model (or one version or label)."
-        resp = get_model_status_pb2.GetModelStatusResponse()
-        for s in self.manager.status(name, version, label):
-            m = resp.model_version_status.add(version=s.version, state=get_model_status_pb2.ModelVersionStatus.State.Value(s.state))
-            m.status.error_code = 0 if not s.error else 13   # OK, or INTERNAL with the load error
-            m.status.error_message = s.error
-        return resp
-
-    def refresh_gauges(self):
-        g = self.metrics['versions']; g.clear()
-        for name, vs in self.manager.status_all().items():
-            for st in ('AVAILABLE', 'LOADING', 'END'): g.labels(name, st).set(sum(1 for x in vs.values() if x == st))
-
     def close(self):
         if self.batcher: self.batcher.close()
         self.logger.close(); self.manager.close()
+
+# %% ../../nbs/44_serve.server.ipynb #8e56eac4
+@patch
+def response(self:Serving, s:Servable, sig:str, out:dict)->predict_pb2.PredictResponse:
+    resp = predict_pb2.PredictResponse()
+    resp.model_spec.name, resp.model_spec.signature_name = s.name, sig
+    resp.model_spec.version.value = s.version
+    for k, v in out.items(): resp.outputs[k].CopyFrom(to_tensor_proto(v))
+    return resp
+
+@patch
+@contextlib.contextmanager
+def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC'):
+    "Resolve a `PredictRequest`'s servable, hold it, read its input tensors, and count the request: yields `(servable, signature, inputs)`."
+    t0, status = time.perf_counter(), 'OK'
+    try:
+        with self.using(request.model_spec) as s:
+            sig = request.model_spec.signature_name or 'serving_default'
+            s.inputs(sig)
+            try: inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
+            except Exception as e: raise ServingError('INVALID_ARGUMENT', f"bad input tensor: {type(e).__name__}: {e}") from None
+            yield s, sig, inputs
+    except ServingError as e: status = e.code; raise
+    finally: self.observe(request.model_spec.name, 'predict', entry, status, t0)
+
+# %% ../../nbs/44_serve.server.ipynb #ba930561
+@patch
+def answer(self:Serving, request:predict_pb2.PredictRequest, s:Servable, sig:str, out:dict)->predict_pb2.PredictResponse:
+    "The `PredictResponse` for `out` (the outputs `output_filter` asks for), logged when the model's logging config samples it."
+    if request.output_filter:
+        for i, alias in enumerate(request.output_filter):
+            if alias not in out: raise ServingError('INVALID_ARGUMENT', f"output tensor alias not found in signature: {alias} Outputs expected to be in the set {{{','.join(sorted(out))}}}.")
+            if alias in request.output_filter[:i]: raise ServingError('INVALID_ARGUMENT', f"duplicate output tensor alias: {alias}")
+        out = {k: v for k, v in out.items() if k in set(request.output_filter)}
+    resp = self.response(s, sig, out)
+    if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp)
+    return resp
+
+@patch
+def predict(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC')->predict_pb2.PredictResponse:
+    "Run a `PredictRequest`: resolve the servable, check and batch the inputs, log, count."
+    with self.predicting(request, entry) as (s, sig, inputs): return self.answer(request, s, sig, self.run(s, sig, inputs))
+
+@patch
+async def predict_async(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC')->predict_pb2.PredictResponse:
+    "`predict` with batching on, for a coroutine: the request waits for its batch on the event loop, not on a thread."
+    with self.predicting(request, entry) as (s, sig, inputs):
+        return self.answer(request, s, sig, await self.batcher.submit_async(s, sig, inputs))
+
+# %% ../../nbs/44_serve.server.ipynb #24ec35bd
+@patch
+def metadata(self:Serving, spec)->get_model_metadata_pb2.GetModelMetadataResponse:
+    "The `signature_def` metadata of the servable `spec` names."
+    s = self.servable(spec)
+    resp = get_model_metadata_pb2.GetModelMetadataResponse()
+    resp.model_spec.name = s.name; resp.model_spec.version.value = s.version
+    sdm = get_model_metadata_pb2.SignatureDefMap()
+    for k, v in s.signature_defs.items(): sdm.signature_def[k].CopyFrom(v)
+    resp.metadata['signature_def'].Pack(sdm)
+    return resp
+
+@patch
+def status(self:Serving, name:str, version:int|None=None, label:str|None=None)->get_model_status_pb2.GetModelStatusResponse:
+    "The `GetModelStatusResponse` for a model (or one version or label)."
+    resp = get_model_status_pb2.GetModelStatusResponse()
+    for s in self.manager.status(name, version, label):
+        m = resp.model_version_status.add(version=s.version, state=get_model_status_pb2.ModelVersionStatus.State.Value(s.state))
+        m.status.error_code = 0 if not s.error else 13   # OK, or INTERNAL with the load error
+        m.status.error_message = s.error
+    return resp
+
+@patch
+def refresh_gauges(self:Serving):
+    g = self.metrics['versions']; g.clear()
+    for name, vs in self.manager.status_all().items():
+        for st in ('AVAILABLE', 'LOADING', 'END'): g.labels(name, st).set(sum(1 for x in vs.values() if x == st))
+
+# %% ../../nbs/44_serve.server.ipynb #41aed003
+def serialized_examples(inp)->np.ndarray:
+    "An `Input`'s examples as TF Serving feeds them: a string tensor of serialized `tf.Example`s, the context's bytes before each."
+    kind = inp.WhichOneof('kind')
+    if kind == 'example_list': out = [e.SerializeToString() for e in inp.example_list.examples]
+    elif kind == 'example_list_with_context':
+        context = inp.example_list_with_context.context.SerializeToString()
+        out = [context + e.SerializeToString() for e in inp.example_list_with_context.examples]
+    else: out = []
+    if not out: raise ServingError('INVALID_ARGUMENT', "Input is empty.")
+    return np.array(out, dtype=object)
+
+# %% ../../nbs/44_serve.server.ipynb #b7f51f8d
+_METHODS = {'classify': 'tensorflow/serving/classify', 'regress': 'tensorflow/serving/regress'}
+
+def _dtype_enum_name(a:np.ndarray)->str:
+    return 'DT_STRING' if a.dtype == object or a.dtype.kind in 'SU' else types_pb2.DataType.Name(import_tensorflow().as_dtype(a.dtype).as_datatype_enum)
+
+def _shape_text(a:np.ndarray)->str: return '[' + ','.join(map(str, a.shape)) + ']'
+
+def check_inference_signature(sd, verb:str, method_check:bool=False):
+    "Refuse a signature that cannot serve `verb` ('classify' or 'regress'), with TF Serving's message."
+    kind = 'classification' if verb == 'classify' else 'regression'
+    if method_check and sd.method_name != _METHODS[verb]:
+        raise ServingError('INVALID_ARGUMENT', f"Expected {kind} signature method_name to be {_METHODS[verb]}. Was: {sd.method_name}")
+    if len(sd.inputs) != 1: raise ServingError('INVALID_ARGUMENT', "Expected one input Tensor.")
+    if verb == 'classify' and len(sd.outputs) not in (1, 2):
+        raise ServingError('INVALID_ARGUMENT', f"Expected one or two output Tensors, found {len(sd.outputs)}")
+    if verb == 'regress' and len(sd.outputs) != 1: raise ServingError('INVALID_ARGUMENT', "Expected one output Tensor.")
+    if 'inputs' not in sd.inputs: raise ServingError('INVALID_ARGUMENT', f"No {kind} inputs found in SignatureDef: {sd}")
+    if verb == 'classify' and not {'classes', 'scores'} & set(sd.outputs):
+        raise ServingError('INVALID_ARGUMENT', f'Expected classification signature outputs to contain at least one of "classes" or "scores". Signature was: {sd}')
+    if verb == 'regress' and 'outputs' not in sd.outputs: raise ServingError('INVALID_ARGUMENT', f"No regression outputs found in SignatureDef: {sd}")
+
+# %% ../../nbs/44_serve.server.ipynb #fe2b98df
+def classification_result(out:dict, n:int)->classification_pb2.ClassificationResult:
+    "The `ClassificationResult` of a classification signature's outputs for `n` examples, checked as TF Serving checks them."
+    classes, scores, res = out.get('classes'), out.get('scores'), classification_pb2.ClassificationResult()
+    for name, a, want in (('classes', classes, 'DT_STRING'), ('scores', scores, 'DT_FLOAT')):
+        if a is None: continue
+        if a.ndim != 2: raise ServingError('INVALID_ARGUMENT', f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(a)}")
+        if _dtype_enum_name(a) != want: raise ServingError('INVALID_ARGUMENT', f"Expected {name} Tensor of {want}. Got: {_dtype_enum_name(a)}")
+        if a.shape[0] != n: raise ServingError('INVALID_ARGUMENT', f"Expected {name} output batch size of {n}. Got: {a.shape[0]}")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise ServingError('INVALID_ARGUMENT', f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}")
+    k = (classes if classes is not None else scores).shape[1]
+    for i in range(n):
+        cl = res.classifications.add()
+        for j in range(k):
+            c = cl.classes.add()
+            if classes is not None: c.label = bytes(classes[i, j]).decode('utf-8', 'replace')
+            if scores is not None: c.score = float(scores[i, j])
+    return res
+
+def regression_result(out:dict, n:int)->regression_pb2.RegressionResult:
+    "The `RegressionResult` of a regression signature's `outputs` for `n` examples, checked as TF Serving checks it."
+    a = out['outputs']
+    if not (a.ndim == 1 or a.ndim == 2 and a.shape[1] == 1):
+        raise ServingError('INVALID_ARGUMENT', f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {_shape_text(a)}")
+    if a.shape[0] != n: raise ServingError('INVALID_ARGUMENT', f"Input batch size did not match output batch size: {n} vs. {a.shape[0]}")
+    if _dtype_enum_name(a) != 'DT_FLOAT': raise ServingError('INVALID_ARGUMENT', f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_enum_name(a)}")
+    return regression_pb2.RegressionResult(regressions=[regression_pb2.Regression(value=float(v)) for v in a.ravel()])
+
+# %% ../../nbs/44_serve.server.ipynb #06d4f38b
+def _answered_by(spec, s:Servable, signature:str):
+    "Fill a response's model spec as TF Serving does: the model, the signature (default `serving_default`), the version that answered."
+    spec.name, spec.signature_name = s.name, signature or 'serving_default'
+    spec.version.value = s.version
+
+@patch
+def _infer(self:Serving, s:Servable, spec, verb:str, examples:np.ndarray|None=None)->dict|None:
+    "Check the signature `spec` names can `verb`; run it on `examples` (when given) and return its outputs."
+    sig = spec.signature_name or 'serving_default'
+    if (sd := s.signature_defs.get(sig)) is None: raise ServingError('INVALID_ARGUMENT', f"No signature was found with the name: {sig}")
+    check_inference_signature(sd, verb, self.method_check)
+    return None if examples is None else self.run(s, sig, {'inputs': examples})
+
+@patch
+def _counted(self:Serving, name:str, api:str, entry:str, fn):
+    "`fn()`, counted under `name` and `api` with the status it ends with."
+    t0, status = time.perf_counter(), 'OK'
+    try: return fn()
+    except ServingError as e: status = e.code; raise
+    finally: self.observe(name, api, entry, status, t0)
+
+# %% ../../nbs/44_serve.server.ipynb #4837514c
+@patch
+def _one_inference(self:Serving, request, verb:str):
+    if not request.HasField('model_spec'): raise ServingError('INVALID_ARGUMENT', "Missing ModelSpec")
+    with self.using(request.model_spec) as s:
+        self._infer(s, request.model_spec, verb)
+        examples = serialized_examples(request.input)
+        out, n = self._infer(s, request.model_spec, verb, examples), len(examples)
+        if verb == 'classify': resp = classification_pb2.ClassificationResponse(result=classification_result(out, n))
+        else: resp = regression_pb2.RegressionResponse(result=regression_result(out, n))
+        _answered_by(resp.model_spec, s, request.model_spec.signature_name)
+        if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp, verb)
+        return resp
+
+@patch
+def classify(self:Serving, request:classification_pb2.ClassificationRequest, entry:str='GRPC')->classification_pb2.ClassificationResponse:
+    "Run a `ClassificationRequest`, as TF Serving's Classify does."
+    return self._counted(request.model_spec.name, 'classify', entry, lambda: self._one_inference(request, 'classify'))
+
+@patch
+def regress(self:Serving, request:regression_pb2.RegressionRequest, entry:str='GRPC')->regression_pb2.RegressionResponse:
+    "Run a `RegressionRequest`, as TF Serving's Regress does."
+    return self._counted(request.model_spec.name, 'regress', entry, lambda: self._one_inference(request, 'regress'))
+
+# %% ../../nbs/44_serve.server.ipynb #fac0a6e1
+_VERBS = {m: v for v, m in _METHODS.items()}
+
+@patch
+def _tasks(self:Serving, request, s:Servable)->list:
+    "The `(task, verb)` of each task of a `MultiInferenceRequest` to model `s`, checked as TF Serving checks them."
+    seen, out = set(), []
+    for task in request.tasks:
+        if not task.model_spec.name: raise ServingError('INVALID_ARGUMENT', "Found ModelSpec with an empty model name.")
+        if task.model_spec.name != s.name: raise ServingError('INVALID_ARGUMENT', "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        sig = task.model_spec.signature_name or 'serving_default'
+        if sig in seen: raise ServingError('INVALID_ARGUMENT', f"Duplicate evaluation of signature: {sig}")
+        seen.add(sig)
+        if sig not in s.signature_defs: raise ServingError('INVALID_ARGUMENT', f"Requested signature not found in model graph: {sig}")
+        if (verb := _VERBS.get(task.method_name)) is None: raise ServingError('UNIMPLEMENTED', f"Unsupported signature method_name: {task.method_name}")
+        self._infer(s, task.model_spec, verb)
+        out.append((task, verb))
+    return out
+
+@patch
+def multi_inference(self:Serving, request:inference_pb2.MultiInferenceRequest, entry:str='GRPC')->inference_pb2.MultiInferenceResponse:
+    "Run a `MultiInferenceRequest`: several classify and regress signatures of one model on the same examples."
+    spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+    def run():
+        with self.using(spec) as s:
+            tasks, resp = self._tasks(request, s), inference_pb2.MultiInferenceResponse()
+            examples = serialized_examples(request.input)
+            for task, verb in tasks:
+                out, r = self._infer(s, task.model_spec, verb, examples), resp.results.add()
+                if verb == 'classify': r.classification_result.CopyFrom(classification_result(out, len(examples)))
+                else: r.regression_result.CopyFrom(regression_result(out, len(examples)))
+                _answered_by(r.model_spec, s, task.model_spec.signature_name)
+            if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp, 'multi_inference', spec.signature_name or 'serving_default')
+            return resp
+    return self._counted(spec.name, 'multi_inference', entry, run)
 
 # %% ../../nbs/44_serve.server.ipynb #553efe53
 _URL = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?'
@@ -309,12 +479,26 @@ def _spec_from_url(m)->predict_pb2.PredictRequest:
     req = predict_pb2.PredictRequest()
     req.model_spec.name = m['name']
     if m['version']:
-        v = int(m['version'])
-        if not -2**63 <= v < 2**63: raise ServingError('INVALID_ARGUMENT', f"Failed to convert version: {m['version']} to numeric.")
+        digits = m['version']   # past 19 digits it cannot be an int64 (and Python refuses to read 4,300 or more)
+        v = int(digits) if len(digits.lstrip('-')) <= 19 else None
+        if v is None or not -2**63 <= v < 2**63: raise ServingError('INVALID_ARGUMENT', f"Failed to convert version: {digits[:40]} to numeric.")
         req.model_spec.version.value = v
     if m['label']: req.model_spec.version_label = m['label']
     return req
 
+def status_json(resp:get_model_status_pb2.GetModelStatusResponse)->dict:
+    "A `GetModelStatusResponse` as TF Serving's REST API prints it."
+    return {'model_version_status': [{'version': str(s.version), 'state': get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+                                      'status': {'error_code': _STATUS_NAMES.get(s.status.error_code, 'UNKNOWN'), 'error_message': s.status.error_message}}
+                                     for s in resp.model_version_status]}
+
+def metadata_json(resp:get_model_metadata_pb2.GetModelMetadataResponse)->dict:
+    "A `GetModelMetadataResponse` as TF Serving's REST API prints it: proto field names, and every field, default-valued or not."
+    sdm = get_model_metadata_pb2.SignatureDefMap(); resp.metadata['signature_def'].Unpack(sdm)
+    js = lambda msg: json_format.MessageToDict(msg, always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
+    return {'model_spec': js(resp.model_spec), 'metadata': {'signature_def': js(sdm)}}
+
+# %% ../../nbs/44_serve.server.ipynb #a2481787
 def rest_app(serving:Serving, max_body:int=64 << 20):
     "The TF Serving REST API (and the metrics endpoint) over `serving`, as an ASGI app: `predict_route` in front of Starlette."
     def reply(e:ServingError)->Response:
@@ -322,21 +506,13 @@ def rest_app(serving:Serving, max_body:int=64 << 20):
 
     async def models(request:Request)->Response:
         m = _URL.match(request.url.path)
-        if not m: return reply(ServingError('INVALID_ARGUMENT', f"Malformed request: {request.method} {request.url.path}"))
+        if not m or request.method != 'GET' or m['verb']:   # a POST on a verb URL is predict_route's
+            return reply(ServingError('INVALID_ARGUMENT', f"Malformed request: {request.method} {request.url.path}"))
         try:
-            if request.method == 'GET' and not m['verb']:
-                if m['meta']:
-                    resp = await run_in_threadpool(serving.metadata, _spec_from_url(m).model_spec)
-                    body = {'model_spec': {'name': resp.model_spec.name, 'signature_name': '', 'version': str(resp.model_spec.version.value)},
-                            'metadata': {'signature_def': json_format.MessageToDict(_unpack_sdm(resp), preserving_proto_field_name=True)}}
-                else:
-                    spec = _spec_from_url(m).model_spec
-                    st = serving.status(spec.name, spec.version.value if spec.HasField('version') else None, m['label'])
-                    body = {'model_version_status': [{'version': str(s.version), 'state': get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
-                                                      'status': {'error_code': _STATUS_NAMES.get(s.status.error_code, 'UNKNOWN'), 'error_message': s.status.error_message}}
-                                                     for s in st.model_version_status]}
-                return Response(json.dumps(body), media_type='application/json')
-            raise ServingError('INVALID_ARGUMENT', f"Malformed request: {request.method} {request.url.path}")   # POST with a verb: predict_route
+            spec = _spec_from_url(m).model_spec
+            if m['meta']: body = metadata_json(await run_in_threadpool(serving.metadata, spec))
+            else: body = status_json(serving.status(spec.name, spec.version.value if spec.HasField('version') else None, m['label']))
+            return Response(json.dumps(body), media_type='application/json')
         except ServingError as e: return reply(e)
 
     async def metrics(request:Request)->Response:
@@ -353,9 +529,7 @@ def rest_app(serving:Serving, max_body:int=64 << 20):
         return Response(json.dumps({'error': f"Malformed request: {request.method} {p}"}), status_code=404, media_type='application/json')
     return predict_route(serving, Starlette(routes=[Route('/{any:path}', route, methods=['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS'])]), max_body)
 
-def _unpack_sdm(resp):
-    sdm = get_model_metadata_pb2.SignatureDefMap(); resp.metadata['signature_def'].Unpack(sdm); return sdm
-
+# %% ../../nbs/44_serve.server.ipynb #8808b30a
 _INLINE_BODY = 64 << 10   # with batching, bodies up to this size are parsed on the event loop; larger ones on a worker thread
 
 def _rest_request(m, body:bytes, request_id:str|None):
@@ -365,14 +539,6 @@ def _rest_request(m, body:bytes, request_id:str|None):
     req.model_spec.signature_name = signature_name(doc)
     if request_id: req.client_id = request_id.encode()[:256]
     return doc, req
-
-def _check_verb(s:Servable, m, req):
-    "Classify and regress need signatures of those kinds, which TF Serving checks the same way."
-    if m['verb'] in ('classify', 'regress'):
-        sd = s.signature_defs.get(req.model_spec.signature_name)
-        if sd is None: raise ServingError('FAILED_PRECONDITION', f"Serving signature key \"{req.model_spec.signature_name}\" not found.")
-        kind = 'classification' if m['verb'] == 'classify' else 'regression'
-        raise ServingError('FAILED_PRECONDITION', f"Expected {kind} signature method_name to be tensorflow/serving/{m['verb']}. Was: {sd.method_name}")
 
 def _rest_reply(serving:Serving, s:Servable, req, inputs:dict, out:dict, fmt:str)->bytes:
     "The JSON response body; protos are built only for a request the log samples (numpy all the way otherwise)."
@@ -387,7 +553,6 @@ def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
     "Parse a REST predict, hold its servable, and count it: yields `(servable, signature, request, inputs, format)`."
     doc, req = _rest_request(m, body, request_id)
     with serving.using(req.model_spec) as s:
-        _check_verb(s, m, req)
         sig, t0, status = req.model_spec.signature_name, time.perf_counter(), 'OK'
         try:
             inputs, fmt = predict_inputs(doc, s.inputs(sig))
@@ -395,13 +560,29 @@ def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
         except ServingError as e: status = e.code; raise
         finally: serving.observe(s.name, 'predict', 'REST', status, t0)
 
+# %% ../../nbs/44_serve.server.ipynb #164569fc
+def _rest_infer(serving:Serving, m, body:bytes)->bytes:
+    "A REST classify or regress: the body's examples, run as the gRPC request with the same content would be."
+    doc = parse_json(body)
+    req = classification_pb2.ClassificationRequest() if m['verb'] == 'classify' else regression_pb2.RegressionRequest()
+    req.model_spec.CopyFrom(_spec_from_url(m).model_spec)
+    if 'signature_name' in doc:
+        if not isinstance(doc['signature_name'], str):
+            raise ServingError('INVALID_ARGUMENT', f"JSON Value: {json.dumps(doc)[:200]} not formatted correctly. 'signature_name' key must be a string value.")
+        req.model_spec.signature_name = doc['signature_name']
+    req.input.CopyFrom(examples_input(doc))
+    if m['verb'] == 'classify': return classify_json(serving.classify(req, 'REST').result)
+    return regress_json(serving.regress(req, 'REST').result)
+
 def _post(serving:Serving, m, body:bytes, request_id:str|None=None)->bytes:
-    "A REST predict on a worker thread: without batching the model is called on it."
+    "A REST predict, classify or regress on a worker thread: without batching the model is called on it."
+    if m['verb'] != 'predict': return _rest_infer(serving, m, body)
     with _rest_predict(serving, m, body, request_id) as (s, sig, req, inputs, fmt):
         return _rest_reply(serving, s, req, inputs, serving.run(s, sig, inputs), fmt)
 
 async def _post_batched(serving:Serving, m, body:bytes, request_id:str|None=None)->bytes:
     "A REST predict with batching on, on the event loop: parsed, queued for a batch, answered when its batch has run."
+    if m['verb'] != 'predict': return await run_in_threadpool(_post, serving, m, body, request_id)
     with _rest_predict(serving, m, body, request_id) as (s, sig, req, inputs, fmt):
         return _rest_reply(serving, s, req, inputs, await serving.batcher.submit_async(s, sig, inputs), fmt)
 
@@ -459,14 +640,9 @@ class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServ
         if list(request.metadata_field) != ['signature_def']:
             raise ServingError('INVALID_ARGUMENT', "Metadata field signature_def must be the only one requested")
         return self.serving.metadata(request.model_spec)
-    def _kind(self, request, verb:str, kind:str):
-        s = self.serving.servable(request.model_spec)
-        sig = request.model_spec.signature_name or 'serving_default'
-        if sig not in s.signature_defs: raise ServingError('FAILED_PRECONDITION', f"Serving signature key \"{sig}\" not found.")
-        raise ServingError('FAILED_PRECONDITION', f"Expected {kind} signature method_name to be tensorflow/serving/{verb}. Was: {s.signature_defs[sig].method_name}")
-    async def Classify(self, request, context): return await self.call(context, self._kind, request, 'classify', 'classification')
-    async def Regress(self, request, context): return await self.call(context, self._kind, request, 'regress', 'regression')
-    async def MultiInference(self, request, context): await context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served by the local server")
+    async def Classify(self, request, context): return await self.call(context, self.serving.classify, request)
+    async def Regress(self, request, context): return await self.call(context, self.serving.regress, request)
+    async def MultiInference(self, request, context): return await self.call(context, self.serving.multi_inference, request)
 
 class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(self, request, context):
