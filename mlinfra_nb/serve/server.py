@@ -49,6 +49,7 @@ def _settle(done:list):
         if exc is None: t.future.set_result(out)
         else: t.future.set_exception(exc)
 
+# %% ../../nbs/44_serve.server.ipynb #b47c0a12
 class Batcher:
     "Requests to one signature of one servable, run together in batches as `BatchingParameters` say."
     def __init__(self, params=None, on_batch=None):
@@ -85,60 +86,67 @@ class Batcher:
         "`submit` for a coroutine: no thread is held while the request waits, and its event loop serves others meanwhile."
         return await self._enqueue(servable, signature, inputs, asyncio.get_running_loop()).future
 
-    def _take(self):
-        "The next batch due: a queue with a full batch, or whose oldest task has waited `timeout`; else how long to wait."
-        now, wait = time.monotonic(), None          # nothing queued: sleep until a request comes
-        for key, q in self.queues.items():
-            if not q.tasks: continue
-            if q.rows >= self.max_batch or now - q.tasks[0].t >= self.timeout:
-                batch, n = [], 0
-                while q.tasks and n + q.tasks[0].rows <= self.max_batch: t = q.tasks.popleft(); batch.append(t); n += t.rows
-                q.rows -= n
-                return q.servable, key[2], batch
-            due = self.timeout - (now - q.tasks[0].t)
-            wait = due if wait is None else min(wait, due)
-        return None, None, None if wait is None else max(wait, 1e-4)
+# %% ../../nbs/44_serve.server.ipynb #7063830b
+@patch
+def _take(self:Batcher):
+    "The next batch due: a queue with a full batch, or whose oldest task has waited `timeout`; else how long to wait."
+    now, wait = time.monotonic(), None          # nothing queued: sleep until a request comes
+    for key, q in self.queues.items():
+        if not q.tasks: continue
+        if q.rows >= self.max_batch or now - q.tasks[0].t >= self.timeout:
+            batch, n = [], 0
+            while q.tasks and n + q.tasks[0].rows <= self.max_batch: t = q.tasks.popleft(); batch.append(t); n += t.rows
+            q.rows -= n
+            return q.servable, key[2], batch
+        due = self.timeout - (now - q.tasks[0].t)
+        wait = due if wait is None else min(wait, due)
+    return None, None, None if wait is None else max(wait, 1e-4)
 
-    def _work(self):
-        while True:
-            with self.cond:
-                while True:
-                    if self.stopped: return
-                    s, sig, batch = self._take()
-                    if s is not None: break
-                    self.cond.wait(batch)
-            self._deliver(self._run(s, sig, batch))
+@patch
+def _work(self:Batcher):
+    while True:
+        with self.cond:
+            while True:
+                if self.stopped: return
+                s, sig, batch = self._take()
+                if s is not None: break
+                self.cond.wait(batch)
+        self._deliver(self._run(s, sig, batch))
 
-    def _run(self, s:Servable, sig:str, batch:list)->list:
-        "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
-        done = []
-        try:
-            names = batch[0].inputs.keys()
-            if any(t.inputs.keys() != names or any(t.inputs[k].shape[1:] != batch[0].inputs[k].shape[1:] for k in names) for t in batch):
-                for t in batch: done.append((t, s.run(sig, t.inputs), None))   # shapes differ: no common batch
-                return done
-            out, rows = s.run(sig, {k: np.concatenate([t.inputs[k] for t in batch]) for k in names}), sum(t.rows for t in batch)
-            for v in out.values():   # outputs are split by rows, as TF Serving's batching session splits them
-                if v.ndim == 0: raise ServingError('FAILED_PRECONDITION', "Batched output tensor has 0 dimensions")
-                if len(v) != rows: raise ServingError('FAILED_PRECONDITION', "Batched output tensor's 0th dimension does not equal the sum of the 0th dimension sizes of the input tensors")
-            if self.on_batch: self.on_batch(s, rows)
-            i = 0
-            for t in batch: done.append((t, {k: v[i:i + t.rows] for k, v in out.items()}, None)); i += t.rows
-        except Exception as e: done += [(t, None, e) for t in batch[len(done):]]
-        return done
+# %% ../../nbs/44_serve.server.ipynb #c5651b8e
+@patch
+def _run(self:Batcher, s:Servable, sig:str, batch:list)->list:
+    "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
+    done = []
+    try:
+        names = batch[0].inputs.keys()
+        if any(t.inputs.keys() != names or any(t.inputs[k].shape[1:] != batch[0].inputs[k].shape[1:] for k in names) for t in batch):
+            for t in batch: done.append((t, s.run(sig, t.inputs), None))   # shapes differ: no common batch
+            return done
+        out, rows = s.run(sig, {k: np.concatenate([t.inputs[k] for t in batch]) for k in names}), sum(t.rows for t in batch)
+        for v in out.values():   # outputs are split by rows, as TF Serving's batching session splits them
+            if v.ndim == 0: raise ServingError('FAILED_PRECONDITION', "Batched output tensor has 0 dimensions")
+            if len(v) != rows: raise ServingError('FAILED_PRECONDITION', "Batched output tensor's 0th dimension does not equal the sum of the 0th dimension sizes of the input tensors")
+        if self.on_batch: self.on_batch(s, rows)
+        i = 0
+        for t in batch: done.append((t, {k: v[i:i + t.rows] for k, v in out.items()}, None)); i += t.rows
+    except Exception as e: done += [(t, None, e) for t in batch[len(done):]]
+    return done
 
-    def _deliver(self, done:list):
-        "Wake the callers: threads directly, coroutines with one call into each event loop per batch."
-        loops = collections.defaultdict(list)
-        for d in done: loops[d[0].loop].append(d)
-        for loop, ds in loops.items():
-            if loop is None: _settle(ds); continue
-            try: loop.call_soon_threadsafe(_settle, ds)
-            except RuntimeError: pass   # the loop has closed: nobody waits any more
+@patch
+def _deliver(self:Batcher, done:list):
+    "Wake the callers: threads directly, coroutines with one call into each event loop per batch."
+    loops = collections.defaultdict(list)
+    for d in done: loops[d[0].loop].append(d)
+    for loop, ds in loops.items():
+        if loop is None: _settle(ds); continue
+        try: loop.call_soon_threadsafe(_settle, ds)
+        except RuntimeError: pass   # the loop has closed: nobody waits any more
 
-    def close(self):
-        with self.cond: self.stopped = True; self.cond.notify_all()
-        for t in self.threads: t.join(timeout=5)
+@patch
+def close(self:Batcher):
+    with self.cond: self.stopped = True; self.cond.notify_all()
+    for t in self.threads: t.join(timeout=5)
 
 # %% ../../nbs/44_serve.server.ipynb #c3b6d217
 _LOG_KINDS = {'predict': prediction_log_pb2.PredictLog, 'classify': prediction_log_pb2.ClassifyLog,
