@@ -14,7 +14,7 @@ from .models import ServingError
 
 # %% auto #0
 __all__ = ['MAX_RANK', 'bad', 'parse_json', 'signature_name', 'to_array', 'general_inputs', 'fast_inputs', 'predict_inputs',
-           'predict_json', 'error_json', 'json_example', 'examples_input', 'classify_json', 'regress_json',
+           'tf_floats', 'predict_json', 'error_json', 'json_example', 'examples_input', 'classify_json', 'regress_json',
            'to_ndarray', 'to_tensor_proto']
 
 # %% ../../nbs/43_serve.codec.ipynb #103973a8
@@ -189,13 +189,35 @@ def predict_inputs(doc:dict, inputs:dict)->tuple[dict, str]:
     "Inputs `{name: array}` of a predict request against a signature's `inputs` (`name -> (dtype, shape)`), and its format ('row' or 'columnar')."
     return fast_inputs(doc, inputs) or general_inputs(doc, inputs)
 
-# %% ../../nbs/43_serve.codec.ipynb #b6804908
+# %% ../../nbs/43_serve.codec.ipynb #baac60fe
+def _rounded(x:np.ndarray, digits:int)->np.ndarray:
+    "Finite non-zero float64s rounded to `digits` significant digits (by an exact power of ten, so the result is the nearest double)."
+    e = np.floor(np.log10(np.abs(x))).astype(np.int64) - (digits - 1)
+    small, p = e < 0, 10.0 ** np.abs(e)
+    return np.where(small, np.round(x * np.where(small, p, 1)) / np.where(small, p, 1), np.round(x / np.where(small, 1, p)) * np.where(small, 1, p))
+
+def tf_floats(a:np.ndarray)->np.ndarray:
+    "float32 values as the float64s whose shortest text is TF Serving's: 6 significant digits if they round-trip, else 9."
+    if a.size <= 32:
+        out = [float(f'{v:.6g}') if np.float32(f'{v:.6g}') == v else float(f'{v:.9g}') for v in a.ravel().tolist()]
+        return np.array(out, np.float64).reshape(a.shape)
+    d, out = a.astype(np.float64), a.astype(np.float64)
+    todo = np.flatnonzero(np.isfinite(d) & (d != 0))
+    for digits in (6, 9):
+        r = _rounded(d.ravel()[todo], digits)
+        ok = r.astype(np.float32) == a.ravel()[todo]
+        out.ravel()[todo[ok]] = r[ok]
+        todo = todo[~ok]
+    return out
+
+# %% ../../nbs/43_serve.codec.ipynb #7208506d
 def _jsonable(a:np.ndarray, name:str):
     if a.dtype == object or a.dtype.kind == 'S':
         enc = (lambda b: {'b64': base64.b64encode(b).decode()}) if name.endswith('_bytes') else (lambda b: b.decode('utf-8', 'replace'))
         return np.vectorize(enc, otypes=[object])(a).tolist() if a.size else a.tolist()
-    return a.tolist()
+    return tf_floats(a).tolist() if a.dtype == np.float32 else a.tolist()
 
+# %% ../../nbs/43_serve.codec.ipynb #b6804908
 def predict_json(outputs:dict[str, np.ndarray], fmt:str)->bytes:
     "The response body for `outputs` in the request's format, as TF Serving writes it."
     if not outputs: raise ServingError('INVALID_ARGUMENT', "Cannot convert empty tensor map to JSON")
@@ -261,12 +283,13 @@ def examples_input(doc:dict, verb:str='classify')->input_pb2.Input:
 def classify_json(result)->bytes:
     "TF Serving's REST answer to a classify: `{\"results\": [[[label, score], ...], ...]}`, one list of classes per example."
     if not result.classifications: raise bad("Cannot convert empty ClassificationResults to JSON")
-    return json.dumps({'results': [[[c.label, c.score] for c in cl.classes] for cl in result.classifications]}).encode()
+    scores = tf_floats(np.array([[c.score for c in cl.classes] for cl in result.classifications], np.float32)).tolist()
+    return json.dumps({'results': [[[c.label, s] for c, s in zip(cl.classes, row)] for cl, row in zip(result.classifications, scores)]}).encode()
 
 def regress_json(result)->bytes:
     "TF Serving's REST answer to a regress: `{\"results\": [value, ...]}`."
     if not result.regressions: raise bad("Cannot convert empty RegressionResults to JSON")
-    return json.dumps({'results': [r.value for r in result.regressions]}).encode()
+    return json.dumps({'results': tf_floats(np.array([r.value for r in result.regressions], np.float32)).tolist()}).encode()
 
 # %% ../../nbs/43_serve.codec.ipynb #d424b95e
 _PROTO_NUMPY = {types_pb2.DT_FLOAT: (np.dtype(np.float32), 'float_val'), types_pb2.DT_DOUBLE: (np.dtype(np.float64), 'double_val'),
