@@ -40,8 +40,8 @@ class Servable:
     _inflight: int = field(default=0, repr=False)
     _guard: object = field(default_factory=threading.Lock, repr=False)
 
-    def load(self, warmup:bool=True):
-        "Load the SavedModel, read its signature defs, replay its warmup requests."
+    def load(self, warmup:bool=True, iterations:int=1):
+        "Load the SavedModel, read its signature defs, replay its warmup requests (each `iterations` times)."
         tf = import_tensorflow()
         from tensorflow.core.protobuf import saved_model_pb2
         self.state = 'LOADING'
@@ -52,7 +52,7 @@ class Servable:
             if warmup and (self.path/WARMUP_FILE).exists():
                 for log in read_warmup(self.path/WARMUP_FILE):
                     req = log.predict_log.request
-                    self.run(req.model_spec.signature_name or 'serving_default', {k: tf.make_ndarray(v) for k, v in req.inputs.items()})
+                    for _ in range(iterations): self.run(req.model_spec.signature_name or 'serving_default', {k: tf.make_ndarray(v) for k, v in req.inputs.items()})
             self.state, self.error = 'AVAILABLE', ''
         except Exception as e:
             self.state, self.error, self.loaded = 'END', f"{type(e).__name__}: {e}"[:500], None
@@ -131,14 +131,23 @@ def _dtype_name(enum:int)->str:
 # %% ../../nbs/42_serve.models.ipynb #39a3ee84
 class ModelManager:
     "The models a server serves: versions loaded per policy, labels, status; optionally polling a config file."
-    def __init__(self, config=None, config_file:str|Path|None=None, poll_seconds:float=0, warmup:bool=True):
+    def __init__(self, config=None, config_file:str|Path|None=None,
+                 poll_seconds:float=0,                  # rescan the version folders this often (0 or less: never)
+                 warmup:bool=True,                      # --enable_model_warmup
+                 *, config_poll_seconds:float|None=None, # re-read config_file this often; None: every poll_seconds; 0: once at start
+                 load_retries:int=5,                    # --max_num_load_retries
+                 retry_interval:float=60.0,             # --load_retry_interval_micros / 1e6 (negative: no wait)
+                 allow_unavailable_labels:bool=False,   # --allow_version_labels_for_unavailable_models
+                 warmup_iterations:int=1):              # --num_request_iterations_for_warmup
         self.lock, self.apply_lock, self.models, self.labels, self.config, self.warmup = threading.RLock(), threading.Lock(), {}, {}, None, warmup
         self.config_file, self.poll_seconds, self._stop = (Path(config_file) if config_file else None), poll_seconds, threading.Event()
+        self.config_poll_seconds, self.load_retries, self.retry_interval = config_poll_seconds, load_retries, retry_interval
+        self.allow_unavailable_labels, self.warmup_iterations = allow_unavailable_labels, warmup_iterations
         cfg = config if config is not None else read_models_config(self.config_file) if self.config_file else None
         if cfg is None: raise InvalidInput("give a ModelServerConfig or a config_file")
         self.apply(cfg, initial=True)   # at start-up labels may name versions loaded in the same step
         self._thread = None
-        if poll_seconds and poll_seconds > 0:
+        if self._periods():
             self._thread = threading.Thread(target=self._poll, daemon=True, name='mlinfra-serve-poll'); self._thread.start()
 
     def apply(self, cfg, initial:bool=False):
@@ -155,7 +164,7 @@ class ModelManager:
                     for v in wanted[c.name]:
                         if v not in vs or vs[v].state == 'END' and not vs[v].error:
                             vs[v] = Servable(c.name, v, Path(c.base_path)/str(v)); to_load.append(vs[v])
-            for s in to_load: s.load(self.warmup)
+            for s in to_load: s.load(self.warmup, self.warmup_iterations)
             with self.lock:
                 if initial:
                     try: check_labels(cfg, {n: [v for v, s in vs.items() if s.state == 'AVAILABLE'] for n, vs in self.models.items()})
@@ -172,10 +181,18 @@ class ModelManager:
     def status_objects(self)->dict:
         with self.lock: return {n: dict(vs) for n, vs in self.models.items()}
 
+    def _periods(self)->dict:
+        "How often each poll runs: `scan` rescans the folders, `read` re-reads the config file (and rescans)."
+        read = self.poll_seconds if self.config_poll_seconds is None else self.config_poll_seconds
+        return {k: t for k, t in (('scan', self.poll_seconds), ('read', read if self.config_file else 0)) if t and t > 0}
+
     def _poll(self):
-        "Like TF Serving: re-read the config file at every poll (it wins over a config pushed by gRPC), and rescan the folders."
-        while not self._stop.wait(self.poll_seconds):
-            try: self.apply(read_models_config(self.config_file) if self.config_file and self.config_file.exists() else self.config)
+        "Like TF Serving: re-read the config file at its interval (it wins over a config pushed by gRPC), rescan the folders at theirs."
+        periods = self._periods(); due = {k: time.monotonic() + t for k, t in periods.items()}
+        while not self._stop.wait(max(0.0, min(due.values()) - time.monotonic())):
+            now = time.monotonic(); read = 'read' in due and due['read'] <= now
+            for k in [k for k, t in due.items() if t <= now]: due[k] = now + periods[k]
+            try: self.apply(read_models_config(self.config_file) if read and self.config_file.exists() else self.config)
             except Exception as e: get_logger('serve').warning("config reload failed, keeping the last good one: %s", e)
 
     def close(self):
