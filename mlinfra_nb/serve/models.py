@@ -232,14 +232,15 @@ def _plan(self:ModelManager, cfg)->dict:
 
 @patch
 def _aspire(self:ModelManager, plan:dict)->list[Servable]:
-    "The versions `plan` adds: new ones, and ones that left and came back."
+    "The versions `plan` adds (new ones, and ones that left and came back), wanted from now on."
     new = []
     with self.lock:
         for name, folders in plan.items():
-            vs, wanted = self.models.setdefault(name, {}), self._aspired.get(name, set())
+            vs, wanted = self.models.setdefault(name, {}), self._aspired.setdefault(name, set())
             for v, path in (folders or {}).items():
                 if v not in vs or vs[v].state in ('END', 'UNLOADING') and v not in wanted:
                     vs[v] = Servable(name, v, path); new.append(vs[v])
+            wanted.update(s.version for s in new if s.name == name)
     return new
 
 # %% ../../nbs/42_serve.models.ipynb #5c2e0004
