@@ -563,3 +563,22 @@ def test_warmup_file_limits_and_formats(base, managers):
     assert errors[3] == 'ServingError: Unsupported log_type for warmup: classify_log (the local server replays predict logs)'
     assert errors[4] == '' and states(mgr, 'm')[4] == 'AVAILABLE'
     with mgr.using('m', 4) as s: assert float(s.run('count', {})['calls']) == 1.0
+
+def test_version_back_while_its_cancelled_retry_winds_down_loads_afresh(lib, base, managers):
+    """Dropped while its retry waits, and wanted again before that retry has ended: a new load, not the cancelled one
+    (TF Serving postpones a re-aspired version until the old one is gone; here the old one ends on its own)."""
+    two_models(lib, base)
+    write_broken(base/'a'/'3')
+    mgr = managers(server_config(model_config('a', base/'a', [1])), load_retries=5, retry_interval=30)
+    mgr.apply(server_config(model_config('a', base/'a', [1, 3])))
+    first, release = mgr.status('a', 3)[0], threading.Event()
+    real_fail = first.fail
+    first.fail = lambda error: (release.wait(10), real_fail(error))      # the cancelled retry is slow to wind down
+    mgr.apply(server_config(model_config('a', base/'a', [1])))
+    assert first._cancel.is_set() and first.state == 'LOADING'
+    shutil.rmtree(base/'a'/'3'); publish(lib, base/'a', 3, 3)
+    mgr.apply(server_config(model_config('a', base/'a', [1, 3])))
+    assert mgr.status('a', 3)[0] is not first and states(mgr, 'a') == {1: 'AVAILABLE', 3: 'AVAILABLE'}
+    release.set()
+    wait_for(lambda: first.state == 'END', timeout=5)
+    assert states(mgr, 'a') == {1: 'AVAILABLE', 3: 'AVAILABLE'} and predict(mgr, 'a', version=3) == [4.0]

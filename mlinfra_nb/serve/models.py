@@ -238,7 +238,8 @@ def _aspire(self:ModelManager, plan:dict)->list[Servable]:
         for name, folders in plan.items():
             vs, wanted = self.models.setdefault(name, {}), self._aspired.setdefault(name, set())
             for v, path in (folders or {}).items():
-                if v not in vs or vs[v].state in ('END', 'UNLOADING') and v not in wanted:
+                old = vs.get(v)            # one that left is over once unloaded, or its retries cancelled (they end on their own)
+                if old is None or v not in wanted and (old.state in ('END', 'UNLOADING') or old.state == 'LOADING' and old._cancel.is_set()):
                     vs[v] = Servable(name, v, path); new.append(vs[v])
             wanted.update(s.version for s in new if s.name == name)
     return new
