@@ -116,7 +116,7 @@ def test_config_file_and_folders_polled_at_their_own_rates(lib, base, tmp_path, 
     "A slow config poll and a fast folder poll: a new folder is found before an edit of the file is read."
     base.mkdir(); publish(lib, base, 1, 1)
     cfg = write_text_proto(server_config(model_config('m', base, 'all')), tmp_path/'models.config')
-    mgr = managers(config_file=cfg, poll_seconds=0.05, config_poll_seconds=0.8)
+    mgr = managers(config_file=cfg, poll_seconds=0.05, config_poll_seconds=2)
     write_text_proto(server_config(model_config('m', base, 'all', labels={'stable': 1})), cfg)
     publish(lib, base, 2, 2)
     wait_for(lambda: states(mgr, 'm').get(2) == 'AVAILABLE')
@@ -341,7 +341,7 @@ def test_labelled_model_removed_and_restored(lib, base, tmp_path, managers):
     two_models(lib, base)
     full = server_config(model_config('a', base/'a', [1, 2], labels={'stable': 1, 'canary': 2}), model_config('b', base/'b'))
     cfg = write_text_proto(full, tmp_path/'models.config')
-    mgr = managers(config_file=cfg, poll_seconds=0.05, config_poll_seconds=0.5)
+    mgr = managers(config_file=cfg, poll_seconds=0.05, config_poll_seconds=2)     # the first read of the file is 2 s away
     mgr.apply(server_config(model_config('b', base/'b')))
     assert 'a' not in mgr.labels and states(mgr, 'a') == {1: 'END', 2: 'END'}
     wait_for(lambda: mgr.labels.get('a') == {'stable': 1, 'canary': 2})
