@@ -286,3 +286,14 @@ def test_deep_inputs_are_bad_requests(server, depth):
     for key in (b'instances', b'inputs'):
         body = b'{"' + key + b'": ' + b'[' * depth + b'1.0' + b']' * depth + b'}'
         tf_error(raw(server, 'POST', '/v1/models/scorer:predict', body), 400)
+
+
+def test_predict_inputs_named_wrong_get_tf_servings_message(stub):
+    "Inputs that are not the signature's are refused with predict_util.cc's message, listing what was extra and what was missing."
+    from tensorflow_serving.apis import predict_pb2
+    r = predict_pb2.PredictRequest()
+    r.model_spec.name = 'scorer'
+    r.inputs['z'].CopyFrom(tf.make_tensor_proto(np.ones((1, 1), np.float32)))
+    got, details = grpc_code(stub.Predict, r)
+    assert got == SC.INVALID_ARGUMENT
+    assert details == "input size does not match signature: 1!=1 len({z}) != len({x}). Sent extra: {z}. Missing but required: {x}.", details

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/42_serve.models.ipynb #626c41b3
 from __future__ import annotations
-import threading, time
+import re, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -129,6 +129,27 @@ def _dtype_name(enum:int)->str:
     return tf.dtypes.as_dtype(enum).name
 
 # %% ../../nbs/42_serve.models.ipynb #4b1d0007
+_STATUS_NAMES = ('OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED',
+                 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE',
+                 'DATA_LOSS', 'UNAUTHENTICATED')   # TensorFlow's status codes, which are gRPC's
+
+def _check_names(specs:dict, inputs:dict):
+    "Refuse inputs that are not the signature's, in TF Serving's words."
+    if set(inputs) == set(specs): return
+    got, want = sorted(inputs), sorted(specs)
+    raise ServingError('INVALID_ARGUMENT', f"input size does not match signature: {len(got)}!={len(want)} len({{{','.join(got)}}}) != "
+                       f"len({{{','.join(want)}}}). Sent extra: {{{','.join(sorted(set(got) - set(want)))}}}. "
+                       f"Missing but required: {{{','.join(sorted(set(want) - set(got)))}}}.")
+
+def _model_error(e:Exception)->ServingError:
+    "A model's own failure as TF Serving returns it: the TensorFlow status code and message of the run."
+    tf = import_tensorflow()
+    if isinstance(e, tf.errors.OpError):
+        code = _STATUS_NAMES[e.error_code] if 0 < e.error_code < len(_STATUS_NAMES) else 'UNKNOWN'
+        return ServingError(code, re.sub(r'\s*\[Op:[^\]]*\]\s*$', '', e.message.strip()))
+    return ServingError('INVALID_ARGUMENT', (str(e).strip().splitlines() or [type(e).__name__])[0])   # refused before it ran (Python side)
+
+# %% ../../nbs/42_serve.models.ipynb #12b5eb69
 @patch
 def run(self:Servable, signature:str, inputs:dict[str, np.ndarray])->dict[str, np.ndarray]:
     "Call `signature` on numpy inputs; numpy outputs. A version being retired finishes the requests it already has."
@@ -139,8 +160,7 @@ def run(self:Servable, signature:str, inputs:dict[str, np.ndarray])->dict[str, n
         self._inflight += 1; fn = self.loaded.signatures[signature] if signature in self.signature_defs else None
     try:
         specs = self.inputs(signature)
-        if (missing := sorted(set(specs) - set(inputs))): raise ServingError('INVALID_ARGUMENT', f"Missing input(s): {', '.join(missing)}")
-        if (extra := sorted(set(inputs) - set(specs))): raise ServingError('INVALID_ARGUMENT', f"Unexpected input(s): {', '.join(extra)}; the signature takes {', '.join(sorted(specs))}")
+        _check_names(specs, inputs)
         args = {}
         for i, (k, (dtype, _)) in enumerate(sorted(specs.items())):   # the tensor goes in as given: the model judges its shape
             a = inputs[k]
@@ -149,7 +169,7 @@ def run(self:Servable, signature:str, inputs:dict[str, np.ndarray])->dict[str, n
             try: args[k] = tf.constant(a, dtype=getattr(tf, dtype))
             except (TypeError, ValueError) as e: raise ServingError('INVALID_ARGUMENT', f"input {k!r} cannot be read as {dtype}: {e}") from None
         try: out = fn(**args)
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e: raise ServingError('INVALID_ARGUMENT', str(e).splitlines()[0]) from None
+        except (tf.errors.OpError, ValueError, TypeError) as e: raise _model_error(e) from None
         return {k: v.numpy() for k, v in out.items()}
     finally:
         with self._guard:
