@@ -8,7 +8,7 @@ __all__ = []
 # %% ../../nbs/49_serve.ipynb #18c806ec
 import importlib
 
-_LAZY = {'export_model': 'export', 'warmup_requests': 'export', 'read_warmup': 'export', 'served_versions': 'export',
+_LAZY = {'export_model': 'export', 'warmup_requests': 'export', 'read_warmup': 'export', 'served_versions': 'export', 'version_folders': 'export',
          'model_config': 'config', 'server_config': 'config', 'write_configs': 'config', 'batching_parameters': 'config',
          'monitoring_config': 'config', 'read_models_config': 'config', 'write_text_proto': 'config', 'move_label': 'config',
          'ModelManager': 'models', 'ServingError': 'models', 'ModelServer': 'server',
