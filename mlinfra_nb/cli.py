@@ -471,3 +471,6 @@ def main(argv:list[str]|None=None)->int:
     except KeyboardInterrupt:
         print("mlinfra: interrupted", file=sys.stderr)
         return 130
+
+# %% ../nbs/61_cli.ipynb #6120fe59
+if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', None) == 'mlinfra_nb.cli': sys.exit(main())

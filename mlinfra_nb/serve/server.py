@@ -734,7 +734,7 @@ def grpc_socket(self:ModelServer)->str|None: return None if self.socket_path is 
 def addresses(self:ModelServer)->str:
     "Where the server listens, as its start-up line says it."
     grpc_at = ' and '.join(a for a in (self.grpc_target, self.grpc_socket) if a)
-    return f"REST on {self.rest_url}, gRPC on {grpc_at}" if self.rest_socket else f"gRPC on {grpc_at} (no REST)"
+    return f"REST on {self.rest_url}, gRPC on {grpc_at}" if self.rest_socket else f"gRPC on {grpc_at}, no REST"
 
 # %% ../../nbs/44_serve.server.ipynb #126a899a
 @patch
