@@ -4,14 +4,15 @@
 
 # %% ../../nbs/40_serve.export.ipynb #c26af32d
 from __future__ import annotations
-import json, os, shutil, tempfile
+import json, os, re, shutil, tempfile
 from pathlib import Path
 import numpy as np, pandas as pd
-from ..workspace import Conflict, InvalidInput, NotFound, fsync_dir, import_tensorflow
+from ..workspace import Conflict, InvalidInput, NotFound, fsync_dir, get_logger, import_tensorflow
 from ..registry import ModelRegistry
 
 # %% auto #0
-__all__ = ['WARMUP_FILE', 'MAX_WARMUP', 'warmup_requests', 'write_warmup', 'read_warmup', 'export_model', 'served_versions']
+__all__ = ['WARMUP_FILE', 'MAX_WARMUP', 'warmup_requests', 'write_warmup', 'read_warmup', 'export_model', 'version_folders',
+           'served_versions']
 
 # %% ../../nbs/40_serve.export.ipynb #d5c17520
 WARMUP_FILE = 'assets.extra/tf_serving_warmup_requests'
@@ -105,7 +106,23 @@ def export_model(registry:ModelRegistry,
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
+# %% ../../nbs/40_serve.export.ipynb #a1c0f002
+_DIGITS = re.compile(r'[0-9]+')    # ASCII digits only: str.isdigit would take '٣' or '²' as well
+_INT64_MAX = 2**63 - 1
+
+def version_folders(base_path:str|Path, name:str)->dict[int, Path]:
+    "`{version: folder}` of the version folders TF Serving sees for `name` under `base_path` (`00000123` is version 123)."
+    d, out = Path(base_path)/name, {}
+    if not d.is_dir(): return out
+    for p in sorted(d.iterdir(), key=lambda p: p.name):
+        if not (_DIGITS.fullmatch(p.name) and p.is_dir()) or int(p.name) > _INT64_MAX: continue
+        v = int(p.name)
+        if v in out:
+            get_logger('serve').warning("Duplicate version directories detected. Version %d will be loaded from %s, %s will be ignored.",
+                                        v, p, out[v])
+        out[v] = p
+    return out
+
 def served_versions(base_path:str|Path, name:str)->list[int]:
-    "The version folders TF Serving would see for `name` under `base_path`."
-    d = Path(base_path)/name
-    return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()) if d.is_dir() else []
+    "The versions TF Serving would see for `name` under `base_path`, in order."
+    return sorted(version_folders(base_path, name))

@@ -4,16 +4,17 @@
 
 # %% ../../nbs/42_serve.models.ipynb #626c41b3
 from __future__ import annotations
-import base64, math, threading, time
+import threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from ..workspace import InvalidInput, MlinfraError, NotFound, get_logger, import_tensorflow
-from .config import check_labels, policy_versions, read_models_config
-from .export import WARMUP_FILE, read_warmup, served_versions
+from fastcore.basics import patch
+from ..workspace import InvalidInput, MlinfraError, get_logger, import_tensorflow
+from .config import policy_versions, read_models_config
+from .export import MAX_WARMUP, WARMUP_FILE, read_warmup, version_folders
 
 # %% auto #0
-__all__ = ['HTTP_STATUS', 'ServingError', 'Servable', 'ModelManager']
+__all__ = ['HTTP_STATUS', 'SERVE_TAGS', 'ServingError', 'Servable', 'ModelManager']
 
 # %% ../../nbs/42_serve.models.ipynb #d7935082
 HTTP_STATUS = {'INVALID_ARGUMENT': 400, 'FAILED_PRECONDITION': 400, 'OUT_OF_RANGE': 400, 'NOT_FOUND': 404, 'ALREADY_EXISTS': 409,
@@ -29,98 +30,97 @@ class ServingError(MlinfraError):
 # %% ../../nbs/42_serve.models.ipynb #e885d70c
 @dataclass
 class Servable:
-    "One version of a model: its state, its loaded SavedModel and signatures."
+    "One version of a model: its folder, its state, its loaded SavedModel and signatures."
     name: str
     version: int
-    path: Path
+    path: Path                                  # the version's own folder (`<base>/00000123` for version 123)
     state: str = 'START'
-    error: str = ''
+    error: str = ''                             # why it ended, once a load has failed for good
+    last_error: str = ''                        # the latest failed attempt, while the load is retried
+    retries: int = 0                            # retries made so far
     loaded: object = field(default=None, repr=False)
     signature_defs: dict = field(default_factory=dict, repr=False)   # name -> SignatureDef proto
     _inflight: int = field(default=0, repr=False)
     _guard: object = field(default_factory=threading.Lock, repr=False)
+    _cancel: object = field(default_factory=threading.Event, repr=False)
+    _retrier: object = field(default=None, repr=False)
 
-    def load(self, warmup:bool=True, iterations:int=1):
-        "Load the SavedModel, read its signature defs, replay its warmup requests (each `iterations` times)."
-        tf = import_tensorflow()
-        from tensorflow.core.protobuf import saved_model_pb2
-        self.state = 'LOADING'
-        try:
-            sm = saved_model_pb2.SavedModel.FromString((self.path/'saved_model.pb').read_bytes())
-            self.signature_defs = {k: v for k, v in sm.meta_graphs[0].signature_def.items() if not k.startswith('__')}
-            self.loaded = tf.saved_model.load(str(self.path))
-            if warmup and (self.path/WARMUP_FILE).exists():
-                for log in read_warmup(self.path/WARMUP_FILE):
-                    req = log.predict_log.request
-                    for _ in range(iterations): self.run(req.model_spec.signature_name or 'serving_default', {k: tf.make_ndarray(v) for k, v in req.inputs.items()})
-            self.state, self.error = 'AVAILABLE', ''
-        except Exception as e:
-            self.state, self.error, self.loaded = 'END', f"{type(e).__name__}: {e}"[:500], None
-            get_logger('serve').warning("%s version %d failed to load: %s", self.name, self.version, self.error)
+    def load(self, warmup:bool=True, iterations:int=1)->Servable:
+        "Load once: AVAILABLE, or END with the error."
+        if (err := self.attempt(warmup, iterations)): self.fail(err)
         return self
 
-    def inputs(self, signature:str)->dict:
-        "`name -> (dtype name, shape list)` of a signature's inputs (read once per signature: every request asks)."
-        cache = self.__dict__.setdefault('_inputs', {})
-        if signature not in cache:
-            sd = self._signature_def(signature)
-            cache[signature] = {k: (_dtype_name(v.dtype), [d.size for d in v.tensor_shape.dim]) for k, v in sd.inputs.items()}
-        return cache[signature]
+    def fail(self, error:str):
+        "End a version whose load failed, keeping its error for the status API."
+        self.state, self.error, self.loaded = 'END', error, None
+        get_logger('serve').warning("%s version %d failed to load: %s", self.name, self.version, error)
 
-    def _signature_def(self, signature:str):
-        if signature not in self.signature_defs:
-            raise ServingError('FAILED_PRECONDITION', f"Serving signature key \"{signature}\" not found.")
-        return self.signature_defs[signature]
+# %% ../../nbs/42_serve.models.ipynb #4b1d0002
+SERVE_TAGS = {'serve'}   # TF Serving's --saved_model_tags default
 
-    def run(self, signature:str, inputs:dict[str, np.ndarray])->dict[str, np.ndarray]:
-        "Call `signature` on numpy inputs; numpy outputs. A version being retired finishes the requests it already has."
-        tf = import_tensorflow()
-        with self._guard:
-            if self.state not in ('AVAILABLE', 'LOADING', 'UNLOADING') or self.loaded is None:
-                raise ServingError('UNAVAILABLE', f"{self.name} version {self.version} is {self.state}")
-            self._inflight += 1; fn = self.loaded.signatures[signature] if signature in self.signature_defs else None
-        try:
-            specs = self.inputs(signature)
-            if (missing := sorted(set(specs) - set(inputs))): raise ServingError('INVALID_ARGUMENT', f"Missing input(s): {', '.join(missing)}")
-            if (extra := sorted(set(inputs) - set(specs))): raise ServingError('INVALID_ARGUMENT', f"Unexpected input(s): {', '.join(extra)}; the signature takes {', '.join(sorted(specs))}")
-            args = {}
-            for i, (k, (dtype, _)) in enumerate(sorted(specs.items())):   # the tensor goes in as given: the model judges its shape
-                a = inputs[k]
-                got = 'string' if a.dtype == object or a.dtype.kind in 'SU' else a.dtype.name
-                if got != dtype: raise ServingError('INVALID_ARGUMENT', f"Expects arg[{i}] ({k}) to be {_TF_NAMES.get(dtype, dtype)} but {_TF_NAMES.get(got, got)} is provided")
-                try: args[k] = tf.constant(a, dtype=getattr(tf, dtype))
-                except (TypeError, ValueError) as e: raise ServingError('INVALID_ARGUMENT', f"input {k!r} cannot be read as {dtype}: {e}") from None
-            try: out = fn(**args)
-            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e: raise ServingError('INVALID_ARGUMENT', str(e).splitlines()[0]) from None
-            return {k: v.numpy() for k, v in out.items()}
-        finally:
-            with self._guard:
-                self._inflight -= 1
-                if self.state == 'UNLOADING' and self._inflight == 0: self._release()
+def _meta_graph(path:Path):
+    "The meta graph tagged `serve` of the SavedModel in `path`, as TF Serving picks it."
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+    if (path/'saved_model.pb').is_file(): sm = saved_model_pb2.SavedModel.FromString((path/'saved_model.pb').read_bytes())
+    elif (path/'saved_model.pbtxt').is_file(): sm = text_format.Parse((path/'saved_model.pbtxt').read_text(), saved_model_pb2.SavedModel())
+    else: raise FileNotFoundError(f"SavedModel file does not exist at: {path}/{{saved_model.pbtxt|saved_model.pb}}")
+    for mg in sm.meta_graphs:
+        if set(mg.meta_info_def.tags) == SERVE_TAGS: return mg
+    raise ValueError("Could not find meta graph def matching supplied tags: { serve }. To inspect available tag-sets in the "
+                     "SavedModel, please use the SavedModel CLI: `saved_model_cli`")
 
-    def acquire(self):
-        "Hold the version for one request: it is not let go while held (TF Serving's servable handle)."
-        with self._guard:
-            if self.state != 'AVAILABLE': raise ServingError('UNAVAILABLE', f"{self.name} version {self.version} is {self.state}")
-            self._inflight += 1
+@patch
+def attempt(self:Servable, warmup:bool=True, iterations:int=1)->str:
+    "One try at loading: signatures, SavedModel, warmup. '' once AVAILABLE; else the error, and the version stays LOADING."
+    self.state = 'LOADING'
+    try:
+        mg = _meta_graph(self.path)
+        self.signature_defs = {k: v for k, v in mg.signature_def.items() if not k.startswith('__')}
+        self.__dict__.pop('_inputs', None)
+        self.loaded = import_tensorflow().saved_model.load(str(self.path), tags=sorted(SERVE_TAGS))
+        if warmup: self.warm_up(iterations)
+    except Exception as e:
+        self.loaded, self.last_error = None, f"{type(e).__name__}: {e}"[:500]
+        return self.last_error
+    self.state, self.error, self.last_error = 'AVAILABLE', '', ''
+    return ''
 
-    def __enter__(self): return self                 # `with manager.using(...) as s:` lets go of the hold at the end
-    def __exit__(self, *exc): self.release()
+# %% ../../nbs/42_serve.models.ipynb #4b1d0004
+@patch
+def warm_up(self:Servable, iterations:int=1):
+    "Replay the version's warmup requests, each `iterations` times, as TF Serving does before a version is AVAILABLE."
+    path = self.path/WARMUP_FILE
+    if not path.exists(): return
+    tf = import_tensorflow()
+    try: logs = read_warmup(path)
+    except tf.errors.DataLossError as e: raise ValueError(f"{e.message}. Please verify your warmup data is in TFRecord format.") from None
+    if len(logs) > MAX_WARMUP: raise ValueError(f"Number of warmup records exceeds the maximum ({MAX_WARMUP}) at {path}")
+    for log in logs:
+        kind = log.WhichOneof('log_type')
+        if kind is None: continue
+        if kind != 'predict_log':
+            raise ServingError('UNIMPLEMENTED', f"Unsupported log_type for warmup: {kind} (the local server replays predict logs)")
+        req = log.predict_log.request
+        inputs = {k: tf.make_ndarray(v) for k, v in req.inputs.items()}
+        for _ in range(max(iterations, 1)): self.run(req.model_spec.signature_name or 'serving_default', inputs)
 
-    def release(self):
-        "Let go of a hold taken by `acquire`."
-        with self._guard:
-            self._inflight -= 1
-            if self.state == 'UNLOADING' and self._inflight == 0: self._release()
+# %% ../../nbs/42_serve.models.ipynb #4b1d0006
+@patch
+def inputs(self:Servable, signature:str)->dict:
+    "`name -> (dtype name, shape list, or None for unknown rank)` of a signature's inputs (read once: every request asks)."
+    cache = self.__dict__.setdefault('_inputs', {})
+    if signature not in cache:
+        sd = self._signature_def(signature)
+        cache[signature] = {k: (_dtype_name(v.dtype), None if v.tensor_shape.unknown_rank else [d.size for d in v.tensor_shape.dim])
+                            for k, v in sd.inputs.items()}
+    return cache[signature]
 
-    def unload(self):
-        "Stop taking requests; let go of the model once the requests it already has are answered."
-        with self._guard:
-            if self.state != 'AVAILABLE': return
-            self.state = 'UNLOADING'
-            if self._inflight == 0: self._release()
-
-    def _release(self): self.loaded, self.state = None, 'END'
+@patch
+def _signature_def(self:Servable, signature:str):
+    if signature not in self.signature_defs:
+        raise ServingError('FAILED_PRECONDITION', f"Serving signature key \"{signature}\" not found.")
+    return self.signature_defs[signature]
 
 _TF_NAMES = {'float32': 'float', 'float64': 'double'}   # TF's own names in its error messages
 
@@ -128,114 +128,304 @@ def _dtype_name(enum:int)->str:
     tf = import_tensorflow()
     return tf.dtypes.as_dtype(enum).name
 
+# %% ../../nbs/42_serve.models.ipynb #4b1d0007
+@patch
+def run(self:Servable, signature:str, inputs:dict[str, np.ndarray])->dict[str, np.ndarray]:
+    "Call `signature` on numpy inputs; numpy outputs. A version being retired finishes the requests it already has."
+    tf = import_tensorflow()
+    with self._guard:
+        if self.state not in ('AVAILABLE', 'LOADING', 'UNLOADING') or self.loaded is None:
+            raise ServingError('UNAVAILABLE', f"{self.name} version {self.version} is {self.state}")
+        self._inflight += 1; fn = self.loaded.signatures[signature] if signature in self.signature_defs else None
+    try:
+        specs = self.inputs(signature)
+        if (missing := sorted(set(specs) - set(inputs))): raise ServingError('INVALID_ARGUMENT', f"Missing input(s): {', '.join(missing)}")
+        if (extra := sorted(set(inputs) - set(specs))): raise ServingError('INVALID_ARGUMENT', f"Unexpected input(s): {', '.join(extra)}; the signature takes {', '.join(sorted(specs))}")
+        args = {}
+        for i, (k, (dtype, _)) in enumerate(sorted(specs.items())):   # the tensor goes in as given: the model judges its shape
+            a = inputs[k]
+            got = 'string' if a.dtype == object or a.dtype.kind in 'SU' else a.dtype.name
+            if got != dtype: raise ServingError('INVALID_ARGUMENT', f"Expects arg[{i}] ({k}) to be {_TF_NAMES.get(dtype, dtype)} but {_TF_NAMES.get(got, got)} is provided")
+            try: args[k] = tf.constant(a, dtype=getattr(tf, dtype))
+            except (TypeError, ValueError) as e: raise ServingError('INVALID_ARGUMENT', f"input {k!r} cannot be read as {dtype}: {e}") from None
+        try: out = fn(**args)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e: raise ServingError('INVALID_ARGUMENT', str(e).splitlines()[0]) from None
+        return {k: v.numpy() for k, v in out.items()}
+    finally:
+        with self._guard:
+            self._inflight -= 1
+            if self.state == 'UNLOADING' and self._inflight == 0: self._release()
+
+# %% ../../nbs/42_serve.models.ipynb #4b1d0009
+@patch
+def acquire(self:Servable):
+    "Hold the version for one request: it is not let go while held (TF Serving's servable handle)."
+    with self._guard:
+        if self.state != 'AVAILABLE': raise ServingError('UNAVAILABLE', f"{self.name} version {self.version} is {self.state}")
+        self._inflight += 1
+
+@patch
+def __enter__(self:Servable): return self         # `with manager.using(...) as s:` lets go of the hold at the end
+@patch
+def __exit__(self:Servable, *exc): self.release()
+
+@patch
+def release(self:Servable):
+    "Let go of a hold taken by `acquire`."
+    with self._guard:
+        self._inflight -= 1
+        if self.state == 'UNLOADING' and self._inflight == 0: self._release()
+
+@patch
+def unload(self:Servable):
+    "Stop taking requests; let go of the model once the requests it already has are answered."
+    with self._guard:
+        if self.state != 'AVAILABLE': return
+        self.state = 'UNLOADING'
+        if self._inflight == 0: self._release()
+
+@patch
+def _release(self:Servable): self.loaded, self.state = None, 'END'
+
+@patch
+def cancel(self:Servable):
+    "Stop retrying this version's load (it ends in END with its last error)."
+    self._cancel.set()
+
 # %% ../../nbs/42_serve.models.ipynb #39a3ee84
 class ModelManager:
-    "The models a server serves: versions loaded per policy, labels, status; optionally polling a config file."
+    "The models a server serves: versions loaded per policy, labels, status; optionally polling a config file and the folders."
     def __init__(self, config=None, config_file:str|Path|None=None,
                  poll_seconds:float=0,                  # rescan the version folders this often (0 or less: never)
                  warmup:bool=True,                      # --enable_model_warmup
                  *, config_poll_seconds:float|None=None, # re-read config_file this often; None: every poll_seconds; 0: once at start
-                 load_retries:int=5,                    # --max_num_load_retries
+                 load_retries:int=5,                    # --max_num_load_retries: retries after a failed load
                  retry_interval:float=60.0,             # --load_retry_interval_micros / 1e6 (negative: no wait)
                  allow_unavailable_labels:bool=False,   # --allow_version_labels_for_unavailable_models
                  warmup_iterations:int=1):              # --num_request_iterations_for_warmup
-        self.lock, self.apply_lock, self.models, self.labels, self.config, self.warmup = threading.RLock(), threading.Lock(), {}, {}, None, warmup
-        self.config_file, self.poll_seconds, self._stop = (Path(config_file) if config_file else None), poll_seconds, threading.Event()
-        self.config_poll_seconds, self.load_retries, self.retry_interval = config_poll_seconds, load_retries, retry_interval
-        self.allow_unavailable_labels, self.warmup_iterations = allow_unavailable_labels, warmup_iterations
+        self.lock, self.apply_lock, self._stop = threading.RLock(), threading.Lock(), threading.Event()
+        self.models, self.labels, self.config = {}, {}, None      # name -> {version: Servable}; name -> {label: version}
+        self._aspired, self._held = {}, {}      # name -> versions wanted now; the plan of a refused config file, kept loading
+        self.config_file = Path(config_file) if config_file else None
+        self.poll_seconds, self.config_poll_seconds, self.warmup, self.warmup_iterations = poll_seconds, config_poll_seconds, warmup, warmup_iterations
+        self.load_retries, self.retry_interval, self.allow_unavailable_labels = load_retries, retry_interval, allow_unavailable_labels
         cfg = config if config is not None else read_models_config(self.config_file) if self.config_file else None
         if cfg is None: raise InvalidInput("give a ModelServerConfig or a config_file")
-        self.apply(cfg, initial=True)   # at start-up labels may name versions loaded in the same step
+        self.apply(cfg, initial=True)
         self._thread = None
         if self._periods():
             self._thread = threading.Thread(target=self._poll, daemon=True, name='mlinfra-serve-poll'); self._thread.start()
 
-    def apply(self, cfg, initial:bool=False):
-        "Load what `cfg` asks for (new versions first), then unload what it no longer asks for; refuse labels on unloaded versions."
-        with self.apply_lock:                 # one change at a time; requests keep being served while versions load
-            if not initial:                   # TF Serving: a label may only name a version available before the change
-                try: check_labels(cfg, {n: [v for v, s in vs.items() if s.state == 'AVAILABLE'] for n, vs in self.status_objects().items()})
-                except InvalidInput as e: raise ServingError('FAILED_PRECONDITION', str(e)) from None
-            wanted, to_load = {}, []
-            with self.lock:
-                for c in cfg.model_config_list.config:
-                    vs = self.models.setdefault(c.name, {})
-                    wanted[c.name] = policy_versions(c, served_versions(Path(c.base_path).parent, Path(c.base_path).name))
-                    for v in wanted[c.name]:
-                        if v not in vs or vs[v].state == 'END' and not vs[v].error:
-                            vs[v] = Servable(c.name, v, Path(c.base_path)/str(v)); to_load.append(vs[v])
-            for s in to_load: s.load(self.warmup, self.warmup_iterations)
-            with self.lock:
-                if initial:
-                    try: check_labels(cfg, {n: [v for v, s in vs.items() if s.state == 'AVAILABLE'] for n, vs in self.models.items()})
-                    except InvalidInput as e: raise ServingError('FAILED_PRECONDITION', str(e)) from None
-                for name, vs in self.models.items():
-                    keep = set(wanted.get(name, []))
-                    serving = [v for v in keep if vs.get(v) and vs[v].state == 'AVAILABLE']
-                    for v, s in list(vs.items()):
-                        if v not in keep and s.state == 'AVAILABLE' and (serving or name not in wanted): s.unload()
-                self.labels = {c.name: dict(c.version_labels) for c in cfg.model_config_list.config}
-                self.config = cfg
-        return self.status_all()
+# %% ../../nbs/42_serve.models.ipynb #5c2e0002
+@patch
+def _plan(self:ModelManager, cfg)->dict:
+    "Per model of `cfg`: `{version: folder}` its policy picks among the version folders (None while its base path is missing)."
+    plan = {}
+    for c in cfg.model_config_list.config:
+        base = Path(c.base_path)
+        if not base.is_dir():
+            get_logger('serve').warning("Could not find base path %s for servable %s", base, c.name)
+            plan[c.name] = None; continue
+        folders = version_folders(base.parent, base.name)
+        plan[c.name] = {v: folders[v] for v in policy_versions(c, list(folders))}
+    return plan
 
-    def status_objects(self)->dict:
-        with self.lock: return {n: dict(vs) for n, vs in self.models.items()}
+@patch
+def _aspire(self:ModelManager, plan:dict)->list[Servable]:
+    "The versions `plan` adds (new ones, and ones that left and came back), wanted from now on."
+    new = []
+    with self.lock:
+        for name, folders in plan.items():
+            vs, wanted = self.models.setdefault(name, {}), self._aspired.setdefault(name, set())
+            for v, path in (folders or {}).items():
+                if v not in vs or vs[v].state in ('END', 'UNLOADING') and v not in wanted:
+                    vs[v] = Servable(name, v, path); new.append(vs[v])
+            wanted.update(s.version for s in new if s.name == name)
+    return new
 
-    def _periods(self)->dict:
-        "How often each poll runs: `scan` rescans the folders, `read` re-reads the config file (and rescans)."
-        read = self.poll_seconds if self.config_poll_seconds is None else self.config_poll_seconds
-        return {k: t for k, t in (('scan', self.poll_seconds), ('read', read if self.config_file else 0)) if t and t > 0}
+# %% ../../nbs/42_serve.models.ipynb #5c2e0004
+def _id(s:Servable)->str: return f"{{name: {s.name} version: {s.version}}}"   # TF Serving's ServableId::DebugString
 
-    def _poll(self):
-        "Like TF Serving: re-read the config file at its interval (it wins over a config pushed by gRPC), rescan the folders at theirs."
-        periods = self._periods(); due = {k: time.monotonic() + t for k, t in periods.items()}
-        while not self._stop.wait(max(0.0, min(due.values()) - time.monotonic())):
-            now = time.monotonic(); read = 'read' in due and due['read'] <= now
-            for k in [k for k, t in due.items() if t <= now]: due[k] = now + periods[k]
-            try: self.apply(read_models_config(self.config_file) if read and self.config_file.exists() else self.config)
-            except Exception as e: get_logger('serve').warning("config reload failed, keeping the last good one: %s", e)
+@patch
+def _load(self:ModelManager, servables:list[Servable]):
+    "Load each version once, here; one that fails is retried in the background."
+    for s in servables:
+        if not (err := s.attempt(self.warmup, self.warmup_iterations)): continue
+        get_logger('serve').error("Loading servable: %s failed: %s", _id(s), err)
+        if self.load_retries > 0 and not self._stop.is_set():
+            s._retrier = threading.Thread(target=self._retry, args=(s,), daemon=True, name=f'mlinfra-serve-retry-{s.name}-{s.version}')
+            s._retrier.start()
+        else: s.fail(err)
 
-    def close(self):
-        "Stop polling."
-        self._stop.set()
-        if self._thread: self._thread.join(timeout=5)
+@patch
+def _retry(self:ModelManager, s:Servable):
+    "Retry a failed load until it loads, the retries run out, or no config wants the version any more."
+    log = get_logger('serve')
+    for n in range(1, self.load_retries + 1):
+        if s._cancel.wait(max(self.retry_interval, 0)):
+            log.info("Retrying of Loading servable: %s was cancelled.", _id(s)); break
+        log.info("Retrying of Loading servable: %s retry: %d", _id(s), n)
+        s.retries = n
+        if not (err := s.attempt(self.warmup, self.warmup_iterations)):
+            with self.lock: self._retire(s.name)       # the versions it replaces can go now
+            return
+        log.error("Loading servable: %s failed: %s", _id(s), err)
+    else: log.info("Retrying of Loading servable: %s exhausted max_num_retries: %d", _id(s), self.load_retries)
+    s.fail(s.last_error)
 
-    def status(self, name:str, version:int|None=None, label:str|None=None)->list[Servable]:
-        "The versions of `name` (or the one `version` or `label` names), as TF Serving's status API lists them."
+# %% ../../nbs/42_serve.models.ipynb #5c2e0006
+@patch
+def _retire(self:ModelManager, name:str):
+    "Unload the versions of `name` no longer wanted, as far as TF Serving's availability-preserving policy allows."
+    vs, wanted = self.models.get(name, {}), self._aspired.get(name, set())
+    ready = sorted(v for v, s in vs.items() if v not in wanted and s.state == 'AVAILABLE')
+    serving = any(vs[v].state == 'AVAILABLE' for v in wanted if v in vs)
+    for v in (ready if serving or not any(v in vs for v in wanted) else ready[:-1]): vs[v].unload()
+
+@patch
+def _settle(self:ModelManager, plan:dict, hold:dict|None=None):
+    "Make the versions of `plan` (and `hold`) the wanted ones: stop retrying the others, unload what may go. Under `self.lock`."
+    hold = hold or {}
+    for name, vs in self.models.items():
+        if name in plan and plan[name] is None: continue      # its base path is missing: leave it as it is
+        wanted = set(plan.get(name) or {}) | set(hold.get(name) or {})
+        for v, s in vs.items():
+            if v not in wanted: s.cancel()            # a retried load nobody wants stops
+        self._aspired[name] = wanted
+        self._retire(name)
+
+# %% ../../nbs/42_serve.models.ipynb #5c2e0008
+@patch
+def _check_labels(self:ModelManager, cfg, plan:dict, loaded:bool):
+    "Refuse `cfg` when a label names a version it may not name (see above); `loaded`: after the change's loads."
+    for c in cfg.model_config_list.config:
+        current, new_model = self.labels.get(c.name, {}), c.name not in self.labels
+        for label, v in sorted(c.version_labels.items()):
+            if self.allow_unavailable_labels and current.get(label, v) == v: continue
+            s = self.models.get(c.name, {}).get(v)
+            if s is not None and s.state == 'AVAILABLE' or loaded and not new_model: continue   # a kept model's: checked before
+            if new_model and not loaded and v in (plan.get(c.name) or {}): continue               # a new model's: checked after
+            raise ServingError('FAILED_PRECONDITION', f"Request to assign label to version {v} of model {c.name}, which is not currently "
+                                                      f"available for inference (label {label!r}: {self._why(c.name, label, v, plan)})")
+
+@patch
+def _why(self:ModelManager, name:str, label:str, v:int, plan:dict)->str:
+    "Why version `v` of `name` may not carry `label` now, in words."
+    s, folders, now = self.models.get(name, {}).get(v), plan.get(name) or {}, self.labels.get(name, {}).get(label, v)
+    if self.allow_unavailable_labels and now != v: return f"it is on version {now}, and a label may only move to an available version"
+    if s is not None and s.state == 'LOADING':
+        return f"version {v} is loading" + (f", retry {s.retries} of {self.load_retries} after: {s.last_error}" if s.last_error else '')
+    if s is not None and s.error: return f"version {v} failed to load: {s.error}"
+    if v in folders: return f"version {v} is not loaded yet: load it with one config, then label it with the next"
+    return f"its policy serves no version {v} (it serves: {', '.join(map(str, sorted(folders))) or 'none'})"
+
+# %% ../../nbs/42_serve.models.ipynb #5c2e000a
+@patch
+def apply(self:ModelManager, cfg, initial:bool=False)->dict:
+    "Bring versions and labels in line with `cfg`: check labels, load new versions (before old ones go), unload the rest."
+    with self.apply_lock:                 # one change at a time; requests keep being served while versions load
+        plan = self._plan(cfg)
+        self._check_labels(cfg, plan, loaded=False)
+        started = self._aspire(plan)
+        self._load(started)
+        if initial:
+            for s in started:
+                if s._retrier: s._retrier.join()
+        self._check_labels(cfg, plan, loaded=True)
         with self.lock:
-            if name not in self.models or name not in self.labels:
-                raise ServingError('NOT_FOUND', f"Could not find any versions of model {name}")
-            vs = self.models[name]
-            if label is not None: version = self._label(name, label)
-            if version is not None:
-                if version not in vs: raise ServingError('NOT_FOUND', f"Could not find version {version} of model {name}")
-                return [vs[version]]
-            return [vs[v] for v in sorted(vs)]
+            self._settle(plan)
+            self.labels, self.config, self._held = {c.name: dict(c.version_labels) for c in cfg.model_config_list.config}, cfg, {}
+    return self.status_all()
 
-    def status_all(self)->dict:
-        with self.lock: return {n: {v: s.state for v, s in vs.items()} for n, vs in self.models.items()}
+@patch
+def rescan(self:ModelManager)->dict:
+    "Find new and removed version folders under the config in force; its labels stay as they are."
+    with self.apply_lock:
+        plan = self._plan(self.config)
+        self._load(self._aspire(plan))
+        with self.lock: self._settle(plan, self._held)
+    return self.status_all()
 
-    def _label(self, name:str, label:str)->int:
-        if label not in self.labels.get(name, {}):
-            raise ServingError('INVALID_ARGUMENT', f"Unrecognized servable version label: {label}")
-        return self.labels[name][label]
+# %% ../../nbs/42_serve.models.ipynb #5c2e000c
+@patch
+def status(self:ModelManager, name:str, version:int|None=None, label:str|None=None)->list[Servable]:
+    "The versions of `name` (or the one `version` or `label` names), as TF Serving's status API lists them."
+    with self.lock:
+        if name not in self.models or name not in self.labels:
+            raise ServingError('NOT_FOUND', f"Could not find any versions of model {name}")
+        vs = self.models[name]
+        if label is not None: version = self._label(name, label)
+        if version is not None:
+            if version not in vs: raise ServingError('NOT_FOUND', f"Could not find version {version} of model {name}")
+            return [vs[version]]
+        return [vs[v] for v in sorted(vs)]
 
-    def using(self, name:str, version:int|None=None, label:str|None=None)->Servable:
-        "The servable a request addresses, held until the request is done (`with manager.using(...) as s:`), so a rollout cannot pull it away mid-request."
-        with self.lock:
-            s = self.servable(name, version, label); s.acquire()
+@patch
+def status_all(self:ModelManager)->dict:
+    with self.lock: return {n: {v: s.state for v, s in vs.items()} for n, vs in self.models.items()}
+
+@patch
+def _label(self:ModelManager, name:str, label:str)->int:
+    if label not in self.labels.get(name, {}):
+        raise ServingError('INVALID_ARGUMENT', f"Unrecognized servable version label: {label}")
+    return self.labels[name][label]
+
+# %% ../../nbs/42_serve.models.ipynb #5c2e000d
+@patch
+def using(self:ModelManager, name:str, version:int|None=None, label:str|None=None)->Servable:
+    "The servable a request addresses, held until the request is done (`with manager.using(...) as s:`), so a rollout cannot pull it away mid-request."
+    with self.lock:
+        s = self.servable(name, version, label); s.acquire()
+    return s
+
+@patch
+def servable(self:ModelManager, name:str, version:int|None=None, label:str|None=None)->Servable:
+    "The servable a request addresses: a version, a label, or (neither) the latest available version."
+    with self.lock:
+        if name not in self.labels: raise ServingError('NOT_FOUND', f"Servable not found for request: Latest({name})")
+        vs = self.models.get(name, {})
+        if label is not None: version = self._label(name, label)
+        if version is None:
+            ok = [v for v, s in vs.items() if s.state == 'AVAILABLE']
+            if not ok: raise ServingError('NOT_FOUND', f"Servable not found for request: Latest({name})")
+            return vs[max(ok)]
+        s = vs.get(version)
+        if s is None or s.state != 'AVAILABLE': raise ServingError('NOT_FOUND', f"Servable not found for request: Specific({name}, {version})")
         return s
 
-    def servable(self, name:str, version:int|None=None, label:str|None=None)->Servable:
-        "The servable a request addresses: a version, a label, or (neither) the latest available version."
-        with self.lock:
-            if name not in self.labels: raise ServingError('NOT_FOUND', f"Servable not found for request: Latest({name})")
-            vs = self.models.get(name, {})
-            if label is not None: version = self._label(name, label)
-            if version is None:
-                ok = [v for v, s in vs.items() if s.state == 'AVAILABLE']
-                if not ok: raise ServingError('NOT_FOUND', f"Servable not found for request: Latest({name})")
-                return vs[max(ok)]
-            s = vs.get(version)
-            if s is None or s.state != 'AVAILABLE': raise ServingError('NOT_FOUND', f"Servable not found for request: Specific({name}, {version})")
-            return s
+# %% ../../nbs/42_serve.models.ipynb #5c2e000f
+@patch
+def _periods(self:ModelManager)->dict:
+    "How often each poll runs: `scan` rescans the folders, `read` re-reads the config file (and rescans)."
+    read = self.poll_seconds if self.config_poll_seconds is None else self.config_poll_seconds
+    return {k: t for k, t in (('scan', self.poll_seconds), ('read', read if self.config_file else 0)) if t and t > 0}
+
+@patch
+def _poll(self:ModelManager):
+    "Like TF Serving: re-read the config file at its interval (it wins over a config pushed by gRPC), rescan the folders at theirs."
+    periods = self._periods(); due = {k: time.monotonic() + t for k, t in periods.items()}
+    while not self._stop.wait(max(0.0, min(due.values()) - time.monotonic())):
+        now = time.monotonic(); read = 'read' in due and due['read'] <= now
+        for k in [k for k, t in due.items() if t <= now]: due[k] = now + periods[k]
+        self._tick(read)
+
+@patch
+def _tick(self:ModelManager, read:bool):
+    "One poll: apply the config file when `read`; otherwise, or when it is refused, rescan the folders under the config in force."
+    log = get_logger('serve')
+    if read and self.config_file.exists():
+        try: return self.apply(cfg := read_models_config(self.config_file))
+        except Exception as e:
+            log.warning("config reload failed, keeping the last good one: %s", e)
+            if isinstance(e, ServingError): self._held = self._plan(cfg)
+    try: self.rescan()
+    except Exception as e: log.warning("file system poll failed: %s", e)
+
+@patch
+def close(self:ModelManager):
+    "Stop polling, and stop the retries of failed loads."
+    self._stop.set()
+    if self._thread: self._thread.join(timeout=5)
+    with self.lock:
+        for vs in self.models.values():
+            for s in vs.values(): s.cancel()
