@@ -299,6 +299,24 @@ def test_a_models_config_that_does_not_parse_stops_the_server(tmp_path):
                       f'"tensorflow.serving.ModelConfig" has no field named "base_pth". (in {tmp_path/"bad.config"})'], r.stderr[-2000:]
 
 
+def test_manager_flags_reach_the_model_manager(models, tmp_path):
+    "The manager's flags become ModelManager's arguments with TF Serving's units; the server is built, never started, and stopped."
+    from mlinfra_nb.cli import _server_options
+    args = build_parser().parse_args(['serve', f"--model_base_path={models/'half'}", '--port=0', f"--grpc_socket_path={tmp_path/'s.sock'}",
+                                      f'--rest_api_port={free_port()}', '--max_num_load_retries=2', '--load_retry_interval_micros=250000',
+                                      '--allow_version_labels_for_unavailable_models', '--enable_model_warmup=false',
+                                      '--num_request_iterations_for_warmup=3', '--file_system_poll_wait_seconds=7',
+                                      '--model_config_file_poll_wait_seconds=0'])
+    srv = ModelServer(**_server_options(args))
+    try:
+        m = srv.serving.manager
+        assert (m.load_retries, m.retry_interval, m.allow_unavailable_labels, m.warmup, m.warmup_iterations, m.poll_seconds,
+                m.config_poll_seconds) == (2, 0.25, True, False, 3, 7.0, 0.0)
+        assert (tmp_path/'s.sock').exists()
+    finally: srv.stop()
+    assert not (tmp_path/'s.sock').exists()   # gone even though it never served
+
+
 # --- TF Serving's RunServer flags ----------------------------------------------------------------------------------------
 
 def test_runserver_flags_serve_grpc_socket_and_rest(tfs):

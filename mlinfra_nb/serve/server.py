@@ -631,7 +631,7 @@ class ModelServer:
                  cors:bool=False):                       # --rest_api_enable_cors_support
         check_host(host, allow_remote)
         self.host, self.rest_threads, self.thread, self.rest, self.rest_socket, self.started = host, rest_threads, None, None, None, False
-        self._check_addresses(rest_port, grpc_port, grpc_socket_path)
+        self._check_addresses(rest_port, grpc_port, grpc_socket_path, grpc_options or [])
         if rest_port is not None: self.rest_socket = _bind(host, rest_port, 'REST'); self._rest_port = self.rest_socket.getsockname()[1]
         try:
             batching = read_batching_parameters(batching_parameters_file) if batching_parameters_file else batching
@@ -643,18 +643,19 @@ class ModelServer:
             if rest_port is not None: self.rest = self._rest_server(max_body, rest_timeout, cors)
         except BaseException:
             if self.rest_socket: self.rest_socket.close()
+            if getattr(self, 'serving', None): self.serving.close()
             raise
         self._start_grpc(grpc_port, grpc_threads, max_body, grpc_options or [])
 
 # %% ../../nbs/44_serve.server.ipynb #84950314
 @patch
-def _check_addresses(self:ModelServer, rest_port, grpc_port, socket_path):
-    "Check every address before a model loads: port numbers, ports in use, the socket path."
+def _check_addresses(self:ModelServer, rest_port, grpc_port, socket_path, options:list):
+    "Check every address before a model loads: port numbers, ports in use (unless gRPC is told to share its port), the socket path."
     check_port(rest_port, 'rest_port'); self.grpc_port = check_port(grpc_port, 'grpc_port')
     if grpc_port is None and not socket_path:
         raise InvalidInput("gRPC needs a port or a socket path (TF Serving: at least one of --port and --grpc_socket_path must be set)")
     if rest_port and rest_port == grpc_port: raise InvalidInput(f"REST and gRPC cannot share port {rest_port}; give them different ports")
-    if grpc_port: _bind(self.host, grpc_port, 'gRPC', hold=False)
+    if grpc_port and not dict(options).get('grpc.so_reuseport'): _bind(self.host, grpc_port, 'gRPC', hold=False)
     self.socket_path, self._socket_id = _socket_path(socket_path) if socket_path else None, None
 
 # %% ../../nbs/44_serve.server.ipynb #5fd0892c
@@ -677,7 +678,8 @@ async def _grpc_server(self:ModelServer, port:int|None, max_body:int, options:li
     add_servicer(server, PredictionService(self.serving, self.pool), prediction_service_pb2.DESCRIPTOR.services_by_name['PredictionService'])
     add_servicer(server, ModelService(self.serving, self.pool), model_service_pb2.DESCRIPTOR.services_by_name['ModelService'])
     if port is not None: self.grpc_port = _add_port(server, host_port(self.host, port))
-    if self.socket_path is not None: _add_port(server, f'unix:{self.socket_path}')
+    if self.socket_path is not None:
+        _add_port(server, f'unix:{self.socket_path}'); self._socket_id = self.socket_path.stat().st_ino   # the file is ours now
     return server
 
 def _add_port(server, address:str)->int:
@@ -741,7 +743,6 @@ def addresses(self:ModelServer)->str:
 def start(self:ModelServer, timeout:float=30)->ModelServer:
     "Serve REST and gRPC on background threads; return once both accept connections."
     self._on_loop(self.grpc.start())
-    if self.socket_path: self._socket_id = self.socket_path.stat().st_ino
     if self.rest is not None:
         self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True); self.thread.start()
         deadline = time.monotonic() + timeout
