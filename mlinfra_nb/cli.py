@@ -4,15 +4,15 @@
 
 # %% ../nbs/61_cli.ipynb #64f55bb9
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, os, signal, sys, threading, time
 from pathlib import Path
 import mlinfra_nb
-from .workspace import InvalidInput, MlinfraError, Workspace, setup_logging, get_logger
+from .workspace import InvalidInput, MlinfraError, Workspace, setup_logging, get_logger, import_tensorflow
 
 # %% auto #0
-__all__ = ['Parser', 'cmd_demo', 'cmd_generate', 'cmd_load', 'cmd_lake_serve', 'cmd_credentials_create', 'cmd_credentials_list',
-           'cmd_credentials_delete', 'cmd_serve', 'cmd_run', 'cmd_runs', 'cmd_access', 'cmd_keygen', 'build_parser',
-           'main']
+__all__ = ['SERVE_FLAGS', 'IGNORED_FLAGS', 'Parser', 'cmd_demo', 'cmd_generate', 'cmd_load', 'cmd_lake_serve',
+           'cmd_credentials_create', 'cmd_credentials_list', 'cmd_credentials_delete', 'cmd_run', 'cmd_runs',
+           'cmd_access', 'cmd_keygen', 'build_parser', 'cmd_serve', 'main']
 
 # %% ../nbs/61_cli.ipynb #6d9b232c
 class Parser(argparse.ArgumentParser):
@@ -104,27 +104,6 @@ def cmd_credentials_delete(args)->int:
     delete_credentials(_lake(args), args.access_key_id)
     print(f"deleted {args.access_key_id}")
     return 0
-
-def cmd_serve(args)->int:
-    "Serve models with TF Serving's REST and gRPC APIs until interrupted (flags as tensorflow_model_server's)."
-    from mlinfra_nb.serve.config import model_config, server_config, write_text_proto
-    from mlinfra_nb.serve.server import ModelServer
-    if bool(args.model_config_file) == bool(args.model_base_path):
-        raise MlinfraError("give --model_config_file, or --model_name with --model_base_path")
-    config = None if args.model_config_file else server_config(model_config(args.model_name, args.model_base_path))
-    if args.batching_parameters_file and not args.enable_batching: raise MlinfraError("--batching_parameters_file needs --enable_batching")
-    batching = None
-    if args.enable_batching and not args.batching_parameters_file:
-        from mlinfra_nb.serve.config import batching_parameters
-        batching = batching_parameters()
-    poll = args.model_config_file_poll_wait_seconds if args.model_config_file_poll_wait_seconds is not None else args.file_system_poll_wait_seconds
-    srv = ModelServer(args.model_config_file, config, rest_port=args.rest_api_port, grpc_port=args.port, host=args.host, allow_remote=args.allow_remote,
-                      batching_parameters_file=args.batching_parameters_file, batching=batching,
-                      monitoring_config_file=args.monitoring_config_file, poll_seconds=poll).start()
-    print(f"serving REST on {srv.rest_url}, gRPC on {srv.grpc_target} (Ctrl-C stops)", flush=True)
-    try:
-        while True: time.sleep(3600)
-    finally: srv.stop()
 
 def _pipeline(args):
     from mlinfra_nb.pipeline import Pipeline
@@ -313,20 +292,7 @@ def build_parser()->Parser:
     k = lk.add_parser('keygen', help='make a key to encrypt a lake at rest (set lake.key_file, MLINFRA_LAKE__KEY_FILE, to use it)')
     k.add_argument('--out', required=True, help='the key file to write (never overwritten; readable by you only)')
     k.set_defaults(func=cmd_keygen)
-    sv = sub.add_parser('serve', help="serve models with TF Serving's REST and gRPC APIs (flags as tensorflow_model_server's)")
-    sv.add_argument('--model_config_file', help='a models.config (ModelServerConfig text proto)')
-    sv.add_argument('--model_name', default='default', help='with --model_base_path: serve this one model')
-    sv.add_argument('--model_base_path', help='the folder holding the version folders of --model_name')
-    sv.add_argument('--rest_api_port', type=int, default=8501)
-    sv.add_argument('--port', type=int, default=8500, help='gRPC port')
-    sv.add_argument('--host', default='127.0.0.1', help=_HOST_HELP)
-    sv.add_argument('--allow-remote', action='store_true', help=_ALLOW_REMOTE_HELP)
-    sv.add_argument('--enable_batching', action='store_true')
-    sv.add_argument('--batching_parameters_file')
-    sv.add_argument('--monitoring_config_file')
-    sv.add_argument('--file_system_poll_wait_seconds', type=float, default=1.0, help='how often to look for new versions')
-    sv.add_argument('--model_config_file_poll_wait_seconds', type=float, default=None, help='how often to re-read the config file')
-    sv.set_defaults(func=cmd_serve)
+    _serve_parser(sub)
     rn = sub.add_parser('run', help="run the pipeline's step notebooks with papermill, on a lake branch merged only on success")
     rn.add_argument('--home', help='workspace home (default: $MLINFRA_HOME or ./.mlinfra)')
     rn.add_argument('--steps', help='comma-separated steps (default: ingest,train,evaluate,register)')
@@ -339,6 +305,155 @@ def build_parser()->Parser:
     rs.add_argument('--home', help='workspace home (default: $MLINFRA_HOME or ./.mlinfra)')
     rs.set_defaults(func=cmd_runs)
     return p
+
+# %% ../nbs/61_cli.ipynb #f37ea1fb
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1   # TF Serving's NumSchedulableCPUs
+
+def _port(s:str)->int:
+    try: v = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a port number") from None
+    if not 0 <= v <= 65535: raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {v}")
+    return v
+
+def _bool(s:str)->bool:
+    "A boolean flag's value, as TensorFlow's flag parser reads it: true or false (any case), 1 or 0."
+    if s.lower() in ('true', '1'): return True
+    if s.lower() in ('false', '0'): return False
+    raise argparse.ArgumentTypeError(f"{s!r} is not true or false")
+
+# %% ../nbs/61_cli.ipynb #852e80b2
+SERVE_FLAGS = {   # the flags of tensorflow_model_server this server acts on: name -> (type, default, what it does)
+    'port': (_port, 8500, "gRPC port (0: no gRPC over TCP; then give --grpc_socket_path)"),
+    'grpc_socket_path': (str, '', "serve gRPC on this Unix domain socket too"),
+    'grpc_channel_arguments': (str, '', "gRPC server options: key=value,key=value (integers passed as integers)"),
+    'grpc_max_threads': (_positive_int, 4 * _CPUS, "threads gRPC calls run on"),
+    'rest_api_port': (_port, 8501, "REST port (0: no REST)"),
+    'rest_api_num_threads': (_positive_int, 4 * _CPUS, "threads REST requests run on"),
+    'rest_api_timeout_in_ms': (int, 30000, "a REST predict, classify or regress running longer gets 504 (0 or less: no limit)"),
+    'rest_api_enable_cors_support': (_bool, False, "CORS headers on REST responses, and answers to preflights"),
+    'model_config_file': (str, '', "a ModelServerConfig text proto naming the models to serve"),
+    'model_config_file_poll_wait_seconds': (float, 0.0, "re-read --model_config_file this often (0: read it once)"),
+    'model_name': (str, 'default', "with --model_base_path: serve one model, under this name"),
+    'model_base_path': (str, '', "the folder holding the version folders of --model_name"),
+    'file_system_poll_wait_seconds': (float, 1.0, "look for new version folders this often (0: once)"),
+    'max_num_load_retries': (int, 5, "retry a version that fails to load this many times"),
+    'load_retry_interval_micros': (int, 60_000_000, "wait this long between load retries"),
+    'allow_version_labels_for_unavailable_models': (_bool, False, "let a label name a version that is not loaded yet"),
+    'enable_model_warmup': (_bool, True, "replay a version's warmup requests when it loads"),
+    'num_request_iterations_for_warmup': (int, 0, "replay each warmup request this many times (0: once)"),
+    'enable_batching': (_bool, False, "run concurrent requests together in batches"),
+    'batching_parameters_file': (str, '', "a BatchingParameters text proto (needs --enable_batching)"),
+    'monitoring_config_file': (str, '', "a MonitoringConfig text proto (Prometheus metrics)"),
+    'tensorflow_session_parallelism': (int, 0, "threads for TensorFlow's intra- and inter-op pools (0: TensorFlow picks)"),
+    'tensorflow_intra_op_parallelism': (int, 0, "threads one op may use (0: TensorFlow picks)"),
+    'tensorflow_inter_op_parallelism': (int, 0, "ops that may run at once (0: TensorFlow picks)"),
+    'enable_signature_method_name_check': (_bool, False, "check signatures' method_name (classify, regress, predict) as TF Serving does"),
+    'version': (_bool, False, "print the version and exit"),
+}
+
+# %% ../nbs/61_cli.ipynb #a936d332
+IGNORED_FLAGS = {   # flags accepted so TF Serving's command lines start, which this server does not act on: name -> (type, default, why)
+    'enable_per_model_batching_parameters': (_bool, False, "a model folder's batching_params.pbtxt is not read; every model batches as --batching_parameters_file says"),
+    'num_load_threads': (int, 0, "versions load one after another, on the manager's thread"),
+    'num_unload_threads': (int, 0, "versions are let go on the manager's thread, once their last request is answered"),
+    'flush_filesystem_caches': (_bool, True, "there are no file-system caches to flush here"),
+    'tensorflow_session_config_file': (str, '', "models run as TensorFlow 2 functions, with no Session to configure"),
+    'per_process_gpu_memory_fraction': (float, 0.0, "TensorFlow 2 has no per-process memory fraction; GPU memory is left to TensorFlow"),
+    'saved_model_tags': (str, 'serve', "the SavedModel's meta graph is loaded by tf.saved_model.load, which takes the serving one"),
+    'remove_unused_fields_from_bundle_metagraph': (_bool, True, "only the signatures of the meta graph are kept in any case"),
+    'platform_config_file': (str, '', "platform configs pick TF Serving's C++ loaders (TF-TRT, ...); this server loads SavedModels with TensorFlow"),
+    'prefer_tflite_model': (_bool, False, "this server serves saved_model.pb, never model.tflite"),
+    'num_tflite_pools': (int, _CPUS, "there are no TensorFlow Lite interpreters here"),
+    'num_tflite_interpreters_per_pool': (int, 1, "there are no TensorFlow Lite interpreters here"),
+    'use_alts_credentials': (_bool, False, "no ALTS here: gRPC listens without transport security"),
+    'ssl_config_file': (str, '', "no TLS here: gRPC listens without transport security, and a client set up for TLS will not connect"),
+    'xla_cpu_compilation_enabled': (_bool, False, "XLA JIT is not switched on or off here: functions compile as the SavedModel says"),
+    'xla_gpu_compilation_enabled': (_bool, False, "XLA JIT is not switched on or off here: functions compile as the SavedModel says"),
+    'enable_profiler': (_bool, True, "this server has no profiler service"),
+    'thread_pool_factory_config_file': (str, '', "model calls run on the server's own threads; there are no thread-pool factories"),
+    'mixed_precision': (str, '', "models run in the dtypes they were saved with"),
+    'skip_initialize_tpu': (_bool, False, "there is no TPU to initialize"),
+    'enable_grpc_healthcheck_service': (_bool, False, "this server registers no gRPC health service (grpc.health.v1)"),
+    'enable_serialization_as_tensor_content': (_bool, False, "response tensors are written as tf.make_tensor_proto writes them (tensor_content beyond one number)"),
+}
+
+# %% ../nbs/61_cli.ipynb #547990d5
+def _ignored(args)->list[str]:
+    "A line for each flag given a value this server does not act on, saying why."
+    show = lambda v: str(v).lower() if isinstance(v, bool) else v
+    lines = [f"mlinfra serve: ignoring --{k}={show(getattr(args, k))}: {why}" for k, (_, default, why) in IGNORED_FLAGS.items() if getattr(args, k) != default]
+    if args.model_config_file:
+        lines += [f"mlinfra serve: ignoring --{k}={getattr(args, k)}: --model_config_file names the models (TF Serving ignores it too)"
+                  for k, default in (('model_name', 'default'), ('model_base_path', '')) if getattr(args, k) != default]
+    return lines
+
+def _server_options(args)->dict:
+    "`ModelServer`'s arguments for `mlinfra serve`'s flags."
+    from mlinfra_nb.serve.config import batching_parameters, model_config, server_config
+    from mlinfra_nb.serve.server import grpc_channel_arguments
+    if not args.model_config_file and not args.model_base_path: raise MlinfraError("give --model_config_file, or --model_name with --model_base_path")
+    if args.batching_parameters_file and not args.enable_batching: raise MlinfraError("--batching_parameters_file needs --enable_batching")
+    return dict(model_config_file=args.model_config_file or None, config=None if args.model_config_file else server_config(model_config(args.model_name, args.model_base_path)),
+                rest_port=args.rest_api_port or None, grpc_port=args.port or None, host=args.host, allow_remote=args.allow_remote,
+                grpc_socket_path=args.grpc_socket_path or None, grpc_options=grpc_channel_arguments(args.grpc_channel_arguments),
+                grpc_threads=args.grpc_max_threads, rest_threads=args.rest_api_num_threads, cors=args.rest_api_enable_cors_support,
+                rest_timeout=args.rest_api_timeout_in_ms / 1000 if args.rest_api_timeout_in_ms > 0 else None,
+                batching_parameters_file=args.batching_parameters_file or None,
+                batching=batching_parameters() if args.enable_batching and not args.batching_parameters_file else None,
+                monitoring_config_file=args.monitoring_config_file or None, poll_seconds=args.file_system_poll_wait_seconds,
+                config_poll_seconds=args.model_config_file_poll_wait_seconds, load_retries=args.max_num_load_retries,
+                retry_interval=args.load_retry_interval_micros / 1e6, allow_unavailable_labels=args.allow_version_labels_for_unavailable_models,
+                warmup=args.enable_model_warmup, warmup_iterations=max(args.num_request_iterations_for_warmup, 1),
+                method_check=args.enable_signature_method_name_check)
+
+# %% ../nbs/61_cli.ipynb #f446ae7a
+def _tensorflow_threads(args):
+    "TF Serving's session parallelism flags, as TensorFlow's thread-pool sizes (set before TensorFlow runs anything)."
+    both, intra, inter = args.tensorflow_session_parallelism, args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism
+    if both > 0 and intra > 0 and inter > 0:
+        raise MlinfraError("configure --tensorflow_session_parallelism or (--tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism), not all three")
+    if intra <= 0 and inter <= 0: intra = inter = both
+    if intra > 0 or inter > 0:
+        tf = import_tensorflow()
+        tf.config.threading.set_intra_op_parallelism_threads(max(intra, 0)); tf.config.threading.set_inter_op_parallelism_threads(max(inter, 0))
+
+def _serve_version()->str:
+    from importlib.metadata import PackageNotFoundError, version
+    def v(p):
+        try: return version(p)
+        except PackageNotFoundError: return 'not installed'
+    return f"mlinfra serve {mlinfra_nb.__version__} (TF Serving's APIs of tensorflow-serving-api {v('tensorflow-serving-api')}, TensorFlow {v('tensorflow')})"
+
+# %% ../nbs/61_cli.ipynb #a053557b
+def cmd_serve(args)->int:
+    "Serve models with TF Serving's REST and gRPC APIs until interrupted or terminated (flags as tensorflow_model_server's)."
+    if args.version: print(_serve_version()); return 0
+    for line in _ignored(args): print(line, file=sys.stderr, flush=True)
+    _tensorflow_threads(args)
+    from mlinfra_nb.serve.server import ModelServer
+    srv = ModelServer(**_server_options(args)).start()
+    print(f"serving {srv.addresses} (Ctrl-C stops)", flush=True)
+    stop, main_thread = threading.Event(), threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main_thread else None
+    try: stop.wait()
+    finally:
+        if main_thread: signal.signal(signal.SIGTERM, previous)
+        srv.stop()
+    return 0
+
+# %% ../nbs/61_cli.ipynb #ed7a9225
+def _serve_parser(sub)->Parser:
+    "`mlinfra serve` under the subcommands `sub`: every flag of tensorflow_model_server, in its forms, and our `--host`."
+    sv = sub.add_parser('serve', allow_abbrev=False,   # a flag is named in full, as TF Serving names it
+                        help="serve models with TF Serving's REST and gRPC APIs (flags as tensorflow_model_server's)")
+    for table, note in ((SERVE_FLAGS, ''), (IGNORED_FLAGS, 'accepted and ignored: ')):
+        for name, (kind, default, text) in table.items():
+            opts = {'nargs': '?', 'const': True, 'metavar': 'true|false'} if kind is _bool else {}
+            sv.add_argument(f'--{name}', type=kind, default=default, help=f"{note}{text} (default {default!r})".replace('%', '%%'), **opts)
+    sv.add_argument('--host', default='127.0.0.1', help=_HOST_HELP)
+    sv.add_argument('--allow-remote', action='store_true', help=_ALLOW_REMOTE_HELP)
+    sv.set_defaults(func=cmd_serve)
+    return sv
 
 # %% ../nbs/61_cli.ipynb #d1f0cb21
 def main(argv:list[str]|None=None)->int:
@@ -357,3 +472,6 @@ def main(argv:list[str]|None=None)->int:
     except KeyboardInterrupt:
         print("mlinfra: interrupted", file=sys.stderr)
         return 130
+
+# %% ../nbs/61_cli.ipynb #6120fe59
+if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', None) == 'mlinfra_nb.cli': sys.exit(main())

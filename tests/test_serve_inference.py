@@ -82,7 +82,7 @@ def server(tmp_path_factory):
     export_scorer(root/'scorer'/'1'); export_keras_regressor(root/'kreg'/'3')
     cfg = server_config(model_config('scorer', root/'scorer', log_requests=1.0, log_prefix=root/'logs'/'scorer'), model_config('kreg', root/'kreg'))
     srv = ModelServer(config=cfg, rest_port=0, grpc_port=0, poll_seconds=0).start()
-    srv.log_dir = root/'logs'
+    srv.log_dir, srv.root = root/'logs', root
     yield srv
     srv.stop()
 
@@ -297,3 +297,20 @@ def test_predict_inputs_named_wrong_get_tf_servings_message(stub):
     got, details = grpc_code(stub.Predict, r)
     assert got == SC.INVALID_ARGUMENT
     assert details == "input size does not match signature: 1!=1 len({z}) != len({x}). Sent extra: {z}. Missing but required: {x}.", details
+
+
+def test_method_name_check_when_asked(server):
+    """With TF Serving's --enable_signature_method_name_check, a signature must say what it does: the TF2 signatures here all
+    say `predict`, so classify and regress are refused with classifier.cc's message, and predict still runs."""
+    from tensorflow_serving.apis import predict_pb2
+    with ModelServer(config=server_config(model_config('scorer', server.root/'scorer')), rest_port=None, grpc_port=0, poll_seconds=0,
+                     method_check=True) as srv, grpc.insecure_channel(srv.grpc_target) as ch:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        got, details = grpc_code(stub.Classify, classify_req(examples=[example(x=1.0)]))
+        assert (got, details) == (SC.INVALID_ARGUMENT, 'Expected classification signature method_name to be tensorflow/serving/classify. '
+                                                       'Was: tensorflow/serving/predict')
+        got, details = grpc_code(stub.Regress, regress_req(examples=[example(x=1.0)]))
+        assert got == SC.INVALID_ARGUMENT and 'Expected regression signature method_name' in details
+        r = predict_pb2.PredictRequest(); r.model_spec.name = 'scorer'
+        r.inputs['x'].CopyFrom(tf.make_tensor_proto(np.array([[2.0]], np.float32)))
+        assert tf.make_ndarray(stub.Predict(r, timeout=30).outputs['y']).tolist() == [[3.0]]

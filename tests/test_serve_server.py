@@ -682,7 +682,7 @@ def test_broken_version_keeps_previous_serving(lib, tmp_path):
     GET /v1/models/<name> lists the broken version in state END with an error code and message."""
     base = tmp_path/'models'/'roll'; base.mkdir(parents=True)
     copy_version(lib, 'vec', 2, base)
-    srv = start_server(tmp_path/'cfg', server_config(model_config('roll', base)), poll_seconds=0.2)
+    srv = start_server(tmp_path/'cfg', server_config(model_config('roll', base)), poll_seconds=0.2, load_retries=0)   # END at once, not after TF Serving's 5 retries a minute apart
     try:
         with Traffic(srv, 'roll') as traffic:
             traffic.wait_for(2)

@@ -57,11 +57,15 @@ def write_text_proto(msg, path:str|Path)->Path:
     return path
 
 def read_text_proto(path:str|Path, cls):
-    "Parse the text proto at `path` as a `cls` message."
-    path = Path(path)
+    "Parse the text proto at `path` as a `cls` message; a mistake is told as TF Serving tells it, with its line and column."
+    path, what = Path(path), f"Error parsing text-format {cls.DESCRIPTOR.full_name}"
     if not path.is_file(): raise NotFound(f"no config file {path}")
-    try: return text_format.Parse(path.read_text(), cls())
-    except text_format.ParseError as e: raise InvalidInput(f"{path} is not a valid {cls.DESCRIPTOR.name} text proto: {e}") from None
+    try: return text_format.Parse(path.read_text(encoding='utf-8'), cls())
+    except text_format.ParseError as e:
+        where = (f"{e.GetLine()}:{e.GetColumn()}" if e.GetColumn() is not None else f"{e.GetLine()}") if e.GetLine() is not None else ''
+        reason = str(e).split(' : ', 1)[1] if where else str(e)   # protobuf writes 'line:column : reason'
+        raise InvalidInput(f"{what}: {where + ': ' if where else ''}{reason} (in {path})") from None
+    except UnicodeDecodeError as e: raise InvalidInput(f"{what}: byte {e.start} is not UTF-8 text (in {path})") from None
 
 def read_models_config(path:str|Path)->msc.ModelServerConfig:
     "The `ModelServerConfig` in the `models.config` file at `path`."

@@ -29,7 +29,8 @@ from .codec import (classify_json, error_json, examples_input, parse_json, predi
 # %% auto #0
 __all__ = ['Batcher', 'RequestLogger', 'RequestCounts', 'Serving', 'serialized_examples', 'check_inference_signature',
            'classification_result', 'regression_result', 'status_json', 'metadata_json', 'rest_app', 'predict_route',
-           'PredictionService', 'ModelService', 'ModelServer']
+           'PredictionService', 'ModelService', 'check_port', 'grpc_channel_arguments', 'add_servicer', 'cors_route',
+           'deadline_route', 'ModelServer']
 
 # %% ../../nbs/44_serve.server.ipynb #60d7e207
 class _Task:
@@ -267,6 +268,16 @@ def response(self:Serving, s:Servable, sig:str, out:dict)->predict_pb2.PredictRe
     return resp
 
 @patch
+def predict_signature(self:Serving, s:Servable, sig:str)->dict:
+    "The inputs of the signature a predict names (`name -> (dtype, shape)`); with `method_check`, TF Serving's check of its method_name."
+    inputs = s.inputs(sig)
+    if self.method_check and (m := s.signature_defs[sig].method_name) not in _PREDICT_METHODS:
+        raise ServingError('INTERNAL', f"Expected prediction signature method_name to be one of {{{', '.join(_PREDICT_METHODS)}}}. Was: {m}")
+    return inputs
+
+_PREDICT_METHODS = ('tensorflow/serving/predict', 'tensorflow/serving/classify', 'tensorflow/serving/regress')
+
+@patch
 @contextlib.contextmanager
 def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC'):
     "Resolve a `PredictRequest`'s servable, hold it, read its input tensors, and count the request: yields `(servable, signature, inputs)`."
@@ -274,7 +285,7 @@ def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC
     try:
         with self.using(request.model_spec) as s:
             sig = request.model_spec.signature_name or 'serving_default'
-            s.inputs(sig)
+            self.predict_signature(s, sig)
             try: inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
             except Exception as e: raise ServingError('INVALID_ARGUMENT', f"bad input tensor: {type(e).__name__}: {e}") from None
             yield s, sig, inputs
@@ -563,7 +574,7 @@ def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
     with serving.using(req.model_spec) as s:
         sig, t0, status = req.model_spec.signature_name, time.perf_counter(), 'OK'
         try:
-            inputs, fmt = predict_inputs(doc, s.inputs(sig))
+            inputs, fmt = predict_inputs(doc, serving.predict_signature(s, sig))
             yield s, sig, req, inputs, fmt
         except ServingError as e: status = e.code; raise
         finally: serving.observe(s.name, 'predict', 'REST', status, t0)
@@ -613,13 +624,14 @@ def predict_route(serving:Serving, app, max_body:int=64 << 20):
             if k == b'content-length' and length is None: length = v
             elif k == b'x-request-id' and request_id is None: request_id = v.decode('latin-1')
         if int(length or 0) > max_body: return await _send_json(send, 413, _too_big(max_body))
-        chunks, more = [], True
+        chunks, size, more = [], 0, True
         while more:
             msg = await receive()
             if msg['type'] == 'http.disconnect': return
-            chunks.append(msg.get('body', b'')); more = msg.get('more_body', False)
+            chunk = msg.get('body', b''); size += len(chunk); more = msg.get('more_body', False)
+            if size > max_body: return await _send_json(send, 413, _too_big(max_body))   # refused now: the rest is never read
+            chunks.append(chunk)
         body = b''.join(chunks)
-        if len(body) > max_body: return await _send_json(send, 413, _too_big(max_body))
         try:
             if serving.batcher is not None and len(body) <= _INLINE_BODY: out = await _post_batched(serving, m, body, request_id)
             else: out = await run_in_threadpool(_post, serving, m, body, request_id)
@@ -662,85 +674,296 @@ class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
         return model_management_pb2.ReloadConfigResponse()
 
 # %% ../../nbs/44_serve.server.ipynb #777acfe9
+import errno, socket, stat
+import anyio
+from fastcore.basics import patch
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
+from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
+
 def _new_loop()->asyncio.AbstractEventLoop:
     "A new event loop: uvloop's when installed (uvicorn's `loop='auto'` makes the same choice), else asyncio's."
     try: import uvloop
     except ImportError: return asyncio.new_event_loop()
     return uvloop.new_event_loop()
 
+def check_port(port:int|None, what:str)->int|None:
+    "`port` if it is a TCP port number (0-65535) or None (no listener); else one line naming `what`."
+    if port is None or isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535: return port
+    raise InvalidInput(f"{what} must be a port number from 0 to 65535, not {port!r}")
+
+# %% ../../nbs/44_serve.server.ipynb #e94702e2
+def _bind(host:str, port:int, what:str, hold:bool=True)->socket.socket|None:
+    "A TCP socket bound to `host:port` (listening starts later); `hold=False` only checks that it could be bound."
+    addr, sock = host.strip('[]'), socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn and gRPC: a port in TIME_WAIT is free
+        sock.bind((addr, port))
+    except OSError as e:
+        sock.close()
+        why = f"port {port} is in use" if e.errno == errno.EADDRINUSE else e.strerror or str(e)
+        raise InvalidInput(f"cannot listen for {what} on {host_port(host, port)}: {why}") from None
+    if hold: return sock
+    sock.close()
+
+def _socket_path(path:str|Path)->Path:
+    "The absolute path of a Unix socket to listen on (`unix:` in front is allowed), checked so that gRPC can bind it."
+    p = Path(os.path.abspath(str(path)[5:] if str(path).startswith('unix:') else path))
+    fail = lambda why: InvalidInput(f"cannot listen for gRPC on unix:{p}: {why}")
+    if len(os.fsencode(p)) > 107: raise fail("the path is longer than a Unix socket allows (107 bytes)")
+    if not p.parent.is_dir(): raise fail(f"no folder {p.parent}")
+    if not os.access(p.parent, os.W_OK | os.X_OK): raise fail(f"no permission to create a socket in {p.parent}")
+    if p.exists() and not stat.S_ISSOCK(p.stat().st_mode): raise fail(f"{p} exists and is not a socket")
+    return p
+
+# %% ../../nbs/44_serve.server.ipynb #5bf2b388
+def grpc_channel_arguments(text:str|None)->list[tuple[str, int|str]]:
+    "TF Serving's `--grpc_channel_arguments` as `grpc.aio.server(options=...)` takes them: `[(key, int or str), ...]`."
+    out = []
+    for item in (text or '').split(','):
+        if not item.strip(): continue
+        k, eq, v = (s.strip() for s in item.partition('='))
+        if not eq or not k: raise InvalidInput(f"--grpc_channel_arguments: {item!r} is not key=value (e.g. grpc.max_connection_age_ms=2000)")
+        out.append((k, int(v) if re.fullmatch(r'[+-]?\d+', v) and -2**31 <= int(v) < 2**31 else v))
+    return out
+
+# %% ../../nbs/44_serve.server.ipynb #45163f1a
+class _Undecodable:
+    "The request of a call whose bytes did not parse as its message type, with protobuf's reason."
+    def __init__(self, error:str): self.error = error
+
+def _reader(cls):
+    def read(data:bytes):
+        try: return cls.FromString(data)
+        except DecodeError as e: return _Undecodable(str(e))
+    return read
+
+def _checked(method):
+    "`method`, answering INVALID_ARGUMENT for a request that did not parse."
+    async def handle(request, context):
+        if isinstance(request, _Undecodable): await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error)
+        return await method(request, context)
+    return handle
+
+def add_servicer(server, servicer, service):
+    "Register the methods of `servicer` for `service` (a protobuf ServiceDescriptor) on a `grpc.aio` server."
+    handlers = {m.name: grpc.unary_unary_rpc_method_handler(_checked(getattr(servicer, m.name)),
+                                                             request_deserializer=_reader(message_factory.GetMessageClass(m.input_type)),
+                                                             response_serializer=lambda r: r.SerializeToString())
+                for m in service.methods}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+# %% ../../nbs/44_serve.server.ipynb #2bc70370
+_CORS = [(b'access-control-allow-origin', b'*'), (b'access-control-allow-methods', b'POST, GET'),
+         (b'access-control-allow-headers', b'Content-Type')]
+
+def cors_route(app):
+    "`app` with TF Serving's CORS support: its headers on every `/v1/` response, and its answer to a preflight."
+    async def asgi(scope, receive, send):
+        if scope['type'] != 'http' or not scope['path'].lower().startswith('/v1/'): return await app(scope, receive, send)
+        if scope['method'] == 'OPTIONS':
+            origin = next((v.decode('latin-1') for k, v in scope['headers'] if k == b'origin'), '')
+            status = 200 if re.search(r'https?://', origin) else 400   # TF Serving: "Origin header is missing in CORS preflight"
+            await send({'type': 'http.response.start', 'status': status, 'headers': [*_CORS, (b'content-length', b'0')]})
+            return await send({'type': 'http.response.body', 'body': b''})
+        async def send_cors(msg):
+            if msg['type'] == 'http.response.start': msg = {**msg, 'headers': [*msg.get('headers', []), *_CORS]}
+            await send(msg)
+        await app(scope, receive, send_cors)
+    return asgi
+
+# %% ../../nbs/44_serve.server.ipynb #57c3b09b
+_RUNS = re.compile(r':(predict|classify|regress)/?$')
+
+def deadline_route(app, timeout:float):
+    "`app`, with a predict, classify or regress still running `timeout` seconds after its body arrived answered 504, as TF Serving does."
+    late_tasks = set()                                  # requests answered 504 whose model call is still finishing
+    async def asgi(scope, receive, send):
+        if scope['type'] != 'http' or scope['method'] != 'POST' or not _RUNS.search(scope['path']): return await app(scope, receive, send)
+        loop, arrived, started, late = asyncio.get_running_loop(), None, False, False
+        async def receive_body():
+            nonlocal arrived
+            msg = await receive()
+            if not msg.get('more_body'): arrived = loop.time()
+            return msg
+        async def send_unless_late(msg):
+            nonlocal started
+            if late: return
+            started = True; await send(msg)
+        task = asyncio.ensure_future(app(scope, receive_body, send_unless_late))
+        while not task.done():
+            left = timeout if arrived is None else arrived + timeout - loop.time()
+            if left <= 0: break
+            await asyncio.wait({task}, timeout=left)
+        if task.done() or started: return await task
+        late = True; task.cancel(); late_tasks.add(task); task.add_done_callback(late_tasks.discard)
+        await _send_json(send, 504, error_json(ServingError('DEADLINE_EXCEEDED', "Timed out waiting for notification")))
+    return asgi
+
+# %% ../../nbs/44_serve.server.ipynb #2af8ff49
 class ModelServer:
     "TF Serving's REST and gRPC APIs for the models of a `models.config`, on 127.0.0.1 by default."
     def __init__(self,
                  model_config_file:str|Path|None=None,  # TF Serving's --model_config_file
                  config=None,                            # or a ModelServerConfig
-                 rest_port:int=8501, grpc_port:int=8500, # 0: any free port
-                 host:str='127.0.0.1',
-                 allow_remote:bool=False,                # allow listening on every interface (0.0.0.0, ::), where other machines connect
+                 rest_port:int|None=8501, grpc_port:int|None=8500,   # --rest_api_port, --port (0: any free port; None: off)
+                 host:str='127.0.0.1', allow_remote:bool=False,      # allow_remote: listen on every interface (0.0.0.0, ::) too
                  batching_parameters_file:str|Path|None=None, batching=None,   # turn on batching
                  monitoring_config_file:str|Path|None=None, monitoring=None,   # turn on /monitoring/prometheus/metrics
-                 poll_seconds:float=1.0,                 # --model_config_file_poll_wait_seconds / file system poll
-                 max_body:int=64 << 20,                  # largest REST body accepted
-                 grpc_threads:int=8):                    # gRPC worker threads (model calls without batching, metadata, status, reloads)
+                 poll_seconds:float=1.0,                 # --file_system_poll_wait_seconds (0: look for versions once)
+                 max_body:int=64 << 20,                  # largest REST body (and gRPC message) accepted
+                 grpc_threads:int=8,                     # --grpc_max_threads: the threads gRPC calls run on
+                 warmup:bool=True,                       # --enable_model_warmup
+                 *, config_poll_seconds:float|None=None, # --model_config_file_poll_wait_seconds (None: with every poll; 0: read once)
+                 load_retries:int=5, retry_interval:float=60.0,      # --max_num_load_retries, --load_retry_interval_micros (in s)
+                 allow_unavailable_labels:bool=False,    # --allow_version_labels_for_unavailable_models
+                 warmup_iterations:int=1,                # --num_request_iterations_for_warmup
+                 grpc_socket_path:str|Path|None=None,    # --grpc_socket_path: gRPC on this Unix socket too
+                 grpc_options:list|None=None,            # --grpc_channel_arguments, as `grpc_channel_arguments` reads them
+                 rest_threads:int|None=None,             # --rest_api_num_threads (None: anyio's 40)
+                 rest_timeout:float|None=None,           # --rest_api_timeout_in_ms, in seconds (None: none)
+                 cors:bool=False,                        # --rest_api_enable_cors_support
+                 method_check:bool=False):               # --enable_signature_method_name_check
         check_host(host, allow_remote)
-        batching = read_batching_parameters(batching_parameters_file) if batching_parameters_file else batching
-        monitoring = read_monitoring_config(monitoring_config_file) if monitoring_config_file else monitoring
-        manager = ModelManager(config, model_config_file, poll_seconds)
-        self.serving, self.host = Serving(manager, batching, monitoring), host
-        self.rest = uvicorn.Server(uvicorn.Config(rest_app(self.serving, max_body), host=host, port=rest_port, log_level='warning',
-                                                  lifespan='off', timeout_keep_alive=30,
-                                                  loop='auto', access_log=False, proxy_headers=False))   # uvloop when installed
-        self.pool = cf.ThreadPoolExecutor(grpc_threads, thread_name_prefix='mlinfra-serve-grpc')
-        self.loop = _new_loop()                                # grpc.aio's loop, on a thread of its own
-        self.grpc_thread = threading.Thread(target=self.loop.run_forever, name='mlinfra-serve-grpc-loop', daemon=True); self.grpc_thread.start()
+        self.host, self.rest_threads, self.thread, self.rest, self.rest_socket, self.started = host, rest_threads, None, None, None, False
+        self._check_addresses(rest_port, grpc_port, grpc_socket_path, grpc_options or [])
+        if rest_port is not None: self.rest_socket = _bind(host, rest_port, 'REST'); self._rest_port = self.rest_socket.getsockname()[1]
         try:
-            try: self.grpc, self.grpc_port = self._on_loop(self._grpc_server(host, grpc_port, max_body))
-            except RuntimeError as e: raise InvalidInput(f"cannot listen for gRPC on {host}:{grpc_port}: {e}") from None
-        except BaseException: self._stop_loop(); self.serving.close(); raise
-        self.thread = None
+            batching = read_batching_parameters(batching_parameters_file) if batching_parameters_file else batching
+            monitoring = read_monitoring_config(monitoring_config_file) if monitoring_config_file else monitoring
+            self.serving = Serving(ModelManager(config, model_config_file, poll_seconds, warmup, config_poll_seconds=config_poll_seconds,
+                                                load_retries=load_retries, retry_interval=retry_interval,
+                                                allow_unavailable_labels=allow_unavailable_labels, warmup_iterations=warmup_iterations),
+                                   batching, monitoring, method_check)
+            if rest_port is not None: self.rest = self._rest_server(max_body, rest_timeout, cors)
+        except BaseException:
+            if self.rest_socket: self.rest_socket.close()
+            if getattr(self, 'serving', None): self.serving.close()
+            raise
+        self._start_grpc(grpc_port, grpc_threads, max_body, grpc_options or [])
 
-    def _on_loop(self, coro, timeout:float=30):
-        "Run `coro` on the gRPC event loop and wait for its result."
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+# %% ../../nbs/44_serve.server.ipynb #84950314
+@patch
+def _check_addresses(self:ModelServer, rest_port, grpc_port, socket_path, options:list):
+    "Check every address before a model loads: port numbers, ports in use (unless gRPC is told to share its port), the socket path."
+    check_port(rest_port, 'rest_port'); self.grpc_port = check_port(grpc_port, 'grpc_port')
+    if grpc_port is None and not socket_path:
+        raise InvalidInput("gRPC needs a port or a socket path (TF Serving: at least one of --port and --grpc_socket_path must be set)")
+    if rest_port and rest_port == grpc_port: raise InvalidInput(f"REST and gRPC cannot share port {rest_port}; give them different ports")
+    if grpc_port and not dict(options).get('grpc.so_reuseport'): _bind(self.host, grpc_port, 'gRPC', hold=False)
+    self.socket_path, self._socket_id = _socket_path(socket_path) if socket_path else None, None
 
-    async def _grpc_server(self, host:str, port:int, max_body:int):
-        server = grpc.aio.server(options=[('grpc.max_receive_message_length', max_body),
-                                          ('grpc.so_reuseport', 0)])   # a port in use is an error, not shared with another server
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.serving, self.pool), server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.serving, self.pool), server)
-        return server, server.add_insecure_port(f'{host}:{port}')
+# %% ../../nbs/44_serve.server.ipynb #5fd0892c
+@patch
+def _start_grpc(self:ModelServer, port:int|None, threads:int, max_body:int, options:list):
+    "The gRPC server on an event loop of its own, listening on `port` and the socket path (not serving until `start`)."
+    self.pool = cf.ThreadPoolExecutor(threads, thread_name_prefix='mlinfra-serve-grpc')
+    self.loop = _new_loop()                                # grpc.aio's loop, on a thread of its own
+    self.grpc_thread = threading.Thread(target=self.loop.run_forever, name='mlinfra-serve-grpc-loop', daemon=True); self.grpc_thread.start()
+    try: self.grpc = self._on_loop(self._grpc_server(port, max_body, options))
+    except BaseException:
+        self._stop_loop(); self.serving.close()
+        if self.rest_socket: self.rest_socket.close()
+        raise
 
-    def _stop_loop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop); self.grpc_thread.join(10)
-        if not self.loop.is_running(): self.loop.close()
-        self.pool.shutdown(wait=False)
+@patch
+async def _grpc_server(self:ModelServer, port:int|None, max_body:int, options:list):
+    server = grpc.aio.server(options=[('grpc.max_receive_message_length', max_body),
+                                      ('grpc.so_reuseport', 0), *options])   # a port in use is an error, not shared with another server
+    add_servicer(server, PredictionService(self.serving, self.pool), prediction_service_pb2.DESCRIPTOR.services_by_name['PredictionService'])
+    add_servicer(server, ModelService(self.serving, self.pool), model_service_pb2.DESCRIPTOR.services_by_name['ModelService'])
+    if port is not None: self.grpc_port = _add_port(server, host_port(self.host, port))
+    if self.socket_path is not None:
+        _add_port(server, f'unix:{self.socket_path}'); self._socket_id = self.socket_path.stat().st_ino   # the file is ours now
+    return server
 
-    @property
-    def rest_port(self)->int: return self.rest.servers[0].sockets[0].getsockname()[1]
-    @property
-    def rest_url(self)->str: return f'http://{host_port(self.host, self.rest_port)}'
-    @property
-    def grpc_target(self)->str: return host_port(self.host, self.grpc_port)
+def _add_port(server, address:str)->int:
+    try: return server.add_insecure_port(address)
+    except RuntimeError: raise InvalidInput(f"cannot listen for gRPC on {address}: gRPC could not bind it") from None
 
-    def start(self, timeout:float=30)->ModelServer:
-        "Serve REST and gRPC on background threads; return once both accept connections."
-        self._on_loop(self.grpc.start())
-        self.thread = threading.Thread(target=self.rest.run, name='mlinfra-serve-rest', daemon=True); self.thread.start()
+@patch
+def _on_loop(self:ModelServer, coro, timeout:float=30):
+    "Run `coro` on the gRPC event loop and wait for its result."
+    return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+@patch
+def _stop_loop(self:ModelServer):
+    self.loop.call_soon_threadsafe(self.loop.stop); self.grpc_thread.join(10)
+    if not self.loop.is_running(): self.loop.close()
+    self.pool.shutdown(wait=False)
+
+# %% ../../nbs/44_serve.server.ipynb #3c981a8e
+@patch
+def _rest_server(self:ModelServer, max_body:int, timeout:float|None, cors:bool)->uvicorn.Server:
+    "uvicorn serving the REST app, with the deadline and CORS wrappers asked for, on the socket bound for it."
+    app = rest_app(self.serving, max_body)
+    if timeout: app = deadline_route(app, timeout)
+    if cors: app = cors_route(app)
+    return uvicorn.Server(uvicorn.Config(app, host=self.host, port=self._rest_port, log_level='warning', lifespan='off', timeout_keep_alive=30,
+                                         loop='auto', access_log=False, proxy_headers=False))
+
+@patch
+async def _serve_rest(self:ModelServer):
+    if self.rest_threads:   # the threads REST requests run on off the event loop (anyio's, which Starlette uses)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = self.rest_threads
+    await self.rest.serve(sockets=[self.rest_socket])
+
+@patch
+def _run_rest(self:ModelServer):
+    "Serve REST on a new event loop until `stop`; requests still running past their deadline are let finish first."
+    loop = _new_loop()
+    try:
+        loop.run_until_complete(self._serve_rest())
+        if (left := asyncio.all_tasks(loop)): loop.run_until_complete(asyncio.wait(left, timeout=10))
+    finally: loop.close()
+
+# %% ../../nbs/44_serve.server.ipynb #2750a5d2
+@patch(as_prop=True)
+def rest_port(self:ModelServer)->int|None: return None if self.rest_socket is None else self._rest_port
+@patch(as_prop=True)
+def rest_url(self:ModelServer)->str|None: return None if self.rest_socket is None else f'http://{host_port(self.host, self._rest_port)}'
+@patch(as_prop=True)
+def grpc_target(self:ModelServer)->str|None: return None if self.grpc_port is None else host_port(self.host, self.grpc_port)
+@patch(as_prop=True)
+def grpc_socket(self:ModelServer)->str|None: return None if self.socket_path is None else f'unix:{self.socket_path}'
+
+@patch(as_prop=True)
+def addresses(self:ModelServer)->str:
+    "Where the server listens, as its start-up line says it."
+    grpc_at = ' and '.join(a for a in (self.grpc_target, self.grpc_socket) if a)
+    return f"REST on {self.rest_url}, gRPC on {grpc_at}" if self.rest_socket else f"gRPC on {grpc_at}, no REST"
+
+# %% ../../nbs/44_serve.server.ipynb #126a899a
+@patch
+def start(self:ModelServer, timeout:float=30)->ModelServer:
+    "Serve REST and gRPC on background threads; return once both accept connections."
+    self._on_loop(self.grpc.start())
+    if self.rest is not None:
+        self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True); self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.rest.started:
             if not self.thread.is_alive() or time.monotonic() > deadline: raise RuntimeError(f"the REST server did not start on {self.host}")
             time.sleep(0.01)
-        get_logger('serve').info("serving REST on %s, gRPC on %s", self.rest_url, self.grpc_target)
-        return self
+    self.started = True
+    get_logger('serve').info("serving %s", self.addresses)
+    return self
 
-    def stop(self):
-        "Stop both servers, flush the request logs."
-        self.rest.should_exit = True
-        if self.thread: self.thread.join(10)
-        if self.loop.is_running():
-            with contextlib.suppress(Exception): self._on_loop(self.grpc.stop(grace=2), timeout=10)
-            self._stop_loop()
-        self.serving.close()
+@patch
+def stop(self:ModelServer):
+    "Stop both servers, remove the socket file, flush the request logs."
+    if self.rest is not None: self.rest.should_exit = True
+    if self.thread: self.thread.join(10)
+    elif self.rest_socket: self.rest_socket.close()      # never started
+    if self.loop.is_running():
+        with contextlib.suppress(Exception): self._on_loop(self.grpc.stop(grace=2), timeout=10)
+        self._stop_loop()
+    with contextlib.suppress(OSError):                   # gRPC removes it; unless it could not stop, or another server took the path
+        if self._socket_id is not None and self.socket_path.stat().st_ino == self._socket_id: self.socket_path.unlink()
+    self.serving.close(); self.started = False
 
-    def __enter__(self): return self.start()
-    def __exit__(self, *exc): self.stop()
-    def __repr__(self): return f"ModelServer(rest={self.rest_url if self.rest.started else 'stopped'}, grpc={self.grpc_target})"
+@patch
+def __enter__(self:ModelServer): return self.start()
+@patch
+def __exit__(self:ModelServer, *exc): self.stop()
+@patch
+def __repr__(self:ModelServer): return f"ModelServer({self.addresses if self.started else 'stopped'})"
