@@ -243,6 +243,17 @@ def save_tf1(path:Path, tags=(['train'], ['serve']), text:bool=False):
         for t in tags[1:]: b.add_meta_graph(t, signature_def_map=sig)
         b.save(as_text=text)
 
+def save_tf1_legacy_shapes(path:Path):
+    """A TF1 export as TensorFlow 1.0 wrote it (TF Serving's half_plus_three is one): GraphDef version 21, where an empty
+    shape on a placeholder and a signature tensor with no shape mean unknown, not scalar."""
+    save_tf1(path, (['serve'],))
+    from tensorflow.core.protobuf import saved_model_pb2
+    sm = saved_model_pb2.SavedModel.FromString((path/'saved_model.pb').read_bytes())
+    mg = sm.meta_graphs[0]; mg.graph_def.versions.producer = 21
+    sd = mg.signature_def['serving_default']
+    for t in [*sd.inputs.values(), *sd.outputs.values()]: t.tensor_shape.Clear(); t.tensor_shape.SetInParent()   # empty; the graph's tensors keep [None]
+    (path/'saved_model.pb').write_bytes(sm.SerializeToString())
+
 KINDS = {   # name -> (how it is saved, signature, input, expected output)
     'checkpoint_unknown_rank': (save_checkpoint_unknown_rank, 'serving_default', [[2.0]], [[12.0]]),
     'two_signatures_default': (save_two_signatures, 'serving_default', [5.0], 1.0),
@@ -252,6 +263,7 @@ KINDS = {   # name -> (how it is saved, signature, input, expected output)
     'keras_sequential': (save_sequential, 'serving_default', [[2.0]], [[2.0]]),
     'tf1_train_and_serve': (save_tf1, 'serving_default', [2.0], [3.0]),
     'tf1_text_proto': (lambda p: save_tf1(p, (['serve'],), text=True), 'serving_default', [2.0], [3.0]),
+    'tf1_legacy_shapes': (save_tf1_legacy_shapes, 'serving_default', [[2.0], [4.0]], [[3.0], [4.0]]),
 }
 
 @pytest.mark.parametrize('kind', KINDS)

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/42_serve.models.ipynb #626c41b3
 from __future__ import annotations
-import re, threading, time
+import os, re, tempfile, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -14,7 +14,7 @@ from .config import policy_versions, read_models_config
 from .export import MAX_WARMUP, WARMUP_FILE, read_warmup, version_folders
 
 # %% auto #0
-__all__ = ['HTTP_STATUS', 'SERVE_TAGS', 'ServingError', 'Servable', 'ModelManager']
+__all__ = ['HTTP_STATUS', 'SERVE_TAGS', 'LEGACY_SHAPES', 'ServingError', 'Servable', 'ModelManager']
 
 # %% ../../nbs/42_serve.models.ipynb #d7935082
 HTTP_STATUS = {'INVALID_ARGUMENT': 400, 'FAILED_PRECONDITION': 400, 'OUT_OF_RANGE': 400, 'NOT_FOUND': 404, 'ALREADY_EXISTS': 409,
@@ -58,15 +58,15 @@ class Servable:
 # %% ../../nbs/42_serve.models.ipynb #4b1d0002
 SERVE_TAGS = {'serve'}   # TF Serving's --saved_model_tags default
 
-def _meta_graph(path:Path):
-    "The meta graph tagged `serve` of the SavedModel in `path`, as TF Serving picks it."
+def _saved_model(path:Path):
+    "The SavedModel in `path`, and its meta graph tagged `serve`, as TF Serving picks it."
     from google.protobuf import text_format
     from tensorflow.core.protobuf import saved_model_pb2
     if (path/'saved_model.pb').is_file(): sm = saved_model_pb2.SavedModel.FromString((path/'saved_model.pb').read_bytes())
     elif (path/'saved_model.pbtxt').is_file(): sm = text_format.Parse((path/'saved_model.pbtxt').read_text(), saved_model_pb2.SavedModel())
     else: raise FileNotFoundError(f"SavedModel file does not exist at: {path}/{{saved_model.pbtxt|saved_model.pb}}")
     for mg in sm.meta_graphs:
-        if set(mg.meta_info_def.tags) == SERVE_TAGS: return mg
+        if set(mg.meta_info_def.tags) == SERVE_TAGS: return sm, mg
     raise ValueError("Could not find meta graph def matching supplied tags: { serve }. To inspect available tag-sets in the "
                      "SavedModel, please use the SavedModel CLI: `saved_model_cli`")
 
@@ -75,16 +75,43 @@ def attempt(self:Servable, warmup:bool=True, iterations:int=1)->str:
     "One try at loading: signatures, SavedModel, warmup. '' once AVAILABLE; else the error, and the version stays LOADING."
     self.state = 'LOADING'
     try:
-        mg = _meta_graph(self.path)
+        sm, mg = _saved_model(self.path)
         self.signature_defs = {k: v for k, v in mg.signature_def.items() if not k.startswith('__')}
         self.__dict__.pop('_inputs', None)
-        self.loaded = import_tensorflow().saved_model.load(str(self.path), tags=sorted(SERVE_TAGS))
+        self.loaded = _load_saved_model(self.path, sm)
         if warmup: self.warm_up(iterations)
     except Exception as e:
         self.loaded, self.last_error = None, f"{type(e).__name__}: {e}"[:500]
         return self.last_error
     self.state, self.error, self.last_error = 'AVAILABLE', '', ''
     return ''
+
+# %% ../../nbs/42_serve.models.ipynb #920a9e2a
+LEGACY_SHAPES = 21   # GraphDefs up to this version wrote an unknown shape as an empty one (TensorFlow's Placeholder shape function)
+
+def _unknown_shapes(sm)->bool:
+    "In the meta graphs of an old SavedModel, make empty shapes unknown, as they meant; whether any changed."
+    changed = False
+    for mg in sm.meta_graphs:
+        if mg.graph_def.versions.producer > LEGACY_SHAPES: continue
+        shapes = [n.attr['shape'].shape for n in mg.graph_def.node if n.op == 'Placeholder' and 'shape' in n.attr]
+        shapes += [t.tensor_shape for sd in mg.signature_def.values() for t in [*sd.inputs.values(), *sd.outputs.values()]]
+        for s in shapes:
+            if not s.dim and not s.unknown_rank: s.unknown_rank = changed = True
+    return changed
+
+def _load_saved_model(path:Path, sm):
+    "`tf.saved_model.load` of the SavedModel `sm` in `path`; an old one from a copy whose empty shapes are unknown again."
+    tf, fixed = import_tensorflow(), type(sm)()
+    fixed.CopyFrom(sm)
+    if not _unknown_shapes(fixed): return tf.saved_model.load(str(path), tags=sorted(SERVE_TAGS))
+    tmp = tempfile.TemporaryDirectory(prefix='mlinfra-savedmodel-')   # removed when the loaded model is
+    (Path(tmp.name)/'saved_model.pb').write_bytes(fixed.SerializeToString())
+    for p in path.iterdir():
+        if p.name not in ('saved_model.pb', 'saved_model.pbtxt'): os.symlink(p.absolute(), Path(tmp.name)/p.name)
+    loaded = tf.saved_model.load(tmp.name, tags=sorted(SERVE_TAGS))
+    loaded._mlinfra_copy = tmp
+    return loaded
 
 # %% ../../nbs/42_serve.models.ipynb #4b1d0004
 @patch
