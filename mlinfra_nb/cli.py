@@ -52,6 +52,7 @@ def cmd_demo(args)->int:
                            epochs=args.epochs, rate=args.rate))
     return 0
 
+# %% ../nbs/61_cli.ipynb #70797f71
 def cmd_generate(args)->int:
     "Generate synthetic transactions into a Parquet or CSV file."
     from mlinfra_nb.datasets import transactions, write_dataset
@@ -66,6 +67,7 @@ def cmd_load(args)->int:
     print(f"wrote {len(df):,} rows of {args.name} to {write_dataset(df, args.out)}")
     return 0
 
+# %% ../nbs/61_cli.ipynb #e4c5f00a
 def _lake(args):
     from mlinfra_nb.lake import Lake
     return Lake(args.root) if args.root else Lake(workspace=Workspace(args.home))
@@ -81,6 +83,7 @@ def cmd_lake_serve(args)->int:
     srv.serve_forever()
     return 0
 
+# %% ../nbs/61_cli.ipynb #caefa4d0
 def cmd_credentials_create(args)->int:
     "Create an access key pair and print it (the secret is shown only now); the user is made if need be, and put in `--group`s."
     from mlinfra_nb.lake import auth
@@ -105,6 +108,7 @@ def cmd_credentials_delete(args)->int:
     print(f"deleted {args.access_key_id}")
     return 0
 
+# %% ../nbs/61_cli.ipynb #582dc674
 def _pipeline(args):
     from mlinfra_nb.pipeline import Pipeline
     return Pipeline(Workspace(args.home))
@@ -125,6 +129,7 @@ def _params(args)->dict:
         params[k] = yaml.safe_load(v) if v.strip() else v   # '3' -> 3, '0.5' -> 0.5, 'true' -> True, else the text
     return params
 
+# %% ../nbs/61_cli.ipynb #8122d7cd
 def cmd_run(args)->int:
     "Run the pipeline's step notebooks (or resume a run); exit 1 when a step fails."
     pipe = _pipeline(args)
@@ -233,16 +238,8 @@ def _access_parsers(lk, lake_args):
     add(p, 'detach', 'detach a policy from a user or a group', name('policy'), *holder)
 
 # %% ../nbs/61_cli.ipynb #45816666
-_HOST_HELP = "address to listen on (default 127.0.0.1: this machine only); 0.0.0.0 or :: (every interface) needs --allow-remote"
-_ALLOW_REMOTE_HELP = "allow --host 0.0.0.0 or ::, where other machines can connect"
-
-def build_parser()->Parser:
-    "The `mlinfra` argument parser with all its subcommands."
-    p = Parser(prog='mlinfra', description='Notebook-first ML infrastructure: lake, features, training, serving, monitoring.')
-    p.add_argument('--version', action='version', version=f'mlinfra {mlinfra_nb.__version__}')
-    p.add_argument('--log-level', default=None, help='DEBUG, INFO, WARNING or ERROR (default: the workspace setting)')
-    sub = p.add_subparsers(dest='command', metavar='COMMAND')
-
+def _demo_parser(sub):
+    "`mlinfra demo` under the subcommands `sub`."
     d = sub.add_parser('demo', help='run the main job on the embedded default')
     d.add_argument('--home', default=None, help='workspace directory (default: $MLINFRA_HOME or ./.mlinfra)')
     d.add_argument('--rows', type=_positive_int, default=50_000, help='transactions to generate')
@@ -254,6 +251,9 @@ def build_parser()->Parser:
     d.add_argument('--rate', type=_positive_float, default=150.0, help='live requests per second')
     d.set_defaults(func=cmd_demo)
 
+# %% ../nbs/61_cli.ipynb #b8f68787
+def _datasets_parser(sub):
+    "`mlinfra datasets generate|load` under the subcommands `sub`."
     ds = sub.add_parser('datasets', help='generate or load datasets').add_subparsers(dest='action', metavar='ACTION', required=True)
     g = ds.add_parser('generate', help='synthetic card transactions with fraud labels')
     g.add_argument('--rows', type=_positive_int, required=True)
@@ -268,31 +268,48 @@ def build_parser()->Parser:
     l.add_argument('--out', type=Path, required=True, help='output file, .parquet or .csv')
     l.set_defaults(func=cmd_load)
 
+# %% ../nbs/61_cli.ipynb #e2724c2b
+_HOST_HELP = "address to listen on (default 127.0.0.1: this machine only); 0.0.0.0 or :: (every interface) needs --allow-remote"
+_ALLOW_REMOTE_HELP = "allow --host 0.0.0.0 or ::, where other machines can connect"
+
+def _lake_args(q):
+    "`q` with the `--home` and `--root` that every `lake` subcommand takes."
+    q.add_argument('--home', default=None, help='workspace directory (default: $MLINFRA_HOME or ./.mlinfra)')
+    q.add_argument('--root', default=None, help='lake directory (default: lake/ in the workspace)')
+    return q
+
+# %% ../nbs/61_cli.ipynb #09d52e62
+def _credentials_parsers(lk):
+    "`mlinfra lake credentials create|list|delete`, under the `lake` subcommand `lk`."
+    cr = lk.add_parser('credentials', help='access keys for the server').add_subparsers(dest='cred_action', metavar='ACTION', required=True)
+    c = _lake_args(cr.add_parser('create', help='create an access key pair (the secret is printed once)'))
+    c.add_argument('--user', default='admin', help="whose key; a new user is made (the lake's first user is an Admin)")
+    c.add_argument('--group', action='append', help='put the user in this group too (repeatable), e.g. Developers')
+    c.set_defaults(func=cmd_credentials_create)
+    _lake_args(cr.add_parser('list', help='list access key ids')).set_defaults(func=cmd_credentials_list)
+    c = _lake_args(cr.add_parser('delete', help='revoke an access key'))
+    c.add_argument('access_key_id')
+    c.set_defaults(func=cmd_credentials_delete)
+
+# %% ../nbs/61_cli.ipynb #fbc3736d
+def _lake_parser(sub):
+    "`mlinfra lake ...` under the subcommands `sub`: serve, credentials, users, groups, policies and keygen."
     lk = sub.add_parser('lake', help='serve the embedded lake as lakeFS; manage its users, groups, policies and access keys').add_subparsers(dest='action', metavar='ACTION', required=True)
-    def lake_args(q):
-        q.add_argument('--home', default=None, help='workspace directory (default: $MLINFRA_HOME or ./.mlinfra)')
-        q.add_argument('--root', default=None, help='lake directory (default: lake/ in the workspace)')
-        return q
-    s = lake_args(lk.add_parser('serve', help="lakeFS's REST API over the embedded lake"))
+    s = _lake_args(lk.add_parser('serve', help="lakeFS's REST API over the embedded lake"))
     s.add_argument('--host', default='127.0.0.1', help=_HOST_HELP)
     s.add_argument('--allow-remote', action='store_true', help=_ALLOW_REMOTE_HELP)
     s.add_argument('--port', type=int, default=8000, help='port to listen on (0: a free one; the address printed says which)')
     s.add_argument('--max-upload', type=_positive_int, default=2**31, help='largest object upload in bytes')
     s.set_defaults(func=cmd_lake_serve)
-    cr = lk.add_parser('credentials', help='access keys for the server').add_subparsers(dest='cred_action', metavar='ACTION', required=True)
-    c = lake_args(cr.add_parser('create', help='create an access key pair (the secret is printed once)'))
-    c.add_argument('--user', default='admin', help="whose key; a new user is made (the lake's first user is an Admin)")
-    c.add_argument('--group', action='append', help='put the user in this group too (repeatable), e.g. Developers')
-    c.set_defaults(func=cmd_credentials_create)
-    lake_args(cr.add_parser('list', help='list access key ids')).set_defaults(func=cmd_credentials_list)
-    c = lake_args(cr.add_parser('delete', help='revoke an access key'))
-    c.add_argument('access_key_id')
-    c.set_defaults(func=cmd_credentials_delete)
-    _access_parsers(lk, lake_args)
+    _credentials_parsers(lk)
+    _access_parsers(lk, _lake_args)
     k = lk.add_parser('keygen', help='make a key to encrypt a lake at rest (set lake.key_file, MLINFRA_LAKE__KEY_FILE, to use it)')
     k.add_argument('--out', required=True, help='the key file to write (never overwritten; readable by you only)')
     k.set_defaults(func=cmd_keygen)
-    _serve_parser(sub)
+
+# %% ../nbs/61_cli.ipynb #d77b2025
+def _pipeline_parsers(sub):
+    "`mlinfra run` and `mlinfra runs` under the subcommands `sub`."
     rn = sub.add_parser('run', help="run the pipeline's step notebooks with papermill, on a lake branch merged only on success")
     rn.add_argument('--home', help='workspace home (default: $MLINFRA_HOME or ./.mlinfra)')
     rn.add_argument('--steps', help='comma-separated steps (default: ingest,train,evaluate,register)')
@@ -304,6 +321,19 @@ def build_parser()->Parser:
     rs.add_argument('run_id', nargs='?')
     rs.add_argument('--home', help='workspace home (default: $MLINFRA_HOME or ./.mlinfra)')
     rs.set_defaults(func=cmd_runs)
+
+# %% ../nbs/61_cli.ipynb #1d5a2578
+def build_parser()->Parser:
+    "The `mlinfra` argument parser with all its subcommands."
+    p = Parser(prog='mlinfra', description='Notebook-first ML infrastructure: lake, features, training, serving, monitoring.')
+    p.add_argument('--version', action='version', version=f'mlinfra {mlinfra_nb.__version__}')
+    p.add_argument('--log-level', default=None, help='DEBUG, INFO, WARNING or ERROR (default: the workspace setting)')
+    sub = p.add_subparsers(dest='command', metavar='COMMAND')
+    _demo_parser(sub)
+    _datasets_parser(sub)
+    _lake_parser(sub)
+    _serve_parser(sub)
+    _pipeline_parsers(sub)
     return p
 
 # %% ../nbs/61_cli.ipynb #f37ea1fb

@@ -128,6 +128,7 @@ def _messages()->dict:
     return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f'tensorflow.serving.{n}'))
             for n in ('BatchingParameters', 'PrometheusConfig', 'MonitoringConfig')}
 
+# %% ../../nbs/41_serve.config.ipynb #77e4366c
 def batching_parameters(max_batch_size:int=32, batch_timeout_micros:int=1000, num_batch_threads:int=4,
                         max_enqueued_batches:int=100, allowed_batch_sizes:list[int]|None=None, pad_variable_length_inputs:bool=False):
     "A `BatchingParameters` message, checked as TF Serving checks it."
@@ -143,6 +144,7 @@ def batching_parameters(max_batch_size:int=32, batch_timeout_micros:int=1000, nu
     m.allowed_batch_sizes.extend(sizes); m.pad_variable_length_inputs = pad_variable_length_inputs
     return m
 
+# %% ../../nbs/41_serve.config.ipynb #161051d5
 PROMETHEUS_PATH = '/monitoring/prometheus/metrics'
 
 def monitoring_config(path:str=PROMETHEUS_PATH):
@@ -152,6 +154,7 @@ def monitoring_config(path:str=PROMETHEUS_PATH):
     m.prometheus_config.enable, m.prometheus_config.path = True, path
     return m
 
+# %% ../../nbs/41_serve.config.ipynb #d2ae4519
 def read_batching_parameters(path:str|Path): return read_text_proto(path, _messages()['BatchingParameters'])
 def read_monitoring_config(path:str|Path): return read_text_proto(path, _messages()['MonitoringConfig'])
 

@@ -26,6 +26,7 @@ def _column(values, dtype:str, name:str)->np.ndarray:
         return a.astype(np.dtype(dtype))
     except (TypeError, ValueError): raise InvalidInput(f"input {name!r} cannot be read as {dtype}: {a[:3].tolist()}...") from None
 
+# %% ../../nbs/40_serve.export.ipynb #26aa9ac0
 def warmup_requests(rows:pd.DataFrame|dict,        # raw feature rows, one column per signature input
                     signature:dict,                 # `{'inputs': {name: {'dtype', 'shape'}}}` as the registry stores it
                     model:str,                      # the model name the requests address
@@ -50,6 +51,7 @@ def warmup_requests(rows:pd.DataFrame|dict,        # raw feature rows, one colum
         logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=req)))
     return logs
 
+# %% ../../nbs/40_serve.export.ipynb #4b34eac2
 def write_warmup(path:Path, logs:list):
     "Write `PredictionLog` protos as the TFRecord file TF Serving replays."
     tf = import_tensorflow()
@@ -72,6 +74,7 @@ def _sample_rows(registry:ModelRegistry, meta:dict, n:int)->pd.DataFrame|None:
     cols = ', '.join(f'"{c}"' for c in meta['signature']['inputs'])
     return repo.table(t['commit'], t['path']).select(cols).limit(n).df()
 
+# %% ../../nbs/40_serve.export.ipynb #198bd4d8
 def export_model(registry:ModelRegistry,
                  name:str,                      # the model in the registry
                  base_path:str|Path,            # TF Serving's model base path is `base_path/name`

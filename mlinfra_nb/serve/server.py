@@ -829,8 +829,7 @@ class ModelServer:
         self._check_addresses(rest_port, grpc_port, grpc_socket_path, grpc_options or [])
         if rest_port is not None: self.rest_socket = _bind(host, rest_port, 'REST'); self._rest_port = self.rest_socket.getsockname()[1]
         try:
-            batching = read_batching_parameters(batching_parameters_file) if batching_parameters_file else batching
-            monitoring = read_monitoring_config(monitoring_config_file) if monitoring_config_file else monitoring
+            batching, monitoring = _batching_and_monitoring(batching_parameters_file, batching, monitoring_config_file, monitoring)
             self.serving = Serving(ModelManager(config, model_config_file, poll_seconds, warmup, config_poll_seconds=config_poll_seconds,
                                                 load_retries=load_retries, retry_interval=retry_interval,
                                                 allow_unavailable_labels=allow_unavailable_labels, warmup_iterations=warmup_iterations),
@@ -841,6 +840,13 @@ class ModelServer:
             if getattr(self, 'serving', None): self.serving.close()
             raise
         self._start_grpc(grpc_port, grpc_threads, max_body, grpc_options or [])
+
+# %% ../../nbs/44_serve.server.ipynb #81d1ebc9
+def _batching_and_monitoring(batching_parameters_file, batching, monitoring_config_file, monitoring)->tuple:
+    "The batching and monitoring messages: read from their files when given (a file wins), else the messages passed."
+    batching = read_batching_parameters(batching_parameters_file) if batching_parameters_file else batching
+    monitoring = read_monitoring_config(monitoring_config_file) if monitoring_config_file else monitoring
+    return batching, monitoring
 
 # %% ../../nbs/44_serve.server.ipynb #84950314
 @patch
