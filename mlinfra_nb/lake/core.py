@@ -44,6 +44,7 @@ def check_ref_name(name:str, kind:str='branch')->str:
         raise InvalidInput(f"invalid {kind} name {name!r}: use letters, digits, '_' and '-', starting with a letter, digit or '_'")
     return name
 
+# %% ../../nbs/11_lake.core.ipynb #f570eec4
 _SAFE_PATH = re.compile(r'[^\x00/]+(?:/[^\x00/]+)*')
 
 def check_path(path:str)->str:
@@ -141,6 +142,7 @@ def _cache(con, name:str)->_LRU:
     if c is None: c = con.caches[name] = _LRU(CACHE_SIZES[name])
     return c
 
+# %% ../../nbs/11_lake.core.ipynb #0f4d47ec
 def _metarange(con, mr_id:str)->list:
     "The ranges of a metarange: `(range_id, seq, min_key, max_key, count)`, in key order."
     if mr_id == EMPTY_METARANGE: return []
@@ -195,6 +197,7 @@ def _write_ranges(con, chunks:list)->list:
     known.update(seqs)
     return [(i, seqs[i], c[0][0], c[-1][0], len(c)) for i, c in zip(ids, chunks)]
 
+# %% ../../nbs/11_lake.core.ipynb #997d87de
 META_SPLIT = 16  # a metarange chunk ends after a range whose last path's (second) hash is divisible by this
 
 def _meta_cut(key:str)->bool:
@@ -213,6 +216,7 @@ def _chunk_refs(con, refs:list)->list:
 
 def _chunk_id(refs:list)->str: return hashlib.sha256('\n'.join([r[0] for r in refs]).encode()).hexdigest()
 
+# %% ../../nbs/11_lake.core.ipynb #1eb8bf1b
 def _relayout(con, refs:list, old:list, spans:list)->list|None:
     "The chunk layout `[(chunk id, count, last range id, refs or None)]` of `refs`, recutting only around `spans` of the parent's layout `old`."
     ends = list(itertools.accumulate(c for _, c, _, _ in old))
@@ -238,6 +242,7 @@ def _relayout(con, refs:list, old:list, spans:list)->list|None:
         if pos > len(refs) or refs[pos - 1][0] != last: return None
     return out if pos == len(refs) else None
 
+# %% ../../nbs/11_lake.core.ipynb #09f14397
 def _chunk_json(con, refs:list)->str:
     "`json.dumps(refs)`, joined from the remembered JSON of each range reference (a recut chunk mostly holds references stored before)."
     memo = con.caches.setdefault('refjson', {})
@@ -265,10 +270,8 @@ def _write_metarange(con, rngs:list, base:tuple|None=None)->str:
     return mid
 
 # %% ../../nbs/11_lake.core.ipynb #5f4a0dc4
-def _apply(con, mr_id:str, changes:Mapping)->str:
-    "The metarange of tree `mr_id` with `changes` (`path -> entry or None`) applied."
-    if not changes: return mr_id
-    rngs, maxes = _metarange(con, mr_id), _max_keys(con, mr_id)
+def _rewrite_runs(con, rngs:list, maxes:list, changes:Mapping)->list:
+    "The runs of ranges of a tree (`rngs`, with their max keys `maxes`) that `changes` fall in, rewritten with them applied."
     n, by_range, order = len(rngs), {}, sorted(changes)
     if n:
         for p in order: by_range.setdefault(min(bisect.bisect_left(maxes, p), n - 1), []).append(p)
@@ -300,6 +303,14 @@ def _apply(con, mr_id:str, changes:Mapping)->str:
             if not buf or j == n: break  # the run ends where a range ends, or with the tree
         runs.append((i, j, chunks))
     if buf: runs[-1][2].append(list(buf)); buf.clear()
+    return runs
+
+# %% ../../nbs/11_lake.core.ipynb #a1b03604
+def _apply(con, mr_id:str, changes:Mapping)->str:
+    "The metarange of tree `mr_id` with `changes` (`path -> entry or None`) applied."
+    if not changes: return mr_id
+    rngs, maxes = _metarange(con, mr_id), _max_keys(con, mr_id)
+    runs = _rewrite_runs(con, rngs, maxes, changes)
     written = iter(_write_ranges(con, [c for _, _, cs in runs for c in cs]))
     out, keys, spans, prev = [], [], [], 0   # keys: the new tree's max keys, from slices of the old ones
     for lo, hi, cs in runs:
@@ -568,6 +579,7 @@ def _add_ref(self:Repository, con, name:str, kind:str, commit_id:str):
         raise Conflict(f"a branch or tag named {name!r} already exists in repository {self.name!r}")
     con.execute("INSERT INTO refs VALUES (?, ?, ?, ?)", [self.name, name, kind, commit_id])
 
+# %% ../../nbs/11_lake.core.ipynb #be353507
 @patch
 @guarded
 def create_branch(self:Repository, name:str, source:str|None=None)->Commit:
@@ -595,6 +607,7 @@ def head(self:Repository, branch:str)->Commit:
     self.lake._check('fs:ReadBranch', arn(self.name, 'branch', branch))
     with self.store.connect() as con: return self._branch_head(con, branch)
 
+# %% ../../nbs/11_lake.core.ipynb #2d56637a
 @patch
 @guarded
 def delete_branch(self:Repository, name:str):
@@ -649,6 +662,7 @@ def _entry(path, address, size, content_type, metadata:dict|str, mtime:int|None=
 
 def _info(e)->ObjectInfo: return ObjectInfo(e[0], e[1], e[2], e[3], _EPOCH + dt.timedelta(microseconds=e[4]), json.loads(e[5]))
 
+# %% ../../nbs/11_lake.core.ipynb #a05a6cc8
 @patch
 @guarded
 def put_many(self:Repository,
@@ -686,6 +700,7 @@ def _stage(self:Repository, con, branch:str, ents:list, tombstones:Iterable[str]
     con.execute("INSERT INTO staging SELECT ?, ?, * FROM _new_staging", [self.name, branch])
     con.unregister('_new_staging')
 
+# %% ../../nbs/11_lake.core.ipynb #4c2e0c7d
 @patch
 @guarded
 def put(self:Repository, branch:str, path:str, data:bytes, content_type:str|None=None, metadata:Mapping|None=None)->ObjectInfo:
@@ -722,6 +737,7 @@ def exists(self:Repository, ref:str, path:str)->bool:
     check_path(path)
     with self.store.connect() as con: return self._entry_at(con, ref, path) is not None
 
+# %% ../../nbs/11_lake.core.ipynb #6ed86a1e
 @patch
 @guarded
 def get(self:Repository, ref:str, path:str)->bytes:
@@ -733,6 +749,7 @@ def get(self:Repository, ref:str, path:str)->bytes:
         if e is None: raise NotFound(f"no object {path!r} at {ref!r} in repository {self.name!r}")
         return self.store.get_blob(con, e[1], name=f"{self.name}/{ref}/{path}")
 
+# %% ../../nbs/11_lake.core.ipynb #60e16de7
 @patch
 @guarded
 def delete(self:Repository, branch:str, path:str):
@@ -839,6 +856,7 @@ def _staged_changes(self:Repository, con, branch:str, prefix:str='')->dict:
         if _identity(old) != _identity(new): out[row[0]] = (old, new)
     return out
 
+# %% ../../nbs/11_lake.core.ipynb #da87aadc
 @patch
 def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:str)->dict:
     "`_staged_changes` for a large staging area: one DuckDB join instead of a lookup per path."
@@ -859,6 +877,7 @@ def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:st
         ORDER BY s.path""", [self.name, branch, prefix, seqs]).fetchall()
     return {r[6]: (r[:6] if r[0] is not None else None, r[6:] if r[7] is not None else None) for r in rows}
 
+# %% ../../nbs/11_lake.core.ipynb #3c32b70e
 def _changes(staged:dict)->list[Change]:
     "`Change`s from `path -> (old, new)` pairs."
     return [Change('removed' if new is None else 'added' if old is None else 'changed', p, (new or old)[2]) for p, (old, new) in staged.items()]
@@ -873,6 +892,7 @@ def uncommitted(self:Repository, branch:str, prefix:str='')->list[Change]:
     if not isinstance(prefix, str): raise InvalidInput(f"prefix must be a string, got {prefix!r}")
     with self.store.connect() as con: return _changes(self._staged_changes(con, branch, prefix))
 
+# %% ../../nbs/11_lake.core.ipynb #9af31b37
 @patch
 @guarded
 def reset(self:Repository, branch:str, path:str|None=None, prefix:str|None=None):

@@ -148,6 +148,7 @@ def _refs(lister)->dict:
         if not page.pagination.has_more: return out
         after = page.pagination.next_offset
 
+# %% ../../nbs/14_lake.lakefs.ipynb #2db9b59e
 def _create_branch(self:LakeFSRepository, name:str, source:str|None=None)->Commit:
     "Create branch `name` at the commit of `source` (default: the default branch); return that commit."
     check_ref_name(name)
@@ -167,6 +168,10 @@ def _delete_branch(self:LakeFSRepository, name:str):
     "Delete branch `name` and its uncommitted changes."
     with self.errors(f"deleting branch {name!r}"): self.api.branches_api.delete_branch(self.name, name)
 
+for _f in (_create_branch, _branches, _head, _delete_branch):
+    setattr(LakeFSRepository, _f.__name__[1:], _f)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #4e74b706
 def _tag(self:LakeFSRepository, name:str, ref:str)->Commit:
     "Create tag `name` for the commit `ref` points at."
     check_ref_name(name, 'tag')
@@ -181,6 +186,10 @@ def _delete_tag(self:LakeFSRepository, name:str):
     "Delete tag `name`."
     with self.errors(f"deleting tag {name!r}"): self.api.tags_api.delete_tag(self.name, name)
 
+for _f in (_tag, _tags, _delete_tag):
+    setattr(LakeFSRepository, _f.__name__[1:], _f)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #6644eba1
 def _protection_rules(self:LakeFSRepository)->list[str]:
     "The glob patterns of protected branches."
     with self.errors("reading branch protection"):
@@ -202,7 +211,7 @@ def _unprotect(self:LakeFSRepository, pattern:str):
     if pattern not in rules: raise NotFound(f"no protection rule {pattern!r} in repository {self.name!r}")
     _set_rules(self, [r for r in rules if r != pattern])
 
-for _f in (_create_branch, _branches, _head, _delete_branch, _tag, _tags, _delete_tag, _protection_rules, _protect, _unprotect):
+for _f in (_protection_rules, _protect, _unprotect):
     setattr(LakeFSRepository, _f.__name__[1:], _f)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #de8603c0
@@ -226,6 +235,10 @@ def _put(self:LakeFSRepository, branch:str, path:str, data:bytes, content_type:s
     self.put_many(branch, [(path, data)], content_type, metadata)
     return self.stat(branch, path)
 
+for _f in (_put_many, _put):
+    setattr(LakeFSRepository, _f.__name__[1:], _f)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #e6cd4f1f
 def _stat(self:LakeFSRepository, ref:str, path:str)->ObjectInfo:
     "Facts about the object at `path` as of `ref`."
     check_path(path)
@@ -248,6 +261,10 @@ def _delete(self:LakeFSRepository, branch:str, path:str):
     check_path(path)
     with self.errors(f"deleting {path!r} on {branch!r}"): self.api.objects_api.delete_object(self.name, branch, path)
 
+for _f in (_stat, _exists, _get, _delete):
+    setattr(LakeFSRepository, _f.__name__[1:], _f)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #f417f524
 def _list(self:LakeFSRepository, ref:str, prefix:str='', delimiter:str|None=None, after:str='', limit:int|None=None)->list:
     "The objects (and, with a delimiter, common prefixes) at `ref` under `prefix`."
     for name, v in (('prefix', prefix), ('after', after)):
@@ -258,6 +275,9 @@ def _list(self:LakeFSRepository, ref:str, prefix:str='', delimiter:str|None=None
     with self.errors(f"listing {prefix!r} at {ref!r}"):
         return [_object(o) for o in self.sdk.ref(ref).objects(max_amount=limit, after=after or None, prefix=prefix or None, delimiter=delimiter)]
 
+LakeFSRepository.list = _list
+
+# %% ../../nbs/14_lake.lakefs.ipynb #6d6e71ae
 def _import_directory(self:LakeFSRepository, branch:str, src:str|Path, prefix:str='', batch:int=1000)->int:
     "Upload every file under the local folder `src` to `branch`, at `prefix` + its relative path."
     src = Path(src)
@@ -268,8 +288,7 @@ def _import_directory(self:LakeFSRepository, branch:str, src:str|Path, prefix:st
     for i in range(0, len(files), batch): self.put_many(branch, [(p, f.read_bytes()) for f, p in files[i:i + batch]])
     return len(files)
 
-for _f in (_put_many, _put, _stat, _exists, _get, _delete, _list, _import_directory):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
+LakeFSRepository.import_directory = _import_directory
 
 # %% ../../nbs/14_lake.lakefs.ipynb #1c199142
 def _change(d)->Change|CommonPrefix:
@@ -284,6 +303,10 @@ def _reset(self:LakeFSRepository, branch:str, path:str|None=None, prefix:str|Non
     kind, p = ('object', check_path(path)) if path else ('common_prefix', prefix) if prefix else ('reset', None)
     with self.errors(f"resetting {branch!r}"): self.sdk.branch(branch).reset_changes(kind, p)
 
+for _f in (_uncommitted, _reset):
+    setattr(LakeFSRepository, _f.__name__[1:], _f)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #63f37e35
 def _commit_changes(self:LakeFSRepository, branch:str, message:str, metadata:Mapping|None=None, allow_empty:bool=False,
                     expected_head:str|None=None)->Commit:
     "Commit the staged changes on `branch`."
@@ -311,6 +334,11 @@ def _log(self:LakeFSRepository, ref:str, limit:int|None=None)->list[Commit]:
             after = page.pagination.next_offset
     return out
 
+LakeFSRepository.commit = _commit_changes
+LakeFSRepository.log = _log
+LakeFSRepository.add_hook, LakeFSRepository._run_hooks = Repository.add_hook, Repository._run_hooks  # the embedded lake's, unchanged
+
+# %% ../../nbs/14_lake.lakefs.ipynb #429c0b7b
 def _diff(self:LakeFSRepository, left:str, right:str, prefix:str='')->list[Change]:
     "Changes from `left` to `right` (committed states, as lakeFS compares refs)."
     if not isinstance(prefix, str): raise InvalidInput(f"prefix must be a string, got {prefix!r}")
@@ -338,6 +366,10 @@ def _merge_on_server(self:LakeFSRepository, source:str, into:str, merge:lakefs_s
     with self.errors(f"merging {source!r} into {into!r}"): r = self.api.refs_api.merge_into_branch(self.name, source, into, merge=merge)
     return self.commit_info(r.reference)
 
+for _f in (_diff, _merge_base, _merge, _merge_on_server):
+    setattr(LakeFSRepository, _f.__name__[1:], _f)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #05e40507
 def _revert(self:LakeFSRepository, branch:str, ref:str, parent:int|None=None, message:str|None=None)->Commit:
     "Commit on `branch` the inverse of the changes `ref` made (relative to its `parent`-th parent)."
     over = lakefs_sdk.CommitOverrides(message=message) if message else None
@@ -350,10 +382,8 @@ def _hard_reset(self:LakeFSRepository, branch:str, ref:str)->Commit:
     with self.errors(f"hard-resetting {branch!r} to {ref!r}"): self.api.experimental_api.hard_reset_branch(self.name, branch, ref)
     return self.head(branch)
 
-for _f in (_uncommitted, _reset, _log, _diff, _merge_base, _merge, _merge_on_server, _revert, _hard_reset):
+for _f in (_revert, _hard_reset):
     setattr(LakeFSRepository, _f.__name__[1:], _f)
-LakeFSRepository.commit = _commit_changes
-LakeFSRepository.add_hook, LakeFSRepository._run_hooks = Repository.add_hook, Repository._run_hooks  # the embedded lake's, unchanged
 
 # %% ../../nbs/14_lake.lakefs.ipynb #fdbc702a
 _PLAIN_REF = re.compile(r'[\w-]+')

@@ -308,6 +308,7 @@ def get_branch(api, call):
 @route('DELETE', '/repositories/{repository}/branches/{branch}')
 def delete_branch(api, call): api.repo(call).delete_branch(call.params['branch']); return _none()
 
+# %% ../../nbs/15_lake.server.ipynb #27c5e4c9
 @route('PUT', '/repositories/{repository}/branches/{branch}', body='json')
 def reset_branch(api, call):
     b, repo, branch = parse(lakefs_sdk.ResetCreation, call.body), api.repo(call), call.params['branch']
@@ -329,6 +330,7 @@ def revert_branch(api, call):
     api.repo(call).revert(call.params['branch'], b.ref, parent=b.parent_number or None, message=msg)
     return _none()
 
+# %% ../../nbs/15_lake.server.ipynb #d344b534
 @route('GET', '/repositories/{repository}/tags')
 def list_tags(api, call): return _refs(call, api.repo(call).tags())
 
@@ -359,6 +361,7 @@ def commit(api, call):
 @route('GET', '/repositories/{repository}/commits/{commitId}')
 def get_commit(api, call): return _json(commit_json(api.repo(call).commit_info(call.params['commitId'])))
 
+# %% ../../nbs/15_lake.server.ipynb #337e0bcf
 def _touches(repo:Repository, c, objects:list, prefixes:list)->bool:
     "Whether commit `c` changed one of `objects` or something under one of `prefixes` (against its first parent)."
     if not c.parents: return False
@@ -371,6 +374,7 @@ def _since(q)->dt.datetime|None:
     except ValueError: raise InvalidInput(f"since must be an RFC 3339 time, got {v[:40]!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
+# %% ../../nbs/15_lake.server.ipynb #dccf8e3a
 @route('GET', '/repositories/{repository}/refs/{ref}/commits')
 def log_commits(api, call):
     repo, q, n = api.repo(call), call.query, amount_of(call.query)
@@ -413,6 +417,7 @@ def _diff_page(call, changes:list)->JSONResponse:
 
 def _committed(ref:str)->str: return ref if ref.endswith('@') else ref + '@'
 
+# %% ../../nbs/15_lake.server.ipynb #4382ec4e
 @route('GET', '/repositories/{repository}/branches/{branch}/diff')
 def diff_branch(api, call): return _diff_page(call, api.repo(call).uncommitted(call.params['branch']))
 
@@ -424,6 +429,7 @@ def diff_refs(api, call):
     if kind == 'three_dot': left = repo.merge_base(left, right).id
     return _diff_page(call, repo.diff(left, right))
 
+# %% ../../nbs/15_lake.server.ipynb #d7d9ca15
 @route('POST', '/repositories/{repository}/refs/{sourceRef}/merge/{destinationBranch}', body='json')
 def merge_into_branch(api, call):
     b = parse(lakefs_sdk.Merge, call.body or {})
@@ -486,6 +492,7 @@ def upload_object(api, call):
         info = repo.put(branch, path, data, content_type=ctype, metadata=md)
     return _json(stats_json(info, api.lake.root), 201)
 
+# %% ../../nbs/15_lake.server.ipynb #161ffb88
 @route('POST', '/repositories/{repository}/branches/{branch}/objects/copy', body='json')
 def copy_object(api, call):
     "Copy an object (from any ref) to `dest_path` on the branch; the bytes are shared, not duplicated."
@@ -507,6 +514,7 @@ def list_objects(api, call):
                                 after=q.get('after') or '', limit=n + 1)
     return _json(page(items, n, lambda o: o.path, lambda o: stats_json(o, api.lake.root)))
 
+# %% ../../nbs/15_lake.server.ipynb #b80f2d25
 _RANGE = re.compile(r'bytes=(\d*)-(\d*)')
 
 def _byte_range(header:str, size:int)->tuple[int, int]|None:
@@ -535,6 +543,7 @@ def read_object(api, o:ObjectInfo, start:int=0, end:int|None=None)->bytes:
         fh.seek(off + start)
         return fh.read((size - 1 if end is None else end) - start + 1)
 
+# %% ../../nbs/15_lake.server.ipynb #a359e231
 @route('GET', '/repositories/{repository}/refs/{ref}/objects')
 def get_object(api, call):
     o = api.repo(call).stat(call.params['ref'], _path(call))
@@ -551,6 +560,7 @@ def head_object(api, call):
     o = api.repo(call).stat(call.params['ref'], _path(call))
     return Response(status_code=200, media_type=o.content_type, headers={**_object_headers(o), 'Content-Length': str(o.size)})
 
+# %% ../../nbs/15_lake.server.ipynb #b985edbf
 @route('DELETE', '/repositories/{repository}/branches/{branch}/objects')
 def delete_object(api, call): api.repo(call).delete(call.params['branch'], _path(call)); return _none()
 

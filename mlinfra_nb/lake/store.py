@@ -122,6 +122,9 @@ CATALOG_CONFIG = {'threads': 1,                    # catalog work is small; leav
                   'checkpoint_threshold': '256MB'}  # checkpoint when the catalog is closed (idle), not in the middle of a commit
 LINGER = 0.05  # seconds a process keeps the catalog after an operation, unless another process is waiting
 
+# %% ../../nbs/10_lake.store.ipynb #a409f0be
+_stores = weakref.WeakSet()  # closed at exit, so no connection is left to a daemon thread
+
 class LakeStore:
     "Files and catalog of an embedded lake: content-addressed objects on disk, metadata in DuckDB, one process at a time."
     def __init__(self, root:str|Path, key:bytes|str|None=None):   # key: encrypt objects at rest (see below)
@@ -137,81 +140,91 @@ class LakeStore:
         self._pid, self._depth, self._con, self._lockf, self._timer = os.getpid(), 0, None, None, None
         self._in_tx, self.caches = False, {}
 
-    def _acquire(self):
-        self._lockf = open(self.root/'lake.lock', 'a+')
-        try: fcntl.flock(self._lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            with open(self.root/'lake.wait', 'a+') as w:  # announce that we wait, then wait
-                fcntl.flock(w, fcntl.LOCK_SH)
-                fcntl.flock(self._lockf, fcntl.LOCK_EX)
-        try:
-            self._con = Catalog(open_catalog(self.catalog, '' if self._ready else SCHEMA), self.caches); self._ready = True
-        except BaseException: self._release(); raise
+# %% ../../nbs/10_lake.store.ipynb #3958e785
+@patch
+def _acquire(self:LakeStore):
+    self._lockf = open(self.root/'lake.lock', 'a+')
+    try: fcntl.flock(self._lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        with open(self.root/'lake.wait', 'a+') as w:  # announce that we wait, then wait
+            fcntl.flock(w, fcntl.LOCK_SH)
+            fcntl.flock(self._lockf, fcntl.LOCK_EX)
+    try:
+        self._con = Catalog(open_catalog(self.catalog, '' if self._ready else SCHEMA), self.caches); self._ready = True
+    except BaseException: self._release(); raise
 
-    def _release(self):
-        if self._con is not None: self._con.close()
-        if self._lockf is not None: fcntl.flock(self._lockf, fcntl.LOCK_UN); self._lockf.close()
-        self._con, self._lockf = None, None
+@patch
+def _release(self:LakeStore):
+    if self._con is not None: self._con.close()
+    if self._lockf is not None: fcntl.flock(self._lockf, fcntl.LOCK_UN); self._lockf.close()
+    self._con, self._lockf = None, None
 
-    def _someone_waits(self)->bool:
-        with open(self.root/'lake.wait', 'a+') as w:
-            try: fcntl.flock(w, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError: return True
-            fcntl.flock(w, fcntl.LOCK_UN)
-            return False
+@patch
+def _someone_waits(self:LakeStore)->bool:
+    with open(self.root/'lake.wait', 'a+') as w:
+        try: fcntl.flock(w, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError: return True
+        fcntl.flock(w, fcntl.LOCK_UN)
+        return False
 
-    def _idle(self, getpid=os.getpid):
-        with self._mutex:
-            if self._depth == 0 and self._pid == getpid(): self._release()
+@patch
+def _idle(self:LakeStore, getpid=os.getpid):
+    with self._mutex:
+        if self._depth == 0 and self._pid == getpid(): self._release()
 
-    @contextlib.contextmanager
-    def connect(self)->Iterator[Catalog]:
-        "The catalog connection, with the lake's lock held; nested uses share it."
-        with self._mutex:
-            if self._pid != os.getpid(): self._reset_state()  # a forked child must not use its parent's connection
-            if self._timer: self._timer.cancel(); self._timer = None
-            if self._con is None: self._acquire()
-            self._depth += 1
-            try: yield self._con
-            finally:
-                self._depth -= 1
-                if self._depth == 0:  # let go at once if another process waits, else after LINGER idle
-                    if self._someone_waits(): self._release()
-                    else: self._timer = threading.Timer(LINGER, self._idle); self._timer.daemon = True; self._timer.start()
+# %% ../../nbs/10_lake.store.ipynb #75691d4d
+@patch
+@contextlib.contextmanager
+def connect(self:LakeStore)->Iterator[Catalog]:
+    "The catalog connection, with the lake's lock held; nested uses share it."
+    with self._mutex:
+        if self._pid != os.getpid(): self._reset_state()  # a forked child must not use its parent's connection
+        if self._timer: self._timer.cancel(); self._timer = None
+        if self._con is None: self._acquire()
+        self._depth += 1
+        try: yield self._con
+        finally:
+            self._depth -= 1
+            if self._depth == 0:  # let go at once if another process waits, else after LINGER idle
+                if self._someone_waits(): self._release()
+                else: self._timer = threading.Timer(LINGER, self._idle); self._timer.daemon = True; self._timer.start()
 
-    def close(self):
-        "Let go of the catalog and the lock now."
-        with self._mutex:
-            if self._timer: self._timer.cancel(); self._timer = None
-            if self._depth == 0 and self._pid == os.getpid(): self._release()
+@patch
+def close(self:LakeStore):
+    "Let go of the catalog and the lock now."
+    with self._mutex:
+        if self._timer: self._timer.cancel(); self._timer = None
+        if self._depth == 0 and self._pid == os.getpid(): self._release()
 
-    session = connect
+LakeStore.session = LakeStore.connect
 
-    @contextlib.contextmanager
-    def transaction(self)->Iterator[Catalog]:
-        "A catalog transaction: all of it is committed, or (on any exception) none of it."
-        with self.connect() as con:
-            if self._in_tx: yield con; return
-            con.execute('BEGIN TRANSACTION'); self._in_tx = True
-            try: yield con
-            except BaseException: con.execute('ROLLBACK'); self.caches.clear(); raise
-            else:
-                try: con.execute('COMMIT')
-                except BaseException: self.caches.clear(); raise
-                make_private(self.wal)   # DuckDB makes a new log after each checkpoint
-            finally: self._in_tx = False
+# %% ../../nbs/10_lake.store.ipynb #272d18e2
+@patch
+@contextlib.contextmanager
+def transaction(self:LakeStore)->Iterator[Catalog]:
+    "A catalog transaction: all of it is committed, or (on any exception) none of it."
+    with self.connect() as con:
+        if self._in_tx: yield con; return
+        con.execute('BEGIN TRANSACTION'); self._in_tx = True
+        try: yield con
+        except BaseException: con.execute('ROLLBACK'); self.caches.clear(); raise
+        else:
+            try: con.execute('COMMIT')
+            except BaseException: self.caches.clear(); raise
+            make_private(self.wal)   # DuckDB makes a new log after each checkpoint
+        finally: self._in_tx = False
 
-    @contextlib.contextmanager
-    def scratch(self)->Iterator[Catalog]:
-        "A transaction that is always rolled back: for working out what an operation would write (a diff of staged changes, say)."
-        with self.connect() as con:
-            if self._in_tx: yield con; return
-            con.execute('BEGIN TRANSACTION'); self._in_tx = True
-            try: yield con
-            finally: con.execute('ROLLBACK'); self.caches.clear(); self._in_tx = False
+@patch
+@contextlib.contextmanager
+def scratch(self:LakeStore)->Iterator[Catalog]:
+    "A transaction that is always rolled back: for working out what an operation would write (a diff of staged changes, say)."
+    with self.connect() as con:
+        if self._in_tx: yield con; return
+        con.execute('BEGIN TRANSACTION'); self._in_tx = True
+        try: yield con
+        finally: con.execute('ROLLBACK'); self.caches.clear(); self._in_tx = False
 
-_stores = weakref.WeakSet()  # closed at exit, so no connection is left to a daemon thread
-
+# %% ../../nbs/10_lake.store.ipynb #076e79f2
 @atexit.register
 def release_lakes():
     "Every embedded lake of this process lets go of its catalog now, e.g. before a call that blocks the interpreter."
@@ -287,6 +300,7 @@ def put_blobs(self:LakeStore,
     self._insert_blobs(con, rows)
     return addrs
 
+# %% ../../nbs/10_lake.store.ipynb #b705c8f6
 @patch
 def _insert_blobs(self:LakeStore, con, rows):
     if not rows: return
