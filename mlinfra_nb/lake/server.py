@@ -26,10 +26,10 @@ from .auth import (Credentials, Principal, Unauthorized, add_member, attach_poli
                                   user_groups)
 
 # %% auto #0
-__all__ = ['STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'META_PREFIX', 'UNSUPPORTED', 'R', 'CHECKS', 'U', 'G', 'P',
-           'SIGNED_IN', 'PER_ITEM', 'MULTIPART_FRAMING', 'TooManyGuesses', 'Limiter', 'Authenticator', 'NotSupported',
-           'error', 'status_of', 'commit_json', 'stats_json', 'diff_json', 'parse', 'amount_of', 'page', 'after',
-           'Call', 'LakeAPI', 'route', 'healthcheck', 'get_version', 'get_storage_config', 'get_config',
+__all__ = ['STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'NAMESPACES', 'META_PREFIX', 'UNSUPPORTED', 'R', 'CHECKS', 'U',
+           'G', 'P', 'SIGNED_IN', 'PER_ITEM', 'MULTIPART_FRAMING', 'TooManyGuesses', 'Limiter', 'Authenticator',
+           'NotSupported', 'error', 'status_of', 'commit_json', 'stats_json', 'diff_json', 'parse', 'amount_of', 'page',
+           'after', 'Call', 'LakeAPI', 'route', 'healthcheck', 'get_version', 'get_storage_config', 'get_config',
            'post_statistics', 'get_current_user', 'setup_state', 'setup', 'repo_json', 'list_repositories',
            'create_repository', 'get_repository', 'delete_repository', 'get_repository_metadata', 'list_branches',
            'create_branch', 'get_branch', 'delete_branch', 'reset_branch', 'hard_reset_branch', 'revert_branch',
@@ -158,6 +158,13 @@ def page(items:list, amount:int, key:Callable, shape:Callable=lambda x: x)->dict
                            'results': len(items), 'max_per_page': MAX_AMOUNT},
             'results': [shape(x) for x in items]}
 
+def _flag(q, name:str)->bool:
+    "A boolean query parameter: `true`/`false` in any case (or 1/0, t/f, as lakeFS parses them); absent or empty is false."
+    v = (q.get(name) or '').lower()
+    if v in ('', 'false', 'f', '0'): return False
+    if v in ('true', 't', '1'): return True
+    raise InvalidInput(f"{name} must be true or false, got {v[:40]!r}")
+
 def after(items:list, q, key:Callable)->list:
     "The items whose key sorts after the request's `after`."
     a = q.get('after') or ''
@@ -250,13 +257,25 @@ def setup(api, call):
     return _json({'access_key_id': c.access_key_id, 'secret_access_key': c.secret_access_key, 'creation_date': int(time.time())})
 
 # %% ../../nbs/15_lake.server.ipynb #7e06758f
-def repo_json(api, name:str, lake:Lake)->dict:
-    with lake.store.connect() as con:
-        rows = con.execute("SELECT default_branch, created_at FROM repositories WHERE name = ?", [name]).fetchall()
-    if not rows: raise NotFound(f"no repository {name!r}")
-    return lakefs_sdk.Repository(id=name, creation_date=_secs(rows[0][1]), default_branch=rows[0][0],
-                                 storage_namespace=f'local://{lake.root}', read_only=False).to_dict()
+NAMESPACES = "CREATE TABLE IF NOT EXISTS server_namespaces(repo VARCHAR PRIMARY KEY, storage_namespace VARCHAR NOT NULL)"
 
+def _namespaces(lake:Lake):
+    "Make sure the catalog has the server's table of storage namespaces (once per process)."
+    if getattr(lake.store, 'namespaces_ready', False): return
+    with lake.store.transaction() as con: con.execute(NAMESPACES)
+    lake.store.namespaces_ready = True
+
+def repo_json(api, name:str, lake:Lake)->dict:
+    "A repository as lakeFS returns it, with the storage namespace it was created with."
+    _namespaces(lake)
+    with lake.store.connect() as con:
+        rows = con.execute("SELECT default_branch, created_at, storage_namespace FROM repositories LEFT JOIN server_namespaces"
+                           " ON repo = name WHERE name = ?", [name]).fetchall()
+    if not rows: raise NotFound(f"no repository {name!r}")
+    return lakefs_sdk.Repository(id=name, creation_date=_secs(rows[0][1]), default_branch=rows[0][0], storage_id='',
+                                 storage_namespace=rows[0][2] or f'local://{lake.root}', read_only=False).to_dict()
+
+# %% ../../nbs/15_lake.server.ipynb #44718441
 @route('GET', '/repositories')
 def list_repositories(api, call):
     lake, q, p = api.lake_for(call.user), call.query, call.principal
@@ -268,18 +287,25 @@ def list_repositories(api, call):
 @route('POST', '/repositories', body='json')
 def create_repository(api, call):
     b = parse(lakefs_sdk.RepositoryCreation, call.body)
-    if b.read_only or call.query.get('bare') == 'true': raise InvalidInput("read-only and bare repositories are not supported by the embedded lake")
+    if b.read_only or _flag(call.query, 'bare'): raise InvalidInput("read-only and bare repositories are not supported by the embedded lake")
+    if b.storage_id: raise InvalidInput(f"storage_id {b.storage_id!r} is not valid: the embedded lake has one storage, whose id is empty")
     if not b.storage_namespace.startswith('local://'):
         raise InvalidInput(f"storage namespace {b.storage_namespace!r} is not supported: the embedded lake stores data locally (use local://...)")
     lake = api.lake_for(call.user)
     lake.create_repository(b.name, default_branch=b.default_branch or 'main')
+    _namespaces(lake)
+    with lake.store.transaction() as con:
+        con.execute("INSERT OR REPLACE INTO server_namespaces VALUES (?, ?)", [b.name, b.storage_namespace])
     return _json(repo_json(api, b.name, lake), 201)
 
 @route('GET', '/repositories/{repository}')
 def get_repository(api, call): return _json(repo_json(api, call.params['repository'], api.lake_for(call.user)))
 
 @route('DELETE', '/repositories/{repository}')
-def delete_repository(api, call): api.lake_for(call.user).delete_repository(call.params['repository']); return _none()
+def delete_repository(api, call):
+    lake = api.lake_for(call.user); lake.delete_repository(call.params['repository']); _namespaces(lake)
+    with lake.store.transaction() as con: con.execute("DELETE FROM server_namespaces WHERE repo = ?", [call.params['repository']])
+    return _none()
 
 @route('GET', '/repositories/{repository}/metadata')
 def get_repository_metadata(api, call): api.repo(call); return _json({})
@@ -379,7 +405,7 @@ def _since(q)->dt.datetime|None:
 def log_commits(api, call):
     repo, q, n = api.repo(call), call.query, amount_of(call.query)
     objects, prefixes = call.query.getlist('objects'), call.query.getlist('prefixes')
-    first_parent, since, stop_at = q.get('first_parent') == 'true', _since(q), q.get('stop_at')
+    first_parent, since, stop_at = _flag(q, 'first_parent'), _since(q), q.get('stop_at')
     stop = repo.commit_info(stop_at).id if stop_at else None
     simple = not (q.get('after') or objects or prefixes or first_parent or since or stop)
     commits = repo.log(call.params['ref'], limit=n + 1 if simple else None)
@@ -394,7 +420,7 @@ def log_commits(api, call):
         ids = [c.id for c in commits]
         commits = commits[ids.index(q['after']) + 1:] if q['after'] in ids else []
     out = page(commits[:n + 1], n, lambda c: c.id, commit_json)
-    if q.get('limit') == 'true': out['pagination'].update(has_more=False, next_offset='')
+    if _flag(q, 'limit'): out['pagination'].update(has_more=False, next_offset='')
     return _json(out)
 
 # %% ../../nbs/15_lake.server.ipynb #8ea6697a
@@ -585,7 +611,6 @@ def _listing(call, names:list, shape:Callable)->JSONResponse:
     items = [x for x in after(names, q, str) if x.startswith(q.get('prefix') or '')]
     return _json(page(items[:n + 1], n, str, shape))
 
-def _flag(q, name:str)->bool: return (q.get(name) or '').lower() == 'true'   # the SDK sends True/False
 def _key_json(k:dict)->dict: return {'access_key_id': k['access_key_id'], 'creation_date': _secs(k['created_at'])}
 
 @route('GET', '/auth/users')
