@@ -14,6 +14,13 @@ def sdk(tmp_path):
         with lakefs_sdk.ApiClient(cfg) as client: yield lake, srv, client, key
     lake.store.close()
 
+def test_config_reports_local_prefix(sdk):
+    lake, srv, client, key = sdk
+    assert lakefs_sdk.ConfigApi(client).get_config().storage_config.default_namespace_prefix == 'local://'
+    assert lakefs_sdk.InternalApi(client).get_storage_config().default_namespace_prefix == 'local://'   # deprecated, still served
+    made = lakefs_sdk.RepositoriesApi(client).create_repository(lakefs_sdk.RepositoryCreation(name='prefixed', storage_namespace='local://' + 'prefixed'))
+    assert made.storage_namespace == 'local://prefixed'
+
 def test_repository_reports_namespace_it_was_created_with(sdk, tmp_path):
     lake, srv, client, key = sdk
     repos = lakefs_sdk.RepositoriesApi(client)

@@ -79,7 +79,7 @@ class LakeFSLake:
 def _namespace(lake:LakeFSLake, name:str)->str:
     if lake.namespace: return lake.namespace.rstrip('/') + '/' + name
     with lake.errors('reading the server configuration'): prefix = lake.client.storage_config.default_namespace_prefix
-    return f"{prefix.rstrip('/')}/{name}" if prefix else f'local://{name}'
+    return (prefix if prefix.endswith('/') else prefix + '/') + name if prefix else f'local://{name}'
 
 def _create_repository(self:LakeFSLake, name:str, default_branch:str='main', exist_ok:bool=False)->LakeFSRepository:
     "Create a repository with its default branch."

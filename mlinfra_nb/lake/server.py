@@ -228,7 +228,7 @@ def _version():
 def _storage(api):
     return lakefs_sdk.StorageConfig(blockstore_type='local', blockstore_namespace_example='local://path/to/repo',
                                     blockstore_namespace_ValidityRegex='^local://', pre_sign_support=False, pre_sign_support_ui=False,
-                                    import_support=False, import_validity_regex='^local://').to_dict()
+                                    import_support=False, import_validity_regex='^local://', default_namespace_prefix='local://').to_dict()
 
 @route('GET', '/config/version')
 def get_version(api, call): return _json(_version())
