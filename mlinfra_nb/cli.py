@@ -85,13 +85,13 @@ def cmd_lake_serve(args)->int:
 
 # %% ../nbs/61_cli.ipynb #caefa4d0
 def cmd_credentials_create(args)->int:
-    "Create an access key pair and print it (the secret is shown only now); the user is made if need be, and put in `--group`s."
+    "Create an access key pair (given, as `lakefs setup` takes one, or made) and print it; the user is made if need be, and put in `--group`s."
     from mlinfra_nb.lake import auth
     lake = _lake(args)
     if args.group and args.user not in auth.list_users(lake): auth.create_user(lake, args.user, groups=args.group)
     for g in set(args.group or []) - set(auth.user_groups(lake, args.user) if args.user in auth.list_users(lake) else []):
         auth.add_member(lake, g, args.user)
-    c = auth.create_credentials(lake, args.user)
+    c = auth.create_credentials(lake, args.user, args.access_key_id, args.secret_access_key)
     print(f"access_key_id: {c.access_key_id}\nsecret_access_key: {c.secret_access_key}\nuser: {c.user}")
     return 0
 
@@ -285,6 +285,8 @@ def _credentials_parsers(lk):
     c = _lake_args(cr.add_parser('create', help='create an access key pair (the secret is printed once)'))
     c.add_argument('--user', default='admin', help="whose key; a new user is made (the lake's first user is an Admin)")
     c.add_argument('--group', action='append', help='put the user in this group too (repeatable), e.g. Developers')
+    c.add_argument('--access-key-id', help="this key id (3-20 letters and digits), as `lakefs setup` takes one; default: a new random one")
+    c.add_argument('--secret-access-key', help="this secret, for a key pair a client or test suite expects; default: a new random one")
     c.set_defaults(func=cmd_credentials_create)
     _lake_args(cr.add_parser('list', help='list access key ids')).set_defaults(func=cmd_credentials_list)
     c = _lake_args(cr.add_parser('delete', help='revoke an access key'))

@@ -80,3 +80,22 @@ def test_boolean_query_parameters_in_any_case(sdk):
     bare = requests.post(f'{srv.endpoint}/api/v1/repositories', params={'bare': 'True'}, auth=auth,
                          json={'name': 'bare', 'storage_namespace': 'local://bare'})
     assert bare.status_code == 400 and 'bare' in bare.json()['message']
+
+
+def test_credentials_create_takes_a_given_key_pair(tmp_path, capsys):
+    """`mlinfra lake credentials create --access-key-id ... --secret-access-key ...` makes the key pair a client or a third-party
+    test suite expects (lakeFS's quickstart pair here), and a lakeFS client signs in with it; a malformed id is one clear error."""
+    from mlinfra_nb.cli import main
+    root = tmp_path/'lake'
+    assert main(['lake', 'credentials', 'create', '--root', str(root), '--access-key-id', 'AKIAIOSFOLQUICKSTART',
+                 '--secret-access-key', 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY']) == 0
+    assert 'access_key_id: AKIAIOSFOLQUICKSTART' in capsys.readouterr().out
+    lake = Lake(root, user='server')
+    with LakeServer(lake) as srv:
+        cfg = lakefs_sdk.Configuration(host=srv.endpoint + '/api/v1', username='AKIAIOSFOLQUICKSTART',
+                                       password='wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY')
+        with lakefs_sdk.ApiClient(cfg) as client:
+            assert lakefs_sdk.AuthApi(client).get_current_user().user.id == 'admin'
+    lake.store.close()
+    assert main(['lake', 'credentials', 'create', '--root', str(root), '--access-key-id', 'no-dashes!']) == 1
+    assert 'invalid access key id' in capsys.readouterr().err
