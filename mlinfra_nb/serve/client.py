@@ -4,6 +4,7 @@
 
 # %% ../../nbs/46_serve.client.ipynb #d3978b48
 from __future__ import annotations
+from fastcore.basics import patch
 import base64, json, random, time
 import numpy as np, httpx, grpc
 from ..workspace import Conflict, InvalidInput, MlinfraError, NotFound, PermissionDenied, import_tensorflow
@@ -72,40 +73,46 @@ class RestClient:
         "The signature defs of the addressed version."
         return self._call('GET', _path(model, version, label) + '/metadata')
 
-    def _output_names(self, model, version, label, signature_name)->list[str]:
-        key = (model, version, label, signature_name)
-        if key not in self._outputs:
-            sd = self.metadata(model, version, label)['metadata']['signature_def']['signature_def'][signature_name]
-            self._outputs[key] = sorted(sd['outputs'])
-        return self._outputs[key]
-
-    def predict(self, model:str, inputs, version:int|None=None, label:str|None=None, signature_name:str='serving_default',
-                request_id:str|None=None)->dict:
-        "Outputs `{name: array}` for `inputs` (columns, or rows sent in TF Serving's row format); `request_id` goes in `X-Request-Id`."
-        cols, as_rows = _columns(inputs)
-        enc = lambda v: [enc(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else {'b64': base64.b64encode(v).decode()} if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v
-        if as_rows: body = {'signature_name': signature_name, 'instances': [{k: enc(v) for k, v in r.items()} for r in inputs]}
-        else: body = {'signature_name': signature_name, 'inputs': {k: enc(list(v) if isinstance(v, np.ndarray) else v) for k, v in cols.items()}}
-        doc = self._call('POST', _path(model, version, label) + ':predict', body, {'x-request-id': request_id} if request_id else None)
-        names = self._output_names(model, version, label, signature_name)
-        if as_rows:
-            preds = doc['predictions']
-            return {names[0]: np.array(preds)} if len(names) == 1 else {n: np.array([p[n] for p in preds]) for n in names}
-        out = doc['outputs']
-        return {names[0]: np.array(out)} if len(names) == 1 else {n: np.array(v) for n, v in out.items()}
-
-    def classify(self, model:str, examples:list[dict], version:int|None=None, label:str|None=None, signature_name:str='serving_default')->list:
-        "Per example, `[[label, score], ...]` (the model needs a classification signature)."
-        return self._call('POST', _path(model, version, label) + ':classify', {'signature_name': signature_name, 'examples': examples})['result']
-
-    def regress(self, model:str, examples:list[dict], version:int|None=None, label:str|None=None, signature_name:str='serving_default')->list:
-        "Per example, the regressed value (the model needs a regression signature)."
-        return self._call('POST', _path(model, version, label) + ':regress', {'signature_name': signature_name, 'examples': examples})['result']
-
     def close(self): self.http.close()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
     def __repr__(self): return f"RestClient({self.url!r})"
+
+# %% ../../nbs/46_serve.client.ipynb #7393a24a
+@patch
+def _output_names(self:RestClient, model, version, label, signature_name)->list[str]:
+    key = (model, version, label, signature_name)
+    if key not in self._outputs:
+        sd = self.metadata(model, version, label)['metadata']['signature_def']['signature_def'][signature_name]
+        self._outputs[key] = sorted(sd['outputs'])
+    return self._outputs[key]
+
+@patch
+def predict(self:RestClient, model:str, inputs, version:int|None=None, label:str|None=None, signature_name:str='serving_default',
+            request_id:str|None=None)->dict:
+    "Outputs `{name: array}` for `inputs` (columns, or rows sent in TF Serving's row format); `request_id` goes in `X-Request-Id`."
+    cols, as_rows = _columns(inputs)
+    enc = lambda v: [enc(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else {'b64': base64.b64encode(v).decode()} if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v
+    if as_rows: body = {'signature_name': signature_name, 'instances': [{k: enc(v) for k, v in r.items()} for r in inputs]}
+    else: body = {'signature_name': signature_name, 'inputs': {k: enc(list(v) if isinstance(v, np.ndarray) else v) for k, v in cols.items()}}
+    doc = self._call('POST', _path(model, version, label) + ':predict', body, {'x-request-id': request_id} if request_id else None)
+    names = self._output_names(model, version, label, signature_name)
+    if as_rows:
+        preds = doc['predictions']
+        return {names[0]: np.array(preds)} if len(names) == 1 else {n: np.array([p[n] for p in preds]) for n in names}
+    out = doc['outputs']
+    return {names[0]: np.array(out)} if len(names) == 1 else {n: np.array(v) for n, v in out.items()}
+
+# %% ../../nbs/46_serve.client.ipynb #b7003390
+@patch
+def classify(self:RestClient, model:str, examples:list[dict], version:int|None=None, label:str|None=None, signature_name:str='serving_default')->list:
+    "Per example, `[[label, score], ...]` (the model needs a classification signature)."
+    return self._call('POST', _path(model, version, label) + ':classify', {'signature_name': signature_name, 'examples': examples})['result']
+
+@patch
+def regress(self:RestClient, model:str, examples:list[dict], version:int|None=None, label:str|None=None, signature_name:str='serving_default')->list:
+    "Per example, the regressed value (the model needs a regression signature)."
+    return self._call('POST', _path(model, version, label) + ':regress', {'signature_name': signature_name, 'examples': examples})['result']
 
 # %% ../../nbs/46_serve.client.ipynb #b50654f0
 class GrpcClient:
@@ -132,77 +139,87 @@ class GrpcClient:
         if label: spec.version_label = label
         if signature_name: spec.signature_name = signature_name
 
-    def status(self, model:str, version:int|None=None, label:str|None=None)->list[dict]:
-        from tensorflow_serving.apis import get_model_status_pb2
-        req = get_model_status_pb2.GetModelStatusRequest(); self._spec(req.model_spec, model, version, label)
-        resp = self._call(self.models.GetModelStatus, req)
-        return [{'version': str(s.version), 'state': get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
-                 'status': {'error_code': 'OK' if s.status.error_code == 0 else str(s.status.error_code), 'error_message': s.status.error_message}}
-                for s in resp.model_version_status]
-
-    def metadata(self, model:str, version:int|None=None, label:str|None=None)->dict:
-        from google.protobuf import json_format
-        from tensorflow_serving.apis import get_model_metadata_pb2
-        req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=['signature_def']); self._spec(req.model_spec, model, version, label)
-        resp = self._call(self.predictions.GetModelMetadata, req)
-        sdm = get_model_metadata_pb2.SignatureDefMap(); resp.metadata['signature_def'].Unpack(sdm)
-        return {'model_spec': {'name': resp.model_spec.name, 'signature_name': '', 'version': str(resp.model_spec.version.value)},
-                'metadata': {'signature_def': json_format.MessageToDict(sdm, preserving_proto_field_name=True)}}
-
-    def predict(self, model:str, inputs, version:int|None=None, label:str|None=None, signature_name:str='serving_default',
-                request_id:str|None=None)->dict:
-        "Outputs `{name: array}` for `inputs` (columns or rows); `request_id` goes in the request's `client_id`."
-        from tensorflow_serving.apis import predict_pb2
-        tf = import_tensorflow()
-        cols, _ = _columns(inputs)
-        req = predict_pb2.PredictRequest(); self._spec(req.model_spec, model, version, label, signature_name)
-        if request_id: req.client_id = request_id.encode()
-        dtypes = self._input_dtypes(model, version, label, signature_name)
-        for k, v in cols.items():
-            a = np.asarray(v)
-            if a.dtype.kind == 'U': a = np.char.encode(a, 'utf-8').astype(object)
-            want = dtypes.get(k)
-            if want and want != 'string' and a.dtype.kind in 'biuf' and a.dtype != np.dtype(want): a = a.astype(want)   # as REST's JSON would be read
-            req.inputs[k].CopyFrom(tf.make_tensor_proto(a))
-        resp = self._call(self.predictions.Predict, req)
-        self.last_version = resp.model_spec.version.value
-        return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
-
-    def _input_dtypes(self, model, version, label, signature_name)->dict:
-        "`input -> dtype name` of the addressed signature (asked once, then remembered), so numbers are sent as it wants them."
-        key = (model, version, label, signature_name)
-        cache = self.__dict__.setdefault('_dtypes', {})
-        if key not in cache:
-            tf = import_tensorflow()
-            from tensorflow.core.framework import types_pb2
-            sd = self.metadata(model, version, label)['metadata']['signature_def']['signature_def'].get(signature_name, {})
-            cache[key] = {k: tf.dtypes.as_dtype(types_pb2.DataType.Value(v['dtype'])).name for k, v in sd.get('inputs', {}).items()}
-        return cache[key]
-
-    def _examples(self, req, examples):
-        tf = import_tensorflow()
-        for ex in examples:
-            e = req.input.example_list.examples.add()
-            for k, v in ex.items():
-                vals = v if isinstance(v, list) else [v]
-                f = e.features.feature[k]
-                if all(isinstance(x, (str, bytes)) for x in vals): f.bytes_list.value.extend([x.encode() if isinstance(x, str) else x for x in vals])
-                elif all(isinstance(x, int) and not isinstance(x, bool) for x in vals): f.int64_list.value.extend(vals)
-                else: f.float_list.value.extend([float(x) for x in vals])
-
-    def classify(self, model:str, examples:list[dict], version:int|None=None, label:str|None=None, signature_name:str='serving_default')->list:
-        from tensorflow_serving.apis import classification_pb2
-        req = classification_pb2.ClassificationRequest(); self._spec(req.model_spec, model, version, label, signature_name); self._examples(req, examples)
-        resp = self._call(self.predictions.Classify, req)
-        return [[[c.label, c.score] for c in cl.classes] for cl in resp.result.classifications]
-
-    def regress(self, model:str, examples:list[dict], version:int|None=None, label:str|None=None, signature_name:str='serving_default')->list:
-        from tensorflow_serving.apis import regression_pb2
-        req = regression_pb2.RegressionRequest(); self._spec(req.model_spec, model, version, label, signature_name); self._examples(req, examples)
-        resp = self._call(self.predictions.Regress, req)
-        return [r.value for r in resp.result.regressions]
-
     def close(self): self.channel.close()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
     def __repr__(self): return f"GrpcClient({self.target!r})"
+
+# %% ../../nbs/46_serve.client.ipynb #adb7dde0
+@patch
+def status(self:GrpcClient, model:str, version:int|None=None, label:str|None=None)->list[dict]:
+    from tensorflow_serving.apis import get_model_status_pb2
+    req = get_model_status_pb2.GetModelStatusRequest(); self._spec(req.model_spec, model, version, label)
+    resp = self._call(self.models.GetModelStatus, req)
+    return [{'version': str(s.version), 'state': get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+             'status': {'error_code': 'OK' if s.status.error_code == 0 else str(s.status.error_code), 'error_message': s.status.error_message}}
+            for s in resp.model_version_status]
+
+@patch
+def metadata(self:GrpcClient, model:str, version:int|None=None, label:str|None=None)->dict:
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_metadata_pb2
+    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=['signature_def']); self._spec(req.model_spec, model, version, label)
+    resp = self._call(self.predictions.GetModelMetadata, req)
+    sdm = get_model_metadata_pb2.SignatureDefMap(); resp.metadata['signature_def'].Unpack(sdm)
+    return {'model_spec': {'name': resp.model_spec.name, 'signature_name': '', 'version': str(resp.model_spec.version.value)},
+            'metadata': {'signature_def': json_format.MessageToDict(sdm, preserving_proto_field_name=True)}}
+
+# %% ../../nbs/46_serve.client.ipynb #6e4238bb
+@patch
+def predict(self:GrpcClient, model:str, inputs, version:int|None=None, label:str|None=None, signature_name:str='serving_default',
+            request_id:str|None=None)->dict:
+    "Outputs `{name: array}` for `inputs` (columns or rows); `request_id` goes in the request's `client_id`."
+    from tensorflow_serving.apis import predict_pb2
+    tf = import_tensorflow()
+    cols, _ = _columns(inputs)
+    req = predict_pb2.PredictRequest(); self._spec(req.model_spec, model, version, label, signature_name)
+    if request_id: req.client_id = request_id.encode()
+    dtypes = self._input_dtypes(model, version, label, signature_name)
+    for k, v in cols.items():
+        a = np.asarray(v)
+        if a.dtype.kind == 'U': a = np.char.encode(a, 'utf-8').astype(object)
+        want = dtypes.get(k)
+        if want and want != 'string' and a.dtype.kind in 'biuf' and a.dtype != np.dtype(want): a = a.astype(want)   # as REST's JSON would be read
+        req.inputs[k].CopyFrom(tf.make_tensor_proto(a))
+    resp = self._call(self.predictions.Predict, req)
+    self.last_version = resp.model_spec.version.value
+    return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+
+@patch
+def _input_dtypes(self:GrpcClient, model, version, label, signature_name)->dict:
+    "`input -> dtype name` of the addressed signature (asked once, then remembered), so numbers are sent as it wants them."
+    key = (model, version, label, signature_name)
+    cache = self.__dict__.setdefault('_dtypes', {})
+    if key not in cache:
+        tf = import_tensorflow()
+        from tensorflow.core.framework import types_pb2
+        sd = self.metadata(model, version, label)['metadata']['signature_def']['signature_def'].get(signature_name, {})
+        cache[key] = {k: tf.dtypes.as_dtype(types_pb2.DataType.Value(v['dtype'])).name for k, v in sd.get('inputs', {}).items()}
+    return cache[key]
+
+# %% ../../nbs/46_serve.client.ipynb #eeaaa94f
+@patch
+def _examples(self:GrpcClient, req, examples):
+    tf = import_tensorflow()
+    for ex in examples:
+        e = req.input.example_list.examples.add()
+        for k, v in ex.items():
+            vals = v if isinstance(v, list) else [v]
+            f = e.features.feature[k]
+            if all(isinstance(x, (str, bytes)) for x in vals): f.bytes_list.value.extend([x.encode() if isinstance(x, str) else x for x in vals])
+            elif all(isinstance(x, int) and not isinstance(x, bool) for x in vals): f.int64_list.value.extend(vals)
+            else: f.float_list.value.extend([float(x) for x in vals])
+
+@patch
+def classify(self:GrpcClient, model:str, examples:list[dict], version:int|None=None, label:str|None=None, signature_name:str='serving_default')->list:
+    from tensorflow_serving.apis import classification_pb2
+    req = classification_pb2.ClassificationRequest(); self._spec(req.model_spec, model, version, label, signature_name); self._examples(req, examples)
+    resp = self._call(self.predictions.Classify, req)
+    return [[[c.label, c.score] for c in cl.classes] for cl in resp.result.classifications]
+
+@patch
+def regress(self:GrpcClient, model:str, examples:list[dict], version:int|None=None, label:str|None=None, signature_name:str='serving_default')->list:
+    from tensorflow_serving.apis import regression_pb2
+    req = regression_pb2.RegressionRequest(); self._spec(req.model_spec, model, version, label, signature_name); self._examples(req, examples)
+    resp = self._call(self.predictions.Regress, req)
+    return [r.value for r in resp.result.regressions]
