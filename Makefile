@@ -43,8 +43,17 @@ check-sync: $(VENV)/.dev
 nbtest: $(VENV)/.dev
 	$(BIN)/nbdev_test --flags slow
 
+# Airflow 3 (core, task SDK, standard provider) in a venv of its own: its pins (SQLAlchemy, pendulum...) stay out of .venv.
+# tests/test_pipeline_airflow.py runs the generated DAG with it; the tasks call our CLI, as on a real Airflow worker.
+AIRFLOW_VENV := .venv-airflow
+# A machine where it cannot be installed still runs the other tests; the Airflow tests then skip, saying why.
+$(AIRFLOW_VENV)/.ok:
+	@$(PYTHON) -m venv $(AIRFLOW_VENV) && \
+	$(AIRFLOW_VENV)/bin/python -m pip install -q 'apache-airflow-core==3.3.2' 'apache-airflow-task-sdk==1.3.2' 'apache-airflow-providers-standard==1.21.0' && \
+	touch $@ || { echo "WARNING: could not install Airflow into $(AIRFLOW_VENV); tests/test_pipeline_airflow.py will skip" >&2; rm -rf $(AIRFLOW_VENV); }
+
 # pytest exits 5 when it collects no tests; that is not a failure here.
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev $(AIRFLOW_VENV)/.ok
 	$(BIN)/python -m pytest tests/ -q; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
 
 tutorials: $(VENV)/.dev
@@ -68,5 +77,5 @@ lab: $(VENV)/.dev
 	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean:
-	rm -rf $(VENV) $(FEAST_VENV) $(EVIDENTLY_VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(FEAST_VENV) $(EVIDENTLY_VENV) $(AIRFLOW_VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
