@@ -4,6 +4,7 @@ SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+AIRFLOW_VENV := .venv-airflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test check-sync nbtest pytest tutorials bench lab clean
@@ -40,7 +41,7 @@ test: check-sync nbtest pytest tutorials
 check-sync: $(VENV)/.dev
 	$(BIN)/python tools/check_sync.py
 
-nbtest: $(VENV)/.dev
+nbtest: $(VENV)/.dev $(AIRFLOW_VENV)/.ok
 	$(BIN)/nbdev_test --flags slow
 
 # Airflow 3 (core, task SDK, standard provider) in a venv of its own: its pins (SQLAlchemy, pendulum...) stay out of .venv.
