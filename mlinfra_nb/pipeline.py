@@ -160,9 +160,9 @@ def _state(ev:pd.DataFrame)->tuple:
     return (ev.iloc[-1], ev.iloc[-1]['at']) if len(ev) else (None, None)
 
 @patch
-def info(self:Pipeline, run_id:str)->dict:
-    "One run's record, with its steps: the events recorded for it, folded (the first `created` event defines the run)."
-    ev = self._events(run_id)
+def info(self:Pipeline, run_id:str, events:pd.DataFrame|None=None)->dict:
+    "One run's record, with its steps: the events recorded for it (read, unless `events` has them), folded; the first `created` event defines the run."
+    ev = self._events(run_id) if events is None else events[events.run_id == run_id]
     created = ev[(ev.step == '') & (ev.status == 'created')]
     if not len(created): raise NotFound(f"no pipeline run {run_id!r} (see `mlinfra runs`)")
     d = json.loads(created.iloc[0]['data'])
@@ -185,7 +185,8 @@ def info(self:Pipeline, run_id:str)->dict:
 @patch
 def runs(self:Pipeline)->pd.DataFrame:
     "Every run, newest last."
-    recs = [self.info(r) for r in self._events().query("status == 'created'").run_id.unique()]
+    ev = self._events()                                                   # read once for every run
+    recs = [self.info(r, ev) for r in ev[ev.status == 'created'].run_id.unique()]
     df = pd.DataFrame([{k: r[k] for k in ('id', 'status', 'failed_step', 'started_at', 'ended_at', 'merge_commit')} |
                        {'started_by': 'manual' if r['trigger'] is None else f"alert {r['trigger']['rule']}" if 'rule' in r['trigger'] else 'trigger'}
                        for r in recs], columns=['id', 'status', 'failed_step', 'started_at', 'ended_at', 'merge_commit', 'started_by'])
