@@ -4,7 +4,7 @@
 
 # %% ../../nbs/47_serve.canary.ipynb #4080ea87
 from __future__ import annotations
-import datetime as dt, hashlib, json, threading, time
+import datetime as dt, hashlib, html, json, threading, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from ..workspace import Conflict, InvalidInput, NotFound, atomic_path, get_logger
@@ -52,9 +52,10 @@ class Rollout:
     def __init__(self, config_file:str|Path, model:str, client,   # a RestClient or GrpcClient of the server serving the file
                  grpc_target:str|None=None,                        # push each config with HandleReloadConfigRequest
                  registry=None, registry_name:str|None=None,       # mirror stable/canary as registry aliases
-                 history:str|Path|None=None, wait:float=120.0):
+                 history:str|Path|None=None, wait:float=120.0,
+                 progress=None):                                   # called with a message while waiting for a version to load
         self.file, self.model, self.client, self.grpc_target = Path(config_file), model, client, grpc_target
-        self.registry, self.registry_name, self.wait = registry, registry_name or model, wait
+        self.registry, self.registry_name, self.wait, self.progress = registry, registry_name or model, wait, progress
         self.history_file = Path(history) if history else self.file.with_name(f'{model}.rollout.jsonl')
         _find(read_models_config(self.file), model)
 
@@ -83,8 +84,10 @@ class Rollout:
         get_logger('serve').info("%s %s: %s", self.model, action, detail)
 
     def _await(self, version:int, state:str='AVAILABLE'):
-        deadline = time.monotonic() + self.wait
+        start = time.monotonic(); deadline, shown = start + self.wait, 0
         while time.monotonic() < deadline:
+            if self.progress and time.monotonic() - start >= shown:
+                self.progress(f"loading version {version} of {self.model}: {shown:.0f} s (gives up after {self.wait:.0f} s)"); shown += 1
             try:
                 st = {int(s['version']): s for s in self.client.status(self.model)}
                 if version in st and st[version]['state'] == state: return
@@ -107,8 +110,12 @@ class Rollout:
         if self.registry is not None: self.registry.set_alias(self.registry_name, label, version)
 
     def canary(self, version:int):
-        "Serve `version` under the `canary` label, next to `stable`."
+        "Serve `version` under the `canary` label, next to `stable`; a version missing from the model's folder fails at once."
         labels = self.labels()
+        base = Path(_find(read_models_config(self.file), self.model).base_path)
+        if base.is_dir() and not (base/str(version)).is_dir():   # a folder we can see (not one only the server's host has)
+            have = sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
+            raise NotFound(f"version {version} of {self.model} is not in {base} (versions there: {', '.join(map(str, have)) or 'none'})")
         if labels.get('stable') == version: raise InvalidInput(f"version {version} is already stable")
         self._label('canary', version, 'canary')
 
@@ -159,8 +166,12 @@ def rollout_panel(rollout:Rollout, router:CanaryRouter|None=None):
         promote.disabled = rollback.disabled = 'canary' not in labels
     def act(fn, what):
         def click(_):
+            for b in (start, promote, rollback): b.disabled = True
+            msg.value = f"<span style='color:#555'>{what}: working...</span>"
+            rollout.progress = lambda m: setattr(msg, 'value', f"<span style='color:#555'>{what}: {html.escape(m)}</span>")
             try: fn(); msg.value = f"<span style='color:green'>{what}: done</span>"
-            except Exception as e: msg.value = f"<span style='color:#b00'>{what} failed: {e}</span>"
+            except Exception as e: msg.value = f"<span style='color:#b00'>{what} failed: {html.escape(str(e))}</span>"
+            finally: rollout.progress = None; start.disabled = False
             refresh()
         return click
     start.on_click(act(lambda: rollout.canary(version.value), 'canary'))
