@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test check-sync nbtest pytest tutorials bench lab clean
+.PHONY: demo test check-sync nbtest pytest browser-deps tutorials bench lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,19 @@ check-sync: $(VENV)/.dev
 nbtest: $(VENV)/.dev
 	$(BIN)/nbdev_test --flags slow
 
+# The browser tests (tests/test_browser.py, marker `browser`) drive JupyterLab in Debian's chromium with selenium.
+# As root with apt-get, the two packages are installed when missing; otherwise the tests skip, and this says so loudly.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	  echo "!!!!! could not install chromium: the BROWSER TESTS WILL BE SKIPPED !!!!!"; \
+	else echo "!!!!! chromium/chromedriver missing and not root: the BROWSER TESTS WILL BE SKIPPED (apt-get install -y chromium chromium-driver) !!!!!"; fi
+
 # pytest exits 5 when it collects no tests; that is not a failure here.
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev browser-deps
 	$(BIN)/python -m pytest tests/ -q; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
 
 tutorials: $(VENV)/.dev

@@ -16,7 +16,7 @@ from ..charts import save_chart   # importing it draws every chart offline
 
 # %% auto #0
 __all__ = ['nice_bins', 'bin_label', 'histograms', 'prediction_quantiles', 'parse_metrics', 'scrape', 'server_series',
-           'time_format', 'axis_time_format', 'time_labels', 'drift_levels', 'Dashboard', 'monitor']
+           'time_format', 'axis_time_format', 'time_axis', 'time_labels', 'drift_levels', 'Dashboard', 'monitor']
 
 # %% ../../nbs/54_monitor.dashboard.ipynb #449f5ae9
 def _rel(data, con:duckdb.DuckDBPyConnection)->duckdb.DuckDBPyRelation:
@@ -159,6 +159,12 @@ def axis_time_format(ts)->str:
     return ('%b %d' if span >= pd.Timedelta('2D') else '%b %d %H:%M' if span >= pd.Timedelta('2min') else
             '%H:%M:%S' if span >= pd.Timedelta('2s') else '%H:%M:%S.%L')
 
+def time_axis(ts)->alt.Axis:
+    "An Altair axis for the times `ts`: `axis_time_format`, with ticks on whole days or seconds so no label repeats."
+    fmt = axis_time_format(ts)
+    every = {'%b %d': 'day', '%H:%M:%S': 'second'}.get(fmt)
+    return alt.Axis(format=fmt, labelAngle=-40, **({'tickCount': every} if every else {}))
+
 def time_labels(ts, fmt:str|None=None)->pd.Series:
     "The times `ts` as `time_format` (or `fmt`) writes them, in Python."
     t = pd.to_datetime(pd.Series(ts), utc=True)
@@ -192,9 +198,11 @@ class Dashboard:
 
     def _build(self):
         d = self.drift
-        pick = alt.selection_point(fields=['column'], on='click', name='feature', empty=False,
-                                   value=[{'column': d.drifted[0] if d.drifted else d.columns.column.iloc[0]}])
-        parts = [p for p in (self._heatmap(pick), self._detail(pick), self._small_multiples()) if p is not None]
+        first = d.drifted[0] if d.drifted else d.columns.column.iloc[0]
+        pick = alt.selection_point(fields=['column'], on='click', name='feature', empty=False, value=[{'column': first}])
+        heat = self._heatmap(pick)     # no windows, no heatmap: the detail shows the first drifted feature
+        detail = self._detail(pick) if heat is not None else self._detail(alt.datum.column == first, f'Reference vs current: {first}')
+        parts = [p for p in (heat, detail, self._small_multiples()) if p is not None]
         row = [p for p in (self._predictions_chart(), self._server_chart()) if p is not None]
         if row: parts.append(alt.hconcat(*row).resolve_scale(color='independent'))
         if (perf := self._performance_chart()) is not None: parts.append(perf)
@@ -240,13 +248,13 @@ def _chart_hist(self:Dashboard)->pd.DataFrame:
     return h
 
 @patch
-def _detail(self:Dashboard, pick):
+def _detail(self:Dashboard, pick, title:str='Reference vs current: the clicked feature'):
     return alt.Chart(self._chart_hist()).mark_bar(opacity=0.7).encode(
         x=alt.X('bin:N', sort=alt.SortField('lo'), title=None, axis=alt.Axis(labelAngle=-40, labelLimit=70, minExtent=60, maxExtent=60)),
         y=alt.Y('share:Q', stack=None, title='share of rows', axis=alt.Axis(format='%', minExtent=40, maxExtent=40)),
         color=alt.Color('dataset:N', scale=_DATASET, title=None), xOffset=alt.XOffset('dataset:N', scale=alt.Scale(domain=['reference', 'current'])),
         tooltip=['label', 'bin', 'dataset', alt.Tooltip('share:Q', format='.1%'), alt.Tooltip('n:Q', format=',')]
-    ).transform_filter(pick).properties(width=560, height=160, title='Reference vs current: the clicked feature')
+    ).transform_filter(pick).properties(width=560, height=160, title=title)
 
 # %% ../../nbs/54_monitor.dashboard.ipynb #ed011384
 @patch
@@ -263,7 +271,7 @@ def _small_multiples(self:Dashboard):
 def _predictions_chart(self:Dashboard):
     p = self.predictions
     if p is None or not len(p): return None
-    base = alt.Chart(p).encode(x=alt.X('window:T', title=None, axis=alt.Axis(format=axis_time_format(p.window), labelAngle=-40)))
+    base = alt.Chart(p).encode(x=alt.X('window:T', title=None, axis=time_axis(p.window)))
     return (base.mark_area(opacity=0.2).encode(y=alt.Y('p5:Q', title='prediction'), y2='p95:Q')
             + base.mark_area(opacity=0.35).encode(y='p25:Q', y2='p75:Q')
             + base.mark_line(point=True).encode(y='p50:Q', tooltip=[alt.Tooltip('window:T', format='%Y-%m-%d %H:%M'), alt.Tooltip('p50:Q', format='.3f'),
@@ -274,7 +282,7 @@ def _predictions_chart(self:Dashboard):
 def _server_chart(self:Dashboard):
     s = self.server
     if s is None or not len(s): return None
-    x = alt.X('at:T', title=None, axis=alt.Axis(format=axis_time_format(s['at']), labelAngle=-40))
+    x = alt.X('at:T', title=None, axis=time_axis(s['at']))
     lat = s.melt(id_vars=['at'], value_vars=['p50_ms', 'p99_ms'], var_name='latency', value_name='ms')
     return (alt.Chart(s).mark_area(opacity=0.25, color='gray').encode(x=x, y=alt.Y('requests_per_s:Q', title='requests/s (grey)'))
             + alt.Chart(lat).mark_line(point=True).encode(x=x, y=alt.Y('ms:Q', title='latency ms'),
@@ -290,7 +298,7 @@ def _performance_chart(self:Dashboard):
     else: m = pd.concat([pd.DataFrame({'window': p.window, 'metric': k, 'value': p[k], 'low': p[k], 'high': p[k], 'n': p.labelled})
                          for k in ('mae', 'rmse') if k in p.columns], ignore_index=True).assign(enough=lambda d: d.n >= self.min_count)
     m = m.dropna(subset=['value']).assign(labels=lambda d: np.where(d.enough, 'enough', f'fewer than {self.min_count}'))
-    x = alt.X('window:T', title=None, axis=alt.Axis(format=axis_time_format(m.window), labelAngle=-40))
+    x = alt.X('window:T', title=None, axis=time_axis(m.window))
     color = alt.Color('labels:N', title='labels', scale=alt.Scale(domain=['enough', f'fewer than {self.min_count}'], range=['#1f77b4', '#c7c7c7']))
     tip = ['metric', alt.Tooltip('window:T', format='%Y-%m-%d %H:%M'), alt.Tooltip('value:Q', format='.3f'), alt.Tooltip('low:Q', format='.3f'),
            alt.Tooltip('high:Q', format='.3f'), alt.Tooltip('n:Q', title='count it rests on', format=',')]

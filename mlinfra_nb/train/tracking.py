@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb, pandas as pd
 from fastcore.basics import patch
 from .. import __version__
+from .. import charts   # importing it draws every Altair chart offline
 from ..workspace import InvalidInput, NotFound, Workspace, connect_duckdb
 
 # %% auto #0
