@@ -143,8 +143,6 @@ def server_series(store:MonitorStore, url:str|None=None)->pd.DataFrame:
     return pd.DataFrame(out, columns=['at', 'requests_per_s', 'error_share', 'p50_ms', 'p99_ms'])
 
 # %% ../../nbs/54_monitor.dashboard.ipynb #437dc768
-_PVALUE_TESTS = ('ks', 'chisquare', 'z')
-
 def time_format(ts)->str:
     "A d3 time format as fine as the spacing of the times `ts`: days, minutes, seconds or milliseconds."
     t = pd.Series(pd.to_datetime(pd.Series(ts), utc=True).drop_duplicates().sort_values())
@@ -171,6 +169,10 @@ def time_labels(ts, fmt:str|None=None)->pd.Series:
     fmt = fmt or time_format(t)
     s = t.dt.strftime(fmt.replace('%L', '%f'))
     return s.str[:-3] if '%L' in fmt else s             # %f is microseconds; d3's %L is milliseconds
+
+
+# %% ../../nbs/54_monitor.dashboard.ipynb #b677530d
+_PVALUE_TESTS = ('ks', 'chisquare', 'z')
 
 def drift_levels(by_window:pd.DataFrame)->pd.DataFrame:
     "Each (window, column) test as a level: 1 at its threshold, higher past it (p-value tests on a log scale), capped at 3."
