@@ -392,6 +392,7 @@ def drop_question(self:LakeBrowser):
 def merge(self:LakeBrowser):
     "Ask to merge `merge_source` into the selected branch with `merge_strategy`; merge on confirmation."
     repo, source, into, strategy = self.repo, self.merge_source.value, self._branch('merge into'), self.merge_strategy.value or None
+    if not source: raise InvalidInput(f"nothing to merge into {into!r}: every branch and tag is already in it")
     def do():
         c = repo.merge(source, into=into, strategy=strategy)
         self.show_ref()
@@ -406,7 +407,7 @@ def show_merge_sources(self:LakeBrowser):
     def news(r): return repo.merge_base(r, into).id != repo.log(r, limit=1)[0].id
     refs = [(l, r) for l, r in self._ref_options if r != into and into in self._branches and news(r)]
     with self._hold(): _choose(self.merge_source, refs, self.merge_source.value)
-    self.merge_button.disabled = not refs
+    self.merge_button.disabled = self.merge_source.disabled = not refs
     self.merge_button.tooltip = '' if refs else f'every ref is already merged into {into!r}'
 
 @patch
