@@ -71,10 +71,15 @@ def open_notebook(lab, browser, name:str, code:str):
         for b in d.find_elements(By.CSS_SELECTOR, '.jp-Dialog .jp-mod-accept'): b.click()
         try: ed = d.find_element(By.CSS_SELECTOR, NB + '.jp-Cell .cm-content'); ed.click(); ed.send_keys(Keys.SHIFT, Keys.ENTER); return True
         except (ElementNotInteractableException, StaleElementReferenceException): return False
-    WebDriverWait(browser, 30, poll_frequency=0.5).until(run_cell)
-    WebDriverWait(browser, 150).until(lambda d: d.find_elements(By.CSS_SELECTOR, NB + '.jp-Cell .jp-InputPrompt') and
-                                      '[*]' not in d.find_element(By.CSS_SELECTOR, NB + '.jp-Cell .jp-InputPrompt').text and
-                                      d.find_element(By.CSS_SELECTOR, NB + '.jp-Cell .jp-InputPrompt').text.strip() not in ('[ ]:', ''))
+    prompt = lambda d: d.find_element(By.CSS_SELECTOR, NB + '.jp-Cell .jp-InputPrompt').text.strip()
+    for _ in range(3):   # Shift+Enter sent before the kernel is connected can be lost: send it again if the cell never queued
+        WebDriverWait(browser, 30, poll_frequency=0.5).until(run_cell)
+        try: WebDriverWait(browser, 15).until(lambda d: prompt(d) not in ('[ ]:', '')); break
+        except TimeoutException: pass
+    try: WebDriverWait(browser, 180).until(lambda d: prompt(d) not in ('[ ]:', '') and '*' not in prompt(d))
+    except TimeoutException:
+        browser.save_screenshot(str(SHOTS/f'{name}_did_not_finish.png'))
+        pytest.fail(f"the {name} cell did not finish in 180 s (prompt {prompt(browser)!r}); it shows:\n{text_of(browser, '.jp-Notebook')[-1500:]}")
     time.sleep(1)
     errors = browser.find_elements(By.CSS_SELECTOR, '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], .jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]')
     assert not [e.text for e in errors if 'Traceback' in e.text or 'Error' in e.text], [e.text[-1500:] for e in errors]
