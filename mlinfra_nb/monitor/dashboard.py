@@ -150,17 +150,23 @@ def time_format(ts)->str:
     return ('%b %d' if step >= pd.Timedelta('1D') else '%b %d %H:%M' if step >= pd.Timedelta('1min') else
             '%H:%M:%S' if step >= pd.Timedelta('1s') else '%H:%M:%S.%L')
 
-def axis_time_format(ts)->str:
-    "A d3 time format for the ticks of an axis spanning the times `ts`: dates, minutes, seconds, or milliseconds under 2 s."
+def _axis_ticks(ts)->tuple:
+    "Format and tick interval for an axis spanning the times `ts`: each tick a different label, and no more ticks than fit."
     t = pd.to_datetime(pd.Series(ts), utc=True)
     span = t.max() - t.min() if len(t) else pd.Timedelta(0)
-    return ('%b %d' if span >= pd.Timedelta('2D') else '%b %d %H:%M' if span >= pd.Timedelta('2min') else
-            '%H:%M:%S' if span >= pd.Timedelta('2s') else '%H:%M:%S.%L')
+    if span >= pd.Timedelta('2D'): return '%b %d', 'day' if span < pd.Timedelta('14D') else None
+    if span >= pd.Timedelta('2h'): return '%b %d %H:%M', None
+    if span >= pd.Timedelta('10min'): return '%H:%M', None
+    if span >= pd.Timedelta('2s'): return '%H:%M:%S', None if span >= pd.Timedelta('10s') else 'second'
+    return '%H:%M:%S.%L', None
+
+def axis_time_format(ts)->str:
+    "A d3 time format for the ticks of an axis spanning the times `ts`: dates, minutes, seconds, or milliseconds under 2 s."
+    return _axis_ticks(ts)[0]
 
 def time_axis(ts)->alt.Axis:
-    "An Altair axis for the times `ts`: `axis_time_format`, with ticks on whole days or seconds so no label repeats."
-    fmt = axis_time_format(ts)
-    every = {'%b %d': 'day', '%H:%M:%S': 'second'}.get(fmt)
+    "An Altair axis for the times `ts`: `axis_time_format`, with ticks on whole days or seconds where the default could repeat a label."
+    fmt, every = _axis_ticks(ts)
     return alt.Axis(format=fmt, labelAngle=-40, **({'tickCount': every} if every else {}))
 
 def time_labels(ts, fmt:str|None=None)->pd.Series:
