@@ -74,9 +74,9 @@ $(EVIDENTLY_VENV)/.ok:
 bench: $(VENV)/.bench $(FEAST_VENV)/.ok $(EVIDENTLY_VENV)/.ok
 	@shopt -s nullglob; for f in bench/*_bench.py; do echo "== $$f"; FEAST_PYTHON=$(FEAST_VENV)/bin/python EVIDENTLY_PYTHON=$(EVIDENTLY_VENV)/bin/python $(BIN)/python $$f || exit 1; done
 
-## lab: JupyterLab on 127.0.0.1
+## lab: JupyterLab on 127.0.0.1 (as root too, as in containers and CI-like machines)
 lab: $(VENV)/.dev
-	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs
+	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean:
 	rm -rf $(VENV) $(FEAST_VENV) $(EVIDENTLY_VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache

@@ -37,6 +37,8 @@ setuptools.setup(
     url = cfg['git_url'],
     packages = setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path']+'.*']),
     include_package_data = True,
+    package_data = {cfg['lib_path']: ['pipelines/*.ipynb']},   # the step notebooks `mlinfra run` executes
+    license_files = ['LICENSE'],
     install_requires = requirements,
     extras_require = {'dev': dev_requirements, 'bench': bench_requirements},
     dependency_links = cfg.get('dep_links','').split(),

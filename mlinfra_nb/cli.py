@@ -137,7 +137,10 @@ def cmd_run(args)->int:
         if args.steps or args.p or args.params: raise MlinfraError("--resume continues a run as it was started; give no steps or parameters")
         rec = pipe.resume(args.resume)
     else:
-        rec = pipe.run(args.steps.split(',') if args.steps else None, _params(args))
+        steps = None if args.steps is None else [s.strip() for s in args.steps.split(',')]
+        if steps is not None and not any(steps):
+            raise InvalidInput(f"--steps {args.steps!r} names no step; give them comma-separated (e.g. --steps ingest,validate), or leave --steps out to run every step")
+        rec = pipe.run(steps, _params(args))
     if rec['status'] != 'succeeded':
         print(f"mlinfra: run {rec['id']} failed at step {rec['failed_step']}: {rec['error']} (main is untouched; `mlinfra run --resume {rec['id']}` continues it)", file=sys.stderr)
         return 1
@@ -314,7 +317,7 @@ def _pipeline_parsers(sub):
     "`mlinfra run` and `mlinfra runs` under the subcommands `sub`."
     rn = sub.add_parser('run', help="run the pipeline's step notebooks with papermill, on a lake branch merged only on success")
     rn.add_argument('--home', help='workspace home (default: $MLINFRA_HOME or ./.mlinfra)')
-    rn.add_argument('--steps', help='comma-separated steps (default: ingest,train,evaluate,register)')
+    rn.add_argument('--steps', help='comma-separated steps (default: every step, ingest to monitor)')
     rn.add_argument('-p', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='a step parameter (repeatable)')
     rn.add_argument('--params', help='a YAML file of step parameters (-p wins)')
     rn.add_argument('--resume', metavar='RUN_ID', help='continue a failed or interrupted run from the step that did not finish')

@@ -4,16 +4,17 @@
 
 # %% ../nbs/62_pipeline.ipynb #8680d5b4
 from __future__ import annotations
-import ast, datetime as dt, json, os, time, uuid
+import ast, datetime as dt, json, os, re, signal, sys, time, uuid
 from typing import Callable
 from pathlib import Path
 import pandas as pd
+from fastcore.basics import patch
 import mlinfra_nb
-from .workspace import InvalidInput, MlinfraError, NotFound, Workspace, connect_duckdb, get_logger
+from .workspace import Conflict, InvalidInput, MlinfraError, NotFound, Workspace, connect_duckdb, get_logger
 
 # %% auto #0
-__all__ = ['STEPS', 'RUN_PARAMS', 'NEEDS', 'CHECK_REQUESTS', 'steps_dir', 'step_parameters', 'check_params', 'Pipeline',
-           'retrain_on_drift']
+__all__ = ['STEPS', 'RUN_PARAMS', 'NEEDS', 'CHECK_REQUESTS', 'STOP_AT', 'steps_dir', 'step_parameters', 'check_params',
+           'read_source', 'time_window', 'Pipeline', 'retrain_on_drift']
 
 # %% ../nbs/62_pipeline.ipynb #eaf11801
 STEPS = ('ingest', 'validate', 'features', 'train', 'evaluate', 'register', 'deploy', 'monitor')
@@ -22,8 +23,8 @@ NEEDS = {'evaluate': ('train',), 'register': ('train', 'evaluate'), 'deploy': ('
 CHECK_REQUESTS = 'deploy-check-'   # request ids of the deploy step's own check requests, which monitoring leaves out
 
 def steps_dir()->Path:
-    "Where the step notebooks are: `nbs/pipelines/` beside the package."
-    return Path(mlinfra_nb.__file__).resolve().parent.parent/'nbs'/'pipelines'
+    "Where the step notebooks are: `pipelines/` inside the package, so an installed wheel has them as a checkout does."
+    return Path(mlinfra_nb.__file__).resolve().parent/'pipelines'
 
 def step_parameters(step:str, folder:Path|None=None)->dict:
     "`name -> default` of a step notebook's `parameters` cell."
@@ -32,8 +33,10 @@ def step_parameters(step:str, folder:Path|None=None)->dict:
     if not nb.exists(): raise NotFound(f"no step notebook {nb}")
     return {k: ast.literal_eval(v['default']) for k, v in pm.inspect_notebook(str(nb)).items()}
 
+# %% ../nbs/62_pipeline.ipynb #95985854
 def check_params(steps:list[str], params:dict, folder:Path|None=None)->dict:
     "`step -> parameters` for `steps`: each user parameter must be one of a step's, of the type of its default."
+    if not steps: raise InvalidInput(f"no steps to run: name at least one of {', '.join(STEPS)} (or give none to run them all)")
     unknown_steps = [s for s in steps if s not in STEPS]
     if unknown_steps: raise InvalidInput(f"unknown step(s) {unknown_steps}; the steps are {', '.join(STEPS)}")
     for s in steps:
@@ -55,6 +58,33 @@ def check_params(steps:list[str], params:dict, folder:Path|None=None)->dict:
             if k in defaults[s]: out[s][k] = v
     return out
 
+# %% ../nbs/62_pipeline.ipynb #37209744
+_LAKE_TABLE = re.compile(r'lakefs://([a-z0-9][a-z0-9-]{2,62})/([^/]+)/(.+)')
+
+def read_source(lake, source:str):
+    "The events at `source`: a lake table `lakefs://repo/ref/path`, or a .parquet or .csv file, as a DuckDB relation."
+    import duckdb
+    if (m := _LAKE_TABLE.fullmatch(source)): return lake.repository(m[1]).table(m[2], m[3])
+    f = Path(source)
+    if source.startswith('lakefs://') or f.suffix not in ('.parquet', '.csv'):
+        raise InvalidInput(f"source must be a lake table 'lakefs://repo/ref/path', a .parquet or .csv file, or '', not {source!r}")
+    if not f.is_file(): raise NotFound(f"source file {source!r} does not exist")
+    return duckdb.read_parquet(str(f)) if f.suffix == '.parquet' else duckdb.read_csv(str(f))
+
+def _time(name:str, value:str)->dt.datetime:
+    try: t = pd.Timestamp(value)
+    except (ValueError, TypeError) as e: raise InvalidInput(f"{name}={value!r} is not a time (write e.g. 2026-01-31 or 2026-01-31T12:00): {e}") from None
+    if t is pd.NaT: raise InvalidInput(f"{name}={value!r} is not a time")
+    return (t.tz_convert('UTC').tz_localize(None) if t.tzinfo else t).to_pydatetime()
+
+def time_window(rel, since:str='', until:str='', column:str='ts'):
+    "The rows of DuckDB relation `rel` with `since <= column < until` ('': no bound)."
+    import duckdb
+    col = duckdb.ColumnExpression(column)
+    if since: rel = rel.filter(col >= duckdb.ConstantExpression(_time('since', since)))
+    if until: rel = rel.filter(col < duckdb.ConstantExpression(_time('until', until)))
+    return rel
+
 # %% ../nbs/62_pipeline.ipynb #9ecde8b5
 class Pipeline:
     "Runs of the step notebooks on lake branches, recorded in the workspace."
@@ -73,28 +103,6 @@ class Pipeline:
 
     def _con(self): return connect_duckdb(self.db)
 
-    def run(self, steps:list[str]|None=None, params:dict|None=None, progress:bool=True,
-            trigger:dict|None=None,   # what started the run, e.g. a monitoring alert (kept with the run)
-           )->dict:
-        "Start a run of `steps` (default: all) with `params`; the run's record when it ends."
-        steps = list(steps or STEPS)
-        per_step = check_params(steps, dict(params or {}), self.folder)
-        now = dt.datetime.now(dt.timezone.utc)
-        rid = f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
-        branch = f'run-{rid}'
-        self.repo.create_branch(branch, 'main')
-        with self._con() as con:
-            con.execute("INSERT INTO runs VALUES (?, 'running', ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?)",
-                        [rid, json.dumps(steps), json.dumps(per_step), branch, now, None if trigger is None else json.dumps(trigger, default=str)])
-        return self._go(rid, progress)
-
-    def resume(self, run_id:str, progress:bool=True)->dict:
-        "Continue a run that failed or was interrupted, from the first step that did not succeed."
-        rec = self.info(run_id)
-        if rec['status'] == 'succeeded': raise InvalidInput(f"run {run_id} already succeeded; nothing to resume")
-        with self._con() as con: con.execute("UPDATE runs SET status = 'running', failed_step = NULL, error = NULL WHERE id = ?", [run_id])
-        return self._go(run_id, progress)
-
     def info(self, run_id:str)->dict:
         "One run's record, with its steps."
         with self._con() as con:
@@ -112,6 +120,29 @@ class Pipeline:
         with self._con() as con:
             return con.execute("""SELECT id, status, failed_step, started_at, ended_at, merge_commit,
                                   CASE WHEN trigger IS NULL THEN 'manual' ELSE coalesce('alert ' || (trigger->>'rule'), 'trigger') END AS started_by FROM runs ORDER BY id""").df()
+
+# %% ../nbs/62_pipeline.ipynb #76e97fe3
+@patch
+def run(self:Pipeline, steps:list[str]|None=None, params:dict|None=None, progress:bool=True,
+        trigger:dict|None=None,   # what started the run, e.g. a monitoring alert (kept with the run)
+       )->dict:
+    "Start a run of `steps` (default: all; an empty list is refused) with `params`; the run's record when it ends."
+    steps = list(STEPS if steps is None else steps)
+    per_step = check_params(steps, dict(params or {}), self.folder)
+    now = dt.datetime.now(dt.timezone.utc)
+    rid = f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    with self._con() as con:
+        con.execute("INSERT INTO runs VALUES (?, 'running', ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?)",
+                    [rid, json.dumps(steps), json.dumps(per_step), f'run-{rid}', now, None if trigger is None else json.dumps(trigger, default=str)])
+    return self._go(rid, progress)
+
+@patch
+def resume(self:Pipeline, run_id:str, progress:bool=True)->dict:
+    "Continue a run that failed or was interrupted, from the first step that did not succeed (or the merge, if they all did)."
+    rec = self.info(run_id)
+    if rec['status'] == 'succeeded': raise InvalidInput(f"run {run_id} already succeeded; nothing to resume")
+    with self._con() as con: con.execute("UPDATE runs SET status = 'running', failed_step = NULL, error = NULL WHERE id = ?", [run_id])
+    return self._go(run_id, progress)
 
 # %% ../nbs/62_pipeline.ipynb #739e7638
 def _step_done(self:Pipeline, rid:str, step:str)->bool:
@@ -133,40 +164,75 @@ def _quiet_kernels(log:Path, env:dict):
                 return await super()._async_launch_kernel(kernel_cmd, **dict(kw, stderr=err, env={**(kw.get('env') or os.environ), **env}))
     return QuietKernelManager
 
-def _go(self:Pipeline, rid:str, progress:bool)->dict:
+STOP_AT = 'MLINFRA_PIPELINE_STOP_AT'   # names a point at which the runner stops itself, for tests that kill it exactly there
+
+def _checkpoint(point:str):
+    "A point where a runner may die; when `$MLINFRA_PIPELINE_STOP_AT` names it, the runner stops (SIGSTOP) until it is killed or continued."
+    if os.environ.get(STOP_AT) == point and hasattr(signal, 'SIGSTOP'):
+        print(f"mlinfra: stopped at {point} ({STOP_AT})", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+# %% ../nbs/62_pipeline.ipynb #2ba6d5b3
+def _run_step(self:Pipeline, rec:dict, i:int, step:str)->str|None:
+    "Run `step`, the `i`-th of run `rec`, and keep its executed notebook on the run's branch; the error, or None."
     import papermill as pm
+    rid, branch = rec['id'], rec['branch']
+    out_dir = self.workspace.path('pipeline', rid)
+    if self.repo.uncommitted(branch): self.repo.reset(branch)      # what an interrupted attempt left half-written
+    _record(self, rid, step, 'running'); _checkpoint(f'{step}:started')
+    out = out_dir/f'{i:02d}_{step}.ipynb'
+    params = {**rec['params'].get(step, {}), 'home': str(self.workspace.home), 'repo': self.repo_name, 'branch': branch, 'run_id': rid}
+    try:
+        pm.execute_notebook(str(self.folder/f'{step}.ipynb'), str(out), parameters=params, kernel_name='python3', progress_bar=False,
+                            cwd=str(out_dir), log_output=False, kernel_manager_class=_quiet_kernels(out_dir/'kernel.log', self.workspace.settings_env()))
+        error = None
+    except pm.PapermillExecutionError as e: error = f"{e.ename}: {e.evalue}"
+    _checkpoint(f'{step}:executed')
+    if out.exists():
+        if self.repo.uncommitted(branch): self.repo.reset(branch)
+        self.repo.put(branch, f'runs/{rid}/{i:02d}_{step}.ipynb', out.read_bytes(), content_type='application/x-ipynb+json')
+        self.repo.commit(branch, f"executed notebook of step {step} ({'failed' if error else 'ok'}), run {rid}", {'run': rid, 'step': step})
+    _checkpoint(f'{step}:committed')
+    _record(self, rid, step, 'failed' if error else 'succeeded', str(out))
+    return error
+
+# %% ../nbs/62_pipeline.ipynb #1826a014
+def _merged(self:Pipeline, rid:str, branch:str):
+    "The commit of `main` that merged run `rid`'s branch, or None if the branch is not merged yet."
+    head = self.repo.head(branch)
+    if self.repo.merge_base(branch, 'main').id != head.id: return None
+    found = next((c for c in self.repo.log('main') if c.metadata.get('pipeline_run') == rid or head.id in c.parents), None)
+    if found is None: raise Conflict(f"branch {branch} of run {rid} is in main, but no merge commit of that run is; look at `main`'s log")
+    return found
+
+def _finish(self:Pipeline, rid:str, branch:str, steps:list)->dict:
+    "Merge the run's branch into main (unless a killed runner already did) and record the run as succeeded."
+    merged = _merged(self, rid, branch)
+    if merged is None:
+        _checkpoint('steps-done')
+        merged = self.repo.merge(branch, into='main', message=f"pipeline run {rid}: {', '.join(steps)}", metadata={'pipeline_run': rid})
+        _checkpoint('merged')
+    with self._con() as con:
+        con.execute("UPDATE runs SET status = 'succeeded', ended_at = ?, merge_commit = ? WHERE id = ?", [dt.datetime.now(dt.timezone.utc), merged.id, rid])
+    return self.info(rid)
+
+def _go(self:Pipeline, rid:str, progress:bool)->dict:
     from tqdm.auto import tqdm
     rec = self.info(rid)
-    branch, steps, per_step = rec['branch'], rec['steps'], rec['params']
-    out_dir = self.workspace.path('pipeline', rid)
+    branch, steps = rec['branch'], rec['steps']
+    _checkpoint('recorded')
+    if branch not in self.repo.branches(): self.repo.create_branch(branch, 'main')   # a new run, or one whose runner died before this
     bar = tqdm(steps, desc=f'run {rid}', unit='step', disable=not progress)
     for i, step in enumerate(bar):
         if _step_done(self, rid, step): continue
         bar.set_postfix_str(step)
-        if self.repo.uncommitted(branch): self.repo.reset(branch)      # what an interrupted attempt left half-written
-        _record(self, rid, step, 'running')
-        out = out_dir/f'{i:02d}_{step}.ipynb'
-        params = {**per_step.get(step, {}), 'home': str(self.workspace.home), 'repo': self.repo_name, 'branch': branch, 'run_id': rid}
-        try:
-            pm.execute_notebook(str(self.folder/f'{step}.ipynb'), str(out), parameters=params, kernel_name='python3',
-                                progress_bar=False, cwd=str(out_dir), log_output=False, kernel_manager_class=_quiet_kernels(out_dir/'kernel.log', self.workspace.settings_env()))
-            ok, error = True, None
-        except pm.PapermillExecutionError as e: ok, error = False, f"{e.ename}: {e.evalue}"
-        if out.exists():
-            if self.repo.uncommitted(branch): self.repo.reset(branch)
-            self.repo.put(branch, f'runs/{rid}/{i:02d}_{step}.ipynb', out.read_bytes(), content_type='application/x-ipynb+json')
-            self.repo.commit(branch, f"executed notebook of step {step} ({'ok' if ok else 'failed'}), run {rid}", {'run': rid, 'step': step})
-        _record(self, rid, step, 'succeeded' if ok else 'failed', str(out))
-        if not ok:
-            with self._con() as con:
-                con.execute("UPDATE runs SET status = 'failed', failed_step = ?, error = ?, ended_at = ? WHERE id = ?",
-                            [step, error[:2000], dt.datetime.now(dt.timezone.utc), rid])
-            get_logger('pipeline').error("run %s: step %s failed: %s (main is untouched; see %s)", rid, step, error, out)
-            return self.info(rid)
-    merged = self.repo.merge(branch, into='main', message=f"pipeline run {rid}: {', '.join(steps)}")
-    with self._con() as con:
-        con.execute("UPDATE runs SET status = 'succeeded', ended_at = ?, merge_commit = ? WHERE id = ?", [dt.datetime.now(dt.timezone.utc), merged.id, rid])
-    return self.info(rid)
+        if (error := _run_step(self, rec, i, step)) is None: continue
+        with self._con() as con:
+            con.execute("UPDATE runs SET status = 'failed', failed_step = ?, error = ?, ended_at = ? WHERE id = ?",
+                        [step, error[:2000], dt.datetime.now(dt.timezone.utc), rid])
+        get_logger('pipeline').error("run %s: step %s failed: %s (main is untouched; see %s)", rid, step, error, self.workspace.path('pipeline', rid))
+        return self.info(rid)
+    return _finish(self, rid, branch, steps)
 
 Pipeline._go = _go
 

@@ -4,14 +4,15 @@
 
 # %% ../nbs/00_workspace.ipynb #f9129dc8
 from __future__ import annotations
-import contextlib, copy, ipaddress, logging, os, socket, sys, tempfile, threading, tomllib
+import contextlib, copy, glob, importlib.util, ipaddress, logging, os, re, socket, sys, tempfile, threading, tomllib
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 # %% auto #0
-__all__ = ['DEFAULT_SETTINGS', 'BACKENDS', 'STORES', 'ENV_ALIASES', 'LOG_FORMAT', 'MlinfraError', 'InvalidInput', 'NotFound',
-           'Conflict', 'PermissionDenied', 'PreconditionFailed', 'Corrupted', 'load_settings', 'Workspace', 'fsync_dir',
-           'atomic_path', 'connect_duckdb', 'check_host', 'host_port', 'get_logger', 'setup_logging',
+__all__ = ['DEFAULT_SETTINGS', 'BACKENDS', 'STORES', 'ENV_ALIASES', 'LOG_FORMAT', 'TF_CHATTER', 'TF_NO_GPU', 'MlinfraError',
+           'InvalidInput', 'NotFound', 'Conflict', 'PermissionDenied', 'PreconditionFailed', 'Corrupted',
+           'load_settings', 'Workspace', 'fsync_dir', 'atomic_path', 'connect_duckdb', 'check_host', 'host_port',
+           'get_logger', 'setup_logging', 'gpu_present', 'tf_chatter', 'quiet_stderr', 'quiet_tensorflow_imports',
            'import_tensorflow']
 
 # %% ../nbs/00_workspace.ipynb #b52e0c23
@@ -227,15 +228,85 @@ def setup_logging(level:str|int='INFO', # DEBUG, INFO, WARNING, ERROR or a numbe
     logger.propagate = False
     return logger
 
+# %% ../nbs/00_workspace.ipynb #cc1f45aa
+TF_CHATTER = (   # what TensorFlow writes to stderr on every start, with or without a GPU
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+    r"^I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\.",
+    r"^I\d{4} [\d:.]+ +\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized to use available CPU instructions",
+    r"^To enable the following instructions: .*, in other operations, rebuild TensorFlow with the appropriate compiler flags\.$",
+)
+TF_NO_GPU = (    # what it writes when it finds no GPU: news only on a machine that has one
+    r"^I\d{4} [\d:.]+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, GPU will not be used\.$",
+    r"^E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*\(303\)$",
+    r"^W\d{4} [\d:.]+ +\d+ .*TF-TRT Warning: Could not find TensorRT$",
+)
+
+def gpu_present()->bool:
+    "Whether this machine has an NVIDIA GPU with its driver loaded (a `/dev/nvidia*` device)."
+    return bool(glob.glob('/dev/nvidia*'))
+
+def tf_chatter(line:str, gpu:bool|None=None)->bool:
+    "Whether `line` of TensorFlow's stderr is start-up chatter; its no-GPU lines count only where there is no GPU (`gpu`, default: `gpu_present()`)."
+    gpu = gpu_present() if gpu is None else gpu
+    return any(re.search(p, line) for p in TF_CHATTER + (() if gpu else TF_NO_GPU))
+
+# %% ../nbs/00_workspace.ipynb #a405aaed
+@contextlib.contextmanager
+def quiet_stderr(chatter:Callable[[str], bool]=tf_chatter):
+    "In the block, hold back what the process writes to fd 2 (C and C++ code too); then write back the lines that are not `chatter`."
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as held:
+        saved, ok = os.dup(2), False
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+            ok = True
+        finally:
+            sys.stderr.flush(); os.dup2(saved, 2); os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors='replace').splitlines(keepends=True)
+            kept = ''.join(l for l in lines if not ok or not chatter(l.rstrip('\r\n')))
+            if kept: os.write(2, kept.encode())
+
+# %% ../nbs/00_workspace.ipynb #02befc38
+_started = False   # whether TensorFlow has listed its devices, quietly
+
+def _quiet_start(tf):
+    "TensorFlow's first device listing (where it looks for CUDA) with the chatter held back, and its logger at WARNING."
+    global _started
+    with quiet_stderr(): tf.config.list_physical_devices()
+    _started = True
+    if tf.get_logger().level == logging.INFO: tf.get_logger().setLevel(logging.WARNING)  # TF's own choice in notebooks: 'INFO:tensorflow:Assets written to ...'
+
+class _QuietLoader:
+    "The `tensorflow` package's loader, running the package with its chatter held back and then listing devices."
+    def __init__(self, loader): self.loader = loader
+    def __getattr__(self, name): return getattr(self.loader, name)
+    def create_module(self, spec): return self.loader.create_module(spec)
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader   # TensorFlow sees its own loader
+        with quiet_stderr(): self.loader.exec_module(module)
+        _quiet_start(module)
+
+class _QuietFinder:
+    "A `sys.meta_path` finder that takes the first import of `tensorflow`, whoever asks for it, and then steps aside."
+    def find_spec(self, name, path=None, target=None):
+        if name != 'tensorflow': return None
+        with contextlib.suppress(ValueError): sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None: spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+def quiet_tensorflow_imports():
+    "Have this process's first import of TensorFlow hold back its start-up chatter (`import mlinfra_nb` calls this)."
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')   # C++ INFO and WARNING lines written after absl starts
+    if 'tensorflow' not in sys.modules and not any(isinstance(f, _QuietFinder) for f in sys.meta_path): sys.meta_path.insert(0, _QuietFinder())
+
 # %% ../nbs/00_workspace.ipynb #f4d2f81f
 def import_tensorflow():
-    "The `tensorflow` module, imported on first call with its C++ start-up logging quieted."
-    if 'tensorflow' in sys.modules: return sys.modules['tensorflow']   # cheap, and safe inside traced tf.data/tf.function code
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    with tempfile.TemporaryFile() as lines:        # absl writes a few lines to fd 2 before TF_CPP_MIN_LOG_LEVEL applies
-        sys.stderr.flush(); saved = os.dup(2); os.dup2(lines.fileno(), 2)
-        try: import tensorflow as tf
-        except BaseException:
-            os.dup2(saved, 2); lines.seek(0); sys.stderr.write(lines.read().decode(errors='replace')); raise   # they may say why
-        finally: os.dup2(saved, 2); os.close(saved)
+    "The `tensorflow` module, imported on first call with its start-up chatter held back."
+    if _started and 'tensorflow' in sys.modules: return sys.modules['tensorflow']   # cheap, and safe inside traced tf.data/tf.function code
+    quiet_tensorflow_imports()
+    import tensorflow as tf
+    if not _started: _quiet_start(tf)   # TensorFlow came in before mlinfra_nb did: its devices are still to be listed
     return tf

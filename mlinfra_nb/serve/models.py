@@ -198,10 +198,7 @@ def run(self:Servable, signature:str, inputs:dict[str, np.ndarray])->dict[str, n
         try: out = fn(**args)
         except (tf.errors.OpError, ValueError, TypeError) as e: raise _model_error(e) from None
         return {k: v.numpy() for k, v in out.items()}
-    finally:
-        with self._guard:
-            self._inflight -= 1
-            if self.state == 'UNLOADING' and self._inflight == 0: self._release()
+    finally: self.release()   # the hold taken above, as `acquire` takes one
 
 # %% ../../nbs/42_serve.models.ipynb #4b1d0009
 @patch
