@@ -88,6 +88,7 @@ class ObjectInfo:
     content_type: str
     mtime: dt.datetime
     metadata: dict = field(default_factory=dict, hash=False)
+    md5: str = field(default='', repr=False)   # MD5 (hex) of the content: lakeFS's checksum and ETag; the address stays the SHA-256
 
 @dataclass(frozen=True)
 class CommonPrefix:
@@ -660,7 +661,7 @@ def _entry(path, address, size, content_type, metadata:dict|str, mtime:int|None=
     md = metadata if isinstance(metadata, str) else json.dumps(metadata, sort_keys=True)
     return (path, address, size, content_type or 'application/octet-stream', mtime or _now_us(), md)
 
-def _info(e)->ObjectInfo: return ObjectInfo(e[0], e[1], e[2], e[3], _EPOCH + dt.timedelta(microseconds=e[4]), json.loads(e[5]))
+def _info(e, md5:str='')->ObjectInfo: return ObjectInfo(e[0], e[1], e[2], e[3], _EPOCH + dt.timedelta(microseconds=e[4]), json.loads(e[5]), md5)
 
 # %% ../../nbs/11_lake.core.ipynb #a05a6cc8
 @patch
@@ -726,8 +727,8 @@ def stat(self:Repository, ref:str, path:str)->ObjectInfo:
     check_path(path)
     with self.store.connect() as con:
         e = self._entry_at(con, ref, path)
-    if e is None: raise NotFound(f"no object {path!r} at {ref!r} in repository {self.name!r}")
-    return _info(e)
+        if e is None: raise NotFound(f"no object {path!r} at {ref!r} in repository {self.name!r}")
+        return _info(e, self.store.md5s(con, [e[1]])[e[1]])
 
 @patch
 @guarded
@@ -796,7 +797,8 @@ def list(self:Repository,
             ORDER BY key {'LIMIT ' + str(int(limit)) if limit is not None else ''}"""
         rows = con.execute(sql, {'repo': self.name, 'branch': r.branch or '', 'prefix': prefix, 'seqs': seqs,
                                  'delim': delimiter or '', 'after': after}).fetchall()
-    return [CommonPrefix(k) if is_dir else _info(tuple(ent.values())) for k, ent, is_dir in rows]
+        sums = self.store.md5s(con, (ent['address'] for _, ent, is_dir in rows if not is_dir))
+    return [CommonPrefix(k) if is_dir else _info(tuple(ent.values()), sums[ent['address']]) for k, ent, is_dir in rows]
 
 # %% ../../nbs/11_lake.core.ipynb #d0513966
 def _read_file(path:str, buf:bytearray)->bytes:

@@ -113,7 +113,7 @@ def _commit(c)->Commit:
 def _object(o)->ObjectInfo|CommonPrefix:
     if getattr(o, 'path_type', 'object') == 'common_prefix' or not hasattr(o, 'checksum'): return CommonPrefix(o.path)
     return ObjectInfo(o.path, o.checksum, o.size_bytes, o.content_type or 'application/octet-stream',
-                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}))
+                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}), o.checksum)   # lakeFS's checksum is the MD5
 
 class LakeFSRepository:
     "A lakeFS repository with the embedded `Repository`'s API."
