@@ -300,6 +300,7 @@ def create_repository(api, call):
     _namespaces(lake)
     with lake.store.transaction() as con:
         con.execute("INSERT OR REPLACE INTO server_namespaces VALUES (?, ?)", [b.name, b.storage_namespace])
+    if b.sample_data: lake.repository(b.name).add_sample_data()   # committed on the default branch, which is then protected, as lakeFS does
     return _json(repo_json(api, b.name, lake), 201)
 
 @route('GET', '/repositories/{repository}')
