@@ -95,3 +95,50 @@ def test_upgrade_survives_a_lost_object(tmp_path):
     r = Lake(tmp_path/'lost', user='me').repository('rrr')
     assert (r.stat('main', 'kept.txt').md5, r.stat('main', 'gone.bin').md5) == (md5(b'kept'), '')
     r.store.close()
+
+# --- Hidden branches -----------------------------------------------------------------------------------------------------
+
+def test_hidden_branch_is_out_of_listings_but_usable(served):
+    lake, srv, client, auth = served
+    repo = lakefs.Repository('veiled', client=client).create(storage_namespace='local://veiled')
+    hidden = repo.branch('behind-the-curtain').create('main', hidden=True)
+    assert [b.id for b in repo.branches()] == ['main']
+    hidden.object('stage/prop.txt').upload(b'a prop')
+    hidden.commit('set the stage')
+    assert hidden.object('stage/prop.txt').reader().read() == b'a prop'
+    url = f'{srv.endpoint}/api/v1/repositories/veiled/branches'
+    for flag, names in (('true', ['behind-the-curtain', 'main']), ('false', ['main'])):
+        assert [b['id'] for b in requests.get(url, params={'show_hidden': flag}, auth=auth).json()['results']] == names
+    assert 'behind-the-curtain' not in lake.repository('veiled').branches()
+    repo.branch('behind-the-curtain').delete()
+    repo.branch('behind-the-curtain').create('main')                 # the name is free again, and this one is visible
+    assert [b.id for b in repo.branches()] == ['behind-the-curtain', 'main']
+
+def test_sdk_transaction_branch_is_hidden(served):
+    lake, srv, client, auth = served
+    repo = lakefs.Repository('txs', client=client).create(storage_namespace='local://txs')
+    with repo.branch('main').transact(commit_message='two at once') as tx:
+        tx.object('pair/left').upload(b'L'); tx.object('pair/right').upload(b'R')
+        assert [b.id for b in repo.branches()] == ['main']          # the SDK's tx branch is hidden
+        assert tx.id in lake.repository('txs').branches(show_hidden=True)
+    assert repo.branch('main').object('pair/right').reader().read() == b'R'
+
+@pytest.fixture(params=['embedded', 'lakefs-ours'])
+def backend_repo(request, served, tmp_path):
+    "A fresh repository on the embedded lake, and on the lakeFS backend talking to our server."
+    from mlinfra_nb.workspace import Workspace
+    from mlinfra_nb.lake.lakefs import LakeFSLake
+    lake, srv, client, auth = served
+    lk = lake if request.param == 'embedded' else LakeFSLake(srv.endpoint, *auth, workspace=Workspace(tmp_path/'ws', env={}))
+    r = lk.create_repository(f'be-{request.param}')
+    r.put('main', 'seed.txt', b'seed'); r.commit('main', 'seed')
+    yield r
+
+def test_transactions_use_hidden_branches_on_every_backend(backend_repo):
+    r = backend_repo
+    with r.transaction('main', 'hidden work') as b:
+        b.put('work/1.txt', b'one')
+        assert b.name.startswith('tx-') and b.name not in r.branches() and b.name in r.branches(show_hidden=True)
+        assert r.resolve(b.name).branch == b.name                   # usable by name
+    assert r.get('main', 'work/1.txt') == b'one'
+    assert not [n for n in r.branches(show_hidden=True) if n.startswith('tx-')]

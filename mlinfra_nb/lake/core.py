@@ -480,7 +480,7 @@ def delete_repository(self:Lake, name:str):
     self._check('fs:DeleteRepository', arn(name))
     with self.store.transaction() as con:
         if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"no repository {name!r}")
-        for table in ('refs', 'staging', 'protection', 'commits'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
+        for table in ('refs', 'staging', 'protection', 'commits', 'hidden_branches'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
         con.execute("DELETE FROM repositories WHERE name = ?", [name])
         self._audit(con, name, 'delete_repository')
     self.hooks[:] = [h for h in self.hooks if h[0] != name]
@@ -583,23 +583,27 @@ def _add_ref(self:Repository, con, name:str, kind:str, commit_id:str):
 # %% ../../nbs/11_lake.core.ipynb #be353507
 @patch
 @guarded
-def create_branch(self:Repository, name:str, source:str|None=None)->Commit:
+def create_branch(self:Repository, name:str, source:str|None=None,
+                  hidden:bool=False, # kept out of `branches()` (usable by name), as lakeFS's hidden branches
+                 )->Commit:
     "Create branch `name` at the commit of `source` (default: the default branch); return that commit."
     self.lake._check('fs:CreateBranch', arn(self.name, 'branch', name))
     check_ref_name(name)
     with self.store.transaction() as con:
         c = self.lake._resolve(con, self.name, source or self.default_branch).commit
         self._add_ref(con, name, 'branch', c.id)
-        self.lake._audit(con, self.name, 'create_branch', name, source=source, commit=c.id)
+        if hidden: con.execute("INSERT OR REPLACE INTO hidden_branches VALUES (?, ?)", [self.name, name])
+        self.lake._audit(con, self.name, 'create_branch', name, source=source, commit=c.id, hidden=bool(hidden))
     return c
 
 @patch
 @guarded
-def branches(self:Repository)->dict[str, str]:
-    "Every branch and the id of its head commit."
+def branches(self:Repository, show_hidden:bool=False)->dict[str, str]:
+    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
     self.lake._check('fs:ListBranches', arn(self.name))
+    hide = "" if show_hidden else "AND name NOT IN (SELECT name FROM hidden_branches WHERE repo = $repo)"
     with self.store.connect() as con:
-        return dict(con.execute("SELECT name, commit_id FROM refs WHERE repo = ? AND kind = 'branch' ORDER BY name", [self.name]).fetchall())
+        return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = 'branch' {hide} ORDER BY name", {'repo': self.name}).fetchall())
 
 @patch
 @guarded
@@ -620,6 +624,7 @@ def delete_branch(self:Repository, name:str):
         self._check_writable(con, name, 'delete')
         con.execute("DELETE FROM refs WHERE repo = ? AND name = ?", [self.name, name])
         con.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", [self.name, name])
+        con.execute("DELETE FROM hidden_branches WHERE repo = ? AND name = ?", [self.name, name])
         self.lake._audit(con, self.name, 'delete_branch', name)
 
 # %% ../../nbs/11_lake.core.ipynb #eb56612e
@@ -1197,7 +1202,7 @@ def _start_transaction(self:Repository, name:str, branch:str)->Commit:
     "Create the transaction branch `name` at the head of `branch` (returned), recording this process as its holder."
     with self.store.transaction() as con:
         start = self._branch_head(con, branch)
-        self.create_branch(name, start.id)
+        self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's transactions keep theirs
         con.execute(TX_TABLE)
         con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)", [self.name, name, *_holder(), _now()])
     return start

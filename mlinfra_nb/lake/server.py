@@ -323,12 +323,12 @@ def _refs(call, refs:dict)->JSONResponse:
     return _json(page(items[:n + 1], n, lambda x: x[0], lambda x: {'id': x[0], 'commit_id': x[1]}))
 
 @route('GET', '/repositories/{repository}/branches')
-def list_branches(api, call): return _refs(call, api.repo(call).branches())
+def list_branches(api, call): return _refs(call, api.repo(call).branches(show_hidden=_flag(call.query, 'show_hidden')))
 
 @route('POST', '/repositories/{repository}/branches', body='json')
 def create_branch(api, call):
     b = parse(lakefs_sdk.BranchCreation, call.body)
-    c = api.repo(call).create_branch(b.name, b.source)
+    c = api.repo(call).create_branch(b.name, b.source, hidden=bool(b.hidden))
     return Response(c.id, status_code=201, media_type='text/html')
 
 @route('GET', '/repositories/{repository}/branches/{branch}')

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS ranges(seq BIGINT, path VARCHAR, address VARCHAR, siz
 CREATE TABLE IF NOT EXISTS metaranges(metarange_id VARCHAR, chunks VARCHAR);
 CREATE TABLE IF NOT EXISTS metachunks(chunk_id VARCHAR, ranges VARCHAR);
 CREATE TABLE IF NOT EXISTS protection(repo VARCHAR, pattern VARCHAR, PRIMARY KEY(repo, pattern));
+CREATE TABLE IF NOT EXISTS hidden_branches(repo VARCHAR, name VARCHAR, PRIMARY KEY(repo, name));
 CREATE TABLE IF NOT EXISTS audit(ts TIMESTAMPTZ, repo VARCHAR, actor VARCHAR, action VARCHAR, ref VARCHAR, detail VARCHAR);
 CREATE SEQUENCE IF NOT EXISTS tree_seq;
 """

@@ -290,6 +290,12 @@ def transaction(self:Repository, branch:str, message:str, metadata:dict|None=Non
     finally: self._end_transaction(name)
 
 
+# %% ../../nbs/12_lake.tables.ipynb #68e1fb79
+@patch
+def transact(self:Branch, commit_message:str, commit_metadata:dict|None=None):
+    "A transaction on this branch, as `Repository.transaction` (lakeFS's `Branch.transact`)."
+    return self.repo.transaction(self.name, commit_message, commit_metadata)
+
 # %% ../../nbs/12_lake.tables.ipynb #05afc27a
 @dataclass(frozen=True)
 class TableSide:
