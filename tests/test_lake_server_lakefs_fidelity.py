@@ -142,3 +142,78 @@ def test_transactions_use_hidden_branches_on_every_backend(backend_repo):
         assert r.resolve(b.name).branch == b.name                   # usable by name
     assert r.get('main', 'work/1.txt') == b'one'
     assert not [n for n in r.branches(show_hidden=True) if n.startswith('tx-')]
+
+# --- Cherry-pick ---------------------------------------------------------------------------------------------------------
+
+def test_cherry_pick_through_the_sdk(served):
+    lake, srv, client, auth = served
+    from lakefs.exceptions import BadRequestException, ConflictException
+    repo = lakefs.Repository('orchard', client=client).create(storage_namespace='local://orchard')
+    main = repo.branch('main')
+    main.object('trees/apple.txt').upload(b'apple v1'); main.object('trees/pear.txt').upload(b'pear v1'); main.commit('plant')
+    graft, stock = repo.branch('graft').create('main'), repo.branch('stock').create('main')
+    graft.object('trees/quince.txt').upload(b'quince'); graft.commit('unrelated')
+    graft.object('trees/apple.txt').upload(b'apple v2'); wanted = graft.commit('better apples', metadata={'season': 'autumn'})
+    got = stock.cherry_pick(wanted)
+    assert (got.message, got.metadata['season'], got.metadata['cherry-pick-origin']) == ('better apples', 'autumn', wanted.get_commit().id)
+    assert got.parents == [repo.branch('stock').get_commit().parents[0]] and len(got.parents) == 1
+    assert stock.object('trees/apple.txt').reader().read() == b'apple v2' and not stock.object('trees/quince.txt').exists()
+    # the branch changed the same path another way since: refused whole, 409 "conflict found"
+    main.object('trees/apple.txt').upload(b'apple v3'); main.commit('other apples')
+    with pytest.raises(ConflictException, match='conflict found'): main.cherry_pick(wanted)
+    # uncommitted changes: 400, lakeFS's text
+    stock.object('trees/plum.txt').upload(b'plum')
+    with pytest.raises(BadRequestException, match=r'uncommitted changes \(dirty branch\)'): stock.cherry_pick(wanted)
+    stock.reset_changes()
+    # a merge commit needs its parent number
+    merged = graft.merge_into(main, strategy='source-wins')
+    with pytest.raises(BadRequestException, match='must specify 1-based parent number'): stock.cherry_pick(merged)
+    stock.cherry_pick(merged, parent_number=1)
+    assert stock.object('trees/quince.txt').reader().read() == b'quince'
+
+def test_cherry_pick_overrides_and_protected_branch(served):
+    lake, srv, client, auth = served
+    r = lake.create_repository('overrides')
+    r.create_branch('side'); r.put('side', 'x.txt', b'x'); c = r.commit('side', 'add x', {'a': '1'})
+    r.protect('main')                                                  # like merge and revert, allowed on a protected branch
+    url = f'{srv.endpoint}/api/v1/repositories/overrides/branches/main/cherry-pick'
+    resp = requests.post(url, json={'ref': c.id, 'commit_overrides': {'message': 'x, picked', 'metadata': {'b': '2'}}}, auth=auth)
+    assert resp.status_code == 201
+    body = resp.json()
+    assert (body['message'], body['metadata']) == ('x, picked', {'b': '2', 'cherry-pick-origin': c.id, 'cherry-pick-committer': 'server'})
+    assert r.head('main').id == body['id'] and r.get('main', 'x.txt') == b'x'
+    empty = r.commit('side', 'nothing', allow_empty=True)
+    resp = requests.post(url, json={'ref': empty.id}, auth=auth)
+    assert (resp.status_code, 'no changes' in resp.json()['message']) == (400, True)
+    assert requests.post(url, json={'ref': 'no-such-ref'}, auth=auth).status_code == 404
+
+def test_cherry_pick_same_on_every_backend(backend_repo):
+    r = backend_repo
+    r.create_branch('src', 'main'); r.create_branch('dst', 'main')
+    r.put('src', 'a.txt', b'a'); r.commit('src', 'first')
+    r.put('src', 'b.txt', b'b'); c = r.commit('src', 'second')
+    new = r.cherry_pick('dst', c.id)
+    assert (new.message, new.metadata['cherry-pick-origin'], new.parents) == ('second', c.id, (r.log('dst')[1].id,))
+    assert sorted(o.path for o in r.list('dst')) == ['b.txt', 'seed.txt']
+    r.put('dst', 'b.txt', b'other'); r.commit('dst', 'diverge')
+    r.put('src', 'b.txt', b'third'); c3 = r.commit('src', 'third')
+    from mlinfra_nb.workspace import Conflict
+    with pytest.raises(Conflict, match='conflict found'): r.cherry_pick('dst', c3.id)
+
+# --- The lakeFS backend sends only what changed ----------------------------------------------------------------------
+
+def test_backend_skips_unchanged_uploads(served, tmp_path):
+    from mlinfra_nb.workspace import Workspace
+    from mlinfra_nb.lake.lakefs import LakeFSLake
+    lake, srv, client, auth = served
+    r = LakeFSLake(srv.endpoint, *auth, workspace=Workspace(tmp_path/'ws', env={})).create_repository('thrifty')
+    files = {f'batch/{i}.csv': f'id\n{i}\n'.encode() for i in range(5)}
+    r.put_many('main', files)
+    puts = lambda: int((lake.audit('thrifty').action == 'put').sum())
+    before = puts()
+    r.put_many('main', files)                                          # nothing changed: nothing sent
+    assert puts() == before
+    r.put_many('main', {**files, 'batch/2.csv': b'id\n22\n'})           # one changed: one sent
+    assert puts() == before + 1 and r.get('main', 'batch/2.csv') == b'id\n22\n'
+    r.put('main', 'batch/3.csv', files['batch/3.csv'], content_type='text/csv')   # same bytes, new content type: sent
+    assert puts() == before + 2 and r.stat('main', 'batch/3.csv').content_type == 'text/csv'

@@ -1159,6 +1159,42 @@ def hard_reset(self:Repository, branch:str, ref:str)->Commit:
         self.lake._audit(con, self.name, 'hard_reset', branch, commit=c.id)
     return c
 
+# %% ../../nbs/11_lake.core.ipynb #04d28cb6
+@patch
+@guarded
+def cherry_pick(self:Repository,
+                branch:str,                  # the branch that gets the change
+                ref:str,                     # the commit whose change is applied
+                parent_number:int|None=None, # for a merge commit: the parent (1-based) its change is taken against
+                message:str|None=None,       # default: the picked commit's message
+                metadata:Mapping|None=None,  # default: the picked commit's metadata
+               )->Commit:                    # the new head of `branch`
+    "Apply to `branch`, as a new commit, the change commit `ref` made relative to its parent."
+    self.lake._check('fs:CreateCommit', arn(self.name, 'branch', branch))
+    md = None if metadata is None else check_metadata(metadata)
+    with self.store.transaction() as con:
+        head = self._branch_head(con, branch)
+        c = self.lake._resolve(con, self.name, ref).commit
+        if parent_number is None and len(c.parents) > 1:
+            raise InvalidInput(f"must specify 1-based parent number for cherry-picking merge commit: {ref!r} is one (parent_number=1 or 2)")
+        n = 1 if parent_number is None else parent_number
+        if not isinstance(n, int) or not 1 <= n <= len(c.parents):
+            raise InvalidInput(f"parent {n}: given commit does not have the given parent number ({ref!r} has {len(c.parents)})")
+        if one(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
+            raise InvalidInput(f"uncommitted changes (dirty branch): commit or reset the changes on {branch!r} before cherry-picking onto it")
+        base = self.lake._commit(con, self.name, c.parents[n - 1])
+        picked = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, c.metarange)}
+        if not picked: raise InvalidInput(f"no changes: {ref!r} changed nothing relative to its parent {n}")
+        since = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, head.metarange)}
+        clashes = [p for p in picked if p in since and _identity(picked[p][1]) != _identity(since[p][1])]
+        if clashes: raise Conflict(f"conflict found: cherry-picking {ref!r} onto {branch!r} clashes at {', '.join(clashes[:20])}")
+        apply = {p: b for p, (a, b) in picked.items() if p not in since}
+        meta = {**(c.metadata if md is None else md), 'cherry-pick-origin': c.id, 'cherry-pick-committer': c.committer}
+        new = self.lake._new_commit(con, self.name, [head.id], _apply(con, head.metarange, apply), message or c.message, meta)
+        con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, branch])
+        self.lake._audit(con, self.name, 'cherry_pick', branch, picked=c.id, commit=new.id)
+    return new
+
 # %% ../../nbs/11_lake.core.ipynb #d5becb0b
 @patch
 @guarded
