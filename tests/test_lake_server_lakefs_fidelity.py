@@ -217,3 +217,48 @@ def test_backend_skips_unchanged_uploads(served, tmp_path):
     assert puts() == before + 1 and r.get('main', 'batch/2.csv') == b'id\n22\n'
     r.put('main', 'batch/3.csv', files['batch/3.csv'], content_type='text/csv')   # same bytes, new content type: sent
     assert puts() == before + 2 and r.stat('main', 'batch/3.csv').content_type == 'text/csv'
+
+# --- Error texts and statuses clients match on -----------------------------------------------------------------------
+
+def _fails(resp, status:int, text:str):
+    assert resp.status_code == status and text in resp.json()['message'], (resp.status_code, resp.text)
+
+def test_error_texts_are_lakefs(served):
+    lake, srv, client, auth = served
+    api = f'{srv.endpoint}/api/v1/repositories'
+    r = lake.create_repository('errs')
+    r.put('main', 'a.txt', b'a'); r.commit('main', 'a')
+    r.create_branch('dev'); r.tag('v1', 'main')
+    _fails(requests.post(f'{api}/errs/branches/dev/commits', json={'message': 'empty'}, auth=auth), 400, 'no changes')
+    _fails(requests.post(f'{api}/errs/refs/main/merge/dev', json={}, auth=auth), 400, 'no changes')
+    _fails(requests.post(f'{api}/errs/tags', json={'id': 'v1', 'ref': 'main'}, auth=auth), 409, 'tag already exists')
+    _fails(requests.post(f'{api}/errs/branches', json={'name': 'dev', 'source': 'main'}, auth=auth), 409, 'branch already exists')
+    r.put('dev', 'b.txt', b'b'); r.commit('dev', 'b'); r.put('main', 'c.txt', b'c')
+    _fails(requests.post(f'{api}/errs/refs/dev/merge/main', json={}, auth=auth), 400, 'main: uncommitted changes (dirty branch)')
+    _fails(requests.post(f'{api}/errs/branches/main/revert', json={'ref': 'dev', 'parent_number': 0}, auth=auth), 400, 'uncommitted changes (dirty branch)')
+    r.reset('main'); r.protect('main')
+    _fails(requests.post(f'{api}/errs/branches/main/objects', params={'path': 'x'}, data=b'x', auth=auth), 403, 'cannot write to protected branch')
+    _fails(requests.post(f'{api}/errs/branches/main/commits', json={'message': 'm', 'allow_empty': True}, auth=auth), 403, 'cannot commit to protected branch')
+    _fails(requests.delete(f'{api}/errs/branches/main', auth=auth), 403, 'cannot delete repository default branch')
+    for url, text in ((f'{api}/nope', 'repository not found'), (f'{api}/errs/branches/nope', 'branch not found'),
+                      (f'{api}/errs/tags/nope', 'tag not found'), (f'{api}/errs/refs/main/objects/stat?path=nope', 'not found'),
+                      (f'{api}/errs/refs/nope/objects/stat?path=a.txt', 'not found')):
+        _fails(requests.get(url, auth=auth), 404, text)
+
+def test_removed_entries_in_a_branch_diff_have_size_zero(served):
+    lake, srv, client, auth = served
+    repo = lakefs.Repository('sizes', client=client).create(storage_namespace='local://sizes')
+    main = repo.branch('main')
+    main.object('keep.txt').upload(b'12345'); main.object('drop.txt').upload(b'1234567'); main.commit('two')
+    main.object('drop.txt').delete(); main.object('new.txt').upload(b'123')
+    assert {(c.path, c.type, c.size_bytes) for c in main.uncommitted()} == {('drop.txt', 'removed', 0), ('new.txt', 'added', 3)}
+
+def test_reset_of_a_path_ending_in_slash_is_accepted(served):
+    lake, srv, client, auth = served
+    repo = lakefs.Repository('resets', client=client).create(storage_namespace='local://resets')
+    main = repo.branch('main')
+    for p in ('top', 'dir/a', 'dir/b', 'other/c'): main.object(p).upload(p.encode())
+    main.reset_changes('object', 'dir/')                                # names no object: nothing reset, no error
+    assert sorted(c.path for c in main.uncommitted()) == ['dir/a', 'dir/b', 'other/c', 'top']
+    main.reset_changes('common_prefix', 'dir/')
+    assert sorted(c.path for c in main.uncommitted()) == ['other/c', 'top']

@@ -276,7 +276,7 @@ def repo_json(api, name:str, lake:Lake)->dict:
     with lake.store.connect() as con:
         rows = con.execute("SELECT default_branch, created_at, storage_namespace FROM repositories LEFT JOIN server_namespaces"
                            " ON repo = name WHERE name = ?", [name]).fetchall()
-    if not rows: raise NotFound(f"no repository {name!r}")
+    if not rows: raise NotFound(f"repository not found: no repository {name!r}")
     return lakefs_sdk.Repository(id=name, creation_date=_secs(rows[0][1]), default_branch=rows[0][0], storage_id='',
                                  storage_namespace=rows[0][2] or f'local://{lake.root}', read_only=False).to_dict()
 
@@ -384,7 +384,7 @@ def create_tag(api, call):
 @route('GET', '/repositories/{repository}/tags/{tag}')
 def get_tag(api, call):
     t, tags = call.params['tag'], api.repo(call).tags()
-    if t not in tags: raise NotFound(f"no tag {t!r} in repository {call.params['repository']!r}")
+    if t not in tags: raise NotFound(f"tag not found: no tag {t!r} in repository {call.params['repository']!r}")
     return _json({'id': t, 'commit_id': tags[t]})
 
 @route('DELETE', '/repositories/{repository}/tags/{tag}')
@@ -460,7 +460,10 @@ def _committed(ref:str)->str: return ref if ref.endswith('@') else ref + '@'
 
 # %% ../../nbs/15_lake.server.ipynb #4382ec4e
 @route('GET', '/repositories/{repository}/branches/{branch}/diff')
-def diff_branch(api, call): return _diff_page(call, api.repo(call).uncommitted(call.params['branch']))
+def diff_branch(api, call):
+    "The branch's uncommitted changes; a removed object is a tombstone there, so lakeFS reports its size as 0."
+    changes = [Change(c.type, c.path, 0) if c.type == 'removed' else c for c in api.repo(call).uncommitted(call.params['branch'])]
+    return _diff_page(call, changes)
 
 @route('GET', '/repositories/{repository}/refs/{leftRef}/diff/{rightRef}')
 def diff_refs(api, call):
