@@ -227,7 +227,7 @@ def test_reset_path_and_prefix_together(shared):
 
 def test_cannot_delete_default_branch(shared):
     lake, world = shared
-    refused(lake, lambda: world.delete_branch('main'), PermissionDenied, "cannot delete repository default branch: 'main' is the default branch of 'demo'")
+    refused(lake, lambda: world.delete_branch('main'), PermissionDenied, "cannot delete repository default branch: cannot delete 'main': it is the default branch of 'demo'")
 
 # --- protected branches ---------------------------------------------------------------------------
 

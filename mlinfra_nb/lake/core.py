@@ -620,7 +620,7 @@ def delete_branch(self:Repository, name:str):
     self.lake._check('fs:DeleteBranch', arn(self.name, 'branch', name))
     with self.store.transaction() as con:
         self._branch_head(con, name)
-        if name == self.default_branch: raise PermissionDenied(f"cannot delete repository default branch: {name!r} is the default branch of {self.name!r}")  # 403, as lakeFS
+        if name == self.default_branch: raise PermissionDenied(f"cannot delete repository default branch: cannot delete {name!r}: it is the default branch of {self.name!r}")  # 403, as lakeFS
         self._check_writable(con, name, 'delete')
         con.execute("DELETE FROM refs WHERE repo = ? AND name = ?", [self.name, name])
         con.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", [self.name, name])
