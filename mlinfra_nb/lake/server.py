@@ -873,7 +873,7 @@ async def _json_body(request:Request, limit:int, optional:bool)->object:
 
 # %% ../../nbs/15_lake.server.ipynb #70c2d9d8
 def _s3_gateway(api:LakeAPI):
-    "lakeFS's S3 gateway (chapter 16) as middleware: it answers every path not under /api/. Imported here, as it builds on this module."
+    "lakeFS's S3 gateway (chapter 16) as middleware: it answers AWS-signed requests not under /api/. Imported here, as it builds on this module."
     from starlette.middleware import Middleware
     from mlinfra_nb.lake.s3 import S3Gateway
     return Middleware(S3Gateway, api=api)
