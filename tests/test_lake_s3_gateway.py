@@ -112,6 +112,8 @@ def test_boto3_multipart(gateway, tmp_path):
     assert s3.head_object(Bucket='sales', Key='main/blobs/big.bin')['ContentLength'] == len(data)
     s3.download_file('sales', 'main/blobs/big.bin', str(tmp_path/'back.bin'), Config=cfg)   # ranged GETs in parallel
     assert (tmp_path/'back.bin').read_bytes() == data
+    s3.copy({'Bucket': 'sales', 'Key': 'main/blobs/big.bin'}, 'sales', 'main/blobs/big-copy.bin', Config=cfg)   # UploadPartCopy, part by part
+    assert repo.get('main', 'blobs/big-copy.bin') == data
     # the low-level calls: nothing is visible until Complete, whose ETag is S3's multipart form
     up = s3.create_multipart_upload(Bucket='sales', Key='main/blobs/low.bin', ContentType='application/x-test')['UploadId']
     etags = [s3.upload_part(Bucket='sales', Key='main/blobs/low.bin', UploadId=up, PartNumber=n + 1, Body=p)['ETag'] for n, p in enumerate(parts)]
