@@ -273,3 +273,21 @@ def test_tampered_payload_is_refused(gateway):
     r = httpx.put(req.url, headers=dict(req.headers.items()), content=b'tampered')
     assert r.status_code == 400 and '<Code>XAmzContentSHA256Mismatch</Code>' in r.text
     assert not gateway['lake'].repository('sales').exists('main', 'tampered.txt')
+
+def test_encrypted_lake_keeps_parts_sealed(tmp_path):
+    "In a lake encrypted at rest, an upload's parts wait in tmp/ sealed too: no plain copy of the content is on disk."
+    from mlinfra_nb.lake.server import LakeServer
+    from mlinfra_nb.lake.store import generate_key
+    lake = Lake(tmp_path/'sealed', user='setup', key=generate_key())
+    cred = create_credentials(lake, 'alice'); lake.create_repository('vault')
+    secret_part = b'top-secret-row;' * 400
+    with LakeServer(lake) as srv:
+        s3 = boto3.client('s3', endpoint_url=srv.endpoint, aws_access_key_id=cred.access_key_id, aws_secret_access_key=cred.secret_access_key,
+                          region_name='us-east-1', config=botocore.config.Config(s3={'addressing_style': 'path'}))
+        up = s3.create_multipart_upload(Bucket='vault', Key='main/rows.txt')['UploadId']
+        etag = s3.upload_part(Bucket='vault', Key='main/rows.txt', UploadId=up, PartNumber=1, Body=secret_part)['ETag']
+        files = list((lake.root/'tmp').glob(f'mpu-{up}*'))
+        assert len(files) == 2 and not any(b'top-secret-row' in f.read_bytes() for f in files)
+        s3.complete_multipart_upload(Bucket='vault', Key='main/rows.txt', UploadId=up, MultipartUpload={'Parts': [{'PartNumber': 1, 'ETag': etag}]})
+        assert s3.get_object(Bucket='vault', Key='main/rows.txt')['Body'].read() == secret_part
+    lake.store.close()
