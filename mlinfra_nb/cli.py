@@ -79,7 +79,7 @@ def cmd_lake_serve(args)->int:
     lake = _lake(args)
     if not list_credentials(lake): print("mlinfra: warning: no access keys yet; create one with `mlinfra lake credentials create`", file=sys.stderr)
     srv = LakeServer(lake, host=args.host, port=args.port, allow_remote=args.allow_remote, max_upload=args.max_upload)
-    print(f"serving the lake at {lake.root} as lakeFS on {srv.endpoint}, S3 gateway on {srv.endpoint}/<repository>/<ref>/<path> (Ctrl-C stops)", flush=True)
+    print(f"serving the lake at {lake.root} as lakeFS on {srv.endpoint} (S3 gateway: {srv.endpoint}/<repository>/<ref>/<path>; Ctrl-C stops)", flush=True)
     srv.serve_forever()
     return 0
 

@@ -30,7 +30,7 @@ def gateway(tmp_path_factory):
                              '--max-upload', str(MAX_UPLOAD)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
-        assert 'S3 gateway on' in line, (line, proc.stderr.read() if proc.poll() is not None else '')
+        assert '(S3 gateway: http://127.0.0.1:' in line, (line, proc.stderr.read() if proc.poll() is not None else '')
         yield dict(lake=lake, port=port, endpoint=f'http://127.0.0.1:{port}', alice=alice, bob=bob, pid=proc.pid)
     finally:
         os.kill(proc.pid, 15); proc.wait(30)
