@@ -291,3 +291,14 @@ def test_encrypted_lake_keeps_parts_sealed(tmp_path):
         s3.complete_multipart_upload(Bucket='vault', Key='main/rows.txt', UploadId=up, MultipartUpload={'Parts': [{'PartNumber': 1, 'ETag': etag}]})
         assert s3.get_object(Bucket='vault', Key='main/rows.txt')['Body'].read() == secret_part
     lake.store.close()
+
+def test_keys_with_odd_characters(gateway):
+    "Keys with spaces, non-ASCII letters, '?', '&', '=', '%', '+', '~' and parentheses sign, store, read and list as given."
+    s3, repo = client(gateway), gateway['lake'].repository('sales')
+    keys = ['odd/ä b+c.txt', 'odd/q?x=1&y.txt', 'odd/pct%41.txt', 'odd/tilde~*(x).txt']
+    for k in keys:
+        s3.put_object(Bucket='sales', Key=f'main/{k}', Body=k.encode())
+        assert repo.get('main', k) == k.encode() and s3.get_object(Bucket='sales', Key=f'main/{k}')['Body'].read() == k.encode()
+    assert [o['Key'] for o in s3.list_objects_v2(Bucket='sales', Prefix='main/odd/')['Contents']] == sorted(f'main/{k}' for k in keys)
+    s3.copy_object(Bucket='sales', Key='main/odd/copy of ä.txt', CopySource={'Bucket': 'sales', 'Key': 'main/odd/q?x=1&y.txt'})
+    assert repo.get('main', 'odd/copy of ä.txt') == b'odd/q?x=1&y.txt'
