@@ -463,7 +463,7 @@ def repository(self:Lake, name:str)->Repository:
     self._check('fs:ReadRepository', arn(name))
     with self.store.connect() as con:
         if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]):
-            raise NotFound(f"no repository {name!r}; create it with lake.create_repository({name!r})")
+            raise NotFound(f"repository not found: no repository {name!r}; create it with lake.create_repository({name!r})")
     return Repository(self, name)
 
 @patch
@@ -479,7 +479,7 @@ def delete_repository(self:Lake, name:str):
     "Delete repository `name`: its branches, tags, commits, staging and rules (`gc` then frees its objects)."
     self._check('fs:DeleteRepository', arn(name))
     with self.store.transaction() as con:
-        if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"no repository {name!r}")
+        if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"repository not found: no repository {name!r}")
         for table in ('refs', 'staging', 'protection', 'commits', 'hidden_branches'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
         con.execute("DELETE FROM repositories WHERE name = ?", [name])
         self._audit(con, name, 'delete_repository')
@@ -500,7 +500,7 @@ def _new_commit(self:Lake, con, repo:str, parents:list, metarange:str, message:s
 def _commit(self:Lake, con, repo:str, cid:str)->Commit:
     def load():
         r = one(con, "SELECT id, parents, message, metadata, committer, created_at, metarange, generation FROM commits WHERE repo = ? AND id = ?", [repo, cid])
-        if r is None: raise NotFound(f"no commit {cid} in repository {repo!r}")
+        if r is None: raise NotFound(f"commit not found: no commit {cid} in repository {repo!r}")
         return Commit(r[0], tuple(r[1]), r[2], json.loads(r[3]), r[4], r[5].astimezone(dt.timezone.utc), r[6], r[7])
     return _cache(con, 'commits').get_or((repo, cid), load)
 
@@ -522,10 +522,10 @@ def _resolve(self:Lake, con, repo:str, ref:str)->Resolved:
     if row: cid, branch = row[1], (base if row[0] == 'branch' else None)
     elif re.fullmatch(r'[0-9a-f]{6,64}', base):
         ids = con.execute("SELECT id FROM commits WHERE repo = ? AND starts_with(id, ?) LIMIT 2", [repo, base]).fetchall()
-        if not ids: raise NotFound(f"no branch, tag or commit {base!r} in repository {repo!r}")
+        if not ids: raise NotFound(f"not found: no branch, tag or commit {base!r} in repository {repo!r}")
         if len(ids) > 1: raise InvalidInput(f"commit prefix {base!r} is ambiguous in repository {repo!r}; give more characters")
         cid, branch = ids[0][0], None
-    else: raise NotFound(f"no branch, tag or commit {base!r} in repository {repo!r}")
+    else: raise NotFound(f"not found: no branch, tag or commit {base!r} in repository {repo!r}")
     c = self._commit(con, repo, cid)
     for op, n in re.findall(r'([~^])(\d*)', mods):
         if len(n) > 9: raise InvalidInput(f"{ref[:40]!r}: ancestor number {n[:12]}... is too large")
@@ -570,14 +570,14 @@ class Repository:
 @patch
 def _branch_head(self:Repository, con, branch:str)->Commit:
     r = one(con, "SELECT kind, commit_id FROM refs WHERE repo = ? AND name = ?", [self.name, branch])
-    if r is None or r[0] != 'branch': raise NotFound(f"no branch {branch!r} in repository {self.name!r}")
+    if r is None or r[0] != 'branch': raise NotFound(f"branch not found: no branch {branch!r} in repository {self.name!r}")
     return self.lake._commit(con, self.name, r[1])
 
 @patch
 def _add_ref(self:Repository, con, name:str, kind:str, commit_id:str):
     "Add branch or tag `name` (they share one namespace, so a ref expression means one thing)."
     if one(con, "SELECT 1 FROM refs WHERE repo = ? AND name = ?", [self.name, name]):
-        raise Conflict(f"a branch or tag named {name!r} already exists in repository {self.name!r}")
+        raise Conflict(f"{kind} already exists: a branch or tag named {name!r} already exists in repository {self.name!r}")  # 409, lakeFS's text first
     con.execute("INSERT INTO refs VALUES (?, ?, ?, ?)", [self.name, name, kind, commit_id])
 
 # %% ../../nbs/11_lake.core.ipynb #be353507
@@ -620,7 +620,7 @@ def delete_branch(self:Repository, name:str):
     self.lake._check('fs:DeleteBranch', arn(self.name, 'branch', name))
     with self.store.transaction() as con:
         self._branch_head(con, name)
-        if name == self.default_branch: raise PermissionDenied(f"cannot delete {name!r}: it is the default branch of {self.name!r}")  # 403, as lakeFS
+        if name == self.default_branch: raise PermissionDenied(f"cannot delete repository default branch: {name!r} is the default branch of {self.name!r}")  # 403, as lakeFS
         self._check_writable(con, name, 'delete')
         con.execute("DELETE FROM refs WHERE repo = ? AND name = ?", [self.name, name])
         con.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", [self.name, name])
@@ -659,7 +659,7 @@ def protection_rules(self:Repository)->list[str]:
 def _check_writable(self:Repository, con, branch:str, action:str):
     for (pat,) in con.execute("SELECT pattern FROM protection WHERE repo = ?", [self.name]).fetchall():
         if fnmatch.fnmatchcase(branch, pat):
-            raise PermissionDenied(f"cannot {action} on branch {branch!r}: it is protected by rule {pat!r}; work on another branch and merge")
+            raise PermissionDenied(f"cannot {'commit to' if action == 'commit' else 'write to'} protected branch: cannot {action} on branch {branch!r}: it is protected by rule {pat!r}; work on another branch and merge")
 
 # %% ../../nbs/11_lake.core.ipynb #b95f9a14
 def _entry(path, address, size, content_type, metadata:dict|str, mtime:int|None=None)->tuple:
@@ -732,7 +732,7 @@ def stat(self:Repository, ref:str, path:str)->ObjectInfo:
     check_path(path)
     with self.store.connect() as con:
         e = self._entry_at(con, ref, path)
-        if e is None: raise NotFound(f"no object {path!r} at {ref!r} in repository {self.name!r}")
+        if e is None: raise NotFound(f"not found: no object {path!r} at {ref!r} in repository {self.name!r}")
         return _info(e, self.store.md5s(con, [e[1]])[e[1]])
 
 @patch
@@ -752,7 +752,7 @@ def get(self:Repository, ref:str, path:str)->bytes:
     check_path(path)
     with self.store.connect() as con:
         e = self._entry_at(con, ref, path)
-        if e is None: raise NotFound(f"no object {path!r} at {ref!r} in repository {self.name!r}")
+        if e is None: raise NotFound(f"not found: no object {path!r} at {ref!r} in repository {self.name!r}")
         return self.store.get_blob(con, e[1], name=f"{self.name}/{ref}/{path}")
 
 # %% ../../nbs/11_lake.core.ipynb #60e16de7
@@ -764,7 +764,7 @@ def delete(self:Repository, branch:str, path:str):
     check_path(path)
     with self.store.transaction() as con:
         head = self._branch_head(con, branch); self._check_writable(con, branch, 'delete objects')
-        if self._entry_at(con, branch, path) is None: raise NotFound(f"no object {path!r} on branch {branch!r} of {self.name!r}")
+        if self._entry_at(con, branch, path) is None: raise NotFound(f"not found: no object {path!r} on branch {branch!r} of {self.name!r}")
         if _lookup(con, head.metarange, path) is None: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
         else: self._stage(con, branch, [], tombstones=[path])
         self.lake._audit(con, self.name, 'delete', branch, path=path)
@@ -906,7 +906,7 @@ def reset(self:Repository, branch:str, path:str|None=None, prefix:str|None=None)
     "Discard staged changes on `branch`: of one `path`, under a `prefix`, or (neither given) all of them."
     self.lake._check('fs:RevertBranch', arn(self.name, 'branch', branch))
     if path is not None and prefix is not None: raise InvalidInput("give path or prefix, not both")
-    if path is not None: check_path(path)
+    if path is not None: check_path(path[:-1] if isinstance(path, str) and path[-2:-1] not in ('', '/') and path.endswith('/') else path)   # 'dir/' names no object: accepted, resets nothing (lakeFS)
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'reset')
         if path is not None: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
@@ -968,7 +968,7 @@ def commit(self:Repository,
         if expected_head and not head.id.startswith(expected_head):
             raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, not the expected {expected_head[:12]}; look again and retry")
         staged = self._staged_changes(con, branch)
-        if not staged and not allow_empty: raise InvalidInput(f"nothing to commit on branch {branch!r} (pass allow_empty=True for an empty commit)")
+        if not staged and not allow_empty: raise InvalidInput(f"no changes: nothing to commit on branch {branch!r} (pass allow_empty=True for an empty commit)")
         self._run_hooks('pre-commit', branch, lambda: HookEvent('pre-commit', self, branch, None, message, md, _changes(staged)))
         c = self.lake._new_commit(con, self.name, [head.id], _apply(con, head.metarange, _news(staged)), message, md)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [c.id, self.name, branch])
@@ -1036,7 +1036,7 @@ def delete_tag(self:Repository, name:str):
     self.lake._check('fs:DeleteTag', arn(self.name, 'tag', name))
     with self.store.transaction() as con:
         if not con.execute("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'tag' RETURNING 1", [self.name, name]).fetchall():
-            raise NotFound(f"no tag {name!r} in repository {self.name!r}")
+            raise NotFound(f"tag not found: no tag {name!r} in repository {self.name!r}")
         self.lake._audit(con, self.name, 'delete_tag', name)
 
 # %% ../../nbs/11_lake.core.ipynb #b7447da4
@@ -1101,9 +1101,9 @@ def merge(self:Repository,
         src = self.lake._resolve(con, self.name, source).commit
         dst = self._branch_head(con, into)
         if one(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, into]):
-            raise InvalidInput(f"branch {into!r} has uncommitted changes; commit or reset them before merging into it")  # 400, as lakeFS
+            raise InvalidInput(f"{into}: uncommitted changes (dirty branch): branch {into!r} has uncommitted changes; commit or reset them before merging into it")  # 400, as lakeFS
         base = self._merge_base(con, src, dst)
-        if base.id == src.id and not allow_empty: raise InvalidInput(f"nothing to merge: {source!r} is already contained in {into!r}")
+        if base.id == src.id and not allow_empty: raise InvalidInput(f"no changes: nothing to merge: {source!r} is already contained in {into!r}")
         s_changes = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, src.metarange)}
         d_changes = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, dst.metarange)}
         rules = [rule(self, con, (base, src, dst), (source, into), s_changes, d_changes, strategy) for rule in MERGE_RULES.values()]
@@ -1133,10 +1133,10 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
         head = self._branch_head(con, branch)
         c = self.lake._resolve(con, self.name, ref).commit
         if not c.parents: raise InvalidInput(f"cannot revert {ref!r}: it has no parent")
-        if len(c.parents) > 1 and parent is None: raise Conflict(f"{ref!r} is a merge commit: say which parent to revert against (parent=1 or 2)")  # 409, as lakeFS
+        if len(c.parents) > 1 and parent is None: raise Conflict(f"must specify 1-based parent number for reverting merge commit: {ref!r} is a merge commit: say which parent to revert against (parent=1 or 2)")  # 409, as lakeFS
         if not 1 <= (parent or 1) <= len(c.parents): raise InvalidInput(f"{ref!r} has no parent {parent}")
         if one(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
-            raise InvalidInput(f"branch {branch!r} has uncommitted changes; commit or reset them before reverting")
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before reverting")
         p = self.lake._commit(con, self.name, c.parents[(parent or 1) - 1])
         undo = {path: a for _, path, a, b in _diff_trees(con, p.metarange, c.metarange)}
         moved = [path for _, path, a, b in _diff_trees(con, p.metarange, c.metarange) if _identity(_lookup(con, head.metarange, path)) != _identity(b)]
@@ -1158,6 +1158,42 @@ def hard_reset(self:Repository, branch:str, ref:str)->Commit:
         con.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", [self.name, branch])
         self.lake._audit(con, self.name, 'hard_reset', branch, commit=c.id)
     return c
+
+# %% ../../nbs/11_lake.core.ipynb #04d28cb6
+@patch
+@guarded
+def cherry_pick(self:Repository,
+                branch:str,                  # the branch that gets the change
+                ref:str,                     # the commit whose change is applied
+                parent_number:int|None=None, # for a merge commit: the parent (1-based) its change is taken against
+                message:str|None=None,       # default: the picked commit's message
+                metadata:Mapping|None=None,  # default: the picked commit's metadata
+               )->Commit:                    # the new head of `branch`
+    "Apply to `branch`, as a new commit, the change commit `ref` made relative to its parent."
+    self.lake._check('fs:CreateCommit', arn(self.name, 'branch', branch))
+    md = None if metadata is None else check_metadata(metadata)
+    with self.store.transaction() as con:
+        head = self._branch_head(con, branch)
+        c = self.lake._resolve(con, self.name, ref).commit
+        if parent_number is None and len(c.parents) > 1:
+            raise InvalidInput(f"must specify 1-based parent number for cherry-picking merge commit: {ref!r} is one (parent_number=1 or 2)")
+        n = 1 if parent_number is None else parent_number
+        if not isinstance(n, int) or not 1 <= n <= len(c.parents):
+            raise InvalidInput(f"parent {n}: given commit does not have the given parent number ({ref!r} has {len(c.parents)})")
+        if one(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): commit or reset the changes on {branch!r} before cherry-picking onto it")
+        base = self.lake._commit(con, self.name, c.parents[n - 1])
+        picked = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, c.metarange)}
+        if not picked: raise InvalidInput(f"no changes: {ref!r} changed nothing relative to its parent {n}")
+        since = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, head.metarange)}
+        clashes = [p for p in picked if p in since and _identity(picked[p][1]) != _identity(since[p][1])]
+        if clashes: raise Conflict(f"conflict found: cherry-picking {ref!r} onto {branch!r} clashes at {', '.join(clashes[:20])}")
+        apply = {p: b for p, (a, b) in picked.items() if p not in since}
+        meta = {**(c.metadata if md is None else md), 'cherry-pick-origin': c.id, 'cherry-pick-committer': c.committer}
+        new = self.lake._new_commit(con, self.name, [head.id], _apply(con, head.metarange, apply), message or c.message, meta)
+        con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, branch])
+        self.lake._audit(con, self.name, 'cherry_pick', branch, picked=c.id, commit=new.id)
+    return new
 
 # %% ../../nbs/11_lake.core.ipynb #d5becb0b
 @patch

@@ -33,16 +33,17 @@ __all__ = ['STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'NAMESPACES', 'ME
            'get_config', 'post_statistics', 'get_current_user', 'setup_state', 'setup', 'repo_json',
            'list_repositories', 'create_repository', 'get_repository', 'delete_repository', 'get_repository_metadata',
            'list_branches', 'create_branch', 'get_branch', 'delete_branch', 'reset_branch', 'hard_reset_branch',
-           'revert_branch', 'list_tags', 'create_tag', 'get_tag', 'delete_tag', 'commit', 'get_commit', 'log_commits',
-           'diff_branch', 'diff_refs', 'merge_into_branch', 'find_merge_base', 'get_branch_protection_rules',
-           'set_branch_protection_rules', 'upload_object', 'copy_object', 'stat_object', 'list_objects', 'read_object',
-           'get_object', 'head_object', 'delete_object', 'delete_objects', 'auth_list_users', 'auth_create_user',
-           'auth_get_user', 'auth_delete_user', 'auth_user_groups', 'auth_user_policies', 'auth_attach_to_user',
-           'auth_detach_from_user', 'auth_list_keys', 'auth_create_key', 'auth_get_key', 'auth_delete_key',
-           'auth_list_groups', 'auth_create_group', 'auth_get_group', 'auth_delete_group', 'auth_group_members',
-           'auth_add_member', 'auth_remove_member', 'auth_group_policies', 'auth_attach_to_group',
-           'auth_detach_from_group', 'auth_list_policies', 'auth_create_policy', 'auth_get_policy',
-           'auth_update_policy', 'auth_delete_policy', 'need', 'TooLarge', 'authorize', 'app', 'LakeServer']
+           'revert_branch', 'cherry_pick', 'list_tags', 'create_tag', 'get_tag', 'delete_tag', 'commit', 'get_commit',
+           'log_commits', 'diff_branch', 'diff_refs', 'merge_into_branch', 'find_merge_base',
+           'get_branch_protection_rules', 'set_branch_protection_rules', 'upload_object', 'copy_object', 'stat_object',
+           'list_objects', 'read_object', 'get_object', 'head_object', 'delete_object', 'delete_objects',
+           'auth_list_users', 'auth_create_user', 'auth_get_user', 'auth_delete_user', 'auth_user_groups',
+           'auth_user_policies', 'auth_attach_to_user', 'auth_detach_from_user', 'auth_list_keys', 'auth_create_key',
+           'auth_get_key', 'auth_delete_key', 'auth_list_groups', 'auth_create_group', 'auth_get_group',
+           'auth_delete_group', 'auth_group_members', 'auth_add_member', 'auth_remove_member', 'auth_group_policies',
+           'auth_attach_to_group', 'auth_detach_from_group', 'auth_list_policies', 'auth_create_policy',
+           'auth_get_policy', 'auth_update_policy', 'auth_delete_policy', 'need', 'TooLarge', 'authorize', 'app',
+           'LakeServer']
 
 # %% ../../nbs/15_lake.server.ipynb #5edd1ca1
 class TooManyGuesses(MlinfraError):
@@ -275,7 +276,7 @@ def repo_json(api, name:str, lake:Lake)->dict:
     with lake.store.connect() as con:
         rows = con.execute("SELECT default_branch, created_at, storage_namespace FROM repositories LEFT JOIN server_namespaces"
                            " ON repo = name WHERE name = ?", [name]).fetchall()
-    if not rows: raise NotFound(f"no repository {name!r}")
+    if not rows: raise NotFound(f"repository not found: no repository {name!r}")
     return lakefs_sdk.Repository(id=name, creation_date=_secs(rows[0][1]), default_branch=rows[0][0], storage_id='',
                                  storage_namespace=rows[0][2] or f'local://{lake.root}', read_only=False).to_dict()
 
@@ -361,6 +362,15 @@ def revert_branch(api, call):
     api.repo(call).revert(call.params['branch'], b.ref, parent=b.parent_number or None, message=msg)
     return _none()
 
+@route('POST', '/repositories/{repository}/branches/{branch}/cherry-pick', body='json')
+def cherry_pick(api, call):
+    "Apply the change a commit made to the branch as a new commit; the new commit, 201, as lakeFS answers."
+    b = parse(lakefs_sdk.CherryPickCreation, call.body)
+    o = b.commit_overrides
+    c = api.repo(call).cherry_pick(call.params['branch'], b.ref, parent_number=b.parent_number,
+                                   message=(o.message or None) if o else None, metadata=o.metadata if o and o.metadata is not None else None)
+    return _json(commit_json(c), 201)
+
 # %% ../../nbs/15_lake.server.ipynb #d344b534
 @route('GET', '/repositories/{repository}/tags')
 def list_tags(api, call): return _refs(call, api.repo(call).tags())
@@ -374,7 +384,7 @@ def create_tag(api, call):
 @route('GET', '/repositories/{repository}/tags/{tag}')
 def get_tag(api, call):
     t, tags = call.params['tag'], api.repo(call).tags()
-    if t not in tags: raise NotFound(f"no tag {t!r} in repository {call.params['repository']!r}")
+    if t not in tags: raise NotFound(f"tag not found: no tag {t!r} in repository {call.params['repository']!r}")
     return _json({'id': t, 'commit_id': tags[t]})
 
 @route('DELETE', '/repositories/{repository}/tags/{tag}')
@@ -450,7 +460,10 @@ def _committed(ref:str)->str: return ref if ref.endswith('@') else ref + '@'
 
 # %% ../../nbs/15_lake.server.ipynb #4382ec4e
 @route('GET', '/repositories/{repository}/branches/{branch}/diff')
-def diff_branch(api, call): return _diff_page(call, api.repo(call).uncommitted(call.params['branch']))
+def diff_branch(api, call):
+    "The branch's uncommitted changes; a removed object is a tombstone there, so lakeFS reports its size as 0."
+    changes = [Change(c.type, c.path, 0) if c.type == 'removed' else c for c in api.repo(call).uncommitted(call.params['branch'])]
+    return _diff_page(call, changes)
 
 @route('GET', '/repositories/{repository}/refs/{leftRef}/diff/{rightRef}')
 def diff_refs(api, call):
@@ -725,8 +738,7 @@ def auth_update_policy(api, call):
 def auth_delete_policy(api, call): delete_policy(api.lake_for(call.user), call.params['policyId']); return _none()
 
 # %% ../../nbs/15_lake.server.ipynb #03eac09c
-UNSUPPORTED = {'cherry-pick': [('POST', '/repositories/{repository}/branches/{branch}/cherry-pick')],
-               'importing from object storage': [(m, '/repositories/{repository}/branches/{branch}/import') for m in ('GET', 'POST', 'DELETE')],
+UNSUPPORTED = {'importing from object storage': [(m, '/repositories/{repository}/branches/{branch}/import') for m in ('GET', 'POST', 'DELETE')],
                'pre-signed staging': [(m, '/repositories/{repository}/branches/{branch}/staging/backing') for m in ('GET', 'PUT')],
                'garbage-collection rules': [(m, '/repositories/{repository}/settings/gc_rules') for m in ('GET', 'PUT', 'DELETE')],
                'actions (server-side hooks)': [('GET', '/repositories/{repository}/actions/runs')],
@@ -768,6 +780,7 @@ CHECKS = {
     ('PUT', f'{R}/branches/{{branch}}'): need(('fs:RevertBranch', _branch)),
     ('PUT', f'{R}/branches/{{branch}}/hard_reset'): need(('fs:RevertBranch', _branch)),
     ('POST', f'{R}/branches/{{branch}}/revert'): need(('fs:RevertBranch', _branch)),
+    ('POST', f'{R}/branches/{{branch}}/cherry-pick'): need(('fs:CreateCommit', _branch), ('fs:ReadCommit', _repo)),
     ('GET', f'{R}/tags'): need(('fs:ListTags', _repo)),
     ('POST', f'{R}/tags'): need(('fs:CreateTag', _in_repo('tag', _body(lakefs_sdk.TagCreation, 'id')))),
     ('GET', f'{R}/tags/{{tag}}'): need(('fs:ReadTag', _tag)), ('DELETE', f'{R}/tags/{{tag}}'): need(('fs:DeleteTag', _tag)),
