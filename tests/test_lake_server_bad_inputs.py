@@ -579,7 +579,8 @@ def test_cli_prints_the_real_port(mlinfra, clean_env, tmp_path, argv, host):
     p = _serve_cli(mlinfra, clean_env, tmp_path, *argv, '--port', '0', wait=False)
     try:
         line = p.stdout.readline()
-        m = re.fullmatch(rf"serving the lake at {re.escape(str(tmp_path/'lake'))} as lakeFS on http://{re.escape(host)}:(\d+) \(Ctrl-C stops\)\n", line)
+        m = re.fullmatch(rf"serving the lake at {re.escape(str(tmp_path/'lake'))} as lakeFS on http://{re.escape(host)}:(\d+) "
+                         rf"\(S3 gateway: http://{re.escape(host)}:\1/<repository>/<ref>/<path>; Ctrl-C stops\)\n", line)
         assert m and int(m.group(1)) > 0, (line, p.stderr.read() if p.poll() is not None else '')
         for _ in range(100):
             try: r = httpx.get(f'http://127.0.0.1:{m.group(1)}{API}/repositories', auth=(cred.access_key_id, cred.secret_access_key), timeout=5); break

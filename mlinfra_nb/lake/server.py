@@ -889,6 +889,13 @@ async def _json_body(request:Request, limit:int, optional:bool)->object:
     if payload is None and not optional: raise InvalidInput("this request needs a JSON body")
     return payload
 
+# %% ../../nbs/15_lake.server.ipynb #70c2d9d8
+def _s3_gateway(api:LakeAPI):
+    "lakeFS's S3 gateway (chapter 16) as middleware: it answers AWS-signed requests not under /api/. Imported here, as it builds on this module."
+    from starlette.middleware import Middleware
+    from mlinfra_nb.lake.s3 import S3Gateway
+    return Middleware(S3Gateway, api=api)
+
 # %% ../../nbs/15_lake.server.ipynb #693daa9d
 def _endpoint(api:LakeAPI, fn, method:str, path:str, body:str|None, public:bool):
     check = CHECKS.get((method, path))
@@ -925,7 +932,7 @@ def app(lake:Lake, **kwargs)->Starlette:
     "A Starlette application serving the lakeFS API for `lake` under `/api/v1`."
     api = LakeAPI(lake, **kwargs)
     routes = [Route('/api/v1' + path, _endpoint(api, fn, method, path, body, public), methods=[method]) for method, path, fn, body, public in ROUTES]
-    a = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    a = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, middleware=[_s3_gateway(api)])
     a.state.api = api
     return a
 
