@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from ..workspace import (Conflict, InvalidInput, NotFound, PermissionDenied, PreconditionFailed,
                                   Workspace, get_logger)
 from .store import LakeStore, Packer, one
-from .packer import read_file
+from .packer import read_file, unreadable
 
 # %% auto #0
 __all__ = ['REPO_NAME', 'REF_NAME', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'ENTRY_COLS', 'ENTRY_SQL', 'CACHE_SIZES', 'META_SPLIT',
@@ -842,7 +842,9 @@ def import_directory(self:Repository,
                 self._put_stored(branch, [q for _, q in part], p.sizes, lambda con, p=p: self.store.add_packed(con, p))
         return len(files)
     buf = bytearray(1 << 20)
-    def read(part): return [(q, read_file(f, buf)) for f, q in part]
+    def read(part):
+        try: return [(q, read_file(f, buf)) for f, q in part]
+        except OSError as e: raise InvalidInput(unreadable(e)) from None
     with ThreadPoolExecutor(1) as reader:  # reads the next batch while this one is staged
         ahead = reader.submit(read, parts[0]) if parts else None
         for k in range(len(parts)):

@@ -8,7 +8,7 @@ import hashlib, os, pickle, sys, uuid
 import mlinfra_nb.workspace as workspace   # absolute: this module also runs as a script
 
 # %% auto #0
-__all__ = ['SEALED', 'seal_batch', 'read_file', 'write_durable', 'pack', 'main', 'worker_env']
+__all__ = ['SEALED', 'seal_batch', 'unreadable', 'read_file', 'write_durable', 'pack', 'main', 'worker_env']
 
 # %% ../../nbs/10_lake.packer.ipynb #52d24567
 SEALED = b'MLE1'   # how an encrypted object starts: then a 12-byte nonce, then its bytes under AES-256-GCM (with their 16-byte tag)
@@ -19,6 +19,8 @@ def seal_batch(encrypt, items:list)->list[bytes]:
     return [SEALED + (n := base + i.to_bytes(4, 'big')) + encrypt(n, d, a.encode()) for i, (a, d) in enumerate(items)]
 
 # %% ../../nbs/10_lake.packer.ipynb #4196e696
+def unreadable(e:OSError)->str: return f"cannot read {e.filename}: {e.strerror}"
+
 def read_file(path:str, buf:bytearray)->bytes:
     "The bytes of a local file; `buf` is scratch space: a file smaller than it is read with one system call (a short read means its end)."
     fd = os.open(path, os.O_RDONLY)
@@ -72,7 +74,7 @@ def main():
     buf = bytearray(1 << 20)
     for paths in batches:
         try: res = pack(cfg['root'], paths, encrypt, cfg['mode'], cfg['pack_below'], buf)
-        except OSError as e: res = ('error', f"cannot read {e.filename}: {e.strerror}")
+        except OSError as e: res = ('error', unreadable(e))
         pickle.dump(res, out, protocol=pickle.HIGHEST_PROTOCOL); out.flush()
         if res[0] == 'error': return
 
