@@ -1,5 +1,5 @@
 "Importing a folder: the packing process stores exactly what this process would, encrypted or not, and a failure or a kill mid-import stages whole batches only and leaves nothing that gc keeps."
-import os, signal, subprocess, sys, textwrap, time
+import hashlib, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
 from mlinfra_nb.lake.core import Lake
@@ -31,9 +31,10 @@ def test_second_process_stores_what_this_one_would(tmp_path, encrypted):
     key = generate_key() if encrypted else None
     one, files = imported(tmp_path, 'one', 1, key)
     two, _ = imported(tmp_path, 'two', 2, key)
-    shape = lambda repo: [(o.path, o.address, o.size, o.content_type, o.metadata) for o in repo.list('main')]
+    shape = lambda repo: [(o.path, o.address, o.size, o.md5, o.content_type, o.metadata) for o in repo.list('main')]
     assert shape(one) == shape(two) and len(shape(two)) == len(files)
     assert {p: two.get('main', 'in/' + p) for p in files} == files
+    assert {o.md5 for o in two.list('main')} == {hashlib.md5(d).hexdigest() for d in files.values()}
     if encrypted:   # no plain byte of any file on disk
         disk = b''.join(p.read_bytes() for p in (tmp_path/'two').rglob('*') if p.is_file() and 'catalog' not in p.name)
         assert b'row 5\n' not in disk and b'x' * 64 not in disk

@@ -89,6 +89,7 @@ class ObjectInfo:
     content_type: str
     mtime: dt.datetime
     metadata: dict = field(default_factory=dict, hash=False)
+    md5: str = field(default='', repr=False)   # MD5 (hex) of the content: lakeFS's checksum and ETag; the address stays the SHA-256
 
 @dataclass(frozen=True)
 class CommonPrefix:
@@ -480,7 +481,7 @@ def delete_repository(self:Lake, name:str):
     self._check('fs:DeleteRepository', arn(name))
     with self.store.transaction() as con:
         if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"no repository {name!r}")
-        for table in ('refs', 'staging', 'protection', 'commits'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
+        for table in ('refs', 'staging', 'protection', 'commits', 'hidden_branches'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
         con.execute("DELETE FROM repositories WHERE name = ?", [name])
         self._audit(con, name, 'delete_repository')
     self.hooks[:] = [h for h in self.hooks if h[0] != name]
@@ -583,23 +584,27 @@ def _add_ref(self:Repository, con, name:str, kind:str, commit_id:str):
 # %% ../../nbs/11_lake.core.ipynb #be353507
 @patch
 @guarded
-def create_branch(self:Repository, name:str, source:str|None=None)->Commit:
+def create_branch(self:Repository, name:str, source:str|None=None,
+                  hidden:bool=False, # kept out of `branches()` (usable by name), as lakeFS's hidden branches
+                 )->Commit:
     "Create branch `name` at the commit of `source` (default: the default branch); return that commit."
     self.lake._check('fs:CreateBranch', arn(self.name, 'branch', name))
     check_ref_name(name)
     with self.store.transaction() as con:
         c = self.lake._resolve(con, self.name, source or self.default_branch).commit
         self._add_ref(con, name, 'branch', c.id)
-        self.lake._audit(con, self.name, 'create_branch', name, source=source, commit=c.id)
+        if hidden: con.execute("INSERT OR REPLACE INTO hidden_branches VALUES (?, ?)", [self.name, name])
+        self.lake._audit(con, self.name, 'create_branch', name, source=source, commit=c.id, hidden=bool(hidden))
     return c
 
 @patch
 @guarded
-def branches(self:Repository)->dict[str, str]:
-    "Every branch and the id of its head commit."
+def branches(self:Repository, show_hidden:bool=False)->dict[str, str]:
+    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
     self.lake._check('fs:ListBranches', arn(self.name))
+    hide = "" if show_hidden else "AND name NOT IN (SELECT name FROM hidden_branches WHERE repo = $repo)"
     with self.store.connect() as con:
-        return dict(con.execute("SELECT name, commit_id FROM refs WHERE repo = ? AND kind = 'branch' ORDER BY name", [self.name]).fetchall())
+        return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = 'branch' {hide} ORDER BY name", {'repo': self.name}).fetchall())
 
 @patch
 @guarded
@@ -620,6 +625,7 @@ def delete_branch(self:Repository, name:str):
         self._check_writable(con, name, 'delete')
         con.execute("DELETE FROM refs WHERE repo = ? AND name = ?", [self.name, name])
         con.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", [self.name, name])
+        con.execute("DELETE FROM hidden_branches WHERE repo = ? AND name = ?", [self.name, name])
         self.lake._audit(con, self.name, 'delete_branch', name)
 
 # %% ../../nbs/11_lake.core.ipynb #eb56612e
@@ -661,7 +667,7 @@ def _entry(path, address, size, content_type, metadata:dict|str, mtime:int|None=
     md = metadata if isinstance(metadata, str) else json.dumps(metadata, sort_keys=True)
     return (path, address, size, content_type or 'application/octet-stream', mtime or _now_us(), md)
 
-def _info(e)->ObjectInfo: return ObjectInfo(e[0], e[1], e[2], e[3], _EPOCH + dt.timedelta(microseconds=e[4]), json.loads(e[5]))
+def _info(e, md5:str='')->ObjectInfo: return ObjectInfo(e[0], e[1], e[2], e[3], _EPOCH + dt.timedelta(microseconds=e[4]), json.loads(e[5]), md5)
 
 # %% ../../nbs/11_lake.core.ipynb #a05a6cc8
 @patch
@@ -732,8 +738,8 @@ def stat(self:Repository, ref:str, path:str)->ObjectInfo:
     check_path(path)
     with self.store.connect() as con:
         e = self._entry_at(con, ref, path)
-    if e is None: raise NotFound(f"no object {path!r} at {ref!r} in repository {self.name!r}")
-    return _info(e)
+        if e is None: raise NotFound(f"no object {path!r} at {ref!r} in repository {self.name!r}")
+        return _info(e, self.store.md5s(con, [e[1]])[e[1]])
 
 @patch
 @guarded
@@ -802,7 +808,8 @@ def list(self:Repository,
             ORDER BY key {'LIMIT ' + str(int(limit)) if limit is not None else ''}"""
         rows = con.execute(sql, {'repo': self.name, 'branch': r.branch or '', 'prefix': prefix, 'seqs': seqs,
                                  'delim': delimiter or '', 'after': after}).fetchall()
-    return [CommonPrefix(k) if is_dir else _info(tuple(ent.values())) for k, ent, is_dir in rows]
+        sums = self.store.md5s(con, (ent['address'] for _, ent, is_dir in rows if not is_dir))
+    return [CommonPrefix(k) if is_dir else _info(tuple(ent.values()), sums[ent['address']]) for k, ent, is_dir in rows]
 
 # %% ../../nbs/11_lake.core.ipynb #e618d355
 PACK_AHEAD_FROM = 2_000   # files: an import at least this big packs them in a second process (on a machine with two cores or more)
@@ -1209,7 +1216,7 @@ def _start_transaction(self:Repository, name:str, branch:str)->Commit:
     "Create the transaction branch `name` at the head of `branch` (returned), recording this process as its holder."
     with self.store.transaction() as con:
         start = self._branch_head(con, branch)
-        self.create_branch(name, start.id)
+        self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's transactions keep theirs
         con.execute(TX_TABLE)
         con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)", [self.name, name, *_holder(), _now()])
     return start

@@ -113,7 +113,7 @@ def _commit(c)->Commit:
 def _object(o)->ObjectInfo|CommonPrefix:
     if getattr(o, 'path_type', 'object') == 'common_prefix' or not hasattr(o, 'checksum'): return CommonPrefix(o.path)
     return ObjectInfo(o.path, o.checksum, o.size_bytes, o.content_type or 'application/octet-stream',
-                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}))
+                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}), o.checksum)   # lakeFS's checksum is the MD5
 
 class LakeFSRepository:
     "A lakeFS repository with the embedded `Repository`'s API."
@@ -137,7 +137,7 @@ class LakeFSRepository:
 
     def resolve(self, ref:str)->Resolved:
         "The commit (and visible staging area) `ref` points at."
-        return Resolved(self.commit_info(ref), ref if ref in self.branches() else None)
+        return Resolved(self.commit_info(ref), ref if ref in self.branches(show_hidden=True) else None)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #385b72ab
 def _refs(lister)->dict:
@@ -149,16 +149,16 @@ def _refs(lister)->dict:
         after = page.pagination.next_offset
 
 # %% ../../nbs/14_lake.lakefs.ipynb #2db9b59e
-def _create_branch(self:LakeFSRepository, name:str, source:str|None=None)->Commit:
-    "Create branch `name` at the commit of `source` (default: the default branch); return that commit."
+def _create_branch(self:LakeFSRepository, name:str, source:str|None=None, hidden:bool=False)->Commit:
+    "Create branch `name` at the commit of `source` (default: the default branch), `hidden` from listings if asked; return that commit."
     check_ref_name(name)
     with self.errors(f"creating branch {name!r}"):
-        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=name, source=source or self.default_branch))
+        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=name, source=source or self.default_branch, hidden=hidden))
     return self.head(name)
 
-def _branches(self:LakeFSRepository)->dict[str, str]:
-    "Every branch and the id of its head commit."
-    with self.errors("listing branches"): return _refs(lambda **k: self.api.branches_api.list_branches(self.name, **k))
+def _branches(self:LakeFSRepository, show_hidden:bool=False)->dict[str, str]:
+    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
+    with self.errors("listing branches"): return _refs(lambda **k: self.api.branches_api.list_branches(self.name, show_hidden=show_hidden, **k))
 
 def _head(self:LakeFSRepository, branch:str)->Commit:
     "The head commit of `branch`."
@@ -519,7 +519,7 @@ LakeFSRepository._merge_on_server = _server_merge_with_tables
 def _start_transaction(self:LakeFSRepository, name:str, branch:str):
     "Create the transaction branch `name` at the head of `branch`, and return that commit."
     start = self.head(branch)
-    self.create_branch(name, start.id)
+    self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's own transactions
     return start
 
 def _end_transaction(self:LakeFSRepository, name:str): self.delete_branch(name)

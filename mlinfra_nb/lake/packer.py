@@ -8,7 +8,7 @@ import hashlib, os, pickle, sys, uuid
 import mlinfra_nb.workspace as workspace   # absolute: this module also runs as a script
 
 # %% auto #0
-__all__ = ['SEALED', 'seal_batch', 'unreadable', 'read_file', 'write_durable', 'pack', 'main', 'worker_env']
+__all__ = ['SEALED', 'seal_batch', 'md5', 'unreadable', 'read_file', 'write_durable', 'pack', 'main', 'worker_env']
 
 # %% ../../nbs/10_lake.packer.ipynb #52d24567
 SEALED = b'MLE1'   # how an encrypted object starts: then a 12-byte nonce, then its bytes under AES-256-GCM (with their 16-byte tag)
@@ -19,6 +19,8 @@ def seal_batch(encrypt, items:list)->list[bytes]:
     return [SEALED + (n := base + i.to_bytes(4, 'big')) + encrypt(n, d, a.encode()) for i, (a, d) in enumerate(items)]
 
 # %% ../../nbs/10_lake.packer.ipynb #4196e696
+def md5(data:bytes)->str: return hashlib.md5(data, usedforsecurity=False).hexdigest()  # the ETag lakeFS and S3 give an object
+
 def unreadable(e:OSError)->str: return f"cannot read {e.filename}: {e.strerror}"
 
 def read_file(path:str, buf:bytearray)->bytes:
@@ -50,7 +52,7 @@ def pack(root:str, paths:list, encrypt=None, mode:int=0o600, pack_below:int=256 
     buf = buf if buf is not None else bytearray(1 << 20)
     datas = [read_file(p, buf) for p in paths]
     addrs = [hashlib.sha256(d).hexdigest() for d in datas]
-    md5s = [hashlib.md5(d, usedforsecurity=False).hexdigest() for d in datas]
+    md5s = [md5(d) for d in datas]
     stored = seal_batch(encrypt, list(zip(addrs, datas))) if encrypt else datas
     name, files, offsets, small, dirs, at = f'packs/{uuid.uuid4().hex}.pack', [], [], [], set(), 0
     for a, s in zip(addrs, stored):

@@ -28,13 +28,13 @@ from .auth import (Credentials, Principal, Unauthorized, add_member, attach_poli
 # %% auto #0
 __all__ = ['STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'NAMESPACES', 'META_PREFIX', 'UNSUPPORTED', 'R', 'CHECKS', 'U',
            'G', 'P', 'SIGNED_IN', 'PER_ITEM', 'MULTIPART_FRAMING', 'TooManyGuesses', 'Limiter', 'Authenticator',
-           'NotSupported', 'error', 'status_of', 'commit_json', 'stats_json', 'diff_json', 'parse', 'amount_of', 'page',
-           'after', 'Call', 'LakeAPI', 'route', 'healthcheck', 'get_version', 'get_storage_config', 'get_config',
-           'post_statistics', 'get_current_user', 'setup_state', 'setup', 'repo_json', 'list_repositories',
-           'create_repository', 'get_repository', 'delete_repository', 'get_repository_metadata', 'list_branches',
-           'create_branch', 'get_branch', 'delete_branch', 'reset_branch', 'hard_reset_branch', 'revert_branch',
-           'list_tags', 'create_tag', 'get_tag', 'delete_tag', 'commit', 'get_commit', 'log_commits', 'diff_branch',
-           'diff_refs', 'merge_into_branch', 'find_merge_base', 'get_branch_protection_rules',
+           'NotSupported', 'error', 'status_of', 'commit_json', 'etag', 'stats_json', 'diff_json', 'parse', 'amount_of',
+           'page', 'after', 'Call', 'LakeAPI', 'route', 'healthcheck', 'get_version', 'get_storage_config',
+           'get_config', 'post_statistics', 'get_current_user', 'setup_state', 'setup', 'repo_json',
+           'list_repositories', 'create_repository', 'get_repository', 'delete_repository', 'get_repository_metadata',
+           'list_branches', 'create_branch', 'get_branch', 'delete_branch', 'reset_branch', 'hard_reset_branch',
+           'revert_branch', 'list_tags', 'create_tag', 'get_tag', 'delete_tag', 'commit', 'get_commit', 'log_commits',
+           'diff_branch', 'diff_refs', 'merge_into_branch', 'find_merge_base', 'get_branch_protection_rules',
            'set_branch_protection_rules', 'upload_object', 'copy_object', 'stat_object', 'list_objects', 'read_object',
            'get_object', 'head_object', 'delete_object', 'delete_objects', 'auth_list_users', 'auth_create_user',
            'auth_get_user', 'auth_delete_user', 'auth_user_groups', 'auth_user_policies', 'auth_attach_to_user',
@@ -121,11 +121,15 @@ def commit_json(c)->dict:
     return lakefs_sdk.Commit(id=c.id, parents=list(c.parents), committer=c.committer, message=c.message, creation_date=_secs(c.created_at),
                              meta_range_id=c.metarange, metadata=c.metadata, generation=c.generation, version=1).to_dict()
 
+def etag(o:ObjectInfo)->str:
+    "An object's checksum as lakeFS gives it (its ETag, unquoted): the MD5 of its content (the SHA-256 address for one whose MD5 is lost)."
+    return o.md5 or o.address
+
 def stats_json(o:ObjectInfo|CommonPrefix, root:str='')->dict:
     "An object (or common prefix) in a listing, as lakeFS returns it."
     if isinstance(o, CommonPrefix):
         return lakefs_sdk.ObjectStats(path=o.path, path_type='common_prefix', physical_address='', checksum='', mtime=0).to_dict()
-    return lakefs_sdk.ObjectStats(path=o.path, path_type='object', physical_address=f'local://{root}/{o.address}', checksum=o.address,
+    return lakefs_sdk.ObjectStats(path=o.path, path_type='object', physical_address=f'local://{root}/{o.address}', checksum=etag(o),
                                   size_bytes=o.size, mtime=_secs(o.mtime), metadata=o.metadata, content_type=o.content_type).to_dict()
 
 def diff_json(c:Change|CommonPrefix)->dict:
@@ -296,6 +300,7 @@ def create_repository(api, call):
     _namespaces(lake)
     with lake.store.transaction() as con:
         con.execute("INSERT OR REPLACE INTO server_namespaces VALUES (?, ?)", [b.name, b.storage_namespace])
+    if b.sample_data: lake.repository(b.name).add_sample_data()   # committed on the default branch, which is then protected, as lakeFS does
     return _json(repo_json(api, b.name, lake), 201)
 
 @route('GET', '/repositories/{repository}')
@@ -318,12 +323,12 @@ def _refs(call, refs:dict)->JSONResponse:
     return _json(page(items[:n + 1], n, lambda x: x[0], lambda x: {'id': x[0], 'commit_id': x[1]}))
 
 @route('GET', '/repositories/{repository}/branches')
-def list_branches(api, call): return _refs(call, api.repo(call).branches())
+def list_branches(api, call): return _refs(call, api.repo(call).branches(show_hidden=_flag(call.query, 'show_hidden')))
 
 @route('POST', '/repositories/{repository}/branches', body='json')
 def create_branch(api, call):
     b = parse(lakefs_sdk.BranchCreation, call.body)
-    c = api.repo(call).create_branch(b.name, b.source)
+    c = api.repo(call).create_branch(b.name, b.source, hidden=bool(b.hidden))
     return Response(c.id, status_code=201, media_type='text/html')
 
 @route('GET', '/repositories/{repository}/branches/{branch}')
@@ -512,7 +517,7 @@ def upload_object(api, call):
     with api.lake.store.transaction():   # the preconditions and the write hold the lake's lock together
         if none_match == '*' and repo.exists(branch, path): raise PreconditionFailed(f"object {path!r} already exists on {branch!r}")
         if match is not None:
-            current = f'"{repo.stat(branch, path).address}"' if repo.exists(branch, path) else None
+            current = f'"{etag(repo.stat(branch, path))}"' if repo.exists(branch, path) else None
             if match.strip() != current and match.strip('"') != (current or '').strip('"'):
                 raise PreconditionFailed(f"object {path!r} on {branch!r} is not the version If-Match names")
         info = repo.put(branch, path, data, content_type=ctype, metadata=md)
@@ -553,7 +558,7 @@ def _byte_range(header:str, size:int)->tuple[int, int]|None:
 
 # %% ../../nbs/15_lake.server.ipynb #cc3bc979
 def _object_headers(o:ObjectInfo)->dict:
-    return {'ETag': f'"{o.address}"', 'Last-Modified': o.mtime.strftime('%a, %d %b %Y %H:%M:%S GMT'), 'Accept-Ranges': 'bytes',
+    return {'ETag': f'"{etag(o)}"', 'Last-Modified': o.mtime.strftime('%a, %d %b %Y %H:%M:%S GMT'), 'Accept-Ranges': 'bytes',
             **{f'X-Lakefs-Meta-{k}': v for k, v in o.metadata.items()}}
 
 def read_object(api, o:ObjectInfo, start:int=0, end:int|None=None)->bytes:
@@ -573,7 +578,7 @@ def read_object(api, o:ObjectInfo, start:int=0, end:int|None=None)->bytes:
 @route('GET', '/repositories/{repository}/refs/{ref}/objects')
 def get_object(api, call):
     o = api.repo(call).stat(call.params['ref'], _path(call))
-    if call.headers.get('if-none-match') == f'"{o.address}"': return Response(status_code=304)
+    if call.headers.get('if-none-match') == f'"{etag(o)}"': return Response(status_code=304)
     h = _object_headers(o)
     if 'range' in call.headers:
         r = _byte_range(call.headers['range'], o.size)

@@ -11,14 +11,15 @@ import duckdb, pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastcore.basics import patch
+from tqdm.auto import tqdm
 from ..workspace import Corrupted, InvalidInput, MlinfraError, NotFound, fsync_dir
 from . import packer
-from .packer import SEALED, seal_batch, write_durable
+from .packer import SEALED, md5, seal_batch, write_durable
 
 # %% auto #0
-__all__ = ['SCHEMA', 'FILE_MODE', 'DIR_MODE', 'CATALOG_CONFIG', 'LINGER', 'PACK_BELOW', 'private_opener', 'make_private',
-           'parse_key', 'generate_key', 'Sealer', 'Catalog', 'LakeStore', 'release_lakes', 'open_catalog', 'one',
-           'sha256', 'Packed', 'Packer']
+__all__ = ['SCHEMA', 'FILE_MODE', 'DIR_MODE', 'CATALOG_CONFIG', 'LINGER', 'UPGRADE_PROGRESS_FROM', 'PACK_BELOW', 'private_opener',
+           'make_private', 'parse_key', 'generate_key', 'Sealer', 'Catalog', 'LakeStore', 'release_lakes',
+           'open_catalog', 'one', 'sha256', 'Packed', 'Packer']
 
 # %% ../../nbs/10_lake.store.ipynb #e18a9049
 SCHEMA = """
@@ -28,13 +29,14 @@ CREATE TABLE IF NOT EXISTS commits(repo VARCHAR, id VARCHAR, parents VARCHAR[], 
 CREATE TABLE IF NOT EXISTS refs(repo VARCHAR, name VARCHAR, kind VARCHAR, commit_id VARCHAR, PRIMARY KEY(repo, name));
 CREATE TABLE IF NOT EXISTS staging(repo VARCHAR, branch VARCHAR, path VARCHAR, address VARCHAR, size BIGINT,
     content_type VARCHAR, mtime TIMESTAMPTZ, metadata VARCHAR);
-CREATE TABLE IF NOT EXISTS blobs(address VARCHAR, file VARCHAR, "offset" BIGINT, size BIGINT);
+CREATE TABLE IF NOT EXISTS blobs(address VARCHAR, file VARCHAR, "offset" BIGINT, size BIGINT, md5 VARCHAR);
 CREATE TABLE IF NOT EXISTS rangeinfo(range_id VARCHAR, seq BIGINT, count BIGINT);
 CREATE TABLE IF NOT EXISTS ranges(seq BIGINT, path VARCHAR, address VARCHAR, size BIGINT, content_type VARCHAR,
     mtime TIMESTAMPTZ, metadata VARCHAR);
 CREATE TABLE IF NOT EXISTS metaranges(metarange_id VARCHAR, chunks VARCHAR);
 CREATE TABLE IF NOT EXISTS metachunks(chunk_id VARCHAR, ranges VARCHAR);
 CREATE TABLE IF NOT EXISTS protection(repo VARCHAR, pattern VARCHAR, PRIMARY KEY(repo, pattern));
+CREATE TABLE IF NOT EXISTS hidden_branches(repo VARCHAR, name VARCHAR, PRIMARY KEY(repo, name));
 CREATE TABLE IF NOT EXISTS audit(ts TIMESTAMPTZ, repo VARCHAR, actor VARCHAR, action VARCHAR, ref VARCHAR, detail VARCHAR);
 CREATE SEQUENCE IF NOT EXISTS tree_seq;
 """
@@ -149,7 +151,9 @@ def _acquire(self:LakeStore):
             fcntl.flock(w, fcntl.LOCK_SH)
             fcntl.flock(self._lockf, fcntl.LOCK_EX)
     try:
-        self._con = Catalog(open_catalog(self.catalog, '' if self._ready else SCHEMA), self.caches); self._ready = True
+        self._con = Catalog(open_catalog(self.catalog, '' if self._ready else SCHEMA), self.caches)
+        if not self._ready: self._upgrade(self._con)
+        self._ready = True
     except BaseException: self._release(); raise
 
 @patch
@@ -170,6 +174,28 @@ def _someone_waits(self:LakeStore)->bool:
 def _idle(self:LakeStore, getpid=os.getpid):
     with self._mutex:
         if self._depth == 0 and self._pid == getpid(): self._release()
+
+# %% ../../nbs/10_lake.store.ipynb #343dab1b
+UPGRADE_PROGRESS_FROM = 1000  # objects: a bar shows the MD5 upgrade of lakes at least this big
+
+@patch
+def _upgrade(self:LakeStore, con):
+    "Bring a catalog an older version wrote up to date: `blobs` gains the MD5 of every stored object, computed once from its bytes."
+    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'blobs'").fetchall()}
+    if 'md5' in cols and not con.execute("SELECT 1 FROM blobs WHERE md5 IS NULL LIMIT 1").fetchall(): return
+    con.execute('BEGIN TRANSACTION')
+    try:
+        if 'md5' not in cols: con.execute("ALTER TABLE blobs ADD COLUMN md5 VARCHAR")
+        todo = [r[0] for r in con.execute("SELECT DISTINCT address FROM blobs WHERE md5 IS NULL").fetchall()]
+        sums = []
+        for a in tqdm(todo, desc=f'MD5 checksums for {self.root}', unit='object', disable=len(todo) < UPGRADE_PROGRESS_FROM):
+            try: sums.append(md5(self.get_blob(con, a)))
+            except (Corrupted, NotFound): sums.append('')   # unreadable now: no checksum to give
+        con.register('_sums', pa.table({'address': pa.array(todo, pa.string()), 'md5': pa.array(sums, pa.string())}))
+        con.execute("UPDATE blobs SET md5 = _sums.md5 FROM _sums WHERE blobs.address = _sums.address")
+        con.unregister('_sums')
+        con.execute('COMMIT')
+    except BaseException: con.execute('ROLLBACK'); raise
 
 # %% ../../nbs/10_lake.store.ipynb #75691d4d
 @patch
@@ -273,13 +299,14 @@ def put_blobs(self:LakeStore,
     have = {a for (a,) in con.execute("SELECT address FROM blobs SEMI JOIN _want USING (address)").fetchall()}
     con.unregister('_want')
     new = {a: d for a, d in want.items() if a not in have} if have else want
+    sums = {a: md5(d) for a, d in new.items()}   # of the plain bytes, before any sealing
     if self.sealer: new = dict(zip(new, self.sealer.seal_many(list(new.items()))))   # stored encrypted: sizes below are the stored ones
     small = {a: d for a, d in new.items() if len(d) < PACK_BELOW} if not standalone and len(new) > 1 else {}
     rows, dirs = [], set()
     if small:
         name = f'packs/{uuid.uuid4().hex}.pack'
         sizes = [len(d) for d in small.values()]
-        rows += zip(small, itertools.repeat(name), itertools.accumulate(sizes, initial=0), sizes)  # objects lie end to end
+        rows += zip(small, itertools.repeat(name), itertools.accumulate(sizes, initial=0), sizes, map(sums.get, small))  # objects lie end to end
         _write_durable(self.root/name, small.values())
         dirs.add(self.root/'packs')
     for a, d in new.items():
@@ -287,7 +314,7 @@ def put_blobs(self:LakeStore,
         p = self.blob_path(a)
         p.parent.mkdir(exist_ok=True)
         _write_durable(p, [d])
-        rows.append((a, str(p.relative_to(self.root)), 0, len(d))); dirs.add(p.parent)
+        rows.append((a, str(p.relative_to(self.root)), 0, len(d), sums[a])); dirs.add(p.parent)
     for d in dirs: fsync_dir(d)
     self._insert_blobs(con, rows)
     return addrs
@@ -297,9 +324,10 @@ def put_blobs(self:LakeStore,
 def _insert_blobs(self:LakeStore, con, rows):
     if not rows: return
     t = pa.table({'address': [r[0] for r in rows], 'file': [r[1] for r in rows],
-                  'offset': pa.array([r[2] for r in rows], pa.int64()), 'size': pa.array([r[3] for r in rows], pa.int64())})
+                  'offset': pa.array([r[2] for r in rows], pa.int64()), 'size': pa.array([r[3] for r in rows], pa.int64()),
+                  'md5': pa.array([r[4] for r in rows], pa.string())})
     con.register('_new_blobs', t)
-    con.execute('INSERT INTO blobs SELECT * FROM _new_blobs')  # callers pass only addresses not yet stored (under the lock)
+    con.execute('INSERT INTO blobs (address, file, "offset", size, md5) SELECT * FROM _new_blobs')  # callers pass only addresses not yet stored (under the lock)
     con.unregister('_new_blobs')
 
 @patch
@@ -311,9 +339,9 @@ def blob_path(self:LakeStore, address:str)->Path:
 @patch
 def put_file(self:LakeStore, con, src:str|Path)->str:
     "Move the file `src` into the store as a standalone object; return its address."
-    h, src = hashlib.sha256(), Path(src)
+    h, m, src = hashlib.sha256(), hashlib.md5(usedforsecurity=False), Path(src)
     with open(src, 'rb') as f:
-        while (chunk := f.read(1 << 20)): h.update(chunk)
+        while (chunk := f.read(1 << 20)): h.update(chunk); m.update(chunk)
         os.fchmod(f.fileno(), FILE_MODE); os.fsync(f.fileno())
     a, size = h.hexdigest(), src.stat().st_size
     if one(con, "SELECT 1 FROM blobs WHERE address = ?", [a]): src.unlink(); return a
@@ -322,7 +350,7 @@ def put_file(self:LakeStore, con, src:str|Path)->str:
         sealed = self.sealer.seal(a, src.read_bytes()); _write_durable(p, [sealed]); size = len(sealed); src.unlink()
     else: os.replace(src, p)
     fsync_dir(p.parent)
-    self._insert_blobs(con, [(a, str(p.relative_to(self.root)), 0, size)])
+    self._insert_blobs(con, [(a, str(p.relative_to(self.root)), 0, size, m.hexdigest())])
     return a
 
 # %% ../../nbs/10_lake.store.ipynb #1bb7497c
@@ -370,6 +398,15 @@ def verify_file(self:LakeStore, con, address:str, name:str='')->Path:
         raise Corrupted(f"object {name or address} is corrupt: its content no longer matches its hash {address[:12]} ({path})")
     return path
 
+# %% ../../nbs/10_lake.store.ipynb #7b429fc7
+@patch
+def md5s(self:LakeStore, con, addresses:Iterable[str])->dict[str, str]:
+    "The MD5 (hex) of each stored object in `addresses`, by address; '' for one not stored."
+    want = list(dict.fromkeys(a for a in addresses if a))
+    if not want: return {}
+    rows = con.execute("SELECT address, md5 FROM blobs WHERE address IN (SELECT unnest(?::VARCHAR[]))", [want]).fetchall()
+    return dict.fromkeys(want, '') | {a: m or '' for a, m in rows}
+
 # %% ../../nbs/10_lake.store.ipynb #b709ebba
 class Packed(NamedTuple):
     "One batch as the packing process stored it: per file, its address, size, stored size, MD5, file and offset."
@@ -405,7 +442,7 @@ def add_packed(self:LakeStore, con, p:Packed)->list[str]:
     seen = {a for (a,) in con.execute("SELECT address FROM blobs SEMI JOIN _want USING (address)").fetchall()}
     con.unregister('_want')
     rows = []
-    for row in zip(p.addresses, p.files, p.offsets, p.stored):
+    for row in zip(p.addresses, p.files, p.offsets, p.stored, p.md5s):
         if row[0] not in seen: seen.add(row[0]); rows.append(row)
     self._insert_blobs(con, rows)
     return p.addresses
