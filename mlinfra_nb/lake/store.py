@@ -6,7 +6,7 @@
 from __future__ import annotations
 import atexit, base64, contextlib, fcntl, hashlib, hmac, itertools, json, os, pickle, subprocess, sys, threading, uuid, weakref
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 import duckdb, pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -226,28 +226,33 @@ LakeStore.session = LakeStore.connect
 # %% ../../nbs/10_lake.store.ipynb #272d18e2
 @patch
 @contextlib.contextmanager
-def transaction(self:LakeStore)->Iterator[Catalog]:
-    "A catalog transaction: all of it is committed, or (on any exception) none of it."
+def _outermost(self:LakeStore, end:Callable)->Iterator[Catalog]:
+    "The connection inside a catalog transaction; a nested call joins the open one, the outermost ends it with `end(con, failed)`."
     with self.connect() as con:
         if self._in_tx: yield con; return
         con.execute('BEGIN TRANSACTION'); self._in_tx = True
         try: yield con
-        except BaseException: con.execute('ROLLBACK'); self.caches.clear(); raise
-        else:
-            try: con.execute('COMMIT')
-            except BaseException: self.caches.clear(); raise
-            make_private(self.wal)   # DuckDB makes a new log after each checkpoint
+        except BaseException: end(con, True); raise
+        else: end(con, False)
         finally: self._in_tx = False
 
 @patch
-@contextlib.contextmanager
-def scratch(self:LakeStore)->Iterator[Catalog]:
+def _finish(self:LakeStore, con, failed:bool):
+    "Commit, or roll back what failed; the caches are dropped whenever nothing is committed, since what they learned may be gone."
+    if failed: con.execute('ROLLBACK'); self.caches.clear(); return
+    try: con.execute('COMMIT')
+    except BaseException: self.caches.clear(); raise
+    make_private(self.wal)   # DuckDB makes a new log after each checkpoint
+
+@patch
+def transaction(self:LakeStore)->contextlib.AbstractContextManager[Catalog]:
+    "A catalog transaction: all of it is committed, or (on any exception) none of it."
+    return self._outermost(self._finish)
+
+@patch
+def scratch(self:LakeStore)->contextlib.AbstractContextManager[Catalog]:
     "A transaction that is always rolled back: for working out what an operation would write (a diff of staged changes, say)."
-    with self.connect() as con:
-        if self._in_tx: yield con; return
-        con.execute('BEGIN TRANSACTION'); self._in_tx = True
-        try: yield con
-        finally: con.execute('ROLLBACK'); self.caches.clear(); self._in_tx = False
+    return self._outermost(lambda con, failed: self._finish(con, True))
 
 # %% ../../nbs/10_lake.store.ipynb #076e79f2
 @atexit.register
