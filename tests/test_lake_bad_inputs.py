@@ -14,7 +14,7 @@ def _snapshot(lake:Lake)->tuple:
     repos = {}
     for name in lake.repositories():
         r = lake.repository(name)
-        branches = r.branches()
+        branches = r.branches(show_hidden=True)   # hidden transaction branches too
         repos[name] = (branches, r.tags(), {b: r.uncommitted(b) for b in branches}, r.protection_rules())
     files = sorted((str(p.relative_to(lake.root)), p.stat().st_size) for d in ('objects', 'packs') for p in (lake.root/d).rglob('*') if p.is_file())
     return len(lake.audit(limit=10**9)), repos, files

@@ -35,7 +35,7 @@ def state(lake:Lake)->tuple:
         repos = {}
         for name in lake.repositories():
             r = lake.repository(name)
-            branches = r.branches()
+            branches = r.branches(show_hidden=True)   # hidden transaction branches too
             repos[name] = (branches, r.tags(), {b: r.uncommitted(b) for b in branches}, r.protection_rules())
     files = sorted(str(p.relative_to(lake.root)) for d in ('objects', 'packs') for p in (lake.root/d).rglob('*') if p.is_file())
     return repos, files
@@ -52,7 +52,7 @@ def no_staging(lake:Lake):
     with lake.session():
         for name in lake.repositories():
             r = lake.repository(name)
-            for b in r.branches(): assert r.uncommitted(b) == [], (name, b, r.uncommitted(b))
+            for b in r.branches(show_hidden=True): assert r.uncommitted(b) == [], (name, b, r.uncommitted(b))
 
 def basic(key:str, secret:str)->bytes: return b'Basic ' + base64.b64encode(f'{key}:{secret}'.encode())
 

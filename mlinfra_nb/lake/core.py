@@ -14,13 +14,14 @@ import pyarrow as pa
 from fastcore.basics import patch
 from ..workspace import (Conflict, InvalidInput, NotFound, PermissionDenied, PreconditionFailed,
                                   Workspace, get_logger)
-from .store import LakeStore, one
+from .store import LakeStore, Packer, one
+from .packer import read_file, unreadable
 
 # %% auto #0
 __all__ = ['REPO_NAME', 'REF_NAME', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'ENTRY_COLS', 'ENTRY_SQL', 'CACHE_SIZES', 'META_SPLIT',
-           'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE', 'check_repo_name', 'check_ref_name', 'check_path',
-           'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change', 'tree_entries', 'lake_key', 'Lake',
-           'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled']
+           'PACK_AHEAD_FROM', 'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE', 'check_repo_name',
+           'check_ref_name', 'check_path', 'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change',
+           'tree_entries', 'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -685,15 +686,20 @@ def put_many(self:Repository,
     for p, d in items:
         if not _checked: check_path(p)
         if not isinstance(d, (bytes, bytearray, memoryview)): raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
-    md = check_metadata(metadata)
-    self.lake._check_each('fs:WriteObject', (arn(self.name, 'object', p) for p, _ in items))
+    md, datas = check_metadata(metadata), [bytes(d) for _, d in items]
+    return self._put_stored(branch, [p for p, _ in items], [len(d) for d in datas], lambda con: self.store.put_blobs(con, datas), content_type, md)
+
+@patch
+def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs:Callable, content_type:str|None=None, md:dict|None=None)->int:
+    "Stage objects at `paths` whose bytes `store_blobs(con)` stores (returning their addresses): one transaction, with the branch's checks."
+    self.lake._check_each('fs:WriteObject', (arn(self.name, 'object', p) for p in paths))
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'write')
-        addrs = self.store.put_blobs(con, [bytes(d) for _, d in items])
-        mdj, now = json.dumps(md, sort_keys=True), _now_us()  # one batch, one upload time
-        ents = [_entry(p, a, len(d), content_type, mdj, now) for (p, d), a in zip(items, addrs)]
+        addrs = store_blobs(con)
+        mdj, now = json.dumps(md or {}, sort_keys=True), _now_us()  # one batch, one upload time
+        ents = [_entry(p, a, n, content_type, mdj, now) for p, a, n in zip(paths, addrs, sizes)]
         self._stage(con, branch, ents)
-        self.lake._audit(con, self.name, 'put', branch, count=len(ents), paths=[e[0] for e in ents[:10]])
+        self.lake._audit(con, self.name, 'put', branch, count=len(ents), paths=paths[:10])
     return len(ents)
 
 @patch
@@ -805,27 +811,11 @@ def list(self:Repository,
         sums = self.store.md5s(con, (ent['address'] for _, ent, is_dir in rows if not is_dir))
     return [CommonPrefix(k) if is_dir else _info(tuple(ent.values()), sums[ent['address']]) for k, ent, is_dir in rows]
 
-# %% ../../nbs/11_lake.core.ipynb #d0513966
-def _read_file(path:str, buf:bytearray)->bytes:
-    "The bytes of a local file; `buf` is scratch space: a file smaller than it is read with one system call (a short read means its end)."
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        n = os.readv(fd, [buf])
-        if n < len(buf): return bytes(memoryview(buf)[:n])
-        chunks = [bytes(buf)]
-        while (c := os.read(fd, len(buf))): chunks.append(c)
-        return b''.join(chunks)
-    finally: os.close(fd)
+# %% ../../nbs/11_lake.core.ipynb #e618d355
+PACK_AHEAD_FROM = 2_000   # files: an import at least this big packs them in a second process (on a machine with two cores or more)
 
-@patch
-def import_directory(self:Repository,
-                     branch:str,
-                     src:str|Path,        # a local folder
-                     prefix:str='',       # where its files go in the repository, e.g. 'raw/2026-01/'
-                     batch:int=25_000,    # files staged per transaction
-                    )->int:               # number of files staged
-    "Stage every file under the local folder `src` on `branch`, at `prefix` + its relative path."
-    src = Path(src)
+def _local_files(src:Path, prefix:str)->list[tuple[str, str]]:
+    "(local path, repository path) of every file under the folder `src`, in order; every repository path checked."
     if not src.is_dir(): raise InvalidInput(f"{src} is not a directory")
     if prefix and not prefix.endswith('/'): raise InvalidInput(f"prefix {prefix!r} must end with '/'")
     files = []
@@ -835,14 +825,38 @@ def import_directory(self:Repository,
         base = prefix if rel == '.' else f"{prefix}{rel.replace(os.sep, '/')}/"
         files += [(f'{root}/{n}', base + n) for n in sorted(names)]
     for _, p in files: check_path(p)
+    return files
+
+# %% ../../nbs/11_lake.core.ipynb #0f9180df
+@patch
+def import_directory(self:Repository,
+                     branch:str,
+                     src:str|Path,              # a local folder
+                     prefix:str='',             # where its files go in the repository, e.g. 'raw/2026-01/'
+                     batch:int=25_000,          # files staged per transaction
+                     processes:int|None=None,   # 2: a second process packs the files; 1: this one; None: 2 for many files and cores
+                    )->int:                     # number of files staged
+    "Stage every file under the local folder `src` on `branch`, at `prefix` + its relative path."
+    files = _local_files(Path(src), prefix)
+    if processes is None: processes = 2 if len(files) >= PACK_AHEAD_FROM and (os.cpu_count() or 1) > 1 else 1
+    if processes not in (1, 2): raise InvalidInput(f"processes must be 1 or 2, got {processes!r}")
     self.head(branch)
+    with self.store.connect() as con: self._check_writable(con, branch, 'write')   # before anything is packed
+    parts = [files[i:i + batch] for i in range(0, len(files), batch)]
+    if processes == 2:
+        with Packer(self.store, [[f for f, _ in part] for part in parts]) as packer:
+            for part, p in zip(parts, packer):
+                self._put_stored(branch, [q for _, q in part], p.sizes, lambda con, p=p: self.store.add_packed(con, p))
+        return len(files)
     buf = bytearray(1 << 20)
-    def read(part): return [(p, _read_file(f, buf)) for f, p in part]
+    def read(part):
+        try: return [(q, read_file(f, buf)) for f, q in part]
+        except OSError as e: raise InvalidInput(unreadable(e)) from None
     with ThreadPoolExecutor(1) as reader:  # reads the next batch while this one is staged
-        ahead = reader.submit(read, files[:batch])
-        for i in range(0, len(files), batch):
+        ahead = reader.submit(read, parts[0]) if parts else None
+        for k in range(len(parts)):
             items = ahead.result()
-            if i + batch < len(files): ahead = reader.submit(read, files[i + batch:i + 2 * batch])
+            if k + 1 < len(parts): ahead = reader.submit(read, parts[k + 1])
             self.put_many(branch, items, _checked=True)
     return len(files)
 

@@ -4,20 +4,22 @@
 
 # %% ../../nbs/10_lake.store.ipynb #1fa36e6a
 from __future__ import annotations
-import atexit, base64, contextlib, fcntl, hashlib, hmac, itertools, json, os, threading, uuid, weakref
+import atexit, base64, contextlib, fcntl, hashlib, hmac, itertools, json, os, pickle, subprocess, sys, threading, uuid, weakref
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 import duckdb, pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from ..workspace import Corrupted, InvalidInput, NotFound, fsync_dir
+from ..workspace import Corrupted, InvalidInput, MlinfraError, NotFound, fsync_dir
+from . import packer
+from .packer import SEALED, md5, seal_batch, write_durable
 
 # %% auto #0
-__all__ = ['SCHEMA', 'FILE_MODE', 'DIR_MODE', 'SEALED', 'CATALOG_CONFIG', 'LINGER', 'UPGRADE_PROGRESS_FROM', 'PACK_BELOW',
-           'private_opener', 'make_private', 'parse_key', 'generate_key', 'Sealer', 'Catalog', 'LakeStore',
-           'release_lakes', 'open_catalog', 'one', 'sha256', 'md5']
+__all__ = ['SCHEMA', 'FILE_MODE', 'DIR_MODE', 'CATALOG_CONFIG', 'LINGER', 'UPGRADE_PROGRESS_FROM', 'PACK_BELOW', 'private_opener',
+           'make_private', 'parse_key', 'generate_key', 'Sealer', 'Catalog', 'LakeStore', 'release_lakes',
+           'open_catalog', 'one', 'sha256', 'Packed', 'Packer']
 
 # %% ../../nbs/10_lake.store.ipynb #e18a9049
 SCHEMA = """
@@ -60,8 +62,6 @@ def _lay_out(root:Path):
     for f in ('lake.lock', 'lake.wait'): os.close(os.open(root/f, os.O_RDWR | os.O_CREAT, FILE_MODE))
 
 # %% ../../nbs/10_lake.store.ipynb #c2f1121c
-SEALED = b'MLE1'   # how an encrypted object starts: then a 12-byte nonce, then its bytes under AES-256-GCM (with their 16-byte tag)
-
 def parse_key(key:bytes|str)->bytes:
     "A 32-byte AES-256 key: 32 raw bytes, or text of 64 hex digits or base64 (as `generate_key` writes it)."
     if isinstance(key, (bytes, bytearray)) and len(key) == 32: return bytes(key)
@@ -79,14 +79,13 @@ class Sealer:
     "Encrypts a lake's objects with one AES-256-GCM key, each bound to its address, and opens them again."
     def __init__(self, key:bytes|str):
         key = parse_key(key)
-        self.aead, self.check = AESGCM(key), hmac.new(key, b'mlinfra lake key check', 'sha256').hexdigest()[:32]
+        self.key, self.aead, self.check = key, AESGCM(key), hmac.new(key, b'mlinfra lake key check', 'sha256').hexdigest()[:32]
 
     def seal(self, address:str, data:bytes)->bytes: return self.seal_many([(address, data)])[0]
 
     def seal_many(self, items:list[tuple[str, bytes]])->list[bytes]:
-        "Seal many objects: nonces are 8 random bytes for the batch and a 4-byte count, unique without a system call each."
-        base, enc = os.urandom(8), self.aead.encrypt
-        return [SEALED + (n := base + i.to_bytes(4, 'big')) + enc(n, d, a.encode()) for i, (a, d) in enumerate(items)]
+        "Seal many objects (`packer.seal_batch`: nonces unique without a system call each)."
+        return seal_batch(self.aead.encrypt, items)
 
     def unseal(self, address:str, stored:bytes)->bytes|None:
         "The plain bytes of a sealed object; None if it was changed, or sealed for another address or with another key."
@@ -227,28 +226,33 @@ LakeStore.session = LakeStore.connect
 # %% ../../nbs/10_lake.store.ipynb #272d18e2
 @patch
 @contextlib.contextmanager
-def transaction(self:LakeStore)->Iterator[Catalog]:
-    "A catalog transaction: all of it is committed, or (on any exception) none of it."
+def _outermost(self:LakeStore, end:Callable)->Iterator[Catalog]:
+    "The connection inside a catalog transaction; a nested call joins the open one, the outermost ends it with `end(con, failed)`."
     with self.connect() as con:
         if self._in_tx: yield con; return
         con.execute('BEGIN TRANSACTION'); self._in_tx = True
         try: yield con
-        except BaseException: con.execute('ROLLBACK'); self.caches.clear(); raise
-        else:
-            try: con.execute('COMMIT')
-            except BaseException: self.caches.clear(); raise
-            make_private(self.wal)   # DuckDB makes a new log after each checkpoint
+        except BaseException: end(con, True); raise
+        else: end(con, False)
         finally: self._in_tx = False
 
 @patch
-@contextlib.contextmanager
-def scratch(self:LakeStore)->Iterator[Catalog]:
+def _finish(self:LakeStore, con, failed:bool):
+    "Commit, or roll back what failed; the caches are dropped whenever nothing is committed, since what they learned may be gone."
+    if failed: con.execute('ROLLBACK'); self.caches.clear(); return
+    try: con.execute('COMMIT')
+    except BaseException: self.caches.clear(); raise
+    make_private(self.wal)   # DuckDB makes a new log after each checkpoint
+
+@patch
+def transaction(self:LakeStore)->contextlib.AbstractContextManager[Catalog]:
+    "A catalog transaction: all of it is committed, or (on any exception) none of it."
+    return self._outermost(self._finish)
+
+@patch
+def scratch(self:LakeStore)->contextlib.AbstractContextManager[Catalog]:
     "A transaction that is always rolled back: for working out what an operation would write (a diff of staged changes, say)."
-    with self.connect() as con:
-        if self._in_tx: yield con; return
-        con.execute('BEGIN TRANSACTION'); self._in_tx = True
-        try: yield con
-        finally: con.execute('ROLLBACK'); self.caches.clear(); self._in_tx = False
+    return self._outermost(lambda con, failed: self._finish(con, True))
 
 # %% ../../nbs/10_lake.store.ipynb #076e79f2
 @atexit.register
@@ -283,16 +287,8 @@ def one(con, sql:str, params=None)->tuple|None:
 PACK_BELOW = 256 * 1024  # objects smaller than this are packed when written in a batch
 
 def sha256(data:bytes)->str: return hashlib.sha256(data).hexdigest()
-def md5(data:bytes)->str: return hashlib.md5(data, usedforsecurity=False).hexdigest()  # the ETag lakeFS and S3 give an object
 
-def _write_durable(path:Path, chunks:Iterable[bytes]):
-    "Write `chunks` to `path` through a temporary file, fsynced, then renamed into place."
-    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
-    try:
-        with open(tmp, 'wb', buffering=1 << 20, opener=private_opener) as f:  # a pack is many small chunks: write them in large blocks
-            f.writelines(chunks); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+def _write_durable(path:Path, chunks:Iterable[bytes]): write_durable(path, chunks, FILE_MODE)   # as the packing process writes
 
 # %% ../../nbs/10_lake.store.ipynb #f9ff9bb7
 @patch
@@ -415,3 +411,43 @@ def md5s(self:LakeStore, con, addresses:Iterable[str])->dict[str, str]:
     if not want: return {}
     rows = con.execute("SELECT address, md5 FROM blobs WHERE address IN (SELECT unnest(?::VARCHAR[]))", [want]).fetchall()
     return dict.fromkeys(want, '') | {a: m or '' for a, m in rows}
+
+# %% ../../nbs/10_lake.store.ipynb #b709ebba
+class Packed(NamedTuple):
+    "One batch as the packing process stored it: per file, its address, size, stored size, MD5, file and offset."
+    addresses: list; sizes: list; stored: list; md5s: list; files: list; offsets: list
+
+class Packer:
+    "Packs batches of local files into `store` in a second process, one batch ahead of whoever iterates over it."
+    def __init__(self, store:LakeStore, batches:list[list[str]]):
+        self.n = len(batches)
+        self.proc = subprocess.Popen([sys.executable, '-P', packer.__file__, '--pack-worker'], env=packer.worker_env(),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        cfg = dict(root=str(store.root), key=store.sealer.key if store.sealer else None, mode=FILE_MODE, pack_below=PACK_BELOW)
+        with self.proc.stdin as w: pickle.dump(cfg, w); pickle.dump(batches, w)   # it reads all of it before it writes a result
+
+    def __iter__(self)->Iterator[Packed]:
+        for _ in range(self.n):
+            try: got = pickle.load(self.proc.stdout)
+            except EOFError: raise MlinfraError(f"the packing process stopped (exit code {self.proc.wait()})") from None
+            if got[0] == 'error': raise InvalidInput(got[1])
+            yield Packed(*got)
+
+    def close(self):
+        if self.proc.poll() is None: self.proc.kill()
+        self.proc.wait(); self.proc.stdout.close()
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+# %% ../../nbs/10_lake.store.ipynb #959fc261
+@patch
+def add_packed(self:LakeStore, con, p:Packed)->list[str]:
+    "Record the objects of packed batch `p` that are not stored yet (inside `transaction()`); return every address, in order."
+    con.register('_want', pa.table({'address': pa.array(p.addresses, pa.string())}))
+    seen = {a for (a,) in con.execute("SELECT address FROM blobs SEMI JOIN _want USING (address)").fetchall()}
+    con.unregister('_want')
+    rows = []
+    for row in zip(p.addresses, p.files, p.offsets, p.stored, p.md5s):
+        if row[0] not in seen: seen.add(row[0]); rows.append(row)
+    self._insert_blobs(con, rows)
+    return p.addresses
