@@ -56,7 +56,7 @@ def _register(con:duckdb.DuckDBPyConnection, data, what:str)->str:
                        f"(repo, ref, path), not {type(data).__name__}")
 
 def _schema(con, view:str)->dict:
-    return {r[0]: r[1] for r in con.execute(f'DESCRIBE SELECT * FROM "{view}"').fetchall()}
+    return {name: type_ for name, type_, *_ in con.execute(f'DESCRIBE SELECT * FROM "{view}"').fetchall()}
 
 # %% ../../nbs/51_monitor.drift.ipynb #758d79ce
 _NUM = re.compile(r'^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT|FLOAT|DOUBLE|DECIMAL.*)$')
@@ -448,7 +448,8 @@ def _drift_rows(con, ref:str, cur:str, columns:list, kinds:dict, ref_types:dict,
     for col in columns:
         kind = kinds[col]
         if isinstance(kind, tuple):  # ('untested', reason)
-            for p in sizes: rows[p].append(_untested(col, 'unsupported', kind[1]))
+            _, reason = kind
+            for p in sizes: rows[p].append(_untested(col, 'unsupported', reason))
             continue
         ctype = _cast_type(ref_types[col], cur_types[col])
         got, nr = _column_results(con, ref, cur, col, kind, wexpr, list(sizes), test, threshold, ctype)
