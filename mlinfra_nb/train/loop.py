@@ -18,109 +18,7 @@ from .models import check_inputs
 from .tracking import Run, Tracker, data_lineage, device_info, git_sha
 
 # %% auto #0
-__all__ = ['TrainState', 'save_weights', 'train', 'fit_distributed', 'evaluate_distributed']
-
-# %% ../../nbs/34_train.loop.ipynb #0d64b595
-def _chief(choice:StrategyChoice, env=None)->bool:
-    "Whether this process records the run: always, except the non-chief workers of a cluster."
-    if choice.kind != 'multi_worker': return True
-    cfg = json.loads((env or os.environ).get('TF_CONFIG') or '{}')
-    task, cluster = cfg.get('task') or {}, cfg.get('cluster') or {}
-    return task.get('type') == 'chief' or (task.get('type') == 'worker' and task.get('index', 0) == 0 and 'chief' not in cluster)
-
-# %% ../../nbs/34_train.loop.ipynb #5f1ba97f
-class TrainState:
-    "Where training stands, saved with every checkpoint: epochs done, the best score and when, epochs without improvement."
-    def __init__(self, folder:Path|None):   # None: nothing saved (a non-chief worker)
-        self.folder = folder; self.epoch, self.best, self.best_epoch, self.wait, self.stopped, self.weights = 0, None, None, 0, False, None
-        if folder and (folder/'state.json').exists(): self.__dict__.update(json.loads((folder/'state.json').read_text()))
-    def save(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.folder/'state.json') as tmp:
-            tmp.write_text(json.dumps({k: v for k, v in self.__dict__.items() if k != 'folder'}))
-
-def save_weights(model, path:Path):
-    "Write the model's weights and optimizer state to `path` atomically (temp file, fsync, rename)."
-    with atomic_path(path) as tmp:
-        h5 = tmp.with_name(tmp.name + '.weights.h5')   # Keras wants the suffix
-        try: model.save_weights(str(h5)); os.replace(h5, tmp)
-        finally: h5.unlink(missing_ok=True)
-
-# %% ../../nbs/34_train.loop.ipynb #9ef0c3cc
-def _checkpoint(model, st:TrainState, epoch:int, score:float, sign:int, min_delta:float, patience:int|None):
-    "Checkpoint `epoch` (0-based) in `st.folder`, with its `score`; stop training after `patience` epochs without improvement."
-    if st.best is None or sign * (score - st.best) < -min_delta:
-        st.best, st.best_epoch, st.wait = score, epoch + 1, 0
-        save_weights(model, st.folder/'best.weights.h5')
-    else: st.wait += 1
-    name = f'epoch-{epoch + 1:04d}.weights.h5'
-    save_weights(model, st.folder/name)
-    st.epoch, st.weights = epoch + 1, name
-    if patience is not None and st.wait >= patience: st.stopped = model.stop_training = True
-    st.save()                                   # the commit point: state.json names a complete weights file
-    for old in st.folder.glob('epoch-*.weights.h5'):
-        if old.name != name: old.unlink()
-
-# %% ../../nbs/34_train.loop.ipynb #38825ec6
-class _Progress:
-    "A tqdm bar over epochs, starting at `done`, and one over the batches of the current epoch."
-    def __init__(self, total:int, done:int, desc:str):
-        self.epochs, self.batches = tqdm(total=total, initial=done, desc=desc, unit='epoch'), None
-    def epoch_begin(self, epoch:int, steps:int|None):
-        self.batches = tqdm(total=steps, desc=f'epoch {epoch + 1}', unit='batch', leave=False)
-    def batch_end(self):
-        if self.batches is not None: self.batches.update(1)
-    def epoch_end(self, logs:dict):
-        self.batches.close(); self.epochs.update(1)
-        self.epochs.set_postfix({k: f'{v:.4g}' for k, v in logs.items()}, refresh=True)
-    def close(self):
-        for b in (self.epochs, self.batches):
-            if b is not None: b.close()
-
-# %% ../../nbs/34_train.loop.ipynb #f81ac873
-def _write_scalars(writers:dict, epoch:int, logs:dict):
-    "Write `logs` as TensorBoard scalars at step `epoch`, to the writer of their split ('train' or 'validation')."
-    for split, w in writers.items():
-        with w.as_default():
-            for k, v in logs.items():
-                if k.startswith('val_') == (split == 'validation'): import_tensorflow().summary.scalar(f"epoch_{k.removeprefix('val_')}", v, step=epoch)
-        w.flush()
-
-# %% ../../nbs/34_train.loop.ipynb #c1752c4c
-@functools.cache
-def _callback_class():
-    keras = import_tensorflow().keras
-    class RunCallback(keras.callbacks.Callback):
-        "Per epoch: record metrics, write TensorBoard scalars, track the best score, checkpoint; show progress."
-        def __init__(self, run:Run|None, folder:Path, state:TrainState, epochs:int, steps:int|None, monitor:str, mode:str,
-                     patience:int|None, min_delta:float, progress:bool, tensorboard:bool):
-            super().__init__()
-            self.run, self.folder, self.state, self.epochs, self.steps = run, folder, state, epochs, steps
-            self.monitor, self.sign, self.patience, self.min_delta = monitor, (1 if mode == 'min' else -1), patience, min_delta
-            self.progress, self.bars, self.writers = progress, None, {}
-            if tensorboard and run is not None:
-                tf = import_tensorflow()
-                self.writers = {s: tf.summary.create_file_writer(str(folder/'tensorboard'/s)) for s in ('train', 'validation')}
-        def on_train_begin(self, logs=None):
-            if self.progress: self.bars = _Progress(self.epochs, self.state.epoch, self.run.name if self.run else 'training')
-        def on_epoch_begin(self, epoch, logs=None):
-            if self.bars: self.bars.epoch_begin(epoch, self.steps)
-        def on_train_batch_end(self, batch, logs=None):
-            if self.bars: self.bars.batch_end()
-        def on_epoch_end(self, epoch, logs=None):
-            logs = {k: float(v) for k, v in (logs or {}).items()}
-            if self.bars: self.bars.epoch_end(logs)
-            if self.monitor not in logs:
-                raise InvalidInput(f"early stopping watches {self.monitor!r}, which training does not report (it reports {', '.join(logs)})")
-            score = logs[self.monitor]
-            if math.isnan(score): raise MlinfraError(f"{self.monitor} became NaN at epoch {epoch + 1}: training diverged (try a lower learning rate)")
-            if self.run is None: return   # a non-chief worker: the chief records and checkpoints
-            self.run.log_metrics(epoch, logs)
-            _write_scalars(self.writers, epoch, logs)
-            _checkpoint(self.model, self.state, epoch, score, self.sign, self.min_delta, self.patience)
-        def on_train_end(self, logs=None):
-            if self.bars: self.bars.close()
-    return RunCallback
+__all__ = ['train', 'TrainState', 'save_weights', 'fit_distributed', 'evaluate_distributed']
 
 # %% ../../nbs/34_train.loop.ipynb #327fa3a1
 def _is_source(d)->bool: return (hasattr(d, 'relation') and hasattr(d, 'lineage')) or (isinstance(d, tuple) and len(d) == 3)
@@ -327,6 +225,108 @@ def _finished(run:Run|None, evaluation:dict, model)->Run|None:
     run.model = model
     get_logger('train').info("run %s finished: %s", run.id, ', '.join(f'{k}={v:.4g}' for k, v in evaluation.items()) or 'not evaluated')
     return run
+
+# %% ../../nbs/34_train.loop.ipynb #0d64b595
+def _chief(choice:StrategyChoice, env=None)->bool:
+    "Whether this process records the run: always, except the non-chief workers of a cluster."
+    if choice.kind != 'multi_worker': return True
+    cfg = json.loads((env or os.environ).get('TF_CONFIG') or '{}')
+    task, cluster = cfg.get('task') or {}, cfg.get('cluster') or {}
+    return task.get('type') == 'chief' or (task.get('type') == 'worker' and task.get('index', 0) == 0 and 'chief' not in cluster)
+
+# %% ../../nbs/34_train.loop.ipynb #5f1ba97f
+class TrainState:
+    "Where training stands, saved with every checkpoint: epochs done, the best score and when, epochs without improvement."
+    def __init__(self, folder:Path|None):   # None: nothing saved (a non-chief worker)
+        self.folder = folder; self.epoch, self.best, self.best_epoch, self.wait, self.stopped, self.weights = 0, None, None, 0, False, None
+        if folder and (folder/'state.json').exists(): self.__dict__.update(json.loads((folder/'state.json').read_text()))
+    def save(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder/'state.json') as tmp:
+            tmp.write_text(json.dumps({k: v for k, v in self.__dict__.items() if k != 'folder'}))
+
+def save_weights(model, path:Path):
+    "Write the model's weights and optimizer state to `path` atomically (temp file, fsync, rename)."
+    with atomic_path(path) as tmp:
+        h5 = tmp.with_name(tmp.name + '.weights.h5')   # Keras wants the suffix
+        try: model.save_weights(str(h5)); os.replace(h5, tmp)
+        finally: h5.unlink(missing_ok=True)
+
+# %% ../../nbs/34_train.loop.ipynb #9ef0c3cc
+def _checkpoint(model, st:TrainState, epoch:int, score:float, sign:int, min_delta:float, patience:int|None):
+    "Checkpoint `epoch` (0-based) in `st.folder`, with its `score`; stop training after `patience` epochs without improvement."
+    if st.best is None or sign * (score - st.best) < -min_delta:
+        st.best, st.best_epoch, st.wait = score, epoch + 1, 0
+        save_weights(model, st.folder/'best.weights.h5')
+    else: st.wait += 1
+    name = f'epoch-{epoch + 1:04d}.weights.h5'
+    save_weights(model, st.folder/name)
+    st.epoch, st.weights = epoch + 1, name
+    if patience is not None and st.wait >= patience: st.stopped = model.stop_training = True
+    st.save()                                   # the commit point: state.json names a complete weights file
+    for old in st.folder.glob('epoch-*.weights.h5'):
+        if old.name != name: old.unlink()
+
+# %% ../../nbs/34_train.loop.ipynb #38825ec6
+class _Progress:
+    "A tqdm bar over epochs, starting at `done`, and one over the batches of the current epoch."
+    def __init__(self, total:int, done:int, desc:str):
+        self.epochs, self.batches = tqdm(total=total, initial=done, desc=desc, unit='epoch'), None
+    def epoch_begin(self, epoch:int, steps:int|None):
+        self.batches = tqdm(total=steps, desc=f'epoch {epoch + 1}', unit='batch', leave=False)
+    def batch_end(self):
+        if self.batches is not None: self.batches.update(1)
+    def epoch_end(self, logs:dict):
+        self.batches.close(); self.epochs.update(1)
+        self.epochs.set_postfix({k: f'{v:.4g}' for k, v in logs.items()}, refresh=True)
+    def close(self):
+        for b in (self.epochs, self.batches):
+            if b is not None: b.close()
+
+# %% ../../nbs/34_train.loop.ipynb #f81ac873
+def _write_scalars(writers:dict, epoch:int, logs:dict):
+    "Write `logs` as TensorBoard scalars at step `epoch`, to the writer of their split ('train' or 'validation')."
+    for split, w in writers.items():
+        with w.as_default():
+            for k, v in logs.items():
+                if k.startswith('val_') == (split == 'validation'): import_tensorflow().summary.scalar(f"epoch_{k.removeprefix('val_')}", v, step=epoch)
+        w.flush()
+
+# %% ../../nbs/34_train.loop.ipynb #c1752c4c
+@functools.cache
+def _callback_class():
+    keras = import_tensorflow().keras
+    class RunCallback(keras.callbacks.Callback):
+        "Per epoch: record metrics, write TensorBoard scalars, track the best score, checkpoint; show progress."
+        def __init__(self, run:Run|None, folder:Path, state:TrainState, epochs:int, steps:int|None, monitor:str, mode:str,
+                     patience:int|None, min_delta:float, progress:bool, tensorboard:bool):
+            super().__init__()
+            self.run, self.folder, self.state, self.epochs, self.steps = run, folder, state, epochs, steps
+            self.monitor, self.sign, self.patience, self.min_delta = monitor, (1 if mode == 'min' else -1), patience, min_delta
+            self.progress, self.bars, self.writers = progress, None, {}
+            if tensorboard and run is not None:
+                tf = import_tensorflow()
+                self.writers = {s: tf.summary.create_file_writer(str(folder/'tensorboard'/s)) for s in ('train', 'validation')}
+        def on_train_begin(self, logs=None):
+            if self.progress: self.bars = _Progress(self.epochs, self.state.epoch, self.run.name if self.run else 'training')
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.bars: self.bars.epoch_begin(epoch, self.steps)
+        def on_train_batch_end(self, batch, logs=None):
+            if self.bars: self.bars.batch_end()
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            if self.bars: self.bars.epoch_end(logs)
+            if self.monitor not in logs:
+                raise InvalidInput(f"early stopping watches {self.monitor!r}, which training does not report (it reports {', '.join(logs)})")
+            score = logs[self.monitor]
+            if math.isnan(score): raise MlinfraError(f"{self.monitor} became NaN at epoch {epoch + 1}: training diverged (try a lower learning rate)")
+            if self.run is None: return   # a non-chief worker: the chief records and checkpoints
+            self.run.log_metrics(epoch, logs)
+            _write_scalars(self.writers, epoch, logs)
+            _checkpoint(self.model, self.state, epoch, score, self.sign, self.min_delta, self.patience)
+        def on_train_end(self, logs=None):
+            if self.bars: self.bars.close()
+    return RunCallback
 
 # %% ../../nbs/34_train.loop.ipynb #2689a614
 def _loss_fn(model):
