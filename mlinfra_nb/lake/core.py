@@ -702,6 +702,7 @@ def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs
         self.lake._audit(con, self.name, 'put', branch, count=len(ents), paths=paths[:10])
     return len(ents)
 
+# %% ../../nbs/11_lake.core.ipynb #1a1d9914
 @patch
 def _stage(self:Repository, con, branch:str, ents:list, tombstones:Iterable[str]=()):
     now = _now_us()
