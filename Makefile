@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 AIRFLOW_VENV := .venv-airflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test check-sync nbtest pytest tutorials bench lab clean
+.PHONY: demo test check-sync nbtest pytest browser-deps tutorials bench lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,15 +46,25 @@ nbtest: $(VENV)/.dev $(AIRFLOW_VENV)/.ok
 
 # Airflow 3 (core, task SDK, standard provider) in a venv of its own: its pins (SQLAlchemy, pendulum...) stay out of .venv.
 # tests/test_pipeline_airflow.py runs the generated DAG with it; the tasks call our CLI, as on a real Airflow worker.
-AIRFLOW_VENV := .venv-airflow
 # A machine where it cannot be installed still runs the other tests; the Airflow tests then skip, saying why.
 $(AIRFLOW_VENV)/.ok:
 	@$(PYTHON) -m venv $(AIRFLOW_VENV) && \
 	$(AIRFLOW_VENV)/bin/python -m pip install -q 'apache-airflow-core==3.3.2' 'apache-airflow-task-sdk==1.3.2' 'apache-airflow-providers-standard==1.21.0' && \
 	touch $@ || { echo "WARNING: could not install Airflow into $(AIRFLOW_VENV); tests/test_pipeline_airflow.py will skip" >&2; rm -rf $(AIRFLOW_VENV); }
 
+# The browser tests (tests/test_browser.py, marker `browser`) drive JupyterLab in Debian's chromium with selenium.
+# As root with apt-get, the two packages are installed when missing; otherwise the tests skip, and this says so loudly.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	  echo "!!!!! could not install chromium: the BROWSER TESTS WILL BE SKIPPED !!!!!"; \
+	else echo "!!!!! chromium/chromedriver missing and not root: the BROWSER TESTS WILL BE SKIPPED (apt-get install -y chromium chromium-driver) !!!!!"; fi
+
 # pytest exits 5 when it collects no tests; that is not a failure here.
-pytest: $(VENV)/.dev $(AIRFLOW_VENV)/.ok
+pytest: $(VENV)/.dev browser-deps $(AIRFLOW_VENV)/.ok
 	$(BIN)/python -m pytest tests/ -q; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
 
 tutorials: $(VENV)/.dev

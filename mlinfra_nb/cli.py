@@ -73,13 +73,13 @@ def _lake(args):
     return Lake(args.root) if args.root else Lake(workspace=Workspace(args.home))
 
 def cmd_lake_serve(args)->int:
-    "Serve the embedded lake over lakeFS's REST API until interrupted."
+    "Serve the embedded lake over lakeFS's REST API and its S3 gateway until interrupted."
     from mlinfra_nb.lake.server import LakeServer
     from mlinfra_nb.lake.auth import list_credentials
     lake = _lake(args)
     if not list_credentials(lake): print("mlinfra: warning: no access keys yet; create one with `mlinfra lake credentials create`", file=sys.stderr)
     srv = LakeServer(lake, host=args.host, port=args.port, allow_remote=args.allow_remote, max_upload=args.max_upload)
-    print(f"serving the lake at {lake.root} as lakeFS on {srv.endpoint} (Ctrl-C stops)", flush=True)
+    print(f"serving the lake at {lake.root} as lakeFS on {srv.endpoint} (S3 gateway: {srv.endpoint}/<repository>/<ref>/<path>; Ctrl-C stops)", flush=True)
     srv.serve_forever()
     return 0
 
@@ -341,11 +341,11 @@ def _credentials_parsers(lk):
 def _lake_parser(sub):
     "`mlinfra lake ...` under the subcommands `sub`: serve, credentials, users, groups, policies and keygen."
     lk = sub.add_parser('lake', help='serve the embedded lake as lakeFS; manage its users, groups, policies and access keys').add_subparsers(dest='action', metavar='ACTION', required=True)
-    s = _lake_args(lk.add_parser('serve', help="lakeFS's REST API over the embedded lake"))
+    s = _lake_args(lk.add_parser('serve', help="lakeFS's REST API (/api/v1) and S3 gateway (path-style: /<repository>/<ref>/<path>, AWS Signature V4 with the lake's access keys) over the embedded lake"))
     s.add_argument('--host', default='127.0.0.1', help=_HOST_HELP)
     s.add_argument('--allow-remote', action='store_true', help=_ALLOW_REMOTE_HELP)
     s.add_argument('--port', type=int, default=8000, help='port to listen on (0: a free one; the address printed says which)')
-    s.add_argument('--max-upload', type=_positive_int, default=2**31, help='largest object upload in bytes')
+    s.add_argument('--max-upload', type=_positive_int, default=2**31, help='largest object upload in bytes (REST uploads, S3 puts and multipart parts and objects)')
     s.set_defaults(func=cmd_lake_serve)
     _credentials_parsers(lk)
     _access_parsers(lk, _lake_args)

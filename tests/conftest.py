@@ -43,3 +43,6 @@ def served(tmp_path_factory):
     key = create_credentials(lake, 'tests')
     with LakeServer(lake) as srv: yield srv, key
     lake.store.close()
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', "browser: drives JupyterLab in Debian's chromium (deselect with -m 'not browser')")
