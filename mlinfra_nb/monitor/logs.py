@@ -60,7 +60,43 @@ def _arrow(col)->pa.Array:
     if a.dtype == object and len(a) and isinstance(a[0], bytes): a = np.array([x.decode('utf-8', 'replace') for x in a], dtype=object)
     return pa.array(a)
 
+# %% ../../nbs/50_monitor.logs.ipynb #c04936ad
+def _kind(duck_type:str)->str:
+    t = duck_type.upper()
+    return 'int' if t in ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'HUGEINT', 'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT', 'BOOLEAN') else \
+           'float' if t in ('FLOAT', 'DOUBLE') or t.startswith('DECIMAL') else t
 
+# %% ../../nbs/50_monitor.logs.ipynb #6fa05fae
+def _insert(store:MonitorStore, model:str, t:pa.Table)->int:
+    "Append `t` to the model's table, creating it or adding columns as needed; skip known request ids."
+    name = _q(f'pred__{model}')
+    with store.connect() as con:
+        con.register('_new', t)
+        con.execute("BEGIN")
+        try:
+            nulls = [f.name for f in t.schema if pa.types.is_null(f.type)]
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * REPLACE ({', '.join(f'NULL::VARCHAR AS {_q(c)}' for c in nulls)}) FROM _new LIMIT 0" if nulls
+                        else f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _new LIMIT 0")
+            have = {r[0]: r[1] for r in con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?", [f'pred__{model}']).fetchall()}
+            for f in t.schema:
+                new = 'VARCHAR' if pa.types.is_null(f.type) else con.execute(f"SELECT typeof({_q(f.name)}) FROM _new LIMIT 1").fetchall()[0][0]
+                if f.name not in have: con.execute(f"ALTER TABLE {name} ADD COLUMN {_q(f.name)} {new}")
+                elif have[f.name] == '"NULL"' or have[f.name] == 'NULL': con.execute(f"ALTER TABLE {name} ALTER {_q(f.name)} TYPE {new}")
+                elif have[f.name] != new and new != 'NULL':
+                    kinds = [_kind(x) for x in (have[f.name], new)]
+                    if kinds == ['int', 'float'] or kinds == ['int', 'int']: con.execute(f"ALTER TABLE {name} ALTER {_q(f.name)} TYPE {'DOUBLE' if 'float' in kinds else 'BIGINT'}")
+                    elif not (kinds == ['float', 'int'] or kinds == ['float', 'float']):
+                        raise InvalidInput(f"column {f.name!r} of model {model!r} holds {have[f.name]}; these rows give it {new}")
+            before = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
+            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _new WHERE request_id NOT IN (SELECT request_id FROM {name})")
+            added = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0] - before
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK"); raise
+        finally: con.unregister('_new')
+    return added
+
+# %% ../../nbs/50_monitor.logs.ipynb #98e9926f
 @patch
 def log(self:MonitorStore,
         model:str,
@@ -93,40 +129,6 @@ def log(self:MonitorStore,
                   **{c: _arrow(df[c].to_numpy()) for c in df.columns}, **{k: _arrow(v) for k, v in outs.items()}})
     return _insert(self, model, t)
 
-def _kind(duck_type:str)->str:
-    t = duck_type.upper()
-    return 'int' if t in ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'HUGEINT', 'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT', 'BOOLEAN') else \
-           'float' if t in ('FLOAT', 'DOUBLE') or t.startswith('DECIMAL') else t
-
-def _insert(store:MonitorStore, model:str, t:pa.Table)->int:
-    "Append `t` to the model's table, creating it or adding columns as needed; skip known request ids."
-    name = _q(f'pred__{model}')
-    with store.connect() as con:
-        con.register('_new', t)
-        con.execute("BEGIN")
-        try:
-            nulls = [f.name for f in t.schema if pa.types.is_null(f.type)]
-            con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * REPLACE ({', '.join(f'NULL::VARCHAR AS {_q(c)}' for c in nulls)}) FROM _new LIMIT 0" if nulls
-                        else f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _new LIMIT 0")
-            have = {r[0]: r[1] for r in con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?", [f'pred__{model}']).fetchall()}
-            for f in t.schema:
-                new = 'VARCHAR' if pa.types.is_null(f.type) else con.execute(f"SELECT typeof({_q(f.name)}) FROM _new LIMIT 1").fetchall()[0][0]
-                if f.name not in have: con.execute(f"ALTER TABLE {name} ADD COLUMN {_q(f.name)} {new}")
-                elif have[f.name] == '"NULL"' or have[f.name] == 'NULL': con.execute(f"ALTER TABLE {name} ALTER {_q(f.name)} TYPE {new}")
-                elif have[f.name] != new and new != 'NULL':
-                    kinds = [_kind(x) for x in (have[f.name], new)]
-                    if kinds == ['int', 'float'] or kinds == ['int', 'int']: con.execute(f"ALTER TABLE {name} ALTER {_q(f.name)} TYPE {'DOUBLE' if 'float' in kinds else 'BIGINT'}")
-                    elif not (kinds == ['float', 'int'] or kinds == ['float', 'float']):
-                        raise InvalidInput(f"column {f.name!r} of model {model!r} holds {have[f.name]}; these rows give it {new}")
-            before = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
-            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _new WHERE request_id NOT IN (SELECT request_id FROM {name})")
-            added = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0] - before
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK"); raise
-        finally: con.unregister('_new')
-    return added
-
 # %% ../../nbs/50_monitor.logs.ipynb #452aaa2d
 def _decode(a:np.ndarray)->np.ndarray:
     return np.array([x.decode('utf-8', 'replace') for x in a.ravel()], dtype=object).reshape(a.shape) if a.dtype == object else a
@@ -152,11 +154,13 @@ def read_tfrecords(path:str|Path, offset:int=0,
             out.append(buf[pos + 12:end - 4]); pos = end
     return out, offset + pos
 
+# %% ../../nbs/50_monitor.logs.ipynb #32c9f7ae
 def to_ndarray(tp)->np.ndarray:
     "A `TensorProto` as numpy, as TensorFlow reads it (`serve.codec.to_ndarray`), with strings decoded to text."
     from mlinfra_nb.serve.codec import to_ndarray as read
     return _decode(read(tp))
 
+# %% ../../nbs/50_monitor.logs.ipynb #96d5612d
 def _log_records(store:MonitorStore, f:Path, raw:list[bytes], first:int, added:dict)->tuple[int, list[str]]:
     "Log the predictions in `raw` (records `first`... of file `f`), adding rows per model to `added`: the rows added, and what was skipped and why."
     from tensorflow_serving.apis import prediction_log_pb2
@@ -193,6 +197,7 @@ def _log_records(store:MonitorStore, f:Path, raw:list[bytes], first:int, added:d
         added[model] = added.get(model, 0) + k; rows += k
     return rows, skipped
 
+# %% ../../nbs/50_monitor.logs.ipynb #3d8583be
 @patch
 def ingest(self:MonitorStore, path:str|Path,
            chunk_bytes:int=64 << 20,  # read and log a file this much at a time, saving the offset after each
@@ -238,6 +243,7 @@ def label(self:MonitorStore, model:str, request_ids, labels, ts=None)->int:
         con.unregister('_labels')
     return len(ids)
 
+# %% ../../nbs/50_monitor.logs.ipynb #87806193
 @patch
 def table(self:MonitorStore, model:str, since=None, until=None, con:duckdb.DuckDBPyConnection|None=None,
           exclude:str|None=None,   # leave out requests whose id starts with this (e.g. a deploy step's own check requests)
@@ -256,6 +262,7 @@ def table(self:MonitorStore, model:str, since=None, until=None, con:duckdb.DuckD
     if exclude: params['exclude'] = str(exclude)
     return con.sql(f"SELECT p.*, l.label, l.labelled_at FROM {_q('pred__' + model)} p {lab} WHERE {where}", params=params)
 
+# %% ../../nbs/50_monitor.logs.ipynb #a5165b2a
 @patch
 def save_to_lake(self:MonitorStore, model:str, repo, branch:str='main', path:str|None=None)->str:
     "Write the model's predictions with labels as a Parquet table in the lake, in one commit; return its id."
