@@ -101,6 +101,7 @@ def parse_metrics(text:str)->dict:
             elif s.name == ':tensorflow:serving:request_latency_sum': lat_sum += s.value
     return {'requests': req, 'buckets': dict(sorted(buckets.items())), 'latency_sum_us': lat_sum}
 
+# %% ../../nbs/54_monitor.dashboard.ipynb #0439f77e
 def scrape(url:str, store:MonitorStore, timeout:float=5.0)->dict:
     "Read the Prometheus endpoint at `url` and keep the reading in the store."
     import json
@@ -110,6 +111,7 @@ def scrape(url:str, store:MonitorStore, timeout:float=5.0)->dict:
         con.execute("INSERT INTO server_metrics VALUES (?, ?, ?)", [url, dt.datetime.now(dt.timezone.utc), json.dumps({**m, 'buckets': {str(k): v for k, v in m['buckets'].items()}})])
     return m
 
+# %% ../../nbs/54_monitor.dashboard.ipynb #48a84be4
 def _quantile(buckets:dict, q:float)->float:
     "`histogram_quantile`: linear interpolation inside the bucket that holds the q-th observation."
     items = sorted(buckets.items())
@@ -123,6 +125,7 @@ def _quantile(buckets:dict, q:float)->float:
         prev_le, prev_n = le, n
     return prev_le
 
+# %% ../../nbs/54_monitor.dashboard.ipynb #f05a6e3a
 def server_series(store:MonitorStore, url:str|None=None)->pd.DataFrame:
     "Per interval between consecutive scrapes: requests/s, error share, p50/p99 latency (ms)."
     import json
