@@ -6,7 +6,7 @@
 from __future__ import annotations
 import re
 import duckdb, numpy as np, pandas as pd, scipy.stats
-from ..workspace import InvalidInput
+from ..workspace import InvalidInput, q
 
 # %% auto #0
 __all__ = ['interval', 'performance', 'wilson', 'auc_interval', 'metric_intervals', 'auc_gap']
@@ -29,8 +29,6 @@ def _relation(data, con=None)->duckdb.DuckDBPyRelation:
     con = con or duckdb.connect()
     if isinstance(data, pd.DataFrame): return con.from_df(data)
     raise InvalidInput("data must be a DuckDB relation (e.g. MonitorStore.table(model)) or a DataFrame")
-
-def _q(n:str)->str: return '"' + n.replace('"', '""') + '"'
 
 # %% ../../nbs/52_monitor.performance.ipynb #bb5f3a4c
 def _binary_sql(base:str, threshold:float)->str:
@@ -79,11 +77,11 @@ def performance(data,                          # predictions with labels: a rela
     cols = rel.columns
     need = [prediction, label] + ([ts] if window else [])
     if (missing := [c for c in need if c not in cols]): raise InvalidInput(f"column(s) {missing} are not in the data (columns: {', '.join(cols)})")
-    w = f"time_bucket({interval(window)}, {_q(ts)}::TIMESTAMPTZ)" if window else "NULL::TIMESTAMPTZ"
+    w = f"time_bucket({interval(window)}, {q(ts)}::TIMESTAMPTZ)" if window else "NULL::TIMESTAMPTZ"
     if task == 'binary':
-        bad = rel.query('rel', f"SELECT count(*) FROM rel WHERE {_q(label)} IS NOT NULL AND NOT isnan({_q(label)}::DOUBLE) AND {_q(label)}::DOUBLE NOT IN (0, 1)").fetchall()[0][0]
+        bad = rel.query('rel', f"SELECT count(*) FROM rel WHERE {q(label)} IS NOT NULL AND NOT isnan({q(label)}::DOUBLE) AND {q(label)}::DOUBLE NOT IN (0, 1)").fetchall()[0][0]
         if bad: raise InvalidInput(f"{bad:,} labels are neither 0 nor 1; a binary task needs 0/1 (or boolean) labels")
-    base = f"SELECT {w} AS win, {_q(prediction)}::DOUBLE AS p, {_q(label)}::DOUBLE AS y FROM rel"
+    base = f"SELECT {w} AS win, {q(prediction)}::DOUBLE AS p, {q(label)}::DOUBLE AS y FROM rel"
     sql = _binary_sql(base, threshold) if task == 'binary' else _regression_sql(base)
     out = rel.query('rel', sql).df()   # on the relation's own connection: the log is never copied out
     if not window: out = out.drop(columns='window')
