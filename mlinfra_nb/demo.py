@@ -6,6 +6,7 @@
 from __future__ import annotations
 import datetime as dt, json, os, threading, time
 from pathlib import Path
+from fastcore.basics import patch
 import numpy as np, pandas as pd
 from .workspace import MlinfraError, Workspace, get_logger
 
@@ -41,60 +42,237 @@ class Traffic:
             self._labels, self._mtime = dict(next(c for c in cfg.model_config_list.config if c.name == self.model).version_labels), m
         return self._labels
 
-    def _send(self, row:dict, rid:str):
-        x = {c: [row[c]] for c in self.inputs}
-        if 'canary' in self.labels():
-            try: return self.router.predict(x, row[self.key], request_id=rid)
-            except MlinfraError: self.retried += 1   # the label moved under the request: once more, on stable
-        return self.client.predict(self.model, x, label='stable', request_id=rid), 'stable'
+# %% ../nbs/63_demo.ipynb #7b4a3886
+@patch
+def _send(self:Traffic, row:dict, rid:str):
+    x = {c: [row[c]] for c in self.inputs}
+    if 'canary' in self.labels():
+        try: return self.router.predict(x, row[self.key], request_id=rid)
+        except MlinfraError: self.retried += 1   # the label moved under the request: once more, on stable
+    return self.client.predict(self.model, x, label='stable', request_id=rid), 'stable'
 
-    def run(self):
-        "Send until the rows end (or, with `repeat`, until `stop`); an unexpected error stops the thread and is raised by `wait`/`stop`."
-        try: self._run()
-        except Exception as e:
-            self.error = e; get_logger('demo').error("live traffic stopped: %s: %s", type(e).__name__, e)
+# %% ../nbs/63_demo.ipynb #fdc36bdb
+@patch
+def run(self:Traffic):
+    "Send until the rows end (or, with `repeat`, until `stop`); an unexpected error stops the thread and is raised by `wait`/`stop`."
+    try: self._run()
+    except Exception as e:
+        self.error = e; get_logger('demo').error("live traffic stopped: %s: %s", type(e).__name__, e)
 
-    def _run(self):
-        ids, ys, rounds, next_at = [], [], 0, time.monotonic()
-        recs = self.rows.to_dict('records')
-        while not self._stop.is_set():
-            for row in recs:
-                if self._stop.is_set(): break
-                rid = f"{row[self.id]}" if rounds == 0 else f"{row[self.id]}#{rounds}"
-                try: self._send(row, rid); self.sent += 1
-                except MlinfraError as e:
-                    self.failed += 1; get_logger('demo').warning("request %s failed: %s", rid, e); continue
-                ids.append(rid); ys.append(int(row[self.label]))
-                if len(ids) >= 200: self.store.label(self.model, ids, ys); ids, ys = [], []
-                rate = self.rate if self.idle_rate is None or 'canary' in self.labels() else self.idle_rate
-                if rate:
-                    next_at = max(next_at + 1 / rate, time.monotonic() - 1)    # keep the pace, but do not burst to catch up
-                    time.sleep(max(0.0, next_at - time.monotonic()))
-            rounds += 1
-            if not self.repeat: break
-        if ids: self.store.label(self.model, ids, ys)
+@patch
+def _run(self:Traffic):
+    ids, ys, rounds, next_at = [], [], 0, time.monotonic()
+    recs = self.rows.to_dict('records')
+    while not self._stop.is_set():
+        for row in recs:
+            if self._stop.is_set(): break
+            rid = f"{row[self.id]}" if rounds == 0 else f"{row[self.id]}#{rounds}"
+            try: self._send(row, rid); self.sent += 1
+            except MlinfraError as e:
+                self.failed += 1; get_logger('demo').warning("request %s failed: %s", rid, e); continue
+            ids.append(rid); ys.append(int(row[self.label]))
+            if len(ids) >= 200: self.store.label(self.model, ids, ys); ids, ys = [], []
+            rate = self.rate if self.idle_rate is None or 'canary' in self.labels() else self.idle_rate
+            if rate:
+                next_at = max(next_at + 1 / rate, time.monotonic() - 1)    # keep the pace, but do not burst to catch up
+                time.sleep(max(0.0, next_at - time.monotonic()))
+        rounds += 1
+        if not self.repeat: break
+    if ids: self.store.label(self.model, ids, ys)
 
-    def start(self)->Traffic:
-        self._thread = threading.Thread(target=self.run, name='mlinfra-demo-traffic', daemon=True); self._thread.start()
-        return self
+# %% ../nbs/63_demo.ipynb #7f56bd26
+@patch
+def start(self:Traffic)->Traffic:
+    self._thread = threading.Thread(target=self.run, name='mlinfra-demo-traffic', daemon=True); self._thread.start()
+    return self
 
-    def _raise(self):
-        if self.error is not None: raise MlinfraError(f"live traffic stopped after {self.sent:,} requests: {type(self.error).__name__}: {self.error}") from self.error
+@patch
+def _raise(self:Traffic):
+    if self.error is not None: raise MlinfraError(f"live traffic stopped after {self.sent:,} requests: {type(self.error).__name__}: {self.error}") from self.error
 
-    def stop(self):
-        self._stop.set()
-        if self._thread is not None: self._thread.join(60)
-        self._raise()
+@patch
+def stop(self:Traffic):
+    self._stop.set()
+    if self._thread is not None: self._thread.join(60)
+    self._raise()
 
-    def wait(self):
-        "Until the rows have all been sent."
-        self._thread.join()
-        self._raise()
+@patch
+def wait(self:Traffic):
+    "Until the rows have all been sent."
+    self._thread.join()
+    self._raise()
 
 # %% ../nbs/63_demo.ipynb #33a932b5
-def _stage(n:int, total:int, what:str, t0:float):
-    print(f"[{n}/{total}] {what}  ({time.monotonic() - t0:.0f} s)", flush=True)
+_STAGES = 7
 
+class _Demo:
+    "One run of the demo: its settings, the state its stages hand on, and what `close` stops."
+    def __init__(self, home:str|Path|None, rows:int, drift:float, seed:int, days:int, canary_share:float, epochs:int, rate:float, progress:bool):
+        self.rows, self.drift, self.seed, self.days, self.canary_share = rows, drift, seed, days, canary_share
+        self.epochs, self.rate, self.progress, self.model = epochs, rate, progress, 'fraud'
+        self.t0 = time.monotonic()
+        self.base = Path(home or os.environ.get('MLINFRA_HOME') or '.mlinfra').expanduser().absolute()
+        self.server = self.traffic = self.scraper = None
+        self.stop_scraping = threading.Event()
+
+    def at(self, share:float)->pd.Timestamp:
+        "The time at `share` of the generated period (see the timeline above)."
+        return pd.Timestamp('2026-01-01') + pd.Timedelta(days=self.days) * share
+
+    def stage(self, n:int, what:str):
+        "Report stage `n` with the seconds since the start."
+        print(f"[{n}/{_STAGES}] {what}  ({time.monotonic() - self.t0:.0f} s)", flush=True)
+
+# %% ../nbs/63_demo.ipynb #aa89ed49
+@patch
+def land(self:_Demo):
+    "Stage 1: the workspace, the pipeline, and the generated transactions landed at `self.source`."
+    from mlinfra_nb.datasets import transactions
+    from mlinfra_nb.pipeline import Pipeline
+    self.ws = ws = Workspace(self.base/'demo'/dt.datetime.now().strftime('%Y%m%d-%H%M%S'),
+                             settings={'lake': {'backend': 'embedded'}, 'serve': {'backend': 'local'}})
+    at = self.at
+    self.tx = tx = transactions(self.rows, days=self.days, drift=self.drift, drift_at=str(at(0.55)), seed=self.seed)
+    self.pipe = pipe = Pipeline(ws)
+    if 'landing' not in pipe.repo.branches(): pipe.repo.create_branch('landing', 'main')
+    with pipe.repo.transaction('landing', f"land {len(tx):,} transactions ({tx.ts.min():%Y-%m-%d} to {tx.ts.max():%Y-%m-%d})") as b:
+        b.write_table('tables/transactions', tx)
+    self.source = f'lakefs://{pipe.repo_name}/landing/tables/transactions'
+    self.stage(1, f"generated {len(tx):,} transactions over {self.days} days, drift {self.drift} from {at(0.55):%Y-%m-%d}; landed at {self.source}")
+
+# %% ../nbs/63_demo.ipynb #5628c635
+@patch
+def first_version(self:_Demo):
+    "Stage 2: pipeline run 1; version 1, the commit it learned from, and the inputs monitoring watches."
+    from mlinfra_nb.registry import ModelRegistry
+    at = self.at
+    self.stage(2, f"pipeline run 1: ingest to {at(0.4):%Y-%m-%d}, validate, features, train, evaluate, register, deploy, monitor")
+    first = self.pipe.run(params={'source': self.source, 'until': str(at(0.4)), 'valid_days': 2.0, 'epochs': self.epochs}, progress=self.progress)
+    if first['status'] != 'succeeded': raise MlinfraError(f"pipeline run {first['id']} failed at {first['failed_step']}: {first['error']}")
+    self.registry = ModelRegistry(self.pipe.lake, workspace=self.ws)
+    self.v1, self.v1_commit = self.registry.get(self.model, alias='production'), self.pipe.repo.head('main').id
+    self.inputs = sorted(self.v1.meta['input_schema'])
+    self.watched = [c for c in self.inputs if c not in ('merchant_id', 'hour')]   # see the note on the timeline
+    self.kinds = dict(categorical=['category'], numeric=['amount_count_1d'])
+    self.reference = (self.pipe.repo, self.v1_commit, 'features/train')    # what version 1 learned from
+
+# %% ../nbs/63_demo.ipynb #6fad8865
+@patch
+def serve(self:_Demo):
+    "Stage 3: the model server, the monitor store and client, and the metrics scraper."
+    from mlinfra_nb.serve import ModelServer, RestClient
+    from mlinfra_nb.monitor import MonitorStore
+    from mlinfra_nb.monitor.dashboard import scrape
+    self.conf = conf = self.ws.path('serve', 'config')
+    self.server = ModelServer(conf/'models.config', batching_parameters_file=conf/'batching.config', monitoring_config_file=conf/'monitoring.config',
+                              rest_port=0, grpc_port=0, poll_seconds=1.0).start()
+    self.metrics_url = f'{self.server.rest_url}/monitoring/prometheus/metrics'
+    self.store, self.client = MonitorStore(self.ws), RestClient(self.server.rest_url)
+    def scrape_every(seconds=3.0):
+        while not self.stop_scraping.wait(seconds):
+            try: scrape(self.metrics_url, self.store)
+            except Exception as e: get_logger('demo').warning("scrape failed: %s", e)
+    self.scraper = threading.Thread(target=scrape_every, daemon=True, name='mlinfra-demo-scrape'); self.scraper.start()
+    self.stage(3, f"serving version {self.v1.version} as stable: REST {self.server.rest_url}, gRPC {self.server.grpc_target}")
+
+# %% ../nbs/63_demo.ipynb #7e13a4b8
+@patch
+def requests(self:_Demo, since:pd.Timestamp, until:pd.Timestamp, n:int)->pd.DataFrame:
+    "Up to `n` requests evenly spread over [since, until), with their point-in-time features."
+    fs, view, tx = self.fs, self.view, self.tx
+    part = tx[(tx.ts >= since) & (tx.ts < until)]
+    part = part.iloc[np.linspace(0, len(part) - 1, min(n, len(part))).astype(int)].copy()
+    part['hour'] = part.ts.dt.hour
+    feats = [f'{view}:{f}' for f in fs.view(view).feature_names]
+    return fs.training_set(part, feats, refs={view: 'landing'}).df().sort_values('ts', ignore_index=True)
+
+@patch
+def live_traffic(self:_Demo):
+    "Stage 4: 40% to 80% of the period replayed to `stable`, waited for."
+    from mlinfra_nb.features import FeatureStore
+    at = self.at
+    self.fs = FeatureStore(self.pipe.lake, workspace=self.ws)
+    self.view = self.fs.views()[0]
+    self.n_live = min(5_000, max(1_000, self.rows // 10))   # requests per phase
+    live_a = self.requests(at(0.4), at(0.8), self.n_live)
+    self.traffic = Traffic(self.client, self.store, self.model, live_a, self.inputs, self.conf/'models.config', self.canary_share, rate=self.rate).start()
+    self.stage(4, f"live traffic: {len(live_a):,} requests for {at(0.4):%Y-%m-%d} to {at(0.8):%Y-%m-%d} at about {self.rate:.0f}/s")
+    self.traffic.wait()
+    self.sent_a = self.traffic.sent
+
+# %% ../nbs/63_demo.ipynb #8c6b24c9
+@patch
+def check_drift(self:_Demo):
+    "Stage 5: the request logs ingested and compared with version 1's training features, window by window."
+    from mlinfra_nb.pipeline import CHECK_REQUESTS
+    from mlinfra_nb.monitor import data_drift
+    self.logs = self.ws.path('serve', 'logs')
+    self.store.ingest(self.logs)
+    current = self.store.table(self.model, exclude=CHECK_REQUESTS).df()
+    self.drift_result = r = data_drift(self.reference, current[self.watched + ['ts']], columns=self.watched, timestamp='ts', window='10 seconds', **self.kinds)
+    self.drifted = r.windows[r.windows.dataset_drift]
+    self.stage(5, f"monitoring: {len(current):,} logged predictions; {len(self.drifted)} of {len(r.windows)} windows drifted "
+                  f"(columns {', '.join(r.drifted) or 'none'})")
+
+# %% ../nbs/63_demo.ipynb #a12b7b01
+@patch
+def retrain(self:_Demo):
+    "Stage 6: the drift alert, the retraining run it starts, and the traffic that judges its canary."
+    from mlinfra_nb.pipeline import retrain_on_drift
+    from mlinfra_nb.monitor import AlertRule, Alerts
+    from mlinfra_nb.monitor.alerts import log_callback
+    at, pipe, server = self.at, self.pipe, self.server
+    live_b = self.requests(at(0.8), at(1.0), self.n_live)
+    params = lambda alert: {'source': self.source, 'since': str(at(0.5)), 'until': str(at(0.8)), 'valid_days': 3.0, 'epochs': self.epochs, 'margin': -0.05,
+                            'server': server.rest_url, 'grpc': server.grpc_target, 'min_labelled': 500, 'watch_seconds': 300.0}
+    alerts = Alerts(self.store, [AlertRule('fraud-drift', 'share_drifted', '>=', 0.5, severity='critical')],
+                    callbacks=[log_callback, retrain_on_drift(pipe, params, progress=self.progress)])
+    self.traffic = Traffic(self.client, self.store, self.model, live_b, self.inputs, self.conf/'models.config', self.canary_share,
+                           rate=self.rate, idle_rate=10, repeat=True).start()
+    if len(self.drifted): self.stage(6, "drift alert: retraining run on the newer data, with the canary judged on live traffic")
+    before = set(pipe.runs().id)
+    self.fired = alerts.check(self.drift_result.windows)
+    self.traffic.stop()
+    self.runs = pipe.runs()
+    started = sorted(set(self.runs.id) - before)
+    if len(self.fired) and not started:
+        raise MlinfraError(f"the drift alert started no retraining run: {'; '.join(self.fired.delivered)}")
+    self.second = second = pipe.info(started[0]) if started else None
+    if second is not None and second['status'] != 'succeeded':
+        raise MlinfraError(f"the retraining run {second['id']} did not succeed ({second['status']}, at {second['failed_step']}): {second['error']}")
+
+# %% ../nbs/63_demo.ipynb #523ab0e5
+@patch
+def dashboard(self:_Demo):
+    "Stage 7: the monitoring dashboard, saved as HTML and PNG."
+    from mlinfra_nb.pipeline import CHECK_REQUESTS
+    from mlinfra_nb.monitor import monitor
+    self.stop_scraping.set(); self.scraper.join(10)
+    self.store.ingest(self.logs)
+    board = monitor(self.store, self.model, self.reference, self.watched, window='10s', metrics_url=self.metrics_url, exclude=CHECK_REQUESTS, **self.kinds)
+    out = self.ws.path('dashboard')
+    self.html, self.png = board.save(out/'monitoring.html'), board.save(out/'monitoring.png')
+    self.stage(7, f"dashboard written: {self.html} and {self.png.name}")
+
+@patch
+def summary(self:_Demo)->dict:
+    "What the run wrote and did."
+    second, pipe, ws = self.second, self.pipe, self.ws
+    promoted = json.loads(pipe.repo.get('main', f"runs/{second['id']}/monitor.json")) if second is not None else None
+    return {'workspace': str(ws.home), 'lake': str(pipe.lake.root), 'deployment': str(ws.path('serve')), 'dashboard': [str(self.html), str(self.png)],
+            'runs': self.runs[['id', 'status', 'started_by']].to_dict('records'), 'alerts': len(self.fired),
+            'versions': self.registry.aliases(self.model), 'canary': promoted,
+            'requests': {'before_alert': self.sent_a, 'during_retraining': self.traffic.sent, 'retried': self.traffic.retried, 'failed': self.traffic.failed},
+            'seconds': round(time.monotonic() - self.t0, 1)}
+
+@patch
+def close(self:_Demo):
+    "Stop the traffic, the scraper and the server, whichever were started."
+    if self.traffic is not None: self.traffic.stop()
+    if self.scraper is not None: self.stop_scraping.set()
+    if self.server is not None: self.server.stop()
+
+# %% ../nbs/63_demo.ipynb #aa51e2e0
 def run_demo(home:str|Path|None=None,  # where the demo's workspace goes (a fresh folder under it, `demo/<time>`)
              rows:int=50_000,          # transactions generated over `days`
              drift:float=1.0,          # drift strength (0: none; then no alert fires and nothing is retrained)
@@ -106,111 +284,11 @@ def run_demo(home:str|Path|None=None,  # where the demo's workspace goes (a fres
              progress:bool=True,
             )->dict:
     "The lifecycle end to end on the embedded defaults; a summary with the paths of what it wrote."
-    from mlinfra_nb.datasets import transactions
-    from mlinfra_nb.pipeline import CHECK_REQUESTS, Pipeline, retrain_on_drift
-    from mlinfra_nb.registry import ModelRegistry
-    from mlinfra_nb.features import FeatureStore
-    from mlinfra_nb.serve import ModelServer, RestClient
-    from mlinfra_nb.monitor import AlertRule, Alerts, MonitorStore, data_drift, monitor
-    from mlinfra_nb.monitor.alerts import log_callback
-    from mlinfra_nb.monitor.dashboard import scrape
-    t0, total, model = time.monotonic(), 7, 'fraud'
-    base = Path(home or os.environ.get('MLINFRA_HOME') or '.mlinfra').expanduser().absolute()
-    server = traffic = scraper = None
-    try:   # the embedded defaults, whatever the environment says; the pipeline hands the step kernels the same settings
-        ws = Workspace(base/'demo'/dt.datetime.now().strftime('%Y%m%d-%H%M%S'), settings={'lake': {'backend': 'embedded'}, 'serve': {'backend': 'local'}})
-        # 1. data that drifts, landed on a branch of the lake
-        start = pd.Timestamp('2026-01-01')
-        at = lambda share: start + pd.Timedelta(days=days) * share
-        tx = transactions(rows, days=days, drift=drift, drift_at=str(at(0.55)), seed=seed)
-        pipe = Pipeline(ws)
-        if 'landing' not in pipe.repo.branches(): pipe.repo.create_branch('landing', 'main')
-        with pipe.repo.transaction('landing', f"land {len(tx):,} transactions ({tx.ts.min():%Y-%m-%d} to {tx.ts.max():%Y-%m-%d})") as b:
-            b.write_table('tables/transactions', tx)
-        source = f'lakefs://{pipe.repo_name}/landing/tables/transactions'
-        _stage(1, total, f"generated {len(tx):,} transactions over {days} days, drift {drift} from {at(0.55):%Y-%m-%d}; landed at {source}", t0)
-        # 2. pipeline run 1: version 1
-        _stage(2, total, f"pipeline run 1: ingest to {at(0.4):%Y-%m-%d}, validate, features, train, evaluate, register, deploy, monitor", t0)
-        first = pipe.run(params={'source': source, 'until': str(at(0.4)), 'valid_days': 2.0, 'epochs': epochs}, progress=progress)
-        if first['status'] != 'succeeded': raise MlinfraError(f"pipeline run {first['id']} failed at {first['failed_step']}: {first['error']}")
-        registry = ModelRegistry(pipe.lake, workspace=ws)
-        v1, v1_commit = registry.get(model, alias='production'), pipe.repo.head('main').id
-        inputs = sorted(v1.meta['input_schema'])
-        watched = [c for c in inputs if c not in ('merchant_id', 'hour')]   # see the note on the timeline
-        kinds = dict(categorical=['category'], numeric=['amount_count_1d'])
-        # 3. the server, on the folder the deploy step wrote
-        conf = ws.path('serve', 'config')
-        server = ModelServer(conf/'models.config', batching_parameters_file=conf/'batching.config', monitoring_config_file=conf/'monitoring.config',
-                             rest_port=0, grpc_port=0, poll_seconds=1.0).start()
-        metrics_url = f'{server.rest_url}/monitoring/prometheus/metrics'
-        store, client = MonitorStore(ws), RestClient(server.rest_url)
-        stop_scraping = threading.Event()
-        def scrape_every(seconds=3.0):
-            while not stop_scraping.wait(seconds):
-                try: scrape(metrics_url, store)
-                except Exception as e: get_logger('demo').warning("scrape failed: %s", e)
-        scraper = threading.Thread(target=scrape_every, daemon=True, name='mlinfra-demo-scrape'); scraper.start()
-        _stage(3, total, f"serving version {v1.version} as stable: REST {server.rest_url}, gRPC {server.grpc_target}", t0)
-        # 4. live traffic, with the features a client would look up at request time (point in time, from the landed events)
-        fs = FeatureStore(pipe.lake, workspace=ws)
-        view = fs.views()[0]
-        def requests(since, until, n):
-            part = tx[(tx.ts >= since) & (tx.ts < until)]
-            part = part.iloc[np.linspace(0, len(part) - 1, min(n, len(part))).astype(int)].copy()
-            part['hour'] = part.ts.dt.hour
-            feats = [f'{view}:{f}' for f in fs.view(view).feature_names]
-            return fs.training_set(part, feats, refs={view: 'landing'}).df().sort_values('ts', ignore_index=True)
-        n_live = min(5_000, max(1_000, rows // 10))   # requests per phase: more rows make more history, not a longer replay
-        live_a = requests(at(0.4), at(0.8), n_live)
-        traffic = Traffic(client, store, model, live_a, inputs, conf/'models.config', canary_share, rate=rate).start()
-        _stage(4, total, f"live traffic: {len(live_a):,} requests for {at(0.4):%Y-%m-%d} to {at(0.8):%Y-%m-%d} at about {rate:.0f}/s", t0)
-        traffic.wait()
-        sent_a = traffic.sent
-        # 5. monitoring: the request logs against version 1's training features
-        logs = ws.path('serve', 'logs')
-        store.ingest(logs)
-        reference = (pipe.repo, v1_commit, 'features/train')    # what version 1 learned from
-        current = store.table(model, exclude=CHECK_REQUESTS).df()   # the deploy step's own check is not traffic
-        drift_result = data_drift(reference, current[watched + ['ts']], columns=watched, timestamp='ts', window='10 seconds', **kinds)
-        live_b = requests(at(0.8), at(1.0), n_live)
-        retrain_params = lambda alert: {'source': source, 'since': str(at(0.5)), 'until': str(at(0.8)), 'valid_days': 3.0, 'epochs': epochs, 'margin': -0.05,
-                                        'server': server.rest_url, 'grpc': server.grpc_target, 'min_labelled': 500, 'watch_seconds': 300.0}
-        alerts = Alerts(store, [AlertRule('fraud-drift', 'share_drifted', '>=', 0.5, severity='critical')],
-                        callbacks=[log_callback, retrain_on_drift(pipe, retrain_params, progress=progress)])
-        drifted = drift_result.windows[drift_result.windows.dataset_drift]
-        _stage(5, total, f"monitoring: {len(current):,} logged predictions; {len(drifted)} of {len(drift_result.windows)} windows drifted "
-                         f"(columns {', '.join(drift_result.drifted) or 'none'})", t0)
-        # 6. the alert starts pipeline run 2 while traffic goes on; its monitor step promotes the canary
-        traffic = Traffic(client, store, model, live_b, inputs, conf/'models.config', canary_share, rate=rate, idle_rate=10, repeat=True).start()
-        if len(drifted): _stage(6, total, "drift alert: retraining run on the newer data, with the canary judged on live traffic", t0)
-        before = set(pipe.runs().id)
-        fired = alerts.check(drift_result.windows)
-        traffic.stop()
-        runs = pipe.runs()
-        started = sorted(set(runs.id) - before)
-        if len(fired) and not started:
-            raise MlinfraError(f"the drift alert started no retraining run: {'; '.join(fired.delivered)}")
-        second = pipe.info(started[0]) if started else None
-        if second is not None and second['status'] != 'succeeded':
-            raise MlinfraError(f"the retraining run {second['id']} did not succeed ({second['status']}, at {second['failed_step']}): {second['error']}")
-        # 7. the dashboard
-        stop_scraping.set(); scraper.join(10)
-        store.ingest(logs)
-        board = monitor(store, model, reference, watched, window='10s', metrics_url=metrics_url, exclude=CHECK_REQUESTS, **kinds)
-        out = ws.path('dashboard')
-        html, png = board.save(out/'monitoring.html'), board.save(out/'monitoring.png')
-        _stage(7, total, f"dashboard written: {html} and {png.name}", t0)
-        promoted = json.loads(pipe.repo.get('main', f"runs/{second['id']}/monitor.json")) if second is not None else None
-        summary = {'workspace': str(ws.home), 'lake': str(pipe.lake.root), 'deployment': str(ws.path('serve')), 'dashboard': [str(html), str(png)],
-                   'runs': runs[['id', 'status', 'started_by']].to_dict('records'), 'alerts': len(fired),
-                   'versions': registry.aliases(model), 'canary': promoted,
-                   'requests': {'before_alert': sent_a, 'during_retraining': traffic.sent, 'retried': traffic.retried, 'failed': traffic.failed},
-                   'seconds': round(time.monotonic() - t0, 1)}
-        return summary
-    finally:
-        if traffic is not None: traffic.stop()
-        if scraper is not None: stop_scraping.set()
-        if server is not None: server.stop()
+    d = _Demo(home, rows=rows, drift=drift, seed=seed, days=days, canary_share=canary_share, epochs=epochs, rate=rate, progress=progress)
+    try:
+        d.land(); d.first_version(); d.serve(); d.live_traffic(); d.check_drift(); d.retrain(); d.dashboard()
+        return d.summary()
+    finally: d.close()
 
 def print_summary(s:dict):
     "The demo's summary for a terminal."

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Mapping
 # %% auto #0
 __all__ = ['DEFAULT_SETTINGS', 'BACKENDS', 'STORES', 'ENV_ALIASES', 'LOG_FORMAT', 'TF_CHATTER', 'TF_NO_GPU', 'MlinfraError',
            'InvalidInput', 'NotFound', 'Conflict', 'PermissionDenied', 'PreconditionFailed', 'Corrupted',
-           'load_settings', 'Workspace', 'fsync_dir', 'atomic_path', 'connect_duckdb', 'check_host', 'host_port',
+           'load_settings', 'Workspace', 'fsync_dir', 'atomic_path', 'connect_duckdb', 'q', 'check_host', 'host_port',
            'get_logger', 'setup_logging', 'gpu_present', 'tf_chatter', 'quiet_stderr', 'quiet_tensorflow_imports',
            'import_tensorflow']
 
@@ -186,6 +186,11 @@ def connect_duckdb(path:str|Path, timeout:float=30.0):
         except duckdb.IOException as e:
             if 'lock' not in str(e).lower() or time.monotonic() > deadline: raise
             time.sleep(0.05)
+
+# %% ../nbs/00_workspace.ipynb #75f26ded
+def q(name:str)->str:
+    "`name` as a quoted SQL identifier: in double quotes, with any double quote in it doubled."
+    return '"' + name.replace('"', '""') + '"'
 
 # %% ../nbs/00_workspace.ipynb #a16beef0
 def check_host(host:str, allow_remote:bool=False)->str:

@@ -13,8 +13,8 @@ from ..lake.core import Commit
 
 # %% auto #0
 __all__ = ['AGGREGATIONS', 'NAME', 'EXPECTATIONS', 'SOURCE', 'POLICIES', 'NUMERIC', 'parse_duration', 'interval_sql',
-           'check_name', 'Aggregate', 'json_value', 'Expect', 'FeatureView', 'q', 'FeatureStore', 'source_view',
-           'feature_sql', 'check_against_source']
+           'check_name', 'Aggregate', 'json_value', 'Expect', 'FeatureView', 'FeatureStore', 'source_view',
+           'feature_sql', 'check_against_source', 'q']
 
 # %% ../../nbs/20_features.views.ipynb #c85d015a
 _UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
@@ -188,9 +188,8 @@ def version(self:FeatureView)->str:
     return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../../nbs/20_features.views.ipynb #2d8dff1c
-def q(name:str)->str:
-    "`name` as a quoted SQL identifier: in double quotes, with any double quote in it doubled."
-    return '"' + name.replace('"', '""') + '"'
+from ..workspace import q
+_all_ = ['q']
 
 # %% ../../nbs/20_features.views.ipynb #81188bad
 class FeatureStore:

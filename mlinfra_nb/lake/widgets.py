@@ -107,51 +107,8 @@ class LakeBrowser:
 
     def __init__(self, lake:Lake, repo:str|None=None):  # the repository to show first (default: the first one)
         self.lake, self._busy, self._pending, self._repo, self._branches, self._tables = lake, 0, None, None, {}, {}
-        D, B, T, H = W.Dropdown, W.Button, W.Text, lambda: W.HTML(layout=W.Layout(overflow='auto'))
-        self.repo_picker, self.ref_picker, self.refresh_button = D(description='repository'), D(description='ref'), B(description='Refresh', icon='refresh')
-        self.status, self.confirm_html = W.HTML(), W.HTML()
-        self.confirm_button, self.cancel_button = B(description='Confirm', button_style='danger'), B(description='Cancel')
-        self.confirm_box = W.HBox([self.confirm_html, self.confirm_button, self.cancel_button], layout=W.Layout(display='none'))
-        self.log_html = H()
-        self.prefix, self.up_button = T(description='prefix', continuous_update=False), B(description='Up', icon='arrow-up')
-        self.folder_picker, self.listing_html = W.Select(description='folders', rows=4), H()
-        self.tables_html, self.table_picker, self.preview_html = H(), D(description='preview'), H()
-        self.diff_left, self.diff_right, self.diff_button, self.diff_html = D(description='left'), D(description='right'), B(description='Diff objects'), H()
-        self.diff_table, self.diff_key, self.table_diff_button, self.table_diff_html = D(description='table'), D(description='key'), B(description='Diff table'), H()
-        self.uncommitted_html, self.commit_message, self.commit_button = H(), T(description='message'), B(description='Commit')
-        self.new_branch_name, self.create_branch_button = T(description='new branch', placeholder='name'), B(description='Create branch')
-        self.merge_source = D(description='merge')
-        self.merge_strategy = D(description='strategy', options=[('refuse conflicts', ''), *((s, s) for s in STRATEGIES)])
-        self.merge_button = B(description='Merge into this branch', button_style='warning', layout=W.Layout(width='auto'))
-        self.delete_branch_button = B(description='Delete this branch', button_style='danger', layout=W.Layout(width='auto'))
-        for w, f in ((self.repo_picker, '_repo_changed'), (self.ref_picker, 'show_ref'), (self.prefix, 'show_listing'), (self.folder_picker, 'open_folder'),
-                     (self.table_picker, 'show_preview'), (self.diff_left, 'show_table_choices'), (self.diff_right, 'show_table_choices'),
-                     (self.diff_table, 'show_key_choices')):
-            w.observe(self._handler(f), 'value')
-        for b, f in ((self.refresh_button, 'refresh'), (self.up_button, 'up'), (self.diff_button, 'show_diff'), (self.table_diff_button, 'show_table_diff'),
-                     (self.commit_button, 'commit'), (self.create_branch_button, 'create_branch'), (self.merge_button, 'merge'),
-                     (self.delete_branch_button, 'delete_branch'), (self.confirm_button, 'confirm'), (self.cancel_button, 'cancel')):
-            b.on_click(self._handler(f, fresh=True))
-        row = lambda *ws: W.HBox(list(ws))
-        tabs = {'Log': self.log_html,
-                'Objects': W.VBox([row(self.prefix, self.up_button), self.folder_picker, self.listing_html]),
-                'Tables': W.VBox([self.tables_html, self.table_picker, self.preview_html]),
-                'Diff': W.VBox([row(self.diff_left, self.diff_right, self.diff_button), self.diff_html,
-                                row(self.diff_table, self.diff_key, self.table_diff_button), self.table_diff_html]),
-                'Actions': W.VBox([self.uncommitted_html, row(self.commit_message, self.commit_button), row(self.new_branch_name, self.create_branch_button),
-                                   row(self.merge_source, self.merge_strategy, self.merge_button), self.delete_branch_button])}
-        self.tabs = W.Tab(list(tabs.values()), titles=list(tabs))
-        self.widget = W.VBox([row(self.repo_picker, self.ref_picker, self.refresh_button), self.status, self.confirm_box, self.tabs])
+        self._make_widgets(); self._connect(); self._layout()
         self.refresh(repo)
-
-    def say(self, msg:str, error:bool=False):
-        "Show `msg` in the status line (in red if it is an `error`)."
-        self.status.value = f'<span style="color:{"#b00020" if error else "#1b5e20"}">{_esc(msg)}</span>'
-
-    def _run(self, fn:Callable, *args):
-        "Call `fn`; a lake error is shown in the status line instead of raised."
-        try: return fn(*args)
-        except MlinfraError as e: self.say(str(e), error=True)
 
     @contextlib.contextmanager
     def _hold(self):
@@ -166,13 +123,76 @@ class LakeBrowser:
         if f.__name__ not in cls.views: cls.views.append(f.__name__)
         return f
 
-    def _handler(self, name:str, fresh:bool=False)->Callable:
-        "A widget callback that runs method `name` (clearing the status first if `fresh`), unless the browser holds callbacks."
-        def handle(*_):
-            if self._busy: return
-            if fresh: self.status.value = ''
-            self._run(getattr(self, name))
-        return handle
+# %% ../../nbs/13_lake.widgets.ipynb #8d8db212
+@patch
+def say(self:LakeBrowser, msg:str, error:bool=False):
+    "Show `msg` in the status line (in red if it is an `error`)."
+    self.status.value = f'<span style="color:{"#b00020" if error else "#1b5e20"}">{_esc(msg)}</span>'
+
+@patch
+def _run(self:LakeBrowser, fn:Callable, *args):
+    "Call `fn`; a lake error is shown in the status line instead of raised."
+    try: return fn(*args)
+    except MlinfraError as e: self.say(str(e), error=True)
+
+@patch
+def _handler(self:LakeBrowser, name:str, fresh:bool=False)->Callable:
+    "A widget callback that runs method `name` (clearing the status first if `fresh`), unless the browser holds callbacks."
+    def handle(*_):
+        if self._busy: return
+        if fresh: self.status.value = ''
+        self._run(getattr(self, name))
+    return handle
+
+# %% ../../nbs/13_lake.widgets.ipynb #bd412c06
+@patch
+def _make_widgets(self:LakeBrowser):
+    "Create the browser's child widgets."
+    D, B, T, H = W.Dropdown, W.Button, W.Text, lambda: W.HTML(layout=W.Layout(overflow='auto'))
+    self.repo_picker, self.ref_picker, self.refresh_button = D(description='repository'), D(description='ref'), B(description='Refresh', icon='refresh')
+    self.status, self.confirm_html = W.HTML(), W.HTML()
+    self.confirm_button, self.cancel_button = B(description='Confirm', button_style='danger'), B(description='Cancel')
+    self.confirm_box = W.HBox([self.confirm_html, self.confirm_button, self.cancel_button], layout=W.Layout(display='none'))
+    self.log_html = H()
+    self.prefix, self.up_button = T(description='prefix', continuous_update=False), B(description='Up', icon='arrow-up')
+    self.folder_picker, self.listing_html = W.Select(description='folders', rows=4), H()
+    self.tables_html, self.table_picker, self.preview_html = H(), D(description='preview'), H()
+    self.diff_left, self.diff_right, self.diff_button, self.diff_html = D(description='left'), D(description='right'), B(description='Diff objects'), H()
+    self.diff_table, self.diff_key, self.table_diff_button, self.table_diff_html = D(description='table'), D(description='key'), B(description='Diff table'), H()
+    self.uncommitted_html, self.commit_message, self.commit_button = H(), T(description='message'), B(description='Commit')
+    self.new_branch_name, self.create_branch_button = T(description='new branch', placeholder='name'), B(description='Create branch')
+    self.merge_source = D(description='merge')
+    self.merge_strategy = D(description='strategy', options=[('refuse conflicts', ''), *((s, s) for s in STRATEGIES)])
+    self.merge_button = B(description='Merge into this branch', button_style='warning', layout=W.Layout(width='auto'))
+    self.delete_branch_button = B(description='Delete this branch', button_style='danger', layout=W.Layout(width='auto'))
+
+# %% ../../nbs/13_lake.widgets.ipynb #aba55310
+@patch
+def _connect(self:LakeBrowser):
+    "Connect the pickers and buttons to the methods they run."
+    for w, f in ((self.repo_picker, '_repo_changed'), (self.ref_picker, 'show_ref'), (self.prefix, 'show_listing'), (self.folder_picker, 'open_folder'),
+                 (self.table_picker, 'show_preview'), (self.diff_left, 'show_table_choices'), (self.diff_right, 'show_table_choices'),
+                 (self.diff_table, 'show_key_choices')):
+        w.observe(self._handler(f), 'value')
+    for b, f in ((self.refresh_button, 'refresh'), (self.up_button, 'up'), (self.diff_button, 'show_diff'), (self.table_diff_button, 'show_table_diff'),
+                 (self.commit_button, 'commit'), (self.create_branch_button, 'create_branch'), (self.merge_button, 'merge'),
+                 (self.delete_branch_button, 'delete_branch'), (self.confirm_button, 'confirm'), (self.cancel_button, 'cancel')):
+        b.on_click(self._handler(f, fresh=True))
+
+# %% ../../nbs/13_lake.widgets.ipynb #1a5e6344
+@patch
+def _layout(self:LakeBrowser):
+    "Arrange the child widgets in tabs, in `self.widget`."
+    row = lambda *ws: W.HBox(list(ws))
+    tabs = {'Log': self.log_html,
+            'Objects': W.VBox([row(self.prefix, self.up_button), self.folder_picker, self.listing_html]),
+            'Tables': W.VBox([self.tables_html, self.table_picker, self.preview_html]),
+            'Diff': W.VBox([row(self.diff_left, self.diff_right, self.diff_button), self.diff_html,
+                            row(self.diff_table, self.diff_key, self.table_diff_button), self.table_diff_html]),
+            'Actions': W.VBox([self.uncommitted_html, row(self.commit_message, self.commit_button), row(self.new_branch_name, self.create_branch_button),
+                               row(self.merge_source, self.merge_strategy, self.merge_button), self.delete_branch_button])}
+    self.tabs = W.Tab(list(tabs.values()), titles=list(tabs))
+    self.widget = W.VBox([row(self.repo_picker, self.ref_picker, self.refresh_button), self.status, self.confirm_box, self.tabs])
 
 # %% ../../nbs/13_lake.widgets.ipynb #eb4ff5de
 def _choose(w,             # a `Dropdown` or `Select`
@@ -183,6 +203,7 @@ def _choose(w,             # a `Dropdown` or `Select`
     values = [o[1] if isinstance(o, tuple) else o for o in options]
     w.value = next((p for p in prefer if p is not None and p in values), values[0] if values else None)
 
+# %% ../../nbs/13_lake.widgets.ipynb #2c76e8b8
 @patch(as_prop=True)
 def repo(self:LakeBrowser)->Repository|None:
     "The selected repository."
@@ -195,6 +216,7 @@ def ref(self:LakeBrowser)->str|None:
     "The selected branch or tag."
     return self.ref_picker.value
 
+# %% ../../nbs/13_lake.widgets.ipynb #f51d04d6
 @patch
 def refresh(self:LakeBrowser, repo:str|None=None):
     "Reload everything from the lake (it may have changed elsewhere), switching to repository `repo` if given."
@@ -209,6 +231,7 @@ def _repo_changed(self:LakeBrowser):
     with self._hold(): self.prefix.value = ''
     self._load_refs(self.repo.default_branch if self.repo else None, keep=False)
 
+# %% ../../nbs/13_lake.widgets.ipynb #af05ca2d
 @patch
 def _load_refs(self:LakeBrowser, select:str|None=None, keep:bool=True):
     "Reload the branches and tags into every ref picker, select `select` (or keep the selection) and redraw."

@@ -8,7 +8,7 @@ import datetime as dt, math, time
 from pathlib import Path
 import duckdb, numpy as np, pandas as pd, altair as alt, httpx
 from fastcore.basics import patch
-from ..workspace import InvalidInput
+from ..workspace import InvalidInput, q
 from .logs import MonitorStore
 from .drift import DriftResult, data_drift
 from .performance import interval, metric_intervals, performance
@@ -25,7 +25,6 @@ def _rel(data, con:duckdb.DuckDBPyConnection)->duckdb.DuckDBPyRelation:
     if isinstance(data, tuple) and len(data) == 3: return data[0].table(data[1], data[2], con=con)
     raise InvalidInput("data must be a DuckDB relation, a DataFrame or a lake table (repository, ref, path)")
 
-def _q(n:str)->str: return '"' + n.replace('"', '""') + '"'
 
 def _lit(v)->str: return "'" + str(v).replace("'", "''") + "'"
 
@@ -44,9 +43,9 @@ def bin_label(lo:float, width:float, integer:bool=False)->str:
 
 # %% ../../nbs/54_monitor.dashboard.ipynb #b05647fb
 def _numeric_bins(r, c:str, start:float, width:float, nb:int, integer:bool)->pd.DataFrame:
-    q = _q(c)
-    df = r.query('t', f"""SELECT least(floor(({q}::DOUBLE - {start!r}) / {width!r}), {nb - 1}) AS k, count(*) AS n
-                           FROM t WHERE {q} IS NOT NULL AND isfinite({q}::DOUBLE) GROUP BY 1""").df()
+    col = q(c)
+    df = r.query('t', f"""SELECT least(floor(({col}::DOUBLE - {start!r}) / {width!r}), {nb - 1}) AS k, count(*) AS n
+                           FROM t WHERE {col} IS NOT NULL AND isfinite({col}::DOUBLE) GROUP BY 1""").df()
     df['lo'] = start + df.k * width
     df['bin'] = df.lo.map(lambda x: bin_label(x, width, integer))
     return df.drop(columns='k')
@@ -56,17 +55,17 @@ def histograms(reference, current, columns:list[str], categorical:list[str]=(), 
     rels = {'reference': _rel(reference, duckdb.connect()), 'current': _rel(current, duckdb.connect())}
     out = []
     for c in columns:
-        q = _q(c)
+        col = q(c)
         if c in categorical:
-            tops = [r[0] for r in rels['reference'].query('t', f"SELECT CAST({q} AS VARCHAR) FROM t WHERE {q} IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {top}").fetchall()]
-            case = f"CASE WHEN {q} IS NULL THEN '(null)' WHEN CAST({q} AS VARCHAR) IN ({', '.join(map(_lit, tops)) or 'NULL'}) THEN CAST({q} AS VARCHAR) ELSE '(other)' END"
+            tops = [r[0] for r in rels['reference'].query('t', f"SELECT CAST({col} AS VARCHAR) FROM t WHERE {col} IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {top}").fetchall()]
+            case = f"CASE WHEN {col} IS NULL THEN '(null)' WHEN CAST({col} AS VARCHAR) IN ({', '.join(map(_lit, tops)) or 'NULL'}) THEN CAST({col} AS VARCHAR) ELSE '(other)' END"
             df = pd.concat([r.query('t', f"SELECT {case} AS bin, count(*) AS n FROM t GROUP BY 1").df().assign(dataset=name) for name, r in rels.items()])
             df['lo'] = df.bin.map({b: i for i, b in enumerate(tops)}).fillna(len(tops)).astype(float)
         else:
-            ranges = [r.query('t', f"SELECT min({q}::DOUBLE), max({q}::DOUBLE) FROM t WHERE {q} IS NOT NULL AND isfinite({q}::DOUBLE)").fetchall()[0] for r in rels.values()]
+            ranges = [r.query('t', f"SELECT min({col}::DOUBLE), max({col}::DOUBLE) FROM t WHERE {col} IS NOT NULL AND isfinite({col}::DOUBLE)").fetchall()[0] for r in rels.values()]
             los, his = [x[0] for x in ranges if x[0] is not None], [x[1] for x in ranges if x[1] is not None]
             if not los: continue
-            integer = all(str(r.select(q).types[0]).upper() in ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT') for r in rels.values())
+            integer = all(str(r.select(col).types[0]).upper() in ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT') for r in rels.values())
             start, width = nice_bins(min(los), max(his) + (1 if integer else 0), bins, integer)
             nb = int((max(his) - start) // width) + 1
             df = pd.concat([_numeric_bins(r, c, start, width, nb, integer).assign(dataset=name) for name, r in rels.items()])
@@ -79,9 +78,9 @@ def prediction_quantiles(current, prediction:str='prediction', ts:str='ts', wind
     "Per window: count, mean and the 5/25/50/75/95% quantiles of the predictions."
     con = duckdb.connect()
     rel = _rel(current, con)
-    df = rel.query('p', f"""SELECT time_bucket({interval(window)}, {_q(ts)}::TIMESTAMPTZ) AS "window", count(*) AS n, avg({_q(prediction)}) AS mean,
-                                  quantile_cont({_q(prediction)}, [0.05, 0.25, 0.5, 0.75, 0.95]) AS q
-                           FROM p WHERE {_q(prediction)} IS NOT NULL GROUP BY 1 ORDER BY 1""").df()
+    df = rel.query('p', f"""SELECT time_bucket({interval(window)}, {q(ts)}::TIMESTAMPTZ) AS "window", count(*) AS n, avg({q(prediction)}) AS mean,
+                                  quantile_cont({q(prediction)}, [0.05, 0.25, 0.5, 0.75, 0.95]) AS q
+                           FROM p WHERE {q(prediction)} IS NOT NULL GROUP BY 1 ORDER BY 1""").df()
     qs = np.array(df.pop('q').tolist(), dtype=float).reshape(len(df), 5)
     for i, k in enumerate((5, 25, 50, 75, 95)): df[f'p{k}'] = qs[:, i]
     return df
@@ -101,6 +100,7 @@ def parse_metrics(text:str)->dict:
             elif s.name == ':tensorflow:serving:request_latency_sum': lat_sum += s.value
     return {'requests': req, 'buckets': dict(sorted(buckets.items())), 'latency_sum_us': lat_sum}
 
+# %% ../../nbs/54_monitor.dashboard.ipynb #0439f77e
 def scrape(url:str, store:MonitorStore, timeout:float=5.0)->dict:
     "Read the Prometheus endpoint at `url` and keep the reading in the store."
     import json
@@ -110,6 +110,7 @@ def scrape(url:str, store:MonitorStore, timeout:float=5.0)->dict:
         con.execute("INSERT INTO server_metrics VALUES (?, ?, ?)", [url, dt.datetime.now(dt.timezone.utc), json.dumps({**m, 'buckets': {str(k): v for k, v in m['buckets'].items()}})])
     return m
 
+# %% ../../nbs/54_monitor.dashboard.ipynb #48a84be4
 def _quantile(buckets:dict, q:float)->float:
     "`histogram_quantile`: linear interpolation inside the bucket that holds the q-th observation."
     items = sorted(buckets.items())
@@ -123,6 +124,7 @@ def _quantile(buckets:dict, q:float)->float:
         prev_le, prev_n = le, n
     return prev_le
 
+# %% ../../nbs/54_monitor.dashboard.ipynb #f05a6e3a
 def server_series(store:MonitorStore, url:str|None=None)->pd.DataFrame:
     "Per interval between consecutive scrapes: requests/s, error share, p50/p99 latency (ms)."
     import json
@@ -331,7 +333,7 @@ def monitor(store:MonitorStore, model:str, reference, features:list[str], catego
     ref_cols = _rel(reference, duckdb.connect()).columns
     cols = [c for c in [*features, 'prediction'] if c in cur.columns and c in ref_cols]
     win = {'1h': 'hour', '1d': 'day', '1w': 'week'}.get(window) or interval(window).removeprefix('INTERVAL ')   # '30s' -> '30 second'
-    cur_df = cur.select(', '.join(_q(c) for c in [*cols, 'ts'])).df()
+    cur_df = cur.select(', '.join(q(c) for c in [*cols, 'ts'])).df()
     drift = data_drift(reference, cur_df, columns=cols, categorical=categorical, timestamp='ts', window=win, **drift_args)
     cats = [c for c in cols if c in set(drift.columns.loc[drift.columns.type == 'categorical', 'column'])]
     hist = histograms(reference, cur_df, cols, cats)

@@ -8,7 +8,7 @@ import datetime as dt, json, os, re, time, uuid
 from pathlib import Path
 import duckdb, numpy as np, pandas as pd, pyarrow as pa
 from fastcore.basics import patch
-from ..workspace import Corrupted, InvalidInput, NotFound, Workspace, connect_duckdb, get_logger, import_tensorflow
+from ..workspace import connect_duckdb, Corrupted, get_logger, import_tensorflow, InvalidInput, NotFound, q, Workspace
 
 # %% auto #0
 __all__ = ['MonitorStore', 'read_tfrecords', 'to_ndarray']
@@ -20,7 +20,6 @@ def _check_model(model:str)->str:
     if not isinstance(model, str) or not _NAME.match(model): raise InvalidInput(f"model name {model!r} must be 1-64 letters, digits, '_', '.' or '-'")
     return model
 
-def _q(name:str)->str: return '"' + name.replace('"', '""') + '"'
 
 class MonitorStore:
     "Prediction logs and labels per model, in a DuckDB file in the workspace."
@@ -60,7 +59,43 @@ def _arrow(col)->pa.Array:
     if a.dtype == object and len(a) and isinstance(a[0], bytes): a = np.array([x.decode('utf-8', 'replace') for x in a], dtype=object)
     return pa.array(a)
 
+# %% ../../nbs/50_monitor.logs.ipynb #c04936ad
+def _kind(duck_type:str)->str:
+    t = duck_type.upper()
+    return 'int' if t in ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'HUGEINT', 'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT', 'BOOLEAN') else \
+           'float' if t in ('FLOAT', 'DOUBLE') or t.startswith('DECIMAL') else t
 
+# %% ../../nbs/50_monitor.logs.ipynb #6fa05fae
+def _insert(store:MonitorStore, model:str, t:pa.Table)->int:
+    "Append `t` to the model's table, creating it or adding columns as needed; skip known request ids."
+    name = q(f'pred__{model}')
+    with store.connect() as con:
+        con.register('_new', t)
+        con.execute("BEGIN")
+        try:
+            nulls = [f.name for f in t.schema if pa.types.is_null(f.type)]
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * REPLACE ({', '.join(f'NULL::VARCHAR AS {q(c)}' for c in nulls)}) FROM _new LIMIT 0" if nulls
+                        else f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _new LIMIT 0")
+            have = {r[0]: r[1] for r in con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?", [f'pred__{model}']).fetchall()}
+            for f in t.schema:
+                new = 'VARCHAR' if pa.types.is_null(f.type) else con.execute(f"SELECT typeof({q(f.name)}) FROM _new LIMIT 1").fetchall()[0][0]
+                if f.name not in have: con.execute(f"ALTER TABLE {name} ADD COLUMN {q(f.name)} {new}")
+                elif have[f.name] == '"NULL"' or have[f.name] == 'NULL': con.execute(f"ALTER TABLE {name} ALTER {q(f.name)} TYPE {new}")
+                elif have[f.name] != new and new != 'NULL':
+                    kinds = [_kind(x) for x in (have[f.name], new)]
+                    if kinds == ['int', 'float'] or kinds == ['int', 'int']: con.execute(f"ALTER TABLE {name} ALTER {q(f.name)} TYPE {'DOUBLE' if 'float' in kinds else 'BIGINT'}")
+                    elif not (kinds == ['float', 'int'] or kinds == ['float', 'float']):
+                        raise InvalidInput(f"column {f.name!r} of model {model!r} holds {have[f.name]}; these rows give it {new}")
+            before = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
+            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _new WHERE request_id NOT IN (SELECT request_id FROM {name})")
+            added = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0] - before
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK"); raise
+        finally: con.unregister('_new')
+    return added
+
+# %% ../../nbs/50_monitor.logs.ipynb #98e9926f
 @patch
 def log(self:MonitorStore,
         model:str,
@@ -93,40 +128,6 @@ def log(self:MonitorStore,
                   **{c: _arrow(df[c].to_numpy()) for c in df.columns}, **{k: _arrow(v) for k, v in outs.items()}})
     return _insert(self, model, t)
 
-def _kind(duck_type:str)->str:
-    t = duck_type.upper()
-    return 'int' if t in ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'HUGEINT', 'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT', 'BOOLEAN') else \
-           'float' if t in ('FLOAT', 'DOUBLE') or t.startswith('DECIMAL') else t
-
-def _insert(store:MonitorStore, model:str, t:pa.Table)->int:
-    "Append `t` to the model's table, creating it or adding columns as needed; skip known request ids."
-    name = _q(f'pred__{model}')
-    with store.connect() as con:
-        con.register('_new', t)
-        con.execute("BEGIN")
-        try:
-            nulls = [f.name for f in t.schema if pa.types.is_null(f.type)]
-            con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * REPLACE ({', '.join(f'NULL::VARCHAR AS {_q(c)}' for c in nulls)}) FROM _new LIMIT 0" if nulls
-                        else f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _new LIMIT 0")
-            have = {r[0]: r[1] for r in con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?", [f'pred__{model}']).fetchall()}
-            for f in t.schema:
-                new = 'VARCHAR' if pa.types.is_null(f.type) else con.execute(f"SELECT typeof({_q(f.name)}) FROM _new LIMIT 1").fetchall()[0][0]
-                if f.name not in have: con.execute(f"ALTER TABLE {name} ADD COLUMN {_q(f.name)} {new}")
-                elif have[f.name] == '"NULL"' or have[f.name] == 'NULL': con.execute(f"ALTER TABLE {name} ALTER {_q(f.name)} TYPE {new}")
-                elif have[f.name] != new and new != 'NULL':
-                    kinds = [_kind(x) for x in (have[f.name], new)]
-                    if kinds == ['int', 'float'] or kinds == ['int', 'int']: con.execute(f"ALTER TABLE {name} ALTER {_q(f.name)} TYPE {'DOUBLE' if 'float' in kinds else 'BIGINT'}")
-                    elif not (kinds == ['float', 'int'] or kinds == ['float', 'float']):
-                        raise InvalidInput(f"column {f.name!r} of model {model!r} holds {have[f.name]}; these rows give it {new}")
-            before = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
-            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _new WHERE request_id NOT IN (SELECT request_id FROM {name})")
-            added = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0] - before
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK"); raise
-        finally: con.unregister('_new')
-    return added
-
 # %% ../../nbs/50_monitor.logs.ipynb #452aaa2d
 def _decode(a:np.ndarray)->np.ndarray:
     return np.array([x.decode('utf-8', 'replace') for x in a.ravel()], dtype=object).reshape(a.shape) if a.dtype == object else a
@@ -152,11 +153,13 @@ def read_tfrecords(path:str|Path, offset:int=0,
             out.append(buf[pos + 12:end - 4]); pos = end
     return out, offset + pos
 
+# %% ../../nbs/50_monitor.logs.ipynb #32c9f7ae
 def to_ndarray(tp)->np.ndarray:
     "A `TensorProto` as numpy, as TensorFlow reads it (`serve.codec.to_ndarray`), with strings decoded to text."
     from mlinfra_nb.serve.codec import to_ndarray as read
     return _decode(read(tp))
 
+# %% ../../nbs/50_monitor.logs.ipynb #96d5612d
 def _log_records(store:MonitorStore, f:Path, raw:list[bytes], first:int, added:dict)->tuple[int, list[str]]:
     "Log the predictions in `raw` (records `first`... of file `f`), adding rows per model to `added`: the rows added, and what was skipped and why."
     from tensorflow_serving.apis import prediction_log_pb2
@@ -193,6 +196,7 @@ def _log_records(store:MonitorStore, f:Path, raw:list[bytes], first:int, added:d
         added[model] = added.get(model, 0) + k; rows += k
     return rows, skipped
 
+# %% ../../nbs/50_monitor.logs.ipynb #3d8583be
 @patch
 def ingest(self:MonitorStore, path:str|Path,
            chunk_bytes:int=64 << 20,  # read and log a file this much at a time, saving the offset after each
@@ -232,12 +236,13 @@ def label(self:MonitorStore, model:str, request_ids, labels, ts=None)->int:
     keep = sorted(last.values()); ids, ys = [ids[i] for i in keep], ys[keep]
     t = pa.table({'request_id': ids, 'label': pa.array(ys, pa.float64(), mask=np.isnan(ys)), 'labelled_at': pa.array([ts or dt.datetime.now(dt.timezone.utc)] * len(ids), pa.timestamp('us', tz='UTC'))})
     with self.connect() as con:
-        con.execute(f"CREATE TABLE IF NOT EXISTS {_q('labels__' + model)} (request_id VARCHAR PRIMARY KEY, label DOUBLE, labelled_at TIMESTAMPTZ)")
+        con.execute(f"CREATE TABLE IF NOT EXISTS {q('labels__' + model)} (request_id VARCHAR PRIMARY KEY, label DOUBLE, labelled_at TIMESTAMPTZ)")
         con.register('_labels', t)
-        con.execute(f"INSERT OR REPLACE INTO {_q('labels__' + model)} SELECT * FROM _labels")
+        con.execute(f"INSERT OR REPLACE INTO {q('labels__' + model)} SELECT * FROM _labels")
         con.unregister('_labels')
     return len(ids)
 
+# %% ../../nbs/50_monitor.logs.ipynb #87806193
 @patch
 def table(self:MonitorStore, model:str, since=None, until=None, con:duckdb.DuckDBPyConnection|None=None,
           exclude:str|None=None,   # leave out requests whose id starts with this (e.g. a deploy step's own check requests)
@@ -248,14 +253,15 @@ def table(self:MonitorStore, model:str, since=None, until=None, con:duckdb.DuckD
     if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [f'pred__{model}']).fetchall():
         raise NotFound(f"no predictions logged for model {model!r}")
     has_labels = con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [f'labels__{model}']).fetchall()
-    lab = f"LEFT JOIN {_q('labels__' + model)} l USING (request_id)" if has_labels else "LEFT JOIN (SELECT NULL::VARCHAR AS request_id, NULL::DOUBLE AS label, NULL::TIMESTAMPTZ AS labelled_at) l USING (request_id)"
+    lab = f"LEFT JOIN {q('labels__' + model)} l USING (request_id)" if has_labels else "LEFT JOIN (SELECT NULL::VARCHAR AS request_id, NULL::DOUBLE AS label, NULL::TIMESTAMPTZ AS labelled_at) l USING (request_id)"
     where = ' AND '.join([*(["p.ts >= CAST($since AS TIMESTAMPTZ)"] if since is not None else []), *(["p.ts < CAST($until AS TIMESTAMPTZ)"] if until is not None else []),
                           *(["(p.request_id IS NULL OR NOT starts_with(p.request_id, $exclude))"] if exclude else [])]) or 'true'
     utc = lambda v: (pd.Timestamp(v).tz_localize('UTC') if pd.Timestamp(v).tzinfo is None else pd.Timestamp(v).tz_convert('UTC')).isoformat()
     params = {k: utc(v) for k, v in (('since', since), ('until', until)) if v is not None}   # naive times are UTC, as when logged
     if exclude: params['exclude'] = str(exclude)
-    return con.sql(f"SELECT p.*, l.label, l.labelled_at FROM {_q('pred__' + model)} p {lab} WHERE {where}", params=params)
+    return con.sql(f"SELECT p.*, l.label, l.labelled_at FROM {q('pred__' + model)} p {lab} WHERE {where}", params=params)
 
+# %% ../../nbs/50_monitor.logs.ipynb #a5165b2a
 @patch
 def save_to_lake(self:MonitorStore, model:str, repo, branch:str='main', path:str|None=None)->str:
     "Write the model's predictions with labels as a Parquet table in the lake, in one commit; return its id."

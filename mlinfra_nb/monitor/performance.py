@@ -6,7 +6,7 @@
 from __future__ import annotations
 import re
 import duckdb, numpy as np, pandas as pd, scipy.stats
-from ..workspace import InvalidInput
+from ..workspace import InvalidInput, q
 
 # %% auto #0
 __all__ = ['interval', 'performance', 'wilson', 'auc_interval', 'metric_intervals', 'auc_gap']
@@ -23,14 +23,48 @@ def interval(window:str)->str:
     if n < 1: raise InvalidInput(f"window {window!r} must be at least one unit long")
     return f"INTERVAL {n} {_UNIT[m[2][0]]}"
 
+# %% ../../nbs/52_monitor.performance.ipynb #1f845b74
 def _relation(data, con=None)->duckdb.DuckDBPyRelation:
     if isinstance(data, duckdb.DuckDBPyRelation): return data
     con = con or duckdb.connect()
     if isinstance(data, pd.DataFrame): return con.from_df(data)
     raise InvalidInput("data must be a DuckDB relation (e.g. MonitorStore.table(model)) or a DataFrame")
 
-def _q(n:str)->str: return '"' + n.replace('"', '""') + '"'
+# %% ../../nbs/52_monitor.performance.ipynb #bb5f3a4c
+def _binary_sql(base:str, threshold:float)->str:
+    "Predictions, labels, accuracy, AUC, precision and recall per window of `base`."
+    return f"""
+    WITH d AS ({base}),
+         l AS (SELECT *, rank() OVER (PARTITION BY win ORDER BY p) + (count(*) OVER (PARTITION BY win, p) - 1) / 2.0 AS r
+               FROM d WHERE y IS NOT NULL AND NOT isnan(y) AND p IS NOT NULL AND NOT isnan(p)),
+         a AS (SELECT win, count(*) AS labelled, sum((y >= 0.5)::INT) AS positives,
+                      avg(((p >= {threshold}) = (y >= 0.5))::INT) AS accuracy,
+                      sum(((p >= {threshold}) AND y >= 0.5)::INT) AS tp, sum(((p >= {threshold}) AND y < 0.5)::INT) AS fp,
+                      sum(((p < {threshold}) AND y >= 0.5)::INT) AS fn,
+                      sum(CASE WHEN y >= 0.5 THEN r END) AS rank_sum, sum((y >= 0.5)::INT) AS n1, sum((y < 0.5)::INT) AS n0
+               FROM l GROUP BY win),
+         n AS (SELECT win, count(*) AS predictions, avg(p) AS mean_prediction FROM d GROUP BY win)
+    SELECT n.win AS "window", n.predictions, coalesce(a.labelled, 0) AS labelled, a.positives, a.tp + a.fp AS predicted_positives,
+           n.mean_prediction, a.positives / a.labelled AS positive_rate,
+           a.accuracy,
+           CASE WHEN a.n1 > 0 AND a.n0 > 0 THEN (a.rank_sum - a.n1 * (a.n1 + 1) / 2.0) / (a.n1 * a.n0) END AS auc,
+           CASE WHEN a.tp + a.fp > 0 THEN a.tp / (a.tp + a.fp) END AS precision,
+           CASE WHEN a.tp + a.fn > 0 THEN a.tp / (a.tp + a.fn) END AS recall,
+           CASE WHEN coalesce(a.labelled, 0) = 0 THEN 'no labels yet' WHEN a.n1 = 0 OR a.n0 = 0 THEN 'one class only' END AS auc_note
+    FROM n LEFT JOIN a ON n.win IS NOT DISTINCT FROM a.win ORDER BY n.win"""
 
+# %% ../../nbs/52_monitor.performance.ipynb #6782cd49
+def _regression_sql(base:str)->str:
+    "Predictions, labels, MAE and RMSE per window of `base`."
+    return f"""
+    WITH d AS ({base}),
+         a AS (SELECT win, count(*) AS labelled, avg(abs(p - y)) AS mae, sqrt(avg((p - y) ^ 2)) AS rmse, avg(y) AS mean_label
+               FROM d WHERE y IS NOT NULL AND p IS NOT NULL GROUP BY win),
+         n AS (SELECT win, count(*) AS predictions, avg(p) AS mean_prediction FROM d GROUP BY win)
+    SELECT n.win AS "window", n.predictions, coalesce(a.labelled, 0) AS labelled, n.mean_prediction, a.mean_label, a.mae, a.rmse
+    FROM n LEFT JOIN a ON n.win IS NOT DISTINCT FROM a.win ORDER BY n.win"""
+
+# %% ../../nbs/52_monitor.performance.ipynb #c0727221
 def performance(data,                          # predictions with labels: a relation (MonitorStore.table) or a DataFrame
                 task:str='binary',             # 'binary' or 'regression'
                 window:str|None='1d',          # per window of `ts`, or None for one row over everything
@@ -43,39 +77,12 @@ def performance(data,                          # predictions with labels: a rela
     cols = rel.columns
     need = [prediction, label] + ([ts] if window else [])
     if (missing := [c for c in need if c not in cols]): raise InvalidInput(f"column(s) {missing} are not in the data (columns: {', '.join(cols)})")
-    w = f"time_bucket({interval(window)}, {_q(ts)}::TIMESTAMPTZ)" if window else "NULL::TIMESTAMPTZ"
+    w = f"time_bucket({interval(window)}, {q(ts)}::TIMESTAMPTZ)" if window else "NULL::TIMESTAMPTZ"
     if task == 'binary':
-        bad = rel.query('rel', f"SELECT count(*) FROM rel WHERE {_q(label)} IS NOT NULL AND NOT isnan({_q(label)}::DOUBLE) AND {_q(label)}::DOUBLE NOT IN (0, 1)").fetchall()[0][0]
+        bad = rel.query('rel', f"SELECT count(*) FROM rel WHERE {q(label)} IS NOT NULL AND NOT isnan({q(label)}::DOUBLE) AND {q(label)}::DOUBLE NOT IN (0, 1)").fetchall()[0][0]
         if bad: raise InvalidInput(f"{bad:,} labels are neither 0 nor 1; a binary task needs 0/1 (or boolean) labels")
-    base = f"SELECT {w} AS win, {_q(prediction)}::DOUBLE AS p, {_q(label)}::DOUBLE AS y FROM rel"
-    if task == 'binary':
-        sql = f"""
-        WITH d AS ({base}),
-             l AS (SELECT *, rank() OVER (PARTITION BY win ORDER BY p) + (count(*) OVER (PARTITION BY win, p) - 1) / 2.0 AS r
-                   FROM d WHERE y IS NOT NULL AND NOT isnan(y) AND p IS NOT NULL AND NOT isnan(p)),
-             a AS (SELECT win, count(*) AS labelled, sum((y >= 0.5)::INT) AS positives,
-                          avg(((p >= {threshold}) = (y >= 0.5))::INT) AS accuracy,
-                          sum(((p >= {threshold}) AND y >= 0.5)::INT) AS tp, sum(((p >= {threshold}) AND y < 0.5)::INT) AS fp,
-                          sum(((p < {threshold}) AND y >= 0.5)::INT) AS fn,
-                          sum(CASE WHEN y >= 0.5 THEN r END) AS rank_sum, sum((y >= 0.5)::INT) AS n1, sum((y < 0.5)::INT) AS n0
-                   FROM l GROUP BY win),
-             n AS (SELECT win, count(*) AS predictions, avg(p) AS mean_prediction FROM d GROUP BY win)
-        SELECT n.win AS "window", n.predictions, coalesce(a.labelled, 0) AS labelled, a.positives, a.tp + a.fp AS predicted_positives,
-               n.mean_prediction, a.positives / a.labelled AS positive_rate,
-               a.accuracy,
-               CASE WHEN a.n1 > 0 AND a.n0 > 0 THEN (a.rank_sum - a.n1 * (a.n1 + 1) / 2.0) / (a.n1 * a.n0) END AS auc,
-               CASE WHEN a.tp + a.fp > 0 THEN a.tp / (a.tp + a.fp) END AS precision,
-               CASE WHEN a.tp + a.fn > 0 THEN a.tp / (a.tp + a.fn) END AS recall,
-               CASE WHEN coalesce(a.labelled, 0) = 0 THEN 'no labels yet' WHEN a.n1 = 0 OR a.n0 = 0 THEN 'one class only' END AS auc_note
-        FROM n LEFT JOIN a ON n.win IS NOT DISTINCT FROM a.win ORDER BY n.win"""
-    else:
-        sql = f"""
-        WITH d AS ({base}),
-             a AS (SELECT win, count(*) AS labelled, avg(abs(p - y)) AS mae, sqrt(avg((p - y) ^ 2)) AS rmse, avg(y) AS mean_label
-                   FROM d WHERE y IS NOT NULL AND p IS NOT NULL GROUP BY win),
-             n AS (SELECT win, count(*) AS predictions, avg(p) AS mean_prediction FROM d GROUP BY win)
-        SELECT n.win AS "window", n.predictions, coalesce(a.labelled, 0) AS labelled, n.mean_prediction, a.mean_label, a.mae, a.rmse
-        FROM n LEFT JOIN a ON n.win IS NOT DISTINCT FROM a.win ORDER BY n.win"""
+    base = f"SELECT {w} AS win, {q(prediction)}::DOUBLE AS p, {q(label)}::DOUBLE AS y FROM rel"
+    sql = _binary_sql(base, threshold) if task == 'binary' else _regression_sql(base)
     out = rel.query('rel', sql).df()   # on the relation's own connection: the log is never copied out
     if not window: out = out.drop(columns='window')
     return out

@@ -63,6 +63,7 @@ def default_model_dirs(cfg:msc.ModelServerConfig)->dict[str, str]:
     "Each local base path in `cfg`, mounted at `/models/<name>`."
     return {str(_host(c.base_path)): f'/models/{c.name}' for c in cfg.model_config_list.config if not _is_remote(c.base_path)}
 
+# %% ../../nbs/45_serve.manifests.ipynb #cacadffc
 def _mounts(model_dirs:dict)->dict[Path, PurePosixPath]:
     "Host dir -> container dir, checked: absolute, distinct, not overlapping each other or the config dir."
     out = {}
@@ -77,6 +78,7 @@ def _mounts(model_dirs:dict)->dict[Path, PurePosixPath]:
         out[hp] = cp
     return out
 
+# %% ../../nbs/45_serve.manifests.ipynb #b2e16709
 def _to_container(path:str, mounts:dict[Path, PurePosixPath], what:str)->str:
     if _is_remote(path): return path
     p = _host(path)
@@ -86,6 +88,7 @@ def _to_container(path:str, mounts:dict[Path, PurePosixPath], what:str)->str:
     h = max(under, key=lambda h: len(h.parts))
     return str(mounts[h]/p.relative_to(h).as_posix())
 
+# %% ../../nbs/45_serve.manifests.ipynb #23884ac2
 def container_config(cfg:msc.ModelServerConfig, # `models.config` as written on the host
                      model_dirs:dict,            # host dir -> container dir
                     )->msc.ModelServerConfig:    # the same config naming container paths
@@ -261,14 +264,8 @@ def write_compose(path:str|Path, dep:ServingDeployment, config_dir:str|Path, hos
 _SERVICE_TYPES = ('ClusterIP', 'NodePort', 'LoadBalancer')
 _DNS_SUBDOMAIN = re.compile(r'[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?')
 
-def kubernetes(dep:ServingDeployment,       # the deployment
-               claims:dict|None=None,       # container dir -> PersistentVolumeClaim holding it (others: hostPath)
-               ready_model:str|None=None,   # the model the readiness probe asks for (default: the first)
-               replicas:int=1,              # pods
-               service_type:str='ClusterIP', # 'ClusterIP', 'NodePort' or 'LoadBalancer'
-               resources:dict|None=None,    # the container's `requests`/`limits` (GPUs are added)
-              )->list[dict]:                # ConfigMap, Deployment, Service
-    "Kubernetes objects serving `dep`."
+def _kubernetes_args(dep:ServingDeployment, claims:dict|None, ready_model:str|None, replicas:int, service_type:str, resources:dict|None)->tuple[dict, str, dict]:
+    "The arguments of `kubernetes`, checked: the claims, the readiness model, and the resources (with the deployment's GPUs)."
     claims = dict(claims or {})
     targets = {m.container for m in dep.mounts}
     if unknown := sorted(set(claims) - targets): raise InvalidInput(f"claims for {unknown}, which are not mounted (mounted: {sorted(targets)})")
@@ -281,9 +278,11 @@ def kubernetes(dep:ServingDeployment,       # the deployment
     resources = copy.deepcopy(resources or {})
     if not isinstance(resources, dict) or set(resources) - {'requests', 'limits'}: raise InvalidInput(f"resources may only hold 'requests' and 'limits', not {resources!r}")
     if dep.gpus: resources.setdefault('limits', {})['nvidia.com/gpu'] = dep.gpus
+    return claims, ready_model, resources
 
-    labels = {'app.kubernetes.io/name': dep.name, 'app.kubernetes.io/component': 'model-server'}
-    status = {'httpGet': {'path': f'/v1/models/{ready_model}', 'port': dep.rest_port}}
+# %% ../../nbs/45_serve.manifests.ipynb #ff754f12
+def _volumes(dep:ServingDeployment, claims:dict)->tuple[list[dict], list[dict]]:
+    "The pod's volumes and the container's volume mounts."
     volumes = [{'name': 'config', 'configMap': {'name': f'{dep.name}-config'}}]
     mounts = [{'name': 'config', 'mountPath': CONFIG_DIR, 'readOnly': True}]
     for i, m in enumerate(dep.mounts):
@@ -291,6 +290,12 @@ def kubernetes(dep:ServingDeployment,       # the deployment
                else {'hostPath': {'path': m.host, 'type': 'Directory'}})
         volumes.append({'name': f'models-{i}', **src})
         mounts.append({'name': f'models-{i}', 'mountPath': m.container, 'readOnly': not m.writable})
+    return volumes, mounts
+
+# %% ../../nbs/45_serve.manifests.ipynb #6668904b
+def _container(dep:ServingDeployment, ready_model:str, mounts:list[dict], resources:dict)->dict:
+    "The TF Serving container of the pod."
+    status = {'httpGet': {'path': f'/v1/models/{ready_model}', 'port': dep.rest_port}}
     container = {'name': 'tf-serving', 'image': dep.image, 'command': [SERVER_BINARY], 'args': server_args(dep),
                  'ports': [{'name': 'grpc', 'containerPort': dep.grpc_port}, {'name': 'http', 'containerPort': dep.rest_port}],
                  'startupProbe': {**status, 'periodSeconds': 5, 'failureThreshold': 60},
@@ -298,6 +303,21 @@ def kubernetes(dep:ServingDeployment,       # the deployment
                  'livenessProbe': {'tcpSocket': {'port': dep.grpc_port}, 'periodSeconds': 10, 'failureThreshold': 3},
                  'volumeMounts': mounts, 'securityContext': {'allowPrivilegeEscalation': False}}
     if resources: container['resources'] = resources
+    return container
+
+# %% ../../nbs/45_serve.manifests.ipynb #c8066960
+def kubernetes(dep:ServingDeployment,       # the deployment
+               claims:dict|None=None,       # container dir -> PersistentVolumeClaim holding it (others: hostPath)
+               ready_model:str|None=None,   # the model the readiness probe asks for (default: the first)
+               replicas:int=1,              # pods
+               service_type:str='ClusterIP', # 'ClusterIP', 'NodePort' or 'LoadBalancer'
+               resources:dict|None=None,    # the container's `requests`/`limits` (GPUs are added)
+              )->list[dict]:                # ConfigMap, Deployment, Service
+    "Kubernetes objects serving `dep`."
+    claims, ready_model, resources = _kubernetes_args(dep, claims, ready_model, replicas, service_type, resources)
+    labels = {'app.kubernetes.io/name': dep.name, 'app.kubernetes.io/component': 'model-server'}
+    volumes, mounts = _volumes(dep, claims)
+    container = _container(dep, ready_model, mounts, resources)
     pod_meta = {'labels': labels}
     if dep.metrics_path: pod_meta['annotations'] = {'prometheus.io/scrape': 'true', 'prometheus.io/port': str(dep.rest_port),
                                                     'prometheus.io/path': dep.metrics_path}
