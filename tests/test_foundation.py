@@ -79,13 +79,15 @@ def test_runs_write_into_workspace(mlinfra, clean_env, tmp_path):
     r = run([mlinfra, 'run', '--steps', 'ingest', '-p', 'rows', '500'], clean_env, tmp_path)
     assert r.returncode == 0, r.stderr
     home = Path(clean_env['MLINFRA_HOME'])
-    assert (home/'pipeline'/'runs.duckdb').is_file() and len(list((home/'pipeline').glob('*/00_ingest.ipynb'))) == 1
+    assert (home/'lake'/'catalog.duckdb').is_file() and len(list((home/'pipeline').glob('*/00_ingest.ipynb'))) == 1   # records live in the lake
+    runs = run([mlinfra, 'runs'], clean_env, tmp_path)
+    assert runs.returncode == 0 and runs.stdout.split()[1] == 'succeeded', runs.stdout + runs.stderr
 
 def test_runs_default_to_dot_mlinfra(mlinfra, clean_env, tmp_path):
     env = {k: v for k, v in clean_env.items() if k != 'MLINFRA_HOME'}
     r = run([mlinfra, 'run', '--steps', 'ingest', '-p', 'rows', '100'], env, tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path/'.mlinfra'/'pipeline'/'runs.duckdb').is_file()
+    assert (tmp_path/'.mlinfra'/'lake'/'catalog.duckdb').is_file() and list((tmp_path/'.mlinfra'/'pipeline').glob('*/00_ingest.ipynb'))
 
 def test_readme_in_sync():
     r = subprocess.run([sys.executable, str(ROOT/'tools'/'readme.py'), '--check'], capture_output=True, text=True)
