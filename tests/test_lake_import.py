@@ -31,15 +31,16 @@ def test_second_process_stores_what_this_one_would(tmp_path, encrypted):
     key = generate_key() if encrypted else None
     one, files = imported(tmp_path, 'one', 1, key)
     two, _ = imported(tmp_path, 'two', 2, key)
+    three, _ = imported(tmp_path, 'three', 3, key)   # two packing processes, batches dealt in turn
     shape = lambda repo: [(o.path, o.address, o.size, o.md5, o.content_type, o.metadata) for o in repo.list('main')]
-    assert shape(one) == shape(two) and len(shape(two)) == len(files)
+    assert shape(one) == shape(two) == shape(three) and len(shape(two)) == len(files)
     assert {p: two.get('main', 'in/' + p) for p in files} == files
     assert {o.md5 for o in two.list('main')} == {hashlib.md5(d).hexdigest() for d in files.values()}
     if encrypted:   # no plain byte of any file on disk
         disk = b''.join(p.read_bytes() for p in (tmp_path/'two').rglob('*') if p.is_file() and 'catalog' not in p.name)
         assert b'row 5\n' not in disk and b'x' * 64 not in disk
 
-@pytest.mark.parametrize('processes', [1, 2])
+@pytest.mark.parametrize('processes', [1, 2, 3])
 def test_an_unreadable_file_stages_the_batches_before_it_only(tmp_path, processes):
     src = tmp_path/'src'; make_folder(src)
     (src/'part=2'/'a-broken').symlink_to(tmp_path/'nowhere')   # sorts into the third batch of 50
@@ -51,9 +52,11 @@ def test_a_packing_process_that_dies_is_an_error_and_gc_removes_what_it_left(tmp
     src = tmp_path/'src'; make_folder(src)
     lake = Lake(tmp_path/'lake'); repo = lake.create_repository('imports')
     start = Packer.__init__
-    def dies_at_once(self, *a, **kw): start(self, *a, **kw); os.kill(self.proc.pid, signal.SIGKILL)
+    def dies_at_once(self, *a, **kw):
+        start(self, *a, **kw)
+        for proc in self.procs: os.kill(proc.pid, signal.SIGKILL)
     monkeypatch.setattr(Packer, '__init__', dies_at_once)
-    with pytest.raises(MlinfraError, match=r'the packing process stopped \(exit code -9\)'): repo.import_directory('main', src, batch=50, processes=2)
+    with pytest.raises(MlinfraError, match=r'the packing process stopped \(exit code -9\)'): repo.import_directory('main', src, batch=50, processes=3)
     assert repo.uncommitted('main') == []
     lake.gc(grace=0)
     assert {f'packs/{p.name}' for p in (lake.root/'packs').iterdir()} <= referenced_files(lake)
@@ -62,7 +65,7 @@ def test_protected_branch_refuses_before_anything_is_packed(tmp_path):
     src = tmp_path/'src'; make_folder(src, 10)
     lake = Lake(tmp_path/'lake'); repo = lake.create_repository('imports')
     repo.protect('main')
-    with pytest.raises(MlinfraError, match='protected'): repo.import_directory('main', src, processes=2)
+    with pytest.raises(MlinfraError, match='protected'): repo.import_directory('main', src, processes=3)
     assert list((lake.root/'packs').iterdir()) == []
 
 KILLED = textwrap.dedent('''
@@ -70,7 +73,7 @@ KILLED = textwrap.dedent('''
     from mlinfra_nb.lake.core import Lake
     repo = Lake(sys.argv[1]).repository('imports')
     print('importing', flush=True)
-    repo.import_directory('main', sys.argv[2], batch=200, processes=2)
+    repo.import_directory('main', sys.argv[2], batch=200, processes=3)
 ''')
 
 def test_kill9_mid_import_keeps_committed_data(tmp_path):

@@ -813,7 +813,7 @@ def list(self:Repository,
     return [CommonPrefix(k) if is_dir else _info(tuple(ent.values()), sums[ent['address']]) for k, ent, is_dir in rows]
 
 # %% ../../nbs/11_lake.core.ipynb #e618d355
-PACK_AHEAD_FROM = 2_000   # files: an import at least this big packs them in a second process (on a machine with two cores or more)
+PACK_AHEAD_FROM = 2_000   # files: an import at least this big packs them in two other processes (on a machine with two cores or more)
 
 def _local_files(src:Path, prefix:str)->list[tuple[str, str]]:
     "(local path, repository path) of every file under the folder `src`, in order; every repository path checked."
@@ -835,17 +835,17 @@ def import_directory(self:Repository,
                      src:str|Path,              # a local folder
                      prefix:str='',             # where its files go in the repository, e.g. 'raw/2026-01/'
                      batch:int=25_000,          # files staged per transaction
-                     processes:int|None=None,   # 2: a second process packs the files; 1: this one; None: 2 for many files and cores
+                     processes:int|None=None,   # 1: this one alone; n: n - 1 others pack the files; None: 3 for many files and cores
                     )->int:                     # number of files staged
     "Stage every file under the local folder `src` on `branch`, at `prefix` + its relative path."
     files = _local_files(Path(src), prefix)
-    if processes is None: processes = 2 if len(files) >= PACK_AHEAD_FROM and (os.cpu_count() or 1) > 1 else 1
-    if processes not in (1, 2): raise InvalidInput(f"processes must be 1 or 2, got {processes!r}")
+    if processes is None: processes = 3 if len(files) >= PACK_AHEAD_FROM and (os.cpu_count() or 1) > 1 else 1
+    if not isinstance(processes, int) or not 1 <= processes <= 16: raise InvalidInput(f"processes must be a whole number from 1 to 16, got {processes!r}")
     self.head(branch)
     with self.store.connect() as con: self._check_writable(con, branch, 'write')   # before anything is packed
     parts = [files[i:i + batch] for i in range(0, len(files), batch)]
-    if processes == 2:
-        with Packer(self.store, [[f for f, _ in part] for part in parts]) as packer:
+    if processes > 1:
+        with Packer(self.store, [[f for f, _ in part] for part in parts], processes - 1) as packer:
             for part, p in zip(parts, packer):
                 self._put_stored(branch, [q for _, q in part], p.sizes, lambda con, p=p: self.store.add_packed(con, p))
         return len(files)

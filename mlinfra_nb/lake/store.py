@@ -418,24 +418,27 @@ class Packed(NamedTuple):
     addresses: list; sizes: list; stored: list; md5s: list; files: list; offsets: list
 
 class Packer:
-    "Packs batches of local files into `store` in a second process, one batch ahead of whoever iterates over it."
-    def __init__(self, store:LakeStore, batches:list[list[str]]):
-        self.n = len(batches)
-        self.proc = subprocess.Popen([sys.executable, '-P', packer.__file__, '--pack-worker'], env=packer.worker_env(),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    "Packs batches of local files into `store` in `processes` other processes (batches dealt in turn), ahead of whoever iterates over it."
+    def __init__(self, store:LakeStore, batches:list[list[str]], processes:int=1):
+        self.n, cmd = len(batches), [sys.executable, '-P', packer.__file__, '--pack-worker']
+        self.procs = [subprocess.Popen(cmd, env=packer.worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                      for _ in range(max(1, min(processes, len(batches))))]
         cfg = dict(root=str(store.root), key=store.sealer.key if store.sealer else None, mode=FILE_MODE, pack_below=PACK_BELOW)
-        with self.proc.stdin as w: pickle.dump(cfg, w); pickle.dump(batches, w)   # it reads all of it before it writes a result
+        for k, proc in enumerate(self.procs):   # each reads all it is given before it writes a result
+            with proc.stdin as w: pickle.dump(cfg, w); pickle.dump(batches[k::len(self.procs)], w)
 
     def __iter__(self)->Iterator[Packed]:
-        for _ in range(self.n):
-            try: got = pickle.load(self.proc.stdout)
-            except EOFError: raise MlinfraError(f"the packing process stopped (exit code {self.proc.wait()})") from None
+        for i in range(self.n):
+            proc = self.procs[i % len(self.procs)]
+            try: got = pickle.load(proc.stdout)
+            except EOFError: raise MlinfraError(f"the packing process stopped (exit code {proc.wait()})") from None
             if got[0] == 'error': raise InvalidInput(got[1])
             yield Packed(*got)
 
     def close(self):
-        if self.proc.poll() is None: self.proc.kill()
-        self.proc.wait(); self.proc.stdout.close()
+        for proc in self.procs:
+            if proc.poll() is None: proc.kill()
+            proc.wait(); proc.stdout.close()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
