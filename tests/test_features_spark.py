@@ -115,20 +115,21 @@ def test_engine_chosen_by_settings(spark, tmp_path):
 
 @pytest.mark.parametrize('spark', ['cluster'], indirect=True)
 def test_a_lost_worker_mid_job(spark, spark_cluster, tmp_path):
-    "A worker (and its executor) killed while a job writes a lake table: Spark reruns its tasks on the other worker and the table
-    is committed once, complete. (Last in the file: the cluster has one worker afterwards.)"
+    """A worker (and its executor) killed while a job writes a lake table: Spark reruns its tasks on the other worker and the
+    table is committed once, complete. (Last in the file: the cluster has one worker afterwards.)"""
     import threading, time, os
     from mlinfra_nb.features.spark import write_table
     lake = Lake(tmp_path/'lake'); repo = lake.create_repository('world')
     before = repo.head('main').id
-    slow = spark.range(0, 400, numPartitions=8).selectExpr('id', "reflect('java.lang.Thread', 'sleep', CAST(25 AS BIGINT)) AS z")
+    slow = spark.range(0, 400, numPartitions=8).selectExpr('id', "reflect('java.lang.Thread', 'sleep', CAST(40 AS BIGINT)) AS slept")
     done = {}
-    job = threading.Thread(target=lambda: done.update(cid=write_table(slow.select('id'), repo, 'main', 'tables/ids', 'ids')))
+    job = threading.Thread(target=lambda: done.update(cid=write_table(slow, repo, 'main', 'tables/ids', 'ids')))
     job.start()
     t0 = time.time()
     while not spark.sparkContext.statusTracker().getActiveStageIds() and time.time() - t0 < 60: time.sleep(0.2)
     time.sleep(1.5)
     worker = spark_cluster.procs[2]                      # [master, worker 0, worker 1]
+    assert job.is_alive()                                # the job is still running when its worker goes
     os.killpg(worker.pid, 9); worker.wait(30)
     job.join(240)
     assert not job.is_alive() and 'cid' in done
