@@ -43,3 +43,6 @@ def served(tmp_path_factory):
     key = create_credentials(lake, 'tests')
     with LakeServer(lake) as srv: yield srv, key
     lake.store.close()
+
+# the Spark engine's tests: a session on local[2] and on a 2-worker standalone cluster (tests/spark_cluster.py)
+from spark_cluster import spark, spark_cluster  # noqa: E402,F401

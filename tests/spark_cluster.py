@@ -18,7 +18,8 @@ def free_port()->int:
 def spark_env(tmp:Path)->dict:
     import pyspark
     return {**os.environ, 'SPARK_HOME': str(Path(pyspark.__file__).parent), 'SPARK_LOCAL_IP': '127.0.0.1', 'SPARK_LOG_DIR': str(tmp/'logs'),
-            'SPARK_WORKER_DIR': str(tmp/'work'), 'SPARK_NO_DAEMONIZE': '1', 'PYSPARK_PYTHON': sys.executable}
+            'SPARK_WORKER_DIR': str(tmp/'work'), 'SPARK_NO_DAEMONIZE': '1', 'PYSPARK_PYTHON': sys.executable,
+            'SPARK_MASTER_OPTS': '-Dspark.worker.timeout=10'}   # a lost worker is dropped after 10 s, not 60
 
 class StandaloneCluster:
     "A Spark standalone master and `workers` workers on 127.0.0.1 (each `cores` cores, `memory` of executor memory)."
@@ -41,19 +42,27 @@ class StandaloneCluster:
         port, self.ui_port = free_port(), free_port()
         self.url = f'spark://127.0.0.1:{port}'
         self._start('master.Master', '--host', '127.0.0.1', '--port', str(port), '--webui-port', str(self.ui_port), name='master')
-        for i in range(self.n):
-            self._start('worker.Worker', '--host', '127.0.0.1', '--port', str(free_port()), '--webui-port', str(free_port()),
-                        '--cores', str(self.cores), '--memory', self.memory, '--work-dir', str(self.tmp/f'work{i}'), self.url, name=f'worker{i}')
+        for i in range(self.n): self.add_worker(i)
+        self.wait_for(self.n, timeout)
+        return self
+
+    def add_worker(self, i:int)->subprocess.Popen:
+        "Start worker `i` (a new one after a lost one takes its place)."
+        return self._start('worker.Worker', '--host', '127.0.0.1', '--port', str(free_port()), '--webui-port', str(free_port()),
+                           '--cores', str(self.cores), '--memory', self.memory, '--work-dir', str(self.tmp/f'work{i}'), self.url, name=f'worker{i}')
+
+    def wait_for(self, workers:int, timeout:float=180):
+        "Wait until `workers` workers are registered with the master."
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if any(p.poll() is not None for p in self.procs): break
+            if self.procs[0].poll() is not None: break
             try:
-                if self.alive_workers() == self.n: return self
+                if self.alive_workers() == workers: return
             except OSError: pass
             time.sleep(0.5)
         logs = '\n'.join((self.tmp/f).read_text(errors='replace')[-1500:] for f in os.listdir(self.tmp) if f.endswith('.log'))
         self.stop()
-        raise RuntimeError(f"the Spark cluster did not come up with {self.n} workers in {timeout}s:\n{logs}")
+        raise RuntimeError(f"the Spark cluster did not come up with {workers} workers in {timeout}s:\n{logs}")
 
     def stop(self):
         "Stop every process this cluster started, by pid (and its process group: spark-class execs the JVM)."
@@ -73,3 +82,19 @@ def spark_cluster():
     "A running 2-worker standalone cluster, shared by the session's tests."
     if (why := java_missing()): pytest.skip(f"Spark tests skipped: {why}")
     with StandaloneCluster() as c: yield c
+
+SPARK_TEST_CONF = {'spark.sql.shuffle.partitions': '4', 'spark.default.parallelism': '2', 'spark.ui.enabled': 'false',
+        'spark.executor.memory': '512m', 'spark.cores.max': '2', 'spark.executor.cores': '1'}
+
+@pytest.fixture(scope='session', params=['local[2]', 'cluster'])
+def spark(request, tmp_path_factory):
+    "A session on local[2], then one on the 2-worker cluster (one at a time: a process has one SparkContext)."
+    if (why := java_missing()): pytest.skip(f"Spark tests skipped: {why}")
+    from mlinfra_nb.features.spark import spark_session
+    from mlinfra_nb.workspace import Workspace
+    master = request.getfixturevalue('spark_cluster').url if request.param == 'cluster' else 'local[2]'
+    s = spark_session(Workspace(tmp_path_factory.mktemp('ws'), env={}), master=master, conf=SPARK_TEST_CONF)
+    s.sparkContext.setLogLevel('FATAL')   # the tests fail jobs on purpose; their stack traces are noise
+    if request.param == 'cluster': assert s.sparkContext.master == master
+    yield s
+    s.stop()

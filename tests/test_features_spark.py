@@ -3,26 +3,10 @@
 aggregations equal to DuckDB's, bad input with the same errors, lake tables read at a commit and written in one commit, and the
 engine chosen by the settings."""
 import numpy as np, pandas as pd, pytest
-from spark_cluster import java_missing, spark_cluster  # noqa: F401 (a fixture)
 from test_features_pit import T0, brute_force, random_world, store_with
 from mlinfra_nb.workspace import InvalidInput, Workspace
 from mlinfra_nb.lake import Lake
 from mlinfra_nb.features import Aggregate, FeatureStore, FeatureView, TrainingSet, parse_duration
-
-CONF = {'spark.sql.shuffle.partitions': '4', 'spark.default.parallelism': '2', 'spark.ui.enabled': 'false',
-        'spark.executor.memory': '512m', 'spark.cores.max': '2', 'spark.executor.cores': '1'}
-
-@pytest.fixture(scope='session', params=['local[2]', 'cluster'])
-def spark(request, tmp_path_factory):
-    "A session on local[2], then one on the 2-worker cluster (one at a time: a process has one SparkContext)."
-    if (why := java_missing()): pytest.skip(f"Spark tests skipped: {why}")
-    from mlinfra_nb.features.spark import spark_session
-    master = request.getfixturevalue('spark_cluster').url if request.param == 'cluster' else 'local[2]'
-    s = spark_session(Workspace(tmp_path_factory.mktemp('ws'), env={}), master=master, conf=CONF)
-    s.sparkContext.setLogLevel('FATAL')   # the tests fail jobs on purpose; their stack traces are noise
-    if request.param == 'cluster': assert s.sparkContext.master == master
-    yield s
-    s.stop()
 
 def on_spark(fs, spark): return fs.use_engine(spark=spark)
 
@@ -116,7 +100,7 @@ def test_engine_chosen_by_settings(spark, tmp_path):
 @pytest.mark.parametrize('spark', ['cluster'], indirect=True)
 def test_a_lost_worker_mid_job(spark, spark_cluster, tmp_path):
     """A worker (and its executor) killed while a job writes a lake table: Spark reruns its tasks on the other worker and the
-    table is committed once, complete. (Last in the file: the cluster has one worker afterwards.)"""
+    table is committed once, complete. A new worker then takes the lost one's place, for the tests after this one."""
     import threading, time, os
     from mlinfra_nb.features.spark import write_table
     lake = Lake(tmp_path/'lake'); repo = lake.create_repository('world')
@@ -132,6 +116,7 @@ def test_a_lost_worker_mid_job(spark, spark_cluster, tmp_path):
     assert job.is_alive()                                # the job is still running when its worker goes
     os.killpg(worker.pid, 9); worker.wait(30)
     job.join(240)
+    spark_cluster.add_worker(2); spark_cluster.wait_for(2)
     assert not job.is_alive() and 'cid' in done
     assert repo.head('main').id == done['cid'] != before
     assert sorted(repo.table('main', 'tables/ids').df().id) == list(range(400))
