@@ -123,6 +123,7 @@ def _validate(s:dict):
 # %% ../nbs/00_workspace.ipynb #7227816b
 ENGINES = ('duckdb', 'spark')
 DEFAULT_SETTINGS['features'] = {'engine': 'duckdb'}
+DEFAULT_SETTINGS['monitor']['engine'] = 'duckdb'
 DEFAULT_SETTINGS['spark'] = {'master': 'local[2]', 'conf': ''}
 
 # %% ../nbs/00_workspace.ipynb #4b192719

@@ -3,7 +3,7 @@
 import numpy as np, pandas as pd, pytest
 from mlinfra_nb.workspace import InvalidInput
 from mlinfra_nb.lake import Lake
-from mlinfra_nb.monitor.performance import performance as duckdb_performance
+from mlinfra_nb.monitor.performance import _duckdb_performance as duckdb_performance   # the DuckDB engine itself
 
 def random_log(seed:int, n:int=600)->pd.DataFrame:
     "Predictions over two weeks, rounded so ties are common, some labels missing (not in yet) and some NaN."
@@ -41,3 +41,16 @@ def test_bad_input_gets_the_same_errors(spark):
         with pytest.raises(InvalidInput) as duck: duckdb_performance(**args)
         with pytest.raises(InvalidInput) as sp: performance(**{**args, 'data': spark.createDataFrame(args['data'])})
         assert str(sp.value) == str(duck.value)
+
+def test_engine_chosen_by_settings(spark, monkeypatch):
+    "`mlinfra_nb.monitor.performance`, called as always on pandas, runs on Spark when the settings say so (or given a Spark DataFrame)."
+    from mlinfra_nb.monitor import performance
+    log = random_log(4)
+    want = duckdb_performance(log, 'binary', '1d')
+    jobs = lambda: len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    before = jobs()
+    monkeypatch.setenv('MLINFRA_MONITOR__ENGINE', 'spark')
+    pd.testing.assert_frame_equal(performance(log, 'binary', '1d'), want, check_dtype=False, rtol=1e-9, atol=1e-9)
+    assert jobs() > before                                   # Spark ran it
+    monkeypatch.setenv('MLINFRA_MONITOR__ENGINE', 'duckdb')
+    pd.testing.assert_frame_equal(performance(spark.createDataFrame(log), 'binary', '1d'), want, check_dtype=False, rtol=1e-9, atol=1e-9)
