@@ -4,9 +4,10 @@ SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+AIRFLOW_VENV := .venv-airflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test check-sync nbtest pytest tutorials bench lab clean
+.PHONY: demo test check-sync nbtest pytest browser-deps tutorials bench lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,11 +41,30 @@ test: check-sync nbtest pytest tutorials
 check-sync: $(VENV)/.dev
 	$(BIN)/python tools/check_sync.py
 
-nbtest: $(VENV)/.dev
+nbtest: $(VENV)/.dev $(AIRFLOW_VENV)/.ok
 	$(BIN)/nbdev_test --flags slow
 
+# Airflow 3 (core, task SDK, standard provider) in a venv of its own: its pins (SQLAlchemy, pendulum...) stay out of .venv.
+# tests/test_pipeline_airflow.py runs the generated DAG with it; the tasks call our CLI, as on a real Airflow worker.
+# A machine where it cannot be installed still runs the other tests; the Airflow tests then skip, saying why.
+$(AIRFLOW_VENV)/.ok:
+	@$(PYTHON) -m venv $(AIRFLOW_VENV) && \
+	$(AIRFLOW_VENV)/bin/python -m pip install -q 'apache-airflow-core==3.3.2' 'apache-airflow-task-sdk==1.3.2' 'apache-airflow-providers-standard==1.21.0' && \
+	touch $@ || { echo "WARNING: could not install Airflow into $(AIRFLOW_VENV); tests/test_pipeline_airflow.py will skip" >&2; rm -rf $(AIRFLOW_VENV); }
+
+# The browser tests (tests/test_browser.py, marker `browser`) drive JupyterLab in Debian's chromium with selenium.
+# As root with apt-get, the two packages are installed when missing; otherwise the tests skip, and this says so loudly.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	  echo "!!!!! could not install chromium: the BROWSER TESTS WILL BE SKIPPED !!!!!"; \
+	else echo "!!!!! chromium/chromedriver missing and not root: the BROWSER TESTS WILL BE SKIPPED (apt-get install -y chromium chromium-driver) !!!!!"; fi
+
 # pytest exits 5 when it collects no tests; that is not a failure here.
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev browser-deps $(AIRFLOW_VENV)/.ok
 	$(BIN)/python -m pytest tests/ -q; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
 
 tutorials: $(VENV)/.dev
@@ -68,5 +88,5 @@ lab: $(VENV)/.dev
 	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean:
-	rm -rf $(VENV) $(FEAST_VENV) $(EVIDENTLY_VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(FEAST_VENV) $(EVIDENTLY_VENV) $(AIRFLOW_VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark of the lakeFS-API server over the embedded lake (`mlinfra lake serve`), through the official `lakefs` SDK,
-against the embedded engine called directly.
+"""Benchmark of the lakeFS-API server over the embedded lake (`mlinfra lake serve`), through the official `lakefs` SDK and
+through its S3 gateway (boto3, pyarrow's S3FileSystem), against the embedded engine called directly.
 
     python bench/lakefs_bench.py            # full run (under a minute on 2 CPUs)
     python bench/lakefs_bench.py --quick    # fewer repetitions (same object sizes), about 20 s
@@ -11,10 +11,14 @@ background work -- the catalog is closed LINGER after the last operation -- land
    `repo.put(branch, p, data)` on a `Lake` in this process. Every object is fresh random bytes (nothing deduplicates),
    made before the block is timed.
 2. download throughput (MiB/s) of the same objects: `branch.object(p).reader().read()` vs `repo.get(branch, p)`.
+   The S3 gateway of the same server is measured the same way, with boto3 (`put_object` / `get_object`, its default
+   aws-chunked upload with a CRC32 trailer) and with pyarrow (`open_output_stream` -- a multipart upload past its part
+   size -- / `open_input_file(...).read()`, one ranged GET; `open_input_stream` would read in 256 KiB ranges), each against
+   the same direct figures.
 3. commit latency of 100 staged changes (100 new 1 KiB objects, staged untimed): `branch.commit(msg)` vs `repo.commit`.
 
 Throughput is the object size over the median time of one transfer; latency is the median of the commits.
-The ratio is SDK / direct: below 1 for throughput, or above 1 for latency, is the cost of HTTP + the SDK.
+The ratio is SDK / direct (or S3 client / direct): below 1 for throughput, or above 1 for latency, is the cost of HTTP + the client.
 The server runs in its own process (`mlinfra lake serve` on 127.0.0.1, a free port), on its own lake directory;
 the direct side uses a separate lake directory. The last line printed is one JSON object with every figure.
 """
@@ -92,18 +96,28 @@ def transfer_block(side:str, reps:int, mib:int, put, get)->tuple[list, list]:
     up, down = [], []
     settle()
     for i, data in enumerate(datas):
-        p = f'objects/{mib}mib/obj-{i:03d}.bin'
+        p = f'objects/{side}/{mib}mib/obj-{i:03d}.bin'
         t, _ = timed(put, p, data); up.append(t)
         t, got = timed(get, p); down.append(t)
         if got != data: raise AssertionError(f"{side}: read back {len(got)} bytes that differ from the {len(data)} uploaded at {p}")
         del got
     return up, down
 
-def bench_transfer(sz:dict, sdk_branch, direct_repo, mib:int, branch:str='main')->dict:
+def s3_sides(s3, arrow, branch:str='main')->dict:
+    "put / get of the S3 gateway's clients: boto3 and pyarrow's S3FileSystem, on `branch` of the served repository."
+    def arrow_put(p, d):
+        with arrow.open_output_stream(f'{REPO}/{branch}/{p}') as f: f.write(d)
+    def arrow_get(p):
+        with arrow.open_input_file(f'{REPO}/{branch}/{p}') as f: return f.read()   # random access, as pyarrow's Parquet reader opens files
+    return {'s3_boto3': (lambda p, d: s3.put_object(Bucket=REPO, Key=f'{branch}/{p}', Body=d),
+                         lambda p: s3.get_object(Bucket=REPO, Key=f'{branch}/{p}')['Body'].read()),
+            's3_pyarrow': (arrow_put, arrow_get)}
+
+def bench_transfer(sz:dict, sdk_branch, direct_repo, mib:int, s3:dict, branch:str='main')->dict:
     "`reps` uploads and downloads of `mib` MiB objects on each side, fresh random data each (nothing deduplicates)."
     reps = sz['reps'][mib]
     sides = {'direct': (lambda p, d: direct_repo.put(branch, p, d), lambda p: direct_repo.get(branch, p)),
-             'sdk': (lambda p, d: sdk_branch.object(p).upload(d, mode='wb'), lambda p: sdk_branch.object(p).reader(mode='rb').read())}
+             'sdk': (lambda p, d: sdk_branch.object(p).upload(d, mode='wb'), lambda p: sdk_branch.object(p).reader(mode='rb').read()), **s3}
     for side, (put, get) in sides.items():  # untimed: connections, caches, first-call imports
         for i in range(sz['warmup']): put(f'warmup/{mib}mib-{i}.bin', os.urandom(64 * 1024)); get(f'warmup/{mib}mib-{i}.bin')
     up, down = {}, {}
@@ -114,6 +128,7 @@ def bench_transfer(sz:dict, sdk_branch, direct_repo, mib:int, branch:str='main')
             out[f'{kind}_{side}_mibs'] = mib / statistics.median(d[side])
             out[f'{kind}_{side}_s'] = [round(x, 4) for x in d[side]]
         out[f'{kind}_ratio'] = out[f'{kind}_sdk_mibs'] / out[f'{kind}_direct_mibs']
+        for side in s3: out[f'{kind}_{side}_ratio'] = out[f'{kind}_{side}_mibs'] / out[f'{kind}_direct_mibs']
     return out
 
 def bench_commit(sz:dict, sdk_repo, direct_repo, branch:str='commits')->dict:
@@ -156,7 +171,7 @@ def main():
     work_args(ap, keep='keep the temporary directory (and the server log)', child=False)
     args = ap.parse_args()
 
-    import lakefs
+    import lakefs, boto3, botocore.config, pyarrow.fs as pafs
     from mlinfra_nb.lake import Lake
     from mlinfra_nb.lake.server import create_credentials
 
@@ -180,11 +195,15 @@ def main():
         sdk_main = sdk_repo.branch('main')
         direct = Lake(direct_root, user='bench')
         direct_repo = direct.create_repository(REPO)
+        s3 = boto3.client('s3', endpoint_url=endpoint, aws_access_key_id=cred.access_key_id, aws_secret_access_key=cred.secret_access_key,
+                          region_name='us-east-1', config=botocore.config.Config(s3={'addressing_style': 'path'}))
+        arrow = pafs.S3FileSystem(endpoint_override=f'127.0.0.1:{port}', scheme='http', access_key=cred.access_key_id,
+                                  secret_key=cred.secret_access_key, region='us-east-1')
 
         transfers = {}
         for mib in sz['sizes_mib']:
             print(f"  {mib} MiB objects x {sz['reps'][mib]} each way ...", file=sys.stderr, flush=True)
-            transfers[mib] = bench_transfer(sz, sdk_main, direct_repo, mib)
+            transfers[mib] = bench_transfer(sz, sdk_main, direct_repo, mib, s3_sides(s3, arrow))
             sdk_main.commit(f'{mib} MiB objects'); direct_repo.commit('main', f'{mib} MiB objects')
         print(f"  commits of {sz['commit_changes']} changes x {sz['commit_reps']} ...", file=sys.stderr, flush=True)
         cm = bench_commit(sz, sdk_repo, direct_repo)
@@ -210,6 +229,12 @@ def main():
     print_table(('benchmark', 'SDK (over HTTP)', 'direct', 'ratio SDK/direct'), rows)
     print("SDK: the official lakefs SDK against `mlinfra lake serve` in another process over 127.0.0.1; direct: the embedded "
           "Lake in this process. Throughput ratio < 1 and latency ratio > 1 are the cost of HTTP + the SDK.")
+    s3_rows = [(f"{kind} {mib} MiB objects (MiB/s, median of {t['reps']})", f"{t[f'{kind}_s3_boto3_mibs']:.1f}", f"{t[f'{kind}_s3_pyarrow_mibs']:.1f}",
+                f"{t[f'{kind}_direct_mibs']:.1f}", f"{t[f'{kind}_s3_boto3_ratio']:.2f}", f"{t[f'{kind}_s3_pyarrow_ratio']:.2f}")
+               for mib, t in transfers.items() for kind in ('upload', 'download')]
+    print()
+    print_table(('S3 gateway', 'boto3', 'pyarrow', 'direct', 'ratio boto3/direct', 'ratio pyarrow/direct'), s3_rows)
+    print("boto3 and pyarrow: the S3 gateway of the same server (path-style, SigV4). Ratios < 1 are the cost of HTTP + S3 + the client.")
     print(f"peak RSS: server process {server_peak:.0f} MiB, benchmark process (client + direct lake) {bench_peak:.0f} MiB"
           if server_peak is not None else f"peak RSS: benchmark process {bench_peak:.0f} MiB")
 
@@ -223,6 +248,10 @@ def main():
             figures[f'{kind}_{mib}mib_ratio'] = r(t[f'{kind}_ratio'])
             figures[f'{kind}_{mib}mib_sdk_s'] = t[f'{kind}_sdk_s']
             figures[f'{kind}_{mib}mib_direct_s'] = t[f'{kind}_direct_s']
+            for side in ('s3_boto3', 's3_pyarrow'):
+                figures[f'{kind}_{mib}mib_{side}_mibs'] = r(t[f'{kind}_{side}_mibs'], 1)
+                figures[f'{kind}_{mib}mib_{side}_ratio'] = r(t[f'{kind}_{side}_ratio'])
+                figures[f'{kind}_{mib}mib_{side}_s'] = t[f'{kind}_{side}_s']
     figures.update(commit100_sdk_ms=r(cm['sdk_ms'], 2), commit100_direct_ms=r(cm['direct_ms'], 2), commit100_ratio=r(cm['ratio']),
                    commit100_sdk_all_ms=cm['sdk_all_ms'], commit100_direct_all_ms=cm['direct_all_ms'],
                    peak_mib_server=r(server_peak, 1), peak_mib_bench=r(bench_peak, 1), wall_s=r(wall, 1))

@@ -12,7 +12,7 @@ from .workspace import InvalidInput, MlinfraError, Workspace, setup_logging, get
 # %% auto #0
 __all__ = ['SERVE_FLAGS', 'IGNORED_FLAGS', 'Parser', 'cmd_demo', 'cmd_generate', 'cmd_load', 'cmd_lake_serve',
            'cmd_credentials_create', 'cmd_credentials_list', 'cmd_credentials_delete', 'cmd_run', 'cmd_runs',
-           'cmd_access', 'cmd_keygen', 'build_parser', 'cmd_serve', 'main']
+           'cmd_pipeline_airflow', 'cmd_access', 'cmd_keygen', 'build_parser', 'cmd_serve', 'main']
 
 # %% ../nbs/61_cli.ipynb #6d9b232c
 class Parser(argparse.ArgumentParser):
@@ -73,13 +73,13 @@ def _lake(args):
     return Lake(args.root) if args.root else Lake(workspace=Workspace(args.home))
 
 def cmd_lake_serve(args)->int:
-    "Serve the embedded lake over lakeFS's REST API until interrupted."
+    "Serve the embedded lake over lakeFS's REST API and its S3 gateway until interrupted."
     from mlinfra_nb.lake.server import LakeServer
     from mlinfra_nb.lake.auth import list_credentials
     lake = _lake(args)
     if not list_credentials(lake): print("mlinfra: warning: no access keys yet; create one with `mlinfra lake credentials create`", file=sys.stderr)
     srv = LakeServer(lake, host=args.host, port=args.port, allow_remote=args.allow_remote, max_upload=args.max_upload)
-    print(f"serving the lake at {lake.root} as lakeFS on {srv.endpoint} (Ctrl-C stops)", flush=True)
+    print(f"serving the lake at {lake.root} as lakeFS on {srv.endpoint} (S3 gateway: {srv.endpoint}/<repository>/<ref>/<path>; Ctrl-C stops)", flush=True)
     srv.serve_forever()
     return 0
 
@@ -130,23 +130,50 @@ def _params(args)->dict:
     return params
 
 # %% ../nbs/61_cli.ipynb #8122d7cd
+def _steps_arg(args)->list[str]|None:
+    steps = None if args.steps is None else [s.strip() for s in args.steps.split(',')]
+    if steps is not None and not any(steps):
+        raise InvalidInput(f"--steps {args.steps!r} names no step; give them comma-separated (e.g. --steps ingest,validate), or leave --steps out to run every step")
+    return steps
+
+def _conf(args)->dict:
+    "Parameters from `--conf JSON` (an Airflow run's conf), then `--params`, then `-p`."
+    conf = {}
+    if args.conf:
+        try: conf = json.loads(args.conf)
+        except ValueError as e: raise InvalidInput(f"--conf must be a JSON object of parameters: {e}") from None
+        if not isinstance(conf, dict | None): raise InvalidInput(f"--conf must be a JSON object of parameters, not {args.conf!r}")
+    return {**(conf or {}), **_params(args)}
+
+# %% ../nbs/61_cli.ipynb #c805d092
 def cmd_run(args)->int:
-    "Run the pipeline's step notebooks (or resume a run); exit 1 when a step fails."
+    "Run the pipeline's step notebooks (or resume a run, or one step of a shared run, or merge it); exit 1 when a step fails."
+    if (args.only or args.finish) and not args.run_id: raise InvalidInput("--only and --finish work on a shared run: give its --run-id")
+    if args.resume and (args.run_id or args.conf): raise InvalidInput("--resume continues a run as it was started; give no --run-id or --conf")
     pipe = _pipeline(args)
     if args.resume:
         if args.steps or args.p or args.params: raise MlinfraError("--resume continues a run as it was started; give no steps or parameters")
         rec = pipe.resume(args.resume)
-    else:
-        steps = None if args.steps is None else [s.strip() for s in args.steps.split(',')]
-        if steps is not None and not any(steps):
-            raise InvalidInput(f"--steps {args.steps!r} names no step; give them comma-separated (e.g. --steps ingest,validate), or leave --steps out to run every step")
-        rec = pipe.run(steps, _params(args))
+    elif args.run_id:
+        rec = pipe.join(args.run_id, _steps_arg(args), _conf(args))
+        if args.finish: rec = pipe.finish(args.run_id)
+        elif args.only: rec = pipe.run_step(args.run_id, args.only)
+        elif rec['status'] != 'succeeded': rec = pipe._go(args.run_id, True)
+    else: rec = pipe.run(_steps_arg(args), _params(args))
+    if args.only and rec['status'] != 'succeeded':
+        st = dict(zip(rec['step_status'].step, rec['step_status'].status))
+        if st.get(args.only) != 'succeeded':
+            print(f"mlinfra: step {args.only} of run {rec['id']} failed: {rec['error']} (main is untouched; run the step again to retry it)", file=sys.stderr)
+            return 1
+        print(f"step {args.only} of run {rec['id']} succeeded; the run merges when every step has (`mlinfra run --run-id ... --finish`)")
+        return 0
     if rec['status'] != 'succeeded':
         print(f"mlinfra: run {rec['id']} failed at step {rec['failed_step']}: {rec['error']} (main is untouched; `mlinfra run --resume {rec['id']}` continues it)", file=sys.stderr)
         return 1
     print(f"run {rec['id']} succeeded: {', '.join(rec['steps'])}; merged into main as {rec['merge_commit'][:12]}")
     return 0
 
+# %% ../nbs/61_cli.ipynb #842ac188
 def cmd_runs(args)->int:
     "List pipeline runs, or show one run's steps and outputs."
     pipe = _pipeline(args)
@@ -159,6 +186,20 @@ def cmd_runs(args)->int:
     df = pipe.runs()
     if not len(df): print("no pipeline runs yet"); return 0
     for r in df.itertuples(): print(f"{r.id}  {r.status:<10} {r.started_by:<20} {r.failed_step if isinstance(r.failed_step, str) else ''}")
+    return 0
+
+# %% ../nbs/61_cli.ipynb #ec7df822
+def cmd_pipeline_airflow(args)->int:
+    "Write the pipeline as an Airflow DAG file into `--out`."
+    import shlex
+    from mlinfra_nb.pipeline import airflow_dag
+    steps = _steps_arg(args)
+    src = airflow_dag(steps, args.dag_id, shlex.split(args.command) if args.command else None, Workspace(args.home).home,
+                      args.retries, args.retry_delay, args.schedule, args.image)
+    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+    f, tmp = out/f'{args.dag_id}.py', out/f'.{args.dag_id}.py.tmp'
+    tmp.write_text(src); tmp.replace(f)                                # Airflow never parses a half-written file
+    print(f"wrote {f}: {'the ' + str(len(steps)) if steps else 'every'} step as a task, then a merge task" + (f", in pods of {args.image}" if args.image else ''))
     return 0
 
 # %% ../nbs/61_cli.ipynb #505237df
@@ -300,11 +341,11 @@ def _credentials_parsers(lk):
 def _lake_parser(sub):
     "`mlinfra lake ...` under the subcommands `sub`: serve, credentials, users, groups, policies and keygen."
     lk = sub.add_parser('lake', help='serve the embedded lake as lakeFS; manage its users, groups, policies and access keys').add_subparsers(dest='action', metavar='ACTION', required=True)
-    s = _lake_args(lk.add_parser('serve', help="lakeFS's REST API over the embedded lake"))
+    s = _lake_args(lk.add_parser('serve', help="lakeFS's REST API (/api/v1) and S3 gateway (path-style: /<repository>/<ref>/<path>, AWS Signature V4 with the lake's access keys) over the embedded lake"))
     s.add_argument('--host', default='127.0.0.1', help=_HOST_HELP)
     s.add_argument('--allow-remote', action='store_true', help=_ALLOW_REMOTE_HELP)
     s.add_argument('--port', type=int, default=8000, help='port to listen on (0: a free one; the address printed says which)')
-    s.add_argument('--max-upload', type=_positive_int, default=2**31, help='largest object upload in bytes')
+    s.add_argument('--max-upload', type=_positive_int, default=2**31, help='largest object upload in bytes (REST uploads, S3 puts and multipart parts and objects)')
     s.set_defaults(func=cmd_lake_serve)
     _credentials_parsers(lk)
     _access_parsers(lk, _lake_args)
@@ -314,18 +355,35 @@ def _lake_parser(sub):
 
 # %% ../nbs/61_cli.ipynb #d77b2025
 def _pipeline_parsers(sub):
-    "`mlinfra run` and `mlinfra runs` under the subcommands `sub`."
+    "`mlinfra run`, `mlinfra runs` and `mlinfra pipeline airflow` under the subcommands `sub`."
+    from mlinfra_nb.pipeline import STEPS
     rn = sub.add_parser('run', help="run the pipeline's step notebooks with papermill, on a lake branch merged only on success")
     rn.add_argument('--home', help='workspace home (default: $MLINFRA_HOME or ./.mlinfra)')
-    rn.add_argument('--steps', help='comma-separated steps (default: every step, ingest to monitor)')
+    rn.add_argument('--steps', help=f"comma-separated steps (default: every step, {', '.join(STEPS)})")
     rn.add_argument('-p', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='a step parameter (repeatable)')
     rn.add_argument('--params', help='a YAML file of step parameters (-p wins)')
+    rn.add_argument('--conf', help="a JSON object of step parameters, e.g. an Airflow run's conf (--params and -p win)")
     rn.add_argument('--resume', metavar='RUN_ID', help='continue a failed or interrupted run from the step that did not finish')
+    rn.add_argument('--run-id', help="create or join the shared run RUN_ID (any text, e.g. Airflow's run id); alone, run its remaining steps and merge")
+    rn.add_argument('--only', metavar='STEP', choices=STEPS, help='with --run-id: run this one step of the run, without merging (no-op if it succeeded)')
+    rn.add_argument('--finish', action='store_true', help='with --run-id: merge the run into main if every step succeeded; else say which did not')
     rn.set_defaults(func=cmd_run)
     rs = sub.add_parser('runs', help='list pipeline runs, or show one')
     rs.add_argument('run_id', nargs='?')
     rs.add_argument('--home', help='workspace home (default: $MLINFRA_HOME or ./.mlinfra)')
     rs.set_defaults(func=cmd_runs)
+    pl = sub.add_parser('pipeline', help='the pipeline for an orchestrator').add_subparsers(dest='what', metavar='ORCHESTRATOR', required=True)
+    af = pl.add_parser('airflow', help='write an Airflow DAG: a task per step of one shared run, then a merge task')
+    af.add_argument('--out', required=True, help='the folder to write DAG_ID.py into (e.g. your dags/ folder)')
+    af.add_argument('--steps', help='comma-separated steps (default: every step)')
+    af.add_argument('--dag-id', default='mlinfra_pipeline', help='the DAG id (default: mlinfra_pipeline)')
+    af.add_argument('--home', help='the workspace the tasks work in (default: $MLINFRA_HOME or ./.mlinfra, as an absolute path)')
+    af.add_argument('--command', help="how workers call the CLI (default: this installation's mlinfra by absolute path; 'mlinfra' with --image)")
+    af.add_argument('--retries', type=int, default=2, help="Airflow retries per task (default: 2; safe, a succeeded step is not run again)")
+    af.add_argument('--retry-delay', type=float, default=60.0, help='seconds between retries (default: 60)')
+    af.add_argument('--schedule', help="a cron expression or preset such as @daily (default: none, runs start by hand or by API)")
+    af.add_argument('--image', help='a container image with the project: KubernetesPodOperator tasks instead of BashOperator')
+    af.set_defaults(func=cmd_pipeline_airflow)
 
 # %% ../nbs/61_cli.ipynb #1d5a2578
 def build_parser()->Parser:

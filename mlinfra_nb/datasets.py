@@ -5,6 +5,7 @@
 # %% ../nbs/01_datasets.ipynb #5aeac160
 from __future__ import annotations
 from pathlib import Path
+from typing import NamedTuple
 import numpy as np, pandas as pd, pyarrow as pa, pyarrow.csv, pyarrow.parquet as pq
 from .workspace import InvalidInput, NotFound, atomic_path
 
@@ -54,6 +55,26 @@ def transactions(n:int=10_000,           # number of transactions
                  as_:str='pandas',       # 'pandas' or 'arrow'
                 ):
     "Synthetic card transactions sorted by time, with a learnable `is_fraud` label and optional drift."
+    t0, t_drift = _check_transactions_args(n, n_users, n_merchants, days, drift, start, drift_at)
+    rng, w = np.random.default_rng(seed), _world()
+    user_mu, pref = _users(rng, n_users, w)
+    m_order, m_first, m_count, compromised = _merchants(rng, n_merchants, w)
+    ts, hour = _times(rng, n, t0, days)
+    after = (ts >= t_drift.to_datetime64()) & (drift > 0)
+    user = rng.integers(0, n_users, n)                                     # who, where, how much
+    cat = _pick(rng, _drifted_preferences(pref[user], after, drift, w))
+    merchant = m_order[m_first[cat] + (rng.random(n) * m_count[cat]).astype(int)]
+    z = rng.normal(0, 1, n)
+    amount = np.exp(user_mu[user] + w.offset[cat] + 0.6 * z) * np.where(after, 1 + drift, 1.0)
+    logit = -5.6 + 1.3 * z + w.risk[cat] + 1.2 * (hour < 6) + 3.0 * compromised[merchant]   # unusual amount, risky category, night, bad merchant
+    fraud = rng.random(n) < 1 / (1 + np.exp(-logit))
+    return _as(pd.DataFrame({'transaction_id': np.arange(1, n + 1, dtype='int64'), 'ts': ts.astype('datetime64[us]'),
+                             'user_id': _ids('u', n_users, 5)[user], 'merchant_id': _ids('m', n_merchants, 4)[merchant],
+                             'category': w.names[cat], 'amount': amount.round(2), 'is_fraud': fraud.astype('int8')}), as_)
+
+# %% ../nbs/01_datasets.ipynb #fadc52a6
+def _check_transactions_args(n, n_users, n_merchants, days, drift, start, drift_at)->tuple[pd.Timestamp, pd.Timestamp]:
+    "Refuse bad arguments; the first day and the start of drift (default: the middle of the period)."
     for name, v in (('n', n), ('n_users', n_users), ('n_merchants', n_merchants), ('days', days)):
         if not isinstance(v, (int, np.integer)) or v < 1: raise InvalidInput(f"{name} must be a positive integer, got {v!r}")
     if not 0 <= drift <= 10: raise InvalidInput(f"drift must be between 0 and 10, got {drift!r}")
@@ -61,59 +82,50 @@ def transactions(n:int=10_000,           # number of transactions
         raise InvalidInput(f"n_merchants must be at least {len(CATEGORIES) + len(NEW_CATEGORIES)} (one per category), got {n_merchants}")
     try: t0 = pd.Timestamp(start); t_drift = pd.Timestamp(drift_at) if drift_at else t0 + pd.Timedelta(days=days)/2
     except ValueError as e: raise InvalidInput(f"not a timestamp: {e}") from None
-    rng = np.random.default_rng(seed)
+    return t0, t_drift
+
+# %% ../nbs/01_datasets.ipynb #79afcc10
+class _World(NamedTuple):
+    "The categories (old, then new) as arrays: name, share of spending, log-amount offset, fraud log-odds, drift tilt."
+    names: np.ndarray; share: np.ndarray; offset: np.ndarray; risk: np.ndarray; tilt: np.ndarray; is_new: np.ndarray
+
+def _world()->_World:
     cats = {**CATEGORIES, **NEW_CATEGORIES}
-    names = np.array(list(cats))
     share, offset, risk = (np.array(col) for col in zip(*cats.values()))
-    tilt = np.array([DRIFT_TILT.get(c, 0.0) for c in cats])
-    is_new = np.isin(names, list(NEW_CATEGORIES))
+    return _World(np.array(list(cats)), share, offset, risk, np.array([DRIFT_TILT.get(c, 0.0) for c in cats]),
+                  np.isin(list(cats), list(NEW_CATEGORIES)))
 
-    # users: a typical log-amount and personal category preferences
+# %% ../nbs/01_datasets.ipynb #3b6fa4a8
+def _users(rng, n_users:int, w:_World)->tuple[np.ndarray, np.ndarray]:
+    "Each user's typical log-amount, and their category preferences (rows sum to 1)."
     user_mu = rng.normal(3.3, 0.5, n_users)
-    pref = share * rng.gamma(4.0, 1/4.0, (n_users, len(cats)))
-    pref /= pref.sum(1, keepdims=True)
-    # merchants: one category each (every category has some), 2% compromised
-    m_cat = np.concatenate([np.arange(len(cats)), _pick(rng, np.tile(np.where(is_new, 0.03, share), (n_merchants - len(cats), 1)) /
-                                                         np.where(is_new, 0.03, share).sum())])
-    m_order = np.argsort(m_cat, kind='stable')
-    m_first, m_count = np.searchsorted(m_cat[m_order], np.arange(len(cats))), np.bincount(m_cat, minlength=len(cats))
-    compromised = rng.random(n_merchants) < 0.02
+    pref = w.share * rng.gamma(4.0, 1/4.0, (n_users, len(w.names)))
+    return user_mu, pref / pref.sum(1, keepdims=True)
 
-    # when: mostly daytime, some at night
+def _merchants(rng, n_merchants:int, w:_World)->tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "Merchants by category: (their indices sorted by category, first index and count of each category, compromised)."
+    k, weight = len(w.names), np.where(w.is_new, 0.03, w.share)
+    m_cat = np.concatenate([np.arange(k), _pick(rng, np.tile(weight, (n_merchants - k, 1)) / weight.sum())])
+    m_order = np.argsort(m_cat, kind='stable')
+    m_first, m_count = np.searchsorted(m_cat[m_order], np.arange(k)), np.bincount(m_cat, minlength=k)
+    return m_order, m_first, m_count, rng.random(n_merchants) < 0.02
+
+# %% ../nbs/01_datasets.ipynb #9ce6cc9c
+def _times(rng, n:int, t0:pd.Timestamp, days:int)->tuple[np.ndarray, np.ndarray]:
+    "`n` sorted timestamps over `days` days from `t0` (85% around mid-afternoon), and the hour of each."
     day = rng.integers(0, days, n)
     tod = np.where(rng.random(n) < 0.85, rng.normal(14.5, 3.5, n) % 24, rng.random(n) * 24)
     ts = np.sort(t0.to_datetime64() + (day * 86_400 + tod * 3_600).astype('timedelta64[s]'))
-    hour = (tod[np.argsort(day * 86_400 + tod * 3_600, kind='stable')]).astype(int)
-    after = (ts >= t_drift.to_datetime64()) & (drift > 0)
+    return ts, (tod[np.argsort(day * 86_400 + tod * 3_600, kind='stable')]).astype(int)
 
-    # who, where, how much
-    user = rng.integers(0, n_users, n)
-    p = pref[user]
+def _drifted_preferences(p:np.ndarray, after:np.ndarray, drift:float, w:_World)->np.ndarray:
+    "The category probabilities of each row: tilted by `drift` where `after`, with the new categories' share."
     if after.any():
-        q = p[after] * np.exp(drift * tilt)
-        q[:, is_new] = 0
+        q = p[after] * np.exp(drift * w.tilt)
+        q[:, w.is_new] = 0
         q /= q.sum(1, keepdims=True)
-        q = q * (1 - min(0.3, 0.15 * drift)) + is_new * min(0.3, 0.15 * drift) / is_new.sum()
-        p[after] = q
-    cat = _pick(rng, p)
-    merchant = m_order[m_first[cat] + (rng.random(n) * m_count[cat]).astype(int)]
-    z = rng.normal(0, 1, n)
-    amount = np.exp(user_mu[user] + offset[cat] + 0.6 * z) * np.where(after, 1 + drift, 1.0)
-
-    # the label: unusual amount, risky category, night, compromised merchant
-    logit = -5.6 + 1.3 * z + risk[cat] + 1.2 * (hour < 6) + 3.0 * compromised[merchant]
-    fraud = rng.random(n) < 1 / (1 + np.exp(-logit))
-
-    df = pd.DataFrame({
-        'transaction_id': np.arange(1, n + 1, dtype='int64'),
-        'ts': ts.astype('datetime64[us]'),
-        'user_id': _ids('u', n_users, 5)[user],
-        'merchant_id': _ids('m', n_merchants, 4)[merchant],
-        'category': names[cat],
-        'amount': amount.round(2),
-        'is_fraud': fraud.astype('int8'),
-    })
-    return _as(df, as_)
+        p[after] = q * (1 - min(0.3, 0.15 * drift)) + w.is_new * min(0.3, 0.15 * drift) / w.is_new.sum()
+    return p
 
 # %% ../nbs/01_datasets.ipynb #81f8904b
 DATASETS = {  # name: (scikit-learn loader, task, description)

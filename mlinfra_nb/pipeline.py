@@ -4,7 +4,7 @@
 
 # %% ../nbs/62_pipeline.ipynb #8680d5b4
 from __future__ import annotations
-import ast, datetime as dt, json, os, re, signal, sys, time, uuid
+import ast, datetime as dt, json, os, random, re, signal, socket, sys, time, uuid
 from typing import Callable
 from pathlib import Path
 import pandas as pd
@@ -13,8 +13,9 @@ import mlinfra_nb
 from .workspace import Conflict, InvalidInput, MlinfraError, NotFound, Workspace, connect_duckdb, get_logger
 
 # %% auto #0
-__all__ = ['STEPS', 'RUN_PARAMS', 'NEEDS', 'CHECK_REQUESTS', 'STOP_AT', 'steps_dir', 'step_parameters', 'check_params',
-           'read_source', 'time_window', 'Pipeline', 'retrain_on_drift']
+__all__ = ['STEPS', 'RUN_PARAMS', 'NEEDS', 'CHECK_REQUESTS', 'RUNS_BRANCH', 'EVENTS', 'INPUTS', 'STOP_AT', 'steps_dir',
+           'step_parameters', 'check_params', 'read_source', 'time_window', 'run_key', 'local_runs', 'Pipeline',
+           'upstream', 'airflow_dag', 'retrain_on_drift']
 
 # %% ../nbs/62_pipeline.ipynb #eaf11801
 STEPS = ('ingest', 'validate', 'features', 'train', 'evaluate', 'register', 'deploy', 'monitor')
@@ -86,42 +87,154 @@ def time_window(rel, since:str='', until:str='', column:str='ts'):
     return rel
 
 # %% ../nbs/62_pipeline.ipynb #9ecde8b5
+RUNS_BRANCH, EVENTS = 'runs', 'records/events'   # the run records: a table of events on a branch every worker of the lake sees
+
+def run_key(run_id:str)->str:
+    "`run_id` as a branch and folder name: itself if only letters, digits, '-' and '_'; else those, the rest as '-', and a hash of the id."
+    if not isinstance(run_id, str) or not run_id.strip(): raise InvalidInput(f"a run id must be non-empty text, not {run_id!r}")
+    if re.fullmatch(r'[A-Za-z0-9][-\w]{0,99}', run_id, re.ASCII): return run_id
+    import hashlib
+    return f"{re.sub(r'[^A-Za-z0-9_-]+', '-', run_id).strip('-_')[:80] or 'run'}-{hashlib.sha256(run_id.encode()).hexdigest()[:10]}"
+
+# %% ../nbs/62_pipeline.ipynb #1aec34b6
+def local_runs(home:Path)->tuple[Path, list]|None:
+    "The runs of an older workspace's local `pipeline/runs.duckdb` as record events, and the file, claimed (renamed) for this process; None if none."
+    db = Path(home)/'pipeline'/'runs.duckdb'
+    claimed = db.with_name(f'runs.duckdb.migrating-{os.getpid()}')
+    try: db.rename(claimed)                                           # one process migrates; the others find the file gone
+    except FileNotFoundError: return None
+    with connect_duckdb(claimed) as con:
+        runs = con.execute("SELECT * FROM runs ORDER BY started_at").df()
+        steps = con.execute("SELECT * FROM run_steps ORDER BY started_at").df()
+    events = []
+    for r in runs.itertuples():
+        events.append((r.id, '', 'created', {'steps': json.loads(r.steps), 'params': json.loads(r.params), 'branch': r.branch, 'key': r.id,
+                                            'trigger': json.loads(r.trigger) if getattr(r, 'trigger', None) else None}, r.started_at))
+        for s in steps[steps.run_id == r.id].itertuples():
+            events.append((r.id, s.step, 'running', {}, s.started_at))
+            if s.status != 'running': events.append((r.id, s.step, s.status, {'notebook': s.notebook}, s.ended_at))
+        if r.status == 'failed': events.append((r.id, '', 'failed', {'step': r.failed_step, 'error': r.error}, r.ended_at))
+        if r.status == 'succeeded': events.append((r.id, '', 'succeeded', {'merge_commit': r.merge_commit}, r.ended_at))
+    return claimed, events
+
+# %% ../nbs/62_pipeline.ipynb #3a93b4a1
 class Pipeline:
-    "Runs of the step notebooks on lake branches, recorded in the workspace."
+    "Runs of the step notebooks on lake branches, recorded in the lake (branch `runs`) where every worker sees them."
     def __init__(self, workspace:Workspace|None=None, repo:str='pipeline', steps_folder:Path|None=None):
         from mlinfra_nb.lake import open_lake
         self.workspace = workspace or Workspace()
         self.lake, self.repo_name, self.folder = open_lake(self.workspace), repo, Path(steps_folder or steps_dir())
         self.repo = self.lake.create_repository(repo, exist_ok=True)
-        self.db = self.workspace.path('pipeline')/'runs.duckdb'
-        with self._con() as con:
-            con.execute("""CREATE TABLE IF NOT EXISTS runs (id VARCHAR PRIMARY KEY, status VARCHAR, steps JSON, params JSON, branch VARCHAR,
-                           started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, failed_step VARCHAR, error VARCHAR, merge_commit VARCHAR)""")
-            con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS trigger JSON")   # what started the run (an alert), if not a person
-            con.execute("""CREATE TABLE IF NOT EXISTS run_steps (run_id VARCHAR, step VARCHAR, status VARCHAR, started_at TIMESTAMPTZ,
-                           ended_at TIMESTAMPTZ, notebook VARCHAR, PRIMARY KEY (run_id, step))""")
+        if RUNS_BRANCH not in self.repo.branches():
+            try: self.repo.create_branch(RUNS_BRANCH, 'main')
+            except Conflict: pass                                     # another worker made it first
+        if (old := local_runs(self.workspace.home)):                 # an older workspace's runs, recorded on this machine only
+            if old[1]: self._append(*old[1])
+            old[0].rename(old[0].with_name('runs.duckdb.migrated'))
 
-    def _con(self): return connect_duckdb(self.db)
+    def _append(self, *events:tuple):
+        "Record `(run_id, step, status, data[, at])` events in one lake transaction; concurrent appends are merged, a clash retried."
+        at, worker = pd.Timestamp.now(tz='UTC'), f"{socket.gethostname()}:{os.getpid()}"
+        df = pd.DataFrame([{'run_id': e[0], 'step': e[1], 'status': e[2], 'at': pd.Timestamp(e[4]) if len(e) > 4 else at + pd.Timedelta(microseconds=i),
+                            'worker': worker, 'data': json.dumps(e[3] or {}, default=str)} for i, e in enumerate(events)])
+        for attempt in range(30):
+            try:
+                with self.repo.transaction(RUNS_BRANCH, f"run {events[0][0]}: {events[0][1] or 'run'} {events[0][2]}", {'run': events[0][0]}) as b:
+                    return b.write_table(EVENTS, df, mode='append')
+            except Conflict:
+                if attempt == 29: raise
+                time.sleep(0.05 + random.random() * 0.2)               # another worker appended at the same moment: again on its result
 
-    def info(self, run_id:str)->dict:
-        "One run's record, with its steps."
-        with self._con() as con:
-            cur = con.execute("SELECT * FROM runs WHERE id = ?", [run_id]); row = cur.fetchall()
-            names = [d[0] for d in cur.description]
-            steps = con.execute("SELECT step, status, started_at, ended_at, notebook FROM run_steps WHERE run_id = ? ORDER BY started_at", [run_id]).df()
-        if not row: raise NotFound(f"no pipeline run {run_id!r} (see `mlinfra runs`)")
-        r = dict(zip(names, row[0]))
-        r['steps'], r['params'], r['step_status'] = json.loads(r['steps']), json.loads(r['params']), steps
-        r['trigger'] = json.loads(r['trigger']) if r['trigger'] else None
-        return r
+    def _events(self, run_id:str|None=None)->pd.DataFrame:
+        "The recorded events (of run `run_id`), oldest first."
+        if EVENTS not in self.repo.tables(RUNS_BRANCH): return pd.DataFrame(columns=['run_id', 'step', 'status', 'at', 'worker', 'data'])
+        rel = self.repo.table(RUNS_BRANCH, EVENTS)
+        if run_id is not None:
+            import duckdb
+            rel = rel.filter(duckdb.ColumnExpression('run_id') == duckdb.ConstantExpression(run_id))
+        return rel.order('"at"').df()
 
-    def runs(self)->pd.DataFrame:
-        "Every run, newest last."
-        with self._con() as con:
-            return con.execute("""SELECT id, status, failed_step, started_at, ended_at, merge_commit,
-                                  CASE WHEN trigger IS NULL THEN 'manual' ELSE coalesce('alert ' || (trigger->>'rule'), 'trigger') END AS started_by FROM runs ORDER BY id""").df()
+# %% ../nbs/62_pipeline.ipynb #5516ed8d
+def _state(ev:pd.DataFrame)->tuple:
+    "The last event of `ev` (None if none) and when it happened."
+    return (ev.iloc[-1], ev.iloc[-1]['at']) if len(ev) else (None, None)
+
+@patch
+def info(self:Pipeline, run_id:str, events:pd.DataFrame|None=None)->dict:
+    "One run's record, with its steps: the events recorded for it (read, unless `events` has them), folded; the first `created` event defines the run."
+    ev = self._events(run_id) if events is None else events[events.run_id == run_id]
+    created = ev[(ev.step == '') & (ev.status == 'created')]
+    if not len(created): raise NotFound(f"no pipeline run {run_id!r} (see `mlinfra runs`)")
+    d = json.loads(created.iloc[0]['data'])
+    last, at = _state(ev[(ev.step == '') & (ev.status != 'created')])
+    status = 'running' if last is None or last.status == 'running' else last.status
+    ld = json.loads(last.data) if last is not None else {}
+    r = {'id': run_id, 'status': status, 'steps': d['steps'], 'params': d['params'], 'branch': d['branch'], 'key': d['key'],
+         'started_at': created.iloc[0]['at'], 'ended_at': at if status in ('failed', 'succeeded') else None,
+         'failed_step': ld.get('step') if status == 'failed' else None, 'error': ld.get('error') if status == 'failed' else None,
+         'merge_commit': ld.get('merge_commit') if status == 'succeeded' else None, 'trigger': d.get('trigger')}
+    rows = []
+    for step, se in ev[ev.step != ''].groupby('step', sort=False):
+        last, at = _state(se)
+        started = se[se.status == 'running']['at'].max()
+        rows.append({'step': step, 'status': last.status, 'started_at': started, 'ended_at': None if last.status == 'running' else at,
+                     'notebook': json.loads(last.data).get('notebook')})
+    r['step_status'] = pd.DataFrame(rows, columns=['step', 'status', 'started_at', 'ended_at', 'notebook']).sort_values('started_at', ignore_index=True)
+    return r
+
+@patch
+def runs(self:Pipeline)->pd.DataFrame:
+    "Every run, newest last."
+    ev = self._events()                                                   # read once for every run
+    recs = [self.info(r, ev) for r in ev[ev.status == 'created'].run_id.unique()]
+    df = pd.DataFrame([{k: r[k] for k in ('id', 'status', 'failed_step', 'started_at', 'ended_at', 'merge_commit')} |
+                       {'started_by': 'manual' if r['trigger'] is None else f"alert {r['trigger']['rule']}" if 'rule' in r['trigger'] else 'trigger'}
+                       for r in recs], columns=['id', 'status', 'failed_step', 'started_at', 'ended_at', 'merge_commit', 'started_by'])
+    return df.sort_values('started_at', ignore_index=True)
+
+# %% ../nbs/62_pipeline.ipynb #e91cd7bc
+INPUTS = {'validate': ('ingest',), 'features': ('ingest', 'validate'), 'train': ('features',), 'evaluate': ('train', 'features'),
+          'register': ('train', 'evaluate'), 'deploy': ('register', 'features'), 'monitor': ('deploy',)}   # the steps whose outputs a step reads
+
+def upstream(step:str, steps:list[str])->list[str]:
+    "The steps of a run of `steps` whose outputs `step` reads: the ones it waits for. Steps outside the run leave their last outputs on `main`."
+    return [s for s in INPUTS.get(step, ()) if s in steps]
+
+@patch
+def _missing_on_main(self:Pipeline, step:str, per_step:dict)->str|None:
+    "What `step` writes that `main` (or the workspace) does not have yet, so a run without `step` has nothing to read; None if it is there."
+    if step == 'ingest': return None if 'tables/transactions' in self.repo.tables('main') else 'tables/transactions'
+    if step == 'features': return None if {'features/train', 'features/valid'} <= set(self.repo.tables('main')) else 'features/train and features/valid'
+    if step == 'validate':
+        from mlinfra_nb.features.views import _view_path
+        view = per_step.get('features', {}).get('view') or step_parameters('features', self.folder)['view']
+        there = 'features' in self.lake.repositories() and self.lake.repository('features').exists('main', _view_path(view))
+        return None if there else f"the definition of feature view {view!r}"
+    if step == 'deploy': return None if (self.workspace.home/'serve'/'config'/'models.config').exists() else 'a deployment (serve/config/models.config)'
+    return f"this run's {step} results"                                  # train, evaluate, register: only a step of the same run has them
+
+@patch
+def check_inputs(self:Pipeline, steps:list[str], per_step:dict|None=None):
+    "Refuse `steps` when one of them reads what none of them writes and `main` does not have yet, naming the steps to add."
+    add, first, todo = [], None, list(steps)
+    while todo:
+        s = todo.pop(0)
+        for need in INPUTS.get(s, ()):
+            if need in steps or need in add: continue
+            if (what := self._missing_on_main(need, per_step or {})) is None: continue
+            add.append(need); todo.append(need); first = first or (s, need, what)
+    if first:
+        s, need, what = first
+        raise InvalidInput(f"step {s} reads {what}, which step {need} writes and main does not have yet; add {', '.join(x for x in STEPS if x in add)} "
+                           f"(--steps {','.join(x for x in STEPS if x in steps or x in add)})")
 
 # %% ../nbs/62_pipeline.ipynb #76e97fe3
+@patch
+def _create(self:Pipeline, rid:str, steps:list, per_step:dict, trigger:dict|None=None):
+    "Record run `rid`: its steps, parameters and branch (from `run_key`)."
+    key = run_key(rid)
+    self._append((rid, '', 'created', {'steps': steps, 'params': per_step, 'branch': f'run-{key}', 'key': key, 'trigger': trigger}))
+
 @patch
 def run(self:Pipeline, steps:list[str]|None=None, params:dict|None=None, progress:bool=True,
         trigger:dict|None=None,   # what started the run, e.g. a monitoring alert (kept with the run)
@@ -129,11 +242,10 @@ def run(self:Pipeline, steps:list[str]|None=None, params:dict|None=None, progres
     "Start a run of `steps` (default: all; an empty list is refused) with `params`; the run's record when it ends."
     steps = list(STEPS if steps is None else steps)
     per_step = check_params(steps, dict(params or {}), self.folder)
+    self.check_inputs(steps, per_step)
     now = dt.datetime.now(dt.timezone.utc)
     rid = f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
-    with self._con() as con:
-        con.execute("INSERT INTO runs VALUES (?, 'running', ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?)",
-                    [rid, json.dumps(steps), json.dumps(per_step), f'run-{rid}', now, None if trigger is None else json.dumps(trigger, default=str)])
+    self._create(rid, steps, per_step, trigger)
     return self._go(rid, progress)
 
 @patch
@@ -141,19 +253,16 @@ def resume(self:Pipeline, run_id:str, progress:bool=True)->dict:
     "Continue a run that failed or was interrupted, from the first step that did not succeed (or the merge, if they all did)."
     rec = self.info(run_id)
     if rec['status'] == 'succeeded': raise InvalidInput(f"run {run_id} already succeeded; nothing to resume")
-    with self._con() as con: con.execute("UPDATE runs SET status = 'running', failed_step = NULL, error = NULL WHERE id = ?", [run_id])
+    self._append((run_id, '', 'running', {}))
     return self._go(run_id, progress)
 
 # %% ../nbs/62_pipeline.ipynb #739e7638
 def _step_done(self:Pipeline, rid:str, step:str)->bool:
-    with self._con() as con:
-        return bool(con.execute("SELECT 1 FROM run_steps WHERE run_id = ? AND step = ? AND status = 'succeeded'", [rid, step]).fetchall())
+    st = self.info(rid)['step_status']
+    return bool(((st.step == step) & (st.status == 'succeeded')).any())
 
 def _record(self:Pipeline, rid:str, step:str, status:str, notebook:str|None=None):
-    now = dt.datetime.now(dt.timezone.utc)
-    with self._con() as con:
-        if status == 'running': con.execute("INSERT OR REPLACE INTO run_steps VALUES (?, ?, 'running', ?, NULL, NULL)", [rid, step, now])
-        else: con.execute("UPDATE run_steps SET status = ?, ended_at = ?, notebook = ? WHERE run_id = ? AND step = ?", [status, now, notebook, rid, step])
+    self._append((rid, step, status, {} if notebook is None else {'notebook': notebook}))
 
 def _quiet_kernels(log:Path, env:dict):
     "A kernel manager class whose kernels see `env` on top of this process's environment and write their own stderr (TensorFlow's C++ start-up lines) to `log`, not the terminal."
@@ -173,15 +282,18 @@ def _checkpoint(point:str):
         os.kill(os.getpid(), signal.SIGSTOP)
 
 # %% ../nbs/62_pipeline.ipynb #2ba6d5b3
-def _run_step(self:Pipeline, rec:dict, i:int, step:str)->str|None:
+def _run_step(self:Pipeline, rec:dict, i:int, step:str,
+              branch:str|None=None,     # where the step works (default: the run's branch)
+              merge_into:str|None=None, # a branch to merge that into once the notebook is committed
+             )->str|None:
     "Run `step`, the `i`-th of run `rec`, and keep its executed notebook on the run's branch; the error, or None."
     import papermill as pm
-    rid, branch = rec['id'], rec['branch']
-    out_dir = self.workspace.path('pipeline', rid)
+    rid, key, branch = rec['id'], rec['key'], branch or rec['branch']
+    out_dir = self.workspace.path('pipeline', key)
     if self.repo.uncommitted(branch): self.repo.reset(branch)      # what an interrupted attempt left half-written
     _record(self, rid, step, 'running'); _checkpoint(f'{step}:started')
     out = out_dir/f'{i:02d}_{step}.ipynb'
-    params = {**rec['params'].get(step, {}), 'home': str(self.workspace.home), 'repo': self.repo_name, 'branch': branch, 'run_id': rid}
+    params = {**rec['params'].get(step, {}), 'home': str(self.workspace.home), 'repo': self.repo_name, 'branch': branch, 'run_id': key}
     try:
         pm.execute_notebook(str(self.folder/f'{step}.ipynb'), str(out), parameters=params, kernel_name='python3', progress_bar=False,
                             cwd=str(out_dir), log_output=False, kernel_manager_class=_quiet_kernels(out_dir/'kernel.log', self.workspace.settings_env()))
@@ -190,8 +302,10 @@ def _run_step(self:Pipeline, rec:dict, i:int, step:str)->str|None:
     _checkpoint(f'{step}:executed')
     if out.exists():
         if self.repo.uncommitted(branch): self.repo.reset(branch)
-        self.repo.put(branch, f'runs/{rid}/{i:02d}_{step}.ipynb', out.read_bytes(), content_type='application/x-ipynb+json')
+        self.repo.put(branch, f'runs/{key}/{i:02d}_{step}.ipynb', out.read_bytes(), content_type='application/x-ipynb+json')
         self.repo.commit(branch, f"executed notebook of step {step} ({'failed' if error else 'ok'}), run {rid}", {'run': rid, 'step': step})
+    if merge_into and self.repo.merge_base(branch, merge_into).id != self.repo.head(branch).id:
+        self.repo.merge(branch, into=merge_into, message=f"step {step} of run {rid}", metadata={'run': rid, 'step': step})
     _checkpoint(f'{step}:committed')
     _record(self, rid, step, 'failed' if error else 'succeeded', str(out))
     return error
@@ -210,10 +324,11 @@ def _finish(self:Pipeline, rid:str, branch:str, steps:list)->dict:
     merged = _merged(self, rid, branch)
     if merged is None:
         _checkpoint('steps-done')
-        merged = self.repo.merge(branch, into='main', message=f"pipeline run {rid}: {', '.join(steps)}", metadata={'pipeline_run': rid})
+        try: merged = self.repo.merge(branch, into='main', message=f"pipeline run {rid}: {', '.join(steps)}", metadata={'pipeline_run': rid})
+        except InvalidInput:                                          # another worker of the run merged it a moment ago
+            if (merged := _merged(self, rid, branch)) is None: raise
         _checkpoint('merged')
-    with self._con() as con:
-        con.execute("UPDATE runs SET status = 'succeeded', ended_at = ?, merge_commit = ? WHERE id = ?", [dt.datetime.now(dt.timezone.utc), merged.id, rid])
+    if self.info(rid)['status'] != 'succeeded': self._append((rid, '', 'succeeded', {'merge_commit': merged.id}))
     return self.info(rid)
 
 def _go(self:Pipeline, rid:str, progress:bool)->dict:
@@ -227,14 +342,126 @@ def _go(self:Pipeline, rid:str, progress:bool)->dict:
         if _step_done(self, rid, step): continue
         bar.set_postfix_str(step)
         if (error := _run_step(self, rec, i, step)) is None: continue
-        with self._con() as con:
-            con.execute("UPDATE runs SET status = 'failed', failed_step = ?, error = ?, ended_at = ? WHERE id = ?",
-                        [step, error[:2000], dt.datetime.now(dt.timezone.utc), rid])
-        get_logger('pipeline').error("run %s: step %s failed: %s (main is untouched; see %s)", rid, step, error, self.workspace.path('pipeline', rid))
+        self._append((rid, '', 'failed', {'step': step, 'error': error[:2000]}))
+        get_logger('pipeline').error("run %s: step %s failed: %s (main is untouched; see %s)", rid, step, error, self.workspace.path('pipeline', rec['key']))
         return self.info(rid)
     return _finish(self, rid, branch, steps)
 
 Pipeline._go = _go
+
+# %% ../nbs/62_pipeline.ipynb #4bfddd21
+@patch
+def join(self:Pipeline, run_id:str, steps:list[str]|None=None, params:dict|None=None)->dict:
+    "Create run `run_id` of `steps` with `params`, or join it; every worker of a run must bring the same steps and parameters."
+    steps = list(STEPS if steps is None else steps)
+    per_step = check_params(steps, dict(params or {}), self.folder)
+    try: rec = self.info(run_id)
+    except NotFound:
+        self.check_inputs(steps, per_step)
+        self._create(run_id, steps, per_step)
+        rec = self.info(run_id)                          # the first `created` event wins: another worker's, if it recorded one first
+    if (rec['steps'], rec['params']) != (steps, json.loads(json.dumps(per_step))):
+        raise Conflict(f"run {run_id} has steps {','.join(rec['steps'])} and parameters {rec['params']}; this worker brings {','.join(steps)} and {per_step}")
+    if rec['branch'] not in self.repo.branches():
+        try: self.repo.create_branch(rec['branch'], 'main')
+        except Conflict: pass                            # another worker made it first
+    return rec
+
+# %% ../nbs/62_pipeline.ipynb #e4f4e20e
+@patch
+def run_step(self:Pipeline, run_id:str, step:str)->dict:
+    "Run `step` of run `run_id` on a branch of its own, merged into the run's branch; the run's record. A step that succeeded is not run again."
+    rec = self.info(run_id)
+    if step not in rec['steps']: raise InvalidInput(f"run {run_id} has no step {step!r}; its steps are {', '.join(rec['steps'])}")
+    done = set(rec['step_status'].query("status == 'succeeded'").step)
+    if step in done or rec['status'] == 'succeeded': return rec
+    if (waiting := [s for s in upstream(step, rec['steps']) if s not in done]):
+        raise Conflict(f"step {step} of run {run_id} reads what {', '.join(waiting)} write(s), which has not succeeded yet; run {', '.join(waiting)} first")
+    if rec['status'] == 'failed': self._append((run_id, '', 'running', {}))
+    work = f"{rec['branch']}--{step}"
+    if work in self.repo.branches(): self.repo.delete_branch(work)       # what an attempt that died left
+    self.repo.create_branch(work, rec['branch'])
+    error = _run_step(self, rec, rec['steps'].index(step), step, branch=work, merge_into=rec['branch'])
+    self.repo.delete_branch(work)
+    if error: self._append((run_id, '', 'failed', {'step': step, 'error': error[:2000]}))
+    return self.info(run_id)
+
+@patch
+def finish(self:Pipeline, run_id:str)->dict:
+    "Merge run `run_id` into main once every step succeeded (refused before, naming the steps that did not); a no-op once merged."
+    rec = self.info(run_id)
+    if rec['status'] == 'succeeded': return rec
+    st = dict(zip(rec['step_status'].step, rec['step_status'].status))
+    if (missing := [s for s in rec['steps'] if st.get(s) != 'succeeded']):
+        raise Conflict(f"run {run_id} cannot be merged yet: " + ', '.join(f"{s} ({st.get(s, 'not run')})" for s in missing) + " must succeed first")
+    return _finish(self, run_id, rec['branch'], rec['steps'])
+
+# %% ../nbs/62_pipeline.ipynb #8574d172
+_DAG = '''"""Airflow DAG {dag_id!r}: the mlinfra pipeline steps {steps_text}, one task each on one shared run (Airflow's run id), merged
+into main by the last task. Written by `mlinfra pipeline airflow`; it imports nothing from the project and calls its command line."""
+import datetime as dt
+from airflow.sdk import DAG
+{imports}
+
+STEPS = {steps!r}
+NEEDS = {needs!r}   # each step runs after the steps of this DAG whose outputs it reads
+{operator}
+
+with DAG({dag_id!r}, schedule={schedule!r}, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False, tags=['mlinfra'],
+         default_args={{'retries': {retries!r}, 'retry_delay': dt.timedelta(seconds={retry_delay!r})}}) as dag:
+    tasks = {{s: mlinfra(s, '--only', s) for s in STEPS}}
+    finish = mlinfra('finish', '--finish')   # merges into main once every step succeeded; a failed step leaves it upstream_failed
+    for s, before in NEEDS.items():
+        for b in before: tasks[b] >> tasks[s]
+    for t in tasks.values(): t >> finish
+'''
+
+_BASH = '''
+CLI = {cli!r}
+ENV = {{'MLINFRA_RUN_ID': '{{{{ run_id }}}}', 'MLINFRA_RUN_CONF': '{{{{ dag_run.conf | tojson }}}}'}}   # reach the command as variables, unquoted
+
+def mlinfra(task_id, *args):
+    return BashOperator(task_id=task_id, bash_command=' '.join([CLI, *args]), env=ENV, append_env=True)
+'''
+
+_POD = '''
+IMAGE = {image!r}
+COMMAND, ARGS = {command!r}, {args!r}
+
+def mlinfra(task_id, *args):
+    return KubernetesPodOperator(task_id=task_id, name=f"mlinfra-{{task_id}}", image=IMAGE, cmds=COMMAND, arguments=[*ARGS, *args],
+                                 get_logs=True, on_finish_action='delete_succeeded_pod')
+'''
+
+# %% ../nbs/62_pipeline.ipynb #abdae09b
+def airflow_dag(steps:list[str]|None=None,       # the steps, one task each (default: all)
+                dag_id:str='mlinfra_pipeline',
+                command:list[str]|None=None,     # the project's CLI (default: this installation's `mlinfra` by absolute path; `mlinfra` in an image)
+                home:str|Path|None=None,         # the workspace (and so the lake) every task works in (default: this one's)
+                retries:int=2,                   # Airflow retries of each task (safe: a step that succeeded is not run again)
+                retry_delay:float=60.0,          # seconds between them
+                schedule:str|None=None,          # a cron expression or preset ('@daily'); None: runs start by hand or by the API
+                image:str|None=None,             # a container image with the project: KubernetesPodOperator tasks, not BashOperator
+               )->str:
+    "The source of an Airflow DAG that runs `steps` as tasks of one run, `--run-id` Airflow's run id, parameters from the run's conf."
+    import shlex, shutil
+    steps = list(STEPS if steps is None else steps)
+    check_params(steps, {})
+    if not re.fullmatch(r'[A-Za-z0-9_.-]{1,250}', dag_id): raise InvalidInput(f"dag id {dag_id!r}: use letters, digits, '_', '.' and '-'")
+    home = str(Path(home or Workspace().home).expanduser().absolute())
+    if command is None:
+        exe = shutil.which('mlinfra', path=str(Path(sys.executable).parent))
+        command = ['mlinfra'] if image else [exe] if exe else [sys.executable, '-m', 'mlinfra_nb.cli']
+    args = ['run', '--home', home, '--steps', ','.join(steps)]
+    needs = {s: upstream(s, steps) for s in steps if upstream(s, steps)}
+    if image:
+        operator = _POD.format(image=image, command=list(command), args=[*args, '--run-id', '{{ run_id }}', '--conf', '{{ dag_run.conf | tojson }}'])
+        imports = 'from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator'
+    else:
+        operator = _BASH.format(cli=shlex.join([*command, *args]) + ' --run-id "$MLINFRA_RUN_ID" --conf "$MLINFRA_RUN_CONF"')
+        imports = 'from airflow.providers.standard.operators.bash import BashOperator'
+    return _DAG.format(dag_id=dag_id, steps_text=', '.join(steps), imports=imports, steps=steps, needs=needs, operator=operator,
+                       schedule=schedule, retries=retries, retry_delay=float(retry_delay))
 
 # %% ../nbs/62_pipeline.ipynb #13585d8a
 def retrain_on_drift(pipeline:Pipeline,

@@ -87,44 +87,61 @@ def register(self:ModelRegistry,
     _check_name(name)
     if alias is not None: _check_name(alias, 'alias', ALIAS_RE)
     run = run if isinstance(run, Run) else self.tracker.run(run)
+    rec, model = _registrable(run)
+    with tempfile.TemporaryDirectory(prefix='mlinfra-register-') as tmp:
+        sig = _export(model, Path(tmp))
+        version = self._commit_version(name, Path(tmp), lambda v: _meta(name, v, description, run, rec, sig))
+    get_logger('registry').info("registered %s version %d from run %s", name, version, run.id)
+    if alias: self.set_alias(name, alias, version)
+    return self.get(name, version)
+
+# %% ../nbs/35_registry.ipynb #a46f08b5
+def _registrable(run:Run)->tuple[dict, object]:
+    "The run's record and its model, if the run can be registered."
     rec = run.record()
     if rec['status'] != 'finished':
         raise InvalidInput(f"run {run.id} is {rec['status']}" + (f" ({rec['error']})" if rec['error'] else '') + ": only a finished run can be registered")
     if not rec['evaluation']:
         raise InvalidInput(f"run {run.id} was not evaluated: train it with valid=... so it is measured on held-out data before it is registered")
-    model = run.model
-    if model is None:
-        art = run.artifacts().get('model')
-        if not art or not Path(art).exists(): raise NotFound(f"run {run.id} has no saved model to register")
-        model = import_tensorflow().keras.models.load_model(art)
-    with tempfile.TemporaryDirectory(prefix='mlinfra-register-') as tmp:
-        tmp = Path(tmp)
-        tf_log = import_tensorflow().get_logger(); level = tf_log.level; tf_log.setLevel('ERROR')   # no "Assets written" chatter
-        try: model.export(str(tmp/'saved_model'), verbose=False)
-        finally: tf_log.setLevel(level)
-        model.save(tmp/'model.keras')
-        sig = signature_of(tmp/'saved_model')
-        for attempt in range(5):
-            version = max(self._versions(name), default=0) + 1
-            meta = {'name': name, 'version': version, 'description': description, 'run': run.id, 'run_name': rec['name'],
-                    'registered_at': dt.datetime.now(dt.timezone.utc).isoformat(), 'signature': sig,
-                    'input_schema': {k: v['dtype'] for k, v in sig['inputs'].items()}, 'metrics': rec['evaluation'],
-                    'params': rec['params'], 'strategy': rec['strategy'], 'lineage': rec['lineage']}
-            items = [*_files(tmp/'saved_model', f'{name}/{version}/saved_model'),
-                     (f'{name}/{version}/model.keras', (tmp/'model.keras').read_bytes()),
-                     (f'{name}/{version}/meta.json', json.dumps(meta, indent=1, default=str).encode())]
-            try:
-                with self.repo.transaction('main', f"register {name} version {version} from run {run.id}",
-                                           {'model': name, 'version': str(version), 'run': run.id}) as b:
-                    if b.exists(f'{name}/{version}/meta.json'):   # registered by another since we counted: count again
-                        raise Conflict(f"{name} version {version} was registered meanwhile")
-                    b.put_many(items)
-                break
-            except Conflict:
-                if attempt == 4: raise
-    get_logger('registry').info("registered %s version %d from run %s", name, version, run.id)
-    if alias: self.set_alias(name, alias, version)
-    return self.get(name, version)
+    if run.model is not None: return rec, run.model
+    art = run.artifacts().get('model')
+    if not art or not Path(art).exists(): raise NotFound(f"run {run.id} has no saved model to register")
+    return rec, import_tensorflow().keras.models.load_model(art)
+
+def _export(model, folder:Path)->dict:
+    "Write `model` to `folder` as `saved_model/` and `model.keras`; the SavedModel's serving signature."
+    tf_log = import_tensorflow().get_logger(); level = tf_log.level; tf_log.setLevel('ERROR')   # no "Assets written" chatter
+    try: model.export(str(folder/'saved_model'), verbose=False)
+    finally: tf_log.setLevel(level)
+    model.save(folder/'model.keras')
+    return signature_of(folder/'saved_model')
+
+def _meta(name:str, version:int, description:str, run:Run, rec:dict, sig:dict)->dict:
+    "What `meta.json` says about a version: where it came from, its signature and input schema, metrics and lineage."
+    return {'name': name, 'version': version, 'description': description, 'run': run.id, 'run_name': rec['name'],
+            'registered_at': dt.datetime.now(dt.timezone.utc).isoformat(), 'signature': sig,
+            'input_schema': {k: v['dtype'] for k, v in sig['inputs'].items()}, 'metrics': rec['evaluation'],
+            'params': rec['params'], 'strategy': rec['strategy'], 'lineage': rec['lineage']}
+
+# %% ../nbs/35_registry.ipynb #6830e6d6
+@patch
+def _commit_version(self:ModelRegistry, name:str, folder:Path, meta)->int:
+    "Commit the files in `folder` and `meta(version)` as the next version of `name`; that version."
+    for attempt in range(5):
+        version = max(self._versions(name), default=0) + 1
+        m = meta(version)
+        items = [*_files(folder/'saved_model', f'{name}/{version}/saved_model'),
+                 (f'{name}/{version}/model.keras', (folder/'model.keras').read_bytes()),
+                 (f'{name}/{version}/meta.json', json.dumps(m, indent=1, default=str).encode())]
+        try:
+            with self.repo.transaction('main', f"register {name} version {version} from run {m['run']}",
+                                       {'model': name, 'version': str(version), 'run': m['run']}) as b:
+                if b.exists(f'{name}/{version}/meta.json'):   # registered by another since we counted: count again
+                    raise Conflict(f"{name} version {version} was registered meanwhile")
+                b.put_many(items)
+            return version
+        except Conflict:
+            if attempt == 4: raise
 
 # %% ../nbs/35_registry.ipynb #5552a70e
 @patch
@@ -142,6 +159,7 @@ def resolve(self:ModelRegistry, name:str, version:int|None=None, alias:str|None=
     if version not in have: raise NotFound(f"model {name!r} has no version {version} (versions: {', '.join(map(str, have))})")
     return version
 
+# %% ../nbs/35_registry.ipynb #4777a5dd
 @patch
 def get(self:ModelRegistry, name:str, version:int|None=None, alias:str|None=None, ref:str='main')->ModelVersion:
     "The version of `name` that `version` or `alias` names (default: the latest), with its metadata."

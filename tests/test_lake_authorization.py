@@ -52,6 +52,8 @@ ROWS = [
      lambda a, u, x: a.experimental.hard_reset_branch('mxr', f'h-{u}', 'main')),
     ('revert', ('POST', f'{R}/branches/{{branch}}/revert'), WRITERS, False,
      lambda a, u, x: a.branches.revert_branch('mxr', f'v-{u}', S.RevertCreation(ref=x['revert'][u], parent_number=0))),
+    ('cherry-pick', ('POST', f'{R}/branches/{{branch}}/cherry-pick'), WRITERS, False,
+     lambda a, u, x: a.branches.cherry_pick('mxr', f'c-{u}', S.CherryPickCreation(ref=x['revert'][u]))),
     ('list tags', ('GET', f'{R}/tags'), EVERYONE, False, lambda a, u, x: a.tags.list_tags('mxr')),
     ('get tag', ('GET', f'{R}/tags/{{tag}}'), EVERYONE, False, lambda a, u, x: a.tags.get_tag('mxr', 'v1')),
     ('create tag', ('POST', f'{R}/tags'), WRITERS, False, lambda a, u, x: a.tags.create_tag('mxr', S.TagCreation(id=f'tn-{u}', ref='main'))),
@@ -173,7 +175,7 @@ def prepare(lake:Lake)->dict:
     ctx = {'revert': {}, 'spare': {}}
     for u in USERS.values():
         lake.create_repository(f'x-{u}')
-        for b in ('d', 'r', 'h', 'v', 'w', 'm'): repo.create_branch(f'{b}-{u}', 'main')
+        for b in ('d', 'r', 'h', 'v', 'w', 'm', 'c'): repo.create_branch(f'{b}-{u}', 'main')
         repo.put('r-' + u, 'staged.txt', b'staged')
         repo.put('v-' + u, 'undo.txt', b'undo'); ctx['revert'][u] = repo.commit('v-' + u, 'to be reverted').id
         repo.put_many('w-' + u, {'del/one.csv': b'1', 'del/two.csv': b'2'}); repo.commit('w-' + u, 'to delete')

@@ -166,12 +166,12 @@ def test_transactions(repo):
         b.put('t/1', b'1'); b.put('t/2', b'2')
         assert not repo.exists('main', 't/1')   # invisible on main until the block succeeds
     assert repo.get('main', 't/2') == b'2'
-    before, branches = repo.head('main'), set(repo.branches())
+    before, branches = repo.head('main'), set(repo.branches(show_hidden=True))
     with pytest.raises(RuntimeError):
         with repo.transaction('main', 'fails half-way') as b:
             b.put('t/3', b'3'); raise RuntimeError('boom')
     assert repo.head('main') == before and not repo.exists('main', 't/3')
-    assert set(repo.branches()) == branches   # the ephemeral branch is gone
+    assert set(repo.branches(show_hidden=True)) == branches   # the ephemeral branch is gone, not just hidden
 
 def test_tables(lk, repo):
     df = pd.DataFrame({'user': ['a', 'b', 'c'], 'amount': [1.5, 2.0, 3.5]})

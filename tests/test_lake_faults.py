@@ -177,7 +177,7 @@ def test_sigkill_inside_transaction_rolls_back_whole(tmp_path, clean_env):
         repo = lk.repository('demo')
         assert time.monotonic() - t < 5   # the dead writer's lock went with it
         assert repo.head('main').id == c0.id and [c.message for c in repo.log('main')] == ['c0', 'Repository created']
-        assert repo.uncommitted('main') == [] and set(repo.branches()) == {'main'}
+        assert repo.uncommitted('main') == [] and set(repo.branches(show_hidden=True)) == {'main'}
         assert repo.get('main', 'a') == b'A' and not repo.exists('main', 'b')
         assert {r['action'] for _, r in lk.audit(limit=1000).iterrows()} == {'create_repository', 'put', 'commit'}
         assert len(lk.audit(limit=1000)) == 3
@@ -396,18 +396,18 @@ def test_gc_clears_what_a_killed_transaction_left(tmp_path, clean_env):
     try:
         repo = lk.repository('demo')
         # the debris: the transaction's branch (a commit and staged objects) and write_table's temporary Parquet
-        assert set(repo.branches()) == {'main', tx} and repo.head(tx).id == tx_head
+        assert set(repo.branches(show_hidden=True)) == {'main', tx} and repo.head(tx).id == tx_head
         assert [f.suffix for f in (root/'tmp').iterdir()] == ['.parquet']
         tx_only = [lk.store.blob_path(hashlib.sha256(b'T' * 300_000).hexdigest())]
         assert all(f.exists() for f in tx_only)
         # with the default grace period it is too young to touch
         out = lk.gc()
-        assert (out['transactions'], out['temp_files']) == ([], 0) and tx in repo.branches()
+        assert (out['transactions'], out['temp_files']) == ([], 0) and tx in repo.branches(show_hidden=True)
         # with none, it goes, and what only it referenced goes with it
         out = lk.gc(grace=0)
         assert out['transactions'] == [f'demo/{tx}'] and out['temp_files'] == 1
         assert out['objects'] == 4, out                           # tx/big, tx/a, tx/b (a pack) and tx/staged
-        assert set(repo.branches()) == {'main'} and not list((root/'tmp').iterdir())
+        assert set(repo.branches(show_hidden=True)) == {'main'} and not list((root/'tmp').iterdir())
         assert not any(f.exists() for f in tx_only)
         with pytest.raises(NotFound, match='garbage-collected'): repo.get(tx_head, 'tx/big')
         # main is intact
@@ -448,7 +448,7 @@ def test_gc_never_drops_a_live_transaction(tmp_path, clean_env):
             out = lk.gc(grace=0)
             assert out['transactions'] == [] and out['objects'] == 0, out
             repo = lk.repository('demo')
-            assert tx in repo.branches() and repo.get(tx, 'live/big') == b'L' * 300_000 and repo.get(tx, 'live/staged') == b'staged'
+            assert tx in repo.branches(show_hidden=True) and repo.get(tx, 'live/big') == b'L' * 300_000 and repo.get(tx, 'live/staged') == b'staged'
         finally: lk.store.close()
         out, err = p.communicate(b'go\n', timeout=120)
         assert p.returncode == 0 and out.decode().strip() == 'merged', err.decode()[-3000:]
@@ -457,6 +457,6 @@ def test_gc_never_drops_a_live_transaction(tmp_path, clean_env):
     lk = Lake(root, user='after')
     try:
         repo = lk.repository('demo')
-        assert set(repo.branches()) == {'main'} and repo.get('main', 'live/big') == b'L' * 300_000 and repo.get('main', 'live/staged') == b'staged'
+        assert set(repo.branches(show_hidden=True)) == {'main'} and repo.get('main', 'live/big') == b'L' * 300_000 and repo.get('main', 'live/staged') == b'staged'
         assert lk.gc(grace=0)['transactions'] == []
     finally: lk.store.close()

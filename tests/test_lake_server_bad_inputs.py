@@ -35,7 +35,7 @@ def state(lake:Lake)->tuple:
         repos = {}
         for name in lake.repositories():
             r = lake.repository(name)
-            branches = r.branches()
+            branches = r.branches(show_hidden=True)   # hidden transaction branches too
             repos[name] = (branches, r.tags(), {b: r.uncommitted(b) for b in branches}, r.protection_rules())
     files = sorted(str(p.relative_to(lake.root)) for d in ('objects', 'packs') for p in (lake.root/d).rglob('*') if p.is_file())
     return repos, files
@@ -52,7 +52,7 @@ def no_staging(lake:Lake):
     with lake.session():
         for name in lake.repositories():
             r = lake.repository(name)
-            for b in r.branches(): assert r.uncommitted(b) == [], (name, b, r.uncommitted(b))
+            for b in r.branches(show_hidden=True): assert r.uncommitted(b) == [], (name, b, r.uncommitted(b))
 
 def basic(key:str, secret:str)->bytes: return b'Basic ' + base64.b64encode(f'{key}:{secret}'.encode())
 
@@ -184,11 +184,11 @@ def test_deeply_nested_json(env, api, body):
 ])
 def test_unknown_repository(env, api, method, path):
     with unchanged(env[0]):
-        failed(api.request(method, path, content=b'1' if method == 'POST' else None), 404, r"^no repository 'nope'")
-        if method == 'GET': failed(api.delete('/repositories/nope'), 404, r"^no repository 'nope'")
+        failed(api.request(method, path, content=b'1' if method == 'POST' else None), 404, r"^repository not found: no repository 'nope'")
+        if method == 'GET': failed(api.delete('/repositories/nope'), 404, r"^repository not found: no repository 'nope'")
 
-UNKNOWN_REF = r"^no branch, tag or commit '{}' in repository 'demo'$"
-NO_BRANCH = r"^no branch '{}' in repository 'demo'$"
+UNKNOWN_REF = r"^not found: no branch, tag or commit '{}' in repository 'demo'$"
+NO_BRANCH = r"^branch not found: no branch '{}' in repository 'demo'$"
 
 @pytest.mark.parametrize('method, path, body, msg', [
     ('GET', '/repositories/demo/branches/nope', None, NO_BRANCH.format('nope')),
@@ -203,8 +203,8 @@ NO_BRANCH = r"^no branch '{}' in repository 'demo'$"
     ('DELETE', '/repositories/demo/branches/nope/objects?path=README', None, NO_BRANCH.format('nope')),
     ('POST', '/repositories/demo/branches/nope/objects/delete', {'paths': ['README']}, NO_BRANCH.format('nope')),
     ('POST', '/repositories/demo/branches', {'name': 'x', 'source': 'nope'}, UNKNOWN_REF.format('nope')),
-    ('GET', '/repositories/demo/tags/nope', None, r"^no tag 'nope' in repository 'demo'$"),
-    ('DELETE', '/repositories/demo/tags/nope', None, r"^no tag 'nope' in repository 'demo'$"),
+    ('GET', '/repositories/demo/tags/nope', None, r"^tag not found: no tag 'nope' in repository 'demo'$"),
+    ('DELETE', '/repositories/demo/tags/nope', None, r"^tag not found: no tag 'nope' in repository 'demo'$"),
     ('POST', '/repositories/demo/tags', {'id': 't2', 'ref': 'nope'}, UNKNOWN_REF.format('nope')),
     ('GET', '/repositories/demo/commits/deadbeef00', None, UNKNOWN_REF.format('deadbeef00')),
     ('GET', '/repositories/demo/refs/nope/commits', None, UNKNOWN_REF.format('nope')),
@@ -225,10 +225,10 @@ def test_unknown_ref(env, api, method, path, body, msg):
     with unchanged(env[0]): failed(api.request(method, path, **kw), 404, msg)
 
 @pytest.mark.parametrize('method, path, msg', [
-    ('GET', '/repositories/demo/refs/main/objects?path=no/such', r"^no object 'no/such' at 'main' in repository 'demo'$"),
-    ('GET', '/repositories/demo/refs/main/objects/stat?path=no/such', r"^no object 'no/such' at 'main' in repository 'demo'$"),
-    ('GET', '/repositories/demo/refs/v1/objects?path=data', r"^no object 'data' at 'v1' in repository 'demo'$"),   # a prefix is not an object
-    ('DELETE', '/repositories/demo/branches/dev/objects?path=no/such', r"^no object 'no/such' on branch 'dev' of 'demo'$"),
+    ('GET', '/repositories/demo/refs/main/objects?path=no/such', r"^not found: no object 'no/such' at 'main' in repository 'demo'$"),
+    ('GET', '/repositories/demo/refs/main/objects/stat?path=no/such', r"^not found: no object 'no/such' at 'main' in repository 'demo'$"),
+    ('GET', '/repositories/demo/refs/v1/objects?path=data', r"^not found: no object 'data' at 'v1' in repository 'demo'$"),   # a prefix is not an object
+    ('DELETE', '/repositories/demo/branches/dev/objects?path=no/such', r"^not found: no object 'no/such' on branch 'dev' of 'demo'$"),
     ('HEAD', '/repositories/demo/refs/main/objects?path=no/such', None),
 ])
 def test_unknown_object(env, api, method, path, msg):
@@ -260,7 +260,7 @@ REF_MSG = r"^invalid {} name '{}': use letters, digits, '_' and '-', starting wi
 ])
 def test_invalid_names(env, api, method, path, body, msg):
     with unchanged(env[0]):
-        if msg is None: failed(api.request(method, path, json=body), 409, r"^a branch or tag named 'main' already exists in repository 'demo'$")
+        if msg is None: failed(api.request(method, path, json=body), 409, r"^branch already exists: a branch or tag named 'main' already exists in repository 'demo'$")
         else: failed(api.request(method, path, json=body), 400, msg)
 
 SEGMENTS = "empty, '.' and '..' segments are not allowed"
@@ -405,7 +405,7 @@ def test_protected_branch(env, api, fresh):
     base = f'/repositories/{name}'
     assert api.put(f'{base}/settings/branch_protection', json=[{'pattern': 'main'}]).status_code == 204
     assert api.get(f'{base}/settings/branch_protection').json() == [{'pattern': 'main'}]
-    msg = r"^cannot {} on branch 'main': it is protected by rule 'main'; work on another branch and merge$"
+    msg = r"^cannot (?:commit|write) to protected branch: cannot {} on branch 'main': it is protected by rule 'main'; work on another branch and merge$"   # lakeFS's text first
     with unchanged(lake):
         failed(api.post(f'{base}/branches/main/objects', params={'path': 'new.txt'}, content=b'direct'), 403, msg.format('write'))
         failed(api.post(f'{base}/branches/main/objects', params={'path': 'new.txt'}, files={'content': ('f', b'direct')}), 403, msg.format('write'))
@@ -505,7 +505,7 @@ def test_truncated_upload(env, api, fresh):
     time.sleep(0.3)                                       # ... and, once it has seen the hang-up, nothing was staged for that path
     diff = api.get(f'{base}/branches/main/diff')
     assert diff.status_code == 200 and diff.json()['results'] == [], diff.text
-    failed(api.get(f'{base}/refs/main/objects/stat', params={'path': 'trunc.bin'}), 404, r"^no object 'trunc.bin' at 'main'")
+    failed(api.get(f'{base}/refs/main/objects/stat', params={'path': 'trunc.bin'}), 404, r"^not found: no object 'trunc.bin' at 'main'")
     assert state(lake) == before, 'a truncated upload changed the lake'
     # the same path uploads fine afterwards, with all its bytes
     data = bytes(range(256)) * 400
@@ -579,7 +579,8 @@ def test_cli_prints_the_real_port(mlinfra, clean_env, tmp_path, argv, host):
     p = _serve_cli(mlinfra, clean_env, tmp_path, *argv, '--port', '0', wait=False)
     try:
         line = p.stdout.readline()
-        m = re.fullmatch(rf"serving the lake at {re.escape(str(tmp_path/'lake'))} as lakeFS on http://{re.escape(host)}:(\d+) \(Ctrl-C stops\)\n", line)
+        m = re.fullmatch(rf"serving the lake at {re.escape(str(tmp_path/'lake'))} as lakeFS on http://{re.escape(host)}:(\d+) "
+                         rf"\(S3 gateway: http://{re.escape(host)}:\1/<repository>/<ref>/<path>; Ctrl-C stops\)\n", line)
         assert m and int(m.group(1)) > 0, (line, p.stderr.read() if p.poll() is not None else '')
         for _ in range(100):
             try: r = httpx.get(f'http://127.0.0.1:{m.group(1)}{API}/repositories', auth=(cred.access_key_id, cred.secret_access_key), timeout=5); break
@@ -634,7 +635,7 @@ def test_ranges_of_a_packed_object(env, api, fresh):
         failed(api.get(f'/repositories/{fresh.name}/refs/main/objects', params={'path': f'p/{i}.bin'}, headers={'Range': 'bytes=456-'}), 416)
 
 def test_range_on_missing_object(api):
-    failed(api.get('/repositories/demo/refs/main/objects', params={'path': 'no/such'}, headers={'Range': 'bytes=0-1'}), 404, r"^no object 'no/such'")
+    failed(api.get('/repositories/demo/refs/main/objects', params={'path': 'no/such'}, headers={'Range': 'bytes=0-1'}), 404, r"^not found: no object 'no/such'")
 
 def test_range_with_huge_number(api):
     failed(api.get('/repositories/demo/refs/main/objects', params={'path': 'data/a.csv'}, headers={'Range': 'bytes=' + '9' * 5000 + '-'}), 416)

@@ -40,7 +40,10 @@ def test_pickers_list_repositories_branches_and_tags(lk, cards):
     assert b.ref_picker.options == (('dev', 'dev'), ('main', 'main'), ('v1 (tag)', 'v1'))
     b.repo_picker.value = 'other'
     assert (b.ref, [v for _, v in b.ref_picker.options]) == ('trunk', ['trunk', 'x'])
-    assert [v for _, v in b.merge_source.options] == ['trunk', 'x'] and b.merge_source.value == 'x'
+    # x has nothing trunk lacks, so there is nothing to offer: no merge, and the button is off
+    assert b.merge_source.options == () and b.merge_source.value is None and b.merge_button.disabled
+    lk.repository('other').put('x', 'f.txt', b'x'); lk.repository('other').commit('x', 'on x'); b.refresh()
+    assert [v for _, v in b.merge_source.options] == ['x'] and b.merge_source.value == 'x' and not b.merge_button.disabled
     assert b.table_picker.options == () and 'no tables' in b.tables_html.value
     b.repo_picker.value = 'cards'
     assert b.ref == 'main' and 'first rows' in b.log_html.value
@@ -230,6 +233,7 @@ def test_protected_branch_errors_are_shown(lk, cards):
 # --- merges and deletes ask first
 
 def test_merge_waits_for_confirmation(lk, cards):
+    cards.create_branch('hotfix', 'main'); cards.put('hotfix', 'docs/fix.txt', b'fix'); cards.commit('hotfix', 'fix')
     b = LakeBrowser(lk)
     head, dev = cards.head('main').id, cards.head('dev').id
     assert b.merge_source.value == 'dev' and b.confirm_box.layout.display == 'none'
@@ -237,7 +241,7 @@ def test_merge_waits_for_confirmation(lk, cards):
     assert b.pending == "Merge 'dev' into branch 'main' (refusing conflicts)?"
     assert b.confirm_box.layout.display is None and 'Merge' in b.confirm_html.value
     assert cards.head('main').id == head
-    b.merge_source.value = 'v1'   # what is merged was fixed when the question was asked
+    b.merge_source.value = 'hotfix'   # what is merged was fixed when the question was asked
     b.confirm_button.click()
     assert cards.head('main').parents == (head, dev)   # a merge commit, as lakeFS makes
     assert "merged 'dev' into 'main'" in status(b) and b.pending is None and b.confirm_box.layout.display == 'none'
@@ -277,8 +281,8 @@ def test_merge_conflict_is_shown_then_resolved_with_a_strategy(lk, cards):
 
 def test_merge_into_dirty_branch_and_nothing_to_merge(lk, cards):
     b = LakeBrowser(lk)
-    b.merge_source.value = 'v1'; b.merge_button.click(); b.confirm_button.click()
-    assert "nothing to merge: 'v1' is already contained in 'main'" in status(b)
+    offered = [v for _, v in b.merge_source.options]
+    assert 'v1' not in offered and 'main' not in offered and offered == ['dev']   # contained in main, main itself: not offered
     cards.put('main', 'docs/wip.txt', b'wip'); b.refresh()
     b.merge_source.value = 'dev'; b.merge_button.click(); b.confirm_button.click()
     assert "branch 'main' has uncommitted changes" in status(b) and cards.get('main', 'docs/README.md') == b'# cards\n'

@@ -271,3 +271,23 @@ def test_inputs_relations_arrow_and_lake(tmp_path):
     repo.commit('main', 'data')
     got = data_drift((repo, 'main', 'tables/ref'), (repo, 'main', 'tables/cur')).columns   # default connection: the lake's
     pd.testing.assert_frame_equal(got, want)
+
+def _drift_objects(con)->list:
+    "The views and tables `data_drift` registers or creates on `con` (their names start with `_drift_`)."
+    return con.execute("SELECT table_name FROM information_schema.tables WHERE table_name LIKE '\\_drift\\_%' ESCAPE '\\'").fetchall()
+
+def test_failed_call_leaves_no_views_or_tables():
+    "A call, and an error in a column's test, in the column checks or in the second input, leave the connection as it was."
+    ref = pd.DataFrame({'x': rng.normal(size=200), 'k': rng.choice(list('ab'), 200)})
+    cur = pd.DataFrame({'x': rng.normal(size=150), 'k': rng.choice(list('ab'), 150)})
+    con, other = duckdb.connect(), duckdb.connect()
+    assert data_drift(ref, cur, con=con).summary['n_tested'] == 2 and _drift_objects(con) == []
+    assert data_drift(ref, cur, test='psi', con=con).columns.test.tolist() == ['psi', 'psi']   # binned: an edges table
+    assert _drift_objects(con) == []
+    with pytest.raises(InvalidInput, match="test 'ks' is for numeric columns; column 'k' is categorical"):
+        data_drift(other.from_df(ref), cur, test={'k': 'ks'}, con=con)   # the reference is copied into a temp table first
+    assert _drift_objects(con) == []
+    with pytest.raises(InvalidInput, match=r"column\(s\) \['nope'\] not in the reference data"):
+        data_drift(ref, cur, columns=['x', 'nope'], con=con)
+    with pytest.raises(InvalidInput, match='the current data must be a DuckDB relation'): data_drift(ref, [1, 2], con=con)
+    assert _drift_objects(con) == []

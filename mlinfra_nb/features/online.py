@@ -5,12 +5,12 @@
 # %% ../../nbs/22_features.online.ipynb #373c1bc2
 from __future__ import annotations
 import datetime as dt, json, time
-import duckdb, pandas as pd, pyarrow.compute as pc
+import duckdb, pandas as pd, pyarrow as pa, pyarrow.compute as pc
 from fastcore.basics import patch
 from ..workspace import InvalidInput, MlinfraError, NotFound
 from ..lake.tables import _to_arrow
 from .views import Aggregate, FeatureStore, FeatureView, feature_sql, interval_sql, parse_duration, q, source_view
-from .training import _dedup_sql, check_features, split_feature_refs
+from .training import check_features, dedup_sql, split_feature_refs
 
 # %% auto #0
 __all__ = ['REFRESH', 'online_table']
@@ -40,6 +40,7 @@ def _stored(v:FeatureView)->list[str]:
 
 def online_table(v:FeatureView)->str: return q(f'online_{v.name}')
 
+# %% ../../nbs/22_features.online.ipynb #b5cf64fc
 @patch
 def materialize(self:FeatureStore,
                 name:str,                 # the feature view
@@ -49,41 +50,54 @@ def materialize(self:FeatureStore,
     "Write each entity's latest feature values into the online store."
     v = self.view(name)
     commit = self.lake.repository(v.repo).commit_info(ref or v.ref).id
-    con, table = self.online, online_table(v)
-    with self._online_lock:
-        last = con.execute("SELECT version FROM materializations WHERE view = ? ORDER BY done_at DESC LIMIT 1", [name]).fetchall()
-    keys = ', '.join(q(k) for k in v.entities)
-    with self.lock:
-        rows_sql = _dedup_sql(v, feature_sql(v, source_view(self, v, commit), _stored(v)))
-        try:
-            latest = self.con.sql(f"""SELECT {', '.join(map(q, [*v.entities, '__ts', *_stored(v)]))} FROM ({rows_sql})
-                                      WHERE {' AND '.join(f'{q(k)} IS NOT NULL' for k in v.entities)}
-                                      QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __ts DESC) = 1""").to_arrow_table()
-        except duckdb.Error as e: raise InvalidInput(f"cannot materialize {name!r}: {str(e).splitlines()[0].removeprefix('Invalid Input Error: ')}") from None
+    latest = _latest_rows(self, v, commit)
     wm = pc.max(latest['__ts']).as_py() if latest.num_rows else None
     with self._online_lock:
-        exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [f'online_{v.name}']).fetchall()[0][0]
-        same_shape = exists and [tuple(r) for r in con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall()] == \
-                     [(f.name, str(t)) for f, t in zip(latest.schema, con.from_arrow(latest.slice(0, 0)).types)]
-        rebuild = not incremental or not last or last[0][0] != v.version or not same_shape   # a new definition or schema: start afresh
-        con.execute('BEGIN TRANSACTION')
-        try:
-            con.register('__latest', latest)
-            if rebuild:
-                con.execute(f"DROP TABLE IF EXISTS {table}")
-                con.execute(f"CREATE TABLE {table} AS SELECT * FROM __latest LIMIT 0")
-                con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({keys})")
-            changed = con.execute(f"SELECT count(*) FROM (SELECT * FROM __latest EXCEPT SELECT * FROM {table})").fetchall()[0][0]
-            con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM __latest EXCEPT SELECT * FROM {table}")   # new or changed entities only
-            con.execute(f"""DELETE FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM __latest l WHERE {' AND '.join(f'l.{q(k)} = t.{q(k)}' for k in v.entities)})""")  # gone from the source
-            con.unregister('__latest')
-            con.execute("INSERT INTO materializations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [name, v.version, commit, wm, changed, dt.datetime.now(dt.timezone.utc), json.dumps(v.to_dict())])
-            con.execute('COMMIT')
-        except BaseException: con.execute('ROLLBACK'); raise
+        rebuild = not incremental or _needs_rebuild(self.online, v, latest)
+        changed = _write_online(self.online, v, latest, rebuild, commit, wm)
     self.__dict__.pop('_defs_at', None)   # lookups in this process see the new definition at once
     self.log.info("materialized %s at %s: %d entities written, newest event %s", name, commit[:12], changed, wm)
     return {'view': name, 'rows': changed, 'watermark': wm, 'source_commit': commit, 'rebuilt': rebuild}
+
+# %% ../../nbs/22_features.online.ipynb #0239c6b7
+def _latest_rows(fs:FeatureStore, v:FeatureView, commit:str)->pa.Table:
+    "Each entity's latest keys, `__ts` and stored features at source `commit` (rows with a NULL key left out)."
+    keys = ', '.join(q(k) for k in v.entities)
+    with fs.lock:
+        rows_sql = dedup_sql(v, feature_sql(v, source_view(fs, v, commit), _stored(v)))
+        try:
+            return fs.con.sql(f"""SELECT {', '.join(map(q, [*v.entities, '__ts', *_stored(v)]))} FROM ({rows_sql})
+                                  WHERE {' AND '.join(f'{q(k)} IS NOT NULL' for k in v.entities)}
+                                  QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __ts DESC) = 1""").to_arrow_table()
+        except duckdb.Error as e: raise InvalidInput(f"cannot materialize {v.name!r}: {str(e).splitlines()[0].removeprefix('Invalid Input Error: ')}") from None
+
+def _needs_rebuild(con, v:FeatureView, latest:pa.Table)->bool:
+    "Whether the online table must start afresh: never materialized, another definition, or other column types."
+    last = con.execute("SELECT version FROM materializations WHERE view = ? ORDER BY done_at DESC LIMIT 1", [v.name]).fetchall()
+    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [f'online_{v.name}']).fetchall()[0][0]
+    same_shape = exists and [tuple(r) for r in con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {online_table(v)})").fetchall()] == \
+                 [(f.name, str(t)) for f, t in zip(latest.schema, con.from_arrow(latest.slice(0, 0)).types)]
+    return not last or last[0][0] != v.version or not same_shape
+
+def _write_online(con, v:FeatureView, latest:pa.Table, rebuild:bool, commit:str, watermark)->int:
+    "In one transaction: (re)create the table if `rebuild`, write new or changed entities, drop gone ones, log the run."
+    table, keys = online_table(v), ', '.join(q(k) for k in v.entities)
+    con.execute('BEGIN TRANSACTION')
+    try:
+        con.register('__latest', latest)
+        if rebuild:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM __latest LIMIT 0")
+            con.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({keys})")
+        changed = con.execute(f"SELECT count(*) FROM (SELECT * FROM __latest EXCEPT SELECT * FROM {table})").fetchall()[0][0]
+        con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM __latest EXCEPT SELECT * FROM {table}")   # new or changed entities only
+        con.execute(f"""DELETE FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM __latest l WHERE {' AND '.join(f'l.{q(k)} = t.{q(k)}' for k in v.entities)})""")  # gone from the source
+        con.unregister('__latest')
+        con.execute("INSERT INTO materializations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [v.name, v.version, commit, watermark, changed, dt.datetime.now(dt.timezone.utc), json.dumps(v.to_dict())])
+        con.execute('COMMIT')
+    except BaseException: con.execute('ROLLBACK'); raise
+    return changed
 
 # %% ../../nbs/22_features.online.ipynb #4b4d6740
 REFRESH = 1.0  # seconds a lookup trusts its copy of the materialized definitions before looking again
@@ -101,6 +115,7 @@ def _online_views(fs:FeatureStore, features:list[str])->dict:
         if vname not in fs._defs: raise NotFound(f"feature view {vname!r} has not been materialized; run fs.materialize({vname!r})")
     return {vname: check_features(fs._defs[vname], feats) for vname, feats in wanted.items()}
 
+# %% ../../nbs/22_features.online.ipynb #9e4968f0
 def _request_columns(entity_rows)->dict[str, list]:
     "The entity rows as `{column: values}` (plain lists: a lookup of a few keys should not pay for a DataFrame)."
     if isinstance(entity_rows, dict): entity_rows = [entity_rows]
@@ -110,6 +125,7 @@ def _request_columns(entity_rows)->dict[str, list]:
         return {c: [r.get(c) for r in entity_rows] for c in cols}
     return _to_arrow(entity_rows).to_pydict()
 
+# %% ../../nbs/22_features.online.ipynb #a2b6f546
 @patch
 def online_features(self:FeatureStore,
                     features:list[str],     # ['view:feature', ...]
@@ -124,19 +140,23 @@ def online_features(self:FeatureStore,
     for vname, (v, feats) in views.items():
         for k in v.entities:
             if k not in out: raise InvalidInput(f"the entity rows have no column {k!r}, the key of feature view {vname!r}")
-        keys = [k for k in dict.fromkeys(zip(*[out[k] for k in v.entities])) if None not in k]   # distinct, in order; a NULL key finds nothing
-        fresh = (f"__ts >= CAST('{pd.Timestamp(as_of).isoformat()}' AS TIMESTAMPTZ) - {interval_sql(parse_duration(v.ttl))}"
-                 if as_of is not None and v.ttl else 'true')
-        cols = [f"CASE WHEN {fresh} THEN {v.transforms[x] if x in v.transforms else q(x)} END" for x in feats]   # transforms: the SQL used offline
-        match = (f"{q(v.entities[0])} IN ({', '.join('?' * len(keys))})" if len(v.entities) == 1 else   # an IN list is what DuckDB looks up fastest
-                 ' OR '.join('(' + ' AND '.join(f'{q(k)} = ?' for k in v.entities) + ')' for _ in keys))
-        sql = f"SELECT {', '.join(q(k) for k in v.entities)}, {', '.join(cols)} FROM {online_table(v)} WHERE {match}"
-        with self._online_lock:
-            try: rows = self.online.execute(sql, [x for key in keys for x in key]).fetchall() if keys else []
-            except duckdb.Error as e: raise InvalidInput(f"online lookup in {vname!r} failed: {str(e).splitlines()[0]}") from None
-        n = len(v.entities)
-        found = {tuple(r[:n]): r[n:] for r in rows}
-        empty = (None,) * len(feats)
-        vals = [found.get(key, empty) for key in zip(*[out[k] for k in v.entities])]
+        keys = list(zip(*[out[k] for k in v.entities]))
+        vals = _lookup(self, vname, v, feats, keys, as_of)
         for j, x in enumerate(feats): out[f'{vname}__{x}' if full_names else x] = [r[j] for r in vals]
     return pd.DataFrame(out)
+
+def _lookup(fs:FeatureStore, vname:str, v:FeatureView, feats:list, keys:list[tuple], as_of)->list[tuple]:
+    "The values of `feats` for each key of `keys` (NULLs where none), in order."
+    distinct = [k for k in dict.fromkeys(keys) if None not in k]   # in order; a NULL key finds nothing
+    fresh = (f"__ts >= CAST('{pd.Timestamp(as_of).isoformat()}' AS TIMESTAMPTZ) - {interval_sql(parse_duration(v.ttl))}"
+             if as_of is not None and v.ttl else 'true')
+    cols = [f"CASE WHEN {fresh} THEN {v.transforms[x] if x in v.transforms else q(x)} END" for x in feats]   # transforms: the SQL used offline
+    match = (f"{q(v.entities[0])} IN ({', '.join('?' * len(distinct))})" if len(v.entities) == 1 else   # an IN list is what DuckDB looks up fastest
+             ' OR '.join('(' + ' AND '.join(f'{q(k)} = ?' for k in v.entities) + ')' for _ in distinct))
+    sql = f"SELECT {', '.join(q(k) for k in v.entities)}, {', '.join(cols)} FROM {online_table(v)} WHERE {match}"
+    with fs._online_lock:
+        try: rows = fs.online.execute(sql, [x for key in distinct for x in key]).fetchall() if distinct else []
+        except duckdb.Error as e: raise InvalidInput(f"online lookup in {vname!r} failed: {str(e).splitlines()[0]}") from None
+    n = len(v.entities)
+    found = {tuple(r[:n]): r[n:] for r in rows}   # key columns first, then the features
+    return [found.get(key, (None,) * len(feats)) for key in keys]

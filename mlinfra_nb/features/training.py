@@ -14,8 +14,8 @@ from ..lake.tables import _to_arrow
 from .views import FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, interval_sql, parse_duration, q, source_view
 
 # %% auto #0
-__all__ = ['split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'point_in_time_sql',
-           'Registered', 'TrainingSet']
+__all__ = ['split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'dedup_sql',
+           'point_in_time_sql', 'Registered', 'TrainingSet']
 
 # %% ../../nbs/21_features.training.ipynb #f9a4b764
 def split_feature_refs(refs:list[str])->dict[str, list[str]]:
@@ -55,7 +55,7 @@ def table_hash(t:pa.Table)->str:
     return hashlib.sha256(sink.getvalue()).hexdigest()
 
 # %% ../../nbs/21_features.training.ipynb #6be018b0
-def _dedup_sql(v:FeatureView, sql:str)->str:
+def dedup_sql(v:FeatureView, sql:str)->str:
     "The view's rows with one row per key and event time: the latest created; an error on rows that cannot be told apart."
     keys = ', '.join(q(k) for k in v.entities)
     order = 'ORDER BY __created DESC' if v.created else ''
@@ -67,6 +67,7 @@ def _dedup_sql(v:FeatureView, sql:str)->str:
                WHERE __rn = 1 AND (CASE WHEN {same} THEN error('feature view {v.name}: several rows for ' || {" || ', ' || ".join(f'{q(k)}::VARCHAR' for k in v.entities)}
                                                          || ' at ' || __ts::VARCHAR || ' with the same {what}') ELSE true END)"""
 
+# %% ../../nbs/21_features.training.ipynb #d1914c2c
 def _family(t:str)->str:
     return ('text' if t.startswith(('VARCHAR', 'STRING')) else 'number' if t.startswith(NUMERIC) else
             'time' if t.startswith(('TIMESTAMP', 'DATE')) else t)
@@ -78,6 +79,7 @@ def _check_key_types(fs:FeatureStore, v:FeatureView, entities:str, src:str):
         if _family(et[k]) != _family(st[k]):
             raise InvalidInput(f"entity key {k!r} is {et[k]} in the entity rows but {st[k]} in {v.source}; convert one of them")
 
+# %% ../../nbs/21_features.training.ipynb #655620cf
 def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, columns:list, full_names:bool, commits:dict)->str:
     "The SQL of a training set over the registered entity table `entities`, reading each view's source at `commits[view]`."
     selects, joins = [f'e.{q(c)}' for c in columns], []
@@ -86,7 +88,7 @@ def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, 
         f = '__f_' + hashlib.sha256(json.dumps([v.version, commits[vname], feats]).encode()).hexdigest()[:16]
         src = source_view(fs, v, commits[vname])
         _check_key_types(fs, v, entities, src)
-        fs.con.execute(f"CREATE OR REPLACE TEMP VIEW {f} AS {_dedup_sql(v, feature_sql(v, src, feats))}")
+        fs.con.execute(f"CREATE OR REPLACE TEMP VIEW {f} AS {dedup_sql(v, feature_sql(v, src, feats))}")
         on = ' AND '.join(f'e.{q(k)} = {f}.{q(k)}' for k in v.entities)
         joins.append(f"ASOF LEFT JOIN {f} ON {on} AND e.__ets >= {f}.__ts")
         fresh = f"{f}.__ts >= e.__ets - {interval_sql(parse_duration(v.ttl))}" if v.ttl else 'true'

@@ -38,6 +38,7 @@ class ValidationReport:
         if self.ok: return f"{self.view} at {self.ref}: all expectations met"
         return f"{self.view} at {self.ref}: " + '; '.join(f"{f.expectation} ({f.rows:,} rows{', e.g. ' + ', '.join(map(str, f.examples)) if f.examples else ''})" for f in self.failures)
 
+# %% ../../nbs/23_features.validation.ipynb #5977e2be
 def _implicit(v:FeatureView)->list[Expect]:
     "What every view needs for point-in-time joins."
     return [Expect.not_null(*v.entities, v.timestamp), Expect.unique(*v.entities, v.timestamp, *([v.created] if v.created else []))]
@@ -48,39 +49,49 @@ def _describe(e:Expect)->str:
             'between': lambda: f"{c} between {e.params['min']} and {e.params['max']}",
             'one_of': lambda: f"{c} one of {e.params['values'][:10]}", 'unique': lambda: f"({c}) unique"}[e.kind]()
 
+# %% ../../nbs/23_features.validation.ipynb #d6d8608d
+def _failing_rows_sql(e:Expect, types:dict)->tuple[str, list]:
+    "A condition true on the rows that fail a 'not_null', 'between' or 'one_of' expectation, and its parameters."
+    c, p = q(e.columns[0]), e.params
+    if e.kind == 'not_null': return ' OR '.join(f'{q(x)} IS NULL' for x in e.columns), []
+    if e.kind == 'between':
+        ends = [(op, p[k]) for op, k in (('<', 'min'), ('>', 'max')) if p[k] is not None]
+        return ' OR '.join(f'{c} {op} CAST(? AS {types[e.columns[0]]})' for op, _ in ends) or 'false', [x for _, x in ends]
+    vals = [x for x in p['values'] if x is not None]
+    bad = (f'{c} NOT IN ({", ".join(f"CAST(? AS {types[e.columns[0]]})" for _ in vals)})' if vals else 'true') + \
+          ('' if None in p['values'] else f' OR {c} IS NULL')
+    return f'coalesce({bad}, false)', vals
+
+def _duplicates(con, table:str, e:Expect)->Failure|None:
+    "The failure of a 'unique' expectation: how many rows share a key, and the commonest keys."
+    dup = con.sql(f"SELECT {', '.join(q(c) for c in e.columns)}, count(*) AS n FROM {table} GROUP BY ALL HAVING n > 1 ORDER BY n DESC").fetchall()
+    return Failure(_describe(e), sum(r[-1] for r in dup), [r[:-1] if len(r) > 2 else r[0] for r in dup[:3]]) if dup else None
+
+def _row_failures(con, table:str, v:FeatureView, conditions:list[tuple])->list[Failure]:
+    "Count the failing rows of each `(expectation, condition, parameters)` in one pass, with three example values each."
+    if not conditions: return []
+    sel = ', '.join(f"count_if({bad}), list({q(e.columns[0])}) FILTER (WHERE {bad})[:3]" for e, bad, _ in conditions)
+    try: row = con.execute(f"SELECT {sel} FROM {table}", [a for _, _, args in conditions for a in args * 2]).fetchall()[0]
+    except duckdb.Error as e: raise InvalidInput(f"cannot check expectations of {v.name!r}: {str(e).splitlines()[0]}") from None
+    return [Failure(_describe(e), n, examples) for (e, _, _), n, examples in zip(conditions, row[0::2], row[1::2]) if n]
+
+# %% ../../nbs/23_features.validation.ipynb #34761108
 def check(con:duckdb.DuckDBPyConnection, table:str, v:FeatureView)->list[Failure]:
     "The expectations of `v` (and what every view needs) that the DuckDB table `table` fails."
     rel = con.table(table)
     types = dict(zip(rel.columns, [str(t) for t in rel.types]))
-    out, counts = [], []
+    out, conditions = [], []
     for e in [*_implicit(v), *v.expectations]:
         if (missing := [c for c in e.columns if c not in types]):
             out.append(Failure(f"column {missing[0]!r} exists (expected by {_describe(e)!r})", 0)); continue
         if e.kind == 'dtype':
             if types[e.columns[0]] != e.params['type']: out.append(Failure(f"{_describe(e)}, not {types[e.columns[0]]}", 0))
         elif e.kind == 'unique':
-            cols = ', '.join(q(c) for c in e.columns)
-            dup = con.sql(f"SELECT {cols}, count(*) AS n FROM {table} GROUP BY ALL HAVING n > 1 ORDER BY n DESC").fetchall()
-            if dup: out.append(Failure(_describe(e), sum(r[-1] for r in dup), [r[:-1] if len(r) > 2 else r[0] for r in dup[:3]]))
-        else:   # a condition true on failing rows, with its values bound as parameters
-            c, p = q(e.columns[0]), e.params
-            if e.kind == 'not_null': bad, args = ' OR '.join(f'{q(x)} IS NULL' for x in e.columns), []
-            elif e.kind == 'between':
-                ends = [(op, p[k]) for op, k in (('<', 'min'), ('>', 'max')) if p[k] is not None]
-                bad, args = ' OR '.join(f'{c} {op} CAST(? AS {types[e.columns[0]]})' for op, _ in ends) or 'false', [x for _, x in ends]
-            else:
-                vals = [x for x in p['values'] if x is not None]
-                bad = (f'{c} NOT IN ({", ".join(f"CAST(? AS {types[e.columns[0]]})" for _ in vals)})' if vals else 'true') + \
-                      ('' if None in p['values'] else f' OR {c} IS NULL')
-                bad, args = f'coalesce({bad}, false)', vals
-            counts.append((e, f'({bad})', args))
-    if counts:   # every row-level check in one pass
-        sel = ', '.join(f"count_if({bad}), list({q(e.columns[0])}) FILTER (WHERE {bad})[:3]" for e, bad, _ in counts)
-        try: row = con.execute(f"SELECT {sel} FROM {table}", [a for _, _, args in counts for a in args * 2]).fetchall()[0]
-        except duckdb.Error as e: raise InvalidInput(f"cannot check expectations of {v.name!r}: {str(e).splitlines()[0]}") from None
-        for i, (e, _, _) in enumerate(counts):
-            if row[2 * i]: out.append(Failure(_describe(e), row[2 * i], row[2 * i + 1]))
-    return out
+            if (f := _duplicates(con, table, e)): out.append(f)
+        else:
+            bad, args = _failing_rows_sql(e, types)
+            conditions.append((e, f'({bad})', args))
+    return out + _row_failures(con, table, v, conditions)
 
 # %% ../../nbs/23_features.validation.ipynb #a6931ca6
 @patch
@@ -124,32 +135,37 @@ def guard(self:FeatureStore, name:str, branches:str|None=None):
 # %% ../../nbs/23_features.validation.ipynb #7c93dfc5
 BINS, TOP = 20, 50
 
+def _numeric_summary(con, table:str, c:str, ctype:str)->dict:
+    "Count, nulls, infinities, moments, quantiles and a histogram of `BINS` equal bins (infinities kept out of the last three)."
+    qc = q(c)
+    fin = f'isfinite({qc}::DOUBLE)'
+    n, nulls, infs, mean, std, lo, hi, qs = con.sql(f"""SELECT count({qc}), count(*) - count({qc}), count_if(NOT {fin}),
+        avg({qc}) FILTER ({fin}), stddev_samp({qc}) FILTER ({fin}), min({qc}::DOUBLE) FILTER ({fin}), max({qc}::DOUBLE) FILTER ({fin}),
+        quantile_cont({qc}::DOUBLE, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]) FILTER ({fin}) FROM {table}""").fetchall()[0]
+    hist = []
+    if lo is not None:
+        width = (hi - lo) / BINS or 1.0
+        counts = dict(con.execute(f"""SELECT least(floor(({qc}::DOUBLE - ?) / ?)::BIGINT, {BINS - 1}) AS b, count(*) FROM {table}
+                                      WHERE {fin} GROUP BY b""", [lo, width]).fetchall())
+        hist = [{'lo': lo + i * width, 'hi': lo + (i + 1) * width, 'count': counts.get(i, 0)} for i in range(BINS)]
+    return {'kind': 'numeric', 'type': ctype, 'count': n, 'nulls': nulls, 'infinite': infs, 'mean': mean, 'std': std, 'min': lo, 'max': hi,
+            'quantiles': dict(zip(['p01', 'p05', 'p25', 'p50', 'p75', 'p95', 'p99'], qs or [])), 'histogram': hist}
+
+def _categorical_summary(con, table:str, c:str, ctype:str)->dict:
+    "Count, nulls, approximate distinct values and the `TOP` commonest values."
+    qc = q(c)
+    n, nulls, distinct = con.sql(f"SELECT count({qc}), count(*) - count({qc}), approx_count_distinct({qc}) FROM {table}").fetchall()[0]
+    top = con.sql(f"SELECT {qc}::VARCHAR, count(*) AS k FROM {table} WHERE {qc} IS NOT NULL GROUP BY 1 ORDER BY k DESC, 1 LIMIT {TOP}").fetchall()
+    return {'kind': 'categorical', 'type': ctype, 'count': n, 'nulls': nulls, 'distinct': distinct,
+            'top': [{'value': val, 'count': k} for val, k in top]}
+
 def describe(con:duckdb.DuckDBPyConnection, table:str, columns:list[str])->dict:
     "Descriptive statistics and histograms of `columns` of the DuckDB table `table`."
-    rel, out = con.table(table), {}
+    rel = con.table(table)
     types = dict(zip(rel.columns, [str(t) for t in rel.types]))
-    for c in columns:
-        qc = q(c)
-        if types[c].startswith(NUMERIC):
-            fin = f'isfinite({qc}::DOUBLE)'   # infinities are counted, but kept out of the moments and the histogram
-            n, nulls, infs, mean, std, lo, hi, qs = con.sql(f"""SELECT count({qc}), count(*) - count({qc}), count_if(NOT {fin}),
-                avg({qc}) FILTER ({fin}), stddev_samp({qc}) FILTER ({fin}), min({qc}::DOUBLE) FILTER ({fin}), max({qc}::DOUBLE) FILTER ({fin}),
-                quantile_cont({qc}::DOUBLE, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]) FILTER ({fin}) FROM {table}""").fetchall()[0]
-            hist = []
-            if lo is not None:
-                width = (hi - lo) / BINS or 1.0
-                counts = dict(con.execute(f"""SELECT least(floor(({qc}::DOUBLE - ?) / ?)::BIGINT, {BINS - 1}) AS b, count(*) FROM {table}
-                                              WHERE {fin} GROUP BY b""", [lo, width]).fetchall())
-                hist = [{'lo': lo + i * width, 'hi': lo + (i + 1) * width, 'count': counts.get(i, 0)} for i in range(BINS)]
-            out[c] = {'kind': 'numeric', 'type': types[c], 'count': n, 'nulls': nulls, 'infinite': infs, 'mean': mean, 'std': std, 'min': lo, 'max': hi,
-                      'quantiles': dict(zip(['p01', 'p05', 'p25', 'p50', 'p75', 'p95', 'p99'], qs or [])), 'histogram': hist}
-        else:
-            n, nulls, distinct = con.sql(f"SELECT count({qc}), count(*) - count({qc}), approx_count_distinct({qc}) FROM {table}").fetchall()[0]
-            top = con.sql(f"SELECT {qc}::VARCHAR, count(*) AS k FROM {table} WHERE {qc} IS NOT NULL GROUP BY 1 ORDER BY k DESC, 1 LIMIT {TOP}").fetchall()
-            out[c] = {'kind': 'categorical', 'type': types[c], 'count': n, 'nulls': nulls, 'distinct': distinct,
-                      'top': [{'value': val, 'count': k} for val, k in top]}
-    return out
+    return {c: (_numeric_summary if types[c].startswith(NUMERIC) else _categorical_summary)(con, table, c, types[c]) for c in columns}
 
+# %% ../../nbs/23_features.validation.ipynb #e8730ca8
 @patch
 def statistics(self:FeatureStore, name:str, ref:str|None=None)->dict:
     "Statistics of view `name`'s features at source `ref`, computed once per view version and source commit, kept in the registry."

@@ -122,59 +122,77 @@ class FeatureView:
         check_name(self.name, 'feature view')
         if not isinstance(self.source, str) or not SOURCE.fullmatch(self.source):
             raise InvalidInput(f"feature view {self.name!r}: source must be a lake table 'lakefs://repo/ref/path', not {self.source!r}")
-        if isinstance(self.entities, str): self.entities = [self.entities]
-        if not self.entities: raise InvalidInput(f"feature view {self.name!r} needs at least one entity column")
-        self.entities = [check_name(c, 'entity column') for c in self.entities]
-        check_name(self.timestamp, 'timestamp column')
-        if self.created is not None: check_name(self.created, 'created column')
-        if self.ttl is not None: parse_duration(self.ttl, f"ttl of feature view {self.name!r}")
+        _check_keys(self)
         if not self.features: raise InvalidInput(f"feature view {self.name!r} needs at least one feature")
         self.features = [f if isinstance(f, Aggregate) else check_name(f, 'feature') for f in self.features]
-        self.transforms = dict(self.transforms or {})
-        for k, v in self.transforms.items():
-            check_name(k, 'transform')
-            if not isinstance(v, str) or not v.strip(): raise InvalidInput(f"transform {k!r} of {self.name!r} must be a SQL expression string")
-            try: one = len(duckdb.extract_statements(f'SELECT ({v})')) == 1
-            except duckdb.Error: one = True   # a syntax error is reported when the view is applied, with its context
-            if not one: raise InvalidInput(f"transform {k!r} of {self.name!r} must be one SQL expression, not several statements")
+        _check_transforms(self)
         self.expectations = [e if isinstance(e, Expect) else Expect.from_dict(e) for e in self.expectations]
         if self.policy not in POLICIES: raise InvalidInput(f"policy must be 'warn' or 'strict', not {self.policy!r}")
-        names = self.feature_names
-        if (dup := {n for n in names if names.count(n) > 1}): raise InvalidInput(f"feature view {self.name!r} names {sorted(dup)} more than once")
-        if (clash := set(names) & {*self.entities, self.timestamp, *([self.created] if self.created else [])}):
-            raise InvalidInput(f"feature view {self.name!r}: features {sorted(clash)} clash with its key or time columns")
+        _check_feature_names(self)
 
-    @property
-    def feature_names(self)->list[str]:
-        "Every feature this view offers: plain columns, aggregations, then transformations."
-        return [f.name if isinstance(f, Aggregate) else f for f in self.features] + list(self.transforms)
+# %% ../../nbs/20_features.views.ipynb #c3100293
+def _check_keys(v:FeatureView):
+    "Entities (one name or a list), timestamp, created column and ttl."
+    if isinstance(v.entities, str): v.entities = [v.entities]
+    if not v.entities: raise InvalidInput(f"feature view {v.name!r} needs at least one entity column")
+    v.entities = [check_name(c, 'entity column') for c in v.entities]
+    check_name(v.timestamp, 'timestamp column')
+    if v.created is not None: check_name(v.created, 'created column')
+    if v.ttl is not None: parse_duration(v.ttl, f"ttl of feature view {v.name!r}")
 
-    @property
-    def repo(self)->str: return SOURCE.fullmatch(self.source).group(1)
-    @property
-    def ref(self)->str: return SOURCE.fullmatch(self.source).group(2)
-    @property
-    def path(self)->str: return SOURCE.fullmatch(self.source).group(3)
+def _check_transforms(v:FeatureView):
+    "Each transformation has a name and is a single SQL expression (a syntax error is reported by `apply`, in context)."
+    v.transforms = dict(v.transforms or {})
+    for k, e in v.transforms.items():
+        check_name(k, 'transform')
+        if not isinstance(e, str) or not e.strip(): raise InvalidInput(f"transform {k!r} of {v.name!r} must be a SQL expression string")
+        try: single = len(duckdb.extract_statements(f'SELECT ({e})')) == 1
+        except duckdb.Error: single = True   # a syntax error is reported when the view is applied, with its context
+        if not single: raise InvalidInput(f"transform {k!r} of {v.name!r} must be one SQL expression, not several statements")
 
-    def to_dict(self)->dict:
-        return {'name': self.name, 'source': self.source, 'entities': self.entities, 'timestamp': self.timestamp, 'created': self.created,
-                'ttl': self.ttl, 'features': [{'column': f.column, 'fn': f.fn, 'window': f.window, 'name': f.name} if isinstance(f, Aggregate) else f
-                                              for f in self.features],
-                'transforms': self.transforms, 'expectations': [e.to_dict() for e in self.expectations], 'policy': self.policy,
-                'description': self.description}
+def _check_feature_names(v:FeatureView):
+    "No feature named twice, and none named like a key or time column."
+    names = v.feature_names
+    if (dup := {n for n in names if names.count(n) > 1}): raise InvalidInput(f"feature view {v.name!r} names {sorted(dup)} more than once")
+    if (clash := set(names) & {*v.entities, v.timestamp, *([v.created] if v.created else [])}):
+        raise InvalidInput(f"feature view {v.name!r}: features {sorted(clash)} clash with its key or time columns")
 
-    @classmethod
-    def from_dict(cls, d:dict)->FeatureView:
-        return cls(**{**d, 'features': [Aggregate(**f) if isinstance(f, dict) else f for f in d['features']]})
+# %% ../../nbs/20_features.views.ipynb #58d42f74
+@patch(as_prop=True)
+def feature_names(self:FeatureView)->list[str]:
+    "Every feature this view offers: plain columns, aggregations, then transformations."
+    return [f.name if isinstance(f, Aggregate) else f for f in self.features] + list(self.transforms)
 
-    @property
-    def version(self)->str:
-        "A hash of the definition: equal definitions have equal versions."
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+@patch(as_prop=True)
+def repo(self:FeatureView)->str: return SOURCE.fullmatch(self.source).group(1)
+@patch(as_prop=True)
+def ref(self:FeatureView)->str: return SOURCE.fullmatch(self.source).group(2)
+@patch(as_prop=True)
+def path(self:FeatureView)->str: return SOURCE.fullmatch(self.source).group(3)
+
+@patch
+def to_dict(self:FeatureView)->dict:
+    return {'name': self.name, 'source': self.source, 'entities': self.entities, 'timestamp': self.timestamp, 'created': self.created,
+            'ttl': self.ttl, 'features': [{'column': f.column, 'fn': f.fn, 'window': f.window, 'name': f.name} if isinstance(f, Aggregate) else f
+                                          for f in self.features],
+            'transforms': self.transforms, 'expectations': [e.to_dict() for e in self.expectations], 'policy': self.policy,
+            'description': self.description}
+
+@patch(cls_method=True)
+def from_dict(cls:FeatureView, d:dict)->FeatureView:
+    return cls(**{**d, 'features': [Aggregate(**f) if isinstance(f, dict) else f for f in d['features']]})
+
+@patch(as_prop=True)
+def version(self:FeatureView)->str:
+    "A hash of the definition: equal definitions have equal versions."
+    return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../../nbs/20_features.views.ipynb #2d8dff1c
-def q(name:str)->str: return '"' + name.replace('"', '""') + '"'
+def q(name:str)->str:
+    "`name` as a quoted SQL identifier: in double quotes, with any double quote in it doubled."
+    return '"' + name.replace('"', '""') + '"'
 
+# %% ../../nbs/20_features.views.ipynb #81188bad
 class FeatureStore:
     "Feature views over lake tables: a registry in the lake, point-in-time training sets, an online store, validation."
     def __init__(self,
@@ -213,6 +231,7 @@ def feature_sql(view:FeatureView, src:str, wanted:list|None=None)->str:
     tr = [f'({e}) AS {q(n)}' for n, e in view.transforms.items() if n in want]
     return f"SELECT *{''.join(', ' + t for t in tr)} FROM (SELECT {', '.join(cols)} FROM {src})"
 
+# %% ../../nbs/20_features.views.ipynb #7455a59e
 def check_against_source(fs:FeatureStore, view:FeatureView, ref:str|None=None):
     "Raise `InvalidInput`, naming the problem, if `view` does not fit its source table."
     src = source_view(fs, view, ref)
@@ -233,6 +252,7 @@ def check_against_source(fs:FeatureStore, view:FeatureView, ref:str|None=None):
     try: fs.con.sql(feature_sql(view, src) + ' LIMIT 0').fetchall()
     except duckdb.Error as e: raise InvalidInput(f"feature view {view.name!r}: a transform does not work: {str(e).splitlines()[0]}") from None
 
+# %% ../../nbs/20_features.views.ipynb #f557b7fc
 def _view_path(name:str)->str: return f'views/{check_name(name, "feature view")}.json'
 
 @patch
@@ -248,6 +268,7 @@ def apply(self:FeatureStore, view:FeatureView, message:str|None=None,
     self.log.info("applied feature view %s (version %s)", view.name, view.version)
     return self.registry.head('main')
 
+# %% ../../nbs/20_features.views.ipynb #4ebe815b
 @patch
 def views(self:FeatureStore, ref:str='main')->list[str]:
     "Names of the views in the registry at `ref`."

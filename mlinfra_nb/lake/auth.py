@@ -6,19 +6,22 @@
 from __future__ import annotations
 import base64, contextlib, copy, datetime as dt, functools, hashlib, hmac, ipaddress, json, os, re, secrets, string, threading, time, uuid
 from dataclasses import dataclass, field
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastcore.basics import patch
 from ..workspace import Conflict, InvalidInput, NotFound, PermissionDenied
 from .core import Lake, arn, check_ref_name, guarded
 from .store import one, private_opener
 
 # %% auto #0
-__all__ = ['SERVICES', 'EFFECTS', 'CONDITIONS', 'BUILTIN_POLICIES', 'BUILTIN_GROUPS', 'AUTH_SCHEMA', 'SCRYPT', 'auth_arn',
-           'namespace_arn', 'check_action', 'wildcard', 'arn_match', 'resources', 'check_statement', 'decide', 'Rules',
-           'auth_tables', 'auth_stamp', 'auth_change', 'check_auth_name', 'create_user', 'get_user', 'list_users',
-           'delete_user', 'create_group', 'get_group', 'list_groups', 'delete_group', 'add_member', 'remove_member',
-           'group_members', 'user_groups', 'create_policy', 'update_policy', 'get_policy', 'list_policies',
-           'delete_policy', 'attach_policy', 'detach_policy', 'attached_policies', 'Credentials', 'create_credentials',
-           'list_credentials', 'delete_credentials', 'credentials_user', 'Unauthorized', 'Principal']
+__all__ = ['SERVICES', 'EFFECTS', 'CONDITIONS', 'BUILTIN_POLICIES', 'BUILTIN_GROUPS', 'AUTH_SCHEMA', 'SCRYPT', 'SECRETS_KEY',
+           'auth_arn', 'namespace_arn', 'check_action', 'wildcard', 'arn_match', 'resources', 'check_statement',
+           'decide', 'Rules', 'auth_tables', 'auth_stamp', 'auth_change', 'check_auth_name', 'create_user', 'get_user',
+           'list_users', 'delete_user', 'create_group', 'get_group', 'list_groups', 'delete_group', 'add_member',
+           'remove_member', 'group_members', 'user_groups', 'create_policy', 'update_policy', 'get_policy',
+           'list_policies', 'delete_policy', 'attach_policy', 'detach_policy', 'attached_policies', 'Credentials',
+           'seal_secret', 'open_secret', 'create_credentials', 'list_credentials', 'delete_credentials',
+           'credentials_user', 'signing_secret', 'Unauthorized', 'Principal']
 
 # %% ../../nbs/15_lake.auth.ipynb #3e0931ce
 SERVICES = ('fs', 'auth', 'ci', 'retention', 'branches', 'pr', 'catalog')
@@ -168,6 +171,7 @@ class Rules:
 # %% ../../nbs/15_lake.auth.ipynb #c124f5ae
 AUTH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS credentials(access_key_id VARCHAR PRIMARY KEY, salt VARCHAR, secret_hash VARCHAR, user_id VARCHAR, created_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS credential_secrets(access_key_id VARCHAR PRIMARY KEY, sealed VARCHAR);
 CREATE TABLE IF NOT EXISTS auth_users(id VARCHAR PRIMARY KEY, created_at TIMESTAMPTZ, email VARCHAR);
 CREATE TABLE IF NOT EXISTS auth_groups(id VARCHAR PRIMARY KEY, description VARCHAR, created_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS auth_policies(id VARCHAR PRIMARY KEY, statement VARCHAR, created_at TIMESTAMPTZ);
@@ -445,6 +449,36 @@ def _decoy()->tuple[str, str]:
 
 def _new_key()->str: return 'AKIAJ' + ''.join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(15))  # AWS-style, as lakeFS
 
+# %% ../../nbs/15_lake.auth.ipynb #89e31c80
+SECRETS_KEY = 'secrets.key'   # the lake's key for sealed secrets: 32 random bytes, its owner's alone
+
+def _secrets_aead(lake:Lake)->AESGCM:
+    "The cipher for `lake`'s sealed secrets; the key file is made on first use (the first process to make it wins)."
+    if (aead := getattr(lake.store, 'secrets_aead', None)) is not None: return aead
+    path = lake.root/SECRETS_KEY
+    if not path.exists():
+        tmp = lake.root/f'.{SECRETS_KEY}.{uuid.uuid4().hex}'
+        with open(tmp, 'wb', opener=private_opener) as f: f.write(os.urandom(32)); f.flush(); os.fsync(f.fileno())
+        try: os.link(tmp, path)
+        except FileExistsError: pass
+        finally: tmp.unlink()
+    lake.store.secrets_aead = aead = AESGCM(path.read_bytes())
+    return aead
+
+def seal_secret(lake:Lake, access_key_id:str, secret:str)->str:
+    "`secret` encrypted for keeping, bound to `access_key_id` (base64 text)."
+    nonce = os.urandom(12)
+    return base64.b64encode(nonce + _secrets_aead(lake).encrypt(nonce, secret.encode(), access_key_id.encode())).decode()
+
+def open_secret(lake:Lake, access_key_id:str, sealed:str)->str|None:
+    "The secret `seal_secret` sealed; None if it was changed, or sealed for another key id or with another lake's key."
+    raw = base64.b64decode(sealed)
+    try: return _secrets_aead(lake).decrypt(raw[:12], raw[12:], access_key_id.encode()).decode()
+    except InvalidTag: return None
+
+def _keep_secret(lake:Lake, con, access_key_id:str, secret:str):
+    con.execute("INSERT OR REPLACE INTO credential_secrets VALUES (?, ?)", [access_key_id, seal_secret(lake, access_key_id, secret)])
+
 # %% ../../nbs/15_lake.auth.ipynb #2dde4df2
 @guarded
 def create_credentials(lake:Lake, user:str='admin', access_key_id:str|None=None, secret_access_key:str|None=None,
@@ -465,8 +499,10 @@ def create_credentials(lake:Lake, user:str='admin', access_key_id:str|None=None,
             con.execute("INSERT INTO auth_users VALUES (?, ?, NULL)", [user, _now()])
             if first: con.execute("INSERT INTO auth_members VALUES ('Admins', ?)", [user])
         con.execute("INSERT INTO credentials VALUES (?, ?, ?, ?, ?)", [key, salt, _hash_secret(secret, salt), user, _now()])
+        _keep_secret(lake, con, key, secret)
     return Credentials(key, secret, user)
 
+# %% ../../nbs/15_lake.auth.ipynb #d1bc116c
 @guarded
 def list_credentials(lake:Lake, user:str|None=None)->list[dict]:
     "Access key ids, their users and creation times (never the secrets), of one user or of all."
@@ -485,14 +521,28 @@ def delete_credentials(lake:Lake, access_key_id:str, user:str|None=None):
     if r is None or user not in (None, r[0]): raise NotFound(f"no access key {access_key_id!r}" + (f" for user {user!r}" if user else ''))
     with auth_change(lake, 'delete_credentials', user=r[0], access_key_id=access_key_id) as con:
         con.execute("DELETE FROM credentials WHERE access_key_id = ?", [access_key_id])
+        con.execute("DELETE FROM credential_secrets WHERE access_key_id = ?", [access_key_id])
 
 # %% ../../nbs/15_lake.auth.ipynb #b5d4aa75
 def credentials_user(lake:Lake, access_key_id:str, secret:str)->str|None:
     "The user of `access_key_id` if `secret` is its secret, else None; an unknown key id takes as long as a wrong secret."
     auth_tables(lake)
-    with lake.store.connect() as con: r = one(con, "SELECT salt, secret_hash, user_id FROM credentials WHERE access_key_id = ?", [access_key_id])
-    salt, want, user = r or (*_decoy(), None)
-    return user if hmac.compare_digest(_hash_secret(secret, salt), want) and r else None
+    with lake.store.connect() as con:
+        r = one(con, "SELECT salt, secret_hash, user_id, sealed IS NOT NULL FROM credentials LEFT JOIN credential_secrets USING (access_key_id)"
+                     " WHERE access_key_id = ?", [access_key_id])
+    salt, want, user, kept = r or (*_decoy(), None, True)
+    if not (hmac.compare_digest(_hash_secret(secret, salt), want) and r): return None
+    if not kept:   # a key made before secrets were kept for signed requests: keep it now that its owner has shown it
+        with lake.store.transaction() as con: _keep_secret(lake, con, access_key_id, secret)
+    return user
+
+# %% ../../nbs/15_lake.auth.ipynb #c693120f
+def signing_secret(lake:Lake, access_key_id:str)->tuple[str, str|None]|None:
+    "`(user, secret)` of the access key `access_key_id`; the secret is None if the lake keeps none for it yet; None for an unknown key."
+    auth_tables(lake)
+    with lake.store.connect() as con:
+        r = one(con, "SELECT user_id, sealed FROM credentials LEFT JOIN credential_secrets USING (access_key_id) WHERE access_key_id = ?", [access_key_id])
+    return None if r is None else (r[0], open_secret(lake, access_key_id, r[1]) if r[1] else None)
 
 # %% ../../nbs/15_lake.auth.ipynb #9d169219
 class Unauthorized(PermissionDenied): "What the user's policies do not allow (lakeFS answers 401 'insufficient permissions')."

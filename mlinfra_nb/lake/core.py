@@ -14,13 +14,14 @@ import pyarrow as pa
 from fastcore.basics import patch
 from ..workspace import (Conflict, InvalidInput, NotFound, PermissionDenied, PreconditionFailed,
                                   Workspace, get_logger)
-from .store import LakeStore, one
+from .store import LakeStore, Packer, one
+from .packer import read_file, unreadable
 
 # %% auto #0
 __all__ = ['REPO_NAME', 'REF_NAME', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'ENTRY_COLS', 'ENTRY_SQL', 'CACHE_SIZES', 'META_SPLIT',
-           'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE', 'check_repo_name', 'check_ref_name', 'check_path',
-           'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change', 'tree_entries', 'lake_key', 'Lake',
-           'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled']
+           'PACK_AHEAD_FROM', 'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE', 'check_repo_name',
+           'check_ref_name', 'check_path', 'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change',
+           'tree_entries', 'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -88,6 +89,7 @@ class ObjectInfo:
     content_type: str
     mtime: dt.datetime
     metadata: dict = field(default_factory=dict, hash=False)
+    md5: str = field(default='', repr=False)   # MD5 (hex) of the content: lakeFS's checksum and ETag; the address stays the SHA-256
 
 @dataclass(frozen=True)
 class CommonPrefix:
@@ -462,7 +464,7 @@ def repository(self:Lake, name:str)->Repository:
     self._check('fs:ReadRepository', arn(name))
     with self.store.connect() as con:
         if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]):
-            raise NotFound(f"no repository {name!r}; create it with lake.create_repository({name!r})")
+            raise NotFound(f"repository not found: no repository {name!r}; create it with lake.create_repository({name!r})")
     return Repository(self, name)
 
 @patch
@@ -478,8 +480,8 @@ def delete_repository(self:Lake, name:str):
     "Delete repository `name`: its branches, tags, commits, staging and rules (`gc` then frees its objects)."
     self._check('fs:DeleteRepository', arn(name))
     with self.store.transaction() as con:
-        if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"no repository {name!r}")
-        for table in ('refs', 'staging', 'protection', 'commits'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
+        if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"repository not found: no repository {name!r}")
+        for table in ('refs', 'staging', 'protection', 'commits', 'hidden_branches'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
         con.execute("DELETE FROM repositories WHERE name = ?", [name])
         self._audit(con, name, 'delete_repository')
     self.hooks[:] = [h for h in self.hooks if h[0] != name]
@@ -499,7 +501,7 @@ def _new_commit(self:Lake, con, repo:str, parents:list, metarange:str, message:s
 def _commit(self:Lake, con, repo:str, cid:str)->Commit:
     def load():
         r = one(con, "SELECT id, parents, message, metadata, committer, created_at, metarange, generation FROM commits WHERE repo = ? AND id = ?", [repo, cid])
-        if r is None: raise NotFound(f"no commit {cid} in repository {repo!r}")
+        if r is None: raise NotFound(f"commit not found: no commit {cid} in repository {repo!r}")
         return Commit(r[0], tuple(r[1]), r[2], json.loads(r[3]), r[4], r[5].astimezone(dt.timezone.utc), r[6], r[7])
     return _cache(con, 'commits').get_or((repo, cid), load)
 
@@ -521,10 +523,10 @@ def _resolve(self:Lake, con, repo:str, ref:str)->Resolved:
     if row: cid, branch = row[1], (base if row[0] == 'branch' else None)
     elif re.fullmatch(r'[0-9a-f]{6,64}', base):
         ids = con.execute("SELECT id FROM commits WHERE repo = ? AND starts_with(id, ?) LIMIT 2", [repo, base]).fetchall()
-        if not ids: raise NotFound(f"no branch, tag or commit {base!r} in repository {repo!r}")
+        if not ids: raise NotFound(f"not found: no branch, tag or commit {base!r} in repository {repo!r}")
         if len(ids) > 1: raise InvalidInput(f"commit prefix {base!r} is ambiguous in repository {repo!r}; give more characters")
         cid, branch = ids[0][0], None
-    else: raise NotFound(f"no branch, tag or commit {base!r} in repository {repo!r}")
+    else: raise NotFound(f"not found: no branch, tag or commit {base!r} in repository {repo!r}")
     c = self._commit(con, repo, cid)
     for op, n in re.findall(r'([~^])(\d*)', mods):
         if len(n) > 9: raise InvalidInput(f"{ref[:40]!r}: ancestor number {n[:12]}... is too large")
@@ -569,36 +571,40 @@ class Repository:
 @patch
 def _branch_head(self:Repository, con, branch:str)->Commit:
     r = one(con, "SELECT kind, commit_id FROM refs WHERE repo = ? AND name = ?", [self.name, branch])
-    if r is None or r[0] != 'branch': raise NotFound(f"no branch {branch!r} in repository {self.name!r}")
+    if r is None or r[0] != 'branch': raise NotFound(f"branch not found: no branch {branch!r} in repository {self.name!r}")
     return self.lake._commit(con, self.name, r[1])
 
 @patch
 def _add_ref(self:Repository, con, name:str, kind:str, commit_id:str):
     "Add branch or tag `name` (they share one namespace, so a ref expression means one thing)."
     if one(con, "SELECT 1 FROM refs WHERE repo = ? AND name = ?", [self.name, name]):
-        raise Conflict(f"a branch or tag named {name!r} already exists in repository {self.name!r}")
+        raise Conflict(f"{kind} already exists: a branch or tag named {name!r} already exists in repository {self.name!r}")  # 409, lakeFS's text first
     con.execute("INSERT INTO refs VALUES (?, ?, ?, ?)", [self.name, name, kind, commit_id])
 
 # %% ../../nbs/11_lake.core.ipynb #be353507
 @patch
 @guarded
-def create_branch(self:Repository, name:str, source:str|None=None)->Commit:
+def create_branch(self:Repository, name:str, source:str|None=None,
+                  hidden:bool=False, # kept out of `branches()` (usable by name), as lakeFS's hidden branches
+                 )->Commit:
     "Create branch `name` at the commit of `source` (default: the default branch); return that commit."
     self.lake._check('fs:CreateBranch', arn(self.name, 'branch', name))
     check_ref_name(name)
     with self.store.transaction() as con:
         c = self.lake._resolve(con, self.name, source or self.default_branch).commit
         self._add_ref(con, name, 'branch', c.id)
-        self.lake._audit(con, self.name, 'create_branch', name, source=source, commit=c.id)
+        if hidden: con.execute("INSERT OR REPLACE INTO hidden_branches VALUES (?, ?)", [self.name, name])
+        self.lake._audit(con, self.name, 'create_branch', name, source=source, commit=c.id, hidden=bool(hidden))
     return c
 
 @patch
 @guarded
-def branches(self:Repository)->dict[str, str]:
-    "Every branch and the id of its head commit."
+def branches(self:Repository, show_hidden:bool=False)->dict[str, str]:
+    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
     self.lake._check('fs:ListBranches', arn(self.name))
+    hide = "" if show_hidden else "AND name NOT IN (SELECT name FROM hidden_branches WHERE repo = $repo)"
     with self.store.connect() as con:
-        return dict(con.execute("SELECT name, commit_id FROM refs WHERE repo = ? AND kind = 'branch' ORDER BY name", [self.name]).fetchall())
+        return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = 'branch' {hide} ORDER BY name", {'repo': self.name}).fetchall())
 
 @patch
 @guarded
@@ -615,10 +621,11 @@ def delete_branch(self:Repository, name:str):
     self.lake._check('fs:DeleteBranch', arn(self.name, 'branch', name))
     with self.store.transaction() as con:
         self._branch_head(con, name)
-        if name == self.default_branch: raise PermissionDenied(f"cannot delete {name!r}: it is the default branch of {self.name!r}")  # 403, as lakeFS
+        if name == self.default_branch: raise PermissionDenied(f"cannot delete repository default branch: cannot delete {name!r}: it is the default branch of {self.name!r}")  # 403, as lakeFS
         self._check_writable(con, name, 'delete')
         con.execute("DELETE FROM refs WHERE repo = ? AND name = ?", [self.name, name])
         con.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", [self.name, name])
+        con.execute("DELETE FROM hidden_branches WHERE repo = ? AND name = ?", [self.name, name])
         self.lake._audit(con, self.name, 'delete_branch', name)
 
 # %% ../../nbs/11_lake.core.ipynb #eb56612e
@@ -653,14 +660,14 @@ def protection_rules(self:Repository)->list[str]:
 def _check_writable(self:Repository, con, branch:str, action:str):
     for (pat,) in con.execute("SELECT pattern FROM protection WHERE repo = ?", [self.name]).fetchall():
         if fnmatch.fnmatchcase(branch, pat):
-            raise PermissionDenied(f"cannot {action} on branch {branch!r}: it is protected by rule {pat!r}; work on another branch and merge")
+            raise PermissionDenied(f"cannot {'commit to' if action == 'commit' else 'write to'} protected branch: cannot {action} on branch {branch!r}: it is protected by rule {pat!r}; work on another branch and merge")
 
 # %% ../../nbs/11_lake.core.ipynb #b95f9a14
 def _entry(path, address, size, content_type, metadata:dict|str, mtime:int|None=None)->tuple:
     md = metadata if isinstance(metadata, str) else json.dumps(metadata, sort_keys=True)
     return (path, address, size, content_type or 'application/octet-stream', mtime or _now_us(), md)
 
-def _info(e)->ObjectInfo: return ObjectInfo(e[0], e[1], e[2], e[3], _EPOCH + dt.timedelta(microseconds=e[4]), json.loads(e[5]))
+def _info(e, md5:str='')->ObjectInfo: return ObjectInfo(e[0], e[1], e[2], e[3], _EPOCH + dt.timedelta(microseconds=e[4]), json.loads(e[5]), md5)
 
 # %% ../../nbs/11_lake.core.ipynb #a05a6cc8
 @patch
@@ -679,17 +686,23 @@ def put_many(self:Repository,
     for p, d in items:
         if not _checked: check_path(p)
         if not isinstance(d, (bytes, bytearray, memoryview)): raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
-    md = check_metadata(metadata)
-    self.lake._check_each('fs:WriteObject', (arn(self.name, 'object', p) for p, _ in items))
+    md, datas = check_metadata(metadata), [bytes(d) for _, d in items]
+    return self._put_stored(branch, [p for p, _ in items], [len(d) for d in datas], lambda con: self.store.put_blobs(con, datas), content_type, md)
+
+@patch
+def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs:Callable, content_type:str|None=None, md:dict|None=None)->int:
+    "Stage objects at `paths` whose bytes `store_blobs(con)` stores (returning their addresses): one transaction, with the branch's checks."
+    self.lake._check_each('fs:WriteObject', (arn(self.name, 'object', p) for p in paths))
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'write')
-        addrs = self.store.put_blobs(con, [bytes(d) for _, d in items])
-        mdj, now = json.dumps(md, sort_keys=True), _now_us()  # one batch, one upload time
-        ents = [_entry(p, a, len(d), content_type, mdj, now) for (p, d), a in zip(items, addrs)]
+        addrs = store_blobs(con)
+        mdj, now = json.dumps(md or {}, sort_keys=True), _now_us()  # one batch, one upload time
+        ents = [_entry(p, a, n, content_type, mdj, now) for p, a, n in zip(paths, addrs, sizes)]
         self._stage(con, branch, ents)
-        self.lake._audit(con, self.name, 'put', branch, count=len(ents), paths=[e[0] for e in ents[:10]])
+        self.lake._audit(con, self.name, 'put', branch, count=len(ents), paths=paths[:10])
     return len(ents)
 
+# %% ../../nbs/11_lake.core.ipynb #1a1d9914
 @patch
 def _stage(self:Repository, con, branch:str, ents:list, tombstones:Iterable[str]=()):
     now = _now_us()
@@ -726,8 +739,8 @@ def stat(self:Repository, ref:str, path:str)->ObjectInfo:
     check_path(path)
     with self.store.connect() as con:
         e = self._entry_at(con, ref, path)
-    if e is None: raise NotFound(f"no object {path!r} at {ref!r} in repository {self.name!r}")
-    return _info(e)
+        if e is None: raise NotFound(f"not found: no object {path!r} at {ref!r} in repository {self.name!r}")
+        return _info(e, self.store.md5s(con, [e[1]])[e[1]])
 
 @patch
 @guarded
@@ -746,7 +759,7 @@ def get(self:Repository, ref:str, path:str)->bytes:
     check_path(path)
     with self.store.connect() as con:
         e = self._entry_at(con, ref, path)
-        if e is None: raise NotFound(f"no object {path!r} at {ref!r} in repository {self.name!r}")
+        if e is None: raise NotFound(f"not found: no object {path!r} at {ref!r} in repository {self.name!r}")
         return self.store.get_blob(con, e[1], name=f"{self.name}/{ref}/{path}")
 
 # %% ../../nbs/11_lake.core.ipynb #60e16de7
@@ -758,7 +771,7 @@ def delete(self:Repository, branch:str, path:str):
     check_path(path)
     with self.store.transaction() as con:
         head = self._branch_head(con, branch); self._check_writable(con, branch, 'delete objects')
-        if self._entry_at(con, branch, path) is None: raise NotFound(f"no object {path!r} on branch {branch!r} of {self.name!r}")
+        if self._entry_at(con, branch, path) is None: raise NotFound(f"not found: no object {path!r} on branch {branch!r} of {self.name!r}")
         if _lookup(con, head.metarange, path) is None: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
         else: self._stage(con, branch, [], tombstones=[path])
         self.lake._audit(con, self.name, 'delete', branch, path=path)
@@ -796,29 +809,14 @@ def list(self:Repository,
             ORDER BY key {'LIMIT ' + str(int(limit)) if limit is not None else ''}"""
         rows = con.execute(sql, {'repo': self.name, 'branch': r.branch or '', 'prefix': prefix, 'seqs': seqs,
                                  'delim': delimiter or '', 'after': after}).fetchall()
-    return [CommonPrefix(k) if is_dir else _info(tuple(ent.values())) for k, ent, is_dir in rows]
+        sums = self.store.md5s(con, (ent['address'] for _, ent, is_dir in rows if not is_dir))
+    return [CommonPrefix(k) if is_dir else _info(tuple(ent.values()), sums[ent['address']]) for k, ent, is_dir in rows]
 
-# %% ../../nbs/11_lake.core.ipynb #d0513966
-def _read_file(path:str, buf:bytearray)->bytes:
-    "The bytes of a local file; `buf` is scratch space: a file smaller than it is read with one system call (a short read means its end)."
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        n = os.readv(fd, [buf])
-        if n < len(buf): return bytes(memoryview(buf)[:n])
-        chunks = [bytes(buf)]
-        while (c := os.read(fd, len(buf))): chunks.append(c)
-        return b''.join(chunks)
-    finally: os.close(fd)
+# %% ../../nbs/11_lake.core.ipynb #e618d355
+PACK_AHEAD_FROM = 2_000   # files: an import at least this big packs them in a second process (on a machine with two cores or more)
 
-@patch
-def import_directory(self:Repository,
-                     branch:str,
-                     src:str|Path,        # a local folder
-                     prefix:str='',       # where its files go in the repository, e.g. 'raw/2026-01/'
-                     batch:int=25_000,    # files staged per transaction
-                    )->int:               # number of files staged
-    "Stage every file under the local folder `src` on `branch`, at `prefix` + its relative path."
-    src = Path(src)
+def _local_files(src:Path, prefix:str)->list[tuple[str, str]]:
+    "(local path, repository path) of every file under the folder `src`, in order; every repository path checked."
     if not src.is_dir(): raise InvalidInput(f"{src} is not a directory")
     if prefix and not prefix.endswith('/'): raise InvalidInput(f"prefix {prefix!r} must end with '/'")
     files = []
@@ -828,14 +826,38 @@ def import_directory(self:Repository,
         base = prefix if rel == '.' else f"{prefix}{rel.replace(os.sep, '/')}/"
         files += [(f'{root}/{n}', base + n) for n in sorted(names)]
     for _, p in files: check_path(p)
+    return files
+
+# %% ../../nbs/11_lake.core.ipynb #0f9180df
+@patch
+def import_directory(self:Repository,
+                     branch:str,
+                     src:str|Path,              # a local folder
+                     prefix:str='',             # where its files go in the repository, e.g. 'raw/2026-01/'
+                     batch:int=25_000,          # files staged per transaction
+                     processes:int|None=None,   # 2: a second process packs the files; 1: this one; None: 2 for many files and cores
+                    )->int:                     # number of files staged
+    "Stage every file under the local folder `src` on `branch`, at `prefix` + its relative path."
+    files = _local_files(Path(src), prefix)
+    if processes is None: processes = 2 if len(files) >= PACK_AHEAD_FROM and (os.cpu_count() or 1) > 1 else 1
+    if processes not in (1, 2): raise InvalidInput(f"processes must be 1 or 2, got {processes!r}")
     self.head(branch)
+    with self.store.connect() as con: self._check_writable(con, branch, 'write')   # before anything is packed
+    parts = [files[i:i + batch] for i in range(0, len(files), batch)]
+    if processes == 2:
+        with Packer(self.store, [[f for f, _ in part] for part in parts]) as packer:
+            for part, p in zip(parts, packer):
+                self._put_stored(branch, [q for _, q in part], p.sizes, lambda con, p=p: self.store.add_packed(con, p))
+        return len(files)
     buf = bytearray(1 << 20)
-    def read(part): return [(p, _read_file(f, buf)) for f, p in part]
+    def read(part):
+        try: return [(q, read_file(f, buf)) for f, q in part]
+        except OSError as e: raise InvalidInput(unreadable(e)) from None
     with ThreadPoolExecutor(1) as reader:  # reads the next batch while this one is staged
-        ahead = reader.submit(read, files[:batch])
-        for i in range(0, len(files), batch):
+        ahead = reader.submit(read, parts[0]) if parts else None
+        for k in range(len(parts)):
             items = ahead.result()
-            if i + batch < len(files): ahead = reader.submit(read, files[i + batch:i + 2 * batch])
+            if k + 1 < len(parts): ahead = reader.submit(read, parts[k + 1])
             self.put_many(branch, items, _checked=True)
     return len(files)
 
@@ -899,7 +921,7 @@ def reset(self:Repository, branch:str, path:str|None=None, prefix:str|None=None)
     "Discard staged changes on `branch`: of one `path`, under a `prefix`, or (neither given) all of them."
     self.lake._check('fs:RevertBranch', arn(self.name, 'branch', branch))
     if path is not None and prefix is not None: raise InvalidInput("give path or prefix, not both")
-    if path is not None: check_path(path)
+    if path is not None: check_path(path[:-1] if isinstance(path, str) and path[-2:-1] not in ('', '/') and path.endswith('/') else path)   # 'dir/' names no object: accepted, resets nothing (lakeFS)
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'reset')
         if path is not None: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
@@ -961,7 +983,7 @@ def commit(self:Repository,
         if expected_head and not head.id.startswith(expected_head):
             raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, not the expected {expected_head[:12]}; look again and retry")
         staged = self._staged_changes(con, branch)
-        if not staged and not allow_empty: raise InvalidInput(f"nothing to commit on branch {branch!r} (pass allow_empty=True for an empty commit)")
+        if not staged and not allow_empty: raise InvalidInput(f"no changes: nothing to commit on branch {branch!r} (pass allow_empty=True for an empty commit)")
         self._run_hooks('pre-commit', branch, lambda: HookEvent('pre-commit', self, branch, None, message, md, _changes(staged)))
         c = self.lake._new_commit(con, self.name, [head.id], _apply(con, head.metarange, _news(staged)), message, md)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [c.id, self.name, branch])
@@ -1029,7 +1051,7 @@ def delete_tag(self:Repository, name:str):
     self.lake._check('fs:DeleteTag', arn(self.name, 'tag', name))
     with self.store.transaction() as con:
         if not con.execute("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'tag' RETURNING 1", [self.name, name]).fetchall():
-            raise NotFound(f"no tag {name!r} in repository {self.name!r}")
+            raise NotFound(f"tag not found: no tag {name!r} in repository {self.name!r}")
         self.lake._audit(con, self.name, 'delete_tag', name)
 
 # %% ../../nbs/11_lake.core.ipynb #b7447da4
@@ -1094,9 +1116,9 @@ def merge(self:Repository,
         src = self.lake._resolve(con, self.name, source).commit
         dst = self._branch_head(con, into)
         if one(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, into]):
-            raise InvalidInput(f"branch {into!r} has uncommitted changes; commit or reset them before merging into it")  # 400, as lakeFS
+            raise InvalidInput(f"{into}: uncommitted changes (dirty branch): branch {into!r} has uncommitted changes; commit or reset them before merging into it")  # 400, as lakeFS
         base = self._merge_base(con, src, dst)
-        if base.id == src.id and not allow_empty: raise InvalidInput(f"nothing to merge: {source!r} is already contained in {into!r}")
+        if base.id == src.id and not allow_empty: raise InvalidInput(f"no changes: nothing to merge: {source!r} is already contained in {into!r}")
         s_changes = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, src.metarange)}
         d_changes = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, dst.metarange)}
         rules = [rule(self, con, (base, src, dst), (source, into), s_changes, d_changes, strategy) for rule in MERGE_RULES.values()]
@@ -1126,10 +1148,10 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
         head = self._branch_head(con, branch)
         c = self.lake._resolve(con, self.name, ref).commit
         if not c.parents: raise InvalidInput(f"cannot revert {ref!r}: it has no parent")
-        if len(c.parents) > 1 and parent is None: raise Conflict(f"{ref!r} is a merge commit: say which parent to revert against (parent=1 or 2)")  # 409, as lakeFS
+        if len(c.parents) > 1 and parent is None: raise Conflict(f"must specify 1-based parent number for reverting merge commit: {ref!r} is a merge commit: say which parent to revert against (parent=1 or 2)")  # 409, as lakeFS
         if not 1 <= (parent or 1) <= len(c.parents): raise InvalidInput(f"{ref!r} has no parent {parent}")
         if one(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
-            raise InvalidInput(f"branch {branch!r} has uncommitted changes; commit or reset them before reverting")
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before reverting")
         p = self.lake._commit(con, self.name, c.parents[(parent or 1) - 1])
         undo = {path: a for _, path, a, b in _diff_trees(con, p.metarange, c.metarange)}
         moved = [path for _, path, a, b in _diff_trees(con, p.metarange, c.metarange) if _identity(_lookup(con, head.metarange, path)) != _identity(b)]
@@ -1151,6 +1173,42 @@ def hard_reset(self:Repository, branch:str, ref:str)->Commit:
         con.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", [self.name, branch])
         self.lake._audit(con, self.name, 'hard_reset', branch, commit=c.id)
     return c
+
+# %% ../../nbs/11_lake.core.ipynb #04d28cb6
+@patch
+@guarded
+def cherry_pick(self:Repository,
+                branch:str,                  # the branch that gets the change
+                ref:str,                     # the commit whose change is applied
+                parent_number:int|None=None, # for a merge commit: the parent (1-based) its change is taken against
+                message:str|None=None,       # default: the picked commit's message
+                metadata:Mapping|None=None,  # default: the picked commit's metadata
+               )->Commit:                    # the new head of `branch`
+    "Apply to `branch`, as a new commit, the change commit `ref` made relative to its parent."
+    self.lake._check('fs:CreateCommit', arn(self.name, 'branch', branch))
+    md = None if metadata is None else check_metadata(metadata)
+    with self.store.transaction() as con:
+        head = self._branch_head(con, branch)
+        c = self.lake._resolve(con, self.name, ref).commit
+        if parent_number is None and len(c.parents) > 1:
+            raise InvalidInput(f"must specify 1-based parent number for cherry-picking merge commit: {ref!r} is one (parent_number=1 or 2)")
+        n = 1 if parent_number is None else parent_number
+        if not isinstance(n, int) or not 1 <= n <= len(c.parents):
+            raise InvalidInput(f"parent {n}: given commit does not have the given parent number ({ref!r} has {len(c.parents)})")
+        if one(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): commit or reset the changes on {branch!r} before cherry-picking onto it")
+        base = self.lake._commit(con, self.name, c.parents[n - 1])
+        picked = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, c.metarange)}
+        if not picked: raise InvalidInput(f"no changes: {ref!r} changed nothing relative to its parent {n}")
+        since = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, head.metarange)}
+        clashes = [p for p in picked if p in since and _identity(picked[p][1]) != _identity(since[p][1])]
+        if clashes: raise Conflict(f"conflict found: cherry-picking {ref!r} onto {branch!r} clashes at {', '.join(clashes[:20])}")
+        apply = {p: b for p, (a, b) in picked.items() if p not in since}
+        meta = {**(c.metadata if md is None else md), 'cherry-pick-origin': c.id, 'cherry-pick-committer': c.committer}
+        new = self.lake._new_commit(con, self.name, [head.id], _apply(con, head.metarange, apply), message or c.message, meta)
+        con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, branch])
+        self.lake._audit(con, self.name, 'cherry_pick', branch, picked=c.id, commit=new.id)
+    return new
 
 # %% ../../nbs/11_lake.core.ipynb #d5becb0b
 @patch
@@ -1195,7 +1253,7 @@ def _start_transaction(self:Repository, name:str, branch:str)->Commit:
     "Create the transaction branch `name` at the head of `branch` (returned), recording this process as its holder."
     with self.store.transaction() as con:
         start = self._branch_head(con, branch)
-        self.create_branch(name, start.id)
+        self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's transactions keep theirs
         con.execute(TX_TABLE)
         con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)", [self.name, name, *_holder(), _now()])
     return start

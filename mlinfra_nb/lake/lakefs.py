@@ -4,7 +4,7 @@
 
 # %% ../../nbs/14_lake.lakefs.ipynb #7c2944ac
 from __future__ import annotations
-import contextlib, datetime as dt, io, json, re, threading, uuid
+import contextlib, datetime as dt, hashlib, io, json, re, threading, uuid
 from pathlib import Path
 from typing import Iterable, Mapping
 import duckdb, lakefs, lakefs_sdk, pyarrow.parquet as pq
@@ -113,7 +113,7 @@ def _commit(c)->Commit:
 def _object(o)->ObjectInfo|CommonPrefix:
     if getattr(o, 'path_type', 'object') == 'common_prefix' or not hasattr(o, 'checksum'): return CommonPrefix(o.path)
     return ObjectInfo(o.path, o.checksum, o.size_bytes, o.content_type or 'application/octet-stream',
-                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}))
+                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}), o.checksum)   # lakeFS's checksum is the MD5
 
 class LakeFSRepository:
     "A lakeFS repository with the embedded `Repository`'s API."
@@ -137,7 +137,7 @@ class LakeFSRepository:
 
     def resolve(self, ref:str)->Resolved:
         "The commit (and visible staging area) `ref` points at."
-        return Resolved(self.commit_info(ref), ref if ref in self.branches() else None)
+        return Resolved(self.commit_info(ref), ref if ref in self.branches(show_hidden=True) else None)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #385b72ab
 def _refs(lister)->dict:
@@ -149,16 +149,16 @@ def _refs(lister)->dict:
         after = page.pagination.next_offset
 
 # %% ../../nbs/14_lake.lakefs.ipynb #2db9b59e
-def _create_branch(self:LakeFSRepository, name:str, source:str|None=None)->Commit:
-    "Create branch `name` at the commit of `source` (default: the default branch); return that commit."
+def _create_branch(self:LakeFSRepository, name:str, source:str|None=None, hidden:bool=False)->Commit:
+    "Create branch `name` at the commit of `source` (default: the default branch), `hidden` from listings if asked; return that commit."
     check_ref_name(name)
     with self.errors(f"creating branch {name!r}"):
-        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=name, source=source or self.default_branch))
+        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=name, source=source or self.default_branch, hidden=hidden))
     return self.head(name)
 
-def _branches(self:LakeFSRepository)->dict[str, str]:
-    "Every branch and the id of its head commit."
-    with self.errors("listing branches"): return _refs(lambda **k: self.api.branches_api.list_branches(self.name, **k))
+def _branches(self:LakeFSRepository, show_hidden:bool=False)->dict[str, str]:
+    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
+    with self.errors("listing branches"): return _refs(lambda **k: self.api.branches_api.list_branches(self.name, show_hidden=show_hidden, **k))
 
 def _head(self:LakeFSRepository, branch:str)->Commit:
     "The head commit of `branch`."
@@ -215,6 +215,13 @@ for _f in (_protection_rules, _protect, _unprotect):
     setattr(LakeFSRepository, _f.__name__[1:], _f)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #de8603c0
+def _unchanged(self:LakeFSRepository, branch:str, path:str, data:bytes, content_type:str|None, md:dict)->bool:
+    "Whether `path` on `branch` holds `data` already (by MD5, lakeFS's checksum), with this content type and metadata."
+    try: o = self.api.objects_api.stat_object(self.name, branch, path, user_metadata=True)
+    except lakefs_sdk.exceptions.ApiException: return False   # not there (or not readable): the upload decides
+    same_type = (o.content_type or 'application/octet-stream') == (content_type or 'application/octet-stream')
+    return o.checksum == hashlib.md5(data, usedforsecurity=False).hexdigest() and same_type and dict(o.metadata or {}) == md
+
 def _put_many(self:LakeFSRepository, branch:str, items:Mapping[str, bytes]|Iterable[tuple[str, bytes]],
               content_type:str|None=None, metadata:Mapping|None=None)->int:
     "Stage many objects on `branch` (all are checked before the first is sent)."
@@ -227,6 +234,7 @@ def _put_many(self:LakeFSRepository, branch:str, items:Mapping[str, bytes]|Itera
     md, b = check_metadata(metadata), self.sdk.branch(branch)
     self.head(branch)
     for p, d in items:
+        if _unchanged(self, branch, p, bytes(d), content_type, md): continue   # already there as it would be: no transfer
         with self.errors(f"uploading {p!r} to {branch!r}"): b.object(p).upload(bytes(d), content_type=content_type, metadata=md or None)
     return len(items)
 
@@ -370,6 +378,12 @@ for _f in (_diff, _merge_base, _merge, _merge_on_server):
     setattr(LakeFSRepository, _f.__name__[1:], _f)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #05e40507
+def _cherry_pick(self:LakeFSRepository, branch:str, ref:str, parent_number:int|None=None, message:str|None=None, metadata:Mapping|None=None)->Commit:
+    "Apply to `branch`, as a new commit, the change commit `ref` made relative to its parent (lakeFS's cherry-pick)."
+    over = lakefs_sdk.CommitOverrides(message=message, metadata=None if metadata is None else check_metadata(metadata)) if message or metadata is not None else None
+    with self.errors(f"cherry-picking {ref!r} onto {branch!r}"):
+        return _commit(self.api.branches_api.cherry_pick(self.name, branch, lakefs_sdk.CherryPickCreation(ref=ref, parent_number=parent_number, commit_overrides=over)))
+
 def _revert(self:LakeFSRepository, branch:str, ref:str, parent:int|None=None, message:str|None=None)->Commit:
     "Commit on `branch` the inverse of the changes `ref` made (relative to its `parent`-th parent)."
     over = lakefs_sdk.CommitOverrides(message=message) if message else None
@@ -382,7 +396,7 @@ def _hard_reset(self:LakeFSRepository, branch:str, ref:str)->Commit:
     with self.errors(f"hard-resetting {branch!r} to {ref!r}"): self.api.experimental_api.hard_reset_branch(self.name, branch, ref)
     return self.head(branch)
 
-for _f in (_revert, _hard_reset):
+for _f in (_cherry_pick, _revert, _hard_reset):
     setattr(LakeFSRepository, _f.__name__[1:], _f)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #fdbc702a
@@ -519,7 +533,7 @@ LakeFSRepository._merge_on_server = _server_merge_with_tables
 def _start_transaction(self:LakeFSRepository, name:str, branch:str):
     "Create the transaction branch `name` at the head of `branch`, and return that commit."
     start = self.head(branch)
-    self.create_branch(name, start.id)
+    self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's own transactions
     return start
 
 def _end_transaction(self:LakeFSRepository, name:str): self.delete_branch(name)

@@ -28,21 +28,22 @@ from .auth import (Credentials, Principal, Unauthorized, add_member, attach_poli
 # %% auto #0
 __all__ = ['STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'NAMESPACES', 'META_PREFIX', 'UNSUPPORTED', 'R', 'CHECKS', 'U',
            'G', 'P', 'SIGNED_IN', 'PER_ITEM', 'MULTIPART_FRAMING', 'TooManyGuesses', 'Limiter', 'Authenticator',
-           'NotSupported', 'error', 'status_of', 'commit_json', 'stats_json', 'diff_json', 'parse', 'amount_of', 'page',
-           'after', 'Call', 'LakeAPI', 'route', 'healthcheck', 'get_version', 'get_storage_config', 'get_config',
-           'post_statistics', 'get_current_user', 'setup_state', 'setup', 'repo_json', 'list_repositories',
-           'create_repository', 'get_repository', 'delete_repository', 'get_repository_metadata', 'list_branches',
-           'create_branch', 'get_branch', 'delete_branch', 'reset_branch', 'hard_reset_branch', 'revert_branch',
-           'list_tags', 'create_tag', 'get_tag', 'delete_tag', 'commit', 'get_commit', 'log_commits', 'diff_branch',
-           'diff_refs', 'merge_into_branch', 'find_merge_base', 'get_branch_protection_rules',
-           'set_branch_protection_rules', 'upload_object', 'copy_object', 'stat_object', 'list_objects', 'read_object',
-           'get_object', 'head_object', 'delete_object', 'delete_objects', 'auth_list_users', 'auth_create_user',
-           'auth_get_user', 'auth_delete_user', 'auth_user_groups', 'auth_user_policies', 'auth_attach_to_user',
-           'auth_detach_from_user', 'auth_list_keys', 'auth_create_key', 'auth_get_key', 'auth_delete_key',
-           'auth_list_groups', 'auth_create_group', 'auth_get_group', 'auth_delete_group', 'auth_group_members',
-           'auth_add_member', 'auth_remove_member', 'auth_group_policies', 'auth_attach_to_group',
-           'auth_detach_from_group', 'auth_list_policies', 'auth_create_policy', 'auth_get_policy',
-           'auth_update_policy', 'auth_delete_policy', 'need', 'TooLarge', 'authorize', 'app', 'LakeServer']
+           'NotSupported', 'error', 'status_of', 'commit_json', 'etag', 'stats_json', 'diff_json', 'parse', 'amount_of',
+           'page', 'after', 'Call', 'LakeAPI', 'route', 'healthcheck', 'get_version', 'get_storage_config',
+           'get_config', 'post_statistics', 'get_current_user', 'setup_state', 'setup', 'repo_json',
+           'list_repositories', 'create_repository', 'get_repository', 'delete_repository', 'get_repository_metadata',
+           'list_branches', 'create_branch', 'get_branch', 'delete_branch', 'reset_branch', 'hard_reset_branch',
+           'revert_branch', 'cherry_pick', 'list_tags', 'create_tag', 'get_tag', 'delete_tag', 'commit', 'get_commit',
+           'log_commits', 'diff_branch', 'diff_refs', 'merge_into_branch', 'find_merge_base',
+           'get_branch_protection_rules', 'set_branch_protection_rules', 'upload_object', 'copy_object', 'stat_object',
+           'list_objects', 'read_object', 'get_object', 'head_object', 'delete_object', 'delete_objects',
+           'auth_list_users', 'auth_create_user', 'auth_get_user', 'auth_delete_user', 'auth_user_groups',
+           'auth_user_policies', 'auth_attach_to_user', 'auth_detach_from_user', 'auth_list_keys', 'auth_create_key',
+           'auth_get_key', 'auth_delete_key', 'auth_list_groups', 'auth_create_group', 'auth_get_group',
+           'auth_delete_group', 'auth_group_members', 'auth_add_member', 'auth_remove_member', 'auth_group_policies',
+           'auth_attach_to_group', 'auth_detach_from_group', 'auth_list_policies', 'auth_create_policy',
+           'auth_get_policy', 'auth_update_policy', 'auth_delete_policy', 'need', 'TooLarge', 'authorize', 'app',
+           'LakeServer']
 
 # %% ../../nbs/15_lake.server.ipynb #5edd1ca1
 class TooManyGuesses(MlinfraError):
@@ -121,11 +122,15 @@ def commit_json(c)->dict:
     return lakefs_sdk.Commit(id=c.id, parents=list(c.parents), committer=c.committer, message=c.message, creation_date=_secs(c.created_at),
                              meta_range_id=c.metarange, metadata=c.metadata, generation=c.generation, version=1).to_dict()
 
+def etag(o:ObjectInfo)->str:
+    "An object's checksum as lakeFS gives it (its ETag, unquoted): the MD5 of its content (the SHA-256 address for one whose MD5 is lost)."
+    return o.md5 or o.address
+
 def stats_json(o:ObjectInfo|CommonPrefix, root:str='')->dict:
     "An object (or common prefix) in a listing, as lakeFS returns it."
     if isinstance(o, CommonPrefix):
         return lakefs_sdk.ObjectStats(path=o.path, path_type='common_prefix', physical_address='', checksum='', mtime=0).to_dict()
-    return lakefs_sdk.ObjectStats(path=o.path, path_type='object', physical_address=f'local://{root}/{o.address}', checksum=o.address,
+    return lakefs_sdk.ObjectStats(path=o.path, path_type='object', physical_address=f'local://{root}/{o.address}', checksum=etag(o),
                                   size_bytes=o.size, mtime=_secs(o.mtime), metadata=o.metadata, content_type=o.content_type).to_dict()
 
 def diff_json(c:Change|CommonPrefix)->dict:
@@ -271,7 +276,7 @@ def repo_json(api, name:str, lake:Lake)->dict:
     with lake.store.connect() as con:
         rows = con.execute("SELECT default_branch, created_at, storage_namespace FROM repositories LEFT JOIN server_namespaces"
                            " ON repo = name WHERE name = ?", [name]).fetchall()
-    if not rows: raise NotFound(f"no repository {name!r}")
+    if not rows: raise NotFound(f"repository not found: no repository {name!r}")
     return lakefs_sdk.Repository(id=name, creation_date=_secs(rows[0][1]), default_branch=rows[0][0], storage_id='',
                                  storage_namespace=rows[0][2] or f'local://{lake.root}', read_only=False).to_dict()
 
@@ -296,6 +301,7 @@ def create_repository(api, call):
     _namespaces(lake)
     with lake.store.transaction() as con:
         con.execute("INSERT OR REPLACE INTO server_namespaces VALUES (?, ?)", [b.name, b.storage_namespace])
+    if b.sample_data: lake.repository(b.name).add_sample_data()   # committed on the default branch, which is then protected, as lakeFS does
     return _json(repo_json(api, b.name, lake), 201)
 
 @route('GET', '/repositories/{repository}')
@@ -318,12 +324,12 @@ def _refs(call, refs:dict)->JSONResponse:
     return _json(page(items[:n + 1], n, lambda x: x[0], lambda x: {'id': x[0], 'commit_id': x[1]}))
 
 @route('GET', '/repositories/{repository}/branches')
-def list_branches(api, call): return _refs(call, api.repo(call).branches())
+def list_branches(api, call): return _refs(call, api.repo(call).branches(show_hidden=_flag(call.query, 'show_hidden')))
 
 @route('POST', '/repositories/{repository}/branches', body='json')
 def create_branch(api, call):
     b = parse(lakefs_sdk.BranchCreation, call.body)
-    c = api.repo(call).create_branch(b.name, b.source)
+    c = api.repo(call).create_branch(b.name, b.source, hidden=bool(b.hidden))
     return Response(c.id, status_code=201, media_type='text/html')
 
 @route('GET', '/repositories/{repository}/branches/{branch}')
@@ -356,6 +362,15 @@ def revert_branch(api, call):
     api.repo(call).revert(call.params['branch'], b.ref, parent=b.parent_number or None, message=msg)
     return _none()
 
+@route('POST', '/repositories/{repository}/branches/{branch}/cherry-pick', body='json')
+def cherry_pick(api, call):
+    "Apply the change a commit made to the branch as a new commit; the new commit, 201, as lakeFS answers."
+    b = parse(lakefs_sdk.CherryPickCreation, call.body)
+    o = b.commit_overrides
+    c = api.repo(call).cherry_pick(call.params['branch'], b.ref, parent_number=b.parent_number,
+                                   message=(o.message or None) if o else None, metadata=o.metadata if o and o.metadata is not None else None)
+    return _json(commit_json(c), 201)
+
 # %% ../../nbs/15_lake.server.ipynb #d344b534
 @route('GET', '/repositories/{repository}/tags')
 def list_tags(api, call): return _refs(call, api.repo(call).tags())
@@ -369,7 +384,7 @@ def create_tag(api, call):
 @route('GET', '/repositories/{repository}/tags/{tag}')
 def get_tag(api, call):
     t, tags = call.params['tag'], api.repo(call).tags()
-    if t not in tags: raise NotFound(f"no tag {t!r} in repository {call.params['repository']!r}")
+    if t not in tags: raise NotFound(f"tag not found: no tag {t!r} in repository {call.params['repository']!r}")
     return _json({'id': t, 'commit_id': tags[t]})
 
 @route('DELETE', '/repositories/{repository}/tags/{tag}')
@@ -445,7 +460,10 @@ def _committed(ref:str)->str: return ref if ref.endswith('@') else ref + '@'
 
 # %% ../../nbs/15_lake.server.ipynb #4382ec4e
 @route('GET', '/repositories/{repository}/branches/{branch}/diff')
-def diff_branch(api, call): return _diff_page(call, api.repo(call).uncommitted(call.params['branch']))
+def diff_branch(api, call):
+    "The branch's uncommitted changes; a removed object is a tombstone there, so lakeFS reports its size as 0."
+    changes = [Change(c.type, c.path, 0) if c.type == 'removed' else c for c in api.repo(call).uncommitted(call.params['branch'])]
+    return _diff_page(call, changes)
 
 @route('GET', '/repositories/{repository}/refs/{leftRef}/diff/{rightRef}')
 def diff_refs(api, call):
@@ -512,7 +530,7 @@ def upload_object(api, call):
     with api.lake.store.transaction():   # the preconditions and the write hold the lake's lock together
         if none_match == '*' and repo.exists(branch, path): raise PreconditionFailed(f"object {path!r} already exists on {branch!r}")
         if match is not None:
-            current = f'"{repo.stat(branch, path).address}"' if repo.exists(branch, path) else None
+            current = f'"{etag(repo.stat(branch, path))}"' if repo.exists(branch, path) else None
             if match.strip() != current and match.strip('"') != (current or '').strip('"'):
                 raise PreconditionFailed(f"object {path!r} on {branch!r} is not the version If-Match names")
         info = repo.put(branch, path, data, content_type=ctype, metadata=md)
@@ -553,7 +571,7 @@ def _byte_range(header:str, size:int)->tuple[int, int]|None:
 
 # %% ../../nbs/15_lake.server.ipynb #cc3bc979
 def _object_headers(o:ObjectInfo)->dict:
-    return {'ETag': f'"{o.address}"', 'Last-Modified': o.mtime.strftime('%a, %d %b %Y %H:%M:%S GMT'), 'Accept-Ranges': 'bytes',
+    return {'ETag': f'"{etag(o)}"', 'Last-Modified': o.mtime.strftime('%a, %d %b %Y %H:%M:%S GMT'), 'Accept-Ranges': 'bytes',
             **{f'X-Lakefs-Meta-{k}': v for k, v in o.metadata.items()}}
 
 def read_object(api, o:ObjectInfo, start:int=0, end:int|None=None)->bytes:
@@ -573,7 +591,7 @@ def read_object(api, o:ObjectInfo, start:int=0, end:int|None=None)->bytes:
 @route('GET', '/repositories/{repository}/refs/{ref}/objects')
 def get_object(api, call):
     o = api.repo(call).stat(call.params['ref'], _path(call))
-    if call.headers.get('if-none-match') == f'"{o.address}"': return Response(status_code=304)
+    if call.headers.get('if-none-match') == f'"{etag(o)}"': return Response(status_code=304)
     h = _object_headers(o)
     if 'range' in call.headers:
         r = _byte_range(call.headers['range'], o.size)
@@ -720,8 +738,7 @@ def auth_update_policy(api, call):
 def auth_delete_policy(api, call): delete_policy(api.lake_for(call.user), call.params['policyId']); return _none()
 
 # %% ../../nbs/15_lake.server.ipynb #03eac09c
-UNSUPPORTED = {'cherry-pick': [('POST', '/repositories/{repository}/branches/{branch}/cherry-pick')],
-               'importing from object storage': [(m, '/repositories/{repository}/branches/{branch}/import') for m in ('GET', 'POST', 'DELETE')],
+UNSUPPORTED = {'importing from object storage': [(m, '/repositories/{repository}/branches/{branch}/import') for m in ('GET', 'POST', 'DELETE')],
                'pre-signed staging': [(m, '/repositories/{repository}/branches/{branch}/staging/backing') for m in ('GET', 'PUT')],
                'garbage-collection rules': [(m, '/repositories/{repository}/settings/gc_rules') for m in ('GET', 'PUT', 'DELETE')],
                'actions (server-side hooks)': [('GET', '/repositories/{repository}/actions/runs')],
@@ -763,6 +780,7 @@ CHECKS = {
     ('PUT', f'{R}/branches/{{branch}}'): need(('fs:RevertBranch', _branch)),
     ('PUT', f'{R}/branches/{{branch}}/hard_reset'): need(('fs:RevertBranch', _branch)),
     ('POST', f'{R}/branches/{{branch}}/revert'): need(('fs:RevertBranch', _branch)),
+    ('POST', f'{R}/branches/{{branch}}/cherry-pick'): need(('fs:CreateCommit', _branch), ('fs:ReadCommit', _repo)),
     ('GET', f'{R}/tags'): need(('fs:ListTags', _repo)),
     ('POST', f'{R}/tags'): need(('fs:CreateTag', _in_repo('tag', _body(lakefs_sdk.TagCreation, 'id')))),
     ('GET', f'{R}/tags/{{tag}}'): need(('fs:ReadTag', _tag)), ('DELETE', f'{R}/tags/{{tag}}'): need(('fs:DeleteTag', _tag)),
@@ -871,6 +889,13 @@ async def _json_body(request:Request, limit:int, optional:bool)->object:
     if payload is None and not optional: raise InvalidInput("this request needs a JSON body")
     return payload
 
+# %% ../../nbs/15_lake.server.ipynb #70c2d9d8
+def _s3_gateway(api:LakeAPI):
+    "lakeFS's S3 gateway (chapter 16) as middleware: it answers AWS-signed requests not under /api/. Imported here, as it builds on this module."
+    from starlette.middleware import Middleware
+    from mlinfra_nb.lake.s3 import S3Gateway
+    return Middleware(S3Gateway, api=api)
+
 # %% ../../nbs/15_lake.server.ipynb #693daa9d
 def _endpoint(api:LakeAPI, fn, method:str, path:str, body:str|None, public:bool):
     check = CHECKS.get((method, path))
@@ -907,7 +932,7 @@ def app(lake:Lake, **kwargs)->Starlette:
     "A Starlette application serving the lakeFS API for `lake` under `/api/v1`."
     api = LakeAPI(lake, **kwargs)
     routes = [Route('/api/v1' + path, _endpoint(api, fn, method, path, body, public), methods=[method]) for method, path, fn, body, public in ROUTES]
-    a = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    a = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, middleware=[_s3_gateway(api)])
     a.state.api = api
     return a
 

@@ -4,19 +4,22 @@
 
 # %% ../../nbs/10_lake.store.ipynb #1fa36e6a
 from __future__ import annotations
-import atexit, base64, contextlib, fcntl, hashlib, hmac, itertools, json, os, threading, uuid, weakref
+import atexit, base64, contextlib, fcntl, hashlib, hmac, itertools, json, os, pickle, subprocess, sys, threading, uuid, weakref
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 import duckdb, pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastcore.basics import patch
-from ..workspace import Corrupted, InvalidInput, NotFound, fsync_dir
+from tqdm.auto import tqdm
+from ..workspace import Corrupted, InvalidInput, MlinfraError, NotFound, fsync_dir
+from . import packer
+from .packer import SEALED, md5, seal_batch, write_durable
 
 # %% auto #0
-__all__ = ['SCHEMA', 'FILE_MODE', 'DIR_MODE', 'SEALED', 'CATALOG_CONFIG', 'LINGER', 'PACK_BELOW', 'private_opener',
+__all__ = ['SCHEMA', 'FILE_MODE', 'DIR_MODE', 'CATALOG_CONFIG', 'LINGER', 'UPGRADE_PROGRESS_FROM', 'PACK_BELOW', 'private_opener',
            'make_private', 'parse_key', 'generate_key', 'Sealer', 'Catalog', 'LakeStore', 'release_lakes',
-           'open_catalog', 'one', 'sha256']
+           'open_catalog', 'one', 'sha256', 'Packed', 'Packer']
 
 # %% ../../nbs/10_lake.store.ipynb #e18a9049
 SCHEMA = """
@@ -26,13 +29,14 @@ CREATE TABLE IF NOT EXISTS commits(repo VARCHAR, id VARCHAR, parents VARCHAR[], 
 CREATE TABLE IF NOT EXISTS refs(repo VARCHAR, name VARCHAR, kind VARCHAR, commit_id VARCHAR, PRIMARY KEY(repo, name));
 CREATE TABLE IF NOT EXISTS staging(repo VARCHAR, branch VARCHAR, path VARCHAR, address VARCHAR, size BIGINT,
     content_type VARCHAR, mtime TIMESTAMPTZ, metadata VARCHAR);
-CREATE TABLE IF NOT EXISTS blobs(address VARCHAR, file VARCHAR, "offset" BIGINT, size BIGINT);
+CREATE TABLE IF NOT EXISTS blobs(address VARCHAR, file VARCHAR, "offset" BIGINT, size BIGINT, md5 VARCHAR);
 CREATE TABLE IF NOT EXISTS rangeinfo(range_id VARCHAR, seq BIGINT, count BIGINT);
 CREATE TABLE IF NOT EXISTS ranges(seq BIGINT, path VARCHAR, address VARCHAR, size BIGINT, content_type VARCHAR,
     mtime TIMESTAMPTZ, metadata VARCHAR);
 CREATE TABLE IF NOT EXISTS metaranges(metarange_id VARCHAR, chunks VARCHAR);
 CREATE TABLE IF NOT EXISTS metachunks(chunk_id VARCHAR, ranges VARCHAR);
 CREATE TABLE IF NOT EXISTS protection(repo VARCHAR, pattern VARCHAR, PRIMARY KEY(repo, pattern));
+CREATE TABLE IF NOT EXISTS hidden_branches(repo VARCHAR, name VARCHAR, PRIMARY KEY(repo, name));
 CREATE TABLE IF NOT EXISTS audit(ts TIMESTAMPTZ, repo VARCHAR, actor VARCHAR, action VARCHAR, ref VARCHAR, detail VARCHAR);
 CREATE SEQUENCE IF NOT EXISTS tree_seq;
 """
@@ -58,8 +62,6 @@ def _lay_out(root:Path):
     for f in ('lake.lock', 'lake.wait'): os.close(os.open(root/f, os.O_RDWR | os.O_CREAT, FILE_MODE))
 
 # %% ../../nbs/10_lake.store.ipynb #c2f1121c
-SEALED = b'MLE1'   # how an encrypted object starts: then a 12-byte nonce, then its bytes under AES-256-GCM (with their 16-byte tag)
-
 def parse_key(key:bytes|str)->bytes:
     "A 32-byte AES-256 key: 32 raw bytes, or text of 64 hex digits or base64 (as `generate_key` writes it)."
     if isinstance(key, (bytes, bytearray)) and len(key) == 32: return bytes(key)
@@ -77,14 +79,13 @@ class Sealer:
     "Encrypts a lake's objects with one AES-256-GCM key, each bound to its address, and opens them again."
     def __init__(self, key:bytes|str):
         key = parse_key(key)
-        self.aead, self.check = AESGCM(key), hmac.new(key, b'mlinfra lake key check', 'sha256').hexdigest()[:32]
+        self.key, self.aead, self.check = key, AESGCM(key), hmac.new(key, b'mlinfra lake key check', 'sha256').hexdigest()[:32]
 
     def seal(self, address:str, data:bytes)->bytes: return self.seal_many([(address, data)])[0]
 
     def seal_many(self, items:list[tuple[str, bytes]])->list[bytes]:
-        "Seal many objects: nonces are 8 random bytes for the batch and a 4-byte count, unique without a system call each."
-        base, enc = os.urandom(8), self.aead.encrypt
-        return [SEALED + (n := base + i.to_bytes(4, 'big')) + enc(n, d, a.encode()) for i, (a, d) in enumerate(items)]
+        "Seal many objects (`packer.seal_batch`: nonces unique without a system call each)."
+        return seal_batch(self.aead.encrypt, items)
 
     def unseal(self, address:str, stored:bytes)->bytes|None:
         "The plain bytes of a sealed object; None if it was changed, or sealed for another address or with another key."
@@ -150,7 +151,9 @@ def _acquire(self:LakeStore):
             fcntl.flock(w, fcntl.LOCK_SH)
             fcntl.flock(self._lockf, fcntl.LOCK_EX)
     try:
-        self._con = Catalog(open_catalog(self.catalog, '' if self._ready else SCHEMA), self.caches); self._ready = True
+        self._con = Catalog(open_catalog(self.catalog, '' if self._ready else SCHEMA), self.caches)
+        if not self._ready: self._upgrade(self._con)
+        self._ready = True
     except BaseException: self._release(); raise
 
 @patch
@@ -171,6 +174,28 @@ def _someone_waits(self:LakeStore)->bool:
 def _idle(self:LakeStore, getpid=os.getpid):
     with self._mutex:
         if self._depth == 0 and self._pid == getpid(): self._release()
+
+# %% ../../nbs/10_lake.store.ipynb #343dab1b
+UPGRADE_PROGRESS_FROM = 1000  # objects: a bar shows the MD5 upgrade of lakes at least this big
+
+@patch
+def _upgrade(self:LakeStore, con):
+    "Bring a catalog an older version wrote up to date: `blobs` gains the MD5 of every stored object, computed once from its bytes."
+    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'blobs'").fetchall()}
+    if 'md5' in cols and not con.execute("SELECT 1 FROM blobs WHERE md5 IS NULL LIMIT 1").fetchall(): return
+    con.execute('BEGIN TRANSACTION')
+    try:
+        if 'md5' not in cols: con.execute("ALTER TABLE blobs ADD COLUMN md5 VARCHAR")
+        todo = [r[0] for r in con.execute("SELECT DISTINCT address FROM blobs WHERE md5 IS NULL").fetchall()]
+        sums = []
+        for a in tqdm(todo, desc=f'MD5 checksums for {self.root}', unit='object', disable=len(todo) < UPGRADE_PROGRESS_FROM):
+            try: sums.append(md5(self.get_blob(con, a)))
+            except (Corrupted, NotFound): sums.append('')   # unreadable now: no checksum to give
+        con.register('_sums', pa.table({'address': pa.array(todo, pa.string()), 'md5': pa.array(sums, pa.string())}))
+        con.execute("UPDATE blobs SET md5 = _sums.md5 FROM _sums WHERE blobs.address = _sums.address")
+        con.unregister('_sums')
+        con.execute('COMMIT')
+    except BaseException: con.execute('ROLLBACK'); raise
 
 # %% ../../nbs/10_lake.store.ipynb #75691d4d
 @patch
@@ -201,28 +226,33 @@ LakeStore.session = LakeStore.connect
 # %% ../../nbs/10_lake.store.ipynb #272d18e2
 @patch
 @contextlib.contextmanager
-def transaction(self:LakeStore)->Iterator[Catalog]:
-    "A catalog transaction: all of it is committed, or (on any exception) none of it."
+def _outermost(self:LakeStore, end:Callable)->Iterator[Catalog]:
+    "The connection inside a catalog transaction; a nested call joins the open one, the outermost ends it with `end(con, failed)`."
     with self.connect() as con:
         if self._in_tx: yield con; return
         con.execute('BEGIN TRANSACTION'); self._in_tx = True
         try: yield con
-        except BaseException: con.execute('ROLLBACK'); self.caches.clear(); raise
-        else:
-            try: con.execute('COMMIT')
-            except BaseException: self.caches.clear(); raise
-            make_private(self.wal)   # DuckDB makes a new log after each checkpoint
+        except BaseException: end(con, True); raise
+        else: end(con, False)
         finally: self._in_tx = False
 
 @patch
-@contextlib.contextmanager
-def scratch(self:LakeStore)->Iterator[Catalog]:
+def _finish(self:LakeStore, con, failed:bool):
+    "Commit, or roll back what failed; the caches are dropped whenever nothing is committed, since what they learned may be gone."
+    if failed: con.execute('ROLLBACK'); self.caches.clear(); return
+    try: con.execute('COMMIT')
+    except BaseException: self.caches.clear(); raise
+    make_private(self.wal)   # DuckDB makes a new log after each checkpoint
+
+@patch
+def transaction(self:LakeStore)->contextlib.AbstractContextManager[Catalog]:
+    "A catalog transaction: all of it is committed, or (on any exception) none of it."
+    return self._outermost(self._finish)
+
+@patch
+def scratch(self:LakeStore)->contextlib.AbstractContextManager[Catalog]:
     "A transaction that is always rolled back: for working out what an operation would write (a diff of staged changes, say)."
-    with self.connect() as con:
-        if self._in_tx: yield con; return
-        con.execute('BEGIN TRANSACTION'); self._in_tx = True
-        try: yield con
-        finally: con.execute('ROLLBACK'); self.caches.clear(); self._in_tx = False
+    return self._outermost(lambda con, failed: self._finish(con, True))
 
 # %% ../../nbs/10_lake.store.ipynb #076e79f2
 @atexit.register
@@ -258,14 +288,7 @@ PACK_BELOW = 256 * 1024  # objects smaller than this are packed when written in 
 
 def sha256(data:bytes)->str: return hashlib.sha256(data).hexdigest()
 
-def _write_durable(path:Path, chunks:Iterable[bytes]):
-    "Write `chunks` to `path` through a temporary file, fsynced, then renamed into place."
-    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
-    try:
-        with open(tmp, 'wb', buffering=1 << 20, opener=private_opener) as f:  # a pack is many small chunks: write them in large blocks
-            f.writelines(chunks); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+def _write_durable(path:Path, chunks:Iterable[bytes]): write_durable(path, chunks, FILE_MODE)   # as the packing process writes
 
 # %% ../../nbs/10_lake.store.ipynb #f9ff9bb7
 @patch
@@ -281,13 +304,14 @@ def put_blobs(self:LakeStore,
     have = {a for (a,) in con.execute("SELECT address FROM blobs SEMI JOIN _want USING (address)").fetchall()}
     con.unregister('_want')
     new = {a: d for a, d in want.items() if a not in have} if have else want
+    sums = {a: md5(d) for a, d in new.items()}   # of the plain bytes, before any sealing
     if self.sealer: new = dict(zip(new, self.sealer.seal_many(list(new.items()))))   # stored encrypted: sizes below are the stored ones
     small = {a: d for a, d in new.items() if len(d) < PACK_BELOW} if not standalone and len(new) > 1 else {}
     rows, dirs = [], set()
     if small:
         name = f'packs/{uuid.uuid4().hex}.pack'
         sizes = [len(d) for d in small.values()]
-        rows += zip(small, itertools.repeat(name), itertools.accumulate(sizes, initial=0), sizes)  # objects lie end to end
+        rows += zip(small, itertools.repeat(name), itertools.accumulate(sizes, initial=0), sizes, map(sums.get, small))  # objects lie end to end
         _write_durable(self.root/name, small.values())
         dirs.add(self.root/'packs')
     for a, d in new.items():
@@ -295,7 +319,7 @@ def put_blobs(self:LakeStore,
         p = self.blob_path(a)
         p.parent.mkdir(exist_ok=True)
         _write_durable(p, [d])
-        rows.append((a, str(p.relative_to(self.root)), 0, len(d))); dirs.add(p.parent)
+        rows.append((a, str(p.relative_to(self.root)), 0, len(d), sums[a])); dirs.add(p.parent)
     for d in dirs: fsync_dir(d)
     self._insert_blobs(con, rows)
     return addrs
@@ -305,9 +329,10 @@ def put_blobs(self:LakeStore,
 def _insert_blobs(self:LakeStore, con, rows):
     if not rows: return
     t = pa.table({'address': [r[0] for r in rows], 'file': [r[1] for r in rows],
-                  'offset': pa.array([r[2] for r in rows], pa.int64()), 'size': pa.array([r[3] for r in rows], pa.int64())})
+                  'offset': pa.array([r[2] for r in rows], pa.int64()), 'size': pa.array([r[3] for r in rows], pa.int64()),
+                  'md5': pa.array([r[4] for r in rows], pa.string())})
     con.register('_new_blobs', t)
-    con.execute('INSERT INTO blobs SELECT * FROM _new_blobs')  # callers pass only addresses not yet stored (under the lock)
+    con.execute('INSERT INTO blobs (address, file, "offset", size, md5) SELECT * FROM _new_blobs')  # callers pass only addresses not yet stored (under the lock)
     con.unregister('_new_blobs')
 
 @patch
@@ -319,9 +344,9 @@ def blob_path(self:LakeStore, address:str)->Path:
 @patch
 def put_file(self:LakeStore, con, src:str|Path)->str:
     "Move the file `src` into the store as a standalone object; return its address."
-    h, src = hashlib.sha256(), Path(src)
+    h, m, src = hashlib.sha256(), hashlib.md5(usedforsecurity=False), Path(src)
     with open(src, 'rb') as f:
-        while (chunk := f.read(1 << 20)): h.update(chunk)
+        while (chunk := f.read(1 << 20)): h.update(chunk); m.update(chunk)
         os.fchmod(f.fileno(), FILE_MODE); os.fsync(f.fileno())
     a, size = h.hexdigest(), src.stat().st_size
     if one(con, "SELECT 1 FROM blobs WHERE address = ?", [a]): src.unlink(); return a
@@ -330,7 +355,7 @@ def put_file(self:LakeStore, con, src:str|Path)->str:
         sealed = self.sealer.seal(a, src.read_bytes()); _write_durable(p, [sealed]); size = len(sealed); src.unlink()
     else: os.replace(src, p)
     fsync_dir(p.parent)
-    self._insert_blobs(con, [(a, str(p.relative_to(self.root)), 0, size)])
+    self._insert_blobs(con, [(a, str(p.relative_to(self.root)), 0, size, m.hexdigest())])
     return a
 
 # %% ../../nbs/10_lake.store.ipynb #1bb7497c
@@ -377,3 +402,52 @@ def verify_file(self:LakeStore, con, address:str, name:str='')->Path:
     if off != 0 or h.hexdigest() != address:
         raise Corrupted(f"object {name or address} is corrupt: its content no longer matches its hash {address[:12]} ({path})")
     return path
+
+# %% ../../nbs/10_lake.store.ipynb #7b429fc7
+@patch
+def md5s(self:LakeStore, con, addresses:Iterable[str])->dict[str, str]:
+    "The MD5 (hex) of each stored object in `addresses`, by address; '' for one not stored."
+    want = list(dict.fromkeys(a for a in addresses if a))
+    if not want: return {}
+    rows = con.execute("SELECT address, md5 FROM blobs WHERE address IN (SELECT unnest(?::VARCHAR[]))", [want]).fetchall()
+    return dict.fromkeys(want, '') | {a: m or '' for a, m in rows}
+
+# %% ../../nbs/10_lake.store.ipynb #b709ebba
+class Packed(NamedTuple):
+    "One batch as the packing process stored it: per file, its address, size, stored size, MD5, file and offset."
+    addresses: list; sizes: list; stored: list; md5s: list; files: list; offsets: list
+
+class Packer:
+    "Packs batches of local files into `store` in a second process, one batch ahead of whoever iterates over it."
+    def __init__(self, store:LakeStore, batches:list[list[str]]):
+        self.n = len(batches)
+        self.proc = subprocess.Popen([sys.executable, '-P', packer.__file__, '--pack-worker'], env=packer.worker_env(),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        cfg = dict(root=str(store.root), key=store.sealer.key if store.sealer else None, mode=FILE_MODE, pack_below=PACK_BELOW)
+        with self.proc.stdin as w: pickle.dump(cfg, w); pickle.dump(batches, w)   # it reads all of it before it writes a result
+
+    def __iter__(self)->Iterator[Packed]:
+        for _ in range(self.n):
+            try: got = pickle.load(self.proc.stdout)
+            except EOFError: raise MlinfraError(f"the packing process stopped (exit code {self.proc.wait()})") from None
+            if got[0] == 'error': raise InvalidInput(got[1])
+            yield Packed(*got)
+
+    def close(self):
+        if self.proc.poll() is None: self.proc.kill()
+        self.proc.wait(); self.proc.stdout.close()
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+# %% ../../nbs/10_lake.store.ipynb #959fc261
+@patch
+def add_packed(self:LakeStore, con, p:Packed)->list[str]:
+    "Record the objects of packed batch `p` that are not stored yet (inside `transaction()`); return every address, in order."
+    con.register('_want', pa.table({'address': pa.array(p.addresses, pa.string())}))
+    seen = {a for (a,) in con.execute("SELECT address FROM blobs SEMI JOIN _want USING (address)").fetchall()}
+    con.unregister('_want')
+    rows = []
+    for row in zip(p.addresses, p.files, p.offsets, p.stored, p.md5s):
+        if row[0] not in seen: seen.add(row[0]); rows.append(row)
+    self._insert_blobs(con, rows)
+    return p.addresses

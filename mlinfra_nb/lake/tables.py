@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 from typing import Iterator
 import duckdb, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from fastcore.basics import patch
-from ..workspace import Corrupted, InvalidInput, NotFound
+from ..workspace import Conflict, Corrupted, InvalidInput, NotFound
 from .store import private_opener
-from .core import MERGE_RULES, Lake, ObjectInfo, Repository, Settled, arn, check_path, guarded, tree_entries, _entry, _identity
+from .core import MERGE_RULES, Commit, Lake, ObjectInfo, Repository, Settled, arn, check_path, guarded, tree_entries, _entry, _identity
 
 # %% auto #0
-__all__ = ['TABLE_META', 'manifest_parts', 'next_manifest', 'manifest_bytes', 'table_input', 'TableInfo', 'part_name',
-           'query_connection', 'table_parts', 'count_rows', 'TableDiff', 'Branch', 'TableSide', 'table_change',
-           'settle_table', 'union_manifest']
+__all__ = ['TABLE_META', 'SAMPLE_SEED', 'SAMPLE_LAKES', 'SAMPLE_IMAGES', 'SAMPLE_COUNTRIES', 'manifest_parts', 'next_manifest',
+           'manifest_bytes', 'table_input', 'TableInfo', 'part_name', 'query_connection', 'table_parts', 'count_rows',
+           'TableDiff', 'Branch', 'TableSide', 'table_change', 'settle_table', 'union_manifest', 'sample_lakes',
+           'lake_map', 'sample_files']
 
 # %% ../../nbs/12_lake.tables.ipynb #11b69a9d
 TABLE_META = '_table.json'
@@ -289,6 +290,12 @@ def transaction(self:Repository, branch:str, message:str, metadata:dict|None=Non
     finally: self._end_transaction(name)
 
 
+# %% ../../nbs/12_lake.tables.ipynb #68e1fb79
+@patch
+def transact(self:Branch, commit_message:str, commit_metadata:dict|None=None):
+    "A transaction on this branch, as `Repository.transaction` (lakeFS's `Branch.transact`)."
+    return self.repo.transaction(self.name, commit_message, commit_metadata)
+
 # %% ../../nbs/12_lake.tables.ipynb #05afc27a
 @dataclass(frozen=True)
 class TableSide:
@@ -382,3 +389,66 @@ def delete_table(self:Repository, branch:str, path:str):
         for p in gone: self.lake._check('fs:DeleteObject', arn(self.name, 'object', p))
         self._stage(con, branch, [], tombstones=gone)
         self.lake._audit(con, self.name, 'delete_table', branch, path=path)
+
+# %% ../../nbs/12_lake.tables.ipynb #9f546441
+SAMPLE_SEED, SAMPLE_LAKES, SAMPLE_IMAGES = 20240611, 24_000, 29   # 29 images: as many as lakeFS's sample ships (clients count them)
+SAMPLE_COUNTRIES = ('Canada', 'Finland', 'Sweden', 'Russia', 'United States', 'Norway', 'Brazil', 'Chile', 'New Zealand', 'Kenya',
+                    'Tanzania', 'Mongolia', 'Kazakhstan', 'China', 'Iceland', 'Scotland', 'Italy', 'Switzerland', 'Argentina', 'Peru')
+
+def sample_lakes(n:int=SAMPLE_LAKES, seed:int=SAMPLE_SEED)->pa.Table:
+    "A made-up table of `n` lakes, the same for the same `seed`."
+    import numpy as np
+    g = np.random.default_rng(seed)
+    return pa.table({'lake_name': [f'Lake {i:05d}' for i in range(n)],
+                     'country': pa.array(g.choice(SAMPLE_COUNTRIES, n)).cast(pa.string()),
+                     'depth_m': np.round(g.gamma(2.0, 40.0, n), 2), 'area_km2': np.round(g.lognormal(2.0, 1.5, n), 3),
+                     'elevation_m': g.integers(-30, 4800, n), 'latitude': np.round(g.uniform(-55, 70, n), 5),
+                     'longitude': np.round(g.uniform(-180, 180, n), 5)})
+
+def _png(width:int, height:int, rows:list[bytes])->bytes:
+    "A PNG image (8-bit RGB) of `rows`, each `width * 3` bytes."
+    import struct, zlib
+    def chunk(kind, data): return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    raw = b''.join(b'\x00' + r for r in rows)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))
+
+def lake_map(i:int, size:int=48)->bytes:
+    "A small PNG map of made-up lake `i`: blue water in green land."
+    import numpy as np
+    g = np.random.default_rng(SAMPLE_SEED + i)
+    y, x = np.mgrid[0:size, 0:size] / size - 0.5
+    cx, cy, rx, ry = g.uniform(-0.1, 0.1), g.uniform(-0.1, 0.1), g.uniform(0.15, 0.4), g.uniform(0.15, 0.4)
+    water = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + 0.1 * np.sin(g.uniform(3, 9) * np.arctan2(y - cy, x - cx)) < 1   # a wavy shore
+    img = np.where(water[..., None], np.array([40, 90, 200], np.uint8), np.array([70, 150, 60], np.uint8)).astype(np.uint8)
+    return _png(size, size, [img[r].tobytes() for r in range(size)])
+
+# %% ../../nbs/12_lake.tables.ipynb #e2e6ae50
+@functools.cache
+def _sample_parquet()->bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(sample_lakes(), sink, compression='snappy')
+    return sink.getvalue().to_pybytes()
+
+def sample_files(repo:str, branch:str='main')->dict[str, bytes]:
+    "The sample set for repository `repo` whose default branch is `branch`: path -> content."
+    readme = (f"# Welcome to {repo}\n\nThis repository was created with sample data by the mlinfra embedded lake. Everything in it was generated,\n"
+              f"from a fixed seed, by `mlinfra_nb.lake.tables.sample_files`.\n\n- `lakes.parquet`: {SAMPLE_LAKES:,} made-up lakes\n"
+              f"- `data/lakes.source.md`: how that table was made\n- `images/`: {SAMPLE_IMAGES} small maps of made-up lakes\n\n"
+              f"Query it with DuckDB, e.g.\n\n    SELECT country, count(*) FROM 'lakefs://{repo}/{branch}/lakes.parquet' GROUP BY 1 ORDER BY 2 DESC;\n\n"
+              f"The default branch `{branch}` is protected: create a branch, change it, commit, and merge it back.\n")
+    source = (f"# lakes.parquet\n\n{SAMPLE_LAKES:,} rows generated by `sample_lakes(seed={SAMPLE_SEED})`: names, one of {len(SAMPLE_COUNTRIES)} countries,\n"
+              "depth (gamma distributed, metres), area (log-normal, km²), elevation (metres) and a position. No real lake is described.\n")
+    return {'README.md': readme.encode(), 'data/lakes.source.md': source.encode(), 'lakes.parquet': _sample_parquet(),
+            **{f'images/lake-map-{i:02d}.png': lake_map(i) for i in range(1, SAMPLE_IMAGES + 1)}}
+
+@patch
+@guarded
+def add_sample_data(self:Repository)->Commit:
+    "Commit the sample set on the default branch of this new, empty repository, then protect that branch."
+    b = self.default_branch
+    if self.list(b, limit=1) or len(self.log(b)) > 1: raise Conflict(f"repository {self.name!r} is not empty: sample data goes into a new repository")
+    self.put_many(b, sample_files(self.name, b))
+    c = self.commit(b, 'Add sample data')
+    self.protect(b)
+    return c

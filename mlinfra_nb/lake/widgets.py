@@ -92,7 +92,7 @@ def render_uncommitted(changes:list[Change], branch:str)->str:
 def render_table_diff(d:TableDiff, rows:int=5)->str:
     "Schema changes, row counts, and the first `rows` added, removed and changed rows of a `TableDiff`."
     c = d.counts
-    out = ['<b>schema</b>', html_table(('change', 'column', 'old type', 'new type'), d.schema_changes, empty='no schema changes'),
+    out = ['<b>schema</b><br>', html_table(('change', 'column', 'old type', 'new type'), d.schema_changes, empty='no schema changes'),
            f"<br><b>rows: {c['added']:,} added, {c['removed']:,} removed, {c['changed']:,} changed</b>"]
     for kind in ('added', 'removed', 'changed'):
         rel = getattr(d, kind)
@@ -122,8 +122,8 @@ class LakeBrowser:
         self.new_branch_name, self.create_branch_button = T(description='new branch', placeholder='name'), B(description='Create branch')
         self.merge_source = D(description='merge')
         self.merge_strategy = D(description='strategy', options=[('refuse conflicts', ''), *((s, s) for s in STRATEGIES)])
-        self.merge_button = B(description='Merge into this branch', button_style='warning')
-        self.delete_branch_button = B(description='Delete this branch', button_style='danger')
+        self.merge_button = B(description='Merge into this branch', button_style='warning', layout=W.Layout(width='auto'))
+        self.delete_branch_button = B(description='Delete this branch', button_style='danger', layout=W.Layout(width='auto'))
         for w, f in ((self.repo_picker, '_repo_changed'), (self.ref_picker, 'show_ref'), (self.prefix, 'show_listing'), (self.folder_picker, 'open_folder'),
                      (self.table_picker, 'show_preview'), (self.diff_left, 'show_table_choices'), (self.diff_right, 'show_table_choices'),
                      (self.diff_table, 'show_key_choices')):
@@ -214,7 +214,7 @@ def _load_refs(self:LakeBrowser, select:str|None=None, keep:bool=True):
     "Reload the branches and tags into every ref picker, select `select` (or keep the selection) and redraw."
     repo = self.repo
     self._branches, tags = (repo.branches(), repo.tags()) if repo else ({}, {})
-    refs = [(b, b) for b in self._branches] + [(f'{t} (tag)', t) for t in tags]
+    refs = self._ref_options = [(b, b) for b in self._branches] + [(f'{t} (tag)', t) for t in tags]
     main = repo.default_branch if repo else None
     with self._hold():
         old = {w: w.value if keep else None for w in (self.ref_picker, self.merge_source, self.diff_left)}
@@ -392,11 +392,23 @@ def drop_question(self:LakeBrowser):
 def merge(self:LakeBrowser):
     "Ask to merge `merge_source` into the selected branch with `merge_strategy`; merge on confirmation."
     repo, source, into, strategy = self.repo, self.merge_source.value, self._branch('merge into'), self.merge_strategy.value or None
+    if not source: raise InvalidInput(f"nothing to merge into {into!r}: every branch and tag is already in it")
     def do():
         c = repo.merge(source, into=into, strategy=strategy)
         self.show_ref()
         self.say(f"merged {source!r} into {into!r}: its head is now {c.id[:12]}")
     self.ask(f"Merge {source!r} into branch {into!r} ({strategy or 'refusing conflicts'})?", do)
+
+@patch
+@LakeBrowser.view
+def show_merge_sources(self:LakeBrowser):
+    "Offer in `merge_source` only the refs a merge into the selected branch would change: not itself, not one it already contains."
+    repo, into = self.repo, self.ref
+    def news(r): return repo.merge_base(r, into).id != repo.log(r, limit=1)[0].id
+    refs = [(l, r) for l, r in self._ref_options if r != into and into in self._branches and news(r)]
+    with self._hold(): _choose(self.merge_source, refs, self.merge_source.value)
+    self.merge_button.disabled = self.merge_source.disabled = not refs
+    self.merge_button.tooltip = '' if refs else f'every ref is already merged into {into!r}'
 
 @patch
 def delete_branch(self:LakeBrowser):

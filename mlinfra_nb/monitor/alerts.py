@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 import httpx, pandas as pd
+from fastcore.basics import patch
 from ..workspace import InvalidInput, get_logger
 from .logs import MonitorStore
 
@@ -56,6 +57,7 @@ def _window_key(v)->str:
     except (ValueError, TypeError): return str(v)
     return (t.tz_localize('UTC') if t.tzinfo is None else t.tz_convert('UTC')).isoformat()
 
+# %% ../../nbs/53_monitor.alerts.ipynb #c09584a5
 class Alerts:
     "Rules, their fired alerts (kept in the monitoring store), and where alerts go."
     def __init__(self, store:MonitorStore, rules:list[AlertRule], callbacks:list|None=None):
@@ -67,44 +69,64 @@ class Alerts:
                            metric VARCHAR, op VARCHAR, threshold DOUBLE, value DOUBLE, severity VARCHAR, delivered VARCHAR,
                            PRIMARY KEY (rule, window_key, subject))""")
 
-    def check(self, results:pd.DataFrame, window:str='window')->pd.DataFrame:
-        "Evaluate the rules on `results`; fire (and record) each rule at most once per window and subject; the new alerts."
-        if not isinstance(results, pd.DataFrame): raise InvalidInput("results must be a DataFrame (the output of data_drift(...).by_window, performance(...), ...)")
-        fired = []
-        for rule in self.rules:
-            if rule.metric not in results.columns: raise InvalidInput(f"rule {rule.name!r}: the results have no column {rule.metric!r} (columns: {', '.join(results.columns)})")
-            rows = results
-            for k, v in rule.where.items():
-                if k not in rows.columns: raise InvalidInput(f"rule {rule.name!r}: cannot filter on {k!r}, not a column of the results")
-                rows = rows[rows[k] == v]
-            for _, row in rows.iterrows():
-                value = row[rule.metric]
-                if value is None or pd.isna(value) or not _OPS[rule.op](float(value), rule.threshold): continue
-                key = _window_key(row[window]) if window in rows.columns else 'all'
-                subject = json.dumps({k: str(row[k]) for k in rule.where}, sort_keys=True)
-                alert = {'rule': rule.name, 'window': key, 'subject': subject, 'metric': rule.metric, 'op': rule.op,
-                         'threshold': rule.threshold, 'value': float(value), 'severity': rule.severity,
-                         'fired_at': dt.datetime.now(dt.timezone.utc).isoformat()}
-                with self.store.connect() as con:
-                    if con.execute("SELECT 1 FROM alerts WHERE rule = ? AND window_key = ? AND subject = ?", [rule.name, key, subject]).fetchall(): continue
-                    con.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                                [rule.name, key, subject, alert['fired_at'], rule.metric, rule.op, rule.threshold, alert['value'], rule.severity])
-                alert['delivered'] = self._deliver(alert)
-                fired.append(alert)
-        return pd.DataFrame(fired, columns=['rule', 'window', 'subject', 'metric', 'op', 'threshold', 'value', 'severity', 'fired_at', 'delivered'])
+# %% ../../nbs/53_monitor.alerts.ipynb #828a4a97
+def _rule_rows(rule:AlertRule, results:pd.DataFrame)->pd.DataFrame:
+    "The rows of `results` that `rule` looks at, after checking it can read them."
+    if rule.metric not in results.columns: raise InvalidInput(f"rule {rule.name!r}: the results have no column {rule.metric!r} (columns: {', '.join(results.columns)})")
+    rows = results
+    for k, v in rule.where.items():
+        if k not in rows.columns: raise InvalidInput(f"rule {rule.name!r}: cannot filter on {k!r}, not a column of the results")
+        rows = rows[rows[k] == v]
+    return rows
 
-    def _deliver(self, alert:dict)->str:
-        "Run every callback; a failing one is logged and its failure recorded, the others still run."
-        notes = []
-        for cb in self.callbacks:
-            try: cb(alert); notes.append(f"{getattr(cb, '__name__', 'callback')}: ok")
-            except Exception as e:
-                notes.append(f"{getattr(cb, '__name__', 'callback')}: {type(e).__name__}: {e}"[:300])
-                get_logger('monitor').error("alert %s could not be delivered by %s: %s", alert['rule'], getattr(cb, '__name__', cb), e)
-        with self.store.connect() as con:
-            con.execute("UPDATE alerts SET delivered = ? WHERE rule = ? AND window_key = ? AND subject = ?", ['; '.join(notes), alert['rule'], alert['window'], alert['subject']])
-        return '; '.join(notes)
+def _crosses(rule:AlertRule, value)->bool:
+    "Whether `value` (a missing one never does) crosses the rule's threshold."
+    return not (value is None or pd.isna(value)) and _OPS[rule.op](float(value), rule.threshold)
 
-    def history(self)->pd.DataFrame:
-        "Every alert fired so far, newest first."
-        with self.store.connect() as con: return con.execute("SELECT * FROM alerts ORDER BY fired_at DESC").df()
+# %% ../../nbs/53_monitor.alerts.ipynb #41044098
+@patch
+def _record(self:Alerts, rule:AlertRule, key:str, subject:str, value:float)->dict|None:
+    "Store the alert of `rule` for window `key` and `subject`; None if it was fired before."
+    alert = {'rule': rule.name, 'window': key, 'subject': subject, 'metric': rule.metric, 'op': rule.op,
+             'threshold': rule.threshold, 'value': float(value), 'severity': rule.severity,
+             'fired_at': dt.datetime.now(dt.timezone.utc).isoformat()}
+    with self.store.connect() as con:
+        if con.execute("SELECT 1 FROM alerts WHERE rule = ? AND window_key = ? AND subject = ?", [rule.name, key, subject]).fetchall(): return None
+        con.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    [rule.name, key, subject, alert['fired_at'], rule.metric, rule.op, rule.threshold, alert['value'], rule.severity])
+    return alert
+
+@patch
+def check(self:Alerts, results:pd.DataFrame, window:str='window')->pd.DataFrame:
+    "Evaluate the rules on `results`; fire (and record) each rule at most once per window and subject; the new alerts."
+    if not isinstance(results, pd.DataFrame): raise InvalidInput("results must be a DataFrame (the output of data_drift(...).by_window, performance(...), ...)")
+    fired = []
+    for rule in self.rules:
+        rows = _rule_rows(rule, results)
+        for _, row in rows.iterrows():
+            if not _crosses(rule, row[rule.metric]): continue
+            key = _window_key(row[window]) if window in rows.columns else 'all'
+            subject = json.dumps({k: str(row[k]) for k in rule.where}, sort_keys=True)
+            if (alert := self._record(rule, key, subject, row[rule.metric])) is None: continue
+            alert['delivered'] = self._deliver(alert)
+            fired.append(alert)
+    return pd.DataFrame(fired, columns=['rule', 'window', 'subject', 'metric', 'op', 'threshold', 'value', 'severity', 'fired_at', 'delivered'])
+
+# %% ../../nbs/53_monitor.alerts.ipynb #6c19d02d
+@patch
+def _deliver(self:Alerts, alert:dict)->str:
+    "Run every callback; a failing one is logged and its failure recorded, the others still run."
+    notes = []
+    for cb in self.callbacks:
+        try: cb(alert); notes.append(f"{getattr(cb, '__name__', 'callback')}: ok")
+        except Exception as e:
+            notes.append(f"{getattr(cb, '__name__', 'callback')}: {type(e).__name__}: {e}"[:300])
+            get_logger('monitor').error("alert %s could not be delivered by %s: %s", alert['rule'], getattr(cb, '__name__', cb), e)
+    with self.store.connect() as con:
+        con.execute("UPDATE alerts SET delivered = ? WHERE rule = ? AND window_key = ? AND subject = ?", ['; '.join(notes), alert['rule'], alert['window'], alert['subject']])
+    return '; '.join(notes)
+
+@patch
+def history(self:Alerts)->pd.DataFrame:
+    "Every alert fired so far, newest first."
+    with self.store.connect() as con: return con.execute("SELECT * FROM alerts ORDER BY fired_at DESC").df()

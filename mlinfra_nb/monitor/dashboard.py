@@ -7,16 +7,18 @@ from __future__ import annotations
 import datetime as dt, math, time
 from pathlib import Path
 import duckdb, numpy as np, pandas as pd, altair as alt, httpx
+from fastcore.basics import patch
 from ..workspace import InvalidInput
 from .logs import MonitorStore
 from .drift import DriftResult, data_drift
-from .performance import interval, performance
+from .performance import interval, metric_intervals, performance
+from ..charts import save_chart   # importing it draws every chart offline
 
 # %% auto #0
-__all__ = ['histograms', 'prediction_quantiles', 'parse_metrics', 'scrape', 'server_series', 'drift_levels', 'Dashboard',
-           'monitor']
+__all__ = ['nice_bins', 'bin_label', 'histograms', 'prediction_quantiles', 'parse_metrics', 'scrape', 'server_series',
+           'time_format', 'axis_time_format', 'time_axis', 'time_labels', 'drift_levels', 'Dashboard', 'monitor']
 
-# %% ../../nbs/54_monitor.dashboard.ipynb #59bc159a
+# %% ../../nbs/54_monitor.dashboard.ipynb #449f5ae9
 def _rel(data, con:duckdb.DuckDBPyConnection)->duckdb.DuckDBPyRelation:
     if isinstance(data, duckdb.DuckDBPyRelation): return data
     if isinstance(data, pd.DataFrame): return con.from_df(data)
@@ -27,8 +29,30 @@ def _q(n:str)->str: return '"' + n.replace('"', '""') + '"'
 
 def _lit(v)->str: return "'" + str(v).replace("'", "''") + "'"
 
+def nice_bins(lo:float, hi:float, bins:int=20, integer:bool=False)->tuple:
+    "Start and width of about `bins` bins over [lo, hi]: the width 1, 2 or 5 times a power of ten (whole for `integer`), the start a multiple of it."
+    raw = max(hi - lo, 1e-12) / bins
+    e = 10 ** math.floor(math.log10(raw))
+    width = next(m * e for m in (1, 2, 5, 10) if m * e >= raw * (1 - 1e-9))
+    if integer: width = max(1, round(width))
+    return math.floor(lo / width) * width, width
+
+def bin_label(lo:float, width:float, integer:bool=False)->str:
+    "How a bin reads: `7`, `6–7` for whole numbers; `1.5` (as many decimals as the width needs) otherwise."
+    if integer: return f'{int(lo)}' if width == 1 else f'{int(lo)}–{int(lo + width - 1)}'
+    return f'{lo:,.{max(0, -math.floor(math.log10(width)))}f}'
+
+# %% ../../nbs/54_monitor.dashboard.ipynb #b05647fb
+def _numeric_bins(r, c:str, start:float, width:float, nb:int, integer:bool)->pd.DataFrame:
+    q = _q(c)
+    df = r.query('t', f"""SELECT least(floor(({q}::DOUBLE - {start!r}) / {width!r}), {nb - 1}) AS k, count(*) AS n
+                           FROM t WHERE {q} IS NOT NULL AND isfinite({q}::DOUBLE) GROUP BY 1""").df()
+    df['lo'] = start + df.k * width
+    df['bin'] = df.lo.map(lambda x: bin_label(x, width, integer))
+    return df.drop(columns='k')
+
 def histograms(reference, current, columns:list[str], categorical:list[str]=(), bins:int=20, top:int=12)->pd.DataFrame:
-    "Per column, the share of reference and current rows in each bin (numbers: equal bins over both; categories: the top ones and 'other')."
+    "Per column, the share of reference and current rows in each bin (numbers: round bins over both; categories: the top ones and 'other')."
     rels = {'reference': _rel(reference, duckdb.connect()), 'current': _rel(current, duckdb.connect())}
     out = []
     for c in columns:
@@ -42,18 +66,15 @@ def histograms(reference, current, columns:list[str], categorical:list[str]=(), 
             ranges = [r.query('t', f"SELECT min({q}::DOUBLE), max({q}::DOUBLE) FROM t WHERE {q} IS NOT NULL AND isfinite({q}::DOUBLE)").fetchall()[0] for r in rels.values()]
             los, his = [x[0] for x in ranges if x[0] is not None], [x[1] for x in ranges if x[1] is not None]
             if not los: continue
-            lo, hi = min(los), max(his)
-            width = (hi - lo) / bins if hi > lo else 1.0
-            df = pd.concat([r.query('t', f"""SELECT least(floor(({q}::DOUBLE - {lo!r}) / {width!r}), {bins - 1}) AS k, count(*) AS n
-                                               FROM t WHERE {q} IS NOT NULL AND isfinite({q}::DOUBLE) GROUP BY 1""").df().assign(dataset=name) for name, r in rels.items()])
-            df['lo'] = lo + df.k * width
-            digits = max(4, int(math.ceil(math.log10(max(abs(lo), abs(hi), 1e-12) / width))) + 2) if width > 0 else 4
-            df['bin'] = df.lo.map(lambda x: f'{x:.{digits}g}')          # enough digits that neighbouring bins read apart
-            df = df.drop(columns='k')
+            integer = all(str(r.select(q).types[0]).upper() in ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT') for r in rels.values())
+            start, width = nice_bins(min(los), max(his) + (1 if integer else 0), bins, integer)
+            nb = int((max(his) - start) // width) + 1
+            df = pd.concat([_numeric_bins(r, c, start, width, nb, integer).assign(dataset=name) for name, r in rels.items()])
         df['share'] = df.n / df.groupby('dataset').n.transform('sum')
         out.append(df.assign(column=c, kind='categorical' if c in categorical else 'numeric'))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=['bin', 'n', 'dataset', 'lo', 'share', 'column', 'kind'])
 
+# %% ../../nbs/54_monitor.dashboard.ipynb #70e3df88
 def prediction_quantiles(current, prediction:str='prediction', ts:str='ts', window:str='1d')->pd.DataFrame:
     "Per window: count, mean and the 5/25/50/75/95% quantiles of the predictions."
     con = duckdb.connect()
@@ -121,7 +142,42 @@ def server_series(store:MonitorStore, url:str|None=None)->pd.DataFrame:
                     'p50_ms': _quantile(dk, 0.5) / 1e3, 'p99_ms': _quantile(dk, 0.99) / 1e3})
     return pd.DataFrame(out, columns=['at', 'requests_per_s', 'error_share', 'p50_ms', 'p99_ms'])
 
-# %% ../../nbs/54_monitor.dashboard.ipynb #b98682b9
+# %% ../../nbs/54_monitor.dashboard.ipynb #437dc768
+def time_format(ts)->str:
+    "A d3 time format as fine as the spacing of the times `ts`: days, minutes, seconds or milliseconds."
+    t = pd.Series(pd.to_datetime(pd.Series(ts), utc=True).drop_duplicates().sort_values())
+    step = t.diff().min() if len(t) > 1 else pd.Timedelta('1D')
+    return ('%b %d' if step >= pd.Timedelta('1D') else '%b %d %H:%M' if step >= pd.Timedelta('1min') else
+            '%H:%M:%S' if step >= pd.Timedelta('1s') else '%H:%M:%S.%L')
+
+def _axis_ticks(ts)->tuple:
+    "Format and tick interval for an axis spanning the times `ts`: each tick a different label, and no more ticks than fit."
+    t = pd.to_datetime(pd.Series(ts), utc=True)
+    span = t.max() - t.min() if len(t) else pd.Timedelta(0)
+    if span >= pd.Timedelta('2D'): return '%b %d', 'day' if span < pd.Timedelta('14D') else None
+    if span >= pd.Timedelta('2h'): return '%b %d %H:%M', None
+    if span >= pd.Timedelta('10min'): return '%H:%M', None
+    if span >= pd.Timedelta('2s'): return '%H:%M:%S', None if span >= pd.Timedelta('10s') else 'second'
+    return '%H:%M:%S.%L', None
+
+def axis_time_format(ts)->str:
+    "A d3 time format for the ticks of an axis spanning the times `ts`: dates, minutes, seconds, or milliseconds under 2 s."
+    return _axis_ticks(ts)[0]
+
+def time_axis(ts)->alt.Axis:
+    "An Altair axis for the times `ts`: `axis_time_format`, with ticks on whole days or seconds where the default could repeat a label."
+    fmt, every = _axis_ticks(ts)
+    return alt.Axis(format=fmt, labelAngle=-40, **({'tickCount': every} if every else {}))
+
+def time_labels(ts, fmt:str|None=None)->pd.Series:
+    "The times `ts` as `time_format` (or `fmt`) writes them, in Python."
+    t = pd.to_datetime(pd.Series(ts), utc=True)
+    fmt = fmt or time_format(t)
+    s = t.dt.strftime(fmt.replace('%L', '%f'))
+    return s.str[:-3] if '%L' in fmt else s             # %f is microseconds; d3's %L is milliseconds
+
+
+# %% ../../nbs/54_monitor.dashboard.ipynb #b677530d
 _PVALUE_TESTS = ('ks', 'chisquare', 'z')
 
 def drift_levels(by_window:pd.DataFrame)->pd.DataFrame:
@@ -132,86 +188,142 @@ def drift_levels(by_window:pd.DataFrame)->pd.DataFrame:
         lvl = np.where(pv, np.log10(np.clip(d.p_value.astype(float), 1e-300, 1)) / np.log10(d.threshold.astype(float)), d.score.astype(float) / d.threshold.astype(float))
     d['level'] = np.clip(np.nan_to_num(lvl, nan=0.0), 0, 3)
     w = pd.to_datetime(d.window, utc=True)
-    step = w.drop_duplicates().sort_values().diff().min() if w.nunique() > 1 else pd.Timedelta('1D')
-    fmt = '%Y-%m-%d' if step >= pd.Timedelta('1D') else '%Y-%m-%d %H:%M' if step >= pd.Timedelta('1min') else '%H:%M:%S'
-    d['window_label'] = w.dt.strftime(fmt)   # as fine as the windows: days, minutes, or seconds
+    n = d.groupby('window').n_current.transform('max')
+    d['window_label'] = time_labels(w).to_numpy() + ' (n=' + n.map('{:,}'.format).to_numpy() + ')'   # as fine as the windows, with the sample size
     return d
+
+# %% ../../nbs/54_monitor.dashboard.ipynb #4eb66242
+_DATASET = alt.Scale(domain=['reference', 'current'], range=['#4c78a8', '#e45756'])
 
 class Dashboard:
     "The monitoring charts for one model, with their data; `.chart` to show, `.widget()` for JupyterLab, `.save(path)` to export."
     def __init__(self, drift:DriftResult, hist:pd.DataFrame, predictions:pd.DataFrame|None=None, perf:pd.DataFrame|None=None,
-                 server:pd.DataFrame|None=None, title:str='model monitoring'):
+                 server:pd.DataFrame|None=None, title:str='model monitoring',
+                 min_count:int=10):   # a metric resting on fewer labels (or positives, ...) than this is greyed out
         self.drift, self.hist, self.predictions, self.perf, self.server, self.title = drift, hist, predictions, perf, server, title
+        self.min_count = min_count
         self.chart = self._build()
 
     def _build(self):
-        pick = alt.selection_point(fields=['column'], on='click', name='feature', empty=False,
-                                   value=[{'column': self.drift.drifted[0] if self.drift.drifted else self.drift.columns.column.iloc[0]}])
-        parts = []
-        bw = self.drift.by_window
-        if len(bw):
-            heat = alt.Chart(drift_levels(bw)).mark_rect(stroke='white').encode(
-                x=alt.X('window_label:O', title='window (UTC)'), y=alt.Y('column:N', title=None),
-                color=alt.Color('level:Q', scale=alt.Scale(domain=[0, 1, 3], range=['#f7fbff', '#fdd49e', '#b30000']), title='drift (1 = threshold)'),
-                opacity=alt.condition(pick, alt.value(1), alt.value(0.75)),
-                tooltip=['column', alt.Tooltip('window:T'), 'test', alt.Tooltip('statistic:Q', format='.4f'), alt.Tooltip('score:Q', format='.4g'),
-                         'threshold', 'drifted', 'n_current']).add_params(pick).properties(width=520, height=22 * bw.column.nunique(),
-                                                                                         title='Drift per feature and window (click a cell)')
-            parts.append(heat)
-        detail = alt.Chart(self.hist).mark_bar(opacity=0.6).encode(
-            x=alt.X('bin:N', sort=alt.SortField('lo'), title=None), y=alt.Y('share:Q', stack=None, axis=alt.Axis(format='%')),
-            color=alt.Color('dataset:N', scale=alt.Scale(domain=['reference', 'current'], range=['#4c78a8', '#e45756'])),
-            xOffset='dataset:N', tooltip=['column', 'bin', 'dataset', alt.Tooltip('share:Q', format='.1%'), 'n']
-        ).transform_filter(pick).properties(width=520, height=160, title='Reference vs current: the clicked feature')
-        parts.append(detail)
-        small = alt.Chart(self.hist).mark_bar(opacity=0.6).encode(
-            x=alt.X('bin:N', sort=alt.SortField('lo'), title=None, axis=alt.Axis(labels=False, ticks=False)),
-            y=alt.Y('share:Q', stack=None, title=None, axis=alt.Axis(format='%')), xOffset='dataset:N',
-            color=alt.Color('dataset:N', scale=alt.Scale(domain=['reference', 'current'], range=['#4c78a8', '#e45756']))
-        ).properties(width=150, height=80).facet(facet=alt.Facet('column:N', title=None), columns=4, title='Every feature, reference vs current'
-        ).resolve_scale(x='independent')
-        parts.append(small)
-        row = []
-        if self.predictions is not None and len(self.predictions):
-            base = alt.Chart(self.predictions).encode(x=alt.X('window:T', title=None))
-            row.append((base.mark_area(opacity=0.2).encode(y=alt.Y('p5:Q', title='prediction'), y2='p95:Q')
-                        + base.mark_area(opacity=0.35).encode(y='p25:Q', y2='p75:Q')
-                        + base.mark_line(point=True).encode(y='p50:Q', tooltip=['window:T', alt.Tooltip('p50:Q', format='.3f'), 'n']))
-                       .properties(width=250, height=160, title='Predictions per window (median, 25-75%, 5-95%)'))
-        if self.perf is not None and len(self.perf):
-            keep = [m for m in ('auc', 'accuracy', 'precision', 'recall', 'mae', 'rmse') if m in self.perf.columns]
-            long = self.perf.melt(id_vars=['window', 'labelled'], value_vars=keep, var_name='metric').dropna(subset=['value'])
-            row.append(alt.Chart(long).mark_line(point=True).encode(x=alt.X('window:T', title=None), y=alt.Y('value:Q', scale=alt.Scale(zero=False)),
-                       color='metric:N', tooltip=['window:T', 'metric', alt.Tooltip('value:Q', format='.3f'), 'labelled']).properties(width=250, height=160, title='Performance (labelled predictions)'))
-        if self.server is not None and len(self.server):
-            s = self.server.melt(id_vars=['at'], value_vars=['p50_ms', 'p99_ms'], var_name='quantile', value_name='ms')
-            row.append((alt.Chart(self.server).mark_bar(opacity=0.3, color='gray').encode(x=alt.X('at:T', title=None), y=alt.Y('requests_per_s:Q', title='requests/s'))
-                        + alt.Chart(s).mark_line(point=True).encode(x='at:T', y=alt.Y('ms:Q', title='latency ms'), color='quantile:N'))
-                       .resolve_scale(y='independent').properties(width=250, height=160, title='Server: throughput and latency'))
-        if row: parts.append(alt.hconcat(*row))
-        s = self.drift.summary
-        return alt.vconcat(*parts).properties(title=alt.TitleParams(self.title, subtitle=[
+        d = self.drift
+        first = d.drifted[0] if d.drifted else d.columns.column.iloc[0]
+        pick = alt.selection_point(fields=['column'], on='click', name='feature', empty=False, value=[{'column': first}])
+        heat = self._heatmap(pick)     # no windows, no heatmap: the detail shows the first drifted feature
+        detail = self._detail(pick) if heat is not None else self._detail(alt.datum.column == first, f'Reference vs current: {first}')
+        parts = [p for p in (heat, detail, self._small_multiples()) if p is not None]
+        row = [p for p in (self._predictions_chart(), self._server_chart()) if p is not None]
+        if row: parts.append(alt.hconcat(*row).resolve_scale(color='independent'))
+        if (perf := self._performance_chart()) is not None: parts.append(perf)
+        s = d.summary
+        return alt.vconcat(*parts).resolve_scale(color='independent').properties(title=alt.TitleParams(self.title, subtitle=[
             f"{s['n_drifted']} of {s['n_tested']} features drifted (share {s['share_drifted']:.2f}); dataset {'DRIFTED' if s['dataset_drift'] else 'not drifted'}"]))
 
     def widget(self):
-        "The dashboard as a JupyterLab widget (clicks work, selections can be read from Python)."
+        "The dashboard as a JupyterLab widget, drawn offline (clicks work, selections can be read from Python)."
         return alt.JupyterChart(self.chart)
 
     def save(self, path:str|Path)->Path:
-        "Write the dashboard as .html (standalone), .png or .svg (rendered by vl-convert), by the file's suffix."
-        path = Path(path)
-        if path.suffix not in ('.html', '.png', '.svg'): raise InvalidInput(f"save to .html, .png or .svg, not {path.suffix or 'no suffix'}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.chart.save(str(path), **({'scale_factor': 1.5} if path.suffix == '.png' else {}))
-        return path
+        "Write the dashboard as .html (standalone, no network needed), .png or .svg (rendered by vl-convert), by the file's suffix."
+        return save_chart(self.chart, path, title=self.title)
 
     def _repr_mimebundle_(self, *a, **k): return self.chart._repr_mimebundle_(*a, **k)
+
+# %% ../../nbs/54_monitor.dashboard.ipynb #0de234b6
+@patch
+def _heatmap(self:Dashboard, pick):
+    bw = self.drift.by_window
+    if not len(bw): return None
+    return alt.Chart(drift_levels(bw)).mark_rect(stroke='white').encode(
+        x=alt.X('window_label:O', title='window (UTC) and its sample size', sort=alt.EncodingSortField('window', op='min'),
+                axis=alt.Axis(labelAngle=-40, labelLimit=120)),
+        y=alt.Y('column:N', title=None),
+        color=alt.Color('level:Q', scale=alt.Scale(domain=[0, 1, 3], range=['#f7fbff', '#fdd49e', '#b30000']), title='drift (1 = threshold)'),
+        opacity=alt.condition(pick, alt.value(1), alt.value(0.75)),
+        tooltip=['column', alt.Tooltip('window:T', format='%Y-%m-%d %H:%M'), 'test', alt.Tooltip('statistic:Q', format='.4f'),
+                 alt.Tooltip('score:Q', format='.4g'), 'threshold', 'drifted', alt.Tooltip('n_current:Q', title='sample size', format=',')]
+    ).add_params(pick).properties(width=560, height=22 * bw.column.nunique(), title='Drift per feature and window (click a cell)')
+
+@patch
+def _chart_hist(self:Dashboard)->pd.DataFrame:
+    "The histograms as charted: a category column whose top values cover under half the rows shows just those, and says so."
+    h = self.hist.copy()
+    h['label'] = h.column
+    for c, g in h[h.kind == 'categorical'].groupby('column'):
+        other = g[(g.bin == '(other)') & (g.dataset == 'reference')].share.sum()
+        if other > 0.5:
+            h = h[~((h.column == c) & (h.bin == '(other)'))]
+            h.loc[h.column == c, 'label'] = f"{c}: top {g.bin.nunique() - 1} values ({1 - other:.0%} of rows)"
+    return h
+
+@patch
+def _detail(self:Dashboard, pick, title:str='Reference vs current: the clicked feature'):
+    return alt.Chart(self._chart_hist()).mark_bar(opacity=0.7).encode(
+        x=alt.X('bin:N', sort=alt.SortField('lo'), title=None, axis=alt.Axis(labelAngle=-40, labelLimit=70, minExtent=60, maxExtent=60)),
+        y=alt.Y('share:Q', stack=None, title='share of rows', axis=alt.Axis(format='%', minExtent=40, maxExtent=40)),
+        color=alt.Color('dataset:N', scale=_DATASET, title=None), xOffset=alt.XOffset('dataset:N', scale=alt.Scale(domain=['reference', 'current'])),
+        tooltip=['label', 'bin', 'dataset', alt.Tooltip('share:Q', format='.1%'), alt.Tooltip('n:Q', format=',')]
+    ).transform_filter(pick).properties(width=560, height=160, title=title)
+
+# %% ../../nbs/54_monitor.dashboard.ipynb #ed011384
+@patch
+def _small_multiples(self:Dashboard):
+    return alt.Chart(self._chart_hist()).mark_bar(opacity=0.7).encode(
+        x=alt.X('bin:N', sort=alt.SortField('lo'), title=None, axis=alt.Axis(labels=False, ticks=False)),
+        y=alt.Y('share:Q', stack=None, title=None, axis=alt.Axis(format='%', tickCount=3)),
+        xOffset=alt.XOffset('dataset:N', scale=alt.Scale(domain=['reference', 'current'])),
+        color=alt.Color('dataset:N', scale=_DATASET, title=None), tooltip=['label', 'bin', 'dataset', alt.Tooltip('share:Q', format='.1%')]
+    ).properties(width=170, height=80).facet(facet=alt.Facet('label:N', title=None, header=alt.Header(labelLimit=180)), columns=3,
+                                               title='Every feature, reference vs current').resolve_scale(x='independent', xOffset='independent', y='independent')
+
+@patch
+def _predictions_chart(self:Dashboard):
+    p = self.predictions
+    if p is None or not len(p): return None
+    base = alt.Chart(p).encode(x=alt.X('window:T', title=None, axis=time_axis(p.window)))
+    return (base.mark_area(opacity=0.2).encode(y=alt.Y('p5:Q', title='prediction'), y2='p95:Q')
+            + base.mark_area(opacity=0.35).encode(y='p25:Q', y2='p75:Q')
+            + base.mark_line(point=True).encode(y='p50:Q', tooltip=[alt.Tooltip('window:T', format='%Y-%m-%d %H:%M'), alt.Tooltip('p50:Q', format='.3f'),
+                                                                    alt.Tooltip('n:Q', title='sample size', format=',')])
+           ).properties(width=270, height=160, title='Predictions per window (median, 25-75%, 5-95%)')
+
+@patch
+def _server_chart(self:Dashboard):
+    s = self.server
+    if s is None or not len(s): return None
+    x = alt.X('at:T', title=None, axis=time_axis(s['at']))
+    lat = s.melt(id_vars=['at'], value_vars=['p50_ms', 'p99_ms'], var_name='latency', value_name='ms')
+    return (alt.Chart(s).mark_area(opacity=0.25, color='gray').encode(x=x, y=alt.Y('requests_per_s:Q', title='requests/s (grey)'))
+            + alt.Chart(lat).mark_line(point=True).encode(x=x, y=alt.Y('ms:Q', title='latency ms'),
+                                                          color=alt.Color('latency:N', title='latency', scale=alt.Scale(range=['#54a24b', '#b279a2'])))
+           ).resolve_scale(y='independent').properties(width=270, height=160, title='Server: throughput and latency')
+
+# %% ../../nbs/54_monitor.dashboard.ipynb #6a281a0d
+@patch
+def _performance_chart(self:Dashboard):
+    p = self.perf
+    if p is None or not len(p): return None
+    if 'auc' in p.columns: m = metric_intervals(p, min_count=self.min_count)
+    else: m = pd.concat([pd.DataFrame({'window': p.window, 'metric': k, 'value': p[k], 'low': p[k], 'high': p[k], 'n': p.labelled})
+                         for k in ('mae', 'rmse') if k in p.columns], ignore_index=True).assign(enough=lambda d: d.n >= self.min_count)
+    m = m.dropna(subset=['value']).assign(labels=lambda d: np.where(d.enough, 'enough', f'fewer than {self.min_count}'))
+    x = alt.X('window:T', title=None, axis=time_axis(m.window))
+    color = alt.Color('labels:N', title='labels', scale=alt.Scale(domain=['enough', f'fewer than {self.min_count}'], range=['#1f77b4', '#c7c7c7']))
+    tip = ['metric', alt.Tooltip('window:T', format='%Y-%m-%d %H:%M'), alt.Tooltip('value:Q', format='.3f'), alt.Tooltip('low:Q', format='.3f'),
+           alt.Tooltip('high:Q', format='.3f'), alt.Tooltip('n:Q', title='count it rests on', format=',')]
+    base = alt.Chart().encode(x=x)
+    layer = alt.layer(base.mark_line(color='#dddddd').encode(y=alt.Y('value:Q', title=None)),
+                      base.mark_rule().encode(y='low:Q', y2='high:Q', color=color),
+                      base.mark_point(filled=True).encode(y='value:Q', color=color, tooltip=tip), data=m).properties(width=165, height=130)
+    return layer.facet(column=alt.Column('metric:N', title=None), title=f'Performance per window, with 95% intervals (grey: fewer than {self.min_count} labels)'
+                      ).resolve_scale(y='independent')
 
 # %% ../../nbs/54_monitor.dashboard.ipynb #5f8aea68
 def monitor(store:MonitorStore, model:str, reference, features:list[str], categorical:list[str]|None=None,
             window:str='1d', since=None, until=None, task:str='binary',
             metrics_url:str|None=None,   # scrape the server now (earlier readings in the store make the throughput series)
             exclude:str|None=None,       # leave out requests whose id starts with this (e.g. a deploy step's own 'deploy-check-')
+            threshold:float=0.5,         # a score at or above it counts as positive (precision, recall, accuracy)
+            min_count:int=10,            # grey out a metric resting on fewer labels than this
             **drift_args)->Dashboard:
     "Drift, distributions, predictions, performance and server health of `model` since `since`, as a `Dashboard`."
     con = store.connect()
@@ -224,7 +336,7 @@ def monitor(store:MonitorStore, model:str, reference, features:list[str], catego
     cats = [c for c in cols if c in set(drift.columns.loc[drift.columns.type == 'categorical', 'column'])]
     hist = histograms(reference, cur_df, cols, cats)
     preds = prediction_quantiles(cur, window=window) if 'prediction' in cur.columns else None
-    perf = performance(cur, task=task, window=window) if 'label' in cur.columns and cur.filter('label IS NOT NULL').count('*').fetchall()[0][0] else None
+    perf = performance(cur, task=task, window=window, threshold=threshold) if 'label' in cur.columns and cur.filter('label IS NOT NULL').count('*').fetchall()[0][0] else None
     if metrics_url: scrape(metrics_url, store)       # a reading now; the series needs earlier ones too
     server = server_series(store, metrics_url)
-    return Dashboard(drift, hist, preds, perf, server, title=f'{model}: monitoring')
+    return Dashboard(drift, hist, preds, perf, server, title=f'{model}: monitoring', min_count=min_count)

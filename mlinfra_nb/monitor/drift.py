@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import duckdb, numpy as np, pandas as pd, pyarrow as pa
 from scipy import special, stats
 from ..workspace import InvalidInput
+from ..features.views import q
 
 # %% auto #0
 __all__ = ['THRESHOLDS', 'P_VALUE_TESTS', 'NUMERIC_ONLY', 'BINNED', 'INTEGER_CARDINALITY_LIMIT', 'ALL', 'MERGE_MAX_WINDOWS',
@@ -55,15 +56,13 @@ def _register(con:duckdb.DuckDBPyConnection, data, what:str)->str:
                        f"(repo, ref, path), not {type(data).__name__}")
 
 def _schema(con, view:str)->dict:
-    return {r[0]: r[1] for r in con.execute(f'DESCRIBE SELECT * FROM "{view}"').fetchall()}
+    return {name: type_ for name, type_, *_ in con.execute(f'DESCRIBE SELECT * FROM "{view}"').fetchall()}
 
 # %% ../../nbs/51_monitor.drift.ipynb #758d79ce
 _NUM = re.compile(r'^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT|FLOAT|DOUBLE|DECIMAL.*)$')
 _INT = re.compile(r'^U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)$')
 _CAT = re.compile(r'^(VARCHAR|BOOLEAN|ENUM.*)$')
 INTEGER_CARDINALITY_LIMIT = 10
-
-def _q(name:str)->str: return '"' + name.replace('"', '""') + '"'
 
 def _kinds(con, ref:str, ref_types:dict, cur_types:dict, columns:list, categorical:list|None, numeric:list|None)->dict:
     "column -> 'numeric', 'categorical', or ('untested', reason)."
@@ -85,7 +84,7 @@ def _kinds(con, ref:str, ref_types:dict, cur_types:dict, columns:list, categoric
             out[c] = 'categorical'
         else: out[c] = ('untested', f'type {tr} (reference) / {tc} (current) is neither numeric nor categorical')
     if ints:
-        n = con.execute('SELECT ' + ', '.join(f'count(DISTINCT {_q(c)})' for c in ints) + f' FROM "{ref}"').fetchone()
+        n = con.execute('SELECT ' + ', '.join(f'count(DISTINCT {q(c)})' for c in ints) + f' FROM "{ref}"').fetchall()[0]
         out.update({c: 'categorical' if k <= INTEGER_CARDINALITY_LIMIT else 'numeric' for c, k in zip(ints, n)})
     return out
 
@@ -106,49 +105,70 @@ def _window_step(window)->str:
 
 def _window_sql(timestamp:str, ttype:str, window)->str:
     "SQL for the start of the window holding `timestamp`."
-    ts = f"timezone('UTC', {_q(timestamp)})" if 'WITH TIME ZONE' in ttype else f'CAST({_q(timestamp)} AS TIMESTAMP)'
+    ts = f"timezone('UTC', {q(timestamp)})" if 'WITH TIME ZONE' in ttype else f'CAST({q(timestamp)} AS TIMESTAMP)'
     step = _window_step(window)
     if isinstance(window, str) and window in ('hour', 'day', 'week', 'month'): return f"date_trunc('{window}', {ts})"
     return f'time_bucket({step}, {ts})'
 
+# %% ../../nbs/51_monitor.drift.ipynb #c170ac56
+def _window_counts(cur:str,              # the registered view of the current data
+                   wexpr:str|None,       # SQL of the window start (`_window_sql`), or None for the whole data only
+                   x:str|None=None,      # SQL of a value to count (grouped by it), or None to count rows
+                   where:str|None=None,  # SQL condition on the rows counted
+                  )->str:                # SQL of (p, [x,] n)
+    "SQL counting the current rows (of each value `x`) per window `p` and over all of them (`p = ALL`)."
+    rows = f'SELECT {wexpr or "NULL"} AS w' + (f', {x} AS x' if x else '') + f' FROM "{cur}"' + (f' WHERE {where}' if where else '')
+    by = ', x' if x else ''
+    if wexpr is None: return f'SELECT {ALL} AS p{by}, count(*) AS n FROM ({rows})' + (' GROUP BY x' if x else '')
+    return f"""SELECT CASE WHEN grouping(w) = 1 THEN {ALL} ELSE epoch_us(w) END AS p{by}, count(*) AS n FROM ({rows})
+               GROUP BY GROUPING SETS ((w{by}), ({by[2:]})) HAVING grouping(w) = 1 OR w IS NOT NULL"""
+
 # %% ../../nbs/51_monitor.drift.ipynb #2475b594
-def _numeric_tables(con, ref:str, cur:str, col:str, wexpr:str|None)->tuple[str, str]:
-    "Temp tables of the reference's distinct values (count, F, G) and of each window's distinct current values (count, F)."
-    R, C = (f'_drift_{t}_{uuid.uuid4().hex[:8]}' for t in 'rc')
-    x = f'CAST({_q(col)} AS DOUBLE)'
-    con.execute(f"""CREATE TEMP TABLE {R} AS
+def _reference_table(con, ref:str, x:str)->str:
+    "A temp table of the reference's distinct finite values `x`: count n, running count cr of nr, F (f), F below (fp), G (g)."
+    name = f'_drift_r_{uuid.uuid4().hex[:8]}'
+    con.execute(f"""CREATE TEMP TABLE {name} AS
         WITH v AS (SELECT x, count(*) AS n FROM (SELECT {x} AS x FROM "{ref}") WHERE isfinite(x) GROUP BY x),
              c AS (SELECT x, n, sum(n) OVER o AS cr, sum(n) OVER () AS nr, lead(x) OVER o AS nx FROM v
                    WINDOW o AS (ORDER BY x ROWS UNBOUNDED PRECEDING)),
              f AS (SELECT x, n, cr, nr, cr / nr AS f, (cr - n) / nr AS fp, nx FROM c)
         SELECT x, n, cr, nr, f, fp,
                coalesce(sum(f * (nx - x)) OVER (ORDER BY x ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS g FROM f""")
-    if wexpr is None: v = f'SELECT {ALL} AS p, x, count(*) AS n FROM (SELECT {x} AS x FROM "{cur}") WHERE isfinite(x) GROUP BY x'
-    else: v = f"""SELECT CASE WHEN grouping(w) = 1 THEN {ALL} ELSE epoch_us(w) END AS p, x, count(*) AS n
-                  FROM (SELECT {wexpr} AS w, {x} AS x FROM "{cur}") WHERE isfinite(x)
-                  GROUP BY GROUPING SETS ((w, x), (x)) HAVING grouping(w) = 1 OR w IS NOT NULL"""
-    con.execute(f"""CREATE TEMP TABLE {C} AS WITH v AS ({v})
+    return name
+
+def _current_table(con, cur:str, x:str, wexpr:str|None)->str:
+    "A temp table of each window p's distinct finite current values `x`: count n, running count cc of nc."
+    name = f'_drift_c_{uuid.uuid4().hex[:8]}'
+    con.execute(f"""CREATE TEMP TABLE {name} AS WITH v AS ({_window_counts(cur, wexpr, x, f'isfinite({x})')})
         SELECT p, x, n, sum(n) OVER o AS cc, sum(n) OVER (PARTITION BY p) AS nc FROM v
         WINDOW o AS (PARTITION BY p ORDER BY x ROWS UNBOUNDED PRECEDING)""")
-    return R, C
+    return name
 
-def _numeric_stats(con, R:str, C:str)->pd.DataFrame:
+def _numeric_tables(con, ref:str, cur:str, col:str, wexpr:str|None)->tuple[str, str]:
+    "The reference table and the current table of numeric column `col`; the caller drops them."
+    x = f'CAST({q(col)} AS DOUBLE)'
+    ref_table = _reference_table(con, ref, x)
+    try: return ref_table, _current_table(con, cur, x, wexpr)
+    except Exception: con.execute(f'DROP TABLE IF EXISTS {ref_table}'); raise
+
+# %% ../../nbs/51_monitor.drift.ipynb #006b4015
+def _numeric_stats(con, ref_table:str, cur_table:str)->pd.DataFrame:
     "Per window p: n_reference, n_current, distinct values, ref mean/std, min/max, KS D and the Wasserstein distance."
     return con.execute(f"""
         WITH rr AS (SELECT min(x) AS lo, max(x) AS hi, any_value(nr) AS nr, count(*) AS m,
-                           fsum(n * x) / any_value(nr) AS mean FROM {R}),
-             rs AS (SELECT sqrt(fsum(t.n * (t.x - rr.mean) * (t.x - rr.mean)) / any_value(rr.nr)) AS std FROM {R} t, rr),
-             b AS (SELECT p, min(x) AS lo, max(x) AS hi, any_value(nc) AS nc FROM {C} GROUP BY p),
-             pts AS (SELECT p, x, cc / nc AS a, true AS is_cur FROM {C}
+                           fsum(n * x) / any_value(nr) AS mean FROM {ref_table}),
+             rs AS (SELECT sqrt(fsum(t.n * (t.x - rr.mean) * (t.x - rr.mean)) / any_value(rr.nr)) AS std FROM {ref_table} t, rr),
+             b AS (SELECT p, min(x) AS lo, max(x) AS hi, any_value(nc) AS nc FROM {cur_table} GROUP BY p),
+             pts AS (SELECT p, x, cc / nc AS a, true AS is_cur FROM {cur_table}
                      UNION ALL SELECT b.p, rr.lo, 0.0, false FROM b, rr WHERE rr.lo < b.lo
                      UNION ALL SELECT b.p, rr.hi, 1.0, false FROM b, rr WHERE rr.hi > b.hi),
              s AS (SELECT pts.p, pts.x, pts.a, pts.is_cur, r.x = pts.x AS in_ref, coalesce(r.f, 0) AS rf,
                           coalesce(CASE WHEN r.x = pts.x THEN r.fp ELSE r.f END, 0) AS rfb,
                           coalesce(r.g + r.f * (pts.x - r.x), 0) AS G
-                   FROM pts ASOF LEFT JOIN {R} r ON pts.x >= r.x),
+                   FROM pts ASOF LEFT JOIN {ref_table} r ON pts.x >= r.x),
              seg AS (SELECT p, x AS s, lead(x) OVER o AS e, a, rf, G AS Gs, lead(G) OVER o AS Ge, lead(rfb) OVER o AS rfe,
                             is_cur, in_ref FROM s WINDOW o AS (PARTITION BY p ORDER BY x)),
-             q AS (SELECT seg.*, rq.x AS qx, rq.g AS qg FROM seg ASOF LEFT JOIN {R} rq ON seg.a <= rq.f),
+             q AS (SELECT seg.*, rq.x AS qx, rq.g AS qg FROM seg ASOF LEFT JOIN {ref_table} rq ON seg.a <= rq.f),
              t AS (SELECT *, least(greatest(qx, s), e) AS qq,
                           CASE WHEN qx <= s THEN Gs WHEN qx >= e THEN Ge ELSE qg END AS Gq FROM q)
         SELECT t.p, any_value(rr.nr) AS n_reference, any_value(b.nc) AS n_current, any_value(rr.m) AS ref_values,
@@ -164,7 +184,7 @@ MERGE_MAX_WINDOWS = 16
 
 def _merged_stats(con, ref:str, cur:str, col:str, wexpr:str|None)->pd.DataFrame:
     "The columns of `_numeric_stats`, from one sort of the reference merged into each window."
-    x = f'CAST({_q(col)} AS DOUBLE)'
+    x = f'CAST({q(col)} AS DOUBLE)'
     if wexpr is None: c = f'SELECT {ALL} AS p, {x} AS x FROM "{cur}" WHERE isfinite({x})'
     else: c = f"""SELECT {ALL} AS p, x FROM b UNION ALL SELECT epoch_us(w), x FROM b WHERE w IS NOT NULL"""
     by = 'PARTITION BY p ORDER BY x' if wexpr else 'ORDER BY x'  # (one partition sorts faster without PARTITION BY)
@@ -192,27 +212,33 @@ def sturges_edges(lo:float, hi:float, n:int, integer:bool=False)->np.ndarray:
     if integer and width < 1: width = 1
     return np.linspace(lo, hi, int(np.ceil((hi - lo) / width)) + 1, endpoint=True, dtype=np.float64)
 
-def _counts_sql(R:str, C:str, parts:list[int], edges:dict|None, con)->str:
-    "SQL of (p, k, rc, cc): per window, the reference and current counts of each value (`edges` None) or bin."
-    plist = ', '.join(map(str, parts))
-    if edges is None:
-        return f"""SELECT coalesce(c.p, r.p) AS p, coalesce(c.x, r.x) AS k, coalesce(r.n, 0) AS rc, coalesce(c.n, 0) AS cc
-                   FROM (SELECT p, x, n FROM {R}, (SELECT unnest([{plist}]) AS p)) r
-                   FULL JOIN (SELECT p, x, n FROM {C} WHERE p IN ({plist})) c ON r.p = c.p AND r.x = c.x"""
-    E = f'_drift_e_{uuid.uuid4().hex[:8]}'
+# %% ../../nbs/51_monitor.drift.ipynb #d75d2893
+def _edges_table(con, edges:dict)->str:
+    "A temp table of each window's bin edges: (p, i, edge, last); the caller drops it."
+    name = f'_drift_e_{uuid.uuid4().hex[:8]}'
     rows = [(p, i, float(e), i == len(es) - 1) for p, es in edges.items() for i, e in enumerate(es)]
-    con.execute(f'CREATE TEMP TABLE {E} (p BIGINT, i INTEGER, edge DOUBLE, last BOOLEAN)')
-    con.executemany(f'INSERT INTO {E} VALUES (?, ?, ?, ?)', rows)
+    con.execute(f'CREATE TEMP TABLE {name} (p BIGINT, i INTEGER, edge DOUBLE, last BOOLEAN)')
+    con.executemany(f'INSERT INTO {name} VALUES (?, ?, ?, ?)', rows)
+    return name
+
+def _counts_sql(ref_table:str, cur_table:str, parts:list[int], edges_table:str|None=None)->str:
+    "SQL of (p, k, rc, cc): per window, the reference and current counts of each value, or of each bin of `edges_table`."
+    plist = ', '.join(map(str, parts))
+    if edges_table is None:
+        return f"""SELECT coalesce(c.p, r.p) AS p, coalesce(c.x, r.x) AS k, coalesce(r.n, 0) AS rc, coalesce(c.n, 0) AS cc
+                   FROM (SELECT p, x, n FROM {ref_table}, (SELECT unnest([{plist}]) AS p)) r
+                   FULL JOIN (SELECT p, x, n FROM {cur_table} WHERE p IN ({plist})) c ON r.p = c.p AND r.x = c.x"""
     # count below each edge (at or below the last one), as differences of the cumulative counts
     return f"""WITH below AS (
           SELECT e.p, e.i, CASE WHEN e.last THEN rn.nr ELSE coalesce(r.cr, 0) END AS rcum,
                  CASE WHEN e.last THEN cn.nc ELSE coalesce(c.cc, 0) END AS ccum
-          FROM {E} e ASOF LEFT JOIN {R} r ON e.edge > r.x ASOF LEFT JOIN {C} c ON e.p = c.p AND e.edge > c.x,
-               (SELECT any_value(nr) AS nr FROM {R}) rn, (SELECT p, any_value(nc) AS nc FROM {C} GROUP BY p) cn
+          FROM {edges_table} e ASOF LEFT JOIN {ref_table} r ON e.edge > r.x ASOF LEFT JOIN {cur_table} c ON e.p = c.p AND e.edge > c.x,
+               (SELECT any_value(nr) AS nr FROM {ref_table}) rn, (SELECT p, any_value(nc) AS nc FROM {cur_table} GROUP BY p) cn
           WHERE cn.p = e.p)
         SELECT p, i AS k, lead(rcum) OVER o - rcum AS rc, lead(ccum) OVER o - ccum AS cc FROM below
         WINDOW o AS (PARTITION BY p ORDER BY i) QUALIFY lead(rcum) OVER o IS NOT NULL"""
 
+# %% ../../nbs/51_monitor.drift.ipynb #c140384f
 def _frequency_stats(con, counts_sql:str)->pd.DataFrame:
     "Per window p: chi-square, Z, Jensen-Shannon, PSI and L-infinity inputs from the counts (p, k, rc, cc)."
     return con.execute(f"""
@@ -285,6 +311,7 @@ def _untested(col, kind, note, nr=0, nc=0)->dict:
     return dict(column=col, type=kind, test=None, statistic=np.nan, p_value=np.nan, score=np.nan, threshold=np.nan,
                 drifted=False, n_reference=nr, n_current=nc, n_values=0, note=note)
 
+# %% ../../nbs/51_monitor.drift.ipynb #c7f0c37a
 def _test_row(col:str, kind:str, test_opt, thr_opt, num:pd.Series|None, freq:pd.Series|None, binned:pd.Series|None)->dict:
     "The result row of one column in one window, from the SQL sums."
     src = num if num is not None else freq
@@ -325,51 +352,122 @@ def _verdict(rows:list[dict], drift_share:float)->dict:
                 untested={r['column']: r['note'] for r in rows if r['test'] is None})
 
 # %% ../../nbs/51_monitor.drift.ipynb #629babf4
-def _column_results(con, ref, cur, col, kind, wexpr, parts, test_opt, thr_opt, ctype:str)->tuple[dict, int]:
-    "({partition: row}, reference values) for one column."
-    if kind == 'numeric':
-        R = C = None
-        try:
-            if len(parts) <= MERGE_MAX_WINDOWS + 1: num = _merged_stats(con, ref, cur, col, wexpr)
-            else: R, C = _numeric_tables(con, ref, cur, col, wexpr); num = _numeric_stats(con, R, C)
-            num = num[num.n_reference > 0].set_index('p')
-            if num.empty: return {}, con.execute(f'SELECT count(*) FROM "{ref}" WHERE isfinite(CAST({_q(col)} AS DOUBLE))').fetchone()[0]
-            tests = {p: _pick(test_opt, col, kind) or default_test(kind, int(s.n_reference), int(s.n_values)) for p, s in num.iterrows()}
-            freq, binned = None, None
-            by_value = [p for p, t in tests.items() if t in ('chisquare', 'z') or (t in BINNED and num.ref_values[p] <= 20)]
-            by_bin = [p for p, t in tests.items() if t in BINNED and num.ref_values[p] > 20]
-            if (by_value or by_bin) and R is None: R, C = _numeric_tables(con, ref, cur, col, wexpr)
-            if by_value: freq = _frequency_stats(con, _counts_sql(R, C, by_value, None, con)).set_index('p')
-            if by_bin:
-                edges = {p: sturges_edges(num.lo[p], num.hi[p], int(num.n_reference[p] + num.n_current[p]), bool(_INT.match(ctype))) for p in by_bin}
-                binned = _frequency_stats(con, _counts_sql(R, C, by_bin, edges, con)).set_index('p')
-            out = {}
-            for p, s in num.iterrows():
-                fr = freq.loc[p] if freq is not None and p in freq.index else None
-                bn = binned.loc[p] if binned is not None and p in binned.index else None
-                out[p] = _test_row(col, kind, test_opt, thr_opt, s, fr if p in by_value else bn, bn)
-            return out, int(num.n_reference.iloc[0])
-        finally:
-            for t in (R, C):
-                if t: con.execute(f'DROP TABLE IF EXISTS {t}')
-    if _pick(test_opt, col, kind) in NUMERIC_ONLY:
-        raise InvalidInput(f"test {_pick(test_opt, col, kind)!r} is for numeric columns; column {col!r} is categorical")
-    x = f'CAST({_q(col)} AS {ctype})' if ctype in ('VARCHAR', 'DOUBLE') else _q(col)
+def _numeric_results(con, ref, cur, col, wexpr, parts, test_opt, thr_opt, ctype:str)->tuple[dict, int]:
+    "({partition: row}, reference values) for a numeric column; the temp tables it makes are dropped."
+    ref_table = cur_table = edges_table = None
+    try:
+        if len(parts) <= MERGE_MAX_WINDOWS + 1: num = _merged_stats(con, ref, cur, col, wexpr)
+        else: ref_table, cur_table = _numeric_tables(con, ref, cur, col, wexpr); num = _numeric_stats(con, ref_table, cur_table)
+        num = num[num.n_reference > 0].set_index('p')
+        if num.empty: return {}, con.execute(f'SELECT count(*) FROM "{ref}" WHERE isfinite(CAST({q(col)} AS DOUBLE))').fetchall()[0][0]
+        tests = {p: _pick(test_opt, col, 'numeric') or default_test('numeric', int(s.n_reference), int(s.n_values)) for p, s in num.iterrows()}
+        by_value = [p for p, t in tests.items() if t in ('chisquare', 'z') or (t in BINNED and num.ref_values[p] <= 20)]
+        by_bin = [p for p, t in tests.items() if t in BINNED and num.ref_values[p] > 20]
+        if (by_value or by_bin) and ref_table is None: ref_table, cur_table = _numeric_tables(con, ref, cur, col, wexpr)
+        freq = _frequency_stats(con, _counts_sql(ref_table, cur_table, by_value)).set_index('p') if by_value else None
+        binned = None
+        if by_bin:
+            edges = {p: sturges_edges(num.lo[p], num.hi[p], int(num.n_reference[p] + num.n_current[p]), bool(_INT.match(ctype))) for p in by_bin}
+            edges_table = _edges_table(con, edges)
+            binned = _frequency_stats(con, _counts_sql(ref_table, cur_table, by_bin, edges_table)).set_index('p')
+        out = {}
+        for p, s in num.iterrows():
+            fr = freq.loc[p] if freq is not None and p in freq.index else None
+            bn = binned.loc[p] if binned is not None and p in binned.index else None
+            out[p] = _test_row(col, 'numeric', test_opt, thr_opt, s, fr if p in by_value else bn, bn)
+        return out, int(num.n_reference.iloc[0])
+    finally:
+        for t in (ref_table, cur_table, edges_table):
+            if t: con.execute(f'DROP TABLE IF EXISTS {t}')
+
+# %% ../../nbs/51_monitor.drift.ipynb #611b09ab
+def _categorical_results(con, ref, cur, col, wexpr, test_opt, thr_opt, ctype:str)->tuple[dict, int]:
+    "({partition: row}, reference values) for a categorical column."
+    if _pick(test_opt, col, 'categorical') in NUMERIC_ONLY:
+        raise InvalidInput(f"test {_pick(test_opt, col, 'categorical')!r} is for numeric columns; column {col!r} is categorical")
+    x = f'CAST({q(col)} AS {ctype})' if ctype in ('VARCHAR', 'DOUBLE') else q(col)
     ok = f'{x} IS NOT NULL' + (f' AND isfinite({x})' if ctype in ('FLOAT', 'DOUBLE') else '')
-    cur_counts = (f'SELECT {ALL} AS p, {x} AS x, count(*) AS n FROM "{cur}" WHERE {ok} GROUP BY {x}' if wexpr is None else
-                  f"""SELECT CASE WHEN grouping(w) = 1 THEN {ALL} ELSE epoch_us(w) END AS p, x, count(*) AS n
-                      FROM (SELECT {wexpr} AS w, {x} AS x FROM "{cur}" WHERE {ok})
-                      GROUP BY GROUPING SETS ((w, x), (x)) HAVING grouping(w) = 1 OR w IS NOT NULL""")
-    counts = f"""WITH r AS (SELECT {x} AS x, count(*) AS n FROM "{ref}" WHERE {ok} GROUP BY {x}), c AS ({cur_counts}),
+    counts = f"""WITH r AS (SELECT {x} AS x, count(*) AS n FROM "{ref}" WHERE {ok} GROUP BY {x}), c AS ({_window_counts(cur, wexpr, x, ok)}),
                  parts AS (SELECT DISTINCT p FROM c)
                  SELECT coalesce(c.p, r.p) AS p, coalesce(c.x, r.x) AS k, coalesce(r.n, 0) AS rc, coalesce(c.n, 0) AS cc
                  FROM (SELECT p, x, n FROM r, parts) r FULL JOIN c ON r.p = c.p AND r.x = c.x"""
     freq = _frequency_stats(con, counts).set_index('p')
-    nr = int(freq.n_reference.max()) if len(freq) else con.execute(f'SELECT count(*) FROM "{ref}" WHERE {ok}').fetchone()[0]
+    nr = int(freq.n_reference.max()) if len(freq) else con.execute(f'SELECT count(*) FROM "{ref}" WHERE {ok}').fetchall()[0][0]
     freq = freq[(freq.n_reference > 0) & (freq.n_current > 0)]
-    return {p: _test_row(col, kind, test_opt, thr_opt, None, f, None) for p, f in freq.iterrows()}, nr
+    return {p: _test_row(col, 'categorical', test_opt, thr_opt, None, f, None) for p, f in freq.iterrows()}, nr
 
-# %% ../../nbs/51_monitor.drift.ipynb #882d42a1
+def _column_results(con, ref, cur, col, kind, wexpr, parts, test_opt, thr_opt, ctype:str)->tuple[dict, int]:
+    "({partition: row}, reference values) for one column of `kind` 'numeric' or 'categorical'."
+    if kind == 'numeric': return _numeric_results(con, ref, cur, col, wexpr, parts, test_opt, thr_opt, ctype)
+    return _categorical_results(con, ref, cur, col, wexpr, test_opt, thr_opt, ctype)
+
+# %% ../../nbs/51_monitor.drift.ipynb #7d2db558
+def _check_options(test, drift_share:float):
+    "Raise `InvalidInput` for an unknown test name or a `drift_share` outside (0, 1]."
+    for t in ([test] if not isinstance(test, dict) else test.values()):
+        if t is not None and t not in THRESHOLDS: raise InvalidInput(f"unknown test {t!r}; choose one of {', '.join(THRESHOLDS)}")
+    if not 0 < drift_share <= 1: raise InvalidInput(f"drift_share is a share of columns in (0, 1], not {drift_share}")
+
+def _window_expr(timestamp:str|None, cur_types:dict, window)->str|None:
+    "SQL of the window start of each current row, or None without a `timestamp`."
+    if timestamp is None: return None
+    if timestamp not in cur_types:
+        raise InvalidInput(f"no timestamp column {timestamp!r} in the current data (columns: {', '.join(cur_types)})")
+    if not re.match(r'^(TIMESTAMP|DATE)', cur_types[timestamp]):
+        raise InvalidInput(f"column {timestamp!r} is {cur_types[timestamp]}, not a timestamp")
+    return _window_sql(timestamp, cur_types[timestamp], window)
+
+# %% ../../nbs/51_monitor.drift.ipynb #3ddd4595
+def _compared_columns(columns:list|None, ref_types:dict, cur_types:dict, timestamp:str|None,
+                      categorical:list|None, numeric:list|None, test)->list[str]:
+    "The columns to compare: `columns`, or all that both sides have but the timestamp; checked against the options."
+    common = [c for c in ref_types if c in cur_types and c != timestamp]
+    if columns is None: columns = common
+    else:
+        missing = {w: [c for c in columns if c not in t] for w, t in (('reference', ref_types), ('current', cur_types))}
+        if any(missing.values()):
+            raise InvalidInput('; '.join(f"column(s) {m} not in the {w} data" for w, m in missing.items() if m) +
+                               f". Columns in both: {common}")
+    if not columns: raise InvalidInput(f"no columns to compare: the reference has {list(ref_types)}, the current data {list(cur_types)}")
+    for name, opt in (('categorical', categorical), ('numeric', numeric)):
+        if opt and (bad := [c for c in opt if c not in columns]): raise InvalidInput(f"{name} names column(s) {bad} that are not compared")
+    if isinstance(test, dict) and (bad := [k for k in test if k not in columns and k not in ('numeric', 'categorical')]):
+        raise InvalidInput(f"test names column(s) {bad} that are not compared")
+    return columns
+
+# %% ../../nbs/51_monitor.drift.ipynb #558c0daa
+def _cast_type(ref_type:str, cur_type:str)->str:
+    "The type both sides of a column are compared as (a side of nothing but nulls takes the other side's)."
+    tr, tc = (t if t != '"NULL"' else o for t, o in ((ref_type, cur_type), (cur_type, ref_type)))
+    return tr if tr == tc else 'DOUBLE' if _NUM.match(tr) and _NUM.match(tc) else 'VARCHAR'
+
+def _drift_rows(con, ref:str, cur:str, columns:list, kinds:dict, ref_types:dict, cur_types:dict,
+                wexpr:str|None, sizes:dict, test, threshold)->dict:
+    "{window: [the result row of each column]}, for every window in `sizes`."
+    rows = {p: [] for p in sizes}
+    for col in columns:
+        kind = kinds[col]
+        if isinstance(kind, tuple):  # ('untested', reason)
+            _, reason = kind
+            for p in sizes: rows[p].append(_untested(col, 'unsupported', reason))
+            continue
+        ctype = _cast_type(ref_types[col], cur_types[col])
+        got, nr = _column_results(con, ref, cur, col, kind, wexpr, list(sizes), test, threshold, ctype)
+        for p in sizes:
+            if p in got: rows[p].append(got[p])
+            elif not nr: rows[p].append(_untested(col, kind, 'no values in the reference (all null)'))
+            else: rows[p].append(_untested(col, kind, 'no values in the current data' + (' in this window' if p != ALL else '') + ' (all null)', nr=nr))
+    return rows
+
+# %% ../../nbs/51_monitor.drift.ipynb #2ce3d6c7
+def _unregister(con, views:list[str]):
+    "Drop the views (or the temp tables copied from another connection) that `_register` made."
+    for t in views:
+        for drop in (lambda: con.unregister(t), lambda: con.execute(f'DROP TABLE IF EXISTS "{t}"')):
+            try: drop()
+            except duckdb.Error: pass
+
+# %% ../../nbs/51_monitor.drift.ipynb #b7503ffd
 def data_drift(reference,                       # DuckDB relation, DataFrame, Arrow table, or lake table (repo, ref, path)
                current,                         # the same kinds; the data to check against the reference
                columns:list[str]|None=None,     # columns to compare (default: all that both have, but the timestamp)
@@ -383,58 +481,25 @@ def data_drift(reference,                       # DuckDB relation, DataFrame, Ar
                con:duckdb.DuckDBPyConnection|None=None, # where to compute (default: a cursor on the lake's query connection)
               )->DriftResult:
     "Drift of each column of `current` against `reference`, and of the dataset, overall and per window of `timestamp`."
-    for t in ([test] if not isinstance(test, dict) else test.values()):
-        if t is not None and t not in THRESHOLDS: raise InvalidInput(f"unknown test {t!r}; choose one of {', '.join(THRESHOLDS)}")
-    if not 0 < drift_share <= 1: raise InvalidInput(f"drift_share is a share of columns in (0, 1], not {drift_share}")
-    con = _connection(con)
-    ref, cur = _register(con, reference, 'reference'), _register(con, current, 'current')
-    rt, ct = _schema(con, ref), _schema(con, cur)
-    wexpr = None
-    if timestamp is not None:
-        if timestamp not in ct: raise InvalidInput(f"no timestamp column {timestamp!r} in the current data (columns: {', '.join(ct)})")
-        if not re.match(r'^(TIMESTAMP|DATE)', ct[timestamp]): raise InvalidInput(f"column {timestamp!r} is {ct[timestamp]}, not a timestamp")
-        wexpr = _window_sql(timestamp, ct[timestamp], window)
-    common = [c for c in rt if c in ct and c != timestamp]
-    if columns is None: columns = common
-    else:
-        missing = {w: [c for c in columns if c not in t] for w, t in (('reference', rt), ('current', ct))}
-        if any(missing.values()):
-            raise InvalidInput('; '.join(f"column(s) {m} not in the {w} data" for w, m in missing.items() if m) +
-                               f". Columns in both: {common}")
-    if not columns: raise InvalidInput(f"no columns to compare: the reference has {list(rt)}, the current data {list(ct)}")
-    for name, opt in (('categorical', categorical), ('numeric', numeric)):
-        if opt and (bad := [c for c in opt if c not in columns]): raise InvalidInput(f"{name} names column(s) {bad} that are not compared")
-    if isinstance(test, dict) and (bad := [k for k in test if k not in columns and k not in ('numeric', 'categorical')]):
-        raise InvalidInput(f"test names column(s) {bad} that are not compared")
-    kinds = _kinds(con, ref, rt, ct, columns, categorical, numeric)
-    if wexpr is None: sizes = {ALL: con.execute(f'SELECT count(*) FROM "{cur}"').fetchone()[0]}
-    else:
-        sizes = dict(con.execute(f"""SELECT CASE WHEN grouping(w) = 1 THEN {ALL} ELSE epoch_us(w) END, count(*)
-                                     FROM (SELECT {wexpr} AS w FROM "{cur}") GROUP BY GROUPING SETS ((w), ())
-                                     HAVING grouping(w) = 1 OR w IS NOT NULL""").fetchall())
+    _check_options(test, drift_share)
+    con, views = _connection(con), []
+    try:
+        views += [_register(con, reference, 'reference')]
+        views += [_register(con, current, 'current')]
+        ref, cur = views
+        rt, ct = _schema(con, ref), _schema(con, cur)
+        wexpr = _window_expr(timestamp, ct, window)
+        columns = _compared_columns(columns, rt, ct, timestamp, categorical, numeric, test)
+        kinds = _kinds(con, ref, rt, ct, columns, categorical, numeric)
+        sizes = dict(con.execute(_window_counts(cur, wexpr)).fetchall())
         sizes.setdefault(ALL, 0)
-    res = {p: [] for p in sizes}
-    for col in columns:
-        kind = kinds[col]
-        if isinstance(kind, tuple):
-            for p in sizes: res[p].append(_untested(col, 'unsupported', kind[1]))
-            continue
-        tr, tc = (t if t != '"NULL"' else o for t, o in ((rt[col], ct[col]), (ct[col], rt[col])))
-        ctype = tr if tr == tc else 'DOUBLE' if _NUM.match(tr) and _NUM.match(tc) else 'VARCHAR'  # what both sides are cast to
-        got, nr = _column_results(con, ref, cur, col, kind, wexpr, list(sizes), test, threshold, ctype)
-        for p in sizes:
-            if p in got: res[p].append(got[p])
-            elif not nr: res[p].append(_untested(col, kind, 'no values in the reference (all null)'))
-            else: res[p].append(_untested(col, kind, 'no values in the current data' + (' in this window' if p != ALL else '') + ' (all null)', nr=nr))
-    for t in (ref, cur):  # a registered object, or a temp table copied from another connection
-        for drop in (lambda: con.unregister(t), lambda: con.execute(f'DROP TABLE IF EXISTS "{t}"')):
-            try: drop()
-            except duckdb.Error: pass
-    columns_df = pd.DataFrame(res[ALL], columns=_COLS)
-    summary = dict(_verdict(res[ALL], drift_share), n_current_rows=sizes[ALL],
+        rows = _drift_rows(con, ref, cur, columns, kinds, rt, ct, wexpr, sizes, test, threshold)
+    finally: _unregister(con, views)
+    summary = dict(_verdict(rows[ALL], drift_share), n_current_rows=sizes[ALL],
                    only_in_reference=[c for c in rt if c not in ct], only_in_current=[c for c in ct if c not in rt and c != timestamp])
-    if wexpr is None: return DriftResult(columns_df, summary)
-    return DriftResult(columns_df, summary, *_window_frames(con, res, sizes, drift_share, window, ct[timestamp]))
+    result = DriftResult(pd.DataFrame(rows[ALL], columns=_COLS), summary)
+    if wexpr is None: return result
+    return DriftResult(result.columns, summary, *_window_frames(con, rows, sizes, drift_share, window, ct[timestamp]))
 
 # %% ../../nbs/51_monitor.drift.ipynb #08306152
 def _window_frames(con, res:dict, sizes:dict, drift_share:float, window, ttype:str)->tuple[pd.DataFrame, pd.DataFrame]:

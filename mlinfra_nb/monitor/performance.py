@@ -9,7 +9,7 @@ import duckdb, numpy as np, pandas as pd, scipy.stats
 from ..workspace import InvalidInput
 
 # %% auto #0
-__all__ = ['interval', 'performance', 'auc_gap', 'monitor_engine']
+__all__ = ['interval', 'performance', 'wilson', 'auc_interval', 'metric_intervals', 'auc_gap', 'monitor_engine']
 
 # %% ../../nbs/52_monitor.performance.ipynb #8ce2a15f
 _WINDOW = re.compile(r'^\s*(\d+)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?|w|weeks?)\s*$')
@@ -60,7 +60,8 @@ def performance(data,                          # predictions with labels: a rela
                           sum(CASE WHEN y >= 0.5 THEN r END) AS rank_sum, sum((y >= 0.5)::INT) AS n1, sum((y < 0.5)::INT) AS n0
                    FROM l GROUP BY win),
              n AS (SELECT win, count(*) AS predictions, avg(p) AS mean_prediction FROM d GROUP BY win)
-        SELECT n.win AS "window", n.predictions, coalesce(a.labelled, 0) AS labelled, n.mean_prediction, a.positives / a.labelled AS positive_rate,
+        SELECT n.win AS "window", n.predictions, coalesce(a.labelled, 0) AS labelled, a.positives, a.tp + a.fp AS predicted_positives,
+               n.mean_prediction, a.positives / a.labelled AS positive_rate,
                a.accuracy,
                CASE WHEN a.n1 > 0 AND a.n0 > 0 THEN (a.rank_sum - a.n1 * (a.n1 + 1) / 2.0) / (a.n1 * a.n0) END AS auc,
                CASE WHEN a.tp + a.fp > 0 THEN a.tp / (a.tp + a.fp) END AS precision,
@@ -77,6 +78,44 @@ def performance(data,                          # predictions with labels: a rela
         FROM n LEFT JOIN a ON n.win IS NOT DISTINCT FROM a.win ORDER BY n.win"""
     out = rel.query('rel', sql).df()   # on the relation's own connection: the log is never copied out
     if not window: out = out.drop(columns='window')
+    return out
+
+# %% ../../nbs/52_monitor.performance.ipynb #097a2d10
+def wilson(k, n, confidence:float=0.95)->tuple:
+    "Wilson score interval (low, high) of the proportion `k`/`n` (numbers or arrays); NaN where `n` is 0."
+    z = scipy.stats.norm.ppf((1 + confidence) / 2)
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        p = k / n
+        d = 1 + z**2 / n
+        mid, half = (p + z**2 / (2 * n)) / d, z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / d
+    return mid - half, mid + half
+
+def auc_interval(auc, positives, negatives, confidence:float=0.95)->tuple:
+    "Hanley–McNeil (1982) interval (low, high) of an AUC measured on `positives` and `negatives`, clipped to [0, 1]."
+    z = scipy.stats.norm.ppf((1 + confidence) / 2)
+    a, n1, n0 = (np.asarray(x, float) for x in (auc, positives, negatives))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        q1, q2 = a / (2 - a), 2 * a**2 / (1 + a)
+        se = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a**2) + (n0 - 1) * (q2 - a**2)) / (n1 * n0))
+    return np.clip(a - z * se, 0, 1), np.clip(a + z * se, 0, 1)
+
+# %% ../../nbs/52_monitor.performance.ipynb #9cc67a51
+def metric_intervals(perf:pd.DataFrame,        # the output of `performance` for a binary task
+                     confidence:float=0.95,
+                     min_count:int=10)->pd.DataFrame: # fewer than this (labelled, positives, ...) and a metric is not `enough`
+    "Per window and metric: the value, its interval (`low`, `high`), the count `n` it rests on, and whether `n` is `enough`."
+    if (missing := [c for c in ('window', 'labelled', 'positives', 'predicted_positives', 'auc') if c not in perf.columns]):
+        raise InvalidInput(f"metric_intervals needs performance(..., task='binary', window=...) output; missing {missing}")
+    lab, pos, pp = (perf[c].astype(float).fillna(0).to_numpy() for c in ('labelled', 'positives', 'predicted_positives'))
+    neg = lab - pos
+    m = {'auc': (perf.auc, np.minimum(pos, neg), auc_interval(perf.auc, pos, neg, confidence)),
+         'accuracy': (perf.accuracy, lab, wilson(perf.accuracy * lab, lab, confidence)),
+         'precision': (perf.precision, pp, wilson(perf.precision * pp, pp, confidence)),
+         'recall': (perf.recall, pos, wilson(perf.recall * pos, pos, confidence))}
+    out = pd.concat([pd.DataFrame({'window': perf.window, 'metric': k, 'value': v.astype(float), 'low': lo, 'high': hi, 'n': n})
+                     for k, (v, n, (lo, hi)) in m.items()], ignore_index=True)
+    out['enough'] = (out.n >= min_count) & out.value.notna()
     return out
 
 # %% ../../nbs/52_monitor.performance.ipynb #704125f9

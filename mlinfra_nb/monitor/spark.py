@@ -74,9 +74,10 @@ def performance(data,                          # predictions with labels: a Spar
             raise InvalidInput(f"{bad:,} labels are neither 0 nor 1; a binary task needs 0/1 (or boolean) labels")
         w = bucket_sql(window, ts) if window else 'CAST(NULL AS TIMESTAMP)'
         base = f"SELECT {w} AS win, CAST({bq(prediction)} AS DOUBLE) AS p, {y} AS y FROM {name}"
-        stats, cols = (_binary_sql(threshold), _BINARY_OUT) if task == 'binary' else (_REGRESSION, 'a.mean_label, a.mae, a.rmse')
+        pre, stats, cols = (('a.positives, a.tp + a.fp AS predicted_positives, ', _binary_sql(threshold), _BINARY_OUT) if task == 'binary'
+                            else ('', _REGRESSION, 'a.mean_label, a.mae, a.rmse'))
         sql = f"""WITH d AS ({base}), {stats}, n AS (SELECT win, count(*) AS predictions, avg(p) AS mean_prediction FROM d GROUP BY win)
-                  SELECT n.win AS window, n.predictions, coalesce(a.labelled, 0) AS labelled, n.mean_prediction, {cols}
+                  SELECT n.win AS window, n.predictions, coalesce(a.labelled, 0) AS labelled, {pre}n.mean_prediction, {cols}
                   FROM n LEFT JOIN a ON n.win <=> a.win ORDER BY n.win"""
         out = duckdb.connect().from_arrow(spark.sql(sql).toArrow()).df()   # pandas as the DuckDB engine makes it
     except InvalidInput: raise

@@ -4,9 +4,10 @@
 
 # %% ../../nbs/47_serve.canary.ipynb #4080ea87
 from __future__ import annotations
-import datetime as dt, hashlib, json, threading, time
+import datetime as dt, hashlib, html, json, threading, time
 from pathlib import Path
 import numpy as np, pandas as pd
+from fastcore.basics import patch
 from ..workspace import Conflict, InvalidInput, NotFound, atomic_path, get_logger
 from .config import _find, move_label, read_models_config, write_text_proto
 
@@ -52,9 +53,10 @@ class Rollout:
     def __init__(self, config_file:str|Path, model:str, client,   # a RestClient or GrpcClient of the server serving the file
                  grpc_target:str|None=None,                        # push each config with HandleReloadConfigRequest
                  registry=None, registry_name:str|None=None,       # mirror stable/canary as registry aliases
-                 history:str|Path|None=None, wait:float=120.0):
+                 history:str|Path|None=None, wait:float=120.0,
+                 progress=None):                                   # called with a message while waiting for a version to load
         self.file, self.model, self.client, self.grpc_target = Path(config_file), model, client, grpc_target
-        self.registry, self.registry_name, self.wait = registry, registry_name or model, wait
+        self.registry, self.registry_name, self.wait, self.progress = registry, registry_name or model, wait, progress
         self.history_file = Path(history) if history else self.file.with_name(f'{model}.rollout.jsonl')
         _find(read_models_config(self.file), model)
 
@@ -82,64 +84,80 @@ class Rollout:
         with open(self.history_file, 'a') as f: f.write(json.dumps(rec) + '\n'); f.flush()
         get_logger('serve').info("%s %s: %s", self.model, action, detail)
 
-    def _await(self, version:int, state:str='AVAILABLE'):
-        deadline = time.monotonic() + self.wait
-        while time.monotonic() < deadline:
-            try:
-                st = {int(s['version']): s for s in self.client.status(self.model)}
-                if version in st and st[version]['state'] == state: return
-                if version in st and st[version]['state'] == 'END' and st[version]['status']['error_message']:
-                    raise Conflict(f"version {version} failed to load: {st[version]['status']['error_message']}")
-            except NotFound: pass
-            time.sleep(0.1)
-        raise Conflict(f"version {version} of {self.model} was not {state} after {self.wait:.0f} s")
+# %% ../../nbs/47_serve.canary.ipynb #07889cf9
+@patch
+def _await(self:Rollout, version:int, state:str='AVAILABLE'):
+    "Wait until the server reports `version` in `state`, telling `progress` each second; fail on a load error or after `wait` s."
+    start = time.monotonic(); deadline, shown = start + self.wait, 0
+    while time.monotonic() < deadline:
+        if self.progress and time.monotonic() - start >= shown:
+            self.progress(f"loading version {version} of {self.model}: {shown:.0f} s (gives up after {self.wait:.0f} s)"); shown += 1
+        try:
+            st = {int(s['version']): s for s in self.client.status(self.model)}
+            if version in st and st[version]['state'] == state: return
+            if version in st and st[version]['state'] == 'END' and st[version]['status']['error_message']:
+                raise Conflict(f"version {version} failed to load: {st[version]['status']['error_message']}")
+        except NotFound: pass
+        time.sleep(0.1)
+    raise Conflict(f"version {version} of {self.model} was not {state} after {self.wait:.0f} s")
 
-    def _label(self, label:str, version:int, action:str):
-        "Point `label` at `version`: load it first if needed (step 1), then move the label (step 2)."
-        cfg = read_models_config(self.file)
-        loaded = [int(s['version']) for s in self.client.status(self.model) if s['state'] == 'AVAILABLE']
-        cfg, moved = move_label(cfg, self.model, label, version, loaded)
-        if not moved:
-            self._push(cfg, f'{action}: load', {'version': version})
-            self._await(version)
-            cfg, moved = move_label(cfg, self.model, label, version, [*loaded, version])
-        self._push(cfg, f'{action}: label', {'label': label, 'version': version})
-        if self.registry is not None: self.registry.set_alias(self.registry_name, label, version)
+@patch
+def _label(self:Rollout, label:str, version:int, action:str):
+    "Point `label` at `version`: load it first if needed (step 1), then move the label (step 2)."
+    cfg = read_models_config(self.file)
+    loaded = [int(s['version']) for s in self.client.status(self.model) if s['state'] == 'AVAILABLE']
+    cfg, moved = move_label(cfg, self.model, label, version, loaded)
+    if not moved:
+        self._push(cfg, f'{action}: load', {'version': version})
+        self._await(version)
+        cfg, moved = move_label(cfg, self.model, label, version, [*loaded, version])
+    self._push(cfg, f'{action}: label', {'label': label, 'version': version})
+    if self.registry is not None: self.registry.set_alias(self.registry_name, label, version)
 
-    def canary(self, version:int):
-        "Serve `version` under the `canary` label, next to `stable`."
-        labels = self.labels()
-        if labels.get('stable') == version: raise InvalidInput(f"version {version} is already stable")
-        self._label('canary', version, 'canary')
+# %% ../../nbs/47_serve.canary.ipynb #b07072d7
+@patch
+def canary(self:Rollout, version:int):
+    "Serve `version` under the `canary` label, next to `stable`; a version missing from the model's folder fails at once."
+    labels = self.labels()
+    base = Path(_find(read_models_config(self.file), self.model).base_path)
+    if base.is_dir() and not (base/str(version)).is_dir():   # a folder we can see (not one only the server's host has)
+        have = sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
+        raise NotFound(f"version {version} of {self.model} is not in {base} (versions there: {', '.join(map(str, have)) or 'none'})")
+    if labels.get('stable') == version: raise InvalidInput(f"version {version} is already stable")
+    self._label('canary', version, 'canary')
 
-    def promote(self):
-        "Make the canary stable, retire the old stable version."
-        labels = self.labels()
-        if 'canary' not in labels: raise InvalidInput(f"{self.model} has no canary to promote")
-        new, old = labels['canary'], labels.get('stable')
-        self._label('stable', new, 'promote')
-        cfg = read_models_config(self.file); c = _find(cfg, self.model)
-        del c.version_labels['canary']
-        c.model_version_policy.Clear(); c.model_version_policy.specific.versions.append(new)
-        self._push(cfg, 'promote: retire', {'version': old, 'stable': new})
-        if self.registry is not None:
-            self.registry.set_alias(self.registry_name, 'production', new)
-            if 'canary' in self.registry.aliases(self.registry_name): self.registry.delete_alias(self.registry_name, 'canary')
+@patch
+def promote(self:Rollout):
+    "Make the canary stable, retire the old stable version."
+    labels = self.labels()
+    if 'canary' not in labels: raise InvalidInput(f"{self.model} has no canary to promote")
+    new, old = labels['canary'], labels.get('stable')
+    self._label('stable', new, 'promote')
+    cfg = read_models_config(self.file); c = _find(cfg, self.model)
+    del c.version_labels['canary']
+    c.model_version_policy.Clear(); c.model_version_policy.specific.versions.append(new)
+    self._push(cfg, 'promote: retire', {'version': old, 'stable': new})
+    if self.registry is not None:
+        self.registry.set_alias(self.registry_name, 'production', new)
+        if 'canary' in self.registry.aliases(self.registry_name): self.registry.delete_alias(self.registry_name, 'canary')
 
-    def rollback(self):
-        "Drop the canary; `stable` keeps serving."
-        labels = self.labels()
-        if 'canary' not in labels: raise InvalidInput(f"{self.model} has no canary to roll back")
-        cfg = read_models_config(self.file); c = _find(cfg, self.model)
-        bad = c.version_labels['canary']; del c.version_labels['canary']
-        c.model_version_policy.Clear(); c.model_version_policy.specific.versions.extend(sorted(set(c.version_labels.values())))
-        self._push(cfg, 'rollback', {'version': bad})
-        if self.registry is not None and 'canary' in self.registry.aliases(self.registry_name): self.registry.delete_alias(self.registry_name, 'canary')
+# %% ../../nbs/47_serve.canary.ipynb #dc8ef1da
+@patch
+def rollback(self:Rollout):
+    "Drop the canary; `stable` keeps serving."
+    labels = self.labels()
+    if 'canary' not in labels: raise InvalidInput(f"{self.model} has no canary to roll back")
+    cfg = read_models_config(self.file); c = _find(cfg, self.model)
+    bad = c.version_labels['canary']; del c.version_labels['canary']
+    c.model_version_policy.Clear(); c.model_version_policy.specific.versions.extend(sorted(set(c.version_labels.values())))
+    self._push(cfg, 'rollback', {'version': bad})
+    if self.registry is not None and 'canary' in self.registry.aliases(self.registry_name): self.registry.delete_alias(self.registry_name, 'canary')
 
-    def history(self)->pd.DataFrame:
-        "Every step taken, oldest first."
-        if not self.history_file.exists(): return pd.DataFrame(columns=['at', 'action'])
-        return pd.DataFrame([json.loads(l) for l in self.history_file.read_text().splitlines() if l.strip()])
+@patch
+def history(self:Rollout)->pd.DataFrame:
+    "Every step taken, oldest first."
+    if not self.history_file.exists(): return pd.DataFrame(columns=['at', 'action'])
+    return pd.DataFrame([json.loads(l) for l in self.history_file.read_text().splitlines() if l.strip()])
 
 # %% ../../nbs/47_serve.canary.ipynb #c92fddf1
 def rollout_panel(rollout:Rollout, router:CanaryRouter|None=None):
@@ -159,8 +177,12 @@ def rollout_panel(rollout:Rollout, router:CanaryRouter|None=None):
         promote.disabled = rollback.disabled = 'canary' not in labels
     def act(fn, what):
         def click(_):
+            for b in (start, promote, rollback): b.disabled = True
+            msg.value = f"<span style='color:#555'>{what}: working...</span>"
+            rollout.progress = lambda m: setattr(msg, 'value', f"<span style='color:#555'>{what}: {html.escape(m)}</span>")
             try: fn(); msg.value = f"<span style='color:green'>{what}: done</span>"
-            except Exception as e: msg.value = f"<span style='color:#b00'>{what} failed: {e}</span>"
+            except Exception as e: msg.value = f"<span style='color:#b00'>{what} failed: {html.escape(str(e))}</span>"
+            finally: rollout.progress = None; start.disabled = False
             refresh()
         return click
     start.on_click(act(lambda: rollout.canary(version.value), 'canary'))

@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 import duckdb, numpy as np, pyarrow as pa
 from ..workspace import InvalidInput, import_tensorflow
+from ..features.views import q
 
 # %% auto #0
-__all__ = ['tensor_type', 'LakeDataset', 'lake_dataset']
+__all__ = ['tensor_type', 'lake_dataset', 'LakeDataset']
 
 # %% ../../nbs/31_train.data.ipynb #28451968
 def tensor_type(t:pa.DataType, tf, column:str):
@@ -36,14 +37,6 @@ def _split_strings(data, offsets, tf):
     return tf.strings.substr(data, offsets[:-1], offsets[1:] - offsets[:-1])
 
 # %% ../../nbs/31_train.data.ipynb #e3305da7
-@dataclass
-class LakeDataset:
-    "A description of a `tf.data` input: a DuckDB relation, the feature columns and the label."
-    relation: duckdb.DuckDBPyRelation
-    features: list
-    label: str|None
-    rows: int
-
 def lake_dataset(source,                        # a DuckDB relation, a `TrainingSet`, or (repo, ref, path) of a lake table
                  features:list[str],            # input columns
                  label:str|None=None,           # target column (None: features only, e.g. for prediction)
@@ -58,43 +51,17 @@ def lake_dataset(source,                        # a DuckDB relation, a `Training
     "A `tf.data.Dataset` of `(features dict, label)` batches, streamed from DuckDB as Arrow record batches."
     tf = import_tensorflow()
     rel = _relation(source)
-    cols = rel.columns
-    if not features: raise InvalidInput("give at least one feature column")
-    missing = [c for c in [*features, *([label] if label else [])] if c not in cols]
-    if missing: raise InvalidInput(f"column(s) {missing} are not in the data (columns: {', '.join(cols)})")
-    schema = rel.select(', '.join(f'"{c}"' for c in [*features, *([label] if label else [])])).limit(0).to_arrow_table().schema
-    dtypes = {f.name: tensor_type(f.type, tf, f.name) for f in schema}
-    n = rel.count('*').fetchall()[0][0]
-    if n == 0: raise InvalidInput("the dataset is empty: there is nothing to train on")
-    if check: _check_values(rel, [*features, *([label] if label else [])], dtypes, tf)
+    names, dtypes = _input_types(rel, features, label, tf)
+    if rel.count('*').fetchall()[0][0] == 0: raise InvalidInput("the dataset is empty: there is nothing to train on")
+    if check: _check_values(rel, names, dtypes, tf)
     if shard is not None and not (isinstance(shard, tuple) and len(shard) == 2 and 0 <= shard[0] < shard[1]):
         raise InvalidInput(f"shard must be (index, count) with 0 <= index < count, not {shard!r}")
-    names = [*features, *([label] if label else [])]
     numbers = {c: np.float32 if dtypes[c] == tf.float32 else np.int64 for c in names if dtypes[c] != tf.string}
-    def arrays(t:pa.Table)->dict:
-        return {c: _numbers(t.column(c), numbers[c]) if c in numbers else _strings(t.column(c)) for c in names}
-    def blocks():
-        "Record batches from DuckDB as column arrays; with `shuffle`, gathered into blocks of that many rows and permuted."
-        rng = np.random.default_rng(seed)
-        reader = rel.select(', '.join(f'"{c}"' for c in names)).to_arrow_reader(chunk_rows)
-        held, n_held = [], 0
-        def flush():
-            t = pa.Table.from_batches(held)
-            return arrays(t.take(rng.permutation(t.num_rows)))
-        for i, b in enumerate(reader):
-            if shard and i % shard[1] != shard[0]: continue
-            if not shuffle: yield arrays(pa.Table.from_batches([b])); continue
-            held.append(b); n_held += b.num_rows
-            if n_held >= shuffle: yield flush(); held, n_held = [], 0
-        if held: yield flush()
     sig = {c: tf.TensorSpec([None], dtypes[c]) if c in numbers else (tf.TensorSpec([], tf.string), tf.TensorSpec([None], tf.int64))
            for c in names}
-    def tensors(r):
-        "A block as tensors (strings put back together), split into (features, label)."
-        r = {c: v if c in numbers else _split_strings(*v, tf) for c, v in r.items()}
-        return ({c: r[c] for c in features}, r[label]) if label else r
+    blocks = lambda: _blocks(rel, names, numbers, shuffle, seed, shard, chunk_rows)
     ds = tf.data.Dataset.from_generator(blocks, output_signature=sig).prefetch(2)   # the next block is read while this one is batched
-    ds = ds.map(tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda r: _tensors(r, numbers, features, label, tf), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if repeat: ds = ds.repeat()
     ds = ds.rebatch(batch_size)   # whole arrays in, batches out: no per-row work in Python or tf.data
     ds = ds.prefetch(tf.data.AUTOTUNE)
@@ -102,7 +69,17 @@ def lake_dataset(source,                        # a DuckDB relation, a `Training
     opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF   # we shard at the source
     return ds.with_options(opts)
 
+# %% ../../nbs/31_train.data.ipynb #b73f635d
+@dataclass
+class LakeDataset:
+    "A description of a `tf.data` input: a DuckDB relation, the feature columns and the label."
+    relation: duckdb.DuckDBPyRelation
+    features: list
+    label: str|None
+    rows: int
+
 def _relation(source)->duckdb.DuckDBPyRelation:
+    "The DuckDB relation of a source."
     if isinstance(source, duckdb.DuckDBPyRelation): return source
     if hasattr(source, 'relation') and hasattr(source, 'lineage'): return source.relation   # a TrainingSet
     if isinstance(source, tuple) and len(source) == 3:
@@ -110,8 +87,40 @@ def _relation(source)->duckdb.DuckDBPyRelation:
         return repo.table(ref, path)
     raise InvalidInput("source must be a DuckDB relation, a TrainingSet, or (repository, ref, path) of a lake table")
 
+# %% ../../nbs/31_train.data.ipynb #5fae0b12
+def _input_types(rel, features:list, label:str|None, tf)->tuple[list, dict]:
+    "The columns to read (features, then the label) and the TensorFlow dtype of each."
+    if not features: raise InvalidInput("give at least one feature column")
+    names = [*features, *([label] if label else [])]
+    missing = [c for c in names if c not in rel.columns]
+    if missing: raise InvalidInput(f"column(s) {missing} are not in the data (columns: {', '.join(rel.columns)})")
+    schema = rel.select(', '.join(map(q, names))).limit(0).to_arrow_table().schema
+    return names, {f.name: tensor_type(f.type, tf, f.name) for f in schema}
+
 def _check_values(rel, cols:list, dtypes:dict, tf):
     "Refuse NULLs anywhere and NaNs in float columns, naming the columns and counts (one pass)."
-    exprs = [f'count_if("{c}" IS NULL' + (f' OR isnan("{c}"::DOUBLE)' if dtypes[c] == tf.float32 else '') + ')' for c in cols]
+    exprs = [f'count_if({q(c)} IS NULL' + (f' OR isnan({q(c)}::DOUBLE)' if dtypes[c] == tf.float32 else '') + ')' for c in cols]
     bad = {c: k for c, k in zip(cols, rel.aggregate(', '.join(exprs)).fetchall()[0]) if k}
     if bad: raise InvalidInput(f"missing values (NULL or NaN) in {', '.join(f'{c} ({k:,} rows)' for c, k in bad.items())}; fill or drop them before training")
+
+# %% ../../nbs/31_train.data.ipynb #863f4816
+def _blocks(rel, names:list, numbers:dict, shuffle:int|None, seed:int|None, shard:tuple|None, chunk_rows:int):
+    "Record batches from DuckDB as column arrays; with `shuffle`, gathered into blocks of that many rows and permuted."
+    rng = np.random.default_rng(seed)
+    arrays = lambda t: {c: _numbers(t.column(c), numbers[c]) if c in numbers else _strings(t.column(c)) for c in names}
+    reader = rel.select(', '.join(map(q, names))).to_arrow_reader(chunk_rows)
+    held, n_held = [], 0
+    def flush():
+        t = pa.Table.from_batches(held)
+        return arrays(t.take(rng.permutation(t.num_rows)))
+    for i, b in enumerate(reader):
+        if shard and i % shard[1] != shard[0]: continue
+        if not shuffle: yield arrays(pa.Table.from_batches([b])); continue
+        held.append(b); n_held += b.num_rows
+        if n_held >= shuffle: yield flush(); held, n_held = [], 0
+    if held: yield flush()
+
+def _tensors(block:dict, numbers:dict, features:list, label:str|None, tf):
+    "A block as tensors (strings put back together), split into (features, label)."
+    r = {c: v if c in numbers else _split_strings(*v, tf) for c, v in block.items()}
+    return ({c: r[c] for c in features}, r[label]) if label else r

@@ -5,6 +5,8 @@
 # %% ../../nbs/34_train.loop.ipynb #50f89f07
 from __future__ import annotations
 import functools, json, math, os, shutil, time
+from contextlib import contextmanager
+from dataclasses import dataclass
 import duckdb
 from pathlib import Path
 from tqdm.auto import tqdm
@@ -16,89 +18,7 @@ from .models import check_inputs
 from .tracking import Run, Tracker, data_lineage, device_info, git_sha
 
 # %% auto #0
-__all__ = ['TrainState', 'save_weights', 'train', 'fit_distributed', 'evaluate_distributed']
-
-# %% ../../nbs/34_train.loop.ipynb #0d64b595
-def _chief(choice:StrategyChoice, env=None)->bool:
-    "Whether this process records the run: always, except the non-chief workers of a cluster."
-    if choice.kind != 'multi_worker': return True
-    cfg = json.loads((env or os.environ).get('TF_CONFIG') or '{}')
-    task, cluster = cfg.get('task') or {}, cfg.get('cluster') or {}
-    return task.get('type') == 'chief' or (task.get('type') == 'worker' and task.get('index', 0) == 0 and 'chief' not in cluster)
-
-class TrainState:
-    "Where training stands, saved with every checkpoint: epochs done, the best score and when, epochs without improvement."
-    def __init__(self, folder:Path|None):   # None: nothing saved (a non-chief worker)
-        self.folder = folder; self.epoch, self.best, self.best_epoch, self.wait, self.stopped, self.weights = 0, None, None, 0, False, None
-        if folder and (folder/'state.json').exists(): self.__dict__.update(json.loads((folder/'state.json').read_text()))
-    def save(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.folder/'state.json') as tmp:
-            tmp.write_text(json.dumps({k: v for k, v in self.__dict__.items() if k != 'folder'}))
-
-def save_weights(model, path:Path):
-    "Write the model's weights and optimizer state to `path` atomically (temp file, fsync, rename)."
-    with atomic_path(path) as tmp:
-        h5 = tmp.with_name(tmp.name + '.weights.h5')   # Keras wants the suffix
-        try: model.save_weights(str(h5)); os.replace(h5, tmp)
-        finally: h5.unlink(missing_ok=True)
-
-# %% ../../nbs/34_train.loop.ipynb #ee48031f
-@functools.cache
-def _callback_class():
-    keras = import_tensorflow().keras
-    class RunCallback(keras.callbacks.Callback):
-        "Per epoch: record metrics, write TensorBoard scalars, track the best score, checkpoint; show progress."
-        def __init__(self, run:Run|None, folder:Path, state:TrainState, epochs:int, steps:int|None, monitor:str, mode:str,
-                     patience:int|None, min_delta:float, progress:bool, tensorboard:bool):
-            super().__init__()
-            self.run, self.folder, self.state, self.epochs, self.steps = run, folder, state, epochs, steps
-            self.monitor, self.sign, self.patience, self.min_delta = monitor, (1 if mode == 'min' else -1), patience, min_delta
-            self.progress, self.bars, self.writers = progress, None, {}
-            if tensorboard and run is not None:
-                tf = import_tensorflow()
-                self.writers = {s: tf.summary.create_file_writer(str(folder/'tensorboard'/s)) for s in ('train', 'validation')}
-        def on_train_begin(self, logs=None):
-            if self.progress:
-                self.bars = [tqdm(total=self.epochs, initial=self.state.epoch, desc=self.run.name if self.run else 'training', unit='epoch'), None]
-        def on_epoch_begin(self, epoch, logs=None):
-            if self.progress: self.bars[1] = tqdm(total=self.steps, desc=f'epoch {epoch + 1}', unit='batch', leave=False)
-        def on_train_batch_end(self, batch, logs=None):
-            if self.bars and self.bars[1] is not None: self.bars[1].update(1)
-        def on_epoch_end(self, epoch, logs=None):
-            logs = {k: float(v) for k, v in (logs or {}).items()}
-            if self.bars:
-                self.bars[1].close(); self.bars[0].update(1)
-                self.bars[0].set_postfix({k: f'{v:.4g}' for k, v in logs.items()}, refresh=True)
-            if self.monitor not in logs:
-                raise InvalidInput(f"early stopping watches {self.monitor!r}, which training does not report (it reports {', '.join(logs)})")
-            st, cur = self.state, logs[self.monitor]
-            if math.isnan(cur): raise MlinfraError(f"{self.monitor} became NaN at epoch {epoch + 1}: training diverged (try a lower learning rate)")
-            if self.run is None: return   # a non-chief worker: the chief records and checkpoints
-            self.run.log_metrics(epoch, logs)
-            for split, w in self.writers.items():
-                with w.as_default():
-                    for k, v in logs.items():
-                        if k.startswith('val_') == (split == 'validation'): import_tensorflow().summary.scalar(f"epoch_{k.removeprefix('val_')}", v, step=epoch)
-                w.flush()
-            ckpt = self.folder/'checkpoints'
-            improved = st.best is None or self.sign * (cur - st.best) < -self.min_delta
-            if improved:
-                st.best, st.best_epoch, st.wait = cur, epoch + 1, 0
-                save_weights(self.model, ckpt/'best.weights.h5')
-            else: st.wait += 1
-            name = f'epoch-{epoch + 1:04d}.weights.h5'
-            save_weights(self.model, ckpt/name)
-            st.epoch, st.weights = epoch + 1, name
-            if self.patience is not None and st.wait >= self.patience: st.stopped = self.model.stop_training = True
-            st.save()                                   # the commit point: state.json names a complete weights file
-            for old in ckpt.glob('epoch-*.weights.h5'):
-                if old.name != name: old.unlink()
-        def on_train_end(self, logs=None):
-            if self.bars:
-                for b in self.bars:
-                    if b is not None: b.close()
-    return RunCallback
+__all__ = ['train', 'TrainState', 'save_weights', 'fit_distributed', 'evaluate_distributed']
 
 # %% ../../nbs/34_train.loop.ipynb #327fa3a1
 def _is_source(d)->bool: return (hasattr(d, 'relation') and hasattr(d, 'lineage')) or (isinstance(d, tuple) and len(d) == 3)
@@ -142,61 +62,21 @@ def train(model,                          # a compiled Keras model, or a functio
           facts=None,                     # `DeviceFacts` (default: detected)
          )->Run|None:                     # the run (None on non-chief workers), with the trained model in `run.model`
     "Train `model` on `data`, checkpointing, early-stopping, evaluating on `valid` and recording a run; resumable."
-    _check_args(data, valid, features, label, epochs, batch_size, patience, mode)
-    choice = choose_strategy(facts or detect(), strategy, mixed_precision)
-    if choice.kind == 'multi_worker' and not all(isinstance(d, tuple) and len(d) == 3 for d in (data, valid) if d is not None):
-        raise InvalidInput("with several workers give data and valid as lake tables (repository, ref, path), so each worker streams its "
-                           "own shard (save a TrainingSet with .save(...) first)")
-    data, valid = _pin(data), _pin(valid) if valid is not None else None
-    rows = _rows(data) if _is_source(data) else None
-    release_lakes()                 # the other workers may need the lake while this one waits for them to join
-    strat = make_strategy(choice)   # before any other TensorFlow op: MultiWorkerMirroredStrategy must be made first
-    chief = _chief(choice)
-    tracker = (tracker or Tracker(workspace)) if chief else None   # the chief records the run; other workers only train
-    monitor = monitor or ('val_loss' if valid is not None else 'loss')
-    mode = mode if mode != 'auto' else ('max' if any(m in monitor for m in ('acc', 'auc', 'precision', 'recall')) else 'min')
-    steps = math.ceil(rows / batch_size) if rows else None
-    local = _datasets(data, valid, features, label, batch_size, seed)   # unsharded: model building and checks
-    with strat.scope():
-        if callable(model) and not hasattr(model, 'fit'): model = model(local[0])
-        elif choice.kind in ('mirrored', 'multi_worker', 'tpu'):
-            raise InvalidInput(f"with strategy {choice.kind!r} pass a function that builds the model, so its variables are made on every replica")
-    if not hasattr(model, 'fit') or model.optimizer is None: raise InvalidInput("the model must be a compiled Keras model (call model.compile first)")
-    check_inputs(model, local[0])
-    run = _open_run(tracker, resume, name, chief, model, choice, data, lineage, features, label, epochs, batch_size, seed, patience, monitor, params)
-    folder = tracker.workspace.path('runs', run.id) if run else None   # non-chief workers keep nothing
-    state = TrainState(folder/'checkpoints' if folder else None)
-    if folder:
-        for t in (folder/'checkpoints').glob('.*'): t.unlink()   # temporary files of a write that a crash cut short
-    cb = _callback_class()(run, folder, state, epochs, steps, monitor, mode, patience, min_delta, progress and chief, tensorboard)
-    try:                                  # from here any failure marks the run failed, with the reason
-        if state.weights:
-            try:
-                with strat.scope(): _restore(model, folder/'checkpoints'/state.weights)
-            except (ValueError, OSError) as e:
-                raise InvalidInput(f"the checkpoint of run {run.id} does not fit this model ({str(e).splitlines()[0][:200]}); resume with the model it was trained with") from None
-        if state.epoch < epochs and not state.stopped:
-            if choice.kind == 'multi_worker':
-                fit_distributed(model, strat, data, valid, features, label, batch_size, seed, state.epoch, epochs, rows, [cb, *(callbacks or [])])
-            else: model.fit(local[0], validation_data=local[1], epochs=epochs, initial_epoch=state.epoch, verbose=0, shuffle=False, callbacks=[cb, *(callbacks or [])])
-        if restore_best and state.best_epoch and state.best_epoch != state.epoch:
-            with strat.scope(): _restore(model, folder/'checkpoints'/'best.weights.h5')
-        evaluation = (evaluate_distributed(model, strat, valid, features, label, batch_size) if choice.kind == 'multi_worker'
-                      else model.evaluate(local[1], verbose=0, return_dict=True)) if valid is not None else {}
-        if run is None: return None
-        model.save(folder/'model.keras')
-        for n, kind in (('model', 'keras'), ('checkpoints', 'weights'), ('tensorboard', 'tensorboard')):
-            if (folder/(n + '.keras' if n == 'model' else n)).exists(): run.log_artifact(n, folder/(n + '.keras' if n == 'model' else n), kind)
-    except BaseException as e:
-        if run: run.finish('failed', error=f"{type(e).__name__}: {e}"[:2000])
-        raise
-    run.finish('finished', evaluation)
-    run.model = model
-    get_logger('train').info("run %s finished: %s", run.id, ', '.join(f'{k}={v:.4g}' for k, v in evaluation.items()) or 'not evaluated')
-    return run
+    s = _setup(model, data, valid, features, label, epochs, batch_size, seed, strategy, mixed_precision, patience, mode, facts)
+    monitor, mode = _watch(monitor, mode, valid)
+    tracker = (tracker or Tracker(workspace)) if s.chief else None   # the chief records the run; other workers only train
+    run = _open_run(tracker, resume, name, s, lineage, epochs, patience, monitor, params)
+    folder, state = _run_state(run)
+    cb = _callback_class()(run, folder, state, epochs, s.steps, monitor, mode, patience, min_delta, progress and s.chief, tensorboard)
+    with _failing(run):                   # from here any failure marks the run failed, with the reason
+        _fit(s, run, folder, state, epochs, [cb, *(callbacks or [])])
+        evaluation = _evaluate(s, folder, state, restore_best)
+        if run: _save_model(run, folder, s.model)
+    return _finished(run, evaluation, s.model)
 
-# %% ../../nbs/34_train.loop.ipynb #4467cd2f
+# %% ../../nbs/34_train.loop.ipynb #0cb08dae
 def _check_args(data, valid, features, label, epochs, batch_size, patience, mode):
+    "Refuse bad arguments before anything is built."
     if not isinstance(epochs, int) or epochs < 1: raise InvalidInput(f"epochs must be a positive integer, not {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1: raise InvalidInput(f"batch_size must be a positive integer, not {batch_size!r}")
     if patience is not None and (not isinstance(patience, int) or patience < 1): raise InvalidInput(f"patience must be a positive integer or None, not {patience!r}")
@@ -208,6 +88,12 @@ def _check_args(data, valid, features, label, epochs, batch_size, patience, mode
         elif not hasattr(d, 'element_spec'):
             raise InvalidInput(f"{what} must be a TrainingSet, a lake table (repository, ref, path) or a tf.data dataset, not {type(d).__name__}")
 
+def _watch(monitor:str|None, mode:str, valid)->tuple[str, str]:
+    "The metric early stopping watches, and whether it should go down ('min') or up ('max')."
+    monitor = monitor or ('val_loss' if valid is not None else 'loss')
+    return monitor, mode if mode != 'auto' else ('max' if any(m in monitor for m in ('acc', 'auc', 'precision', 'recall')) else 'min')
+
+# %% ../../nbs/34_train.loop.ipynb #f832967d
 def _datasets(data, valid, features, label, batch_size, seed):
     "tf.data datasets for sources (with their number of batches declared, for Keras and the progress bar); datasets as given."
     tf = import_tensorflow()
@@ -217,35 +103,234 @@ def _datasets(data, valid, features, label, batch_size, seed):
         return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(_rows(d) / batch_size)))
     return make(data, seed=seed), (make(valid, shuffle=None) if valid is not None else None)
 
-def _open_run(tracker, resume, name, chief, model, choice, data, lineage, features, label, epochs, batch_size, seed, patience, monitor, params)->Run|None:
-    if not chief: return None
+def _build_model(model, strat, choice:StrategyChoice, train_ds):
+    "The compiled model: `model` itself, or what calling it on the training dataset in the strategy's scope returns."
+    with strat.scope():
+        if callable(model) and not hasattr(model, 'fit'): model = model(train_ds)
+        elif choice.kind in ('mirrored', 'multi_worker', 'tpu'):
+            raise InvalidInput(f"with strategy {choice.kind!r} pass a function that builds the model, so its variables are made on every replica")
+    if not hasattr(model, 'fit') or model.optimizer is None: raise InvalidInput("the model must be a compiled Keras model (call model.compile first)")
+    check_inputs(model, train_ds)
+    return model
+
+# %% ../../nbs/34_train.loop.ipynb #f1fac357
+@dataclass
+class _Setup:
+    "What one call of `train` works with: the strategy, the model built in its scope, pinned data and local datasets."
+    strat: object; choice: StrategyChoice; chief: bool; model: object; data: object; valid: object; local: tuple
+    features: list|None; label: str|None; batch_size: int; seed: int|None; rows: int|None; steps: int|None
+
+def _setup(model, data, valid, features, label, epochs, batch_size, seed, strategy, mixed_precision, patience, mode, facts)->_Setup:
+    "Check the arguments, choose and make the strategy, pin the sources, build the datasets and the model."
+    _check_args(data, valid, features, label, epochs, batch_size, patience, mode)
+    choice = choose_strategy(facts or detect(), strategy, mixed_precision)
+    if choice.kind == 'multi_worker' and not all(isinstance(d, tuple) and len(d) == 3 for d in (data, valid) if d is not None):
+        raise InvalidInput("with several workers give data and valid as lake tables (repository, ref, path), so each worker streams its "
+                           "own shard (save a TrainingSet with .save(...) first)")
+    data, valid = _pin(data), _pin(valid) if valid is not None else None
+    rows = _rows(data) if _is_source(data) else None
+    release_lakes()                 # the other workers may need the lake while this one waits for them to join
+    strat = make_strategy(choice)   # before any other TensorFlow op: MultiWorkerMirroredStrategy must be made first
+    local = _datasets(data, valid, features, label, batch_size, seed)   # unsharded: model building and checks
+    model = _build_model(model, strat, choice, local[0])
+    return _Setup(strat, choice, _chief(choice), model, data, valid, local, features, label, batch_size, seed, rows,
+                  math.ceil(rows / batch_size) if rows else None)
+
+# %% ../../nbs/34_train.loop.ipynb #b10b9a4a
+def _run_record(s:_Setup, lineage:dict|None, epochs:int, patience:int|None, monitor:str, params:dict|None)->tuple[dict, dict]:
+    "The parameters and the lineage a run records."
+    lin = {**(data_lineage(s.data) if _is_source(s.data) else dict(lineage or {})), 'code': {'mlinfra_nb': device_info()['mlinfra_nb'], 'git': git_sha()}}
+    opt = s.model.optimizer
+    ps = {'epochs': epochs, 'batch_size': s.batch_size, 'seed': s.seed, 'patience': patience, 'monitor': monitor, 'features': s.features,
+          'label': s.label, 'optimizer': type(opt).__name__, 'learning_rate': float(f'{float(opt.learning_rate.numpy()):.7g}'),   # float32 to its shortest decimal
+          'parameters': int(s.model.count_params()), **(params or {})}
+    return ps, lin
+
+def _resumed(tracker:Tracker, resume:str|Run, ps:dict, lin:dict)->Run:
+    "The run `resume`, marked resumed, once checked to have been started with parameters `ps` and data `lin`."
+    run = resume if isinstance(resume, Run) else tracker.run(resume)
+    if run.status == 'finished': raise InvalidInput(f"run {run.id} already finished; start a new run instead of resuming it")
+    rec = run.record()
+    changed = sorted(k for k in ps if json.loads(json.dumps(ps[k])) != rec['params'].get(k))
+    volatile = ('code', 'created_at')   # the code may be rebuilt, a training set's creation time moves; the data must not
+    old_data, new_data = {k: v for k, v in rec['lineage'].items() if k not in volatile}, {k: v for k, v in lin.items() if k not in volatile}
+    if changed or json.loads(json.dumps(new_data, default=str)) != old_data:
+        raise Conflict(f"run {run.id} was started with other settings or data ({', '.join(changed) or 'the data'} differ); "
+                       "resume it as it was, or start a new run")
+    run.resumed(); return run
+
+def _open_run(tracker, resume, name:str, s:_Setup, lineage, epochs, patience, monitor, params)->Run|None:
+    "The run this call records: new, or `resume` (True: the latest unfinished run called `name`); None off the chief."
+    if not s.chief: return None
     if resume is True:
         open_ = tracker.runs(name=name)
         open_ = open_[open_.status != 'finished']
         resume = open_.id.iloc[-1] if len(open_) else False
-    lin = {**(data_lineage(data) if _is_source(data) else dict(lineage or {})), 'code': {'mlinfra_nb': device_info()['mlinfra_nb'], 'git': git_sha()}}
-    ps = {'epochs': epochs, 'batch_size': batch_size, 'seed': seed, 'patience': patience, 'monitor': monitor, 'features': features,
-          'label': label, 'optimizer': type(model.optimizer).__name__, 'learning_rate': float(f'{float(model.optimizer.learning_rate.numpy()):.7g}'),   # float32 to its shortest decimal
-          'parameters': int(model.count_params()), **(params or {})}
-    if resume:
-        run = resume if isinstance(resume, Run) else tracker.run(resume)
-        if run.status == 'finished': raise InvalidInput(f"run {run.id} already finished; start a new run instead of resuming it")
-        rec = run.record()
-        changed = sorted(k for k in ps if json.loads(json.dumps(ps[k])) != rec['params'].get(k))
-        volatile = ('code', 'created_at')   # the code may be rebuilt, a training set's creation time moves; the data must not
-        old_data, new_data = {k: v for k, v in rec['lineage'].items() if k not in volatile}, {k: v for k, v in lin.items() if k not in volatile}
-        if changed or json.loads(json.dumps(new_data, default=str)) != old_data:
-            raise Conflict(f"run {run.id} was started with other settings or data ({', '.join(changed) or 'the data'} differ); "
-                           "resume it as it was, or start a new run")
-        run.resumed(); return run
-    return tracker.start(name, ps, lin, choice.record())
+    ps, lin = _run_record(s, lineage, epochs, patience, monitor, params)
+    return _resumed(tracker, resume, ps, lin) if resume else tracker.start(name, ps, lin, s.choice.record())
+
+def _run_state(run:Run|None)->tuple[Path|None, TrainState]:
+    "The run's folder and its training state; non-chief workers keep nothing."
+    folder = run.tracker.workspace.path('runs', run.id) if run else None
+    if folder:
+        for t in (folder/'checkpoints').glob('.*'): t.unlink()   # temporary files of a write that a crash cut short
+    return folder, TrainState(folder/'checkpoints' if folder else None)
+
+# %% ../../nbs/34_train.loop.ipynb #561da891
+def _fit(s:_Setup, run:Run|None, folder:Path|None, state:TrainState, epochs:int, callbacks:list):
+    "Continue from the last checkpoint (if any) up to `epochs`, or until early stopping."
+    if state.weights:
+        try:
+            with s.strat.scope(): _restore(s.model, folder/'checkpoints'/state.weights)
+        except (ValueError, OSError) as e:
+            raise InvalidInput(f"the checkpoint of run {run.id} does not fit this model ({str(e).splitlines()[0][:200]}); resume with the model it was trained with") from None
+    if state.epoch >= epochs or state.stopped: return
+    if s.choice.kind == 'multi_worker':
+        fit_distributed(s.model, s.strat, s.data, s.valid, s.features, s.label, s.batch_size, s.seed, state.epoch, epochs, s.rows, callbacks)
+    else: s.model.fit(s.local[0], validation_data=s.local[1], epochs=epochs, initial_epoch=state.epoch, verbose=0, shuffle=False, callbacks=callbacks)
+
+def _evaluate(s:_Setup, folder:Path|None, state:TrainState, restore_best:bool)->dict:
+    "Back to the best epoch's weights (with `restore_best`), then the metrics on `valid` ({} without it)."
+    if restore_best and state.best_epoch and state.best_epoch != state.epoch:
+        with s.strat.scope(): _restore(s.model, folder/'checkpoints'/'best.weights.h5')
+    if s.valid is None: return {}
+    if s.choice.kind == 'multi_worker': return evaluate_distributed(s.model, s.strat, s.valid, s.features, s.label, s.batch_size)
+    return s.model.evaluate(s.local[1], verbose=0, return_dict=True)
 
 def _restore(model, path:Path):
+    "Load the weights and optimizer state at `path` into `model`."
     if model.optimizer is not None and not model.optimizer.built: model.optimizer.build(model.trainable_variables)
     model.load_weights(str(path))
 
+# %% ../../nbs/34_train.loop.ipynb #0248cabe
+def _save_model(run:Run, folder:Path, model):
+    "Save the model in the run's folder and record it, the checkpoints and the TensorBoard logs as artifacts."
+    model.save(folder/'model.keras')
+    for name, path, kind in (('model', folder/'model.keras', 'keras'), ('checkpoints', folder/'checkpoints', 'weights'),
+                             ('tensorboard', folder/'tensorboard', 'tensorboard')):
+        if path.exists(): run.log_artifact(name, path, kind)
+
+@contextmanager
+def _failing(run:Run|None):
+    "Mark `run` failed, with the exception's type and message, if the block raises."
+    try: yield
+    except BaseException as e:
+        if run: run.finish('failed', error=f"{type(e).__name__}: {e}"[:2000])
+        raise
+
+def _finished(run:Run|None, evaluation:dict, model)->Run|None:
+    "Mark `run` finished with its evaluation, and hand it back with the trained model."
+    if run is None: return None
+    run.finish('finished', evaluation)
+    run.model = model
+    get_logger('train').info("run %s finished: %s", run.id, ', '.join(f'{k}={v:.4g}' for k, v in evaluation.items()) or 'not evaluated')
+    return run
+
+# %% ../../nbs/34_train.loop.ipynb #0d64b595
+def _chief(choice:StrategyChoice, env=None)->bool:
+    "Whether this process records the run: always, except the non-chief workers of a cluster."
+    if choice.kind != 'multi_worker': return True
+    cfg = json.loads((env or os.environ).get('TF_CONFIG') or '{}')
+    task, cluster = cfg.get('task') or {}, cfg.get('cluster') or {}
+    return task.get('type') == 'chief' or (task.get('type') == 'worker' and task.get('index', 0) == 0 and 'chief' not in cluster)
+
+# %% ../../nbs/34_train.loop.ipynb #5f1ba97f
+class TrainState:
+    "Where training stands, saved with every checkpoint: epochs done, the best score and when, epochs without improvement."
+    def __init__(self, folder:Path|None):   # None: nothing saved (a non-chief worker)
+        self.folder = folder; self.epoch, self.best, self.best_epoch, self.wait, self.stopped, self.weights = 0, None, None, 0, False, None
+        if folder and (folder/'state.json').exists(): self.__dict__.update(json.loads((folder/'state.json').read_text()))
+    def save(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder/'state.json') as tmp:
+            tmp.write_text(json.dumps({k: v for k, v in self.__dict__.items() if k != 'folder'}))
+
+def save_weights(model, path:Path):
+    "Write the model's weights and optimizer state to `path` atomically (temp file, fsync, rename)."
+    with atomic_path(path) as tmp:
+        h5 = tmp.with_name(tmp.name + '.weights.h5')   # Keras wants the suffix
+        try: model.save_weights(str(h5)); os.replace(h5, tmp)
+        finally: h5.unlink(missing_ok=True)
+
+# %% ../../nbs/34_train.loop.ipynb #9ef0c3cc
+def _checkpoint(model, st:TrainState, epoch:int, score:float, sign:int, min_delta:float, patience:int|None):
+    "Checkpoint `epoch` (0-based) in `st.folder`, with its `score`; stop training after `patience` epochs without improvement."
+    if st.best is None or sign * (score - st.best) < -min_delta:
+        st.best, st.best_epoch, st.wait = score, epoch + 1, 0
+        save_weights(model, st.folder/'best.weights.h5')
+    else: st.wait += 1
+    name = f'epoch-{epoch + 1:04d}.weights.h5'
+    save_weights(model, st.folder/name)
+    st.epoch, st.weights = epoch + 1, name
+    if patience is not None and st.wait >= patience: st.stopped = model.stop_training = True
+    st.save()                                   # the commit point: state.json names a complete weights file
+    for old in st.folder.glob('epoch-*.weights.h5'):
+        if old.name != name: old.unlink()
+
+# %% ../../nbs/34_train.loop.ipynb #38825ec6
+class _Progress:
+    "A tqdm bar over epochs, starting at `done`, and one over the batches of the current epoch."
+    def __init__(self, total:int, done:int, desc:str):
+        self.epochs, self.batches = tqdm(total=total, initial=done, desc=desc, unit='epoch'), None
+    def epoch_begin(self, epoch:int, steps:int|None):
+        self.batches = tqdm(total=steps, desc=f'epoch {epoch + 1}', unit='batch', leave=False)
+    def batch_end(self):
+        if self.batches is not None: self.batches.update(1)
+    def epoch_end(self, logs:dict):
+        self.batches.close(); self.epochs.update(1)
+        self.epochs.set_postfix({k: f'{v:.4g}' for k, v in logs.items()}, refresh=True)
+    def close(self):
+        for b in (self.epochs, self.batches):
+            if b is not None: b.close()
+
+# %% ../../nbs/34_train.loop.ipynb #f81ac873
+def _write_scalars(writers:dict, epoch:int, logs:dict):
+    "Write `logs` as TensorBoard scalars at step `epoch`, to the writer of their split ('train' or 'validation')."
+    for split, w in writers.items():
+        with w.as_default():
+            for k, v in logs.items():
+                if k.startswith('val_') == (split == 'validation'): import_tensorflow().summary.scalar(f"epoch_{k.removeprefix('val_')}", v, step=epoch)
+        w.flush()
+
+# %% ../../nbs/34_train.loop.ipynb #c1752c4c
+@functools.cache
+def _callback_class():
+    keras = import_tensorflow().keras
+    class RunCallback(keras.callbacks.Callback):
+        "Per epoch: record metrics, write TensorBoard scalars, track the best score, checkpoint; show progress."
+        def __init__(self, run:Run|None, folder:Path, state:TrainState, epochs:int, steps:int|None, monitor:str, mode:str,
+                     patience:int|None, min_delta:float, progress:bool, tensorboard:bool):
+            super().__init__()
+            self.run, self.folder, self.state, self.epochs, self.steps = run, folder, state, epochs, steps
+            self.monitor, self.sign, self.patience, self.min_delta = monitor, (1 if mode == 'min' else -1), patience, min_delta
+            self.progress, self.bars, self.writers = progress, None, {}
+            if tensorboard and run is not None:
+                tf = import_tensorflow()
+                self.writers = {s: tf.summary.create_file_writer(str(folder/'tensorboard'/s)) for s in ('train', 'validation')}
+        def on_train_begin(self, logs=None):
+            if self.progress: self.bars = _Progress(self.epochs, self.state.epoch, self.run.name if self.run else 'training')
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.bars: self.bars.epoch_begin(epoch, self.steps)
+        def on_train_batch_end(self, batch, logs=None):
+            if self.bars: self.bars.batch_end()
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            if self.bars: self.bars.epoch_end(logs)
+            if self.monitor not in logs:
+                raise InvalidInput(f"early stopping watches {self.monitor!r}, which training does not report (it reports {', '.join(logs)})")
+            score = logs[self.monitor]
+            if math.isnan(score): raise MlinfraError(f"{self.monitor} became NaN at epoch {epoch + 1}: training diverged (try a lower learning rate)")
+            if self.run is None: return   # a non-chief worker: the chief records and checkpoints
+            self.run.log_metrics(epoch, logs)
+            _write_scalars(self.writers, epoch, logs)
+            _checkpoint(self.model, self.state, epoch, score, self.sign, self.min_delta, self.patience)
+        def on_train_end(self, logs=None):
+            if self.bars: self.bars.close()
+    return RunCallback
+
 # %% ../../nbs/34_train.loop.ipynb #2689a614
 def _loss_fn(model):
+    "The model's compiled loss as a function."
     keras = import_tensorflow().keras
     loss = model.loss
     fn = keras.losses.get(loss) if isinstance(loss, str) else loss
@@ -253,6 +338,7 @@ def _loss_fn(model):
     return fn
 
 def _shards(strat, source, features, label, global_batch, seed, rows, shuffle=True):
+    "A distributed dataset in which each worker streams its own shard of the lake table `source`, repeated."
     chunk = max(64, min(8192, math.ceil(rows / (strat.num_replicas_in_sync * 8))))   # enough record batches for every shard
     repo, ref, path = source
     def fn(ctx):   # each stream on a connection of its own: training and validation are read at the same time
@@ -261,12 +347,11 @@ def _shards(strat, source, features, label, global_batch, seed, rows, shuffle=Tr
                             chunk_rows=chunk, repeat=True)
     return strat.distribute_datasets_from_function(fn)
 
-def fit_distributed(model, strat, data, valid, features, label, batch_size, seed, initial_epoch, epochs, rows, callbacks):
-    "Train with `strat` (e.g. `MultiWorkerMirroredStrategy`) by a custom loop, calling Keras callbacks as `fit` would."
-    tf = import_tensorflow(); keras = tf.keras
+# %% ../../nbs/34_train.loop.ipynb #0ddbacf6
+def _distributed_step(model, strat, batch_size:int):
+    "A compiled step `(iterator, training) -> loss`: the mean loss over the global batch, gradients applied when `training`."
+    tf = import_tensorflow()
     loss_fn, opt = _loss_fn(model), model.optimizer
-    steps = math.ceil(rows / batch_size)
-    cbs = keras.callbacks.CallbackList(callbacks, model=model)
     def replica_step(x, y, training):
         with tf.GradientTape() as tape:
             p = model(x, training=training)
@@ -278,6 +363,13 @@ def fit_distributed(model, strat, data, valid, features, label, batch_size, seed
     def step(it, training):
         x, y = next(it)
         return strat.reduce('SUM', strat.run(replica_step, args=(x, y, training)), axis=None)
+    return step
+
+# %% ../../nbs/34_train.loop.ipynb #2258cb9b
+def fit_distributed(model, strat, data, valid, features, label, batch_size, seed, initial_epoch, epochs, rows, callbacks):
+    "Train with `strat` (e.g. `MultiWorkerMirroredStrategy`) by a custom loop, calling Keras callbacks as `fit` would."
+    cbs = import_tensorflow().keras.callbacks.CallbackList(callbacks, model=model)
+    step, steps = _distributed_step(model, strat, batch_size), math.ceil(rows / batch_size)
     train_it = iter(_shards(strat, data, features, label, batch_size, seed, rows))
     valid_rows = _rows(valid) if valid is not None else 0
     valid_it = iter(_shards(strat, valid, features, label, batch_size, None, valid_rows, shuffle=False)) if valid is not None else None
@@ -299,14 +391,8 @@ def fit_distributed(model, strat, data, valid, features, label, batch_size, seed
 
 def evaluate_distributed(model, strat, valid, features, label, batch_size)->dict:
     "The loss on `valid`, computed across the workers the same way as in training."
-    tf = import_tensorflow()
-    rows = _rows(valid); steps = math.ceil(rows / batch_size)
-    loss_fn = _loss_fn(model)
-    def replica(x, y):
-        p = model(x, training=False)
-        return tf.nn.compute_average_loss(loss_fn(tf.reshape(tf.cast(y, p.dtype), tf.shape(p)), p), global_batch_size=batch_size)
+    step, rows = _distributed_step(model, strat, batch_size), _rows(valid)
     it = iter(_shards(strat, valid, features, label, batch_size, None, rows, shuffle=False))
     release_lakes()
-    @tf.function
-    def step(): x, y = next(it); return strat.reduce('SUM', strat.run(replica, args=(x, y)), axis=None)
-    return {'loss': sum(float(step()) for _ in range(steps)) / steps}
+    steps = math.ceil(rows / batch_size)
+    return {'loss': sum(float(step(it, False)) for _ in range(steps)) / steps}

@@ -17,6 +17,28 @@ def _features_spec(ds)->dict:
         raise InvalidInput("the dataset must yield (features dict, label) pairs, as lake_dataset(..., label=...) does")
     return spec[0]
 
+# %% ../../nbs/32_train.models.ipynb #362fa0f0
+def _adapt_values(ds, spec:dict, adapt_batches:int|None)->dict:
+    "Each feature's values in the first `adapt_batches` batches of `ds` (all with None), as one numpy array."
+    cols = {n: [] for n in spec}
+    for x, _ in (ds.take(adapt_batches) if adapt_batches else ds):
+        for n in spec: cols[n].append(x[n].numpy())
+    return {n: np.concatenate(v) for n, v in cols.items()}
+
+def _encoded_input(name:str, dtype, values:np.ndarray, one_hot_below:int, embedding_dim:int):
+    "(input, encoding) of one feature: strings looked up then one-hot or embedded, numbers normalized."
+    tf = import_tensorflow(); keras = tf.keras
+    inp = keras.Input(shape=(), dtype=dtype, name=name)
+    if dtype == tf.string:
+        lookup = keras.layers.StringLookup(name=f'{name}_lookup'); lookup.adapt(values.astype(str))
+        ids = lookup(inp)
+        n = lookup.vocabulary_size()
+        return inp, (keras.layers.CategoryEncoding(num_tokens=n, output_mode='one_hot', name=f'{name}_onehot')(ids) if n <= one_hot_below else
+                     keras.layers.Flatten(name=f'{name}_flat')(keras.layers.Embedding(n, embedding_dim, name=f'{name}_embedding')(ids)))
+    norm = keras.layers.Normalization(axis=None, name=f'{name}_norm'); norm.adapt(values.astype(np.float32))
+    return inp, keras.layers.Reshape((1,), name=f'{name}_col')(norm(keras.ops.cast(inp, 'float32')))
+
+# %% ../../nbs/32_train.models.ipynb #0cf5e6bc
 def tabular_model(ds,                       # a `(features, label)` dataset, e.g. from `lake_dataset`
                   task:str='binary',        # 'binary' (sigmoid, AUC) or 'regression' (linear, MAE)
                   hidden:tuple=(64, 32),    # sizes of the dense layers
@@ -27,34 +49,20 @@ def tabular_model(ds,                       # a `(features, label)` dataset, e.g
                  ):
     "A compiled Keras model for the features of `ds`, with normalization and lookups inside the graph."
     if task not in ('binary', 'regression'): raise InvalidInput(f"task must be 'binary' or 'regression', not {task!r}")
-    tf = import_tensorflow(); keras = tf.keras
+    keras = import_tensorflow().keras
     spec = _features_spec(ds)
-    cols = {n: [] for n in spec}   # one pass over (part of) the data gives every column's values for adapting
-    for x, _ in (ds.take(adapt_batches) if adapt_batches else ds):
-        for n in spec: cols[n].append(x[n].numpy())
-    values = {n: np.concatenate(v) for n, v in cols.items()}
-    inputs, encoded = {}, []
-    for name, s in spec.items():
-        inp = inputs[name] = keras.Input(shape=(), dtype=s.dtype, name=name)
-        if s.dtype == tf.string:
-            lookup = keras.layers.StringLookup(name=f'{name}_lookup'); lookup.adapt(values[name].astype(str))
-            ids = lookup(inp)
-            n = lookup.vocabulary_size()
-            enc = (keras.layers.CategoryEncoding(num_tokens=n, output_mode='one_hot', name=f'{name}_onehot')(ids) if n <= one_hot_below else
-                   keras.layers.Flatten(name=f'{name}_flat')(keras.layers.Embedding(n, embedding_dim, name=f'{name}_embedding')(ids)))
-        else:
-            norm = keras.layers.Normalization(axis=None, name=f'{name}_norm'); norm.adapt(values[name].astype(np.float32))
-            enc = keras.layers.Reshape((1,), name=f'{name}_col')(norm(keras.ops.cast(inp, 'float32')))
-        encoded.append(enc)
-    x = keras.layers.Concatenate(name='features')(encoded) if len(encoded) > 1 else encoded[0]
+    values = _adapt_values(ds, spec, adapt_batches)
+    inputs, encoded = zip(*[_encoded_input(n, s.dtype, values[n], one_hot_below, embedding_dim) for n, s in spec.items()])
+    x = keras.layers.Concatenate(name='features')(list(encoded)) if len(encoded) > 1 else encoded[0]
     for i, h in enumerate(hidden): x = keras.layers.Dense(h, activation='relu', name=f'dense_{i}')(x)
     out = keras.layers.Dense(1, activation='sigmoid' if task == 'binary' else None, dtype='float32', name='output')(x)   # float32 out, even under mixed precision
-    model = keras.Model(inputs, out, name='tabular')
+    model = keras.Model(dict(zip(spec, inputs)), out, name='tabular')
     if task == 'binary':
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss='binary_crossentropy', metrics=[keras.metrics.AUC(name='auc'), 'accuracy'])
     else: model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss='mse', metrics=['mae'])
     return model
 
+# %% ../../nbs/32_train.models.ipynb #159d8e2f
 def check_inputs(model, ds):
     "Refuse a model whose inputs do not match the dataset's features (by name and kind), before any training."
     tf = import_tensorflow()

@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb, pandas as pd
 from fastcore.basics import patch
 from .. import __version__
+from .. import charts   # importing it draws every Altair chart offline
 from ..workspace import InvalidInput, NotFound, Workspace, connect_duckdb
 
 # %% auto #0
@@ -86,6 +87,7 @@ def device_info()->dict:
                  'gpus': [d.name for d in tf.config.list_physical_devices('GPU')]}
     return info
 
+# %% ../../nbs/33_train.tracking.ipynb #aebd921d
 def git_sha(path:str|Path='.')->str|None:
     "The git commit of the code at `path`, with '+dirty' when it has uncommitted changes; None outside a git checkout."
     try:
@@ -95,6 +97,7 @@ def git_sha(path:str|Path='.')->str|None:
         return sha.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
     except (OSError, subprocess.SubprocessError): return None
 
+# %% ../../nbs/33_train.tracking.ipynb #bcc37c2d
 @patch
 def start(self:Tracker,
           name:str='run',            # what this run is, e.g. 'fraud-baseline'
@@ -138,6 +141,14 @@ def log_metrics(self:Run, epoch:int, metrics:dict):
         con.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?)", rows)
 
 @patch
+def history(self:Run)->pd.DataFrame:
+    "Per-epoch metrics, one row per epoch and one column per metric (as Keras's `History.history`)."
+    with self.tracker.connect() as con:
+        df = con.execute("SELECT epoch, name, value FROM metrics WHERE run_id = ? ORDER BY epoch", [self.id]).df()
+    return df.pivot(index='epoch', columns='name', values='value').rename_axis(columns=None) if len(df) else pd.DataFrame()
+
+# %% ../../nbs/33_train.tracking.ipynb #ff3697f7
+@patch
 def log_artifact(self:Run, name:str, path:str|Path, kind:str='file'):
     "Record the file or folder at `path` as the run's artifact `name` (e.g. 'model', 'checkpoints', 'tensorboard')."
     p = Path(path)
@@ -146,6 +157,13 @@ def log_artifact(self:Run, name:str, path:str|Path, kind:str='file'):
     with self.tracker.connect() as con:
         con.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", [self.id, name, str(p.absolute()), kind, size, _now()])
 
+@patch
+def artifacts(self:Run)->dict:
+    "`name -> path` of the run's artifacts."
+    with self.tracker.connect() as con:
+        return dict(con.execute("SELECT name, path FROM artifacts WHERE run_id = ? ORDER BY name", [self.id]).fetchall())
+
+# %% ../../nbs/33_train.tracking.ipynb #7809a682
 @patch
 def finish(self:Run,
            status:str='finished',        # 'finished' or 'failed'
@@ -165,19 +183,6 @@ def resumed(self:Run):
     "Mark the run `running` again, for one more attempt."
     with self.tracker.connect() as con:
         con.execute("UPDATE runs SET status = 'running', error = NULL, attempts = attempts + 1 WHERE id = ?", [self.id])
-
-@patch
-def history(self:Run)->pd.DataFrame:
-    "Per-epoch metrics, one row per epoch and one column per metric (as Keras's `History.history`)."
-    with self.tracker.connect() as con:
-        df = con.execute("SELECT epoch, name, value FROM metrics WHERE run_id = ? ORDER BY epoch", [self.id]).df()
-    return df.pivot(index='epoch', columns='name', values='value').rename_axis(columns=None) if len(df) else pd.DataFrame()
-
-@patch
-def artifacts(self:Run)->dict:
-    "`name -> path` of the run's artifacts."
-    with self.tracker.connect() as con:
-        return dict(con.execute("SELECT name, path FROM artifacts WHERE run_id = ? ORDER BY name", [self.id]).fetchall())
 
 # %% ../../nbs/33_train.tracking.ipynb #4416dc63
 @patch
