@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 AIRFLOW_VENV := .venv-airflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test check-sync nbtest pytest browser-deps tutorials bench lab clean
+.PHONY: demo test check-sync nbtest pytest browser-deps java-deps tutorials bench lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ test: check-sync nbtest pytest tutorials
 check-sync: $(VENV)/.dev
 	$(BIN)/python tools/check_sync.py
 
-nbtest: $(VENV)/.dev $(AIRFLOW_VENV)/.ok
+nbtest: $(VENV)/.dev java-deps $(AIRFLOW_VENV)/.ok
 	$(BIN)/nbdev_test --flags slow
 
 # Airflow 3 (core, task SDK, standard provider) in a venv of its own: its pins (SQLAlchemy, pendulum...) stay out of .venv.
@@ -63,8 +63,19 @@ browser-deps:
 	  echo "!!!!! could not install chromium: the BROWSER TESTS WILL BE SKIPPED !!!!!"; \
 	else echo "!!!!! chromium/chromedriver missing and not root: the BROWSER TESTS WILL BE SKIPPED (apt-get install -y chromium chromium-driver) !!!!!"; fi
 
+# The Spark tests (tests/test_*_spark.py, chapters 24 and 55) run the pip-installed PySpark on Java 17+.
+# As root with apt-get, Debian's headless JRE is installed when java is missing; otherwise they skip, and this says so loudly.
+java-deps:
+	@if command -v java >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing openjdk-17-jre-headless for the Spark tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null; } || \
+	  echo "!!!!! could not install Java: the SPARK TESTS WILL BE SKIPPED !!!!!"; \
+	else echo "!!!!! java missing and not root: the SPARK TESTS WILL BE SKIPPED (apt-get install -y openjdk-17-jre-headless) !!!!!"; fi
+
 # pytest exits 5 when it collects no tests; that is not a failure here.
-pytest: $(VENV)/.dev browser-deps $(AIRFLOW_VENV)/.ok
+pytest: $(VENV)/.dev browser-deps java-deps $(AIRFLOW_VENV)/.ok
 	$(BIN)/python -m pytest tests/ -q; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
 
 tutorials: $(VENV)/.dev

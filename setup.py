@@ -22,6 +22,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 bench_requirements = shlex.split(cfg.get('bench_requirements', ''))
+spark_requirements = shlex.split(cfg.get('spark_requirements', ''))
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 min_python = cfg['min_python']
 console_scripts = shlex.split(cfg.get('console_scripts', ''))
@@ -40,7 +41,7 @@ setuptools.setup(
     package_data = {cfg['lib_path']: ['pipelines/*.ipynb']},   # the step notebooks `mlinfra run` executes
     license_files = ['LICENSE'],
     install_requires = requirements,
-    extras_require = {'dev': dev_requirements, 'bench': bench_requirements},
+    extras_require = {'dev': dev_requirements, 'bench': bench_requirements, 'spark': spark_requirements},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

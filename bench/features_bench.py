@@ -57,9 +57,9 @@ FULL = dict(users=100_000, features=5_000_000, entities=1_000_000, sample=10_000
 QUICK = dict(users=10_000, features=500_000, entities=100_000, sample=10_000, online_calls=200)
 SIZES = dict(full=FULL, quick=QUICK)
 
-CONTENDERS = ['feast_dask', 'feast_duckdb', 'duckdb_sql', 'ours']
+CONTENDERS = ['feast_dask', 'feast_duckdb', 'duckdb_sql', 'ours', 'ours_spark']
 LABELS = {'feast_dask': 'Feast file/dask store', 'feast_duckdb': 'Feast DuckDB store', 'duckdb_sql': 'hand-written DuckDB query',
-          'ours': 'ours (mlinfra_nb.features)'}
+          'ours': 'ours (mlinfra_nb.features)', 'ours_spark': 'ours on Spark local[2]'}
 
 # --------------------------------------------------------------------------------------------------------------
 # the data (made once, in the parent)
@@ -274,6 +274,25 @@ def child_ours(work:Path, _=None)->dict:
     res['columns_ok'] = res['columns'] == [*map(str, edf.columns), *FEATURES]
     return dict(join_s=secs, runs_s=runs, setup_peak_mib=setup_peak, **res)
 
+def child_ours_spark(work:Path, _=None)->dict:
+    "The same training set with the engine set to Spark (local[2]) by the settings; the session start is not timed."
+    from mlinfra_nb.lake import Lake
+    from mlinfra_nb.workspace import Workspace
+    from mlinfra_nb.features import FeatureStore
+    from mlinfra_nb.features.spark import spark_session
+    ws = Workspace(work/'mlinfra-home', env={'MLINFRA_FEATURES__ENGINE': 'spark', 'MLINFRA_SPARK__MASTER': 'local[2]',
+                                            'MLINFRA_SPARK__CONF': 'spark.driver.memory=2g;spark.sql.shuffle.partitions=8;spark.ui.enabled=false'})
+    spark_session(ws).sparkContext.setLogLevel('ERROR')
+    fs = FeatureStore(Lake(work/'lake', user='bench'), workspace=ws)
+    edf = entity_df(work)
+    setup = json.loads((work/'setup.json').read_text())
+    setup_peak = self_peak_mib()
+    secs, runs, out = time_join(lambda: fs.training_set(edf, REFS, timestamp='event_ts').df())
+    res = finish(out, work, 'ours_spark', len(edf), setup['sample'])
+    res['columns_ok'] = res['columns'] == [*map(str, edf.columns), *FEATURES]
+    import pyspark
+    return dict(join_s=secs, runs_s=runs, setup_peak_mib=setup_peak, version=pyspark.__version__, **res)
+
 def child_ours_online(work:Path, _=None)->dict:
     from mlinfra_nb.lake import Lake
     from mlinfra_nb.features import FeatureStore
@@ -303,7 +322,7 @@ def child_make(work:Path)->dict:
     return dict(data, make_s=round(time.perf_counter() - t0, 1))
 
 CHILDREN = {'make': child_make, 'feast_dask': lambda w: child_feast(w, 'dask'), 'feast_duckdb': lambda w: child_feast(w, 'duckdb'),
-            'duckdb_sql': child_duckdb_sql, 'ours_setup': child_ours_setup, 'ours': child_ours, 'ours_online': child_ours_online}
+            'duckdb_sql': child_duckdb_sql, 'ours_setup': child_ours_setup, 'ours': child_ours, 'ours_spark': child_ours_spark, 'ours_online': child_ours_online}
 
 def child_main(args):
     try: res = CHILDREN[args.child](Path(args.work))
@@ -348,7 +367,9 @@ def main():
     for n in notes.values(): print(f"NOTE: {n}", file=sys.stderr)
     run = {c: c not in args.skip for c in CONTENDERS}
     if 'feast' in notes: run['feast_dask'] = run['feast_duckdb'] = False
-    if 'ours' in notes: run['ours'] = False
+    if 'ours' in notes: run['ours'] = run['ours_spark'] = False
+    ok_spark, why = probe(sys.executable, 'import pyspark, shutil; assert shutil.which("java"), "no java"')
+    if not ok_spark: notes['spark'] = f"the Spark contender is skipped: PySpark or Java is missing ({why})"; run['ours_spark'] = False
 
     work = Path(tempfile.mkdtemp(prefix='features_bench_', dir=args.tmpdir))
     load0 = os.getloadavg()[0]
@@ -361,7 +382,7 @@ def main():
         if 'error' in data: raise SystemExit(f"making the data failed: {data['error']}")
         for c in CONTENDERS:
             if not run[c]: continue
-            if c == 'ours':
+            if c in ('ours', 'ours_spark') and ours_setup is None:
                 ours_setup = run_child('ours_setup', work, sys.executable, size)
                 if 'error' in ours_setup: res[c] = dict(error=f"set-up failed: {ours_setup['error']}"); continue
             res[c] = run_child(c, work, args.feast_python if c.startswith('feast') else sys.executable, size)
@@ -432,13 +453,13 @@ def main():
 
     # exit non-zero if a contender that must agree does not (Feast's dask store is known not to)
     failed = []
-    for c in ('feast_duckdb', 'duckdb_sql', 'ours'):
+    for c in ('feast_duckdb', 'duckdb_sql', 'ours', 'ours_spark'):
         if c not in res: continue
         r = res[c]
         if 'error' in r: failed.append(f'{c} failed'); continue
         if r['check']['disagree']: failed.append(f"{c} disagrees with the reference on {r['check']['disagree']} sampled rows")
         if c != 'feast_duckdb' and not r['in_order']: failed.append(f'{c} does not return the entity rows in order')
-        if c == 'ours' and not r.get('columns_ok'): failed.append('ours returns other columns than the entity columns then f0..f9')
+        if c.startswith('ours') and not r.get('columns_ok'): failed.append(f'{c} returns other columns than the entity columns then f0..f9')
     if online and 'error' in online: failed.append('ours online lookups failed')
     for f in failed: print(f"CORRECTNESS FAILURE: {f}")
 

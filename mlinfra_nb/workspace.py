@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 # %% auto #0
-__all__ = ['DEFAULT_SETTINGS', 'BACKENDS', 'STORES', 'ENV_ALIASES', 'LOG_FORMAT', 'TF_CHATTER', 'TF_NO_GPU', 'MlinfraError',
-           'InvalidInput', 'NotFound', 'Conflict', 'PermissionDenied', 'PreconditionFailed', 'Corrupted',
-           'load_settings', 'Workspace', 'fsync_dir', 'atomic_path', 'connect_duckdb', 'q', 'check_host', 'host_port',
-           'get_logger', 'setup_logging', 'gpu_present', 'tf_chatter', 'quiet_stderr', 'quiet_tensorflow_imports',
-           'import_tensorflow']
+__all__ = ['DEFAULT_SETTINGS', 'BACKENDS', 'STORES', 'ENV_ALIASES', 'ENGINES', 'LOG_FORMAT', 'TF_CHATTER', 'TF_NO_GPU',
+           'MlinfraError', 'InvalidInput', 'NotFound', 'Conflict', 'PermissionDenied', 'PreconditionFailed',
+           'Corrupted', 'load_settings', 'Workspace', 'fsync_dir', 'atomic_path', 'connect_duckdb', 'q', 'check_host',
+           'host_port', 'get_logger', 'setup_logging', 'gpu_present', 'tf_chatter', 'quiet_stderr',
+           'quiet_tensorflow_imports', 'import_tensorflow']
 
 # %% ../nbs/00_workspace.ipynb #b52e0c23
 class MlinfraError(Exception):
@@ -119,6 +119,12 @@ def _validate(s:dict):
         if not 0 <= s['serve'][k] < 65536: raise InvalidInput(f"serve.{k}={s['serve'][k]} is not a TCP port")
     if logging.getLevelName(str(s['log']['level']).upper()) not in range(0, 51):
         raise InvalidInput(f"log.level={s['log']['level']!r}; use DEBUG, INFO, WARNING or ERROR")
+
+# %% ../nbs/00_workspace.ipynb #7227816b
+ENGINES = ('duckdb', 'spark')
+DEFAULT_SETTINGS['features'] = {'engine': 'duckdb'}
+DEFAULT_SETTINGS['monitor']['engine'] = 'duckdb'
+DEFAULT_SETTINGS['spark'] = {'master': 'local[2]', 'conf': ''}
 
 # %% ../nbs/00_workspace.ipynb #4b192719
 class Workspace:

@@ -46,3 +46,6 @@ def served(tmp_path_factory):
 
 def pytest_configure(config):
     config.addinivalue_line('markers', "browser: drives JupyterLab in Debian's chromium (deselect with -m 'not browser')")
+
+# the Spark engine's tests: a session on local[2] and on a 2-worker standalone cluster (tests/spark_cluster.py)
+from spark_cluster import spark, spark_cluster  # noqa: E402,F401

@@ -202,3 +202,15 @@ def save(self:TrainingSet, repo:str, branch:str, path:str, message:str|None=None
         b.write_table(path, self.arrow())
         b.put(f'{path}/_lineage.json', json.dumps(self.lineage, indent=1).encode(), content_type='application/json')
     return r.head(branch).id
+
+# %% ../../nbs/21_features.training.ipynb #37ecd43e
+import functools
+_duckdb_training_set = FeatureStore.training_set
+
+@patch
+@functools.wraps(_duckdb_training_set)
+def training_set(self:FeatureStore, entities, features:list[str], **kw)->TrainingSet:
+    if self.engine == 'spark':
+        from mlinfra_nb.features.spark import spark_training_set
+        return spark_training_set(self, entities, features, **kw)
+    return _duckdb_training_set(self, entities, features, **kw)

@@ -287,3 +287,25 @@ def features(self:FeatureStore, name:str, ref:str|None=None)->duckdb.DuckDBPyRel
     commit = self.lake.repository(v.repo).commit_info(ref or v.ref).id   # a fixed commit: the relation does not change under the caller
     cols = [q(k) for k in v.entities] + [f'__ts AS {q(v.timestamp)}'] + [q(n) for n in v.feature_names]
     with self.lock: return self.con.sql(f"SELECT {', '.join(cols)} FROM ({feature_sql(v, source_view(self, v, commit))})")
+
+# %% ../../nbs/20_features.views.ipynb #8c5c419c
+from ..workspace import ENGINES
+
+@patch
+def use_engine(self:FeatureStore,
+               engine:str|None=None,  # 'duckdb' or 'spark' (default: 'spark' if `spark` is given, else the `features.engine` setting)
+               spark=None,            # a SparkSession to run on
+              )->FeatureStore:
+    "Compute this store's training sets on `engine`, or on the SparkSession `spark`; returns the store."
+    engine = engine or ('spark' if spark is not None else None)
+    if engine is not None and engine not in ENGINES: raise InvalidInput(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if spark is not None and engine != 'spark': raise InvalidInput("a SparkSession was given with engine 'duckdb'; drop one of them")
+    self._engine, self._spark = engine, spark
+    return self
+
+@patch(as_prop=True)
+def engine(self:FeatureStore)->str:
+    "Where this store's training sets are computed: as set by `use_engine`, else the workspace's `features.engine`."
+    e = getattr(self, '_engine', None) or self.ws.settings['features']['engine']
+    if e not in ENGINES: raise InvalidInput(f"features.engine={e!r}; choose one of {', '.join(ENGINES)}")
+    return e

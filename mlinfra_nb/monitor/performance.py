@@ -9,7 +9,7 @@ import duckdb, numpy as np, pandas as pd, scipy.stats
 from ..workspace import InvalidInput, q
 
 # %% auto #0
-__all__ = ['interval', 'performance', 'wilson', 'auc_interval', 'metric_intervals', 'auc_gap']
+__all__ = ['interval', 'performance', 'wilson', 'auc_interval', 'metric_intervals', 'auc_gap', 'monitor_engine']
 
 # %% ../../nbs/52_monitor.performance.ipynb #8ce2a15f
 _WINDOW = re.compile(r'^\s*(\d+)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?|w|weeks?)\s*$')
@@ -156,3 +156,22 @@ def auc_gap(a, b,                          # labelled predictions of two models 
     low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
     return {'gap': auc(b1, b0) - auc(a1, a0), 'low': float(low), 'high': float(high), 'confidence': confidence,
             'labelled': [len(a1) + len(a0), len(b1) + len(b0)], 'positives': [len(a1), len(b1)]}
+
+# %% ../../nbs/52_monitor.performance.ipynb #ee99a2fa
+import functools
+from ..workspace import ENGINES, Workspace
+
+def monitor_engine(env=None)->str:
+    "The `monitor.engine` setting of the workspace (`env`: the environment to read, default `os.environ`)."
+    e = Workspace(env=env).settings['monitor']['engine']
+    if e not in ENGINES: raise InvalidInput(f"monitor.engine={e!r}; choose one of {', '.join(ENGINES)}")
+    return e
+
+_duckdb_performance = performance
+
+@functools.wraps(_duckdb_performance)
+def performance(data, *args, **kw)->pd.DataFrame:
+    if hasattr(data, 'sparkSession') or monitor_engine() == 'spark':
+        from mlinfra_nb.monitor.spark import performance as on_spark
+        return on_spark(data, *args, **kw)
+    return _duckdb_performance(data, *args, **kw)

@@ -1,0 +1,122 @@
+"""The Spark engine against the same brute-force reference as the DuckDB engine, over the same randomized worlds, on
+`local[2]` and on a standalone cluster of two workers: point-in-time joins (ties, TTL edges, no history, NULL keys), windowed
+aggregations equal to DuckDB's, bad input with the same errors, lake tables read at a commit and written in one commit, and the
+engine chosen by the settings."""
+import numpy as np, pandas as pd, pytest
+from test_features_pit import T0, brute_force, random_world, store_with
+from mlinfra_nb.workspace import InvalidInput, Workspace
+from mlinfra_nb.lake import Lake
+from mlinfra_nb.features import Aggregate, FeatureStore, FeatureView, TrainingSet, parse_duration
+
+def on_spark(fs, spark): return fs.use_engine(spark=spark)
+
+@pytest.mark.parametrize('seed', range(3))
+@pytest.mark.parametrize('ttl', ['3d', None])
+def test_point_in_time_matches_brute_force(spark, tmp_path, seed, ttl):
+    fdf, edf = random_world(seed)
+    fs = on_spark(store_with(tmp_path, fdf, created='created', ttl=ttl), spark)
+    ts = fs.training_set(edf, ['fv:x', 'fv:y'])
+    assert isinstance(ts, TrainingSet) and ts.lineage['engine'] == 'spark'
+    got = ts.df()
+    pd.testing.assert_frame_equal(got[['user_id', 'ts', 'label']], edf)   # entity rows kept, in order
+    pd.testing.assert_frame_equal(got[['x', 'y']].astype('float64'), brute_force(fdf, edf, parse_duration(ttl) if ttl else None, ['x', 'y']))
+
+@pytest.mark.parametrize('seed', range(2))
+def test_point_in_time_without_created(spark, tmp_path, seed):
+    fdf, edf = random_world(seed, with_created=False)
+    fs = on_spark(store_with(tmp_path, fdf, ttl='3d'), spark)
+    got = fs.training_set(edf, ['fv:x']).df()
+    pd.testing.assert_frame_equal(got[['x']].astype('float64'), brute_force(fdf, edf, pd.Timedelta(days=3), ['x']))
+
+def test_ties_without_created_are_refused(spark, tmp_path):
+    fdf = pd.DataFrame({'user_id': ['a', 'a'], 'ts': [T0, T0], 'x': [1.0, 2.0], 'y': [0.0, 0.0]})
+    fs = on_spark(store_with(tmp_path, fdf, ttl='3d'), spark)
+    with pytest.raises(InvalidInput, match="several rows for a at 2026-01-01 00:00:00\\+00 with the same event time \\(give the view a created column"):
+        fs.training_set(pd.DataFrame({'user_id': ['a'], 'ts': [T0]}), ['fv:x']).df()
+
+def test_null_keys_and_unknown_entities_get_nulls(spark, tmp_path):
+    fdf, edf = random_world(5)
+    edf.loc[[0, 3], 'user_id'] = None
+    fs = store_with(tmp_path, fdf, created='created', ttl='3d')
+    want = fs.training_set(edf, ['fv:x', 'fv:y']).df()
+    got = on_spark(fs, spark).training_set(edf, ['fv:x', 'fv:y']).df()
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert got.loc[[0, 3], ['x', 'y']].isna().all().all()
+
+def test_windowed_aggregations_equal_duckdb(spark, tmp_path):
+    fdf, edf = random_world(2, rows=80)
+    lake = Lake(tmp_path/'lake'); repo = lake.create_repository('world')
+    repo.write_table('main', 'tables/f', fdf); repo.commit('main', 'features')
+    fs = FeatureStore(lake, workspace=Workspace(tmp_path/'ws', env={}))
+    aggs = [Aggregate('x', fn, w) for fn in ('count', 'sum', 'mean', 'min', 'max', 'stddev') for w in ('6h', '2d')]
+    fs.apply(FeatureView('agg', 'lakefs://world/main/tables/f', entities=['user_id'], timestamp='ts', created='created', features=aggs,
+                         transforms={'x_spread_2d': 'coalesce(x_stddev_2d, 0) + x_max_2d - x_min_2d'}))
+    names = [f'agg:{a.name}' for a in aggs] + ['agg:x_spread_2d']
+    want = fs.training_set(edf, names).df()
+    got = on_spark(fs, spark).training_set(edf, names).df()
+    assert list(got.columns) == list(want.columns)
+    np.testing.assert_allclose(got.iloc[:, 3:].astype('float64'), want.iloc[:, 3:].astype('float64'), rtol=1e-9, atol=1e-9)
+
+def test_bad_input_gets_the_same_errors(spark, tmp_path):
+    fdf, edf = random_world(1)
+    fs = store_with(tmp_path, fdf, created='created', ttl='3d')
+    cases = [(edf.drop(columns='user_id'), ['fv:x']), (edf, ['nope:x']), (edf, ['fv:nope']), (edf.assign(ts=1), ['fv:x'])]
+    for ents, feats in cases:
+        with pytest.raises(Exception) as duck: fs.use_engine('duckdb').training_set(ents, feats)
+        with pytest.raises(type(duck.value)) as sp: fs.use_engine(spark=spark).training_set(ents, feats)
+        assert str(sp.value) == str(duck.value)
+    with pytest.raises(InvalidInput, match="entity key 'user_id' is bigint in the entity rows but string in lakefs://world/main/tables/f"):
+        fs.use_engine(spark=spark).training_set(edf.assign(user_id=7), ['fv:x'])
+
+def test_lake_tables_by_commit(spark, tmp_path):
+    from mlinfra_nb.features.spark import read_table, write_table
+    lake = Lake(tmp_path/'lake'); repo = lake.create_repository('world')
+    repo.write_table('main', 'tables/t', pd.DataFrame({'k': [1, 2], 'ts': [T0, T0]}))
+    first = repo.commit('main', 'v1').id
+    repo.write_table('main', 'tables/t', pd.DataFrame({'k': [3], 'ts': [T0]}), mode='append'); repo.commit('main', 'v2')
+    assert sorted(r.k for r in read_table(spark, repo, first, 'tables/t').collect()) == [1, 2]
+    assert read_table(spark, repo, 'main', 'tables/t').count() == 3
+    head = write_table(read_table(spark, repo, 'main', 'tables/t').selectExpr('k * 10 AS k10'), repo, 'main', 'tables/out', 'k times ten')
+    assert repo.head('main').id == head and sorted(repo.table(head, 'tables/out').df().k10) == [10, 20, 30]
+    bad = read_table(spark, repo, 'main', 'tables/t').selectExpr("CASE WHEN k = 3 THEN raise_error('mlinfra: k may not be 3') END AS k")
+    with pytest.raises(InvalidInput, match='k may not be 3'): write_table(bad, repo, 'main', 'tables/bad', 'never')
+    assert repo.head('main').id == head and 'tables/bad' not in repo.tables('main') and not repo.uncommitted('main')
+
+def test_engine_chosen_by_settings(spark, tmp_path):
+    fdf, edf = random_world(3)
+    lake = Lake(tmp_path/'lake'); repo = lake.create_repository('world')
+    repo.write_table('main', 'tables/f', fdf); repo.commit('main', 'features')
+    view = FeatureView('fv', 'lakefs://world/main/tables/f', entities=['user_id'], timestamp='ts', features=['x', 'y'], created='created', ttl='3d')
+    duck = FeatureStore(lake, workspace=Workspace(tmp_path/'a', env={}))
+    duck.apply(view)
+    configured = FeatureStore(lake, workspace=Workspace(tmp_path/'b', env={'MLINFRA_FEATURES__ENGINE': 'spark',
+                                                                          'MLINFRA_SPARK__MASTER': spark.sparkContext.master}))
+    got = configured.training_set(edf, ['fv:x', 'fv:y'])      # the running session serves the configured master
+    assert got.lineage['engine'] == 'spark' and 'engine' not in duck.training_set(edf, ['fv:x']).lineage
+    pd.testing.assert_frame_equal(got.df(), duck.training_set(edf, ['fv:x', 'fv:y']).df(), check_dtype=False)
+    parts, want = got.split(valid_from='2026-01-10'), duck.training_set(edf, ['fv:x', 'fv:y']).split(valid_from='2026-01-10')
+    for k in ('train', 'valid'): pd.testing.assert_frame_equal(parts[k].df(), want[k].df(), check_dtype=False)
+
+@pytest.mark.parametrize('spark', ['cluster'], indirect=True)
+def test_a_lost_worker_mid_job(spark, spark_cluster, tmp_path):
+    """A worker (and its executor) killed while a job writes a lake table: Spark reruns its tasks on the other worker and the
+    table is committed once, complete. A new worker then takes the lost one's place, for the tests after this one."""
+    import threading, time, os
+    from mlinfra_nb.features.spark import write_table
+    lake = Lake(tmp_path/'lake'); repo = lake.create_repository('world')
+    before = repo.head('main').id
+    slow = spark.range(0, 400, numPartitions=8).selectExpr('id', "reflect('java.lang.Thread', 'sleep', CAST(40 AS BIGINT)) AS slept")
+    done = {}
+    job = threading.Thread(target=lambda: done.update(cid=write_table(slow, repo, 'main', 'tables/ids', 'ids')))
+    job.start()
+    t0 = time.time()
+    while not spark.sparkContext.statusTracker().getActiveStageIds() and time.time() - t0 < 60: time.sleep(0.2)
+    time.sleep(1.5)
+    worker = spark_cluster.procs[2]                      # [master, worker 0, worker 1]
+    assert job.is_alive()                                # the job is still running when its worker goes
+    os.killpg(worker.pid, 9); worker.wait(30)
+    job.join(240)
+    spark_cluster.add_worker(2); spark_cluster.wait_for(2)
+    assert not job.is_alive() and 'cid' in done
+    assert repo.head('main').id == done['cid'] != before
+    assert sorted(repo.table('main', 'tables/ids').df().id) == list(range(400))
