@@ -133,3 +133,43 @@ def test_dag_fails_without_merging_then_finishes_once(tmp_path, airflow):
     assert [c.id for c in pipe.repo.log('main') if c.metadata.get('pipeline_run') == run_id] == merges == [pipe.repo.head('main').id]
     assert len(pipe._events(run_id)) == len(ev)
     print(f"three Airflow DAG runs (failed, fixed, again) in {time.monotonic() - t0:.0f} s")
+
+# Loads the DAG files of a folder as Airflow's DAG processor does, renders each task's templated arguments for one run and builds
+# its pod (dry run: no cluster); prints what it found as JSON.
+PODS = """
+import json, sys
+from types import SimpleNamespace
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags[sys.argv[2]]
+out = {'import_errors': {k: str(v) for k, v in bag.import_errors.items()}, 'tasks': {}}
+for t in dag.tasks:
+    t.arguments = t.render_template(t.arguments, {'run_id': sys.argv[3], 'dag_run': SimpleNamespace(conf=json.loads(sys.argv[4]))}, dag.get_template_env())
+    c = t.build_pod_request_obj(dry_run=True).spec.containers[0]
+    out['tasks'][t.task_id] = {'operator': type(t).__name__, 'image': c.image, 'command': c.command, 'args': c.args, 'upstream': sorted(t.upstream_task_ids)}
+print('PODS', json.dumps(out))
+"""
+
+def test_kubernetes_pod_dag_imports_and_builds_its_pods(tmp_path, airflow):
+    "The `--image` variant (KubernetesPodOperator tasks) loads in Airflow with the cncf.kubernetes provider; each pod runs our CLI on the run's id and conf."
+    has = lambda: airflow('-c', 'import airflow.providers.cncf.kubernetes.operators.pod', python=True).returncode == 0
+    if not has(): subprocess.run(['make', '-C', str(ROOT), '.venv-airflow/.k8s'], capture_output=True, text=True, timeout=1800)
+    if not has():
+        msg = "KUBERNETES POD DAG TEST SKIPPED: the cncf.kubernetes provider could not be installed into .venv-airflow (see `make .venv-airflow/.k8s`)"
+        print(f"\n{'!' * 20} {msg} {'!' * 20}", file=sys.stderr); warnings.warn(msg)
+        pytest.skip(msg)
+    (airflow.dags/'pods.py').write_text(airflow_dag(['ingest', 'validate', 'features'], dag_id='pods', image='ghcr.io/acme/mlinfra:2.1', home='/data'))
+    probe = tmp_path/'pods_probe.py'; probe.write_text(PODS)
+    run_id = 'manual__2026-12-01T00:00:00+00:00'
+    r = airflow(str(probe), str(airflow.dags), 'pods', run_id, json.dumps({'rows': 700}), python=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    found = json.loads(r.stdout.split('PODS ', 1)[1].splitlines()[0])
+    assert found['import_errors'] == {}, found['import_errors']
+    tasks = found['tasks']
+    assert set(tasks) == {'ingest', 'validate', 'features', 'finish'} and {t['operator'] for t in tasks.values()} == {'KubernetesPodOperator'}
+    base = ['run', '--home', '/data', '--steps', 'ingest,validate,features', '--run-id', run_id, '--conf', '{"rows": 700}']
+    assert {k: (t['image'], t['command'], t['args']) for k, t in tasks.items()} == {
+        **{s: ('ghcr.io/acme/mlinfra:2.1', ['mlinfra'], [*base, '--only', s]) for s in ('ingest', 'validate', 'features')},
+        'finish': ('ghcr.io/acme/mlinfra:2.1', ['mlinfra'], [*base, '--finish'])}
+    assert {k: t['upstream'] for k, t in tasks.items()} == {'ingest': [], 'validate': ['ingest'], 'features': ['ingest', 'validate'],
+                                                           'finish': ['features', 'ingest', 'validate']}
