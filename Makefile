@@ -41,7 +41,7 @@ test: check-sync nbtest pytest tutorials
 check-sync: $(VENV)/.dev
 	$(BIN)/python tools/check_sync.py
 
-nbtest: $(VENV)/.dev java-deps $(AIRFLOW_VENV)/.ok
+nbtest: $(VENV)/.dev java-deps $(AIRFLOW_VENV)/.k8s
 	$(BIN)/nbdev_test --flags slow
 
 # Airflow 3 (core, task SDK, standard provider) in a venv of its own: its pins (SQLAlchemy, pendulum...) stay out of .venv.
@@ -51,6 +51,12 @@ $(AIRFLOW_VENV)/.ok:
 	@$(PYTHON) -m venv $(AIRFLOW_VENV) && \
 	$(AIRFLOW_VENV)/bin/python -m pip install -q 'apache-airflow-core==3.3.2' 'apache-airflow-task-sdk==1.3.2' 'apache-airflow-providers-standard==1.21.0' && \
 	touch $@ || { echo "WARNING: could not install Airflow into $(AIRFLOW_VENV); tests/test_pipeline_airflow.py will skip" >&2; rm -rf $(AIRFLOW_VENV); }
+
+# The KubernetesPodOperator variant (`mlinfra pipeline airflow --image`) needs Airflow's cncf.kubernetes provider: about 150 MB more
+# (the kubernetes clients), no conflicts with the pins above. tests/test_pipeline_airflow.py loads that DAG and builds its pods with it.
+$(AIRFLOW_VENV)/.k8s: $(AIRFLOW_VENV)/.ok
+	@$(AIRFLOW_VENV)/bin/python -m pip install -q 'apache-airflow-providers-cncf-kubernetes==10.25.0' && touch $@ || \
+	echo "WARNING: could not install the cncf.kubernetes provider into $(AIRFLOW_VENV); its DAG test will skip" >&2
 
 # The browser tests (tests/test_browser.py, marker `browser`) drive JupyterLab in Debian's chromium with selenium.
 # As root with apt-get, the two packages are installed when missing; otherwise the tests skip, and this says so loudly.
@@ -75,7 +81,7 @@ java-deps:
 	else echo "!!!!! java missing and not root: the SPARK TESTS WILL BE SKIPPED (apt-get install -y openjdk-17-jre-headless) !!!!!"; fi
 
 # pytest exits 5 when it collects no tests; that is not a failure here.
-pytest: $(VENV)/.dev browser-deps java-deps $(AIRFLOW_VENV)/.ok
+pytest: $(VENV)/.dev browser-deps java-deps $(AIRFLOW_VENV)/.k8s
 	$(BIN)/python -m pytest tests/ -q; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
 
 tutorials: $(VENV)/.dev

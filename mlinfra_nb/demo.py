@@ -243,16 +243,34 @@ def retrain(self:_Demo):
 
 # %% ../nbs/63_demo.ipynb #523ab0e5
 @patch
+def scored_reference(self:_Demo)->tuple[pd.DataFrame, float]:
+    "Version 1's training features with its predictions, and the operating threshold they give (see `operating_threshold`)."
+    from mlinfra_nb.monitor.dashboard import operating_threshold
+    ref = self.pipe.repo.table(self.v1_commit, 'features/train').df()
+    model = self.registry.load(self.model, version=self.v1.version)
+    ref['prediction'] = np.asarray(model({c: ref[c].to_numpy() for c in self.inputs}), float).ravel()
+    return ref, operating_threshold(ref.prediction, ref.is_fraud)
+
+@patch
 def dashboard(self:_Demo):
     "Stage 7: the monitoring dashboard, saved as HTML and PNG."
     from mlinfra_nb.pipeline import CHECK_REQUESTS
     from mlinfra_nb.monitor import monitor
     self.stop_scraping.set(); self.scraper.join(10)
     self.store.ingest(self.logs)
-    board = monitor(self.store, self.model, self.reference, self.watched, window='10s', metrics_url=self.metrics_url, exclude=CHECK_REQUESTS, **self.kinds)
+    reference, self.threshold = self.scored_reference()
+    self.board = board = monitor(self.store, self.model, reference, self.watched, window='10s', metrics_url=self.metrics_url, exclude=CHECK_REQUESTS,
+                                 threshold=self.threshold, **self.kinds)
     out = self.ws.path('dashboard')
     self.html, self.png = board.save(out/'monitoring.html'), board.save(out/'monitoring.png')
     self.stage(7, f"dashboard written: {self.html} and {self.png.name}")
+
+# %% ../nbs/63_demo.ipynb #5209b83c
+def _performance_summary(perf:pd.DataFrame|None, threshold:float)->dict:
+    "The dashboard's performance row in three numbers: the threshold, how many windows had fraud, the best recall among them."
+    fraud = perf[perf.positives > 0] if perf is not None else perf
+    return {'threshold': round(threshold, 5), 'windows_with_fraud': 0 if fraud is None else len(fraud),
+            'max_recall': None if fraud is None or not len(fraud) else float(fraud.recall.max())}
 
 @patch
 def summary(self:_Demo)->dict:
@@ -262,6 +280,7 @@ def summary(self:_Demo)->dict:
     return {'workspace': str(ws.home), 'lake': str(pipe.lake.root), 'deployment': str(ws.path('serve')), 'dashboard': [str(self.html), str(self.png)],
             'runs': self.runs[['id', 'status', 'started_by']].to_dict('records'), 'alerts': len(self.fired),
             'versions': self.registry.aliases(self.model), 'canary': promoted,
+            'dashboard_performance': _performance_summary(self.board.perf, self.threshold),
             'requests': {'before_alert': self.sent_a, 'during_retraining': self.traffic.sent, 'retried': self.traffic.retried, 'failed': self.traffic.failed},
             'seconds': round(time.monotonic() - self.t0, 1)}
 
@@ -299,5 +318,7 @@ def print_summary(s:dict):
         print(f"  canary v{c['canary']} {'promoted' if c['action'] == 'promote' else 'rolled back'}: live AUC {c['auc'][str(c['canary'])]:.3f} vs stable v{c['stable']} {c['auc'][str(c['stable'])]:.3f}, "
               f"on {c['labelled'][str(c['canary'])]:,} and {c['labelled'][str(c['stable'])]:,} labelled predictions")
     print(f"  registry aliases of fraud: {s['versions']}")
+    p = s['dashboard_performance']
+    if p['windows_with_fraud']: print(f"  dashboard: threshold {p['threshold']:.4g} (version 1's operating point); best recall {p['max_recall']:.2f} over {p['windows_with_fraud']} windows with fraud")
     print(f"  requests: {s['requests']}")
     print(f"  lake: {s['lake']}\n  TF Serving folder: {s['deployment']}\n  dashboard: {s['dashboard'][0]}\n             {s['dashboard'][1]}")

@@ -14,6 +14,9 @@ def test_demo_end_to_end(tmp_path, clean_env, mlinfra):
     assert re.search(r'mlinfra demo finished in \d+ s', out), out[-2000:]
     for stage in range(1, 8): assert f"[{stage}/7]" in out, out
     assert 'started by alert fraud-drift' in out and 'canary v2 promoted' in out, out
+    # the dashboard judges at version 1's operating threshold, not 0.5: recall is not 0 by construction on windows that had fraud
+    m = re.search(r"dashboard: threshold ([-\d.e]+) \(version 1's operating point\); best recall ([\d.]+) over (\d+) windows with fraud", out)
+    assert m and float(m.group(1)) < 0.5 and float(m.group(2)) > 0 and int(m.group(3)) > 0, out[-3000:]
     home = next((tmp_path/'demo').iterdir())
     ws = Workspace(home, env={})
     pipe = Pipeline(ws)

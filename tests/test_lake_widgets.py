@@ -26,9 +26,11 @@ def lk(tmp_path):
 @pytest.fixture
 def cards(lk): return lk.repository('cards')
 
-def status(b): return b.status.value
+def status(b, where:str|None=None):
+    "The message under control `where` (a key of `b.notes`: 'branch', 'merge', ...), or the status line at the top."
+    return (b.notes[where] if where else b.status).value
 
-def is_error(b): return '#b00020' in b.status.value
+def is_error(b, where:str|None=None): return '#b00020' in status(b, where)
 
 # --- pickers and views
 
@@ -164,7 +166,7 @@ def test_table_diff_needs_a_table_on_both_sides(lk, cards):
     b.diff_left.value = 'v1'; b.diff_left.value = 'main'
     assert b.diff_table.options == () and b.diff_key.options == (('(no key)', ''),)
     b.table_diff_button.click()
-    assert is_error(b) and 'pick a table that exists on both sides' in status(b)
+    assert is_error(b, 'table_diff') and 'pick a table that exists on both sides' in status(b, 'table_diff') and status(b) == ''
 
 # --- branches and commits
 
@@ -173,37 +175,38 @@ def test_create_branch(lk, cards):
     b.new_branch_name.value = ' from-tag '; b.create_branch_button.click()
     assert cards.branches()['from-tag'] == cards.tags()['v1']
     assert (b.ref, b.new_branch_name.value) == ('from-tag', '')
-    assert "created branch 'from-tag' from 'v1'" in status(b) and not is_error(b)
+    assert "created branch 'from-tag' from 'v1'" in status(b, 'branch') and not is_error(b, 'branch')
     assert 'from-tag' in [v for _, v in b.merge_source.options] + [v for _, v in b.diff_left.options]
 
 def test_create_branch_errors_are_shown(lk, cards):
     b = LakeBrowser(lk)
     before = cards.branches()
     b.new_branch_name.value = 'bad name'; b.create_branch_button.click()
-    assert is_error(b) and "invalid branch name 'bad name'" in status(b)
+    assert is_error(b, 'branch') and "invalid branch name 'bad name'" in status(b, 'branch')
+    assert status(b) == '' and status(b, 'commit') == status(b, 'merge') == ''   # under the form that caused it, nowhere else
     assert b.new_branch_name.value == 'bad name'   # kept, to be corrected
     b.new_branch_name.value = ''; b.create_branch_button.click()
-    assert "invalid branch name ''" in status(b)
+    assert "invalid branch name ''" in status(b, 'branch')
     b.new_branch_name.value = 'v1'; b.create_branch_button.click()
-    assert "a branch or tag named 'v1' already exists" in status(b)
+    assert "a branch or tag named 'v1' already exists" in status(b, 'branch')
     assert cards.branches() == before and b.ref == 'main'
 
 def test_commit_with_and_without_message(lk, cards):
     b = LakeBrowser(lk); b.ref_picker.value = 'dev'
     assert "0 uncommitted change(s) on 'dev'" in b.uncommitted_html.value
     b.commit_message.value = 'nothing yet'; b.commit_button.click()
-    assert "nothing to commit on branch 'dev'" in status(b)
+    assert "nothing to commit on branch 'dev'" in status(b, 'commit')
     cards.put('dev', 'docs/NOTES.md', b'notes'); cards.delete('dev', 'docs/README.md')
     b.refresh_button.click()
     assert "2 uncommitted change(s) on 'dev'" in b.uncommitted_html.value and 'docs/NOTES.md' in b.uncommitted_html.value
     head = cards.head('dev').id
     b.commit_message.value = '   '; b.commit_button.click()
-    assert is_error(b) and 'a commit needs a non-empty message' in status(b)
+    assert is_error(b, 'commit') and 'a commit needs a non-empty message' in status(b, 'commit')
     assert cards.head('dev').id == head and len(cards.uncommitted('dev')) == 2
     b.commit_message.value = 'notes instead of a README'; b.commit_button.click()
     c = cards.head('dev')
     assert c.message == 'notes instead of a README' and c.committer == 'ada' and c.parents == (head,)
-    assert f"committed {c.id[:12]} on 'dev'" in status(b) and not is_error(b)
+    assert f"committed {c.id[:12]} on 'dev'" in status(b, 'commit') and not is_error(b, 'commit')
     assert b.commit_message.value == '' and "0 uncommitted change(s)" in b.uncommitted_html.value
     assert 'notes instead of a README' in b.log_html.value
     assert cards.uncommitted('dev') == []
@@ -213,11 +216,11 @@ def test_tags_cannot_be_changed(lk, cards):
     assert b.commit_button.disabled and b.merge_button.disabled and b.delete_branch_button.disabled
     assert "'v1' is a tag" in b.uncommitted_html.value
     b.commit_message.value = 'x'; b.commit_button.click()
-    assert "cannot commit on 'v1': it is a tag" in status(b)
+    assert "cannot commit on 'v1': it is a tag" in status(b, 'commit')
     b.merge_button.click()
-    assert "cannot merge into 'v1'" in status(b) and b.pending is None
+    assert "cannot merge into 'v1'" in status(b, 'merge') and b.pending is None
     b.delete_branch_button.click()
-    assert "cannot delete 'v1'" in status(b) and b.pending is None and 'v1' in cards.tags()
+    assert "cannot delete 'v1'" in status(b, 'delete') and b.pending is None and 'v1' in cards.tags()
     b.ref_picker.value = 'main'
     assert not (b.commit_button.disabled or b.merge_button.disabled or b.delete_branch_button.disabled)
 
@@ -225,10 +228,10 @@ def test_protected_branch_errors_are_shown(lk, cards):
     cards.put('main', 'docs/wip.txt', b'wip'); cards.protect('main')
     b = LakeBrowser(lk)
     b.commit_message.value = 'try'; b.commit_button.click()
-    assert is_error(b) and "cannot commit on branch 'main': it is protected" in status(b)
+    assert is_error(b, 'commit') and "cannot commit on branch 'main': it is protected" in status(b, 'commit')
     cards.protect('dev')
     b.ref_picker.value = 'dev'; b.delete_branch_button.click(); b.confirm_button.click()
-    assert "cannot delete on branch 'dev': it is protected" in status(b) and 'dev' in cards.branches()
+    assert "cannot delete on branch 'dev': it is protected" in status(b, 'delete') and 'dev' in cards.branches()
 
 # --- merges and deletes ask first
 
@@ -244,14 +247,14 @@ def test_merge_waits_for_confirmation(lk, cards):
     b.merge_source.value = 'hotfix'   # what is merged was fixed when the question was asked
     b.confirm_button.click()
     assert cards.head('main').parents == (head, dev)   # a merge commit, as lakeFS makes
-    assert "merged 'dev' into 'main'" in status(b) and b.pending is None and b.confirm_box.layout.display == 'none'
+    assert "merged 'dev' into 'main'" in status(b, 'merge') and b.pending is None and b.confirm_box.layout.display == 'none'
     assert 'five corrected' in b.log_html.value and '>600<' in b.tables_html.value
 
 def test_merge_cancel(lk, cards):
     b = LakeBrowser(lk); head = cards.head('main').id
     b.merge_button.click(); b.cancel_button.click()
     assert (b.pending, b.confirm_box.layout.display, cards.head('main').id) == (None, 'none', head)
-    assert 'cancelled' in status(b)
+    assert 'cancelled' in status(b, 'merge')
     b.confirm_button.click()   # nothing is pending any more
     assert cards.head('main').id == head
 
@@ -259,7 +262,7 @@ def test_changing_the_selection_drops_the_question(lk, cards):
     lk.create_repository('other')
     b = LakeBrowser(lk); head = cards.head('main').id
     b.merge_button.click(); b.ref_picker.value = 'dev'
-    assert b.pending is None and 'cancelled: the selection changed' in status(b)
+    assert b.pending is None and 'cancelled: the selection changed' in status(b, 'merge')
     b.ref_picker.value = 'main'; b.merge_button.click(); b.repo_picker.value = 'other'
     assert b.pending is None
     b.confirm_button.click()
@@ -270,7 +273,7 @@ def test_merge_conflict_is_shown_then_resolved_with_a_strategy(lk, cards):
     cards.put('dev', 'docs/README.md', b'dev'); cards.commit('dev', 'dev edit')
     b = LakeBrowser(lk); head = cards.head('main').id
     b.merge_source.value = 'dev'; b.merge_button.click(); b.confirm_button.click()
-    assert is_error(b) and "merge of 'dev' into 'main' has 1 conflict(s): docs/README.md" in status(b)
+    assert is_error(b, 'merge') and "merge of 'dev' into 'main' has 1 conflict(s): docs/README.md" in status(b, 'merge') and status(b) == ''
     assert cards.head('main').id == head
     b.merge_strategy.value = 'dest-wins'; b.merge_button.click()
     assert b.pending == "Merge 'dev' into branch 'main' (dest-wins)?"
@@ -285,7 +288,7 @@ def test_merge_into_dirty_branch_and_nothing_to_merge(lk, cards):
     assert 'v1' not in offered and 'main' not in offered and offered == ['dev']   # contained in main, main itself: not offered
     cards.put('main', 'docs/wip.txt', b'wip'); b.refresh()
     b.merge_source.value = 'dev'; b.merge_button.click(); b.confirm_button.click()
-    assert "branch 'main' has uncommitted changes" in status(b) and cards.get('main', 'docs/README.md') == b'# cards\n'
+    assert "branch 'main' has uncommitted changes" in status(b, 'merge') and cards.get('main', 'docs/README.md') == b'# cards\n'
 
 def test_delete_branch_confirm_and_cancel(lk, cards):
     cards.put('dev', 'docs/wip.txt', b'wip')
@@ -295,13 +298,13 @@ def test_delete_branch_confirm_and_cancel(lk, cards):
     b.cancel_button.click()
     assert 'dev' in cards.branches() and b.ref == 'dev'
     b.delete_branch_button.click(); b.confirm_button.click()
-    assert 'dev' not in cards.branches() and "deleted branch 'dev'" in status(b)
+    assert 'dev' not in cards.branches() and "deleted branch 'dev'" in status(b, 'delete')
     assert b.ref == 'main' and 'dev' not in [v for _, v in b.ref_picker.options + b.merge_source.options + b.diff_left.options]
 
 def test_default_branch_cannot_be_deleted(lk, cards):
     b = LakeBrowser(lk)
     b.delete_branch_button.click(); b.confirm_button.click()
-    assert is_error(b) and "cannot delete 'main': it is the default branch" in status(b) and 'main' in cards.branches()
+    assert is_error(b, 'delete') and "cannot delete 'main': it is the default branch" in status(b, 'delete') and 'main' in cards.branches()
 
 # --- the lake changing elsewhere
 
@@ -309,18 +312,40 @@ def test_errors_from_a_stale_view_are_shown_not_raised(lk, cards):
     b = LakeBrowser(lk); b.ref_picker.value = 'dev'
     cards.delete_branch('dev')   # by someone else
     b.diff_button.click()
-    assert is_error(b) and "no branch, tag or commit 'dev'" in status(b)
+    assert is_error(b, 'diff') and "no branch, tag or commit 'dev'" in status(b, 'diff')
     b.commit_message.value = 'x'; b.commit_button.click()
-    assert "no branch 'dev'" in status(b)
+    assert "no branch 'dev'" in status(b, 'commit')
     b.refresh_button.click()
     assert b.ref == 'main' and 'dev' not in [v for _, v in b.ref_picker.options]
 
-def test_status_is_cleared_by_the_next_action(lk):
+def test_a_note_is_cleared_by_its_next_action_and_by_a_new_selection(lk):
     b = LakeBrowser(lk)
     b.new_branch_name.value = 'bad name'; b.create_branch_button.click()
-    assert is_error(b)
-    b.diff_button.click()
-    assert status(b) == ''
+    assert is_error(b, 'branch')
+    b.diff_button.click()                                   # another control: its own note, the branch form's stays
+    assert is_error(b, 'branch') and status(b, 'diff') == '' and 'main &rarr; main' in b.diff_html.value
+    b.new_branch_name.value = 'good'; b.create_branch_button.click()
+    assert not is_error(b, 'branch') and "created branch 'good'" in status(b, 'branch')
+    b.commit_button.click(); assert is_error(b, 'commit')
+    b.ref_picker.value = 'main'                             # a new selection: the notes about the old one go
+    assert all(n.value == '' for n in b.notes.values())
+
+def test_notes_sit_under_their_controls_and_are_short(lk, cards):
+    b = LakeBrowser(lk)
+    actions = b.tabs.children[4].children
+    for button, note in ((b.commit_button, 'commit'), (b.create_branch_button, 'branch'), (b.merge_button, 'merge'), (b.delete_branch_button, 'delete')):
+        above = actions[actions.index(b.notes[note]) - 1]
+        assert button is above or button in getattr(above, 'children', ()), (note, above)
+    assert b.confirm_box in actions and b.confirm_box not in b.widget.children    # the question is asked under the actions
+    for i in range(30): cards.put('main', f'docs/{i:02}.md', b'main')
+    cards.commit('main', 'thirty docs')
+    for i in range(30): cards.put('dev', f'docs/{i:02}.md', b'dev')
+    cards.commit('dev', 'thirty docs, differently')
+    b.refresh(); b.merge_source.value = 'dev'; b.merge_button.click(); b.confirm_button.click()
+    shown = status(b, 'merge')
+    assert is_error(b, 'merge') and 'has 30 conflict(s)' in shown and '\n' not in shown
+    text = shown.split('>', 1)[1].rsplit('<', 1)[0]          # what is shown; the whole message is the title, on hover
+    assert len(text) <= 160 and text.endswith('…') and 'title="merge of' in shown, shown
 
 def test_displays_as_a_vbox_with_tabs(lk):
     b = LakeBrowser(lk)

@@ -77,3 +77,26 @@ def test_quiet_stderr_filters_fd_2_of_a_process(tmp_path):
             "os.write(2, b'noise after\\n')\n")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stderr.splitlines() == ['real one', 'real from a child', 'noise after'], r.stderr
+
+GPU_NEWS = [   # lines TensorFlow writes on a GPU machine (device found, libraries or memory missing, a broken driver): never held back there
+    "I0000 00:00:1796428041.2 3839 gpu_device.cc:2022] Created device /job:localhost/replica:0/task:0/device:GPU:0 with 139264 MB memory:  -> device: 0, name: NVIDIA H200, pci bus id: 0000:00:05.0, compute capability: 9.0",
+    "W0000 00:00:1796428041.3 3839 gpu_device.cc:2344] Cannot dlopen some GPU libraries. Please make sure the missing libraries mentioned above are installed properly if you would like to use GPU.",
+    "E0000 00:00:1796428041.4 3839 cuda_dnn.cc:522] Loaded runtime CuDNN library: 8.6.0 but source was compiled with: 8.9.4.  CuDNN library needs to have matching major version and equal or higher minor version.",
+    "E0000 00:00:1796428041.5 3839 cuda_driver.cc:1200] failed to allocate 2.00G (2147483648 bytes) from device: CUDA_ERROR_OUT_OF_MEMORY: out of memory",
+    "E0000 00:00:1796428044.436968    3839 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+    "I0000 00:00:1796428041.178455    3839 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.",
+]
+
+def test_on_a_gpu_machine_real_gpu_messages_pass_through(tmp_path):
+    """The GPU side of the filter, checked on a CPU machine: a process that sees a GPU (`gpu_present` answering True, as `/dev/nvidia*` makes it)
+    writes TensorFlow's real GPU lines and its every-start chatter to fd 2 inside `quiet_stderr()`; the GPU lines all come out, in order, the chatter not.
+    (Not run on a real GPU: no GPU was lent to the machine that wrote this test.)"""
+    chatter = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+               "I0000 00:00:1796428040.9 3839 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results due to floating-point round-off errors from different computation orders."]
+    lines = [chatter[0], GPU_NEWS[0], chatter[1], *GPU_NEWS[1:]]
+    (tmp_path/'lines.txt').write_text('\n'.join(lines) + '\n')
+    code = ("import os, sys\nimport mlinfra_nb.workspace as w\nw.gpu_present = lambda: True\n"
+            "with w.quiet_stderr():\n    os.write(2, open(sys.argv[1], 'rb').read())\n")
+    r = subprocess.run([sys.executable, '-c', code, str(tmp_path/'lines.txt')], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr.splitlines() == GPU_NEWS, r.stderr
+    assert [l for l in GPU_NEWS if tf_chatter(l, gpu=True)] == []

@@ -124,24 +124,31 @@ class LakeBrowser:
         return f
 
 # %% ../../nbs/13_lake.widgets.ipynb #8d8db212
-@patch
-def say(self:LakeBrowser, msg:str, error:bool=False):
-    "Show `msg` in the status line (in red if it is an `error`)."
-    self.status.value = f'<span style="color:{"#b00020" if error else "#1b5e20"}">{_esc(msg)}</span>'
+def _short(msg:str, limit:int=160)->str:
+    "The first line of `msg`, cut at `limit` characters: a note under a button stays one line."
+    line = str(msg).strip().split('\n')[0]
+    return line if len(line) <= limit else line[:limit - 1] + '…'
 
 @patch
-def _run(self:LakeBrowser, fn:Callable, *args):
-    "Call `fn`; a lake error is shown in the status line instead of raised."
+def say(self:LakeBrowser, msg:str, error:bool=False, where=None):
+    "Show `msg`, short (the whole of it on hover), in `where`: the note under the control it is about (default: the status line)."
+    color = "#b00020" if error else "#1b5e20"
+    (self.status if where is None else where).value = f'<span style="color:{color}" title="{html.escape(str(msg))}">{_esc(_short(msg))}</span>'
+
+@patch
+def _run(self:LakeBrowser, fn:Callable, *args, where=None):
+    "Call `fn`; a lake error is shown in `where` (default: the status line) instead of raised."
     try: return fn(*args)
-    except MlinfraError as e: self.say(str(e), error=True)
+    except MlinfraError as e: self.say(str(e), error=True, where=where)
 
 @patch
-def _handler(self:LakeBrowser, name:str, fresh:bool=False)->Callable:
-    "A widget callback that runs method `name` (clearing the status first if `fresh`), unless the browser holds callbacks."
+def _handler(self:LakeBrowser, name:str, fresh:bool=False, where=None)->Callable:
+    "A widget callback running method `name`, its errors in `where`; `fresh` clears the status line and `where` first. Held callbacks do nothing."
     def handle(*_):
         if self._busy: return
         if fresh: self.status.value = ''
-        self._run(getattr(self, name))
+        if fresh and where is not None: where.value = ''
+        self._run(getattr(self, name), where=where)
     return handle
 
 # %% ../../nbs/13_lake.widgets.ipynb #bd412c06
@@ -165,34 +172,41 @@ def _make_widgets(self:LakeBrowser):
     self.merge_strategy = D(description='strategy', options=[('refuse conflicts', ''), *((s, s) for s in STRATEGIES)])
     self.merge_button = B(description='Merge into this branch', button_style='warning', layout=W.Layout(width='auto'))
     self.delete_branch_button = B(description='Delete this branch', button_style='danger', layout=W.Layout(width='auto'))
+    self.notes = {k: W.HTML() for k in ('listing', 'preview', 'diff', 'table_diff', 'commit', 'branch', 'merge', 'delete')}   # under their controls
 
 # %% ../../nbs/13_lake.widgets.ipynb #aba55310
 @patch
 def _connect(self:LakeBrowser):
-    "Connect the pickers and buttons to the methods they run."
+    "Connect the pickers and buttons to the methods they run; each action's messages go to the note under it."
+    n = self.notes
+    where = {'show_listing': n['listing'], 'open_folder': n['listing'], 'up': n['listing'], 'show_preview': n['preview'],
+             'show_table_choices': n['diff'], 'show_key_choices': n['table_diff'], 'show_diff': n['diff'], 'show_table_diff': n['table_diff'],
+             'commit': n['commit'], 'create_branch': n['branch'], 'merge': n['merge'], 'delete_branch': n['delete']}
     for w, f in ((self.repo_picker, '_repo_changed'), (self.ref_picker, 'show_ref'), (self.prefix, 'show_listing'), (self.folder_picker, 'open_folder'),
                  (self.table_picker, 'show_preview'), (self.diff_left, 'show_table_choices'), (self.diff_right, 'show_table_choices'),
                  (self.diff_table, 'show_key_choices')):
-        w.observe(self._handler(f), 'value')
+        w.observe(self._handler(f, where=where.get(f)), 'value')
     for b, f in ((self.refresh_button, 'refresh'), (self.up_button, 'up'), (self.diff_button, 'show_diff'), (self.table_diff_button, 'show_table_diff'),
                  (self.commit_button, 'commit'), (self.create_branch_button, 'create_branch'), (self.merge_button, 'merge'),
                  (self.delete_branch_button, 'delete_branch'), (self.confirm_button, 'confirm'), (self.cancel_button, 'cancel')):
-        b.on_click(self._handler(f, fresh=True))
+        b.on_click(self._handler(f, fresh=True, where=where.get(f)))
 
 # %% ../../nbs/13_lake.widgets.ipynb #1a5e6344
 @patch
 def _layout(self:LakeBrowser):
-    "Arrange the child widgets in tabs, in `self.widget`."
-    row = lambda *ws: W.HBox(list(ws))
+    "Arrange the child widgets in tabs, in `self.widget`; each note right under its control."
+    row, n = (lambda *ws: W.HBox(list(ws))), self.notes
     tabs = {'Log': self.log_html,
-            'Objects': W.VBox([row(self.prefix, self.up_button), self.folder_picker, self.listing_html]),
-            'Tables': W.VBox([self.tables_html, self.table_picker, self.preview_html]),
-            'Diff': W.VBox([row(self.diff_left, self.diff_right, self.diff_button), self.diff_html,
-                            row(self.diff_table, self.diff_key, self.table_diff_button), self.table_diff_html]),
-            'Actions': W.VBox([self.uncommitted_html, row(self.commit_message, self.commit_button), row(self.new_branch_name, self.create_branch_button),
-                               row(self.merge_source, self.merge_strategy, self.merge_button), self.delete_branch_button])}
+            'Objects': W.VBox([row(self.prefix, self.up_button), n['listing'], self.folder_picker, self.listing_html]),
+            'Tables': W.VBox([self.tables_html, self.table_picker, n['preview'], self.preview_html]),
+            'Diff': W.VBox([row(self.diff_left, self.diff_right, self.diff_button), n['diff'], self.diff_html,
+                            row(self.diff_table, self.diff_key, self.table_diff_button), n['table_diff'], self.table_diff_html]),
+            'Actions': W.VBox([self.uncommitted_html, row(self.commit_message, self.commit_button), n['commit'],
+                               row(self.new_branch_name, self.create_branch_button), n['branch'],
+                               row(self.merge_source, self.merge_strategy, self.merge_button), n['merge'],
+                               self.delete_branch_button, n['delete'], self.confirm_box])}
     self.tabs = W.Tab(list(tabs.values()), titles=list(tabs))
-    self.widget = W.VBox([row(self.repo_picker, self.ref_picker, self.refresh_button), self.status, self.confirm_box, self.tabs])
+    self.widget = W.VBox([row(self.repo_picker, self.ref_picker, self.refresh_button), self.status, self.tabs])
 
 # %% ../../nbs/13_lake.widgets.ipynb #eb4ff5de
 def _choose(w,             # a `Dropdown` or `Select`
@@ -249,7 +263,8 @@ def _load_refs(self:LakeBrowser, select:str|None=None, keep:bool=True):
 
 @patch
 def show_ref(self:LakeBrowser):
-    "Redraw every view for the selected ref."
+    "Redraw every view for the selected ref; the notes about the last selection are cleared."
+    for n in self.notes.values(): n.value = ''
     if self.ref is None: return self.say('this lake has no repositories yet: create one with `Lake.create_repository`')
     for v in self.views: self._run(getattr(self, v))
 
@@ -363,7 +378,7 @@ def create_branch(self:LakeBrowser):
     c = self.repo.create_branch(name, source)
     self.new_branch_name.value = ''
     self._load_refs(name)
-    self.say(f"created branch {name!r} from {source!r} at {c.id[:12]}")
+    self.say(f"created branch {name!r} from {source!r} at {c.id[:12]}", where=self.notes['branch'])
 
 @patch
 def commit(self:LakeBrowser):
@@ -372,13 +387,13 @@ def commit(self:LakeBrowser):
     c = self.repo.commit(branch, self.commit_message.value)
     self.commit_message.value = ''
     self.show_ref()
-    self.say(f"committed {c.id[:12]} on {branch!r}")
+    self.say(f"committed {c.id[:12]} on {branch!r}", where=self.notes['commit'])
 
 # %% ../../nbs/13_lake.widgets.ipynb #518efd54
 @patch
-def ask(self:LakeBrowser, question:str, action:Callable):
-    "Show `question` with `confirm_button` and `cancel_button`; run `action` only on Confirm."
-    self._pending = question, action
+def ask(self:LakeBrowser, question:str, action:Callable, where=None):
+    "Show `question` with `confirm_button` and `cancel_button` (under the actions); run `action` only on Confirm, its messages in `where`."
+    self._pending = question, action, where
     self.confirm_html.value = f'<b>{_esc(question)}</b>'
     self.confirm_box.layout.display = None
 
@@ -388,27 +403,29 @@ def pending(self:LakeBrowser)->str|None:
     return self._pending[0] if self._pending else None
 
 @patch
-def _close(self:LakeBrowser)->Callable|None:
-    "Hide the question; return the action it was asking about."
+def _close(self:LakeBrowser)->tuple|None:
+    "Hide the question; return it as (question, action, where)."
     pending, self._pending = self._pending, None
     self.confirm_box.layout.display, self.confirm_html.value = 'none', ''
-    return pending[1] if pending else None
+    return pending
 
 @patch
 def confirm(self:LakeBrowser):
-    "Do what the question asked about."
-    if (action := self._close()): action()
+    "Do what the question asked about; a lake error goes to the note of the control that asked."
+    if (p := self._close()):
+        if p[2] is not None: p[2].value = ''
+        self._run(p[1], where=p[2])
 
 @patch
 def cancel(self:LakeBrowser):
     "Drop the question."
-    if self._close(): self.say('cancelled')
+    if (p := self._close()): self.say('cancelled', where=p[2])
 
 @patch
 @LakeBrowser.view
 def drop_question(self:LakeBrowser):
     "A question is about the selection it was asked in: a new selection drops it."
-    if self._close(): self.say('cancelled: the selection changed')
+    if (p := self._close()): self.say('cancelled: the selection changed', where=p[2])
 
 # %% ../../nbs/13_lake.widgets.ipynb #1b470197
 @patch
@@ -419,8 +436,8 @@ def merge(self:LakeBrowser):
     def do():
         c = repo.merge(source, into=into, strategy=strategy)
         self.show_ref()
-        self.say(f"merged {source!r} into {into!r}: its head is now {c.id[:12]}")
-    self.ask(f"Merge {source!r} into branch {into!r} ({strategy or 'refusing conflicts'})?", do)
+        self.say(f"merged {source!r} into {into!r}: its head is now {c.id[:12]}", where=self.notes['merge'])
+    self.ask(f"Merge {source!r} into branch {into!r} ({strategy or 'refusing conflicts'})?", do, where=self.notes['merge'])
 
 @patch
 @LakeBrowser.view
@@ -441,8 +458,8 @@ def delete_branch(self:LakeBrowser):
     def do():
         repo.delete_branch(name)
         self._load_refs(repo.default_branch)
-        self.say(f"deleted branch {name!r}")
-    self.ask(f"Delete branch {name!r}{f' and its {n} uncommitted change(s)' if n else ''}?", do)
+        self.say(f"deleted branch {name!r}", where=self.notes['delete'])
+    self.ask(f"Delete branch {name!r}{f' and its {n} uncommitted change(s)' if n else ''}?", do, where=self.notes['delete'])
 
 # %% ../../nbs/13_lake.widgets.ipynb #13dfb46b
 @patch

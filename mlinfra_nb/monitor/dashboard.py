@@ -16,7 +16,8 @@ from ..charts import save_chart   # importing it draws every chart offline
 
 # %% auto #0
 __all__ = ['nice_bins', 'bin_label', 'histograms', 'prediction_quantiles', 'parse_metrics', 'scrape', 'server_series',
-           'time_format', 'axis_time_format', 'time_axis', 'time_labels', 'drift_levels', 'Dashboard', 'monitor']
+           'time_format', 'axis_time_format', 'time_axis', 'time_labels', 'drift_levels', 'Dashboard', 'monitor',
+           'operating_threshold']
 
 # %% ../../nbs/54_monitor.dashboard.ipynb #449f5ae9
 def _rel(data, con:duckdb.DuckDBPyConnection)->duckdb.DuckDBPyRelation:
@@ -342,3 +343,12 @@ def monitor(store:MonitorStore, model:str, reference, features:list[str], catego
     if metrics_url: scrape(metrics_url, store)       # a reading now; the series needs earlier ones too
     server = server_series(store, metrics_url)
     return Dashboard(drift, hist, preds, perf, server, title=f'{model}: monitoring', min_count=min_count)
+
+# %% ../../nbs/54_monitor.dashboard.ipynb #bbc09b14
+def operating_threshold(scores, labels)->float:
+    "The score above which as many rows are flagged as `labels` has positives: the `1 - positive rate` quantile of `scores`."
+    scores, labels = np.asarray(scores, float).ravel(), np.asarray(labels, float).ravel()
+    if len(scores) != len(labels) or not len(scores): raise InvalidInput(f"need as many scores as labels, and some: {len(scores)} scores, {len(labels)} labels")
+    rate = np.nanmean(labels >= 0.5)
+    if not 0 < rate < 1: raise InvalidInput(f"the labels must hold both classes to pick a threshold; positive rate {rate:.3g}")
+    return float(np.quantile(scores, 1 - rate))

@@ -57,6 +57,7 @@ class Rollout:
                  progress=None):                                   # called with a message while waiting for a version to load
         self.file, self.model, self.client, self.grpc_target = Path(config_file), model, client, grpc_target
         self.registry, self.registry_name, self.wait, self.progress = registry, registry_name or model, wait, progress
+        self.stop_waiting = threading.Event()                          # set it to give up waiting for a load (the panel's Stop button)
         self.history_file = Path(history) if history else self.file.with_name(f'{model}.rollout.jsonl')
         _find(read_models_config(self.file), model)
 
@@ -90,6 +91,9 @@ def _await(self:Rollout, version:int, state:str='AVAILABLE'):
     "Wait until the server reports `version` in `state`, telling `progress` each second; fail on a load error or after `wait` s."
     start = time.monotonic(); deadline, shown = start + self.wait, 0
     while time.monotonic() < deadline:
+        if self.stop_waiting.is_set():
+            self.stop_waiting.clear()
+            raise Conflict(f"stopped waiting for version {version} of {self.model} after {time.monotonic() - start:.0f} s: no label moved (the server may still load it)")
         if self.progress and time.monotonic() - start >= shown:
             self.progress(f"loading version {version} of {self.model}: {shown:.0f} s (gives up after {self.wait:.0f} s)"); shown += 1
         try:
@@ -159,13 +163,35 @@ def history(self:Rollout)->pd.DataFrame:
     if not self.history_file.exists(): return pd.DataFrame(columns=['at', 'action'])
     return pd.DataFrame([json.loads(l) for l in self.history_file.read_text().splitlines() if l.strip()])
 
+# %% ../../nbs/47_serve.canary.ipynb #e5511fd1
+def _note(text:str, color:str='#555')->str: return f"<span style='color:{color}'>{html.escape(text)}</span>"
+
+def _in_background(box, rollout:Rollout, what:str, fn, done)->bool:
+    "Run `fn` on a thread, one at a time per `box`, its progress in `box.msg`; `done` refreshes the panel after. False if busy."
+    if getattr(box, 'thread', None) is not None and box.thread.is_alive(): return False
+    rollout.stop_waiting.clear()
+    box.msg.value = _note(f"{what}: working in the background...")
+    def work():
+        rollout.progress = lambda m: setattr(box.msg, 'value', _note(f"{what} (in the background; the kernel is free): {m}"))
+        try: fn(); box.msg.value = _note(f"{what}: done", 'green')
+        except Exception as e: box.msg.value = _note(f"{what} failed: {e}", '#b00')
+        finally:
+            rollout.progress = None
+            try: done()
+            except Exception as e: box.msg.value += _note(f" (the panel could not refresh: {e})", '#b00')
+    box.thread = threading.Thread(target=work, daemon=True, name=f'mlinfra-rollout-{what}'); box.thread.start()
+    return True
+
 # %% ../../nbs/47_serve.canary.ipynb #c92fddf1
 def rollout_panel(rollout:Rollout, router:CanaryRouter|None=None):
-    "An ipywidgets panel: versions and labels, the traffic split, and canary / promote / rollback buttons."
+    "An ipywidgets panel: versions and labels, the traffic split, and canary / promote / rollback buttons that run on a thread."
     import ipywidgets as w
     table, split, msg = w.HTML(), w.HTML(), w.HTML()
     version = w.BoundedIntText(min=1, max=10**9, description='version', layout=w.Layout(width='180px'))
     start, promote, rollback = w.Button(description='Start canary'), w.Button(description='Promote', button_style='success'), w.Button(description='Roll back', button_style='warning')
+    stop = w.Button(description='Stop waiting', disabled=True, tooltip='give up waiting for the version to load; no label moves')
+    box = w.VBox([w.HTML(f"<h4>{rollout.model}</h4>"), table, split, w.HBox([version, start, promote, rollback, stop]), msg])
+    box.msg, box.thread = msg, None
     def refresh():
         table.value = rollout.versions().to_html()
         labels = rollout.labels()
@@ -174,21 +200,21 @@ def rollout_panel(rollout:Rollout, router:CanaryRouter|None=None):
             split.value = (f"<b>traffic</b>: stable (v{labels.get('stable')}) {1 - router.share:.0%}, canary (v{labels['canary']}) {router.share:.0%}"
                            + live.to_html(float_format=lambda x: f'{x:.3g}'))
         else: split.value = f"<b>traffic</b>: all to stable (v{labels.get('stable')})"
-        promote.disabled = rollback.disabled = 'canary' not in labels
+        start.disabled, stop.disabled, promote.disabled = False, True, 'canary' not in labels
+        rollback.disabled = promote.disabled
     def act(fn, what):
         def click(_):
             for b in (start, promote, rollback): b.disabled = True
-            msg.value = f"<span style='color:#555'>{what}: working...</span>"
-            rollout.progress = lambda m: setattr(msg, 'value', f"<span style='color:#555'>{what}: {html.escape(m)}</span>")
-            try: fn(); msg.value = f"<span style='color:green'>{what}: done</span>"
-            except Exception as e: msg.value = f"<span style='color:#b00'>{what} failed: {html.escape(str(e))}</span>"
-            finally: rollout.progress = None; start.disabled = False
-            refresh()
+            stop.disabled = False
+            _in_background(box, rollout, what, fn, refresh)
         return click
     start.on_click(act(lambda: rollout.canary(version.value), 'canary'))
-    promote.on_click(act(rollout.promote, 'promote'))
-    rollback.on_click(act(rollout.rollback, 'rollback'))
+    promote.on_click(act(rollout.promote, 'promote')); rollback.on_click(act(rollout.rollback, 'rollback'))
+    stop.on_click(lambda _: rollout.stop_waiting.set())
     refresh()
-    box = w.VBox([w.HTML(f"<h4>{rollout.model}</h4>"), table, split, w.HBox([version, start, promote, rollback]), msg])
-    box.refresh = refresh
+    def wait(timeout:float|None=None)->bool:
+        "Join the running action; True when none is left running."
+        if box.thread is not None: box.thread.join(timeout)
+        return box.thread is None or not box.thread.is_alive()
+    box.refresh, box.wait = refresh, wait
     return box
