@@ -72,6 +72,7 @@ def sketches(con:duckdb.DuckDBPyConnection, # where to compute
                         FROM (SELECT {by or 'NULL::BIGINT'} AS g, {x} AS x FROM {source}) WHERE isfinite(x)
                         GROUP BY ALL ORDER BY g NULLS FIRST, b""", dict(lo=float(lo), scale=float(scale))).fetchnumpy()
     g = a['g']
+    if not len(g): return {}
     null = np.ma.getmaskarray(g) if np.ma.isMaskedArray(g) else np.zeros(len(g), bool)
     keys = np.where(null, np.iinfo(np.int64).min, np.asarray(np.ma.filled(g, 0) if np.ma.isMaskedArray(g) else g, np.int64))
     cuts = np.flatnonzero(np.diff(keys)) + 1
