@@ -64,13 +64,15 @@ def sketches(con:duckdb.DuckDBPyConnection, # where to compute
              x:str,                         # SQL of the DOUBLE values to sketch
              grid:tuple,                    # (lo, scale, bins), as `Sketch.grid`
              by:str|None=None,              # SQL of a BIGINT group (e.g. a window's start); None: one group
+             center:float|None=None,        # if given, also each group's mean and std (summing squares around `center`)
             )->dict:                        # {group (None for NULL or no `by`): Sketch}; groups without finite values are absent
     "Sketches of the finite values of `x` over `source` on `grid`, per group of `by`, in one pass."
     lo, scale, bins = grid
     a = con.execute(f"""SELECT g, least(greatest(floor((x - $lo) * $scale), -1), {int(bins)})::BIGINT AS b,
-                               count(*) AS n, min(x) AS vmin, max(x) AS vmax
+                               count(*) AS n, min(x) AS vmin, max(x) AS vmax, {'sum(x - $c)' if center is not None else '0.0'} AS sx,
+                               {"sum((x - $c) * (x - $c))" if center is not None else '0.0'} AS sxx
                         FROM (SELECT {by or 'NULL::BIGINT'} AS g, {x} AS x FROM {source}) WHERE isfinite(x)
-                        GROUP BY ALL ORDER BY g NULLS FIRST, b""", dict(lo=float(lo), scale=float(scale))).fetchnumpy()
+                        GROUP BY ALL ORDER BY g NULLS FIRST, b""", dict(lo=float(lo), scale=float(scale), **({} if center is None else dict(c=float(center))))).fetchnumpy()
     g = a['g']
     if not len(g): return {}
     null = np.ma.getmaskarray(g) if np.ma.isMaskedArray(g) else np.zeros(len(g), bool)
@@ -79,7 +81,10 @@ def sketches(con:duckdb.DuckDBPyConnection, # where to compute
     out = {}
     for s, e in zip(np.r_[0, cuts], np.r_[cuts, len(keys)]):
         k = None if null[s] else int(keys[s])
-        out[k] = Sketch(float(lo), float(scale), int(bins), *(np.asarray(a[c][s:e], t) for c, t in zip(('b', 'n', 'vmin', 'vmax'), _ARRAYS.values())))
+        out[k] = sk = Sketch(float(lo), float(scale), int(bins), *(np.asarray(a[c][s:e], t) for c, t in zip(('b', 'n', 'vmin', 'vmax'), _ARRAYS.values())))
+        if center is not None:   # shifted data: variance = mean square around the center - (mean - center)^2
+            d = math.fsum(a['sx'][s:e]) / sk.n
+            sk.mean, sk.std = center + d, math.sqrt(max(math.fsum(a['sxx'][s:e]) / sk.n - d * d, 0.0))
     return out
 
 # %% ../../nbs/25_features.sketch.ipynb #059f0eb5
@@ -94,17 +99,11 @@ def reference_sketches(con:duckdb.DuckDBPyConnection, # where to compute
                        bins:int=BINS,                 # bins of each grid
                       )->dict:                        # {name: Sketch}, on a grid over the column's own range
     "Sketches of `columns` of `source`, each on a grid over its own finite values, with their mean and standard deviation."
-    if not columns: return {}
-    aggs = ', '.join(f'count({x}) FILTER (isfinite({x})), min({x}) FILTER (isfinite({x})), max({x}) FILTER (isfinite({x})), '
-                     f'avg({x}) FILTER (isfinite({x})), stddev_pop({x}) FILTER (isfinite({x}))' for x in columns.values())
-    row = con.execute(f'SELECT {aggs} FROM {source}').fetchone()
     out = {}
-    for i, (name, x) in enumerate(columns.items()):
-        n, lo, hi, mean, std = row[5 * i: 5 * i + 5]
-        if not n: out[name] = Sketch.empty(grid_for(0.0, 0.0, bins)); continue
-        s = sketches(con, source, x, grid_for(lo, hi, bins)).get(None) or Sketch.empty(grid_for(lo, hi, bins))
-        s.mean, s.std = float(mean), float(std)
-        out[name] = s
+    for name, x in columns.items():
+        n, lo, hi, mean = con.execute(f'SELECT count(x), min(x), max(x), avg(x) FROM (SELECT {x} AS x FROM {source}) WHERE isfinite(x)').fetchall()[0]
+        g = grid_for(lo, hi, bins) if n else grid_for(0.0, 0.0, bins)
+        out[name] = (sketches(con, source, x, g, center=mean).get(None) or Sketch.empty(g)) if n else Sketch.empty(g)
     return out
 
 # %% ../../nbs/25_features.sketch.ipynb #d45bb691

@@ -408,12 +408,16 @@ def _column_results(con, ref, cur, col, kind, wexpr, parts, test_opt, thr_opt, c
 SLACK = 1e-9         # relative widening of a sketched interval before a verdict is read from it
 SKETCHED = ('ks', 'wasserstein')
 
-def _certain(test:str, low:float, high:float, threshold:float)->bool:
-    "Whether every score in [low, high], widened by `SLACK`, gets the same verdict (`drift_detected` is monotone in the score)."
-    pad = SLACK * max(abs(low), abs(high), abs(threshold))
+def _certain(test:str, low:float, high:float, threshold:float, rel:float=0.0)->bool:
+    "Whether every score in [low, high], widened by `SLACK` + `rel` (relative), gets the same verdict (`drift_detected` is monotone)."
+    pad = (SLACK + rel) * max(abs(low), abs(high), abs(threshold))
     return drift_detected(test, low - pad, threshold) == drift_detected(test, high + pad, threshold)
 
 # %% ../../nbs/51_monitor.drift.ipynb #65b7e77d
+def _std_margin(rsk:Sketch)->float:
+    "How far (relative) two variance algorithms may disagree on the reference's std: about (ulp(mean) / std)^2."
+    return 4 * (float(np.spacing(abs(rsk.mean))) / rsk.std) ** 2 if rsk.std > 0 else 0.0
+
 def _sketch_row(col:str, test_opt, thr_opt, rsk:Sketch, csk:Sketch)->tuple[dict, bool]|None:
     "(the result row from the reference and current sketches, whether its verdict is the exact one), or None."
     b = bounds(rsk, csk)
@@ -433,7 +437,7 @@ def _sketch_row(col:str, test_opt, thr_opt, rsk:Sketch, csk:Sketch)->tuple[dict,
         low, high = ks_pvalue(min(b.ks[1] + 1e-12, 1.0), nr, nc), ks_pvalue(max(b.ks[0] - 1e-12, 0.0), nr, nc)
     return dict(column=col, type='numeric', test=test, statistic=stat, p_value=p_value, score=score, score_low=low, score_high=high,
                 stage='sketch', threshold=thr, drifted=drift_detected(test, score, thr), n_reference=nr, n_current=nc,
-                n_values=b.n_values, note=note), _certain(test, low, high, thr)
+                n_values=b.n_values, note=note), _certain(test, low, high, thr, _std_margin(rsk) if test == 'wasserstein' else 0.0)
 
 # %% ../../nbs/51_monitor.drift.ipynb #58133c2d
 def _two_stage(con, ref:str, cur:str, col:str, wexpr:str|None, parts:list, test_opt, thr_opt, ctype:str,
@@ -502,7 +506,10 @@ def _cast_type(ref_type:str, cur_type:str)->str:
 def _drift_rows(con, ref:str, cur:str, columns:list, kinds:dict, ref_types:dict, cur_types:dict,
                 wexpr:str|None, sizes:dict, test, threshold, exact:bool=True, ref_sketches:dict|None=None)->dict:
     "{window: [the result row of each column]}, for every window in `sizes`; numeric columns in two stages unless `exact`."
-    rows = {p: [] for p in sizes}
+    rows, ref_sketches = {p: [] for p in sizes}, dict(ref_sketches or {})
+    if not exact:  # the reference sketches of all numeric columns that may be sketched, in one scan for the moments
+        todo = [c for c in columns if kinds[c] == 'numeric' and c not in ref_sketches and _pick(test, c, 'numeric') in (None, *SKETCHED)]
+        ref_sketches.update(reference_sketches(con, f'"{ref}"', {c: f'CAST({q(c)} AS DOUBLE)' for c in todo}))
     for col in columns:
         kind = kinds[col]
         if isinstance(kind, tuple):  # ('untested', reason)
@@ -510,7 +517,7 @@ def _drift_rows(con, ref:str, cur:str, columns:list, kinds:dict, ref_types:dict,
             for p in sizes: rows[p].append(_untested(col, 'unsupported', reason))
             continue
         ctype = _cast_type(ref_types[col], cur_types[col])
-        staged = None if exact or kind != 'numeric' else _two_stage(con, ref, cur, col, wexpr, list(sizes), test, threshold, ctype, (ref_sketches or {}).get(col))
+        staged = None if exact or kind != 'numeric' else _two_stage(con, ref, cur, col, wexpr, list(sizes), test, threshold, ctype, ref_sketches.get(col))
         got, nr = staged[:2] if staged else _column_results(con, ref, cur, col, kind, wexpr, list(sizes), test, threshold, ctype)
         for p in sizes:
             if p in got: rows[p].append(got[p])
