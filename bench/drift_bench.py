@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Benchmark of drift statistics (`mlinfra_nb.monitor.drift.data_drift`) against Evidently's DataDriftPreset and an exact
-numpy/scipy implementation of the same tests.
+"""Benchmark of drift statistics (`mlinfra_nb.monitor.drift.data_drift`, two-stage and exact) against Evidently's
+DataDriftPreset and an exact numpy/scipy implementation of the same tests.
 
-    python bench/drift_bench.py            # full run: 1,000,000 rows x 20 columns, then ours on 10,000,000 rows (several minutes)
+    python bench/drift_bench.py            # full run: 1,000,000 rows x 20 columns, the at-threshold case, then 10,000,000 rows
     python bench/drift_bench.py --quick    # 100,000 rows, no 10M run, about a minute (figures are not comparable to the targets)
     python bench/drift_bench.py --evidently-python .venv-evidently/bin/python   # run Evidently in another venv
 
@@ -16,17 +16,23 @@ category frequencies), the other 13 are drawn from the same distribution as the 
 default tests are the normed Wasserstein distance (numeric) and the Jensen-Shannon distance (categorical), threshold 0.1.
 
 Contenders, each in its own child process (its peak RSS, from `os.wait4`, is its own):
-1. evidently -- `Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)` on pandas frames read from the
-                Parquet files before the clock starts; the per-column scores are read from the snapshot.
-2. scipy     -- the same tests in numpy/scipy on the same pandas frames (exact: `scipy.stats.wasserstein_distance` / the
-                reference's std, `scipy.spatial.distance.jensenshannon` on the category frequencies).
-3. ours      -- `data_drift(ref, cur)` on DuckDB relations over the Parquet files: the timed call includes reading the
-                Parquet files (the other two get their data in memory before the clock starts).
-4. ours_10m  -- ours on 10,000,000-row files (full run only), on a DuckDB connection with memory_limit 512MB: time and peak RSS.
-Correctness: every contender's per-column verdict is compared with the known shifts and with the others; ours' scores
-are compared with the exact scipy ones (max absolute difference). The script exits non-zero if ours disagrees with the
-exact implementation (a score off by more than 1e-6 or a different verdict) or misses a known shift.
-The last line printed is one JSON object with every figure.
+1. evidently  -- `Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)` on pandas frames read from the
+                 Parquet files before the clock starts; the per-column scores are read from the snapshot.
+2. scipy      -- the same tests in numpy/scipy on the same pandas frames (exact: `scipy.stats.wasserstein_distance` / the
+                 reference's std, `scipy.spatial.distance.jensenshannon` on the category frequencies).
+3. ours       -- `data_drift(ref, cur)` on DuckDB relations over the Parquet files, two stages: numeric scores from
+                 sketches with proven bounds, a column recomputed exactly only when its bounds reach its threshold. The
+                 timed call includes reading the Parquet files (the other two get their data in memory first).
+4. ours_exact -- `data_drift(ref, cur, exact=True)`: every score exact (the sorted merge).
+5. at threshold -- ours and ours_exact on a current dataset whose 15 numeric columns are the reference moved by
+                 (1 + k/1000) x 0.1 x its std, k = -7.5 .. 6.5 (normed Wasserstein within 0.08% of the threshold, never on it),
+                 so that every numeric column falls back to the exact path: the fallback is exercised and timed.
+6. ours_10m   -- ours on 10,000,000-row files (full run only), on a DuckDB connection with memory_limit 512MB: time and
+                 peak RSS; with ours_exact on the same files for the verdicts (leave it out with --skip ours_exact_10m).
+Correctness: every contender's per-column verdict is compared with the known shifts and with the exact ones; ours' exact
+scores with scipy's (max absolute difference); the exact scores must lie within ours' bounds. The script exits non-zero
+if ours' verdicts differ from the exact ones anywhere, an exact score falls outside ours' bounds, ours_exact is off
+scipy by more than 1e-6, or a known shift is missed. The last line printed is one JSON object with every figure.
 """
 from __future__ import annotations
 import argparse, json, os, shutil, sys, tempfile, time, traceback
@@ -35,8 +41,10 @@ from benchutil import lib_version, measured_child, print_table, probe, self_peak
 
 HERE = Path(__file__).resolve()
 RESULT_TAG = '@@DRIFT_BENCH_RESULT@@ '
-T_VS_EVIDENTLY = 10.0          # target: ours at least this many times faster than Evidently
-SCORE_TOL = 1e-6               # ours vs the exact scipy scores
+T_VS_EVIDENTLY = 50.0          # target: ours at least this many times faster than Evidently (1M rows)
+T_BIG_S, T_BIG_MIB = 20.0, 1024.0   # target: 10M rows in at most this many seconds, under this peak RSS
+SCORE_TOL = 1e-6               # ours_exact vs the exact scipy scores
+NEAR_STEPS = [(k + 0.5) / 1000 for k in range(-8, 7)]   # the at-threshold case: 15 relative offsets from the threshold
 
 NUMERIC = [f'n{i:02d}' for i in range(15)]
 CATEGORICAL = [f'c{i}' for i in range(5)]
@@ -83,6 +91,21 @@ def make_data(n:int, work:Path, tag:str, seed:int)->None:
             writer = writer or pq.ParquetWriter(work/f'{tag}_{part}.parquet', t.schema)
             writer.write_table(t)
         writer.close()
+
+def make_near(work:Path)->None:
+    "The at-threshold case: `near_reference.parquet` (the main reference) and `near_current.parquet`, whose numeric columns"
+    " are the reference moved by (1 + NEAR_STEPS[i]) x 0.1 x its std; categorical columns unchanged."
+    import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+    ref = pq.read_table(work/'main_reference.parquet')
+    pq.write_table(ref, work/'near_reference.parquet')
+    cols = {}
+    for c in ref.column_names:
+        v = ref[c].to_numpy()
+        if c in NUMERIC:
+            v = v.astype(np.float64); i = NUMERIC.index(c)
+            v = v + (1 + NEAR_STEPS[i]) * 0.1 * float(np.std(v))
+        cols[c] = v
+    pq.write_table(pa.table(cols), work/'near_current.parquet')
 
 # --------------------------------------------------------------------------------------------------------------
 # the contenders (each in a child process)
@@ -143,7 +166,7 @@ def child_scipy(work:Path, tag:str)->dict:
     assert len(r) > 1000, 'the bench uses the large-reference tests only'
     return dict(secs=time.perf_counter() - t0, setup_peak_mib=setup_peak, columns=cols)
 
-def child_ours(work:Path, tag:str)->dict:
+def child_ours(work:Path, tag:str, exact:bool=False)->dict:
     import duckdb
     from mlinfra_nb.monitor.drift import data_drift
     # 10M rows: DuckDB's sorts spill to disk past 512 MB instead of growing to its default of 80% of RAM
@@ -151,19 +174,22 @@ def child_ours(work:Path, tag:str)->dict:
     ref, cur = (con.read_parquet(str(work/f'{tag}_{p}.parquet')) for p in ('reference', 'current'))
     setup_peak = self_peak_mib()
     t0 = time.perf_counter()
-    res = data_drift(ref, cur, con=con)
+    res = data_drift(ref, cur, con=con, exact=exact)
     secs = time.perf_counter() - t0
-    cols = {r.column: dict(test=r.test, score=float(r.score), threshold=float(r.threshold), drifted=bool(r.drifted))
-            for r in res.columns.itertuples()}
-    return dict(secs=secs, setup_peak_mib=setup_peak, dataset_drift=res.summary['dataset_drift'],
+    cols = {r.column: dict(test=r.test, score=float(r.score), low=float(r.score_low), high=float(r.score_high), stage=r.stage,
+                           threshold=float(r.threshold), drifted=bool(r.drifted)) for r in res.columns.itertuples()}
+    return dict(secs=secs, setup_peak_mib=setup_peak, dataset_drift=res.summary['dataset_drift'], recomputed=res.summary['recomputed_exactly'],
                 share_drifted=res.summary['share_drifted'], columns=cols)
+
+def child_ours_exact(work:Path, tag:str)->dict: return child_ours(work, tag, exact=True)
 
 def child_make(work:Path, tag:str)->dict:
     t0 = time.perf_counter()
-    make_data(int(os.environ['DRIFT_BENCH_ROWS']), work, tag, seed=0 if tag == 'main' else 1)
+    if tag == 'near': make_near(work)
+    else: make_data(int(os.environ['DRIFT_BENCH_ROWS']), work, tag, seed=0 if tag == 'main' else 1)
     return dict(make_s=time.perf_counter() - t0)
 
-CHILDREN = {'make': child_make, 'evidently': child_evidently, 'scipy': child_scipy, 'ours': child_ours}
+CHILDREN = {'make': child_make, 'evidently': child_evidently, 'scipy': child_scipy, 'ours': child_ours, 'ours_exact': child_ours_exact}
 
 def child_main(args):
     try: res = CHILDREN[args.child](Path(args.work), args.tag)
@@ -184,12 +210,42 @@ def run_child(name:str, work:Path, python:str, tag:str, rows:int)->dict:
     return measured_child(name, [python, str(HERE), '--child', name, '--work', str(work), '--tag', tag], log, env, RESULT_TAG)
 
 
+def checks(ours:dict|None, exact:dict|None, cols:list)->dict:
+    "How ours (two-stage) compares with an exact run: verdicts that differ, exact scores outside ours' bounds, fallbacks."
+    if not ours or not exact: return dict(differ=None, outside=None, recomputed=None, unsettled=None)
+    pad = lambda r: 1e-9 * max(abs(r['low']), abs(r['high']), 1e-300)
+    return dict(differ=[k for k in cols if ours['columns'][k]['drifted'] != exact['columns'][k]['drifted']],
+                outside=[k for k in cols if not ours['columns'][k]['low'] - pad(ours['columns'][k]) <= exact['columns'][k]['score']
+                         <= ours['columns'][k]['high'] + pad(ours['columns'][k])],
+                recomputed=ours.get('recomputed'),
+                # the fallback must trigger whenever a threshold lies within a score's bounds: no sketched row may have one there
+                unsettled=[k for k in cols if ours['columns'][k]['stage'] == 'sketch' and
+                           ours['columns'][k]['low'] <= ours['columns'][k]['threshold'] <= ours['columns'][k]['high']])
+
+def run_all(args, work:Path, n:int, run:dict)->tuple[dict, dict, dict]:
+    "The children: {contender: result} on the main data, on the at-threshold data, and on the 10M data."
+    data = run_child('make', work, sys.executable, 'main', n)
+    if 'error' in data: raise SystemExit(f"making the data failed: {data['error']}")
+    res, near, big = dict(make=data), {}, {}
+    for c in ('evidently', 'scipy', 'ours', 'ours_exact'):
+        if run[c]: res[c] = run_child(c, work, args.evidently_python if c == 'evidently' else sys.executable, 'main', n)
+    if run['near']:
+        made = run_child('make', work, sys.executable, 'near', n)
+        near = {c: made if 'error' in made else run_child(c, work, sys.executable, 'near', n) for c in ('ours', 'ours_exact')}
+    for f in work.glob('*.parquet'): f.unlink()
+    if run['ours_10m']:
+        made = run_child('make', work, sys.executable, 'big', BIG)
+        big = dict(make=made) if 'error' in made else dict(make=made, ours=run_child('ours', work, sys.executable, 'big', BIG))
+        if 'error' not in made and run['ours_exact_10m']: big['ours_exact'] = run_child('ours_exact', work, sys.executable, 'big', BIG)
+    return res, near, big
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true', help='100k rows, no 10M run; not comparable to the targets')
     ap.add_argument('--evidently-python', default=os.environ.get('EVIDENTLY_PYTHON') or sys.executable,
                     help='the Python interpreter to run Evidently with (default: $EVIDENTLY_PYTHON or this one)')
-    ap.add_argument('--skip', action='append', default=[], choices=['evidently', 'scipy', 'ours', 'ours_10m'], help='leave out a contender')
+    ap.add_argument('--skip', action='append', default=[], choices=['evidently', 'scipy', 'ours', 'ours_exact', 'near', 'ours_10m', 'ours_exact_10m'],
+                    help='leave out a contender or case')
     work_args(ap)
     ap.add_argument('--tag', default='main', help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -204,102 +260,124 @@ def main():
     ok_ours, why = probe(sys.executable, 'from mlinfra_nb.monitor.drift import data_drift')
     if not ok_ours: notes['ours'] = f"ours is unavailable: `from mlinfra_nb.monitor.drift import data_drift` failed ({why})"
     for m in notes.values(): print(f"NOTE: {m}", file=sys.stderr)
-    run = {c: c not in args.skip for c in ('evidently', 'scipy', 'ours', 'ours_10m')}
+    run = {c: c not in args.skip for c in ('evidently', 'scipy', 'ours', 'ours_exact', 'near', 'ours_10m', 'ours_exact_10m')}
     if 'evidently' in notes: run['evidently'] = False
-    if 'ours' in notes: run['ours'] = run['ours_10m'] = False
+    if 'ours' in notes: run.update(ours=False, ours_exact=False, near=False, ours_10m=False)
     if args.quick: run['ours_10m'] = False
+    run['ours_exact_10m'] &= run['ours_10m']
 
     work = Path(tempfile.mkdtemp(prefix='drift_bench_', dir=args.tmpdir))
     load0 = os.getloadavg()[0]
     t_start = time.perf_counter()
-    res, big = {}, None
     try:
         print(f"drift_bench ({'QUICK' if args.quick else 'full'}) in {work}", file=sys.stderr)
-        data = run_child('make', work, sys.executable, 'main', n)
-        if 'error' in data: raise SystemExit(f"making the data failed: {data['error']}")
-        for c in ('evidently', 'scipy', 'ours'):
-            if run[c]: res[c] = run_child(c, work, args.evidently_python if c == 'evidently' else sys.executable, 'main', n)
-        if run['ours_10m']:
-            made = run_child('make', work, sys.executable, 'big', BIG)
-            for f in work.glob('main_*.parquet'): f.unlink()
-            big = made if 'error' in made else dict(run_child('ours', work, sys.executable, 'big', BIG), make_s=made['make_s'])
+        res, near, big = run_all(args, work, n, run)
     finally:
         if args.keep: print(f"kept {work}", file=sys.stderr)
         else: shutil.rmtree(work, ignore_errors=True)
-    wall = time.perf_counter() - t_start
-    load = (load0, os.getloadavg()[0])
+    report(args, res, near, big, n, version, ev_v, notes, time.perf_counter() - t_start, (load0, os.getloadavg()[0]))
 
-    good = lambda c: c in res and 'error' not in res[c]
-    ours = res['ours'] if good('ours') else None
-    exact = res['scipy'] if good('scipy') else None
-    ev = res['evidently'] if good('evidently') else None
-    speed = {c: res[c]['secs'] / ours['secs'] for c in ('evidently', 'scipy') if ours and good(c)}
+def report(args, res, near, big, n, version, ev_v, notes, wall, load):
+    "Print the table, the PASS/FAIL lines and the JSON figures; exit non-zero on a correctness failure."
+    good = lambda d, c: c in d and 'error' not in d[c]
+    get = lambda d, c: d[c] if good(d, c) else None
+    ours, ours_x, exact, ev = get(res, 'ours'), get(res, 'ours_exact'), get(res, 'scipy'), get(res, 'evidently')
     cols = [*NUMERIC, *CATEGORICAL]
     truth = {c: c in SHIFTED for c in cols}
-    missed = {c: [k for k in cols if res[c]['columns'][k]['drifted'] != truth[k]] for c in res if good(c)}
-    vs_ev = [k for k in cols if ours and ev and ours['columns'][k]['drifted'] != ev['columns'][k]['drifted']]
-    vs_ev_test = [k for k in cols if ours and ev and ours['columns'][k]['test'] != ev['columns'][k]['test']]
-    vs_exact = [k for k in cols if ours and exact and ours['columns'][k]['drifted'] != exact['columns'][k]['drifted']]
+    speed = {c: res[c]['secs'] / ours['secs'] for c in ('evidently', 'scipy', 'ours_exact') if ours and good(res, c)}
+    missed = {c: [k for k in cols if res[c]['columns'][k]['drifted'] != truth[k]] for c in ('evidently', 'scipy', 'ours', 'ours_exact') if good(res, c)}
     err = lambda a: max(abs(a['columns'][k]['score'] - exact['columns'][k]['score']) for k in cols) if exact and a else None
-    err_ours, err_ev = err(ours), err(ev)
+    main_ck = checks(ours, exact or ours_x, cols)
+    near_ck = checks(get(near, 'ours'), get(near, 'ours_exact'), cols)
+    big_ck = checks(get(big, 'ours'), get(big, 'ours_exact'), cols)
+    vs_ev = [k for k in cols if ours and ev and ours['columns'][k]['drifted'] != ev['columns'][k]['drifted']]
 
     rows = []
-    for c, label in (('evidently', f"Evidently {ev_v if 'evidently' not in notes else ''} DataDriftPreset"),
-                     ('scipy', 'numpy/scipy, exact'), ('ours', 'ours (mlinfra_nb.monitor.drift)')):
+    labels = (('evidently', f"Evidently {ev_v if 'evidently' not in notes else ''} DataDriftPreset"), ('scipy', 'numpy/scipy, exact'),
+              ('ours_exact', 'ours, exact=True'), ('ours', 'ours, two-stage (default)'))
+    for c, label in labels:
         r = res.get(c)
         if r is None: rows.append((label, 'n/a', '', '', '', '', '', 'skipped' if c not in notes else 'unavailable')); continue
-        if 'error' in r: rows.append((label, 'ERROR', '', '', '', '', '', 'ERROR')); continue
+        if 'error' in r: rows.append((label, 'ERROR', '', '', f"{r.get('peak_mib', 0):.0f}", '', '', 'ERROR')); continue
         sp = speed.get(c)
         e = err(r) if exact and c != 'scipy' else None
-        rows.append((label, f"{r['secs']:.2f}", f"{sp:.1f}x" if sp else '', f'>= {T_VS_EVIDENTLY:.0f}x' if c == 'evidently' else '',
-                     f"{r['peak_mib']:.0f}", f"{e:.1e}" if e is not None else '', f"{len(missed[c])} / {len(cols)}",
-                     verdict(sp >= T_VS_EVIDENTLY) if c == 'evidently' and sp else '-'))
-    if big:
-        rows.append((f'ours on {BIG // 1_000_000}M rows', 'ERROR' if 'error' in big else f"{big['secs']:.2f}", '', '',
-                     f"{big.get('peak_mib', 0):.0f}", '', f"{sum(big['columns'][k]['drifted'] != truth[k] for k in cols)} / {len(cols)}"
-                     if 'error' not in big else '', '(info)'))
+        fb = f"{len(r['recomputed'])}" if c == 'ours' else ''
+        rows.append((label, f"{r['secs']:.2f}", f"{sp:.1f}x" if sp else '', f"{r['peak_mib']:.0f}", f"{e:.1e}" if e is not None else '', fb,
+                     f"{len(missed[c])} / {len(cols)}", f"{verdict(sp >= T_VS_EVIDENTLY)} (>= {T_VS_EVIDENTLY:.0f}x)" if c == 'evidently' and sp else '-'))
+    for d, label in ((near, 'at threshold'), (big, f'{BIG // 1_000_000}M rows')):
+        for c in ('ours_exact', 'ours'):
+            if c not in d: continue
+            r = d[c]
+            if 'error' in r: rows.append((f"{label}: {c}", 'ERROR', '', f"{r.get('peak_mib', 0):.0f}", '', '', '', 'ERROR')); continue
+            sp = d['ours_exact']['secs'] / r['secs'] if c == 'ours' and good(d, 'ours_exact') else None
+            target = '-'
+            if d is big and c == 'ours': target = f"{verdict(r['secs'] <= T_BIG_S and r['peak_mib'] < T_BIG_MIB)} (<= {T_BIG_S:.0f} s, < {T_BIG_MIB:.0f} MiB)"
+            rows.append((f"{label}: {'ours, exact=True' if c == 'ours_exact' else 'ours, two-stage'}", f"{r['secs']:.2f}",
+                         f"{sp:.1f}x vs exact" if sp else '', f"{r['peak_mib']:.0f}", '', f"{len(r['recomputed'])}" if c == 'ours' else '',
+                         f"{sum(r['columns'][k]['drifted'] != truth[k] for k in cols)} / {len(cols)}" if d is big else '', target))
 
     print()
     print(f"drift_bench: {'QUICK mode -- sizes scaled down, PASS/FAIL is indicative only' if args.quick else 'full run'}; "
           f"{n:,} reference rows vs {n:,} current rows x {len(cols)} columns ({len(NUMERIC)} numeric, {len(CATEGORICAL)} categorical, "
           f"{len(SHIFTED)} shifted); total {wall:.0f} s; library {version}; evidently {ev_v if 'evidently' not in notes else 'n/a'}; "
           f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")
-    print_table(('contender', 'seconds', 'ours faster by', 'target', 'peak MiB', 'max |score - exact|', 'wrong verdicts', 'vs target'), rows)
+    print_table(('contender', 'seconds', 'ours (two-stage) faster by', 'peak MiB', 'max |score - scipy|', 'recomputed exactly', 'wrong verdicts', 'vs target'), rows)
     print("seconds: the timed call only (ours includes reading the Parquet files; the others get pandas frames first); peak MiB: "
-          "peak RSS of the contender's child process; wrong verdicts: columns whose drift verdict differs from the known shifts.")
-    if ours and ev:
-        print(f"  ours vs Evidently: same test on {len(cols) - len(vs_ev_test)} / {len(cols)} columns, same verdict on "
-              f"{len(cols) - len(vs_ev)} / {len(cols)}" + (f"; verdicts differ on {vs_ev}" if vs_ev else '') +
-              (f"; tests differ on {vs_ev_test}" if vs_ev_test else ''))
+          "peak RSS of the contender's child process; recomputed exactly: numeric columns whose bounds reached the threshold; "
+          "wrong verdicts: columns whose verdict differs from the known shifts (the at-threshold case has none: it is checked against exact=True).")
+    lines = []
+    def line(name, ok, detail): lines.append(ok); print(f"{verdict(ok)}: {name}: {detail}")
+    if ours and ev: line(f'ours >= {T_VS_EVIDENTLY:.0f}x Evidently at {n:,} rows', speed['evidently'] >= T_VS_EVIDENTLY, f"{speed['evidently']:.1f}x")
+    if main_ck['differ'] is not None:
+        line('verdicts equal the exact ones, all columns', not main_ck['differ'], f"differ on {main_ck['differ']}; {len(main_ck['recomputed'])} column(s) recomputed exactly")
+        line("exact scores lie within ours' bounds", not main_ck['outside'], f"outside on {main_ck['outside']}")
+    if near_ck['differ'] is not None:
+        line('at threshold: verdicts equal the exact ones', not near_ck['differ'],
+             f"differ on {near_ck['differ']}; {len(near_ck['recomputed'])} of {len(NUMERIC)} numeric columns recomputed exactly; "
+             f"{near['ours']['secs']:.2f} s two-stage vs {near['ours_exact']['secs']:.2f} s exact")
+        exact_sketch = [k for k in NUMERIC if near['ours']['columns'][k]['stage'] == 'sketch' and near['ours']['columns'][k]['low'] == near['ours']['columns'][k]['high']]
+        line('at threshold: the fallback triggers on every column whose bounds hold the threshold', not near_ck['unsettled'],
+             f"recomputed {sorted(near_ck['recomputed'])}; settled by the sketch: {exact_sketch} (one value per bin: bounds of zero width)"
+             + (f"; NOT recomputed although the threshold is within the bounds: {near_ck['unsettled']}" if near_ck['unsettled'] else ''))
+    if good(big, 'ours'):
+        b = big['ours']
+        line(f'{BIG // 1_000_000}M rows in <= {T_BIG_S:.0f} s', b['secs'] <= T_BIG_S, f"{b['secs']:.2f} s")
+        line(f'{BIG // 1_000_000}M rows under {T_BIG_MIB:.0f} MiB', b['peak_mib'] < T_BIG_MIB, f"{b['peak_mib']:.0f} MiB peak RSS")
+        if big_ck['differ'] is not None: line(f'{BIG // 1_000_000}M rows: verdicts equal the exact ones', not big_ck['differ'], f"differ on {big_ck['differ']}; recomputed {big_ck['recomputed']}")
+    if ours and ev: print(f"  ours vs Evidently: same verdict on {len(cols) - len(vs_ev)} / {len(cols)}" + (f"; differ on {vs_ev}" if vs_ev else ''))
     if ours:
-        print('  per column (ours): ' + ', '.join(f"{k} {ours['columns'][k]['test'][:4]} {ours['columns'][k]['score']:.4f}"
+        print('  per column (ours): ' + ', '.join(f"{k} {ours['columns'][k]['test'][:4]} [{ours['columns'][k]['low']:.4f}, {ours['columns'][k]['high']:.4f}]"
                                                    f"{'*' if ours['columns'][k]['drifted'] else ''}" for k in cols) + '   (* drifted)')
-    for c, m in missed.items():
-        if m: print(f"  {c}: wrong verdicts on {m}")
-    for c in res:
-        if 'error' in res[c]: print(f"ERROR: {c}: {res[c]['error']}")
-    if big and 'error' in big: print(f"ERROR: ours on 10M rows: {big['error']}")
+    for d in (res, near, big):
+        for c, r in d.items():
+            if 'error' in r: print(f"ERROR: {c}: {r['error']}")
     for m in notes.values(): print(f"NOTE: {m}")
 
-    failed = []
-    if 'ours' in res and 'error' in res['ours']: failed.append('ours failed')
-    if ours and exact and (err_ours > SCORE_TOL or vs_exact): failed.append(f"ours disagrees with the exact scores (max error {err_ours:.2e}, verdicts {vs_exact})")
-    if ours and missed.get('ours'): failed.append(f"ours gets the known shifts wrong on {missed['ours']}")
-    if big and 'error' in big: failed.append('ours on 10M rows failed')
+    failed = [f"{c} failed" for d in (res, near, big) for c, r in d.items() if 'error' in r]
+    if main_ck['differ'] or main_ck['outside']: failed.append(f"ours vs exact: verdicts differ on {main_ck['differ']}, exact score outside the bounds on {main_ck['outside']}")
+    for ck, what in ((main_ck, 'main'), (near_ck, 'at threshold'), (big_ck, '10M')):
+        if ck['unsettled']: failed.append(f"{what}: the threshold lies within the bounds of {ck['unsettled']}, which were not recomputed")
+    if near_ck['differ'] or near_ck['outside']: failed.append(f"at threshold: verdicts differ on {near_ck['differ']}, outside the bounds on {near_ck['outside']}")
+    if big_ck['differ'] or big_ck['outside']: failed.append(f"10M: verdicts differ on {big_ck['differ']}, outside the bounds on {big_ck['outside']}")
+    if ours_x and exact and (err(ours_x) > SCORE_TOL): failed.append(f"ours_exact is off the scipy scores by {err(ours_x):.2e}")
+    for c in ('ours', 'ours_exact'):
+        if missed.get(c): failed.append(f"{c} gets the known shifts wrong on {missed[c]}")
     for f in failed: print(f"CORRECTNESS FAILURE: {f}")
 
     rnd = lambda x, d=3: None if x is None else round(x, d)
+    fig = lambda r: None if not r else dict(secs=rnd(r.get('secs')), peak_mib=rnd(r.get('peak_mib'), 1), setup_peak_mib=rnd(r.get('setup_peak_mib'), 1),
+                                            recomputed=r.get('recomputed'), error=r.get('error'))
     figures = dict(quick=args.quick, library=version, evidently=ev_v if 'evidently' not in notes else None, rows=n, columns=len(cols),
-                   shifted=SHIFTED, make_s=rnd(data.get('make_s'), 1),
-                   contenders={c: dict(secs=rnd(r.get('secs')), peak_mib=rnd(r.get('peak_mib'), 1), setup_peak_mib=rnd(r.get('setup_peak_mib'), 1),
-                                       wrong_verdicts=missed.get(c), error=r.get('error')) for c, r in res.items()},
+                   shifted=SHIFTED, make_s=rnd(res['make'].get('make_s'), 1),
+                   contenders={c: dict(fig(r), wrong_verdicts=missed.get(c)) for c, r in res.items() if c != 'make'},
                    speedup_vs_evidently=rnd(speed.get('evidently'), 2), speedup_vs_scipy=rnd(speed.get('scipy'), 2),
-                   max_score_error_ours=err_ours, max_score_error_evidently=err_ev,
-                   verdicts_differ_from_evidently=vs_ev if ours and ev else None, tests_differ_from_evidently=vs_ev_test if ours and ev else None,
-                   ours_10m=None if not big else dict(secs=rnd(big.get('secs')), peak_mib=rnd(big.get('peak_mib'), 1),
-                                                      make_s=rnd(big.get('make_s'), 1), error=big.get('error')),
-                   targets=dict(speedup_vs_evidently=T_VS_EVIDENTLY, max_score_error=SCORE_TOL),
-                   correctness_failures=failed, notes=notes, load_average=[rnd(x, 2) for x in load], wall_s=rnd(wall, 1))
+                   speedup_vs_ours_exact=rnd(speed.get('ours_exact'), 2),
+                   max_score_error_ours_exact=err(ours_x), max_score_error_evidently=err(ev),
+                   verdicts_vs_exact=main_ck, verdicts_differ_from_evidently=vs_ev if ours and ev else None,
+                   at_threshold={c: fig(r) for c, r in near.items()}, at_threshold_checks=near_ck,
+                   big={c: fig(r) for c, r in big.items() if c != 'make'}, big_checks=big_ck, big_make_s=rnd(big.get('make', {}).get('make_s'), 1),
+                   targets=dict(speedup_vs_evidently=T_VS_EVIDENTLY, big_s=T_BIG_S, big_mib=T_BIG_MIB, max_score_error=SCORE_TOL),
+                   passed=all(lines), correctness_failures=failed, notes=notes, load_average=[rnd(x, 2) for x in load], wall_s=rnd(wall, 1))
     print(json.dumps(figures))
     if failed: sys.exit(1)
 

@@ -56,7 +56,8 @@ def expected(test, r, c, numeric=True):
     raise ValueError(test)
 
 def run(r, c, test, kind='numeric', **kw):
-    "Our (statistic, score, row) for one column."
+    "Our exact (statistic, score, row) for one column (tests/test_drift_two_stage.py checks the sketched scores' bounds)."
+    kw.setdefault('exact', True)
     ref, cur = pd.DataFrame({'v': r}), pd.DataFrame({'v': c})
     res = data_drift(ref, cur, test=test, con=duckdb.connect(), **({'categorical': ['v']} if kind == 'categorical' else {}), **kw)
     row = res.columns.iloc[0]
@@ -201,7 +202,10 @@ def test_single_row_window_and_null_timestamps():
     one = res.by_window[res.by_window.window == '2024-05-02']
     assert len(one) == 3 and one.score.notna().all() and one.n_current.eq(1).all()
     r, c = ref.x.to_numpy(), cur.x.to_numpy()[-4:-3]
-    assert one.set_index('column').score['x'] == pytest.approx(expected('wasserstein', r, c)[1], abs=TOL)
+    x = one.set_index('column')
+    assert x.score_low['x'] <= expected('wasserstein', r, c)[1] <= x.score_high['x']   # sketched: the exact score is within the bounds
+    ex = data_drift(ref, cur, timestamp='ts', con=duckdb.connect(), exact=True).by_window
+    assert ex[ex.window == '2024-05-02'].set_index('column').score['x'] == pytest.approx(expected('wasserstein', r, c)[1], abs=TOL)
     assert res.summary['n_current_rows'] == len(cur)  # rows without a timestamp count in the whole, in no window
 
 # ---------------------------------------------------------------------------------------------------------------

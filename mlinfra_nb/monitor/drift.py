@@ -10,10 +10,12 @@ import duckdb, numpy as np, pandas as pd, pyarrow as pa
 from scipy import special, stats
 from ..workspace import InvalidInput
 from ..features.views import q
+from ..features.sketch import Sketch, bounds, merge, reference_sketches, sketches
 
 # %% auto #0
 __all__ = ['THRESHOLDS', 'P_VALUE_TESTS', 'NUMERIC_ONLY', 'BINNED', 'INTEGER_CARDINALITY_LIMIT', 'ALL', 'MERGE_MAX_WINDOWS',
-           'default_test', 'drift_detected', 'sturges_edges', 'ks_pvalue', 'z_pvalue', 'DriftResult', 'data_drift']
+           'SLACK', 'SKETCHED', 'default_test', 'drift_detected', 'sturges_edges', 'ks_pvalue', 'z_pvalue',
+           'DriftResult', 'data_drift']
 
 # %% ../../nbs/51_monitor.drift.ipynb #710ec4cd
 THRESHOLDS = dict(ks=0.05, chisquare=0.05, z=0.05, wasserstein=0.1, jensenshannon=0.1, psi=0.1, linf=0.1)
@@ -298,7 +300,8 @@ class DriftResult:
                 f"{len(self.windows)} windows" + (f", {int(self.windows.dataset_drift.sum())} drifted" if len(self.windows) else ''))
 
 # %% ../../nbs/51_monitor.drift.ipynb #a3134ea0
-_COLS = ['column', 'type', 'test', 'statistic', 'p_value', 'score', 'threshold', 'drifted', 'n_reference', 'n_current', 'n_values', 'note']
+_COLS = ['column', 'type', 'test', 'statistic', 'p_value', 'score', 'score_low', 'score_high', 'threshold', 'drifted', 'stage',
+         'n_reference', 'n_current', 'n_values', 'note']
 
 def _pick(setting, col:str, kind:str, test:str|None=None):
     "The value of a per-column setting: by column, then by test name, then by kind; or the setting itself."
@@ -308,7 +311,7 @@ def _pick(setting, col:str, kind:str, test:str|None=None):
     return None
 
 def _untested(col, kind, note, nr=0, nc=0)->dict:
-    return dict(column=col, type=kind, test=None, statistic=np.nan, p_value=np.nan, score=np.nan, threshold=np.nan,
+    return dict(column=col, type=kind, test=None, statistic=np.nan, p_value=np.nan, score=np.nan, score_low=np.nan, score_high=np.nan, threshold=np.nan, stage=None,
                 drifted=False, n_reference=nr, n_current=nc, n_values=0, note=note)
 
 # %% ../../nbs/51_monitor.drift.ipynb #c7f0c37a
@@ -338,7 +341,7 @@ def _test_row(col:str, kind:str, test_opt, thr_opt, num:pd.Series|None, freq:pd.
         elif test == 'psi': stat = score = float(f.psi)
         else: stat = score = float(f.linf)
         if f.unseen and test != 'chisquare': note = f'{int(f.unseen)} value(s) not in the reference'
-    return dict(column=col, type=kind, test=test, statistic=stat, p_value=p_value, score=score, threshold=thr,
+    return dict(column=col, type=kind, test=test, statistic=stat, p_value=p_value, score=score, score_low=score, score_high=score, threshold=thr, stage='exact',
                 drifted=drift_detected(test, score, thr), n_reference=nr, n_current=nc, n_values=nv, note=note)
 
 # %% ../../nbs/51_monitor.drift.ipynb #1bd9879f
@@ -401,9 +404,68 @@ def _column_results(con, ref, cur, col, kind, wexpr, parts, test_opt, thr_opt, c
     if kind == 'numeric': return _numeric_results(con, ref, cur, col, wexpr, parts, test_opt, thr_opt, ctype)
     return _categorical_results(con, ref, cur, col, wexpr, test_opt, thr_opt, ctype)
 
+# %% ../../nbs/51_monitor.drift.ipynb #317f6204
+SLACK = 1e-9         # relative widening of a sketched interval before a verdict is read from it
+SKETCHED = ('ks', 'wasserstein')
+
+def _certain(test:str, low:float, high:float, threshold:float, rel:float=0.0)->bool:
+    "Whether every score in [low, high], widened by `SLACK` + `rel` (relative), gets the same verdict (`drift_detected` is monotone)."
+    pad = (SLACK + rel) * max(abs(low), abs(high), abs(threshold))
+    return drift_detected(test, low - pad, threshold) == drift_detected(test, high + pad, threshold)
+
+# %% ../../nbs/51_monitor.drift.ipynb #65b7e77d
+def _std_margin(rsk:Sketch)->float:
+    "How far (relative) two variance algorithms may disagree on the reference's std: about (ulp(mean) / std)^2."
+    return 4 * (float(np.spacing(abs(rsk.mean))) / rsk.std) ** 2 if rsk.std > 0 else 0.0
+
+def _sketch_row(col:str, test_opt, thr_opt, rsk:Sketch, csk:Sketch)->tuple[dict, bool]|None:
+    "(the result row from the reference and current sketches, whether its verdict is the exact one), or None."
+    b = bounds(rsk, csk)
+    test = _pick(test_opt, col, 'numeric') or (default_test('numeric', rsk.n, b.n_values) if b.n_values > 5 or b.values_exact else None)
+    if test not in SKETCHED: return None
+    thr = _pick(thr_opt, col, 'numeric', test)
+    thr = THRESHOLDS[test] if thr is None else float(thr)
+    nr, nc, note, p_value = rsk.n, csk.n, '', np.nan
+    if test == 'wasserstein':
+        norm = max(rsk.std, 0.001)
+        low, high = b.wasserstein[0] / norm, b.wasserstein[1] / norm
+        stat = score = (low + high) / 2
+        if rsk.std < 0.001: note = 'reference std below 0.001: normalised by 0.001, as Evidently'
+    else:
+        stat = (b.ks[0] + b.ks[1]) / 2
+        p_value = score = ks_pvalue(stat, nr, nc)
+        low, high = ks_pvalue(min(b.ks[1] + 1e-12, 1.0), nr, nc), ks_pvalue(max(b.ks[0] - 1e-12, 0.0), nr, nc)
+    return dict(column=col, type='numeric', test=test, statistic=stat, p_value=p_value, score=score, score_low=low, score_high=high,
+                stage='sketch', threshold=thr, drifted=drift_detected(test, score, thr), n_reference=nr, n_current=nc,
+                n_values=b.n_values, note=note), _certain(test, low, high, thr, _std_margin(rsk) if test == 'wasserstein' else 0.0)
+
+# %% ../../nbs/51_monitor.drift.ipynb #58133c2d
+def _two_stage(con, ref:str, cur:str, col:str, wexpr:str|None, parts:list, test_opt, thr_opt, ctype:str,
+               rsk:Sketch|None=None)->tuple[dict, int, list]|None:
+    "({partition: row}, reference values, partitions recomputed exactly) of a numeric column, or None if it needs the exact path."
+    x = f'CAST({q(col)} AS DOUBLE)'
+    if rsk is None: rsk = reference_sketches(con, f'"{ref}"', {col: x})[col]
+    elif rsk.n and math.isnan(rsk.std): raise InvalidInput(f"the reference sketch of {col!r} has no standard deviation; build it with reference_sketches")
+    if not rsk.n: return {}, 0, []
+    per = sketches(con, f'"{cur}"', x, rsk.grid, by=f'epoch_us({wexpr})' if wexpr else None)
+    windows = {ALL: merge(*per.values())} if per else {}
+    if wexpr: windows.update({p: s for p, s in per.items() if p is not None})
+    rows, again = {}, []
+    for p, csk in windows.items():
+        got = _sketch_row(col, test_opt, thr_opt, rsk, csk)
+        if got is None: return None
+        rows[p] = got[0]
+        if not got[1]: again.append(p)
+    if again:
+        exact, _ = _numeric_results(con, ref, cur, col, wexpr, parts, test_opt, thr_opt, ctype)
+        rows.update({p: dict(exact[p], stage='recomputed') for p in again})
+    return rows, rsk.n, again
+
 # %% ../../nbs/51_monitor.drift.ipynb #7d2db558
-def _check_options(test, drift_share:float):
-    "Raise `InvalidInput` for an unknown test name or a `drift_share` outside (0, 1]."
+def _check_options(test, drift_share:float, reference_sketches:dict|None=None):
+    "Raise `InvalidInput` for an unknown test name, a `drift_share` outside (0, 1], or reference sketches that are not `Sketch`es."
+    if reference_sketches is not None and (not isinstance(reference_sketches, dict) or any(not isinstance(s, Sketch) for s in reference_sketches.values())):
+        raise InvalidInput("reference_sketches is a dict {column: Sketch}, as FeatureStore.sketches or reference_sketches return")
     for t in ([test] if not isinstance(test, dict) else test.values()):
         if t is not None and t not in THRESHOLDS: raise InvalidInput(f"unknown test {t!r}; choose one of {', '.join(THRESHOLDS)}")
     if not 0 < drift_share <= 1: raise InvalidInput(f"drift_share is a share of columns in (0, 1], not {drift_share}")
@@ -442,9 +504,12 @@ def _cast_type(ref_type:str, cur_type:str)->str:
     return tr if tr == tc else 'DOUBLE' if _NUM.match(tr) and _NUM.match(tc) else 'VARCHAR'
 
 def _drift_rows(con, ref:str, cur:str, columns:list, kinds:dict, ref_types:dict, cur_types:dict,
-                wexpr:str|None, sizes:dict, test, threshold)->dict:
-    "{window: [the result row of each column]}, for every window in `sizes`."
-    rows = {p: [] for p in sizes}
+                wexpr:str|None, sizes:dict, test, threshold, exact:bool=True, ref_sketches:dict|None=None)->dict:
+    "{window: [the result row of each column]}, for every window in `sizes`; numeric columns in two stages unless `exact`."
+    rows, ref_sketches = {p: [] for p in sizes}, dict(ref_sketches or {})
+    if not exact:  # the reference sketches of all numeric columns that may be sketched, in one scan for the moments
+        todo = [c for c in columns if kinds[c] == 'numeric' and c not in ref_sketches and _pick(test, c, 'numeric') in (None, *SKETCHED)]
+        ref_sketches.update(reference_sketches(con, f'"{ref}"', {c: f'CAST({q(c)} AS DOUBLE)' for c in todo}))
     for col in columns:
         kind = kinds[col]
         if isinstance(kind, tuple):  # ('untested', reason)
@@ -452,7 +517,8 @@ def _drift_rows(con, ref:str, cur:str, columns:list, kinds:dict, ref_types:dict,
             for p in sizes: rows[p].append(_untested(col, 'unsupported', reason))
             continue
         ctype = _cast_type(ref_types[col], cur_types[col])
-        got, nr = _column_results(con, ref, cur, col, kind, wexpr, list(sizes), test, threshold, ctype)
+        staged = None if exact or kind != 'numeric' else _two_stage(con, ref, cur, col, wexpr, list(sizes), test, threshold, ctype, ref_sketches.get(col))
+        got, nr = staged[:2] if staged else _column_results(con, ref, cur, col, kind, wexpr, list(sizes), test, threshold, ctype)
         for p in sizes:
             if p in got: rows[p].append(got[p])
             elif not nr: rows[p].append(_untested(col, kind, 'no values in the reference (all null)'))
@@ -479,9 +545,11 @@ def data_drift(reference,                       # DuckDB relation, DataFrame, Ar
                timestamp:str|None=None,         # a timestamp column of `current`, to get results per window
                window:str|dt.timedelta='day',   # 'hour', 'day', 'week', 'month', an interval ('15 minutes'), or a timedelta
                con:duckdb.DuckDBPyConnection|None=None, # where to compute (default: a cursor on the lake's query connection)
+               exact:bool=False,                # exact scores everywhere; default: numeric scores from sketches, exact near the threshold
+               reference_sketches:dict|None=None, # {column: Sketch} of the reference (e.g. `FeatureStore.sketches`): not rescanned
               )->DriftResult:
     "Drift of each column of `current` against `reference`, and of the dataset, overall and per window of `timestamp`."
-    _check_options(test, drift_share)
+    _check_options(test, drift_share, reference_sketches)
     con, views = _connection(con), []
     try:
         views += [_register(con, reference, 'reference')]
@@ -493,10 +561,11 @@ def data_drift(reference,                       # DuckDB relation, DataFrame, Ar
         kinds = _kinds(con, ref, rt, ct, columns, categorical, numeric)
         sizes = dict(con.execute(_window_counts(cur, wexpr)).fetchall())
         sizes.setdefault(ALL, 0)
-        rows = _drift_rows(con, ref, cur, columns, kinds, rt, ct, wexpr, sizes, test, threshold)
+        rows = _drift_rows(con, ref, cur, columns, kinds, rt, ct, wexpr, sizes, test, threshold, exact, reference_sketches)
     finally: _unregister(con, views)
     summary = dict(_verdict(rows[ALL], drift_share), n_current_rows=sizes[ALL],
-                   only_in_reference=[c for c in rt if c not in ct], only_in_current=[c for c in ct if c not in rt and c != timestamp])
+                   only_in_reference=[c for c in rt if c not in ct], only_in_current=[c for c in ct if c not in rt and c != timestamp],
+                   recomputed_exactly=[r['column'] for r in rows[ALL] if r['stage'] == 'recomputed'])
     result = DriftResult(pd.DataFrame(rows[ALL], columns=_COLS), summary)
     if wexpr is None: return result
     return DriftResult(result.columns, summary, *_window_frames(con, rows, sizes, drift_share, window, ct[timestamp]))
