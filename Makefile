@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 AIRFLOW_VENV := .venv-airflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test check-sync nbtest pytest browser-deps java-deps tutorials bench lab clean
+.PHONY: demo test check check-sync nbtest pytest browser-deps java-deps tutorials bench lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ demo: $(VENV)/.core
 
 ## test: every test (sync checks, notebooks, pytest, tutorials)
 test: check-sync nbtest pytest tutorials
+
+## check: the fast subset for the edit-test loop (no slow cells, no slow or browser tests); `make test` runs everything
+check: check-sync $(VENV)/.dev
+	$(BIN)/nbdev_test
+	$(BIN)/python -m pytest tests/ -q -n 2 --dist loadfile -m 'not slow and not browser'; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
 
 check-sync: $(VENV)/.dev
 	$(BIN)/python tools/check_sync.py
@@ -80,9 +85,10 @@ java-deps:
 	  echo "!!!!! could not install Java: the SPARK TESTS WILL BE SKIPPED !!!!!"; \
 	else echo "!!!!! java missing and not root: the SPARK TESTS WILL BE SKIPPED (apt-get install -y openjdk-17-jre-headless) !!!!!"; fi
 
-# pytest exits 5 when it collects no tests; that is not a failure here.
+# pytest exits 5 when it collects no tests; that is not a failure here. Two xdist workers, one test module each
+# at a time (module fixtures such as servers stay shared); the 15 slowest tests are listed at the end.
 pytest: $(VENV)/.dev browser-deps java-deps $(AIRFLOW_VENV)/.k8s
-	$(BIN)/python -m pytest tests/ -q; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
+	$(BIN)/python -m pytest tests/ -q -n 2 --dist loadfile --durations=15; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
 
 tutorials: $(VENV)/.dev
 	@if [ -d nbs/tutorials ]; then \

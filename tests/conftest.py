@@ -46,6 +46,18 @@ def served(tmp_path_factory):
 
 def pytest_configure(config):
     config.addinivalue_line('markers', "browser: drives JupyterLab in Debian's chromium (deselect with -m 'not browser')")
+    config.addinivalue_line('markers', "slow: whole pipelines, trained models, worker processes or a Spark cluster "
+                                       "(`make check` leaves them out; `make test` runs them)")
+
+# Modules whose tests run whole pipelines, train or serve real models, start worker processes or a Spark cluster,
+# kill processes mid-write, or build a wheel: each test takes seconds to minutes. `make check` deselects them.
+SLOW_MODULES = {'test_pipeline', 'test_pipeline_airflow', 'test_pipeline_lakefs', 'test_demo', 'test_package_install',
+                'test_browser', 'test_train_multiworker', 'test_train_resume', 'test_features_spark', 'test_monitor_spark',
+                'test_lake_faults', 'test_serve_flags', 'test_serve_server', 'test_quiet_tensorflow'}
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rpartition('.')[2] in SLOW_MODULES: item.add_marker(pytest.mark.slow)
 
 # the Spark engine's tests: a session on local[2] and on a 2-worker standalone cluster (tests/spark_cluster.py)
 from spark_cluster import spark, spark_cluster  # noqa: E402,F401
