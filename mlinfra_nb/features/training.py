@@ -4,7 +4,7 @@
 
 # %% ../../nbs/21_features.training.ipynb #370d5f05
 from __future__ import annotations
-import datetime as dt, functools, hashlib, itertools, json, weakref
+import datetime as dt, hashlib, itertools, json, weakref
 from dataclasses import dataclass, field
 import duckdb, numpy as np, pandas as pd, pyarrow as pa
 from fastcore.basics import patch
@@ -129,11 +129,11 @@ def pruned_sql(v:FeatureView, rows:str, entities:str='e')->str:
                                              FROM {entities} GROUP BY ALL) r ON {on} AND f.__ts <= r.__hi{lo}"""
 
 # %% ../../nbs/21_features.training.ipynb #655620cf
-def feature_rows_view(fs:FeatureStore, v:FeatureView, feats:list, commit:str)->str:
-    "The name of a temp view of `v`'s feature rows (keys, `__ts`, `__created`, `feats`) at `commit`."
+def feature_rows_view(fs:FeatureStore, v:FeatureView, src:str, feats:list, commit:str)->str:
+    "The name of a temp view of `v`'s feature rows (keys, `__ts`, `__created`, `feats`) computed from `src`, its source at `commit`."
     # what it reads never changes (a commit, a definition version), so it can be named and shared
     f = '__f_' + hashlib.sha256(json.dumps([v.version, commit, feats]).encode()).hexdigest()[:16]
-    fs.con.execute(f"CREATE OR REPLACE TEMP VIEW {f} AS {feature_sql(v, source_view(fs, v, commit), feats)}")
+    fs.con.execute(f"CREATE OR REPLACE TEMP VIEW {f} AS {feature_sql(v, src, feats)}")
     return f
 
 def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, columns:list, full_names:bool, commits:dict)->str:
@@ -143,7 +143,7 @@ def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, 
     for vname, (v, feats) in views.items():
         src = source_view(fs, v, commits[vname])
         _check_key_types(fs, v, entities, src)
-        rows = feature_rows_view(fs, v, feats, commits[vname])
+        rows = feature_rows_view(fs, v, src, feats, commits[vname])
         if pit_plan(n, fs.con.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]) == 'pruned': rows = f'({pruned_sql(v, rows)})'
         f, ek = f'__j{len(joins)}', ('__ekc' if v.created else '__ets')
         ekeys[ek] = entity_key_sql(v)
@@ -174,13 +174,10 @@ class TrainingSet:
     timestamp: str
     store: FeatureStore = field(repr=False)
     entities: Registered = field(repr=False, default=None)   # keeps the entity rows the relation reads alive (splits share it)
-    checks: tuple = field(repr=False, default=())            # run before the first result: e.g. refuse ties that cannot be broken
 
     def _run(self, fn):
         with self.store.lock:
-            try:
-                for check in self.checks: check()
-                return fn(self.relation)
+            try: return fn(self.relation)
             except duckdb.Error as e: raise InvalidInput(str(e).split('\n')[0].removeprefix('Invalid Input Error: ')) from None
 
     def df(self)->pd.DataFrame:
@@ -225,9 +222,10 @@ def training_set(self:FeatureStore,
     held = Registered(self.con, f"__entities_{lineage['entity_hash'][:16]}_{next(_entity_ids)}",
                       t.append_column('__row', pa.array(np.arange(t.num_rows, dtype=np.int64))), self.lock)
     with self.lock:
+        for n, (v, _) in views.items(): check_ties(self, v, commits[n])   # ties the created time cannot break: refused now
         try: rel = self.con.sql(point_in_time_sql(self, views, held.name, timestamp, cols, full_names, commits))
         except duckdb.Error as e: raise InvalidInput(f"cannot join these entity rows: {str(e).splitlines()[0]}") from None
-    return TrainingSet(rel, lineage, timestamp, self, held, tuple(functools.partial(check_ties, self, v, commits[n]) for n, (v, _) in views.items()))
+    return TrainingSet(rel, lineage, timestamp, self, held)
 
 _entity_ids = itertools.count()
 
@@ -253,7 +251,7 @@ def split(self:TrainingSet,
              'test': f"CAST({ts} AS TIMESTAMPTZ) >= {cut(test_from)}" if test_from is not None else 'false'}
     with self.store.lock:
         return {k: TrainingSet(self.relation.filter(c), {**self.lineage, 'split': k, 'split_at': [str(valid_from), str(test_from)]},
-                               self.timestamp, self.store, self.entities, self.checks) for k, c in conds.items()}
+                               self.timestamp, self.store, self.entities) for k, c in conds.items()}
 
 @patch
 def save(self:TrainingSet, repo:str, branch:str, path:str, message:str|None=None)->str:
