@@ -180,13 +180,14 @@ def compare(ref:dict, got_path:Path)->dict:
 
 
 def time_join(fn, reps:int=3, budget_s:float=15.0):
-    "Run the join `fn` up to `reps` times, while the runs so far took under `budget_s` in all: (median s, all runs, last result)."
+    "Run the join `fn` up to `reps` times, while the runs so far took under `budget_s` in all: (median s, all runs, last result, median CPU s).
+    CPU s is this process's CPU time (all its threads) during the call: less sensitive than the wall clock to a loaded machine."
     import gc
-    times, out = [], None
+    times, cpus, out = [], [], None
     while True:
         out = None; gc.collect()  # the previous result is dropped before the next run
-        t0 = time.perf_counter(); out = fn(); times.append(time.perf_counter() - t0)
-        if len(times) >= reps or sum(times) >= budget_s: return statistics.median(times), times, out
+        c0, t0 = time.process_time(), time.perf_counter(); out = fn(); times.append(time.perf_counter() - t0); cpus.append(time.process_time() - c0)
+        if len(times) >= reps or sum(times) >= budget_s: return statistics.median(times), times, out, statistics.median(cpus)
 
 def entity_df(work:Path):
     import pyarrow.parquet as pq
@@ -231,8 +232,8 @@ def child_feast(work:Path, kind:str)->dict:
     edf = entity_df(work)
     setup = json.loads((work/'setup.json').read_text())
     setup_peak = self_peak_mib()
-    secs, runs, out = time_join(lambda: store.get_historical_features(entity_df=edf, features=REFS).to_df())
-    return dict(join_s=secs, runs_s=runs, setup_peak_mib=setup_peak, version=feast.__version__,
+    secs, runs, out, cpu = time_join(lambda: store.get_historical_features(entity_df=edf, features=REFS).to_df())
+    return dict(join_s=secs, runs_s=runs, cpu_s=cpu, setup_peak_mib=setup_peak, version=feast.__version__,
                 **finish(out, work, f'feast_{kind}', len(edf), setup['sample']))
 
 def child_duckdb_sql(work:Path, _=None)->dict:
@@ -249,8 +250,8 @@ def child_duckdb_sql(work:Path, _=None)->dict:
     con = duckdb.connect()
     n = con.execute(f"SELECT count(*) FROM read_parquet('{work/'entities.parquet'}')").fetchone()[0]
     setup_peak = self_peak_mib()
-    secs, runs, out = time_join(lambda: con.execute(q).df())
-    return dict(join_s=secs, runs_s=runs, setup_peak_mib=setup_peak, version=duckdb.__version__, **finish(out, work, 'duckdb_sql', n, setup['sample']))
+    secs, runs, out, cpu = time_join(lambda: con.execute(q).df())
+    return dict(join_s=secs, runs_s=runs, cpu_s=cpu, setup_peak_mib=setup_peak, version=duckdb.__version__, **finish(out, work, 'duckdb_sql', n, setup['sample']))
 
 def ours_view():
     from mlinfra_nb.features import FeatureView
@@ -280,13 +281,13 @@ def child_ours(work:Path, _=None)->dict:
     setup = json.loads((work/'setup.json').read_text())
     stores = [FeatureStore(Lake(work/'lake', user='bench')) for _ in range(3)]   # opened before the clock starts
     setup_peak = self_peak_mib()
-    secs, runs, out = time_join(lambda: stores.pop().training_set(edf, REFS, timestamp='event_ts').df())
+    secs, runs, out, cpu = time_join(lambda: stores.pop().training_set(edf, REFS, timestamp='event_ts').df())
     res = finish(out, work, 'ours', len(edf), setup['sample'])
     res['columns_ok'] = res['columns'] == [*map(str, edf.columns), *FEATURES]
     fs = FeatureStore(Lake(work/'lake', user='bench'))
     fs.training_set(edf, REFS, timestamp='event_ts').df()
-    warm, warm_runs, _ = time_join(lambda: fs.training_set(edf, REFS, timestamp='event_ts').df(), reps=2)   # info: the check remembered
-    return dict(join_s=secs, runs_s=runs, warm_join_s=warm, warm_runs_s=warm_runs, setup_peak_mib=setup_peak, **res)
+    warm, warm_runs, _, _ = time_join(lambda: fs.training_set(edf, REFS, timestamp='event_ts').df(), reps=2)   # info: the check remembered
+    return dict(join_s=secs, runs_s=runs, cpu_s=cpu, warm_join_s=warm, warm_runs_s=warm_runs, setup_peak_mib=setup_peak, **res)
 
 def child_ours_spark(work:Path, _=None)->dict:
     "The same training set with the engine set to Spark (local[2]) by the settings; the session start is not timed."
@@ -301,11 +302,11 @@ def child_ours_spark(work:Path, _=None)->dict:
     edf = entity_df(work)
     setup = json.loads((work/'setup.json').read_text())
     setup_peak = self_peak_mib()
-    secs, runs, out = time_join(lambda: fs.training_set(edf, REFS, timestamp='event_ts').df())
+    secs, runs, out, cpu = time_join(lambda: fs.training_set(edf, REFS, timestamp='event_ts').df())
     res = finish(out, work, 'ours_spark', len(edf), setup['sample'])
     res['columns_ok'] = res['columns'] == [*map(str, edf.columns), *FEATURES]
     import pyspark
-    return dict(join_s=secs, runs_s=runs, setup_peak_mib=setup_peak, version=pyspark.__version__, **res)
+    return dict(join_s=secs, runs_s=runs, cpu_s=cpu, setup_peak_mib=setup_peak, version=pyspark.__version__, **res)
 
 def child_ours_online(work:Path, _=None)->dict:
     from mlinfra_nb.lake import Lake
@@ -379,6 +380,7 @@ def judge(res:dict, online:dict|None, sz:dict)->dict:
     ratio = lambda a, b: a / b if b else float('inf')
     ours = res['ours'] if good('ours') else None
     speed = {c: ratio(res[c]['join_s'], ours['join_s']) for c in CONTENDERS if c != 'ours' and ours and good(c)}
+    cpu_speed = {c: ratio(res[c]['cpu_s'], ours['cpu_s']) for c in CONTENDERS if c != 'ours' and ours and good(c)}
     mem = ratio(res['feast_dask']['peak_mib'], ours['peak_mib']) if ours and good('feast_dask') else None
     failed = []   # a contender that must agree and does not (Feast's dask store is known not to)
     for c in ('feast_duckdb', 'duckdb_sql', 'ours', 'ours_spark'):
@@ -391,7 +393,7 @@ def judge(res:dict, online:dict|None, sz:dict)->dict:
     if online and 'error' in online: failed.append('ours online lookups failed')
     passed = {c: speed[c] >= t for c, t in TARGETS.items() if c in speed}
     if mem is not None: passed['peak_mem_feast_dask'] = mem >= T_MEM_VS_DASK
-    return dict(speed=speed, mem=mem, failed=failed, passed=passed)
+    return dict(speed=speed, cpu_speed=cpu_speed, mem=mem, failed=failed, passed=passed)
 
 def print_run(k:int, res:dict, online:dict|None, j:dict, sz:dict, notes:dict):
     "The table of one run."
@@ -400,26 +402,26 @@ def print_run(k:int, res:dict, online:dict|None, j:dict, sz:dict, notes:dict):
         r = res.get(c)
         if r is None:
             gone = (c == 'ours' and 'ours' in notes) or (c.startswith('feast') and 'feast' in notes)
-            rows.append((LABELS[c], 'n/a', '', '', '', '', 'unavailable' if gone else 'skipped')); continue
-        if 'error' in r: rows.append((LABELS[c], 'ERROR', '', '', '', '', 'ERROR')); continue
+            rows.append((LABELS[c], 'n/a', '', '', '', '', '', 'unavailable' if gone else 'skipped')); continue
+        if 'error' in r: rows.append((LABELS[c], 'ERROR', '', '', '', '', '', 'ERROR')); continue
         sp, t = j['speed'].get(c), TARGETS.get(c)
-        rows.append((LABELS[c], f"{r['join_s']:.2f}", f"{sp:.2f}x" if sp is not None else '', f'>= {t:g}x' if t else '',
+        rows.append((LABELS[c], f"{r['join_s']:.2f}", f"{r['cpu_s']:.2f}", f"{sp:.2f}x" if sp is not None else '', f'>= {t:g}x' if t else '',
                      f"{r['peak_mib']:.0f}", f"{r['check']['disagree']} / {r['check']['sample']:,}",
                      verdict(sp >= t) if sp is not None and t else '-'))
     if 'ours' in res and 'warm_join_s' in res['ours']:
-        rows.append(('ours, ties check remembered (same store)', f"{res['ours']['warm_join_s']:.2f}", '', '', '', '', '(info)'))
+        rows.append(('ours, ties check remembered (same store)', f"{res['ours']['warm_join_s']:.2f}", '', '', '', '', '', '(info)'))
     if j['mem'] is not None:
         rows.append(('peak memory Feast dask / ours', f"{res['feast_dask']['peak_mib']:.0f} / {res['ours']['peak_mib']:.0f} MiB",
-                     f"{j['mem']:.2f}x", f'>= {T_MEM_VS_DASK:g}x', '', '', verdict(j['mem'] >= T_MEM_VS_DASK)))
+                     '', f"{j['mem']:.2f}x", f'>= {T_MEM_VS_DASK:g}x', '', '', verdict(j['mem'] >= T_MEM_VS_DASK)))
     if online and 'error' not in online:
         rows += [('ours online_features, 1 key (p50 / p99 ms)', f"{online['keys1_p50_ms']:.2f} / {online['keys1_p99_ms']:.2f}",
-                  '', '', f"{online['peak_mib']:.0f}", '', '(info)'),
+                  '', '', '', f"{online['peak_mib']:.0f}", '', '(info)'),
                  ('ours online_features, 100 keys (p50 / p99 ms)', f"{online['keys100_p50_ms']:.2f} / {online['keys100_p99_ms']:.2f}",
-                  '', '', '', '', '(info)'),
-                 ('ours materialize (s)', f"{online['materialize_s']:.2f}", '', '', '', '', '(info)')]
-    elif online: rows.append(('ours online_features', 'ERROR', '', '', '', '', 'ERROR'))
+                  '', '', '', '', '', '(info)'),
+                 ('ours materialize (s)', f"{online['materialize_s']:.2f}", '', '', '', '', '', '(info)')]
+    elif online: rows.append(('ours online_features', 'ERROR', '', '', '', '', '', 'ERROR'))
     print(f"\nrun {k}:")
-    print_table(('contender', 'join s', 'ours faster by', 'target', 'peak MiB', 'disagree / sample', 'vs target'), rows)
+    print_table(('contender', 'join s', 'cpu s', 'ours faster by', 'target', 'peak MiB', 'disagree / sample', 'vs target'), rows)
     for c, r in res.items():
         if 'error' in r: print(f"  ERROR: {c}: {r['error']}"); continue
         chk = r['check']
@@ -495,7 +497,8 @@ def main():
           f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")
     for k, r in enumerate(runs, 1): print_run(k, r['res'], r['online'], r['judged'], sz, notes)
     print("\njoin s: the timed call only (median of up to 3 calls in the child; ours: a fresh store per call, so its ties check runs "
-          "in each); peak MiB: peak RSS of the contender's child process (from os.wait4); disagree: sampled entity rows whose "
+          "in each); cpu s: CPU time of the contender's process during the call (all its threads; not Spark's JVM), steadier than
+the wall clock on a loaded machine; peak MiB: peak RSS of the contender's child process (from os.wait4); disagree: sampled entity rows whose "
           "result differs from the brute-force reference (or is missing).")
 
     # across the runs: the spread of each ratio and of each contender's time and peak memory, and PASS only if every run passed
@@ -507,6 +510,8 @@ def main():
         ok_all = all(r['judged']['passed'].get(c, False) for r in runs) if t else None
         summary.append((f'ours faster than {LABELS[c]}', f"{sp['min']:.2f}x / {sp['median']:.2f}x / {sp['max']:.2f}x",
                         f'>= {t:g}x in every run' if t else '', verdict(ok_all)))
+        cs = spread([r['judged']['cpu_speed'].get(c) for r in runs])
+        summary.append((f'  the same in CPU time', f"{cs['min']:.2f}x / {cs['median']:.2f}x / {cs['max']:.2f}x", '', '(info)'))
     if any(r['judged']['mem'] is not None for r in runs):
         sp = spread([r['judged']['mem'] for r in runs])
         summary.append(('peak memory Feast dask / ours', f"{sp['min']:.2f}x / {sp['median']:.2f}x / {sp['max']:.2f}x",
@@ -530,13 +535,13 @@ def main():
 
     rnd = lambda x, d=3: None if x is None else round(x, d)
     per_run = lambda r: dict(
-        contenders={c: dict(join_s=rnd(x.get('join_s')), runs_s=[rnd(t) for t in x.get('runs_s', [])], peak_mib=rnd(x.get('peak_mib'), 1),
+        contenders={c: dict(join_s=rnd(x.get('join_s')), cpu_s=rnd(x.get('cpu_s')), runs_s=[rnd(t) for t in x.get('runs_s', [])], peak_mib=rnd(x.get('peak_mib'), 1),
                             setup_peak_mib=rnd(x.get('setup_peak_mib'), 1), warm_join_s=rnd(x.get('warm_join_s')), rows=x.get('rows'),
                             in_order=x.get('in_order'), disagree=x['check']['disagree'] if 'check' in x else None,
                             missing=x['check']['missing'] if 'check' in x else None,
                             disagree_kinds=x['check']['kinds'] if 'check' in x else None, error=x.get('error'))
                     for c, x in r['res'].items()},
-        speedup={c: rnd(v, 3) for c, v in r['judged']['speed'].items()}, peak_mem_ratio_feast_dask_over_ours=rnd(r['judged']['mem'], 2),
+        speedup={c: rnd(v, 3) for c, v in r['judged']['speed'].items()}, cpu_speedup={c: rnd(v, 3) for c, v in r['judged']['cpu_speed'].items()}, peak_mem_ratio_feast_dask_over_ours=rnd(r['judged']['mem'], 2),
         passed=r['judged']['passed'], correctness_failures=r['judged']['failed'], load_average_after=rnd(r['load'], 2))
     sp = lambda c: spread([r['judged']['speed'].get(c) for r in runs])
     figures = dict(quick=args.quick, library=version, feast=feast_v if 'feast' not in notes else None, sizes=sz, data=data, runs=[per_run(r) for r in runs],

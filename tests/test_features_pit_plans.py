@@ -101,13 +101,13 @@ def test_a_tie_below_the_latest_created_is_harmless(tmp_path):
     assert got.x.tolist() == [1.0]
 
 def test_the_plan_follows_the_row_counts(tmp_path, monkeypatch):
-    "Few entity rows against many feature rows: pruned; as many: full. Both give the same rows."
+    "Feature rows ten times the entity rows or more: pruned; fewer: full. Both give the same rows."
     fdf, edf = random_world(3)
     fs = store_with(tmp_path, fdf, ttl='3d')
     seen = []
     real = training.pit_plan
     monkeypatch.setattr(training, 'pit_plan', lambda n, m: seen.append(real(n, m)) or seen[-1])
-    few = fs.training_set(edf.head(20), ['fv:x']).df()
+    few = fs.training_set(edf.head(8), ['fv:x']).df()
     many = fs.training_set(pd.concat([edf] * 3, ignore_index=True), ['fv:x']).df()
-    assert seen == ['pruned', 'full'] and len(fdf) > 20 and 3 * len(edf) >= len(fdf)
-    pd.testing.assert_series_equal(few.x, many.x.head(20))
+    assert seen == ['pruned', 'full'] and len(fdf) >= 80 and 3 * len(edf) * 10 > len(fdf)
+    pd.testing.assert_series_equal(few.x, many.x.head(8))

@@ -118,8 +118,8 @@ def check_ties(fs:FeatureStore, v:FeatureView, commit:str):
 
 # %% ../../nbs/21_features.training.ipynb #a0f327ad
 def pit_plan(entity_rows:int, feature_rows:int)->str:
-    "'pruned' (drop feature rows outside any entity row's window before the join) when the entity rows are fewer, else 'full'."
-    return 'pruned' if entity_rows < feature_rows else 'full'
+    "'pruned' (drop feature rows outside any entity row's window before the join) when feature rows outnumber entity rows 10 to 1, else 'full'."
+    return 'pruned' if 10 * entity_rows <= feature_rows else 'full'
 
 def pruned_sql(v:FeatureView, rows:str, entities:str='e')->str:
     "The feature rows `rows` of `v` that some entity row in `entities` (with `__ets`) can use: its key, from its time back to the TTL."
