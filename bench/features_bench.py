@@ -180,8 +180,8 @@ def compare(ref:dict, got_path:Path)->dict:
 
 
 def time_join(fn, reps:int=3, budget_s:float=15.0):
-    "Run the join `fn` up to `reps` times, while the runs so far took under `budget_s` in all: (median s, all runs, last result, median CPU s).
-    CPU s is this process's CPU time (all its threads) during the call: less sensitive than the wall clock to a loaded machine."
+    """Run the join `fn` up to `reps` times, while the runs so far took under `budget_s` in all: (median s, all runs, last result, median CPU s).
+    CPU s is this process's CPU time (all its threads) during the call: less sensitive than the wall clock to a loaded machine."""
     import gc
     times, cpus, out = [], [], None
     while True:
@@ -497,8 +497,8 @@ def main():
           f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")
     for k, r in enumerate(runs, 1): print_run(k, r['res'], r['online'], r['judged'], sz, notes)
     print("\njoin s: the timed call only (median of up to 3 calls in the child; ours: a fresh store per call, so its ties check runs "
-          "in each); cpu s: CPU time of the contender's process during the call (all its threads; not Spark's JVM), steadier than
-the wall clock on a loaded machine; peak MiB: peak RSS of the contender's child process (from os.wait4); disagree: sampled entity rows whose "
+          "in each); cpu s: CPU time of the contender's process during the call (all its threads; not Spark's JVM), steadier than "
+          "the wall clock on a loaded machine; peak MiB: peak RSS of the contender's child process (from os.wait4); disagree: sampled entity rows whose "
           "result differs from the brute-force reference (or is missing).")
 
     # across the runs: the spread of each ratio and of each contender's time and peak memory, and PASS only if every run passed
