@@ -143,6 +143,7 @@ def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, 
     for vname, (v, feats) in views.items():
         src = source_view(fs, v, commits[vname])
         _check_key_types(fs, v, entities, src)
+        check_ties(fs, v, commits[vname])   # ties the created time cannot break are refused here, before any join runs
         rows = feature_rows_view(fs, v, src, feats, commits[vname])
         if pit_plan(n, fs.con.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]) == 'pruned': rows = f'({pruned_sql(v, rows)})'
         f, ek = f'__j{len(joins)}', ('__ekc' if v.created else '__ets')
@@ -222,7 +223,6 @@ def training_set(self:FeatureStore,
     held = Registered(self.con, f"__entities_{lineage['entity_hash'][:16]}_{next(_entity_ids)}",
                       t.append_column('__row', pa.array(np.arange(t.num_rows, dtype=np.int64))), self.lock)
     with self.lock:
-        for n, (v, _) in views.items(): check_ties(self, v, commits[n])   # ties the created time cannot break: refused now
         try: rel = self.con.sql(point_in_time_sql(self, views, held.name, timestamp, cols, full_names, commits))
         except duckdb.Error as e: raise InvalidInput(f"cannot join these entity rows: {str(e).splitlines()[0]}") from None
     return TrainingSet(rel, lineage, timestamp, self, held)
