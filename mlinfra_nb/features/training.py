@@ -4,7 +4,7 @@
 
 # %% ../../nbs/21_features.training.ipynb #370d5f05
 from __future__ import annotations
-import datetime as dt, hashlib, itertools, json
+import datetime as dt, hashlib, itertools, json, weakref
 from dataclasses import dataclass, field
 import duckdb, numpy as np, pandas as pd, pyarrow as pa
 from fastcore.basics import patch
@@ -15,6 +15,7 @@ from .views import FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, inte
 
 # %% auto #0
 __all__ = ['split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'dedup_sql',
+           'asof_key_sql', 'entity_key_sql', 'tie_problem', 'check_ties', 'pit_plan', 'pruned_sql', 'feature_rows_view',
            'point_in_time_sql', 'Registered', 'TrainingSet']
 
 # %% ../../nbs/21_features.training.ipynb #f9a4b764
@@ -79,23 +80,81 @@ def _check_key_types(fs:FeatureStore, v:FeatureView, entities:str, src:str):
         if _family(et[k]) != _family(st[k]):
             raise InvalidInput(f"entity key {k!r} is {et[k]} in the entity rows but {st[k]} in {v.source}; convert one of them")
 
+# %% ../../nbs/21_features.training.ipynb #4454bfd8
+def asof_key_sql(v:FeatureView, ts:str='__ts', created:str='__created')->str:
+    "The as-of key of a feature row of `v`: its time, then (with a created column) its created time, NULLs lowest."
+    if not v.created: return ts
+    return f"CASE WHEN {ts} IS NOT NULL THEN {{'t': {ts}, 'n': {created} IS NOT NULL, 'c': {created}}} END"
+
+def entity_key_sql(v:FeatureView, ets:str='__ets')->str:
+    "The as-of key of an entity row at time `ets` for view `v`: at or above every feature row of that time."
+    if not v.created: return ets
+    return f"CASE WHEN {ets} IS NOT NULL THEN {{'t': {ets}, 'n': true, 'c': 'infinity'::TIMESTAMPTZ}} END"
+
+# %% ../../nbs/21_features.training.ipynb #6112fdba
+def tie_problem(con:duckdb.DuckDBPyConnection, v:FeatureView, rows:str)->str|None:
+    "What is wrong with the feature rows `rows` of `v` if they hold a tie that the created time cannot break, else None."
+    keys = ', '.join(q(k) for k in v.entities)
+    tie = f"{keys}, __ts" + (', __created' if v.created else '')
+    if not con.sql(f"SELECT count(*) - count(DISTINCT hash({tie})) FROM {rows}").fetchall()[0][0]: return None
+    what = 'event and created time' if v.created else 'event time (give the view a created column to break ties)'
+    name = " || ', ' || ".join(f'{q(k)}::VARCHAR' for k in v.entities)
+    top = f"row_number() OVER (PARTITION BY {keys}, __ts ORDER BY __created DESC)" if v.created else '1'
+    bad = con.sql(f"""SELECT 'feature view {v.name}: several rows for ' || {name} || ' at ' || __ts::VARCHAR || ' with the same {what}'
+                      FROM (SELECT {tie}, count(*) AS __n, {top} AS __top FROM {rows} GROUP BY {tie})
+                      WHERE __n > 1 AND __top = 1 LIMIT 1""").fetchall()
+    return (bad[0][0] or f'feature view {v.name}: several rows with the same {what}') if bad else None
+
+# %% ../../nbs/21_features.training.ipynb #a8b7757e
+_ties_checked = weakref.WeakKeyDictionary()   # store -> {(view, version, commit)} that passed
+
+def check_ties(fs:FeatureStore, v:FeatureView, commit:str):
+    "Raise `InvalidInput` if the rows of `v`'s source at `commit` hold a tie that the created time cannot break."
+    done = _ties_checked.setdefault(fs, set())
+    if (v.name, v.version, commit) in done: return
+    cols = [*(q(k) for k in v.entities), f'CAST({q(v.timestamp)} AS TIMESTAMPTZ) AS __ts'] + ([f'CAST({q(v.created)} AS TIMESTAMPTZ) AS __created'] if v.created else [])
+    if (problem := tie_problem(fs.con, v, f"(SELECT {', '.join(cols)} FROM {source_view(fs, v, commit)})")): raise InvalidInput(problem)
+    done.add((v.name, v.version, commit))
+
+# %% ../../nbs/21_features.training.ipynb #a0f327ad
+def pit_plan(entity_rows:int, feature_rows:int)->str:
+    "'pruned' (drop feature rows outside any entity row's window before the join) when feature rows outnumber entity rows 10 to 1, else 'full'."
+    return 'pruned' if 10 * entity_rows <= feature_rows else 'full'
+
+def pruned_sql(v:FeatureView, rows:str, entities:str='e')->str:
+    "The feature rows `rows` of `v` that some entity row in `entities` (with `__ets`) can use: its key, from its time back to the TTL."
+    on = ' AND '.join(f'f.{q(k)} = r.{q(k)}' for k in v.entities)
+    lo = f" AND f.__ts >= r.__lo - {interval_sql(parse_duration(v.ttl))}" if v.ttl else ''
+    return f"""SELECT f.* FROM {rows} f JOIN (SELECT {', '.join(q(k) for k in v.entities)}, min(__ets) AS __lo, max(__ets) AS __hi
+                                             FROM {entities} GROUP BY ALL) r ON {on} AND f.__ts <= r.__hi{lo}"""
+
 # %% ../../nbs/21_features.training.ipynb #655620cf
+def feature_rows_view(fs:FeatureStore, v:FeatureView, src:str, feats:list, commit:str)->str:
+    "The name of a temp view of `v`'s feature rows (keys, `__ts`, `__created`, `feats`) computed from `src`, its source at `commit`."
+    # what it reads never changes (a commit, a definition version), so it can be named and shared
+    f = '__f_' + hashlib.sha256(json.dumps([v.version, commit, feats]).encode()).hexdigest()[:16]
+    fs.con.execute(f"CREATE OR REPLACE TEMP VIEW {f} AS {feature_sql(v, src, feats)}")
+    return f
+
 def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, columns:list, full_names:bool, commits:dict)->str:
     "The SQL of a training set over the registered entity table `entities`, reading each view's source at `commits[view]`."
-    selects, joins = [f'e.{q(c)}' for c in columns], []
+    n = fs.con.sql(f"SELECT count(*) FROM {entities}").fetchall()[0][0]
+    selects, joins, ekeys = [f'e.{q(c)}' for c in columns], [], {}
     for vname, (v, feats) in views.items():
-        # what this sub-query reads never changes (a commit, a definition version), so it can be named and shared
-        f = '__f_' + hashlib.sha256(json.dumps([v.version, commits[vname], feats]).encode()).hexdigest()[:16]
         src = source_view(fs, v, commits[vname])
         _check_key_types(fs, v, entities, src)
-        fs.con.execute(f"CREATE OR REPLACE TEMP VIEW {f} AS {dedup_sql(v, feature_sql(v, src, feats))}")
+        check_ties(fs, v, commits[vname])   # ties the created time cannot break are refused here, before any join runs
+        rows = feature_rows_view(fs, v, src, feats, commits[vname])
+        if pit_plan(n, fs.con.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]) == 'pruned': rows = f'({pruned_sql(v, rows)})'
+        f, ek = f'__j{len(joins)}', ('__ekc' if v.created else '__ets')
+        ekeys[ek] = entity_key_sql(v)
         on = ' AND '.join(f'e.{q(k)} = {f}.{q(k)}' for k in v.entities)
-        joins.append(f"ASOF LEFT JOIN {f} ON {on} AND e.__ets >= {f}.__ts")
+        joins.append(f"ASOF LEFT JOIN (SELECT *, {asof_key_sql(v)} AS __k FROM {rows}) {f} ON {on} AND e.{ek} >= {f}.__k")
         fresh = f"{f}.__ts >= e.__ets - {interval_sql(parse_duration(v.ttl))}" if v.ttl else 'true'
         selects += [f"CASE WHEN {fresh} THEN {f}.{q(x)} END AS {q(f'{vname}__{x}' if full_names else x)}" for x in feats]
-    return f"""SELECT {', '.join(selects)}
-               FROM (SELECT *, CAST({q(timestamp)} AS TIMESTAMPTZ) AS __ets FROM {entities}) e {' '.join(joins)}
-               ORDER BY e.__row"""
+    extra = ''.join(f', {sql} AS {k}' for k, sql in ekeys.items() if k != '__ets')
+    return f"""WITH e AS (SELECT *{extra} FROM (SELECT *, CAST({q(timestamp)} AS TIMESTAMPTZ) AS __ets FROM {entities}))
+               SELECT {', '.join(selects)} FROM e {' '.join(joins)} ORDER BY e.__row"""
 
 # %% ../../nbs/21_features.training.ipynb #77fd882a
 class Registered:
