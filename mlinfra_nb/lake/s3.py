@@ -17,7 +17,7 @@ from starlette.responses import Response
 from ..workspace import Conflict, InvalidInput, MlinfraError, NotFound, PermissionDenied, PreconditionFailed
 from .core import Lake, ObjectInfo, arn, check_path
 from .auth import Principal, Unauthorized, signing_secret
-from .store import one, private_opener
+from .store import private_opener
 from .server import LakeAPI, TooLarge, TooManyGuesses, _bounded, _byte_range, read_object
 
 # %% auto #0
