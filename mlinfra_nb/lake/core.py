@@ -539,15 +539,14 @@ def list(self:Repository,
     with self.store.connect() as con:
         r = self.lake._resolve(con, self.name, ref)
         seqs = [g.seq for g in ranges_under(tree_ranges(con, r.commit.metarange), prefix)]
-        staged = f"SELECT {cols} FROM staging WHERE repo = $repo AND branch = $branch AND starts_with(path, $prefix)"
         sql = f"""
-            WITH s AS ({staged}),
-                 c AS (SELECT {cols} FROM ranges WHERE seq IN (SELECT unnest($seqs::BIGINT[])) AND starts_with(path, $prefix)),
-                 e AS (SELECT * FROM s WHERE address IS NOT NULL UNION ALL SELECT * FROM c ANTI JOIN s USING (path)),
-                 k AS (SELECT *, CASE WHEN $delim <> '' AND strpos(path[length($prefix) + 1:], $delim) > 0
-                                     THEN path[:length($prefix) + strpos(path[length($prefix) + 1:], $delim) + length($delim) - 1] END AS dir FROM e)
+            WITH staged AS (SELECT {cols} FROM staging WHERE repo = $repo AND branch = $branch AND starts_with(path, $prefix)),
+                 committed AS (SELECT {cols} FROM ranges WHERE seq IN (SELECT unnest($seqs::BIGINT[])) AND starts_with(path, $prefix)),
+                 visible AS (SELECT * FROM staged WHERE address IS NOT NULL UNION ALL SELECT * FROM committed ANTI JOIN staged USING (path)),
+                 folded AS (SELECT *, CASE WHEN $delim <> '' AND strpos(path[length($prefix) + 1:], $delim) > 0
+                                     THEN path[:length($prefix) + strpos(path[length($prefix) + 1:], $delim) + length($delim) - 1] END AS dir FROM visible)
             SELECT coalesce(dir, path) AS key, any_value(struct_pack({names})) FILTER (WHERE dir IS NULL) AS ent, bool_or(dir IS NOT NULL) AS is_dir
-            FROM k GROUP BY key
+            FROM folded GROUP BY key
             HAVING key > $after OR (bool_or(dir IS NOT NULL) AND starts_with($after, key) AND $after <> key AND max(path) > $after)
             ORDER BY key {'LIMIT ' + str(int(limit)) if limit is not None else ''}"""
         rows = con.execute(sql, {'repo': self.name, 'branch': r.branch or '', 'prefix': prefix, 'seqs': seqs,
@@ -631,11 +630,11 @@ def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:st
         rows = con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE {where} AND address IS NOT NULL ORDER BY path", args).fetchall()
         return {r[0]: (None, Entry._make(r)) for r in rows}                                                   # objects are added, removals remove nothing
     paths = [p for (p,) in con.execute(f"SELECT path FROM staging WHERE {where}", args).fetchall()]
-    seqs = sorted({rngs[i][1] for i in {bisect.bisect_left(maxes, p) for p in paths} if i < len(rngs)})
+    seqs = sorted({rngs[i].seq for i in {bisect.bisect_left(maxes, p) for p in paths} if i < len(rngs)})
     rows = con.execute(f"""
-        WITH s AS (SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)),
-             c AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])))
-        SELECT c.*, s.* FROM s LEFT JOIN c ON s.path = c.path
+        WITH staged AS (SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)),
+             committed AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])))
+        SELECT c.*, s.* FROM staged s LEFT JOIN committed c ON s.path = c.path
         WHERE (c.path IS NULL) <> (s.address IS NULL)
            OR (c.path IS NOT NULL AND s.address IS NOT NULL AND (c.address <> s.address OR c.size <> s.size
                OR c.content_type <> s.content_type OR c.metadata <> s.metadata))
