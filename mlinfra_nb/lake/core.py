@@ -81,6 +81,7 @@ class Commit:
     metarange: str = field(repr=False)
     generation: int = field(repr=False)
 
+# %% ../../nbs/11_lake.core.ipynb #4b6a5e74
 @dataclass(frozen=True)
 class ObjectInfo:
     "A stored object as seen at some ref."
@@ -118,6 +119,7 @@ def lake_key(settings:dict)->bytes|str|None:
     try: return Path(path).expanduser().read_bytes()
     except OSError as e: raise InvalidInput(f"cannot read the lake key file {path}: {e.strerror}") from None
 
+# %% ../../nbs/11_lake.core.ipynb #36dd624f
 class Lake:
     "An embedded data lake: repositories with lakeFS semantics in a directory on local disk."
     def __init__(self,
@@ -819,9 +821,8 @@ def _merge_base(self:Repository, con, x:Commit, y:Commit)->Commit:
             if p not in seen: seen.add(p); heapq.heappush(heap, (-self.lake._commit(con, self.name, p).generation, p))
     raise NotFound(f"{x.id[:12]} and {y.id[:12]} have no common ancestor")
 
-STRATEGIES = ('source-wins', 'dest-wins')
-
 # %% ../../nbs/11_lake.core.ipynb #a16e77a9
+STRATEGIES = ('source-wins', 'dest-wins')  # how a merge may settle conflicts
 MERGE_RULES = {}  # name -> rule: rules settle groups of paths with semantics of their own (`lake.tables` adds one for tables)
 
 @dataclass
