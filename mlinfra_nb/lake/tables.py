@@ -34,10 +34,12 @@ def to_arrow(data)->pa.Table:
     raise InvalidInput(f"a table is written from a pandas DataFrame, an Arrow table or a DuckDB relation, not {type(data).__name__}")
 
 def schema_json(s:pa.Schema)->dict:
+    "A schema as a table's manifest stores it: column names and types for people, the serialized Arrow schema for `schema_from`."
     return {'columns': [{'name': f.name, 'type': str(f.type)} for f in s],
             'arrow': base64.b64encode(s.serialize().to_pybytes()).decode()}
 
 def schema_from(meta:dict)->pa.Schema:
+    "The Arrow schema stored in the manifest `meta` (by `schema_json`)."
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(meta['schema']['arrow'])))
 
 def schema_problems(old:pa.Schema, new:pa.Schema)->list[str]:
@@ -305,14 +307,14 @@ def _table_folder(con, trees:list, path:str, known:dict)->str|None:
     folder = path.rsplit('/', 1)[0]
     if folder not in known:
         meta = f'{folder}/{TABLE_META}'
-        known[folder] = any(e[0] == meta for mr in trees for e in tree_entries(con, mr, meta))
+        known[folder] = any(e.path == meta for mr in trees for e in tree_entries(con, mr, meta))
     return folder if known[folder] else None
 
 @patch
 def _table_side(self:Repository, con, mr:str, path:str)->tuple[TableSide, dict]:
     "The table at `path` in tree `mr`, and its files' entries by path."
     n = len(path) + 1
-    ents = {e[0]: e for e in tree_entries(con, mr, path + '/') if '/' not in e[0][n:] and (e[0].endswith('.parquet') or e[0][n:] == TABLE_META)}
+    ents = {e.path: e for e in tree_entries(con, mr, path + '/') if '/' not in e.path[n:] and (e.path.endswith('.parquet') or e.path[n:] == TABLE_META)}
     m = ents.get(f'{path}/{TABLE_META}')
     meta = json.loads(self.store.get_blob(con, m[1], name=f'{self.name}/{path}/{TABLE_META}')) if m else None
     return TableSide(meta, {p[n:]: object_identity(e) for p, e in ents.items()}), ents
