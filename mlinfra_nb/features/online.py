@@ -8,7 +8,7 @@ import datetime as dt, json, time
 import duckdb, pandas as pd, pyarrow as pa, pyarrow.compute as pc
 from fastcore.basics import patch
 from ..workspace import InvalidInput, MlinfraError, NotFound
-from ..lake.tables import _to_arrow
+from ..lake.tables import to_arrow
 from .views import Aggregate, FeatureStore, FeatureView, feature_sql, interval_sql, parse_duration, q, source_view
 from .training import check_features, dedup_sql, split_feature_refs
 
@@ -123,7 +123,7 @@ def _request_columns(entity_rows)->dict[str, list]:
         if not entity_rows or not all(isinstance(r, dict) for r in entity_rows): raise InvalidInput("entity_rows must be a non-empty list of dicts like {'user_id': 'u1'}")
         cols = list(dict.fromkeys(k for r in entity_rows for k in r))
         return {c: [r.get(c) for r in entity_rows] for c in cols}
-    return _to_arrow(entity_rows).to_pydict()
+    return to_arrow(entity_rows).to_pydict()
 
 # %% ../../nbs/22_features.online.ipynb #a2b6f546
 @patch

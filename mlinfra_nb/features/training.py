@@ -10,7 +10,7 @@ import duckdb, numpy as np, pandas as pd, pyarrow as pa
 from fastcore.basics import patch
 from .. import __version__
 from ..workspace import InvalidInput
-from ..lake.tables import _to_arrow
+from ..lake.tables import to_arrow
 from .views import FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, interval_sql, parse_duration, q, source_view
 
 # %% auto #0
@@ -47,7 +47,7 @@ def entity_table(fs:FeatureStore, entities)->pa.Table:
         if not m: raise InvalidInput(f"entity rows given as a string must be a lake table 'lakefs://repo/ref/path', not {entities!r}")
         return fs.lake.repository(m.group(1)).table(m.group(2), m.group(3), con=fs.con).to_arrow_table()
     if isinstance(entities, duckdb.DuckDBPyRelation): return entities.to_arrow_table()
-    return _to_arrow(entities)
+    return to_arrow(entities)
 
 def table_hash(t:pa.Table)->str:
     "A SHA-256 of an Arrow table's schema and contents."

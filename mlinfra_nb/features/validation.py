@@ -10,7 +10,7 @@ import duckdb, pandas as pd
 from fastcore.basics import patch
 from ..workspace import InvalidInput
 from ..lake.core import HookEvent
-from ..lake.tables import _to_arrow
+from ..lake.tables import to_arrow
 from .views import Expect, FeatureStore, FeatureView, NUMERIC, feature_sql, q, source_view
 from .online import online_table  # also gives the store its `online` DuckDB file, where the log lives
 
@@ -189,7 +189,7 @@ def ingest(self:FeatureStore, name:str, data, branch:str|None=None, mode:str='ap
     "Validate `data`, write it to view `name`'s source table on `branch` in one commit, and store its statistics."
     v = self.view(name)
     branch = branch or v.ref
-    t = _to_arrow(data)
+    t = to_arrow(data)
     with self.lock:
         self.con.register('__incoming', t)
         try:

@@ -6,9 +6,9 @@
 __all__ = []
 
 # %% ../../nbs/19_lake.ipynb #b5f9a587
-from .core import (Lake, Repository, Commit, ObjectInfo, CommonPrefix, Change, HookEvent, Resolved,
+from .core import (Lake, Repository, Branch, Commit, ObjectInfo, CommonPrefix, Change, HookEvent, Resolved,
                                   check_path, check_ref_name, check_repo_name)
-from .tables import Branch, TableInfo, TableDiff, count_rows, query_connection
+from .tables import TableInfo, TableDiff, count_rows, query_connection
 from .auth import Principal, Unauthorized, create_credentials
 import importlib
 

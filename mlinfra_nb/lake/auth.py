@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastcore.basics import patch
 from ..workspace import Conflict, InvalidInput, NotFound, PermissionDenied
 from .core import Lake, arn, check_ref_name, guarded
-from .store import one, private_opener
+from .store import first_row, private_opener
 
 # %% auto #0
 __all__ = ['SERVICES', 'EFFECTS', 'CONDITIONS', 'BUILTIN_POLICIES', 'BUILTIN_GROUPS', 'AUTH_SCHEMA', 'SCRYPT', 'SECRETS_KEY',
@@ -184,7 +184,7 @@ def _now()->dt.datetime: return dt.datetime.now(dt.timezone.utc)
 def _init_auth(con):
     "Make the access-control tables; the first time, write the built-in policies and groups, and make the users of existing keys Admins."
     con.execute(AUTH_SCHEMA)
-    if one(con, "SELECT 1 FROM auth_policies LIMIT 1"): return
+    if first_row(con, "SELECT 1 FROM auth_policies LIMIT 1"): return
     now = _now()
     for pid, (acts, res) in BUILTIN_POLICIES.items():
         con.execute("INSERT INTO auth_policies VALUES (?, ?, ?)", [pid, json.dumps([{'effect': 'allow', 'action': acts, 'resource': res}]), now])
@@ -234,7 +234,7 @@ def check_auth_name(name, kind:str)->str:
     raise InvalidInput(f"invalid {kind} name {name!r}: use 1-256 letters, digits and '_+=,.@-'")
 
 def _must(con, table:str, id:str, kind:str):
-    if not one(con, f"SELECT 1 FROM {table} WHERE id = ?", [id]): raise NotFound(f"no {kind} {id!r} in this lake")
+    if not first_row(con, f"SELECT 1 FROM {table} WHERE id = ?", [id]): raise NotFound(f"no {kind} {id!r} in this lake")
 
 def _stamp_time(t)->int: return int(t.timestamp()) if t else 0
 
@@ -245,7 +245,7 @@ def create_user(lake:Lake, user:str, groups:list[str]=(), email:str|None=None)->
     check_auth_name(user, 'user'); lake._check('auth:CreateUser', auth_arn('user', user))
     for g in groups: lake._check('auth:AddGroupMember', auth_arn('group', g))
     with auth_change(lake, 'create_user', user=user, groups=list(groups)) as con:
-        if one(con, "SELECT 1 FROM auth_users WHERE id = ?", [user]): raise Conflict(f"user {user!r} already exists")
+        if first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [user]): raise Conflict(f"user {user!r} already exists")
         for g in groups: _must(con, 'auth_groups', g, 'group')
         con.execute("INSERT INTO auth_users VALUES (?, ?, ?)", [user, _now(), email])
         for g in groups: con.execute("INSERT INTO auth_members VALUES (?, ?)", [g, user])
@@ -255,7 +255,7 @@ def create_user(lake:Lake, user:str, groups:list[str]=(), email:str|None=None)->
 def get_user(lake:Lake, user:str)->dict:
     "The user `user`: id, creation time (seconds) and email."
     lake._check('auth:ReadUser', auth_arn('user', user)); auth_tables(lake)
-    with lake.store.connect() as con: r = one(con, "SELECT id, created_at, email FROM auth_users WHERE id = ?", [user])
+    with lake.store.connect() as con: r = first_row(con, "SELECT id, created_at, email FROM auth_users WHERE id = ?", [user])
     if r is None: raise NotFound(f"no user {user!r} in this lake")
     return {'id': r[0], 'creation_date': _stamp_time(r[1]), **({'email': r[2]} if r[2] else {})}
 
@@ -282,7 +282,7 @@ def create_group(lake:Lake, group:str, description:str='')->dict:
     "Create the group `group`."
     check_auth_name(group, 'group'); lake._check('auth:CreateGroup', auth_arn('group', group))
     with auth_change(lake, 'create_group', group=group) as con:
-        if one(con, "SELECT 1 FROM auth_groups WHERE id = ?", [group]): raise Conflict(f"group {group!r} already exists")
+        if first_row(con, "SELECT 1 FROM auth_groups WHERE id = ?", [group]): raise Conflict(f"group {group!r} already exists")
         con.execute("INSERT INTO auth_groups VALUES (?, ?, ?)", [group, description or '', _now()])
     return get_group(lake, group)
 
@@ -290,7 +290,7 @@ def create_group(lake:Lake, group:str, description:str='')->dict:
 def get_group(lake:Lake, group:str)->dict:
     "The group `group`: id, description and creation time (seconds)."
     lake._check('auth:ReadGroup', auth_arn('group', group)); auth_tables(lake)
-    with lake.store.connect() as con: r = one(con, "SELECT id, description, created_at FROM auth_groups WHERE id = ?", [group])
+    with lake.store.connect() as con: r = first_row(con, "SELECT id, description, created_at FROM auth_groups WHERE id = ?", [group])
     if r is None: raise NotFound(f"no group {group!r} in this lake")
     return {'id': r[0], 'name': r[0], 'description': r[1], 'creation_date': _stamp_time(r[2])}
 
@@ -316,7 +316,7 @@ def add_member(lake:Lake, group:str, user:str):
     lake._check('auth:AddGroupMember', auth_arn('group', group))
     with auth_change(lake, 'add_member', group=group, user=user) as con:
         _must(con, 'auth_groups', group, 'group'); _must(con, 'auth_users', user, 'user')
-        if one(con, "SELECT 1 FROM auth_members WHERE group_id = ? AND user_id = ?", [group, user]): raise Conflict(f"{user!r} is already in {group!r}")
+        if first_row(con, "SELECT 1 FROM auth_members WHERE group_id = ? AND user_id = ?", [group, user]): raise Conflict(f"{user!r} is already in {group!r}")
         con.execute("INSERT INTO auth_members VALUES (?, ?)", [group, user])
 
 @guarded
@@ -356,7 +356,7 @@ def create_policy(lake:Lake, policy:str, statement:list[dict])->dict:
     check_auth_name(policy, 'policy'); lake._check('auth:CreatePolicy', auth_arn('policy', policy))
     sts = _statements(statement)
     with auth_change(lake, 'create_policy', policy=policy) as con:
-        if one(con, "SELECT 1 FROM auth_policies WHERE id = ?", [policy]): raise Conflict(f"policy {policy!r} already exists")
+        if first_row(con, "SELECT 1 FROM auth_policies WHERE id = ?", [policy]): raise Conflict(f"policy {policy!r} already exists")
         con.execute("INSERT INTO auth_policies VALUES (?, ?, ?)", [policy, json.dumps(sts), _now()])
     return get_policy(lake, policy)
 
@@ -374,7 +374,7 @@ def update_policy(lake:Lake, policy:str, statement:list[dict])->dict:
 def get_policy(lake:Lake, policy:str)->dict:
     "The policy `policy`: id, statements and creation time (seconds)."
     lake._check('auth:ReadPolicy', auth_arn('policy', policy)); auth_tables(lake)
-    with lake.store.connect() as con: r = one(con, "SELECT id, statement, created_at FROM auth_policies WHERE id = ?", [policy])
+    with lake.store.connect() as con: r = first_row(con, "SELECT id, statement, created_at FROM auth_policies WHERE id = ?", [policy])
     if r is None: raise NotFound(f"no policy {policy!r} in this lake")
     return _policy(r)
 
@@ -404,7 +404,7 @@ def attach_policy(lake:Lake, policy:str, user:str|None=None, group:str|None=None
     kind, name = _holder(user, group); lake._check('auth:AttachPolicy', auth_arn(kind, name))
     with auth_change(lake, 'attach_policy', policy=policy, **{kind: name}) as con:
         _must(con, f'auth_{kind}s', name, kind); _must(con, 'auth_policies', policy, 'policy')
-        if one(con, "SELECT 1 FROM auth_attached WHERE kind = ? AND principal = ? AND policy_id = ?", [kind, name, policy]):
+        if first_row(con, "SELECT 1 FROM auth_attached WHERE kind = ? AND principal = ? AND policy_id = ?", [kind, name, policy]):
             raise Conflict(f"policy {policy!r} is already attached to {kind} {name!r}")
         con.execute("INSERT INTO auth_attached VALUES (?, ?, ?)", [kind, name, policy])
 
@@ -491,11 +491,11 @@ def create_credentials(lake:Lake, user:str='admin', access_key_id:str|None=None,
     if secret_access_key is not None and not (isinstance(secret_access_key, str) and secret_access_key): raise InvalidInput("the secret access key must not be empty")
     key, secret, salt = access_key_id or _new_key(), secret_access_key or secrets.token_urlsafe(30), secrets.token_hex(16)
     with auth_change(lake, 'create_credentials', user=user, access_key_id=key) as con:
-        if setup and one(con, "SELECT 1 FROM auth_users LIMIT 1"): raise Conflict("lakeFS already initialized: this lake has users already")
-        if one(con, "SELECT 1 FROM credentials WHERE access_key_id = ?", [key]): raise Conflict(f"access key {key!r} already exists")
-        if not one(con, "SELECT 1 FROM auth_users WHERE id = ?", [user]):
+        if setup and first_row(con, "SELECT 1 FROM auth_users LIMIT 1"): raise Conflict("lakeFS already initialized: this lake has users already")
+        if first_row(con, "SELECT 1 FROM credentials WHERE access_key_id = ?", [key]): raise Conflict(f"access key {key!r} already exists")
+        if not first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [user]):
             if lake.principal is not None: raise NotFound(f"no user {user!r} in this lake")
-            first = not one(con, "SELECT 1 FROM auth_users LIMIT 1")
+            first = not first_row(con, "SELECT 1 FROM auth_users LIMIT 1")
             con.execute("INSERT INTO auth_users VALUES (?, ?, NULL)", [user, _now()])
             if first: con.execute("INSERT INTO auth_members VALUES ('Admins', ?)", [user])
         con.execute("INSERT INTO credentials VALUES (?, ?, ?, ?, ?)", [key, salt, _hash_secret(secret, salt), user, _now()])
@@ -516,7 +516,7 @@ def list_credentials(lake:Lake, user:str|None=None)->list[dict]:
 def delete_credentials(lake:Lake, access_key_id:str, user:str|None=None):
     "Revoke the access key `access_key_id` (of `user`, if given); every server refuses it from its next request."
     auth_tables(lake)
-    with lake.store.connect() as con: r = one(con, "SELECT user_id FROM credentials WHERE access_key_id = ?", [access_key_id])
+    with lake.store.connect() as con: r = first_row(con, "SELECT user_id FROM credentials WHERE access_key_id = ?", [access_key_id])
     lake._check('auth:DeleteCredentials', auth_arn('user', user or (r[0] if r else '*')))
     if r is None or user not in (None, r[0]): raise NotFound(f"no access key {access_key_id!r}" + (f" for user {user!r}" if user else ''))
     with auth_change(lake, 'delete_credentials', user=r[0], access_key_id=access_key_id) as con:
@@ -528,7 +528,7 @@ def credentials_user(lake:Lake, access_key_id:str, secret:str)->str|None:
     "The user of `access_key_id` if `secret` is its secret, else None; an unknown key id takes as long as a wrong secret."
     auth_tables(lake)
     with lake.store.connect() as con:
-        r = one(con, "SELECT salt, secret_hash, user_id, sealed IS NOT NULL FROM credentials LEFT JOIN credential_secrets USING (access_key_id)"
+        r = first_row(con, "SELECT salt, secret_hash, user_id, sealed IS NOT NULL FROM credentials LEFT JOIN credential_secrets USING (access_key_id)"
                      " WHERE access_key_id = ?", [access_key_id])
     salt, want, user, kept = r or (*_decoy(), None, True)
     if not (hmac.compare_digest(_hash_secret(secret, salt), want) and r): return None
@@ -541,7 +541,7 @@ def signing_secret(lake:Lake, access_key_id:str)->tuple[str, str|None]|None:
     "`(user, secret)` of the access key `access_key_id`; the secret is None if the lake keeps none for it yet; None for an unknown key."
     auth_tables(lake)
     with lake.store.connect() as con:
-        r = one(con, "SELECT user_id, sealed FROM credentials LEFT JOIN credential_secrets USING (access_key_id) WHERE access_key_id = ?", [access_key_id])
+        r = first_row(con, "SELECT user_id, sealed FROM credentials LEFT JOIN credential_secrets USING (access_key_id) WHERE access_key_id = ?", [access_key_id])
     return None if r is None else (r[0], open_secret(lake, access_key_id, r[1]) if r[1] else None)
 
 # %% ../../nbs/15_lake.auth.ipynb #9d169219
@@ -567,7 +567,7 @@ class Principal:
             mark, stamp, (seen, at, pols, rules) = _announced[0], auth_stamp(self.lake), self._seen
             if stamp != seen or stamp is None or now - at > 60:
                 with self.lake.store.connect() as con:
-                    if not one(con, "SELECT 1 FROM auth_users WHERE id = ?", [self.user]): pols = []   # deleted: may do nothing
+                    if not first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [self.user]): pols = []   # deleted: may do nothing
                     else: pols = attached_policies(_owner(self.lake), user=self.user, effective=True)
                 self._seen = (stamp, now, pols, Rules(pols, self.user))
             self._looked = (now, mark)   # only once what it vouches for is in place

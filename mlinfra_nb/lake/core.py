@@ -4,24 +4,25 @@
 
 # %% ../../nbs/11_lake.core.ipynb #a2be10da
 from __future__ import annotations
-import bisect, datetime as dt, fnmatch, functools, getpass, hashlib, heapq, itertools, json, os, re, threading, time
-from collections import OrderedDict
+import bisect, contextlib, datetime as dt, fnmatch, functools, getpass, hashlib, heapq, json, os, re, threading, time, uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
-import pyarrow as pa
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from fastcore.basics import patch
 from ..workspace import (Conflict, InvalidInput, NotFound, PermissionDenied, PreconditionFailed,
                                   Workspace, get_logger)
-from .store import LakeStore, Packer, one
+from .store import LakeStore, Packer, first_row
 from .packer import read_file, unreadable
+from .tree import (EMPTY_METARANGE, ENTRY_COLS, ENTRY_SQL, Entry, apply_changes, change_type, diff_trees, entries_table, lake_cache,
+                                 make_entry, now_us, object_identity, prefetch_ranges, ranges_under, tombstone, tree_lookup,
+                                 tree_max_keys, tree_ranges)
 
 # %% auto #0
-__all__ = ['REPO_NAME', 'REF_NAME', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'ENTRY_COLS', 'ENTRY_SQL', 'CACHE_SIZES', 'META_SPLIT',
-           'PACK_AHEAD_FROM', 'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE', 'check_repo_name',
+__all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE', 'check_repo_name',
            'check_ref_name', 'check_path', 'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change',
-           'tree_entries', 'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled']
+           'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled', 'merge_conflict',
+           'Branch']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -70,7 +71,7 @@ def check_metadata(md:Mapping|None)->dict:
 # %% ../../nbs/11_lake.core.ipynb #ab95db63
 @dataclass(frozen=True)
 class Commit:
-    "An immutable commit: its id is the SHA-256 of everything else in it."
+    "An immutable commit: its id is the SHA-256 of its parents, tree, message, metadata, committer and time (`generation` is worked out from its parents, not hashed)."
     id: str
     parents: tuple
     message: str
@@ -80,6 +81,7 @@ class Commit:
     metarange: str = field(repr=False)
     generation: int = field(repr=False)
 
+# %% ../../nbs/11_lake.core.ipynb #4b6a5e74
 @dataclass(frozen=True)
 class ObjectInfo:
     "A stored object as seen at some ref."
@@ -103,271 +105,10 @@ class Change:
     path: str
     size: int|None = None
 
-# %% ../../nbs/11_lake.core.ipynb #591b7917
-RANGE_SPLIT = 16  # a range ends after a path whose hash is divisible by this: ranges hold 16 entries on average
-EMPTY_METARANGE = hashlib.sha256(b'').hexdigest()
-ENTRY_COLS = ('path', 'address', 'size', 'content_type', 'mtime', 'metadata')
-ENTRY_SQL = 'path, address, size, content_type, epoch_us(mtime) AS mtime, metadata'  # entries carry mtime as integer microseconds
-_ENTRY_STRUCT = pa.struct([('path', pa.string()), ('address', pa.string()), ('size', pa.int64()), ('content_type', pa.string()),
-                           ('mtime', pa.int64()), ('metadata', pa.string())])
-
-def _entries_table(ents:list)->pa.Table:
-    "Entry tuples as an Arrow table with the columns of `ENTRY_COLS` (converted in C, with no Python list per column)."
-    t = pa.Table.from_struct_array(pa.array(ents, _ENTRY_STRUCT))
-    return t.set_column(4, 'mtime', t['mtime'].cast(pa.timestamp('us', tz='UTC')))
-
-def _boundary(path:str)->bool:
-    "Whether a range ends after `path` (a well-mixed hash: crc32 clumps on paths that differ in a few digits)."
-    return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), 'little') % RANGE_SPLIT == 0
-
-def _identity(e)->tuple:
-    "What makes two entries the same object (its bytes, size, type and metadata; not its upload time)."
-    return (e[1], e[2], e[3], e[5]) if e is not None else None
-
-def _range_id(entries)->str:
-    return hashlib.sha256('\n'.join([f'{p}\0{a}\0{s}\0{t}\0{m}\0{d}' for p, a, s, t, m, d in entries]).encode()).hexdigest()
-
-# %% ../../nbs/11_lake.core.ipynb #8c0ff981
-class _LRU(OrderedDict):
-    def __init__(self, size): super().__init__(); self.size = size
-    def get_or(self, key, make):
-        if key in self: self.move_to_end(key); return self[key]
-        v = self[key] = make()
-        if len(self) > self.size: self.popitem(last=False)
-        return v
-
-CACHE_SIZES = {'metaranges': 256, 'ranges': 16384, 'maxes': 256, 'commits': 8192, 'layouts': 256}
-
-def _cache(con, name:str)->_LRU:
-    "The per-lake cache `name` (a catalog connection carries its lake's caches; they are dropped when a transaction rolls back)."
-    c = con.caches.get(name)
-    if c is None: c = con.caches[name] = _LRU(CACHE_SIZES[name])
-    return c
-
-# %% ../../nbs/11_lake.core.ipynb #0f4d47ec
-def _metarange(con, mr_id:str)->list:
-    "The ranges of a metarange: `(range_id, seq, min_key, max_key, count)`, in key order."
-    if mr_id == EMPTY_METARANGE: return []
-    def load():
-        r = one(con, "SELECT chunks FROM metaranges WHERE metarange_id = ?", [mr_id])
-        if r is None: raise NotFound(f"metarange {mr_id[:12]} is missing from the catalog")
-        ids = json.loads(r[0])
-        bodies = dict(con.execute("SELECT chunk_id, ranges FROM metachunks WHERE chunk_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall())
-        con.caches.setdefault('metachunks', set()).update(ids)
-        chunks = [[tuple(x) for x in json.loads(bodies[i])] for i in ids]
-        _cache(con, 'layouts').get_or(mr_id, lambda: [(i, len(c), c[-1][0], None) for i, c in zip(ids, chunks)])
-        rngs = [r for c in chunks for r in c]
-        con.caches.setdefault('rangeseqs', {}).update((r[0], r[1]) for r in rngs)
-        return rngs
-    return _cache(con, 'metaranges').get_or(mr_id, load)
-
-def _range(con, rng)->list:
-    "The entries of a range, sorted by path."
-    return _cache(con, 'ranges').get_or(rng[0], lambda: con.execute(f"SELECT {ENTRY_SQL} FROM ranges WHERE seq = ? ORDER BY path", [rng[1]]).fetchall())
-
-def _prefetch(con, rngs:list):
-    "Load the entries of many ranges with one query."
-    cache = _cache(con, 'ranges')
-    missing = [r for r in rngs if r[0] not in cache]
-    if not missing: return
-    by = {}
-    for row in con.execute(f"SELECT seq, {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) ORDER BY seq, path",
-                           [[r[1] for r in missing]]).fetchall():
-        by.setdefault(row[0], []).append(row[1:])
-    for r in missing: cache.get_or(r[0], lambda: by.get(r[1], []))
-
-# %% ../../nbs/11_lake.core.ipynb #802ea5cd
-def _write_ranges(con, chunks:list)->list:
-    "Store the ranges in `chunks` (lists of entries) that are new, in one insert; return their `(range_id, seq, min_key, max_key, count)`."
-    ids = [_range_id(c) for c in chunks]
-    known = con.caches.setdefault('rangeseqs', {})  # range id -> seq, for ranges this process has seen stored
-    if len(known) > 1_000_000: known.clear()
-    seqs = {i: known[i] for i in ids if i in known}  # a range another process stored is stored again under a new seq: harmless
-    new = list({i: c for i, c in zip(ids, chunks) if i not in seqs}.items())
-    if new:
-        fresh = [r[0] for r in con.execute("SELECT nextval('tree_seq') FROM range(?)", [len(new)]).fetchall()]
-        seqs.update(zip([i for i, _ in new], fresh))
-        t = _entries_table([e for _, c in new for e in c]).add_column(0, 'seq', pa.array([seqs[i] for i, c in new for _ in c], pa.int64()))
-        info = pa.table({'range_id': [i for i, _ in new], 'seq': pa.array([seqs[i] for i, _ in new], pa.int64()),
-                         'count': pa.array([len(c) for _, c in new], pa.int64())})
-        con.register('_new_range', t); con.register('_new_rangeinfo', info)
-        con.execute("INSERT INTO ranges SELECT * FROM _new_range")
-        con.execute("INSERT INTO rangeinfo SELECT * FROM _new_rangeinfo")
-        con.unregister('_new_range'); con.unregister('_new_rangeinfo')
-    cache = _cache(con, 'ranges')
-    for i, c in zip(ids, chunks): cache.get_or(i, lambda: c)
-    known.update(seqs)
-    return [(i, seqs[i], c[0][0], c[-1][0], len(c)) for i, c in zip(ids, chunks)]
-
-# %% ../../nbs/11_lake.core.ipynb #997d87de
-META_SPLIT = 16  # a metarange chunk ends after a range whose last path's (second) hash is divisible by this
-
-def _meta_cut(key:str)->bool:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8, person=b'metarange').digest(), 'little') % META_SPLIT == 0
-
-def _chunk_refs(con, refs:list)->list:
-    "Cut a list of range references into metarange chunks."
-    cuts, chunks, cur = con.caches.setdefault('metacuts', {}), [], []
-    if len(cuts) > 1_000_000: cuts.clear()
-    for r in refs:
-        cur.append(r)
-        if (c := cuts.get(r[0])) is None: c = cuts[r[0]] = _meta_cut(r[3])
-        if c: chunks.append(cur); cur = []
-    if cur: chunks.append(cur)
-    return chunks
-
-def _chunk_id(refs:list)->str: return hashlib.sha256('\n'.join([r[0] for r in refs]).encode()).hexdigest()
-
-# %% ../../nbs/11_lake.core.ipynb #1eb8bf1b
-def _relayout(con, refs:list, old:list, spans:list)->list|None:
-    "The chunk layout `[(chunk id, count, last range id, refs or None)]` of `refs`, recutting only around `spans` of the parent's layout `old`."
-    ends = list(itertools.accumulate(c for _, c, _, _ in old))
-    regions = []
-    for new_lo, new_hi, old_lo, old_hi in spans:
-        c = min(bisect.bisect_right(ends, old_lo), len(old) - 1)           # the chunk holding the first replaced range
-        b = min(bisect.bisect_left(ends, old_hi + 1), len(old) - 1)        # the first chunk ending on an unreplaced range after them
-        if regions and c <= regions[-1][1]: regions[-1][1] = max(regions[-1][1], b)
-        else: regions.append([c, b])
-    his = [old_hi for *_, old_hi in spans]
-    grown = [0, *itertools.accumulate((new_hi - new_lo) - (old_hi - old_lo) for new_lo, new_hi, old_lo, old_hi in spans)]
-    def new_pos(p): return p + grown[bisect.bisect_right(his, p)]  # spans are in order: p moves by the growth of those ending at or before it
-    out, prev = [], 0
-    for c, b in regions:
-        out += old[prev:c]
-        s, e = new_pos(ends[c - 1] if c else 0), (new_pos(ends[b]) if b < len(old) - 1 else len(refs))
-        out += [(_chunk_id(ch), len(ch), ch[-1][0], ch) for ch in _chunk_refs(con, refs[s:e])]
-        prev = b + 1
-    out += old[prev:]
-    pos = 0   # check: every reused chunk must end on the same range in the new list
-    for cid, cnt, last, body in out:
-        pos += cnt
-        if pos > len(refs) or refs[pos - 1][0] != last: return None
-    return out if pos == len(refs) else None
-
-# %% ../../nbs/11_lake.core.ipynb #09f14397
-def _chunk_json(con, refs:list)->str:
-    "`json.dumps(refs)`, joined from the remembered JSON of each range reference (a recut chunk mostly holds references stored before)."
-    memo = con.caches.setdefault('refjson', {})
-    if len(memo) > 100_000: memo.clear()   # at most a few tens of MB
-    return '[' + ', '.join([memo.get(r) or memo.setdefault(r, json.dumps(r)) for r in refs]) + ']'
-
-def _write_metarange(con, rngs:list, base:tuple|None=None)->str:
-    "Store the metarange listing `rngs` (`base`: the parent metarange and the spans replaced in it); only chunks not stored before are written."
-    if not rngs: return EMPTY_METARANGE
-    mid = hashlib.sha256('\n'.join([r[0] for r in rngs]).encode()).hexdigest()
-    layouts = _cache(con, 'layouts')
-    if mid not in con.caches.get('metaranges', {}) and one(con, "SELECT 1 FROM metaranges WHERE metarange_id = ?", [mid]) is None:
-        old = layouts.get(base[0]) if base and base[0] in layouts else None
-        layout = _relayout(con, rngs, old, base[1]) if old else None
-        if layout is None: layout = [(_chunk_id(ch), len(ch), ch[-1][0], ch) for ch in _chunk_refs(con, rngs)]
-        known = con.caches.setdefault('metachunks', set())
-        new = {cid: body for cid, _, _, body in layout if body is not None and cid not in known}  # (a chunk another process stored is stored again: harmless)
-        if new:
-            con.register('_new_chunks', pa.table({'chunk_id': list(new), 'ranges': [_chunk_json(con, c) for c in new.values()]}))
-            con.execute("INSERT INTO metachunks SELECT * FROM _new_chunks"); con.unregister('_new_chunks')
-        known.update(cid for cid, *_ in layout)
-        con.execute("INSERT INTO metaranges VALUES (?, ?)", [mid, json.dumps([cid for cid, *_ in layout])])
-        layouts.get_or(mid, lambda: [(cid, cnt, last, None) for cid, cnt, last, _ in layout])
-    _cache(con, 'metaranges').get_or(mid, lambda: rngs)
-    return mid
-
-# %% ../../nbs/11_lake.core.ipynb #5f4a0dc4
-def _rewrite_runs(con, rngs:list, maxes:list, changes:Mapping)->list:
-    "The runs of ranges of a tree (`rngs`, with their max keys `maxes`) that `changes` fall in, rewritten with them applied."
-    n, by_range, order = len(rngs), {}, sorted(changes)
-    if n:
-        for p in order: by_range.setdefault(min(bisect.bisect_left(maxes, p), n - 1), []).append(p)
-    _prefetch(con, [rngs[i] for i in by_range if i < n])
-    runs, buf = [], []   # runs: (first old range, end old range, lists of entries for the new ranges replacing them)
-    def feed(entries, ends, chunks):
-        for e in entries:
-            buf.append(e)
-            if e[0] in ends: chunks.append(list(buf)); buf.clear()
-    if not n:
-        chunks = []
-        feed([changes[p] for p in order if changes[p] is not None], {p for p in changes if _boundary(p)}, chunks)
-        runs.append((0, 0, chunks))
-    for i in sorted(by_range):
-        if runs and i < runs[-1][1] or not n: continue  # already rewritten as part of the previous run
-        chunks, j = [], i
-        while True:
-            r = rngs[j]
-            ends = {p for p in [r[3], *by_range.get(j, ())] if _boundary(p)}  # in a stored range only its last path can end it
-            ents = _range(con, r)
-            if j in by_range:
-                merged = {e[0]: e for e in ents}
-                for p in by_range[j]:
-                    if changes[p] is None: merged.pop(p, None)
-                    else: merged[p] = changes[p]
-                ents = [merged[p] for p in sorted(merged)]
-            feed(ents, ends, chunks)
-            j += 1
-            if not buf or j == n: break  # the run ends where a range ends, or with the tree
-        runs.append((i, j, chunks))
-    if buf: runs[-1][2].append(list(buf)); buf.clear()
-    return runs
-
-# %% ../../nbs/11_lake.core.ipynb #a1b03604
-def _apply(con, mr_id:str, changes:Mapping)->str:
-    "The metarange of tree `mr_id` with `changes` (`path -> entry or None`) applied."
-    if not changes: return mr_id
-    rngs, maxes = _metarange(con, mr_id), _max_keys(con, mr_id)
-    runs = _rewrite_runs(con, rngs, maxes, changes)
-    written = iter(_write_ranges(con, [c for _, _, cs in runs for c in cs]))
-    out, keys, spans, prev = [], [], [], 0   # keys: the new tree's max keys, from slices of the old ones
-    for lo, hi, cs in runs:
-        out += rngs[prev:lo]; keys += maxes[prev:lo]
-        spans.append((len(out), len(out) + len(cs), lo, hi))
-        new = [next(written) for _ in cs]
-        out += new; keys += [r[3] for r in new]
-        prev = hi
-    out += rngs[prev:]; keys += maxes[prev:]
-    mid = _write_metarange(con, out, base=(mr_id, spans))
-    _cache(con, 'maxes').get_or(mid, lambda: keys)
-    return mid
-
-# %% ../../nbs/11_lake.core.ipynb #3883ee17
-def _diff_trees(con, left:str, right:str, prefix:str='')->list:
-    "Differences from tree `left` to tree `right`: `(type, path, left_entry, right_entry)` sorted by path."
-    if left == right: return []
-    a, b = _metarange(con, left), _metarange(con, right)
-    ida, idb = {r[0] for r in a}, {r[0] for r in b}
-    def seqs(rs, other): return [r[1] for r in rs if r[0] not in other and r[3] >= prefix and (not prefix or r[2] < prefix + '\U0010ffff')]
-    sa, sb = seqs(a, idb), seqs(b, ida)
-    if not sa and not sb: return []
-    cols = ENTRY_SQL
-    rows = con.execute(f"""
-        WITH l AS (SELECT {cols} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?)),
-             r AS (SELECT {cols} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?))
-        SELECT l.*, r.* FROM l FULL OUTER JOIN r ON l.path = r.path
-        WHERE l.path IS NULL OR r.path IS NULL OR l.address <> r.address OR l.size <> r.size
-              OR l.content_type <> r.content_type OR l.metadata <> r.metadata
-        ORDER BY coalesce(l.path, r.path)""", [sa, prefix, sb, prefix]).fetchall()
-    out = []
-    for row in rows:
-        le, re_ = (row[:6] if row[0] is not None else None), (row[6:] if row[6] is not None else None)
-        t = 'added' if le is None else 'removed' if re_ is None else 'changed'
-        out.append((t, (le or re_)[0], le, re_))
-    return out
-
-# %% ../../nbs/11_lake.core.ipynb #e66d5836
-def _max_keys(con, mr_id:str)->list:
-    return _cache(con, 'maxes').get_or(mr_id, lambda: [r[3] for r in _metarange(con, mr_id)])
-
-def _lookup(con, mr_id:str, path:str):
-    "The entry for `path` in tree `mr_id`, or None."
-    rngs = _metarange(con, mr_id)
-    i = bisect.bisect_left(_max_keys(con, mr_id), path)
-    if i == len(rngs): return None
-    ents = _range(con, rngs[i])
-    j = bisect.bisect_left(ents, (path,))
-    return ents[j] if j < len(ents) and ents[j][0] == path else None
-
-def tree_entries(con, mr_id:str, prefix:str)->list:
-    "Every entry of tree `mr_id` whose path starts with `prefix`, in path order."
-    seqs = [r[1] for r in _metarange(con, mr_id) if r[3] >= prefix and (not prefix or r[2] < prefix + '\U0010ffff')]
-    return con.execute(f"SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?) ORDER BY path",
-                       [seqs, prefix]).fetchall()
+    @classmethod
+    def between(cls, path:str, old, new)->Change:
+        "The change that turns entry `old` into entry `new` (either may be None: the path was added or removed)."
+        return cls(change_type(old, new), path, (new or old).size)
 
 # %% ../../nbs/11_lake.core.ipynb #fc8f91b1
 def lake_key(settings:dict)->bytes|str|None:
@@ -378,6 +119,7 @@ def lake_key(settings:dict)->bytes|str|None:
     try: return Path(path).expanduser().read_bytes()
     except OSError as e: raise InvalidInput(f"cannot read the lake key file {path}: {e.strerror}") from None
 
+# %% ../../nbs/11_lake.core.ipynb #36dd624f
 class Lake:
     "An embedded data lake: repositories with lakeFS semantics in a directory on local disk."
     def __init__(self,
@@ -390,7 +132,7 @@ class Lake:
         self.store = LakeStore(self.root, key=key if key is not None else lake_key(ws.settings))
         self.user = user or os.environ.get('MLINFRA_USER') or getpass.getuser()
         self.hooks = []  # (repo, event, branch pattern, callable)
-        self.log = get_logger('lake')
+        self.logger = get_logger('lake')
         self.principal = None  # the user whose permissions every operation checks (see `as_user`); None: the owner, who may do anything
 
     def session(self):
@@ -429,7 +171,6 @@ def _check_each(self:Lake, action:str, resources:Iterable[str]):
 
 # %% ../../nbs/11_lake.core.ipynb #5e3b2c83
 def _now()->dt.datetime: return dt.datetime.now(dt.timezone.utc)
-def _now_us()->int: return time.time_ns() // 1000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 @patch
@@ -447,7 +188,7 @@ def create_repository(self:Lake,
     self._check('fs:CreateRepository', arn(name))
     check_repo_name(name); check_ref_name(default_branch)
     with self.store.transaction() as con:
-        if one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]):
+        if first_row(con, "SELECT 1 FROM repositories WHERE name = ?", [name]):
             if exist_ok: return Repository(self, name)
             raise Conflict(f"repository {name!r} already exists")
         con.execute("INSERT INTO repositories VALUES (?, ?, ?)", [name, default_branch, _now()])
@@ -463,7 +204,7 @@ def repository(self:Lake, name:str)->Repository:
     "The existing repository `name`."
     self._check('fs:ReadRepository', arn(name))
     with self.store.connect() as con:
-        if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]):
+        if not first_row(con, "SELECT 1 FROM repositories WHERE name = ?", [name]):
             raise NotFound(f"repository not found: no repository {name!r}; create it with lake.create_repository({name!r})")
     return Repository(self, name)
 
@@ -480,7 +221,7 @@ def delete_repository(self:Lake, name:str):
     "Delete repository `name`: its branches, tags, commits, staging and rules (`gc` then frees its objects)."
     self._check('fs:DeleteRepository', arn(name))
     with self.store.transaction() as con:
-        if not one(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"repository not found: no repository {name!r}")
+        if not first_row(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"repository not found: no repository {name!r}")
         for table in ('refs', 'staging', 'protection', 'commits', 'hidden_branches'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
         con.execute("DELETE FROM repositories WHERE name = ?", [name])
         self._audit(con, name, 'delete_repository')
@@ -500,10 +241,10 @@ def _new_commit(self:Lake, con, repo:str, parents:list, metarange:str, message:s
 @patch
 def _commit(self:Lake, con, repo:str, cid:str)->Commit:
     def load():
-        r = one(con, "SELECT id, parents, message, metadata, committer, created_at, metarange, generation FROM commits WHERE repo = ? AND id = ?", [repo, cid])
+        r = first_row(con, "SELECT id, parents, message, metadata, committer, created_at, metarange, generation FROM commits WHERE repo = ? AND id = ?", [repo, cid])
         if r is None: raise NotFound(f"commit not found: no commit {cid} in repository {repo!r}")
         return Commit(r[0], tuple(r[1]), r[2], json.loads(r[3]), r[4], r[5].astimezone(dt.timezone.utc), r[6], r[7])
-    return _cache(con, 'commits').get_or((repo, cid), load)
+    return lake_cache(con, 'commits').get_or((repo, cid), load)
 
 # %% ../../nbs/11_lake.core.ipynb #dfba6565
 _REF = re.compile(r'([^~^@\n]+)((?:[~^]\d*)*)(@?)')
@@ -519,7 +260,7 @@ def _resolve(self:Lake, con, repo:str, ref:str)->Resolved:
     m = _REF.fullmatch(ref) if isinstance(ref, str) else None
     if not m: raise InvalidInput(f"invalid ref {ref!r}: expected a branch, tag or commit id, optionally with ~N, ^N or a trailing @")
     base, mods, committed_only = m.groups()
-    row = one(con, "SELECT kind, commit_id FROM refs WHERE repo = ? AND name = ?", [repo, base])
+    row = first_row(con, "SELECT kind, commit_id FROM refs WHERE repo = ? AND name = ?", [repo, base])
     if row: cid, branch = row[1], (base if row[0] == 'branch' else None)
     elif re.fullmatch(r'[0-9a-f]{6,64}', base):
         ids = con.execute("SELECT id FROM commits WHERE repo = ? AND starts_with(id, ?) LIMIT 2", [repo, base]).fetchall()
@@ -553,7 +294,7 @@ class Repository:
     def default_branch(self)->str:
         "The branch created with the repository."
         self.lake._check('fs:ReadRepository', arn(self.name))
-        with self.store.connect() as con: return one(con, "SELECT default_branch FROM repositories WHERE name = ?", [self.name])[0]
+        with self.store.connect() as con: return first_row(con, "SELECT default_branch FROM repositories WHERE name = ?", [self.name])[0]
 
     @guarded
     def resolve(self, ref:str)->Resolved:
@@ -570,14 +311,14 @@ class Repository:
 # %% ../../nbs/11_lake.core.ipynb #2d8f5b70
 @patch
 def _branch_head(self:Repository, con, branch:str)->Commit:
-    r = one(con, "SELECT kind, commit_id FROM refs WHERE repo = ? AND name = ?", [self.name, branch])
+    r = first_row(con, "SELECT kind, commit_id FROM refs WHERE repo = ? AND name = ?", [self.name, branch])
     if r is None or r[0] != 'branch': raise NotFound(f"branch not found: no branch {branch!r} in repository {self.name!r}")
     return self.lake._commit(con, self.name, r[1])
 
 @patch
 def _add_ref(self:Repository, con, name:str, kind:str, commit_id:str):
     "Add branch or tag `name` (they share one namespace, so a ref expression means one thing)."
-    if one(con, "SELECT 1 FROM refs WHERE repo = ? AND name = ?", [self.name, name]):
+    if first_row(con, "SELECT 1 FROM refs WHERE repo = ? AND name = ?", [self.name, name]):
         raise Conflict(f"{kind} already exists: a branch or tag named {name!r} already exists in repository {self.name!r}")  # 409, lakeFS's text first
     con.execute("INSERT INTO refs VALUES (?, ?, ?, ?)", [self.name, name, kind, commit_id])
 
@@ -602,9 +343,15 @@ def create_branch(self:Repository, name:str, source:str|None=None,
 def branches(self:Repository, show_hidden:bool=False)->dict[str, str]:
     "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
     self.lake._check('fs:ListBranches', arn(self.name))
+    return self._ref_heads('branch', show_hidden)
+
+@patch
+def _ref_heads(self:Repository, kind:str, show_hidden:bool=True)->dict[str, str]:
+    "Every branch or tag (`kind`) and the id of its commit, by name (hidden branches only with `show_hidden`)."
     hide = "" if show_hidden else "AND name NOT IN (SELECT name FROM hidden_branches WHERE repo = $repo)"
     with self.store.connect() as con:
-        return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = 'branch' {hide} ORDER BY name", {'repo': self.name}).fetchall())
+        return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = $kind {hide} ORDER BY name",
+                                {'repo': self.name, 'kind': kind}).fetchall())
 
 @patch
 @guarded
@@ -663,11 +410,9 @@ def _check_writable(self:Repository, con, branch:str, action:str):
             raise PermissionDenied(f"cannot {'commit to' if action == 'commit' else 'write to'} protected branch: cannot {action} on branch {branch!r}: it is protected by rule {pat!r}; work on another branch and merge")
 
 # %% ../../nbs/11_lake.core.ipynb #b95f9a14
-def _entry(path, address, size, content_type, metadata:dict|str, mtime:int|None=None)->tuple:
-    md = metadata if isinstance(metadata, str) else json.dumps(metadata, sort_keys=True)
-    return (path, address, size, content_type or 'application/octet-stream', mtime or _now_us(), md)
-
-def _info(e, md5:str='')->ObjectInfo: return ObjectInfo(e[0], e[1], e[2], e[3], _EPOCH + dt.timedelta(microseconds=e[4]), json.loads(e[5]), md5)
+def _info(e:Entry, md5:str='')->ObjectInfo:
+    "The `ObjectInfo` of entry `e` (`md5`: its content's MD5, from the store)."
+    return ObjectInfo(e.path, e.address, e.size, e.content_type, _EPOCH + dt.timedelta(microseconds=e.mtime), json.loads(e.metadata), md5)
 
 # %% ../../nbs/11_lake.core.ipynb #a05a6cc8
 @patch
@@ -696,8 +441,8 @@ def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'write')
         addrs = store_blobs(con)
-        mdj, now = json.dumps(md or {}, sort_keys=True), _now_us()  # one batch, one upload time
-        ents = [_entry(p, a, n, content_type, mdj, now) for p, a, n in zip(paths, addrs, sizes)]
+        mdj, now = json.dumps(md or {}, sort_keys=True), now_us()  # one batch, one upload time
+        ents = [make_entry(p, a, n, content_type, mdj, now) for p, a, n in zip(paths, addrs, sizes)]
         self._stage(con, branch, ents)
         self.lake._audit(con, self.name, 'put', branch, count=len(ents), paths=paths[:10])
     return len(ents)
@@ -705,10 +450,10 @@ def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs
 # %% ../../nbs/11_lake.core.ipynb #1a1d9914
 @patch
 def _stage(self:Repository, con, branch:str, ents:list, tombstones:Iterable[str]=()):
-    now = _now_us()
-    rows = {e[0]: e for e in ents} | {p: (p, None, None, None, now, None) for p in tombstones}  # the last write to a path wins
+    now = now_us()
+    rows = {e.path: e for e in ents} | {p: tombstone(p, now) for p in tombstones}  # the last write to a path wins
     if not rows: return
-    con.register('_new_staging', _entries_table(list(rows.values())))
+    con.register('_new_staging', entries_table(list(rows.values())))
     con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path IN (SELECT path FROM _new_staging)", [self.name, branch])
     con.execute("INSERT INTO staging SELECT ?, ?, * FROM _new_staging", [self.name, branch])
     con.unregister('_new_staging')
@@ -727,9 +472,9 @@ def put(self:Repository, branch:str, path:str, data:bytes, content_type:str|None
 def _entry_at(self:Repository, con, ref:str, path:str):
     r = self.lake._resolve(con, self.name, ref)
     if r.branch:
-        s = one(con, f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, r.branch, path])
-        if s is not None: return s if s[1] is not None else None
-    return _lookup(con, r.commit.metarange, path)
+        s = first_row(con, f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, r.branch, path])
+        if s is not None: return Entry._make(s) if s[1] is not None else None   # a tombstone hides the committed object
+    return tree_lookup(con, r.commit.metarange, path)
 
 @patch
 @guarded
@@ -740,7 +485,7 @@ def stat(self:Repository, ref:str, path:str)->ObjectInfo:
     with self.store.connect() as con:
         e = self._entry_at(con, ref, path)
         if e is None: raise NotFound(f"not found: no object {path!r} at {ref!r} in repository {self.name!r}")
-        return _info(e, self.store.md5s(con, [e[1]])[e[1]])
+        return _info(e, self.store.md5s(con, [e.address])[e.address])
 
 @patch
 @guarded
@@ -760,7 +505,7 @@ def get(self:Repository, ref:str, path:str)->bytes:
     with self.store.connect() as con:
         e = self._entry_at(con, ref, path)
         if e is None: raise NotFound(f"not found: no object {path!r} at {ref!r} in repository {self.name!r}")
-        return self.store.get_blob(con, e[1], name=f"{self.name}/{ref}/{path}")
+        return self.store.get_blob(con, e.address, name=f"{self.name}/{ref}/{path}")
 
 # %% ../../nbs/11_lake.core.ipynb #60e16de7
 @patch
@@ -772,7 +517,7 @@ def delete(self:Repository, branch:str, path:str):
     with self.store.transaction() as con:
         head = self._branch_head(con, branch); self._check_writable(con, branch, 'delete objects')
         if self._entry_at(con, branch, path) is None: raise NotFound(f"not found: no object {path!r} on branch {branch!r} of {self.name!r}")
-        if _lookup(con, head.metarange, path) is None: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
+        if tree_lookup(con, head.metarange, path) is None: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
         else: self._stage(con, branch, [], tombstones=[path])
         self.lake._audit(con, self.name, 'delete', branch, path=path)
 
@@ -795,22 +540,21 @@ def list(self:Repository,
     cols, names = ENTRY_SQL, ', '.join(ENTRY_COLS)
     with self.store.connect() as con:
         r = self.lake._resolve(con, self.name, ref)
-        seqs = [g[1] for g in _metarange(con, r.commit.metarange) if g[3] >= prefix and (not prefix or g[2] < prefix + '\U0010ffff')]
-        staged = f"SELECT {cols} FROM staging WHERE repo = $repo AND branch = $branch AND starts_with(path, $prefix)"
+        seqs = [g.seq for g in ranges_under(tree_ranges(con, r.commit.metarange), prefix)]
         sql = f"""
-            WITH s AS ({staged}),
-                 c AS (SELECT {cols} FROM ranges WHERE seq IN (SELECT unnest($seqs::BIGINT[])) AND starts_with(path, $prefix)),
-                 e AS (SELECT * FROM s WHERE address IS NOT NULL UNION ALL SELECT * FROM c ANTI JOIN s USING (path)),
-                 k AS (SELECT *, CASE WHEN $delim <> '' AND strpos(path[length($prefix) + 1:], $delim) > 0
-                                     THEN path[:length($prefix) + strpos(path[length($prefix) + 1:], $delim) + length($delim) - 1] END AS dir FROM e)
+            WITH staged AS (SELECT {cols} FROM staging WHERE repo = $repo AND branch = $branch AND starts_with(path, $prefix)),
+                 committed AS (SELECT {cols} FROM ranges WHERE seq IN (SELECT unnest($seqs::BIGINT[])) AND starts_with(path, $prefix)),
+                 visible AS (SELECT * FROM staged WHERE address IS NOT NULL UNION ALL SELECT * FROM committed ANTI JOIN staged USING (path)),
+                 folded AS (SELECT *, CASE WHEN $delim <> '' AND strpos(path[length($prefix) + 1:], $delim) > 0
+                                     THEN path[:length($prefix) + strpos(path[length($prefix) + 1:], $delim) + length($delim) - 1] END AS dir FROM visible)
             SELECT coalesce(dir, path) AS key, any_value(struct_pack({names})) FILTER (WHERE dir IS NULL) AS ent, bool_or(dir IS NOT NULL) AS is_dir
-            FROM k GROUP BY key
+            FROM folded GROUP BY key
             HAVING key > $after OR (bool_or(dir IS NOT NULL) AND starts_with($after, key) AND $after <> key AND max(path) > $after)
             ORDER BY key {'LIMIT ' + str(int(limit)) if limit is not None else ''}"""
         rows = con.execute(sql, {'repo': self.name, 'branch': r.branch or '', 'prefix': prefix, 'seqs': seqs,
                                  'delim': delimiter or '', 'after': after}).fetchall()
         sums = self.store.md5s(con, (ent['address'] for _, ent, is_dir in rows if not is_dir))
-    return [CommonPrefix(k) if is_dir else _info(tuple(ent.values()), sums[ent['address']]) for k, ent, is_dir in rows]
+    return [CommonPrefix(k) if is_dir else _info(Entry(**ent), sums[ent['address']]) for k, ent, is_dir in rows]
 
 # %% ../../nbs/11_lake.core.ipynb #e618d355
 PACK_AHEAD_FROM = 2_000   # files: an import at least this big packs them in two other processes (on a machine with two cores or more)
@@ -866,45 +610,46 @@ def import_directory(self:Repository,
 def _staged_changes(self:Repository, con, branch:str, prefix:str='')->dict:
     "`path -> (old entry or None, new entry or None)` for every staged change on `branch` that differs from its head."
     head = self._branch_head(con, branch)
-    if one(con, "SELECT count(*) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix])[0] > 10_000:
+    if first_row(con, "SELECT count(*) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix])[0] > 10_000:
         return self._staged_changes_sql(con, head, branch, prefix)
-    staged = con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?) ORDER BY path",
-                         [self.name, branch, prefix]).fetchall()
-    rngs, maxes = _metarange(con, head.metarange), _max_keys(con, head.metarange)
-    _prefetch(con, [rngs[i] for i in sorted({bisect.bisect_left(maxes, r[0]) for r in staged}) if i < len(rngs)])
+    staged = list(map(Entry._make, con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?) ORDER BY path",
+                                                [self.name, branch, prefix]).fetchall()))
+    rngs, maxes = tree_ranges(con, head.metarange), tree_max_keys(con, head.metarange)
+    prefetch_ranges(con, [rngs[i] for i in sorted({bisect.bisect_left(maxes, e.path) for e in staged}) if i < len(rngs)])
     out = {}
-    for row in staged:
-        new, old = (row if row[1] is not None else None), _lookup(con, head.metarange, row[0])
-        if _identity(old) != _identity(new): out[row[0]] = (old, new)
+    for e in staged:
+        new, old = (e if e.address is not None else None), tree_lookup(con, head.metarange, e.path)
+        if object_identity(old) != object_identity(new): out[e.path] = (old, new)
     return out
 
 # %% ../../nbs/11_lake.core.ipynb #da87aadc
 @patch
 def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:str)->dict:
     "`_staged_changes` for a large staging area: one DuckDB join instead of a lookup per path."
-    rngs, maxes = _metarange(con, head.metarange), _max_keys(con, head.metarange)
+    rngs, maxes = tree_ranges(con, head.metarange), tree_max_keys(con, head.metarange)
     where, args = "repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix]
-    if not rngs or one(con, f"SELECT min(path) FROM staging WHERE {where}", args)[0] > maxes[-1]:  # every staged path sorts after the tree:
+    if not rngs or first_row(con, f"SELECT min(path) FROM staging WHERE {where}", args)[0] > maxes[-1]:  # every staged path sorts after the tree:
         rows = con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE {where} AND address IS NOT NULL ORDER BY path", args).fetchall()
-        return {r[0]: (None, r) for r in rows}                                                     # objects are added, removals remove nothing
+        return {r[0]: (None, Entry._make(r)) for r in rows}                                                   # objects are added, removals remove nothing
     paths = [p for (p,) in con.execute(f"SELECT path FROM staging WHERE {where}", args).fetchall()]
-    seqs = sorted({rngs[i][1] for i in {bisect.bisect_left(maxes, p) for p in paths} if i < len(rngs)})
+    seqs = sorted({rngs[i].seq for i in {bisect.bisect_left(maxes, p) for p in paths} if i < len(rngs)})
     rows = con.execute(f"""
-        WITH s AS (SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)),
-             c AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])))
-        SELECT c.*, s.* FROM s LEFT JOIN c ON s.path = c.path
+        WITH staged AS (SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)),
+             committed AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])))
+        SELECT c.*, s.* FROM staged s LEFT JOIN committed c ON s.path = c.path
         WHERE (c.path IS NULL) <> (s.address IS NULL)
            OR (c.path IS NOT NULL AND s.address IS NOT NULL AND (c.address <> s.address OR c.size <> s.size
                OR c.content_type <> s.content_type OR c.metadata <> s.metadata))
         ORDER BY s.path""", [self.name, branch, prefix, seqs]).fetchall()
-    return {r[6]: (r[:6] if r[0] is not None else None, r[6:] if r[7] is not None else None) for r in rows}
+    def entry(cols): return Entry._make(cols) if cols[1] is not None else None   # a missing committed entry, or a tombstone
+    return {r[6]: (entry(r[:6]), entry(r[6:])) for r in rows}
 
 # %% ../../nbs/11_lake.core.ipynb #3c32b70e
-def _changes(staged:dict)->list[Change]:
-    "`Change`s from `path -> (old, new)` pairs."
-    return [Change('removed' if new is None else 'added' if old is None else 'changed', p, (new or old)[2]) for p, (old, new) in staged.items()]
+def _changes(pairs:dict)->list[Change]:
+    "`Change`s from `path -> (old entry, new entry)` pairs."
+    return [Change.between(p, old, new) for p, (old, new) in pairs.items()]
 
-def _news(staged:dict)->dict: return {p: new for p, (old, new) in staged.items()}
+def _new_entries(pairs:dict)->dict: return {p: new for p, (old, new) in pairs.items()}
 
 @patch
 @guarded
@@ -985,11 +730,11 @@ def commit(self:Repository,
         staged = self._staged_changes(con, branch)
         if not staged and not allow_empty: raise InvalidInput(f"no changes: nothing to commit on branch {branch!r} (pass allow_empty=True for an empty commit)")
         self._run_hooks('pre-commit', branch, lambda: HookEvent('pre-commit', self, branch, None, message, md, _changes(staged)))
-        c = self.lake._new_commit(con, self.name, [head.id], _apply(con, head.metarange, _news(staged)), message, md)
+        c = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, _new_entries(staged)), message, md)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [c.id, self.name, branch])
         con.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", [self.name, branch])
         self.lake._audit(con, self.name, 'commit', branch, commit=c.id, changes=len(staged))
-    self.lake.log.debug("committed %s on %s/%s (%d changes)", c.id[:12], self.name, branch, len(staged))
+    self.lake.logger.debug("committed %s on %s/%s (%d changes)", c.id[:12], self.name, branch, len(staged))
     return c
 
 # %% ../../nbs/11_lake.core.ipynb #52444c88
@@ -1020,8 +765,8 @@ def diff(self:Repository, left:str, right:str, prefix:str='')->list[Change]:
     if not isinstance(prefix, str): raise InvalidInput(f"prefix must be a string, got {prefix!r}")
     with self.store.scratch() as con:  # trees with staged changes are worked out, compared, and not kept
         l, r = self.lake._resolve(con, self.name, left), self.lake._resolve(con, self.name, right)
-        def tree(x): return _apply(con, x.commit.metarange, _news(self._staged_changes(con, x.branch))) if x.branch else x.commit.metarange
-        return [Change(t, p, (b or a)[2]) for t, p, a, b in _diff_trees(con, tree(l), tree(r), prefix)]
+        def tree(x): return apply_changes(con, x.commit.metarange, _new_entries(self._staged_changes(con, x.branch))) if x.branch else x.commit.metarange
+        return _changes(diff_trees(con, tree(l), tree(r), prefix))
 
 # %% ../../nbs/11_lake.core.ipynb #ac61b008
 @patch
@@ -1041,8 +786,7 @@ def tag(self:Repository, name:str, ref:str)->Commit:
 def tags(self:Repository)->dict[str, str]:
     "Every tag and its commit id."
     self.lake._check('fs:ListTags', arn(self.name))
-    with self.store.connect() as con:
-        return dict(con.execute("SELECT name, commit_id FROM refs WHERE repo = ? AND kind = 'tag' ORDER BY name", [self.name]).fetchall())
+    return self._ref_heads('tag')
 
 @patch
 @guarded
@@ -1077,9 +821,8 @@ def _merge_base(self:Repository, con, x:Commit, y:Commit)->Commit:
             if p not in seen: seen.add(p); heapq.heappush(heap, (-self.lake._commit(con, self.name, p).generation, p))
     raise NotFound(f"{x.id[:12]} and {y.id[:12]} have no common ancestor")
 
-STRATEGIES = ('source-wins', 'dest-wins')
-
 # %% ../../nbs/11_lake.core.ipynb #a16e77a9
+STRATEGIES = ('source-wins', 'dest-wins')  # how a merge may settle conflicts
 MERGE_RULES = {}  # name -> rule: rules settle groups of paths with semantics of their own (`lake.tables` adds one for tables)
 
 @dataclass
@@ -1089,13 +832,10 @@ class Settled:
     apply: dict = field(default_factory=dict)    # path -> new entry (None: delete) for the destination
     conflicts: list = field(default_factory=list) # what it could not settle without a strategy, one line each
 
-def _conflict_error(source:str, into:str, conflicts:list)->Conflict:
+def merge_conflict(source:str, into:str, conflicts:list)->Conflict:
+    "The error a merge of `source` into `into` raises for its `conflicts` (the first 20 named)."
     shown = ', '.join(conflicts[:20]) + (f' and {len(conflicts) - 20} more' if len(conflicts) > 20 else '')
     return Conflict(f"merge of {source!r} into {into!r} has {len(conflicts)} conflict(s): {shown}; resolve them or pass strategy='source-wins' or 'dest-wins'")
-
-def _change(path:str, old, new)->Change:
-    "The `Change` that turns entry `old` into entry `new` (either may be None)."
-    return Change('removed' if new is None else 'added' if old is None else 'changed', path, (new or old)[2])
 
 # %% ../../nbs/11_lake.core.ipynb #0cd052ee
 @patch
@@ -1115,24 +855,23 @@ def merge(self:Repository,
     with self.store.transaction() as con:
         src = self.lake._resolve(con, self.name, source).commit
         dst = self._branch_head(con, into)
-        if one(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, into]):
+        if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, into]):
             raise InvalidInput(f"{into}: uncommitted changes (dirty branch): branch {into!r} has uncommitted changes; commit or reset them before merging into it")  # 400, as lakeFS
         base = self._merge_base(con, src, dst)
         if base.id == src.id and not allow_empty: raise InvalidInput(f"no changes: nothing to merge: {source!r} is already contained in {into!r}")
-        s_changes = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, src.metarange)}
-        d_changes = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, dst.metarange)}
+        s_changes, d_changes = diff_trees(con, base.metarange, src.metarange), diff_trees(con, base.metarange, dst.metarange)
         rules = [rule(self, con, (base, src, dst), (source, into), s_changes, d_changes, strategy) for rule in MERGE_RULES.values()]
         owned = set().union(*(r.paths for r in rules))
-        clashes = {p: 1 for p in s_changes if p in d_changes and p not in owned and _identity(s_changes[p][1]) != _identity(d_changes[p][1])}
+        clashes = {p: 1 for p in s_changes if p in d_changes and p not in owned and object_identity(s_changes[p][1]) != object_identity(d_changes[p][1])}
         conflicts = [c for r in rules for c in r.conflicts] + [*clashes]
-        if conflicts and not strategy: raise _conflict_error(source, into, conflicts)
+        if conflicts and not strategy: raise merge_conflict(source, into, conflicts)
         apply = {p: b for p, (a, b) in s_changes.items()
                  if p not in owned and (p not in d_changes or (strategy == 'source-wins' and p in clashes))}
         for r in rules: apply.update(r.apply)
-        def dest_entry(p): return d_changes[p][1] if p in d_changes else s_changes[p][0] if p in s_changes else _lookup(con, dst.metarange, p)
+        def dest_entry(p): return d_changes[p][1] if p in d_changes else s_changes[p][0] if p in s_changes else tree_lookup(con, dst.metarange, p)
         self._run_hooks('pre-merge', into, lambda: HookEvent('pre-merge', self, into, source, message or '', md,
-                                                             [_change(p, dest_entry(p), b) for p, b in apply.items()]))
-        new = self.lake._new_commit(con, self.name, [dst.id, src.id], _apply(con, dst.metarange, apply),
+                                                             [Change.between(p, dest_entry(p), b) for p, b in apply.items()]))
+        new = self.lake._new_commit(con, self.name, [dst.id, src.id], apply_changes(con, dst.metarange, apply),
                                     message or f"Merge '{source}' into '{into}'", md)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, into])
         self.lake._audit(con, self.name, 'merge', into, source=source, commit=new.id, strategy=strategy, conflicts=len(conflicts))
@@ -1150,13 +889,14 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
         if not c.parents: raise InvalidInput(f"cannot revert {ref!r}: it has no parent")
         if len(c.parents) > 1 and parent is None: raise Conflict(f"must specify 1-based parent number for reverting merge commit: {ref!r} is a merge commit: say which parent to revert against (parent=1 or 2)")  # 409, as lakeFS
         if not 1 <= (parent or 1) <= len(c.parents): raise InvalidInput(f"{ref!r} has no parent {parent}")
-        if one(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
+        if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
             raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before reverting")
         p = self.lake._commit(con, self.name, c.parents[(parent or 1) - 1])
-        undo = {path: a for _, path, a, b in _diff_trees(con, p.metarange, c.metarange)}
-        moved = [path for _, path, a, b in _diff_trees(con, p.metarange, c.metarange) if _identity(_lookup(con, head.metarange, path)) != _identity(b)]
+        made = diff_trees(con, p.metarange, c.metarange)
+        undo = {path: a for path, (a, b) in made.items()}
+        moved = [path for path, (a, b) in made.items() if object_identity(tree_lookup(con, head.metarange, path)) != object_identity(b)]
         if moved: raise Conflict(f"cannot revert {ref!r} on {branch!r}: {', '.join(moved[:20])} changed since; revert by hand")
-        new = self.lake._new_commit(con, self.name, [head.id], _apply(con, head.metarange, undo), message or f"Revert {c.id}", {})
+        new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, undo), message or f"Revert {c.id}", {})
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, branch])
         self.lake._audit(con, self.name, 'revert', branch, reverted=c.id, commit=new.id)
     return new
@@ -1195,33 +935,37 @@ def cherry_pick(self:Repository,
         n = 1 if parent_number is None else parent_number
         if not isinstance(n, int) or not 1 <= n <= len(c.parents):
             raise InvalidInput(f"parent {n}: given commit does not have the given parent number ({ref!r} has {len(c.parents)})")
-        if one(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
+        if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
             raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): commit or reset the changes on {branch!r} before cherry-picking onto it")
         base = self.lake._commit(con, self.name, c.parents[n - 1])
-        picked = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, c.metarange)}
+        picked = diff_trees(con, base.metarange, c.metarange)
         if not picked: raise InvalidInput(f"no changes: {ref!r} changed nothing relative to its parent {n}")
-        since = {p: (a, b) for _, p, a, b in _diff_trees(con, base.metarange, head.metarange)}
-        clashes = [p for p in picked if p in since and _identity(picked[p][1]) != _identity(since[p][1])]
+        since = diff_trees(con, base.metarange, head.metarange)
+        clashes = [p for p in picked if p in since and object_identity(picked[p][1]) != object_identity(since[p][1])]
         if clashes: raise Conflict(f"conflict found: cherry-picking {ref!r} onto {branch!r} clashes at {', '.join(clashes[:20])}")
         apply = {p: b for p, (a, b) in picked.items() if p not in since}
         meta = {**(c.metadata if md is None else md), 'cherry-pick-origin': c.id, 'cherry-pick-committer': c.committer}
-        new = self.lake._new_commit(con, self.name, [head.id], _apply(con, head.metarange, apply), message or c.message, meta)
+        new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, apply), message or c.message, meta)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, branch])
         self.lake._audit(con, self.name, 'cherry_pick', branch, picked=c.id, commit=new.id)
     return new
 
-# %% ../../nbs/11_lake.core.ipynb #d5becb0b
+# %% ../../nbs/11_lake.core.ipynb #6943d298
+class Branch:
+    "A branch of a repository: the repository's methods with the branch filled in (`b.put(path, data)`, `b.commit(msg)`, ...)."
+    METHODS = ('put', 'put_many', 'get', 'stat', 'exists', 'list', 'delete', 'uncommitted', 'reset', 'commit', 'log', 'head')
+    def __init__(self, repo:Repository, name:str): self.repo, self.name = repo, name
+    def __getattr__(self, k):
+        if k in Branch.METHODS: return functools.partial(getattr(self.repo, k), self.name)
+        raise AttributeError(k)
+    def __dir__(self): return [*super().__dir__(), *Branch.METHODS]
+    def __repr__(self): return f"Branch({self.repo.name!r}, {self.name!r})"
+
 @patch
-@guarded
-def audit(self:Lake, repo:str|None=None, limit:int=100):
-    "The most recent writes, newest first, as a pandas DataFrame (for a user: of the repositories they may read)."
-    if repo: self._check('fs:ReadRepository', arn(repo))
-    with self.store.connect() as con:
-        where, args = (" WHERE repo = ?", [repo]) if repo else ("", [])
-        if not repo and self.principal is not None:   # lake-wide rows (access control) are for those who may list users
-            seen = self.principal.visible('fs:ReadRepository', [r for (r,) in con.execute("SELECT DISTINCT repo FROM audit WHERE repo <> ''").fetchall()])
-            where, args = " WHERE repo IN (SELECT unnest(?::VARCHAR[]))", [seen + ([''] if self.principal.may('auth:ListUsers', '*') else [])]
-        return con.execute(f"SELECT ts, repo, actor, action, ref, detail FROM audit{where} ORDER BY ts DESC LIMIT ?", args + [limit]).df()
+def branch(self:Repository, name:str)->Branch:
+    "A handle on the existing branch `name`."
+    self.head(name)
+    return Branch(self, name)
 
 # %% ../../nbs/11_lake.core.ipynb #feb2cd20
 TX_TABLE = """CREATE TABLE IF NOT EXISTS transactions(repo VARCHAR, branch VARCHAR, pid BIGINT, host VARCHAR, proc_start BIGINT,
@@ -1264,7 +1008,41 @@ def _end_transaction(self:Repository, name:str):
     with self.store.transaction() as con:
         con.execute(TX_TABLE)
         con.execute("DELETE FROM transactions WHERE repo = ? AND branch = ?", [self.name, name])
-        if one(con, "SELECT 1 FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", [self.name, name]): self.delete_branch(name)
+        if first_row(con, "SELECT 1 FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", [self.name, name]): self.delete_branch(name)
+
+# %% ../../nbs/11_lake.core.ipynb #3e7a6527
+@patch
+@contextlib.contextmanager
+def transaction(self:Repository, branch:str, message:str, metadata:dict|None=None)->Iterator[Branch]:
+    "Write on a temporary branch; on success commit it and merge into `branch`, on error drop it."
+    if not isinstance(message, str) or not message.strip(): raise InvalidInput("a transaction needs a non-empty commit message")
+    name = f"tx-{branch}-{uuid.uuid4().hex[:8]}"
+    start = self._start_transaction(name, branch)   # the lake records this process as the branch's holder, so `gc` can drop it if the process dies
+    try:
+        yield Branch(self, name)
+        if self.uncommitted(name): self.commit(name, message, metadata)
+        if self.head(name) != start:  # the block wrote (and perhaps committed) something
+            self.merge(name, into=branch, message=f"{message} (transaction)", metadata=metadata)
+    finally: self._end_transaction(name)
+
+# %% ../../nbs/11_lake.core.ipynb #afb3a749
+@patch
+def transact(self:Branch, commit_message:str, commit_metadata:dict|None=None):
+    "A transaction on this branch, as `Repository.transaction` (lakeFS's `Branch.transact`)."
+    return self.repo.transaction(self.name, commit_message, commit_metadata)
+
+# %% ../../nbs/11_lake.core.ipynb #d5becb0b
+@patch
+@guarded
+def audit(self:Lake, repo:str|None=None, limit:int=100):
+    "The most recent writes, newest first, as a pandas DataFrame (for a user: of the repositories they may read)."
+    if repo: self._check('fs:ReadRepository', arn(repo))
+    with self.store.connect() as con:
+        where, args = (" WHERE repo = ?", [repo]) if repo else ("", [])
+        if not repo and self.principal is not None:   # lake-wide rows (access control) are for those who may list users
+            seen = self.principal.visible('fs:ReadRepository', [r for (r,) in con.execute("SELECT DISTINCT repo FROM audit WHERE repo <> ''").fetchall()])
+            where, args = " WHERE repo IN (SELECT unnest(?::VARCHAR[]))", [seen + ([''] if self.principal.may('auth:ListUsers', '*') else [])]
+        return con.execute(f"SELECT ts, repo, actor, action, ref, detail FROM audit{where} ORDER BY ts DESC LIMIT ?", args + [limit]).df()
 
 # %% ../../nbs/11_lake.core.ipynb #6429aa34
 @patch
@@ -1303,7 +1081,7 @@ def gc(self:Lake, grace:float=3600)->dict:
     with self.store.connect() as con:  # the lock is held until the files are gone too, so no write can revive a dead object meanwhile
         with self.store.transaction():
             dropped = self._drop_abandoned(con, _now() - dt.timedelta(seconds=grace))
-            seqs = sorted({r[1] for mr in self._live_metaranges(con) for r in _metarange(con, mr)})
+            seqs = sorted({r.seq for mr in self._live_metaranges(con) for r in tree_ranges(con, mr)})
             dead = con.execute("""
                 SELECT address, file FROM blobs WHERE address NOT IN (
                     SELECT address FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[]))
@@ -1319,6 +1097,6 @@ def gc(self:Lake, grace:float=3600)->dict:
                 freed += p.stat().st_size; p.unlink(missing_ok=True); removed += 1
         temp = [p for p in (self.root/'tmp').glob('*') if p.is_file() and p.stat().st_mtime < cutoff]
         for p in temp: freed += p.stat().st_size; p.unlink(missing_ok=True)
-    self.log.info("gc: %d objects unreachable, %d files and %d temporary files (%d bytes) removed, %d abandoned transactions dropped",
+    self.logger.info("gc: %d objects unreachable, %d files and %d temporary files (%d bytes) removed, %d abandoned transactions dropped",
                   len(dead), removed, len(temp), freed, len(dropped))
     return {'objects': len(dead), 'files': removed, 'bytes': freed, 'temp_files': len(temp), 'transactions': dropped}

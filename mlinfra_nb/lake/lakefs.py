@@ -16,8 +16,8 @@ from ..workspace import (Conflict, InvalidInput, MlinfraError, NotFound, Permiss
                                   Workspace, get_logger)
 from .core import (STRATEGIES, Change, Commit, CommonPrefix, HookEvent, Lake, ObjectInfo, Repository, Resolved,
                                   check_metadata, check_path, check_ref_name, check_repo_name)
-from .core import _conflict_error
-from .tables import (TABLE_META, TableInfo, TableSide, _schema_from, _schema_problems, manifest_bytes,
+from .core import merge_conflict
+from .tables import (TABLE_META, TableInfo, TableSide, schema_from, schema_problems, manifest_bytes,
                                     next_manifest, part_name, settle_table, table_input, table_parts, union_manifest)
 
 # %% auto #0
@@ -63,9 +63,9 @@ class LakeFSLake:
         self.client = lakefs.Client(host=self.endpoint, username=key, password=secret)
         self.namespace = s['namespace']
         self.fs = LakeFSFileSystem(host=self.endpoint, username=key, password=secret)
-        self.hooks, self.log, self.user = [], get_logger('lake.lakefs'), key
+        self.hooks, self.logger, self.user = [], get_logger('lake.lakefs'), key
         if workspace.settings['lake']['key'] or workspace.settings['lake']['key_file']:
-            self.log.warning("lake.key encrypts the embedded lake's files; on lakeFS, encryption at rest is the object store's "
+            self.logger.warning("lake.key encrypts the embedded lake's files; on lakeFS, encryption at rest is the object store's "
                              "(blockstore.s3.server_side_encryption in lakeFS's configuration), so the key is not used")
         self.con, self._registered = None, {}
 
@@ -406,7 +406,7 @@ def _write_table(self:LakeFSRepository, branch:str, path:str, data, mode:str='ov
     "Stage `data` as (or onto) the Parquet table at `path` on `branch`: the part, then the manifest, then (overwrite) the removal of the old parts."
     table = table_input(path, data, mode)
     meta = json.loads(self.get(branch, f'{path}/{TABLE_META}')) if self.exists(branch, f'{path}/{TABLE_META}') else None
-    if mode == 'append' and meta and (probs := _schema_problems(_schema_from(meta), table.schema)):
+    if mode == 'append' and meta and (probs := schema_problems(schema_from(meta), table.schema)):
         raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
     files, name = [o.path for o in self._parts(branch, path)], part_name()
     buf = io.BytesIO(); pq.write_table(table, buf, compression='zstd')
@@ -427,7 +427,7 @@ def _table_info(self:LakeFSRepository, ref:str, path:str)->TableInfo:
         self.commit_info(ref)
         raise NotFound(f"no table {path!r} at {ref!r} in repository {self.name!r}") from None
     files = {o.path.rsplit('/', 1)[1]: o for o in self._parts(ref, path)}
-    return TableInfo(path, _schema_from(meta), meta['rows'], table_parts(f'{ref!r} in {self.name!r}', path, meta, files))
+    return TableInfo(path, schema_from(meta), meta['rows'], table_parts(f'{ref!r} in {self.name!r}', path, meta, files))
 
 def _delete_table(self:LakeFSRepository, branch:str, path:str):
     "Stage the removal of the table at `path` on `branch`: its manifest and its parts."
@@ -500,7 +500,7 @@ def _merge_settling_tables(self:LakeFSRepository, commits:tuple, names:tuple, ta
     owned = {p for _, sides in plans.values() for _, files in sides for p in files}
     def entry(ref, p): return _identity_of(self.stat(ref, p)) if self.exists(ref, p) else None
     conflicts += [p for p in sorted(both - owned) if entry(src, p) != entry(dst, p)]
-    if conflicts and not merge.strategy: raise _conflict_error(*names, conflicts)
+    if conflicts and not merge.strategy: raise merge_conflict(*names, conflicts)
     tmp = f"tx-merge-{uuid.uuid4().hex[:8]}"
     with self.errors(f"merging {names[0]!r} into {names[1]!r}"):
         self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=tmp, source=src, hidden=True))

@@ -17,8 +17,8 @@ from starlette.responses import Response
 from ..workspace import Conflict, InvalidInput, MlinfraError, NotFound, PermissionDenied, PreconditionFailed
 from .core import Lake, ObjectInfo, arn, check_path
 from .auth import Principal, Unauthorized, signing_secret
-from .store import one, private_opener
-from .server import LakeAPI, TooLarge, TooManyGuesses, _bounded, _byte_range, read_object
+from .store import private_opener
+from .server import LakeAPI, TooLarge, TooManyGuesses, bounded_request, byte_range, read_object
 
 # %% auto #0
 __all__ = ['S3_NS', 'PRESIGNED', 'CHECKSUMS', 'S3_OPS', 'S3Error', 's3_error', 'el', 'xml_response', 'error_response', 'local',
@@ -238,7 +238,7 @@ async def read_payload(request:Request, s:Signature, key:bytes, limit:int, heade
     declared, chunked = headers.get('x-amz-decoded-content-length'), s.payload.startswith('STREAMING-') or 'aws-chunked' in headers.get('content-encoding', '')
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise TooLarge(f"upload of {declared[:20]} bytes is over the limit of {limit} bytes") if declared.isdigit() else S3Error('InvalidArgument', 400, f"invalid x-amz-decoded-content-length {declared[:20]!r}")
-    raw = await _bounded(request, limit, 'upload', framing=_framing(limit) if chunked else 0).body()
+    raw = await bounded_request(request, limit, 'upload', framing=_framing(limit) if chunked else 0).body()
     fields = headers
     if chunked:
         data, trailers = decode_chunked(raw, chunk_checker(s, key) if s.payload.startswith('STREAMING-AWS4-HMAC-SHA256-PAYLOAD') else None)
@@ -402,7 +402,7 @@ def list_parts(gw, call): return gw.list_parts(call)
 def get_object(gw, call:S3Call)->Response:
     o = _stat(gw, call); h = _object_headers(gw, o); _conditions(call, h)
     if 'range' not in call.headers: return Response(read_object(gw.api, o), 200, headers=h)
-    if (r := _byte_range(call.headers['range'], o.size)) is None:
+    if (r := byte_range(call.headers['range'], o.size)) is None:
         raise S3Error('InvalidRange', 416, f"The requested range is not satisfiable: {call.headers['range'][:40]!r} of an object of {o.size} bytes")
     return Response(read_object(gw.api, o, *r), 206, headers={**h, 'Content-Range': f'bytes {r[0]}-{r[1]}/{o.size}'})
 
@@ -612,7 +612,7 @@ def _part_copy_guard(gw, call:S3Call):
 def upload_part_copy(gw, call:S3Call)->Response:
     "UploadPartCopy: a part copied from (a range of) an object of any ref, as boto3's managed copy of a large object sends."
     src, rng = source_object(gw, call), call.headers.get('x-amz-copy-source-range')
-    if rng and (r := _byte_range(rng, src.size)) is None: raise S3Error('InvalidRange', 416, f"x-amz-copy-source-range {rng[:40]!r} is not within the {src.size} bytes of the source")
+    if rng and (r := byte_range(rng, src.size)) is None: raise S3Error('InvalidRange', 416, f"x-amz-copy-source-range {rng[:40]!r} is not within the {src.size} bytes of the source")
     data = read_object(gw.api, src, *r) if rng else read_object(gw.api, src)
     gw.write_temp(gw.upload_file(call.query['uploadId'], part_number(call)), data)
     return xml_response(el('CopyPartResult', el('LastModified', iso_date(src.mtime)), el('ETag', f'"{hashlib.md5(data).hexdigest()}"'), xmlns=S3_NS))

@@ -36,14 +36,14 @@ __all__ = ['STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'NAMESPACES', 'ME
            'revert_branch', 'cherry_pick', 'list_tags', 'create_tag', 'get_tag', 'delete_tag', 'commit', 'get_commit',
            'log_commits', 'diff_branch', 'diff_refs', 'merge_into_branch', 'find_merge_base',
            'get_branch_protection_rules', 'set_branch_protection_rules', 'upload_object', 'copy_object', 'stat_object',
-           'list_objects', 'read_object', 'get_object', 'head_object', 'delete_object', 'delete_objects',
+           'list_objects', 'byte_range', 'read_object', 'get_object', 'head_object', 'delete_object', 'delete_objects',
            'auth_list_users', 'auth_create_user', 'auth_get_user', 'auth_delete_user', 'auth_user_groups',
            'auth_user_policies', 'auth_attach_to_user', 'auth_detach_from_user', 'auth_list_keys', 'auth_create_key',
            'auth_get_key', 'auth_delete_key', 'auth_list_groups', 'auth_create_group', 'auth_get_group',
            'auth_delete_group', 'auth_group_members', 'auth_add_member', 'auth_remove_member', 'auth_group_policies',
            'auth_attach_to_group', 'auth_detach_from_group', 'auth_list_policies', 'auth_create_policy',
-           'auth_get_policy', 'auth_update_policy', 'auth_delete_policy', 'need', 'TooLarge', 'authorize', 'app',
-           'LakeServer']
+           'auth_get_policy', 'auth_update_policy', 'auth_delete_policy', 'need', 'TooLarge', 'bounded_request',
+           'authorize', 'app', 'LakeServer']
 
 # %% ../../nbs/15_lake.server.ipynb #5edd1ca1
 class TooManyGuesses(MlinfraError):
@@ -561,7 +561,7 @@ def list_objects(api, call):
 # %% ../../nbs/15_lake.server.ipynb #b80f2d25
 _RANGE = re.compile(r'bytes=(\d*)-(\d*)')
 
-def _byte_range(header:str, size:int)->tuple[int, int]|None:
+def byte_range(header:str, size:int)->tuple[int, int]|None:
     "The (start, end) a `Range` header asks for, inclusive; None if it cannot be satisfied."
     m = _RANGE.fullmatch(header.strip())
     if not m or m.groups() == ('', ''): return None
@@ -594,7 +594,7 @@ def get_object(api, call):
     if call.headers.get('if-none-match') == f'"{etag(o)}"': return Response(status_code=304)
     h = _object_headers(o)
     if 'range' in call.headers:
-        r = _byte_range(call.headers['range'], o.size)
+        r = byte_range(call.headers['range'], o.size)
         if r is None: return JSONResponse({'message': 'Requested Range Not Satisfiable'}, 416, headers={'Content-Range': f'bytes */{o.size}'})
         return Response(read_object(api, o, *r), 206, media_type=o.content_type, headers={**h, 'Content-Range': f'bytes {r[0]}-{r[1]}/{o.size}'})
     return Response(read_object(api, o), 200, media_type=o.content_type, headers=h)
@@ -830,7 +830,7 @@ class TooLarge(MlinfraError): "A request body over the server's limit."
 
 MULTIPART_FRAMING = 64 * 1024   # bytes a multipart upload may carry besides its content: boundaries, part headers, small fields
 
-def _bounded(request:Request, limit:int, what:str='request body', framing:int=0)->Request:
+def bounded_request(request:Request, limit:int, what:str='request body', framing:int=0)->Request:
     "`request` with its body bounded: `TooLarge` from a `Content-Length` over `limit` (+ `framing`), else as soon as more arrives."
     declared, seen = request.headers.get('content-length'), 0
     if declared is not None:
@@ -844,13 +844,13 @@ def _bounded(request:Request, limit:int, what:str='request body', framing:int=0)
         return message
     return Request(request.scope, receive)
 
-async def _read_body(request:Request, limit:int)->bytes: return await _bounded(request, limit).body()
+async def _read_body(request:Request, limit:int)->bytes: return await bounded_request(request, limit).body()
 
 async def _upload(request:Request, limit:int)->tuple[bytes, str|None]:
     "The bytes and content type of an upload, raw or multipart (`content` field)."
     ctype = request.headers.get('content-type')
     if ctype and ctype.startswith('multipart/form-data'):
-        form = await _bounded(request, limit, 'multipart upload', MULTIPART_FRAMING).form(max_files=1, max_fields=10)
+        form = await bounded_request(request, limit, 'multipart upload', MULTIPART_FRAMING).form(max_files=1, max_fields=10)
         f = form.get('content')
         if f is None or isinstance(f, str): raise InvalidInput("multipart upload needs a 'content' file field")
         if f.size is not None and f.size > limit: raise TooLarge(f"upload of {f.size} bytes is over the limit of {limit} bytes")

@@ -19,7 +19,7 @@ from .packer import SEALED, md5, seal_batch, write_durable
 # %% auto #0
 __all__ = ['SCHEMA', 'FILE_MODE', 'DIR_MODE', 'CATALOG_CONFIG', 'LINGER', 'UPGRADE_PROGRESS_FROM', 'PACK_BELOW', 'private_opener',
            'make_private', 'parse_key', 'generate_key', 'Sealer', 'Catalog', 'LakeStore', 'release_lakes',
-           'open_catalog', 'one', 'sha256', 'Packed', 'Packer']
+           'open_catalog', 'first_row', 'sha256', 'Packed', 'Packer']
 
 # %% ../../nbs/10_lake.store.ipynb #e18a9049
 SCHEMA = """
@@ -278,7 +278,7 @@ def open_catalog(path:Path, setup:str='')->duckdb.DuckDBPyConnection:
     return con
 
 # %% ../../nbs/10_lake.store.ipynb #334745a1
-def one(con, sql:str, params=None)->tuple|None:
+def first_row(con, sql:str, params=None)->tuple|None:
     "The first row of `sql`'s result, or None; the rest of the result is consumed."
     rows = con.execute(sql, params or []).fetchall()
     return rows[0] if rows else None
@@ -349,7 +349,7 @@ def put_file(self:LakeStore, con, src:str|Path)->str:
         while (chunk := f.read(1 << 20)): h.update(chunk); m.update(chunk)
         os.fchmod(f.fileno(), FILE_MODE); os.fsync(f.fileno())
     a, size = h.hexdigest(), src.stat().st_size
-    if one(con, "SELECT 1 FROM blobs WHERE address = ?", [a]): src.unlink(); return a
+    if first_row(con, "SELECT 1 FROM blobs WHERE address = ?", [a]): src.unlink(); return a
     p = self.blob_path(a); p.parent.mkdir(exist_ok=True)
     if self.sealer:   # an encrypted lake keeps no plain copy: the sealed bytes are written, then the file goes
         sealed = self.sealer.seal(a, src.read_bytes()); _write_durable(p, [sealed]); size = len(sealed); src.unlink()
@@ -362,7 +362,7 @@ def put_file(self:LakeStore, con, src:str|Path)->str:
 @patch
 def locate(self:LakeStore, con, address:str, name:str='')->tuple[Path, int, int]:
     "(file, offset, size) of the object at `address`; `name` is used in the error if it is gone."
-    r = one(con, 'SELECT file, "offset", size FROM blobs WHERE address = ?', [address])
+    r = first_row(con, 'SELECT file, "offset", size FROM blobs WHERE address = ?', [address])
     if r is None: raise NotFound(f"object {name or address} ({address[:12]}) is no longer stored (garbage-collected)")
     return self.root/r[0], r[1], r[2]
 

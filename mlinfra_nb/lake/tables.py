@@ -4,25 +4,25 @@
 
 # %% ../../nbs/12_lake.tables.ipynb #257ab30a
 from __future__ import annotations
-import base64, contextlib, functools, hashlib, json, re, threading, uuid
+import base64, functools, hashlib, json, re, threading, uuid
 from dataclasses import dataclass, field
-from typing import Iterator
 import duckdb, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from fastcore.basics import patch
 from ..workspace import Conflict, Corrupted, InvalidInput, NotFound
 from .store import private_opener
-from .core import MERGE_RULES, Commit, Lake, ObjectInfo, Repository, Settled, arn, check_path, guarded, tree_entries, _entry, _identity
+from .core import MERGE_RULES, Branch, Commit, Lake, ObjectInfo, Repository, Settled, arn, check_path, guarded
+from .tree import make_entry, object_identity, tree_entries
 
 # %% auto #0
-__all__ = ['TABLE_META', 'SAMPLE_SEED', 'SAMPLE_LAKES', 'SAMPLE_IMAGES', 'SAMPLE_COUNTRIES', 'manifest_parts', 'next_manifest',
-           'manifest_bytes', 'table_input', 'TableInfo', 'part_name', 'query_connection', 'table_parts', 'count_rows',
-           'TableDiff', 'Branch', 'TableSide', 'table_change', 'settle_table', 'union_manifest', 'sample_lakes',
-           'lake_map', 'sample_files']
+__all__ = ['TABLE_META', 'SAMPLE_SEED', 'SAMPLE_LAKES', 'SAMPLE_IMAGES', 'SAMPLE_COUNTRIES', 'to_arrow', 'schema_json',
+           'schema_from', 'schema_problems', 'manifest_parts', 'next_manifest', 'manifest_bytes', 'table_input',
+           'TableInfo', 'part_name', 'query_connection', 'table_parts', 'count_rows', 'TableDiff', 'TableSide',
+           'table_change', 'settle_table', 'union_manifest', 'sample_lakes', 'lake_map', 'sample_files']
 
 # %% ../../nbs/12_lake.tables.ipynb #11b69a9d
 TABLE_META = '_table.json'
 
-def _to_arrow(data)->pa.Table:
+def to_arrow(data)->pa.Table:
     "An Arrow table from pandas, Arrow or DuckDB data; anything else is refused."
     if isinstance(data, pa.Table): return data
     if isinstance(data, pa.RecordBatchReader): return data.read_all()
@@ -33,14 +33,16 @@ def _to_arrow(data)->pa.Table:
             raise InvalidInput(f"cannot store this DataFrame as a table: {e}") from None
     raise InvalidInput(f"a table is written from a pandas DataFrame, an Arrow table or a DuckDB relation, not {type(data).__name__}")
 
-def _schema_json(s:pa.Schema)->dict:
+def schema_json(s:pa.Schema)->dict:
+    "A schema as a table's manifest stores it: column names and types for people, the serialized Arrow schema for `schema_from`."
     return {'columns': [{'name': f.name, 'type': str(f.type)} for f in s],
             'arrow': base64.b64encode(s.serialize().to_pybytes()).decode()}
 
-def _schema_from(meta:dict)->pa.Schema:
+def schema_from(meta:dict)->pa.Schema:
+    "The Arrow schema stored in the manifest `meta` (by `schema_json`)."
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(meta['schema']['arrow'])))
 
-def _schema_problems(old:pa.Schema, new:pa.Schema)->list[str]:
+def schema_problems(old:pa.Schema, new:pa.Schema)->list[str]:
     "Why `new` cannot be appended to a table of schema `old` (empty if it can)."
     o, n = {f.name: f.type for f in old}, {f.name: f.type for f in new}
     out = [f"missing column {c!r}" for c in o if c not in n] + [f"unexpected column {c!r}" for c in n if c not in o]
@@ -56,7 +58,7 @@ def manifest_parts(meta:dict, names:list[str])->list[dict]:
 def next_manifest(old:dict|None, old_names:list[str], schema:pa.Schema, mode:str, part:str, rows:int)->dict:
     "The manifest after writing `part` (`rows` rows) to a table whose manifest was `old` (None: no table yet)."
     keep = manifest_parts(old, old_names) if old and mode == 'append' else []
-    return {'format': 'parquet', 'version': 2, 'schema': _schema_json(schema), 'rows': (old['rows'] if keep else 0) + rows,
+    return {'format': 'parquet', 'version': 2, 'schema': schema_json(schema), 'rows': (old['rows'] if keep else 0) + rows,
             'parts': [*keep, {'name': part, 'rows': rows}]}
 
 def manifest_bytes(meta:dict)->bytes:
@@ -69,7 +71,7 @@ def table_input(path:str, data, mode:str)->pa.Table:
     check_path(path)
     if mode not in ('overwrite', 'append'): raise InvalidInput(f"mode must be 'overwrite' or 'append', not {mode!r}")
     if path.endswith('.parquet') or path.split('/')[-1] == TABLE_META: raise InvalidInput(f"{path!r} names a file; give the table's folder, e.g. 'tables/transactions'")
-    table = _to_arrow(data)
+    table = to_arrow(data)
     if table.num_columns == 0: raise InvalidInput("a table needs at least one column")
     return table
 
@@ -110,15 +112,15 @@ def write_table(self:Repository,
             self._branch_head(con, branch); self._check_writable(con, branch, 'write')
             meta = self._table_meta(con, branch, path)
             if mode == 'append' and meta:
-                if (probs := _schema_problems(_schema_from(meta), table.schema)):
+                if (probs := schema_problems(schema_from(meta), table.schema)):
                     raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
             files, size = [o.path for o in self._parts(branch, path)], len(part) if sealed else tmp.stat().st_size
             for f in files if mode == 'overwrite' else []: self.lake._check('fs:DeleteObject', arn(self.name, 'object', f))
             address = self.store.put_blobs(con, [part], standalone=True)[0] if sealed else self.store.put_file(con, tmp)
             body = manifest_bytes(next_manifest(meta, [f.rsplit('/', 1)[1] for f in files], table.schema, mode, name, table.num_rows))
             meta_addr, = self.store.put_blobs(con, [body])
-            self._stage(con, branch, [_entry(f'{path}/{name}', address, size, 'application/vnd.apache.parquet', {}),
-                                      _entry(f'{path}/{TABLE_META}', meta_addr, len(body), 'application/json', {})],
+            self._stage(con, branch, [make_entry(f'{path}/{name}', address, size, 'application/vnd.apache.parquet', {}),
+                                      make_entry(f'{path}/{TABLE_META}', meta_addr, len(body), 'application/json', {})],
                         tombstones=files if mode == 'overwrite' else [])
             self.lake._audit(con, self.name, 'write_table', branch, path=path, mode=mode, rows=table.num_rows)
     finally: tmp.unlink(missing_ok=True)
@@ -157,7 +159,7 @@ def table_info(self:Repository, ref:str, path:str)->TableInfo:
         meta = self._table_meta(con, ref, path)
         if meta is None: raise NotFound(f"no table {path!r} at {ref!r} in repository {self.name!r}")
         files = {o.path.rsplit('/', 1)[1]: o for o in self._parts(ref, path)}
-    return TableInfo(path, _schema_from(meta), meta['rows'], table_parts(f'{ref!r} in {self.name!r}', path, meta, files))
+    return TableInfo(path, schema_from(meta), meta['rows'], table_parts(f'{ref!r} in {self.name!r}', path, meta, files))
 
 # %% ../../nbs/12_lake.tables.ipynb #b10f96be
 @patch
@@ -239,62 +241,26 @@ def table_diff(self:Repository, left:str, right:str, path:str, key:str|list|None
     common = [c for c in lt if c in rt and lt[c] == rt[c]]
     con = query_connection()
     q = lambda cols: ', '.join(f'"{c}"' for c in cols)
-    L, R = self.table(left, path, con).select(q(common)), self.table(right, path, con).select(q(common))  # the SQL below names these relations (DuckDB finds Python locals)
+    left_rows, right_rows = self.table(left, path, con).select(q(common)), self.table(right, path, con).select(q(common))  # the SQL below names these relations (DuckDB finds Python locals)
     if key is None:
-        added, removed, changed = con.sql("SELECT * FROM R EXCEPT ALL SELECT * FROM L"), con.sql("SELECT * FROM L EXCEPT ALL SELECT * FROM R"), None
+        added, removed, changed = con.sql("SELECT * FROM right_rows EXCEPT ALL SELECT * FROM left_rows"), con.sql("SELECT * FROM left_rows EXCEPT ALL SELECT * FROM right_rows"), None
     else:
         keys = [key] if isinstance(key, str) else list(key)
         if (missing := [k for k in keys if k not in common]): raise InvalidInput(f"key column(s) {missing} are not in both versions of {path!r}")
         on = ' AND '.join(f'l."{k}" = r."{k}"' for k in keys)
         vals = [c for c in common if c not in keys]
-        added = con.sql(f"SELECT r.* FROM R r ANTI JOIN L l ON {on}")
-        removed = con.sql(f"SELECT l.* FROM L l ANTI JOIN R r ON {on}")
+        added = con.sql(f"SELECT r.* FROM right_rows r ANTI JOIN left_rows l ON {on}")
+        removed = con.sql(f"SELECT l.* FROM left_rows l ANTI JOIN right_rows r ON {on}")
         diff = ' OR '.join(f'l."{c}" IS DISTINCT FROM r."{c}"' for c in vals) or 'false'
         keycols = ', '.join('l."%s"' % k for k in keys)
         changed = con.sql(f"SELECT {keycols}, "
                           + ', '.join(f'l."{c}" AS "{c}_old", r."{c}" AS "{c}_new"' for c in vals)
-                          + f" FROM L l JOIN R r ON {on} WHERE {diff}") if vals else None
+                          + f" FROM left_rows l JOIN right_rows r ON {on} WHERE {diff}") if vals else None
     counts = {'added': count_rows(added), 'removed': count_rows(removed), 'changed': count_rows(changed) if changed is not None else 0}
     return TableDiff(schema, added, removed, changed, counts)
 
 # %% ../../nbs/12_lake.tables.ipynb #b04e39ad
-class Branch:
-    "A branch of a repository: the repository's methods with the branch filled in (`b.put(path, data)`, `b.commit(msg)`, ...)."
-    METHODS = ('put', 'put_many', 'get', 'stat', 'exists', 'list', 'delete', 'uncommitted', 'reset', 'commit', 'log', 'head',
-               'write_table', 'delete_table', 'table', 'table_info', 'tables')
-    def __init__(self, repo:Repository, name:str): self.repo, self.name = repo, name
-    def __getattr__(self, k):
-        if k in Branch.METHODS: return functools.partial(getattr(self.repo, k), self.name)
-        raise AttributeError(k)
-    def __dir__(self): return [*super().__dir__(), *Branch.METHODS]
-    def __repr__(self): return f"Branch({self.repo.name!r}, {self.name!r})"
-
-@patch
-def branch(self:Repository, name:str)->Branch:
-    "A handle on the existing branch `name`."
-    self.head(name)
-    return Branch(self, name)
-
-@patch
-@contextlib.contextmanager
-def transaction(self:Repository, branch:str, message:str, metadata:dict|None=None)->Iterator[Branch]:
-    "Write on a temporary branch; on success commit it and merge into `branch`, on error drop it."
-    if not isinstance(message, str) or not message.strip(): raise InvalidInput("a transaction needs a non-empty commit message")
-    name = f"tx-{branch}-{uuid.uuid4().hex[:8]}"
-    start = self._start_transaction(name, branch)   # the lake records this process as the branch's holder, so `gc` can drop it if the process dies
-    try:
-        yield Branch(self, name)
-        if self.uncommitted(name): self.commit(name, message, metadata)
-        if self.head(name) != start:  # the block wrote (and perhaps committed) something
-            self.merge(name, into=branch, message=f"{message} (transaction)", metadata=metadata)
-    finally: self._end_transaction(name)
-
-
-# %% ../../nbs/12_lake.tables.ipynb #68e1fb79
-@patch
-def transact(self:Branch, commit_message:str, commit_metadata:dict|None=None):
-    "A transaction on this branch, as `Repository.transaction` (lakeFS's `Branch.transact`)."
-    return self.repo.transaction(self.name, commit_message, commit_metadata)
+Branch.METHODS += ('write_table', 'delete_table', 'table', 'table_info', 'tables')
 
 # %% ../../nbs/12_lake.tables.ipynb #05afc27a
 @dataclass(frozen=True)
@@ -341,17 +307,17 @@ def _table_folder(con, trees:list, path:str, known:dict)->str|None:
     folder = path.rsplit('/', 1)[0]
     if folder not in known:
         meta = f'{folder}/{TABLE_META}'
-        known[folder] = any(e[0] == meta for mr in trees for e in tree_entries(con, mr, meta))
+        known[folder] = any(e.path == meta for mr in trees for e in tree_entries(con, mr, meta))
     return folder if known[folder] else None
 
 @patch
 def _table_side(self:Repository, con, mr:str, path:str)->tuple[TableSide, dict]:
     "The table at `path` in tree `mr`, and its files' entries by path."
     n = len(path) + 1
-    ents = {e[0]: e for e in tree_entries(con, mr, path + '/') if '/' not in e[0][n:] and (e[0].endswith('.parquet') or e[0][n:] == TABLE_META)}
+    ents = {e.path: e for e in tree_entries(con, mr, path + '/') if '/' not in e.path[n:] and (e.path.endswith('.parquet') or e.path[n:] == TABLE_META)}
     m = ents.get(f'{path}/{TABLE_META}')
     meta = json.loads(self.store.get_blob(con, m[1], name=f'{self.name}/{path}/{TABLE_META}')) if m else None
-    return TableSide(meta, {p[n:]: _identity(e) for p, e in ents.items()}), ents
+    return TableSide(meta, {p[n:]: object_identity(e) for p, e in ents.items()}), ents
 
 # %% ../../nbs/12_lake.tables.ipynb #b3668eac
 def _table_rule(repo:Repository, con, commits:tuple, names:tuple, s_changes:dict, d_changes:dict, strategy:str|None)->Settled:
@@ -366,12 +332,12 @@ def _table_rule(repo:Repository, con, commits:tuple, names:tuple, s_changes:dict
             how = 'source' if strategy == 'source-wins' else 'dest'
         out.paths |= b_ents.keys() | s_ents.keys() | d_ents.keys()
         if how == 'source':
-            out.apply |= {p: s_ents.get(p) for p in s_ents.keys() | d_ents.keys() if _identity(s_ents.get(p)) != _identity(d_ents.get(p))}
+            out.apply |= {p: s_ents.get(p) for p in s_ents.keys() | d_ents.keys() if object_identity(s_ents.get(p)) != object_identity(d_ents.get(p))}
         elif how == 'union':
             body = manifest_bytes(union_manifest(base, src, dst))
             addr, = repo.store.put_blobs(con, [body])
             out.apply |= {f"{t}/{p['name']}": s_ents[f"{t}/{p['name']}"] for p in src.parts[len(base.parts):]}
-            out.apply[f'{t}/{TABLE_META}'] = _entry(f'{t}/{TABLE_META}', addr, len(body), 'application/json', {})
+            out.apply[f'{t}/{TABLE_META}'] = make_entry(f'{t}/{TABLE_META}', addr, len(body), 'application/json', {})
     return out
 
 MERGE_RULES['tables'] = _table_rule
