@@ -4,8 +4,8 @@
 
 # %% ../../nbs/44_serve.server.ipynb #19da37e5
 from __future__ import annotations
-import asyncio, concurrent.futures as cf, collections, contextlib, errno, json, math, os, random, re, socket, stat, threading
-import time, uuid
+import asyncio, concurrent.futures as cf, collections, contextlib, errno, json, math, os, random, re, socket, stat
+import threading, time, uuid
 from pathlib import Path
 import numpy as np
 import anyio, grpc, uvicorn
@@ -20,10 +20,12 @@ from starlette.routing import Route
 from starlette.concurrency import run_in_threadpool
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
-                                     model_management_pb2, model_pb2, model_service_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_log_pb2, prediction_service_pb2, prediction_service_pb2_grpc, regression_pb2)
+                                     model_management_pb2, model_pb2, model_service_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_log_pb2, prediction_service_pb2, prediction_service_pb2_grpc,
+                                     regression_pb2)
 from ..workspace import InvalidInput, check_host, get_logger, host_port, import_tensorflow
-from .config import PROMETHEUS_PATH, read_batching_parameters, read_models_config, read_monitoring_config
+from .config import (PROMETHEUS_PATH, read_batching_parameters, read_models_config,
+                                     read_monitoring_config)
 from .models import ModelManager, Servable, ServingError
 from .codec import (classify_json, error_json, examples_input, parse_json, predict_inputs, predict_json,
                                     regress_json, signature_name, to_ndarray, to_tensor_proto)
@@ -45,7 +47,7 @@ class _Queue:
     "The tasks waiting for one signature of one servable, and how many rows they hold."
     def __init__(self, servable:Servable): self.servable, self.tasks, self.rows = servable, collections.deque(), 0
 
-# %% ../../nbs/44_serve.server.ipynb #8b262ad6
+# %% ../../nbs/44_serve.server.ipynb #c40677c1
 def _task_rows(inputs:dict, max_batch:int)->int:
     "The rows of a request's inputs, checked as TF Serving's batching session checks them."
     if any(a.ndim == 0 for a in inputs.values()):
@@ -54,12 +56,13 @@ def _task_rows(inputs:dict, max_batch:int)->int:
     if len(rows) != 1:
         raise ServingError('INVALID_ARGUMENT', "Batching session Run() input tensors must have equal 0th-dimension size")
     n = rows.pop()
-    if n > max_batch: raise ServingError('INVALID_ARGUMENT', f"Task size {n} is larger than maximum input batch size {max_batch}")
+    if n > max_batch:
+        raise ServingError('INVALID_ARGUMENT', f"Task size {n} is larger than maximum input batch size {max_batch}")
     return n
 
 # %% ../../nbs/44_serve.server.ipynb #7063830b
 def _due_batch(queues:dict, max_batch:int, timeout:float)->tuple:
-    "`(servable, signature, tasks)` of the next batch due (full, or waited `timeout`); else `(None, None, seconds to wait)`."
+    "`(servable, signature, tasks)` of the next batch due (full, or waited `timeout`); else `(None, None, wait)`."
     now, wait = time.monotonic(), None          # nothing queued: sleep until a request comes
     for key, q in queues.items():
         if not q.tasks: continue
@@ -74,7 +77,7 @@ def _due_batch(queues:dict, max_batch:int, timeout:float)->tuple:
 
 # %% ../../nbs/44_serve.server.ipynb #c5651b8e
 def _same_shapes(batch:list)->bool:
-    "Whether the tasks of `batch` have the same inputs, with the same shapes past the batch axis (one call can run them)."
+    "Whether the tasks of `batch` have the same inputs with the same shapes past the batch axis (one call can run all)."
     names = batch[0].inputs.keys()
     return all(t.inputs.keys() == names and all(t.inputs[k].shape[1:] == batch[0].inputs[k].shape[1:] for k in names)
                for t in batch)
@@ -87,7 +90,7 @@ def _check_batched(out:dict, rows:int):
             raise ServingError('FAILED_PRECONDITION', "Batched output tensor's 0th dimension does not equal the sum of "
                                                       "the 0th dimension sizes of the input tensors")
 
-# %% ../../nbs/44_serve.server.ipynb #0869ac4e
+# %% ../../nbs/44_serve.server.ipynb #ccba90c4
 def _run_batch(s:Servable, sig:str, batch:list, on_batch=None)->list:
     "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
     done = []
@@ -104,7 +107,7 @@ def _run_batch(s:Servable, sig:str, batch:list, on_batch=None)->list:
     except Exception as e: done += [(t, None, e) for t in batch[len(done):]]
     return done
 
-# %% ../../nbs/44_serve.server.ipynb #c121abb6
+# %% ../../nbs/44_serve.server.ipynb #28db88ce
 def _settle(done:list):
     "Set each `(task, outputs, exception)`'s future, unless its caller has gone (an asyncio future cancelled)."
     for t, out, exc in done:
@@ -134,15 +137,20 @@ class Batcher:
         self.max_enqueued = _batching_value(params, 'max_enqueued_batches', 100)
         threads = _batching_value(params, 'num_batch_threads', 4)
         self.on_batch, self.queues, self.cond, self.stopped = on_batch, {}, threading.Condition(), False
-        self.threads = [threading.Thread(target=self._work, daemon=True, name=f'mlinfra-batch-{i}') for i in range(threads)]
+        self.threads = [threading.Thread(target=self._work, daemon=True, name=f'mlinfra-batch-{i}')
+                        for i in range(threads)]
         for t in self.threads: t.start()
+
+    def _take(self):
+        "The next batch due in this batcher's queues, or how long to wait (`_due_batch`)."
+        return _due_batch(self.queues, self.max_batch, self.timeout)
 
     def _work(self):
         while True:
             with self.cond:
                 while True:
                     if self.stopped: return
-                    s, sig, batch = _due_batch(self.queues, self.max_batch, self.timeout)
+                    s, sig, batch = self._take()
                     if s is not None: break
                     self.cond.wait(batch)
             _deliver(_run_batch(s, sig, batch, self.on_batch))
@@ -152,7 +160,7 @@ class Batcher:
         with self.cond: self.stopped = True; self.cond.notify_all()
         for t in self.threads: t.join(timeout=5)
 
-# %% ../../nbs/44_serve.server.ipynb #d7c644c9
+# %% ../../nbs/44_serve.server.ipynb #98381d33
 @patch
 def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=None)->_Task:
     "Queue a request to `signature` of `servable`, or refuse it when its queue is full."
@@ -161,12 +169,13 @@ def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=N
     with self.cond:
         q = self.queues.get(key) or self.queues.setdefault(key, _Queue(servable))
         if math.ceil((q.rows + n) / self.max_batch) > self.max_enqueued:
-            raise ServingError('RESOURCE_EXHAUSTED', "The batch scheduling queue to which this task was submitted is full")
+            raise ServingError('RESOURCE_EXHAUSTED',
+                               "The batch scheduling queue to which this task was submitted is full")
         q.tasks.append(task); q.rows += n
         if len(q.tasks) == 1 or q.rows >= self.max_batch: self.cond.notify()   # a deadline to wait for, or a full batch
     return task
 
-# %% ../../nbs/44_serve.server.ipynb #0181f4f0
+# %% ../../nbs/44_serve.server.ipynb #d7df36c4
 @patch
 def submit(self:Batcher, servable:Servable, signature:str, inputs:dict)->dict:
     "Queue a request and wait for its share of a batch's outputs."
@@ -192,7 +201,7 @@ class RequestLogger:
         lc = cfg.logging_config if cfg is not None and cfg.HasField('logging_config') else None
         return lc if lc is not None and random.random() < lc.sampling_config.sampling_rate else None
 
-# %% ../../nbs/44_serve.server.ipynb #2b043c1e
+# %% ../../nbs/44_serve.server.ipynb #c48e5c9f
 def _prediction_log(lc, servable:Servable, request, response, kind:str, signature:str|None)->bytes:
     "The serialized `PredictionLog` of a request and its response, with `log_metadata` as TF Serving writes it."
     rec = prediction_log_pb2.PredictionLog(**{f'{kind}_log': _LOG_KINDS[kind](request=request, response=response)})
@@ -205,12 +214,14 @@ def _prediction_log(lc, servable:Servable, request, response, kind:str, signatur
 
 @patch
 def log(self:RequestLogger, lc, servable:Servable, request, response, kind:str='predict', signature:str|None=None):
-    "Queue the record of a sampled request (`lc`: what `sampled` returned; `kind`: predict, classify, regress or multi_inference)."
-    self.q.append((lc.log_collector_config.filename_prefix, _prediction_log(lc, servable, request, response, kind, signature)))
+    "Queue the record of a sampled request (`lc`: what `sampled` returned; `kind`: predict, classify, regress, multi_inference)."
+    record = _prediction_log(lc, servable, request, response, kind, signature)
+    self.q.append((lc.log_collector_config.filename_prefix, record))
     if self.thread is None:
         with self.lock:               # requests arrive on several threads: one writer thread
             if self.thread is None:
-                self.thread = threading.Thread(target=self._drain, daemon=True, name='mlinfra-request-log'); self.thread.start()
+                self.thread = threading.Thread(target=self._drain, daemon=True, name='mlinfra-request-log')
+                self.thread.start()
     self.event.set()
 
 # %% ../../nbs/44_serve.server.ipynb #8ee40ec0
@@ -242,7 +253,7 @@ def close(self:RequestLogger):
 
 # %% ../../nbs/44_serve.server.ipynb #e00196be
 class RequestCounts:
-    "TF Serving's `:tensorflow:serving:request_count{model_name, status}` counter, written under that exact series name."
+    "TF Serving's `:tensorflow:serving:request_count{model_name, status}` counter, under that exact series name."
     NAME = ':tensorflow:serving:request_count'
     def __init__(self): self.lock, self.counts = threading.Lock(), collections.Counter()
     def inc(self, model:str, status:str):
@@ -253,7 +264,7 @@ class RequestCounts:
         return (f"# HELP {self.NAME} The total number of requests.\n# TYPE {self.NAME} counter\n"
                 + ''.join(f'{self.NAME}{{model_name="{esc(m)}",status="{s}"}} {n}\n' for (m, s), n in items))
 
-# %% ../../nbs/44_serve.server.ipynb #b3f3349b
+# %% ../../nbs/44_serve.server.ipynb #8201e596
 _LATENCY_BUCKETS = [100, 250, 500, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 5e6]
 
 def _metrics(registry:CollectorRegistry)->dict:
@@ -270,7 +281,8 @@ def _metrics(registry:CollectorRegistry)->dict:
 class Serving:
     "The server's core: model manager, batcher, request logger and metrics."
     def __init__(self, manager:ModelManager, batching=None, monitoring=None, method_check:bool=False):
-        self.manager, self.registry, self.monitoring, self.method_check = manager, CollectorRegistry(), monitoring, method_check
+        self.manager, self.monitoring, self.method_check = manager, monitoring, method_check
+        self.registry = CollectorRegistry()
         self.metrics, self._latency = _metrics(self.registry), {}
         self.batcher = None if batching is None else Batcher(batching, on_batch=self._batch_ran)
         self.logger = RequestLogger()
@@ -286,7 +298,7 @@ class Serving:
         if self.batcher: self.batcher.close()
         self.logger.close(); self.manager.close()
 
-# %% ../../nbs/44_serve.server.ipynb #5c04580a
+# %% ../../nbs/44_serve.server.ipynb #a5c27b02
 @patch
 def observe(self:Serving, name:str, api:str, entry:str, status:str, t0:float):
     "Count a request under `name` with its `status`, and its latency since `t0` under `name`, `api` and `entry`."
@@ -304,7 +316,7 @@ def counted(self:Serving, name:str, api:str, entry:str):
     except ServingError as e: status = e.code; raise
     finally: self.observe(name, api, entry, status, t0)
 
-# %% ../../nbs/44_serve.server.ipynb #86dcfe48
+# %% ../../nbs/44_serve.server.ipynb #5b959fbd
 def spec_version(spec)->int|None:
     "The version a `ModelSpec` names, or None when it names none (a label or the latest)."
     return spec.version.value if spec.HasField('version') else None
@@ -325,7 +337,7 @@ def using(self:Serving, spec):
     "The servable a `ModelSpec` names, held for the duration of a request."
     return self.manager.using(*self._named(spec))
 
-# %% ../../nbs/44_serve.server.ipynb #50d68382
+# %% ../../nbs/44_serve.server.ipynb #16cb6fd3
 _PREDICT_METHODS = ('tensorflow/serving/predict', 'tensorflow/serving/classify', 'tensorflow/serving/regress')
 
 @patch
@@ -335,23 +347,24 @@ def run(self:Serving, s:Servable, sig:str, inputs:dict)->dict:
 
 @patch
 def predict_signature(self:Serving, s:Servable, sig:str)->dict:
-    "The inputs of the signature a predict names (`name -> (dtype, shape)`); with `method_check`, TF Serving's check of its method."
+    "The inputs of signature `sig` (`name -> (dtype, shape)`); with `method_check`, TF Serving's check of its method."
     inputs = s.inputs(sig)
     if self.method_check and (m := s.signature_defs[sig].method_name) not in _PREDICT_METHODS:
-        raise ServingError('INTERNAL', f"Expected prediction signature method_name to be one of {{{', '.join(_PREDICT_METHODS)}}}. "
-                                       f"Was: {m}")
+        raise ServingError('INTERNAL', "Expected prediction signature method_name to be one of "
+                                       f"{{{', '.join(_PREDICT_METHODS)}}}. Was: {m}")
     return inputs
 
-# %% ../../nbs/44_serve.server.ipynb #aecbd544
+# %% ../../nbs/44_serve.server.ipynb #26e4cdc6
 @patch
 @contextlib.contextmanager
 def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC'):
-    "Count a `PredictRequest`, resolve and hold its servable, read its input tensors: yields `(servable, signature, inputs)`."
+    "Count a `PredictRequest`, hold its servable, read its input tensors: yields `(servable, signature, inputs)`."
     with self.counted(request.model_spec.name, 'predict', entry), self.using(request.model_spec) as s:
         sig = request.model_spec.signature_name or 'serving_default'
         self.predict_signature(s, sig)
         try: inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
-        except Exception as e: raise ServingError('INVALID_ARGUMENT', f"bad input tensor: {type(e).__name__}: {e}") from None
+        except Exception as e:
+            raise ServingError('INVALID_ARGUMENT', f"bad input tensor: {type(e).__name__}: {e}") from None
         yield s, sig, inputs
 
 # %% ../../nbs/44_serve.server.ipynb #8e56eac4
@@ -377,7 +390,7 @@ def _filtered(out:dict, output_filter)->dict:
 # %% ../../nbs/44_serve.server.ipynb #ba930561
 @patch
 def answer(self:Serving, request:predict_pb2.PredictRequest, s:Servable, sig:str, out:dict)->predict_pb2.PredictResponse:
-    "The `PredictResponse` for `out` (the outputs `output_filter` asks for), logged when the model's logging config samples it."
+    "The `PredictResponse` for the outputs `output_filter` asks for, logged when the model's logging config samples it."
     resp = self.response(s, sig, _filtered(out, request.output_filter))
     if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp)
     return resp
@@ -385,10 +398,12 @@ def answer(self:Serving, request:predict_pb2.PredictRequest, s:Servable, sig:str
 @patch
 def predict(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC')->predict_pb2.PredictResponse:
     "Run a `PredictRequest`: resolve the servable, check and batch the inputs, log, count."
-    with self.predicting(request, entry) as (s, sig, inputs): return self.answer(request, s, sig, self.run(s, sig, inputs))
+    with self.predicting(request, entry) as (s, sig, inputs):
+        return self.answer(request, s, sig, self.run(s, sig, inputs))
 
 @patch
-async def predict_async(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC')->predict_pb2.PredictResponse:
+async def predict_async(self:Serving, request:predict_pb2.PredictRequest,
+                        entry:str='GRPC')->predict_pb2.PredictResponse:
     "`predict` with batching on, for a coroutine: the request waits for its batch on the event loop, not on a thread."
     with self.predicting(request, entry) as (s, sig, inputs):
         return self.answer(request, s, sig, await self.batcher.submit_async(s, sig, inputs))
@@ -406,11 +421,12 @@ def metadata(self:Serving, spec)->get_model_metadata_pb2.GetModelMetadataRespons
     return resp
 
 @patch
-def status(self:Serving, name:str, version:int|None=None, label:str|None=None)->get_model_status_pb2.GetModelStatusResponse:
+def status(self:Serving, name:str, version:int|None=None,
+           label:str|None=None)->get_model_status_pb2.GetModelStatusResponse:
     "The `GetModelStatusResponse` for a model (or one version or label)."
-    resp = get_model_status_pb2.GetModelStatusResponse()
+    resp, state = get_model_status_pb2.GetModelStatusResponse(), get_model_status_pb2.ModelVersionStatus.State.Value
     for s in self.manager.status(name, version, label):
-        m = resp.model_version_status.add(version=s.version, state=get_model_status_pb2.ModelVersionStatus.State.Value(s.state))
+        m = resp.model_version_status.add(version=s.version, state=state(s.state))
         m.status.error_code = 0 if not s.error else 13   # OK, or INTERNAL with the load error
         m.status.error_message = s.error
     return resp
@@ -424,7 +440,7 @@ def refresh_gauges(self:Serving):
 
 # %% ../../nbs/44_serve.server.ipynb #41aed003
 def serialized_examples(inp)->np.ndarray:
-    "An `Input`'s examples as TF Serving feeds them: a string tensor of serialized `tf.Example`s, the context's bytes before each."
+    "An `Input`'s examples as TF Serving feeds them: serialized `tf.Example`s, the context's bytes before each."
     kind = inp.WhichOneof('kind')
     if kind == 'example_list': out = [e.SerializeToString() for e in inp.example_list.examples]
     elif kind == 'example_list_with_context':
@@ -437,36 +453,45 @@ def serialized_examples(inp)->np.ndarray:
 # %% ../../nbs/44_serve.server.ipynb #b7f51f8d
 _METHODS = {'classify': 'tensorflow/serving/classify', 'regress': 'tensorflow/serving/regress'}
 
-def _dtype_enum_name(a:np.ndarray)->str:
-    return 'DT_STRING' if a.dtype == object or a.dtype.kind in 'SU' else types_pb2.DataType.Name(import_tensorflow().as_dtype(a.dtype).as_datatype_enum)
-
-def _shape_text(a:np.ndarray)->str: return '[' + ','.join(map(str, a.shape)) + ']'
+def _bad(message:str)->ServingError: return ServingError('INVALID_ARGUMENT', message)
 
 def check_inference_signature(sd, verb:str, method_check:bool=False):
     "Refuse a signature that cannot serve `verb` ('classify' or 'regress'), with TF Serving's message."
     kind = 'classification' if verb == 'classify' else 'regression'
     if method_check and sd.method_name != _METHODS[verb]:
-        raise ServingError('INVALID_ARGUMENT', f"Expected {kind} signature method_name to be {_METHODS[verb]}. Was: {sd.method_name}")
-    if len(sd.inputs) != 1: raise ServingError('INVALID_ARGUMENT', "Expected one input Tensor.")
+        raise _bad(f"Expected {kind} signature method_name to be {_METHODS[verb]}. Was: {sd.method_name}")
+    if len(sd.inputs) != 1: raise _bad("Expected one input Tensor.")
     if verb == 'classify' and len(sd.outputs) not in (1, 2):
-        raise ServingError('INVALID_ARGUMENT', f"Expected one or two output Tensors, found {len(sd.outputs)}")
-    if verb == 'regress' and len(sd.outputs) != 1: raise ServingError('INVALID_ARGUMENT', "Expected one output Tensor.")
-    if 'inputs' not in sd.inputs: raise ServingError('INVALID_ARGUMENT', f"No {kind} inputs found in SignatureDef: {sd}")
+        raise _bad(f"Expected one or two output Tensors, found {len(sd.outputs)}")
+    if verb == 'regress' and len(sd.outputs) != 1: raise _bad("Expected one output Tensor.")
+    if 'inputs' not in sd.inputs: raise _bad(f"No {kind} inputs found in SignatureDef: {sd}")
     if verb == 'classify' and not {'classes', 'scores'} & set(sd.outputs):
-        raise ServingError('INVALID_ARGUMENT', f'Expected classification signature outputs to contain at least one of "classes" or "scores". Signature was: {sd}')
-    if verb == 'regress' and 'outputs' not in sd.outputs: raise ServingError('INVALID_ARGUMENT', f"No regression outputs found in SignatureDef: {sd}")
+        raise _bad(f'Expected classification signature outputs to contain at least one of "classes" or "scores". '
+                   f'Signature was: {sd}')
+    if verb == 'regress' and 'outputs' not in sd.outputs: raise _bad(f"No regression outputs found in SignatureDef: {sd}")
 
 # %% ../../nbs/44_serve.server.ipynb #fe2b98df
+def _dtype_enum_name(a:np.ndarray)->str:
+    "TensorFlow's enum name for the dtype of `a` (`DT_FLOAT`, `DT_STRING`...)."
+    if a.dtype == object or a.dtype.kind in 'SU': return 'DT_STRING'
+    return types_pb2.DataType.Name(import_tensorflow().as_dtype(a.dtype).as_datatype_enum)
+
+def _shape_text(a:np.ndarray)->str: return '[' + ','.join(map(str, a.shape)) + ']'
+
+def _check_class_output(name:str, a:np.ndarray, want:str, n:int):
+    "Refuse a `classes` or `scores` output that is not `[n, classes]` of dtype `want`, with TF Serving's messages."
+    if a.ndim != 2: raise _bad(f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(a)}")
+    if _dtype_enum_name(a) != want: raise _bad(f"Expected {name} Tensor of {want}. Got: {_dtype_enum_name(a)}")
+    if a.shape[0] != n: raise _bad(f"Expected {name} output batch size of {n}. Got: {a.shape[0]}")
+
+# %% ../../nbs/44_serve.server.ipynb #b25ca6bf
 def classification_result(out:dict, n:int)->classification_pb2.ClassificationResult:
     "The `ClassificationResult` of a classification signature's outputs for `n` examples, checked as TF Serving checks them."
     classes, scores, res = out.get('classes'), out.get('scores'), classification_pb2.ClassificationResult()
     for name, a, want in (('classes', classes, 'DT_STRING'), ('scores', scores, 'DT_FLOAT')):
-        if a is None: continue
-        if a.ndim != 2: raise ServingError('INVALID_ARGUMENT', f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(a)}")
-        if _dtype_enum_name(a) != want: raise ServingError('INVALID_ARGUMENT', f"Expected {name} Tensor of {want}. Got: {_dtype_enum_name(a)}")
-        if a.shape[0] != n: raise ServingError('INVALID_ARGUMENT', f"Expected {name} output batch size of {n}. Got: {a.shape[0]}")
+        if a is not None: _check_class_output(name, a, want, n)
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-        raise ServingError('INVALID_ARGUMENT', f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}")
+        raise _bad(f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}")
     k = (classes if classes is not None else scores).shape[1]
     for i in range(n):
         cl = res.classifications.add()
@@ -476,18 +501,19 @@ def classification_result(out:dict, n:int)->classification_pb2.ClassificationRes
             if scores is not None: c.score = float(scores[i, j])
     return res
 
+# %% ../../nbs/44_serve.server.ipynb #e1c56892
 def regression_result(out:dict, n:int)->regression_pb2.RegressionResult:
     "The `RegressionResult` of a regression signature's `outputs` for `n` examples, checked as TF Serving checks it."
     a = out['outputs']
     if not (a.ndim == 1 or a.ndim == 2 and a.shape[1] == 1):
-        raise ServingError('INVALID_ARGUMENT', f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {_shape_text(a)}")
-    if a.shape[0] != n: raise ServingError('INVALID_ARGUMENT', f"Input batch size did not match output batch size: {n} vs. {a.shape[0]}")
-    if _dtype_enum_name(a) != 'DT_FLOAT': raise ServingError('INVALID_ARGUMENT', f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_enum_name(a)}")
+        raise _bad(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {_shape_text(a)}")
+    if a.shape[0] != n: raise _bad(f"Input batch size did not match output batch size: {n} vs. {a.shape[0]}")
+    if _dtype_enum_name(a) != 'DT_FLOAT': raise _bad(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_enum_name(a)}")
     return regression_pb2.RegressionResult(regressions=[regression_pb2.Regression(value=float(v)) for v in a.ravel()])
 
 # %% ../../nbs/44_serve.server.ipynb #06d4f38b
 def _answered_by(spec, s:Servable, signature:str):
-    "Fill a response's model spec as TF Serving does: the model, the signature (default `serving_default`), the version."
+    "Fill a response's model spec as TF Serving does: the model, the signature (or `serving_default`), the version."
     spec.name, spec.signature_name = s.name, signature or 'serving_default'
     spec.version.value = s.version
 
@@ -495,7 +521,7 @@ def _answered_by(spec, s:Servable, signature:str):
 def _infer(self:Serving, s:Servable, spec, verb:str, examples:np.ndarray|None=None)->dict|None:
     "Check the signature `spec` names can `verb`; run it on `examples` (when given) and return its outputs."
     sig = spec.signature_name or 'serving_default'
-    if (sd := s.signature_defs.get(sig)) is None: raise ServingError('INVALID_ARGUMENT', f"No signature was found with the name: {sig}")
+    if (sd := s.signature_defs.get(sig)) is None: raise _bad(f"No signature was found with the name: {sig}")
     check_inference_signature(sd, verb, self.method_check)
     return None if examples is None else self.run(s, sig, {'inputs': examples})
 
@@ -511,7 +537,8 @@ def _one_inference(self:Serving, request, verb:str):
         if verb == 'classify': resp = classification_pb2.ClassificationResponse(result=classification_result(out, n))
         else: resp = regression_pb2.RegressionResponse(result=regression_result(out, n))
         _answered_by(resp.model_spec, s, request.model_spec.signature_name)
-        if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp, verb)
+        if (lc := self.logger.sampled(self.model_config(s.name))) is not None:
+            self.logger.log(lc, s, request, resp, verb)
         return resp
 
 @patch
@@ -521,14 +548,13 @@ def classify(self:Serving, request:classification_pb2.ClassificationRequest,
     with self.counted(request.model_spec.name, 'classify', entry): return self._one_inference(request, 'classify')
 
 @patch
-def regress(self:Serving, request:regression_pb2.RegressionRequest, entry:str='GRPC')->regression_pb2.RegressionResponse:
+def regress(self:Serving, request:regression_pb2.RegressionRequest,
+            entry:str='GRPC')->regression_pb2.RegressionResponse:
     "Run a `RegressionRequest`, as TF Serving's Regress does."
     with self.counted(request.model_spec.name, 'regress', entry): return self._one_inference(request, 'regress')
 
 # %% ../../nbs/44_serve.server.ipynb #fac0a6e1
 _VERBS = {m: v for v, m in _METHODS.items()}
-
-def _bad(message:str)->ServingError: return ServingError('INVALID_ARGUMENT', message)
 
 @patch
 def _tasks(self:Serving, request, s:Servable)->list:
@@ -536,7 +562,8 @@ def _tasks(self:Serving, request, s:Servable)->list:
     seen, out = set(), []
     for task in request.tasks:
         if not task.model_spec.name: raise _bad("Found ModelSpec with an empty model name.")
-        if task.model_spec.name != s.name: raise _bad("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        if task.model_spec.name != s.name:
+            raise _bad("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
         sig = task.model_spec.signature_name or 'serving_default'
         if sig in seen: raise _bad(f"Duplicate evaluation of signature: {sig}")
         seen.add(sig)
@@ -547,10 +574,10 @@ def _tasks(self:Serving, request, s:Servable)->list:
         out.append((task, verb))
     return out
 
-# %% ../../nbs/44_serve.server.ipynb #3a5e94bc
+# %% ../../nbs/44_serve.server.ipynb #1339cc89
 @patch
 def _run_tasks(self:Serving, request, s:Servable)->inference_pb2.MultiInferenceResponse:
-    "The results of every task of a `MultiInferenceRequest` on the same examples, each naming the version that answered."
+    "The results of the tasks of a `MultiInferenceRequest` on the same examples, each naming the version that answered."
     tasks, resp = self._tasks(request, s), inference_pb2.MultiInferenceResponse()
     examples = serialized_examples(request.input)
     for task, verb in tasks:
@@ -588,23 +615,24 @@ def _spec_from_url(m)->predict_pb2.PredictRequest:
     if m['label']: req.model_spec.version_label = m['label']
     return req
 
-# %% ../../nbs/44_serve.server.ipynb #13f11618
+# %% ../../nbs/44_serve.server.ipynb #315697f5
 _STATUS_NAMES = {0: 'OK', 13: 'INTERNAL'}
 
 def _version_status_json(s)->dict:
     "One `ModelVersionStatus` as TF Serving's REST API prints it."
-    return {'version': str(s.version), 'state': get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
-            'status': {'error_code': _STATUS_NAMES.get(s.status.error_code, 'UNKNOWN'), 'error_message': s.status.error_message}}
+    error = {'error_code': _STATUS_NAMES.get(s.status.error_code, 'UNKNOWN'), 'error_message': s.status.error_message}
+    return {'version': str(s.version), 'state': get_model_status_pb2.ModelVersionStatus.State.Name(s.state), 'status': error}
 
 def status_json(resp:get_model_status_pb2.GetModelStatusResponse)->dict:
     "A `GetModelStatusResponse` as TF Serving's REST API prints it."
     return {'model_version_status': [_version_status_json(s) for s in resp.model_version_status]}
 
-# %% ../../nbs/44_serve.server.ipynb #ea2f50c9
+# %% ../../nbs/44_serve.server.ipynb #5d8bdba7
 def metadata_json(resp:get_model_metadata_pb2.GetModelMetadataResponse)->dict:
-    "A `GetModelMetadataResponse` as TF Serving's REST API prints it: proto field names, and every field, default-valued or not."
+    "A `GetModelMetadataResponse` as TF Serving's REST API prints it: proto field names, every field, default or not."
     sdm = get_model_metadata_pb2.SignatureDefMap(); resp.metadata['signature_def'].Unpack(sdm)
-    js = lambda msg: json_format.MessageToDict(msg, always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
+    js = lambda msg: json_format.MessageToDict(msg, always_print_fields_with_no_presence=True,
+                                               preserving_proto_field_name=True)
     return {'model_spec': js(resp.model_spec), 'metadata': {'signature_def': js(sdm)}}
 
 # %% ../../nbs/44_serve.server.ipynb #a2481787
@@ -624,7 +652,7 @@ async def _model_get(serving:Serving, request:Request)->Response:
         return Response(json.dumps(body), media_type='application/json')
     except ServingError as e: return _reply(e)
 
-# %% ../../nbs/44_serve.server.ipynb #afb8d234
+# %% ../../nbs/44_serve.server.ipynb #c4364764
 def _metrics_path(serving:Serving)->str|None:
     "The path the monitoring config serves metrics at, or None when Prometheus is off."
     m = serving.monitoring
@@ -637,7 +665,7 @@ def _metrics_response(serving:Serving)->Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 # %% ../../nbs/44_serve.server.ipynb #8808b30a
-_INLINE_BODY = 64 << 10   # with batching, bodies up to this size are parsed on the event loop; larger ones on a worker thread
+_INLINE_BODY = 64 << 10   # with batching, bodies up to this size are parsed on the event loop; larger on a worker thread
 
 def _rest_request(m, body:bytes, request_id:str|None):
     "The request document and a `PredictRequest` holding its model spec (and request id)."
@@ -647,10 +675,10 @@ def _rest_request(m, body:bytes, request_id:str|None):
     if request_id: req.client_id = request_id.encode()[:256]
     return doc, req
 
-# %% ../../nbs/44_serve.server.ipynb #095492d7
+# %% ../../nbs/44_serve.server.ipynb #0b47b287
 @contextlib.contextmanager
 def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
-    "Parse a REST predict, count it, hold its servable, read its inputs: yields `(servable, signature, request, inputs, format)`."
+    "Parse a REST predict, count it, hold its servable, read its inputs: yields `(servable, sig, request, inputs, format)`."
     doc, req = _rest_request(m, body, request_id)
     with serving.counted(req.model_spec.name, 'predict', 'REST'), serving.using(req.model_spec) as s:
         sig = req.model_spec.signature_name
@@ -661,7 +689,8 @@ def _rest_reply(serving:Serving, s:Servable, req, inputs:dict, out:dict, fmt:str
     "The JSON response body; protos are built only for a request the log samples (numpy all the way otherwise)."
     if (lc := serving.logger.sampled(serving.model_config(s.name))) is not None:
         tf, sig = import_tensorflow(), req.model_spec.signature_name
-        for k, v in inputs.items(): req.inputs[k].CopyFrom(tf.make_tensor_proto(v, dtype=getattr(tf, s.inputs(sig)[k][0])))
+        for k, v in inputs.items():
+            req.inputs[k].CopyFrom(tf.make_tensor_proto(v, dtype=getattr(tf, s.inputs(sig)[k][0])))
         serving.logger.log(lc, s, req, serving.response(s, sig, out))
     return predict_json(out, fmt)
 
@@ -708,7 +737,7 @@ async def _read_body(receive, max_body:int)->bytes|None:
         chunks.append(chunk)
     return b''.join(chunks)
 
-# %% ../../nbs/44_serve.server.ipynb #617b35ef
+# %% ../../nbs/44_serve.server.ipynb #7a9444f4
 async def _send_json(send, status:int, body:bytes):
     "Send a whole JSON response."
     await send({'type': 'http.response.start', 'status': status,
@@ -725,16 +754,17 @@ def _predict_headers(headers)->tuple:
 
 async def _answer_post(serving:Serving, m, body:bytes, request_id:str|None)->bytes:
     "Where a REST POST runs: on the event loop with batching on and a small body, else on a worker thread."
-    if serving.batcher is not None and len(body) <= _INLINE_BODY: return await _post_batched(serving, m, body, request_id)
+    if serving.batcher is not None and len(body) <= _INLINE_BODY:
+        return await _post_batched(serving, m, body, request_id)
     return await run_in_threadpool(_post, serving, m, body, request_id)
 
-# %% ../../nbs/44_serve.server.ipynb #47fe9588
+# %% ../../nbs/44_serve.server.ipynb #4d416407
 def _starlette_path(path:str)->str:
     "An ASGI path as Starlette's URL has it (so both routes read the same path)."
     return path.replace('?', '%3F').replace('#', '%23').replace('\\', '%5C')
 
 def predict_route(serving:Serving, app, max_body:int=64 << 20):
-    "An ASGI app answering `POST /v1/models/...:predict|classify|regress` of `serving` itself, and passing the rest to `app`."
+    "An ASGI app answering `POST /v1/models/...:predict|classify|regress` itself, and passing the rest to `app`."
     async def asgi(scope, receive, send):
         if scope['type'] != 'http' or scope['method'] != 'POST': return await app(scope, receive, send)
         m = _URL.match(_starlette_path(scope['path']))
@@ -749,18 +779,18 @@ def predict_route(serving:Serving, app, max_body:int=64 << 20):
         await _send_json(send, 200, out)
     return asgi
 
-# %% ../../nbs/44_serve.server.ipynb #f8d634bf
+# %% ../../nbs/44_serve.server.ipynb #1fca7ce0
 _HTTP_METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS']
 
 def rest_app(serving:Serving, max_body:int=64 << 20):
-    "The TF Serving REST API (and the metrics endpoint) over `serving`, as an ASGI app: `predict_route` in front of Starlette."
+    "The TF Serving REST API (and the metrics endpoint) over `serving`: `predict_route` in front of Starlette."
     path = _metrics_path(serving)
     async def route(request:Request)->Response:
         p = request.url.path
         if path and p == path and request.method == 'GET': return _metrics_response(serving)
         if p.startswith('/v1/models/'): return await _model_get(serving, request)
-        if p.rstrip('/') == '/v1/models': return _reply(ServingError('INVALID_ARGUMENT', "Missing model name in request."))
-        if p.startswith('/v1/'): return _reply(ServingError('INVALID_ARGUMENT', f"Malformed request: {request.method} {p}"))
+        if p.rstrip('/') == '/v1/models': return _reply(_bad("Missing model name in request."))
+        if p.startswith('/v1/'): return _reply(_bad(f"Malformed request: {request.method} {p}"))
         body = json.dumps({'error': f"Malformed request: {request.method} {p}"})
         return Response(body, status_code=404, media_type='application/json')
     return predict_route(serving, Starlette(routes=[Route('/{any:path}', route, methods=_HTTP_METHODS)]), max_body)
@@ -778,12 +808,12 @@ class _GrpcService:
     @staticmethod
     async def abort(context, e:ServingError): await context.abort(getattr(grpc.StatusCode, e.code), e.message)
 
-# %% ../../nbs/44_serve.server.ipynb #aa8a7065
+# %% ../../nbs/44_serve.server.ipynb #5f64f0d6
 class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServiceServicer):
     async def Predict(self, request, context):
         if self.serving.batcher is None or request.ByteSize() > _INLINE_BODY:
             return await self.call(context, self.serving.predict, request)
-        try: return await self.serving.predict_async(request)   # small request, batching on: it waits for its batch on the loop
+        try: return await self.serving.predict_async(request)   # small, batching on: it waits for its batch on the loop
         except ServingError as e: await self.abort(context, e)
     async def GetModelMetadata(self, request, context): return await self.call(context, self._metadata, request)
     def _metadata(self, request):
@@ -792,9 +822,10 @@ class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServ
         return self.serving.metadata(request.model_spec)
     async def Classify(self, request, context): return await self.call(context, self.serving.classify, request)
     async def Regress(self, request, context): return await self.call(context, self.serving.regress, request)
-    async def MultiInference(self, request, context): return await self.call(context, self.serving.multi_inference, request)
+    async def MultiInference(self, request, context):
+        return await self.call(context, self.serving.multi_inference, request)
 
-# %% ../../nbs/44_serve.server.ipynb #b9348542
+# %% ../../nbs/44_serve.server.ipynb #676fdfeb
 class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(self, request, context):
         spec = request.model_spec
@@ -849,7 +880,8 @@ def grpc_channel_arguments(text:str|None)->list[tuple[str, int|str]]:
         if not item.strip(): continue
         k, eq, v = (s.strip() for s in item.partition('='))
         if not eq or not k:
-            raise InvalidInput(f"--grpc_channel_arguments: {item!r} is not key=value (e.g. grpc.max_connection_age_ms=2000)")
+            raise InvalidInput(f"--grpc_channel_arguments: {item!r} is not key=value "
+                               "(e.g. grpc.max_connection_age_ms=2000)")
         out.append((k, int(v) if re.fullmatch(r'[+-]?\d+', v) and -2**31 <= int(v) < 2**31 else v))
     return out
 
@@ -859,7 +891,7 @@ class _Undecodable:
     def __init__(self, error:str): self.error = error
 
 def _reader(cls):
-    "A request deserializer for message class `cls` that keeps a parse error (as an `_Undecodable`) instead of raising it."
+    "A request reader for message class `cls` that keeps a parse error (as an `_Undecodable`) instead of raising it."
     def read(data:bytes):
         try: return cls.FromString(data)
         except DecodeError as e: return _Undecodable(str(e))
@@ -872,11 +904,12 @@ def _checked(method):
         return await method(request, context)
     return handle
 
-# %% ../../nbs/44_serve.server.ipynb #b63820b1
+# %% ../../nbs/44_serve.server.ipynb #5f76fec5
 def add_servicer(server, servicer, service):
     "Register the methods of `servicer` for `service` (a protobuf ServiceDescriptor) on a `grpc.aio` server."
     read = lambda m: _reader(message_factory.GetMessageClass(m.input_type))
-    handlers = {m.name: grpc.unary_unary_rpc_method_handler(_checked(getattr(servicer, m.name)), request_deserializer=read(m),
+    handlers = {m.name: grpc.unary_unary_rpc_method_handler(_checked(getattr(servicer, m.name)),
+                                                             request_deserializer=read(m),
                                                              response_serializer=lambda r: r.SerializeToString())
                 for m in service.methods}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
@@ -888,11 +921,13 @@ _CORS = [(b'access-control-allow-origin', b'*'), (b'access-control-allow-methods
 def cors_route(app):
     "`app` with TF Serving's CORS support: its headers on every `/v1/` response, and its answer to a preflight."
     async def asgi(scope, receive, send):
-        if scope['type'] != 'http' or not scope['path'].lower().startswith('/v1/'): return await app(scope, receive, send)
+        if scope['type'] != 'http' or not scope['path'].lower().startswith('/v1/'):
+            return await app(scope, receive, send)
         if scope['method'] == 'OPTIONS':
             origin = next((v.decode('latin-1') for k, v in scope['headers'] if k == b'origin'), '')
-            status = 200 if re.search(r'https?://', origin) else 400   # TF Serving: "Origin header is missing in CORS preflight"
-            await send({'type': 'http.response.start', 'status': status, 'headers': [*_CORS, (b'content-length', b'0')]})
+            status = 200 if re.search(r'https?://', origin) else 400   # TF Serving: "Origin header is missing in CORS..."
+            headers = [*_CORS, (b'content-length', b'0')]
+            await send({'type': 'http.response.start', 'status': status, 'headers': headers})
             return await send({'type': 'http.response.body', 'body': b''})
         async def send_cors(msg):
             if msg['type'] == 'http.response.start': msg = {**msg, 'headers': [*msg.get('headers', []), *_CORS]}
@@ -904,7 +939,7 @@ def cors_route(app):
 _RUNS = re.compile(r':(predict|classify|regress)/?$')
 
 def deadline_route(app, timeout:float):
-    "`app`, with a predict, classify or regress still running `timeout` s after its body arrived answered 504, as TF Serving does."
+    "`app`, answering 504 to a predict, classify or regress still running `timeout` s after its body arrived, as TF Serving."
     late_tasks = set()                                  # requests answered 504 whose model call is still finishing
     async def asgi(scope, receive, send):
         if scope['type'] != 'http' or scope['method'] != 'POST' or not _RUNS.search(scope['path']):
@@ -935,20 +970,20 @@ class ModelServer:
     def __init__(self,
                  model_config_file:str|Path|None=None,  # TF Serving's --model_config_file
                  config=None,                            # or a ModelServerConfig
-                 rest_port:int|None=8501, grpc_port:int|None=8500,   # --rest_api_port, --port (0: any free port; None: off)
-                 host:str='127.0.0.1', allow_remote:bool=False,      # allow_remote: listen on every interface (0.0.0.0, ::) too
+                 rest_port:int|None=8501, grpc_port:int|None=8500,   # --rest_api_port, --port (0: any free; None: off)
+                 host:str='127.0.0.1', allow_remote:bool=False,      # allow_remote: every interface (0.0.0.0, ::) too
                  batching_parameters_file:str|Path|None=None, batching=None,   # turn on batching
                  monitoring_config_file:str|Path|None=None, monitoring=None,   # turn on /monitoring/prometheus/metrics
                  poll_seconds:float=1.0,                 # --file_system_poll_wait_seconds (0: look for versions once)
                  max_body:int=64 << 20,                  # largest REST body (and gRPC message) accepted
                  grpc_threads:int=8,                     # --grpc_max_threads: the threads gRPC calls run on
                  warmup:bool=True,                       # --enable_model_warmup
-                 *, config_poll_seconds:float|None=None, # --model_config_file_poll_wait_seconds (None: every poll; 0: once)
-                 load_retries:int=5, retry_interval:float=60.0,      # --max_num_load_retries, --load_retry_interval_micros (s)
+                 *, config_poll_seconds:float|None=None, # --model_config_file_poll_wait_seconds (None: each poll)
+                 load_retries:int=5, retry_interval:float=60.0,      # --max_num_load_retries, --load_retry_interval_micros
                  allow_unavailable_labels:bool=False,    # --allow_version_labels_for_unavailable_models
                  warmup_iterations:int=1,                # --num_request_iterations_for_warmup
                  grpc_socket_path:str|Path|None=None,    # --grpc_socket_path: gRPC on this Unix socket too
-                 grpc_options:list|None=None,            # --grpc_channel_arguments, as `grpc_channel_arguments` reads them
+                 grpc_options:list|None=None,            # --grpc_channel_arguments, read by `grpc_channel_arguments`
                  rest_threads:int|None=None,             # --rest_api_num_threads (None: anyio's 40)
                  rest_timeout:float|None=None,           # --rest_api_timeout_in_ms, in seconds (None: none)
                  cors:bool=False,                        # --rest_api_enable_cors_support
@@ -960,10 +995,11 @@ class ModelServer:
         if rest_port is not None:
             self.rest_socket = _bind(host, rest_port, 'REST'); self._rest_port = self.rest_socket.getsockname()[1]
         try:
-            batching, monitoring = _batching_and_monitoring(batching_parameters_file, batching, monitoring_config_file, monitoring)
+            batching, monitoring = _batching_and_monitoring(batching_parameters_file, batching,
+                                                            monitoring_config_file, monitoring)
             manager = ModelManager(config, model_config_file, poll_seconds, warmup, config_poll_seconds=config_poll_seconds,
-                                   load_retries=load_retries, retry_interval=retry_interval,
-                                   allow_unavailable_labels=allow_unavailable_labels, warmup_iterations=warmup_iterations)
+                                   load_retries=load_retries, retry_interval=retry_interval, warmup_iterations=warmup_iterations,
+                                   allow_unavailable_labels=allow_unavailable_labels)
             self.serving = Serving(manager, batching, monitoring, method_check)
             if rest_port is not None: self.rest = self._rest_server(max_body, rest_timeout, cors)
         except BaseException: self._abandon(); raise
@@ -979,7 +1015,7 @@ def _batching_and_monitoring(batching_parameters_file, batching, monitoring_conf
 # %% ../../nbs/44_serve.server.ipynb #84950314
 @patch
 def _check_addresses(self:ModelServer, rest_port, grpc_port, socket_path, options:list):
-    "Check every address before a model loads: port numbers, ports in use (unless gRPC may share its port), the socket path."
+    "Check every address before a model loads: port numbers, ports in use (unless gRPC may share one), the socket path."
     check_port(rest_port, 'rest_port'); self.grpc_port = check_port(grpc_port, 'grpc_port')
     if grpc_port is None and not socket_path:
         raise InvalidInput("gRPC needs a port or a socket path "
@@ -1018,7 +1054,7 @@ def _stop_loop(self:ModelServer):
     if not self.loop.is_running(): self.loop.close()
     self.pool.shutdown(wait=False)
 
-# %% ../../nbs/44_serve.server.ipynb #3ae75fcc
+# %% ../../nbs/44_serve.server.ipynb #93992422
 def _add_port(server, address:str)->int:
     "Listen on `address`; the port, or one line saying gRPC could not bind it."
     try: return server.add_insecure_port(address)
@@ -1030,12 +1066,14 @@ _SERVICES = {name: d.services_by_name[name] for name, d in (('PredictionService'
 @patch
 async def _grpc_server(self:ModelServer, port:int|None, max_body:int, options:list):
     "A `grpc.aio` server of both servicers, listening on `port` and the socket path (not started)."
-    server = grpc.aio.server(options=[('grpc.max_receive_message_length', max_body), ('grpc.so_reuseport', 0), *options])
+    own = [('grpc.max_receive_message_length', max_body), ('grpc.so_reuseport', 0)]
+    server = grpc.aio.server(options=[*own, *options])
     add_servicer(server, PredictionService(self.serving, self.pool), _SERVICES['PredictionService'])
     add_servicer(server, ModelService(self.serving, self.pool), _SERVICES['ModelService'])
     if port is not None: self.grpc_port = _add_port(server, host_port(self.host, port))
     if self.socket_path is not None:
-        _add_port(server, f'unix:{self.socket_path}'); self._socket_id = self.socket_path.stat().st_ino   # the file is ours now
+        _add_port(server, f'unix:{self.socket_path}')
+        self._socket_id = self.socket_path.stat().st_ino   # the file is ours now
     return server
 
 # %% ../../nbs/44_serve.server.ipynb #3c981a8e
@@ -1070,7 +1108,8 @@ def rest_port(self:ModelServer)->int|None: return None if self.rest_socket is No
 def rest_url(self:ModelServer)->str|None:
     return None if self.rest_socket is None else f'http://{host_port(self.host, self._rest_port)}'
 @patch(as_prop=True)
-def grpc_target(self:ModelServer)->str|None: return None if self.grpc_port is None else host_port(self.host, self.grpc_port)
+def grpc_target(self:ModelServer)->str|None:
+    return None if self.grpc_port is None else host_port(self.host, self.grpc_port)
 @patch(as_prop=True)
 def grpc_socket(self:ModelServer)->str|None: return None if self.socket_path is None else f'unix:{self.socket_path}'
 
@@ -1089,11 +1128,19 @@ def start(self:ModelServer, timeout:float=30)->ModelServer:
         self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True); self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.rest.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline: raise RuntimeError(f"the REST server did not start on {self.host}")
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the REST server did not start on {self.host}")
             time.sleep(0.01)
     self.started = True
     get_logger('serve').info("serving %s", self.addresses)
     return self
+
+# %% ../../nbs/44_serve.server.ipynb #b47c1d23
+@patch
+def _remove_socket(self:ModelServer):
+    "Remove the socket file, if it is still the one this server bound (gRPC removes it, unless it could not stop)."
+    with contextlib.suppress(OSError):                   # or another server has taken the path since
+        if self._socket_id is not None and self.socket_path.stat().st_ino == self._socket_id: self.socket_path.unlink()
 
 @patch
 def stop(self:ModelServer):
@@ -1104,8 +1151,7 @@ def stop(self:ModelServer):
     if self.loop.is_running():
         with contextlib.suppress(Exception): self._on_loop(self.grpc.stop(grace=2), timeout=10)
         self._stop_loop()
-    with contextlib.suppress(OSError):                   # gRPC removes it; unless it could not stop, or another server took the path
-        if self._socket_id is not None and self.socket_path.stat().st_ino == self._socket_id: self.socket_path.unlink()
+    self._remove_socket()
     self.serving.close(); self.started = False
 
 @patch
