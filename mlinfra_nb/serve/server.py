@@ -47,7 +47,7 @@ class _Queue:
     "The tasks waiting for one signature of one servable, and how many rows they hold."
     def __init__(self, servable:Servable): self.servable, self.tasks, self.rows = servable, collections.deque(), 0
 
-# %% ../../nbs/44_serve.server.ipynb #fe5ec078
+# %% ../../nbs/44_serve.server.ipynb #a3ca108e
 def _task_rows(inputs:dict, max_batch:int)->int:
     "The rows of a request's inputs, checked as TF Serving's batching session checks them."
     if any(a.ndim == 0 for a in inputs.values()):
@@ -90,7 +90,7 @@ def _check_batched(out:dict, rows:int):
             raise ServingError('FAILED_PRECONDITION', "Batched output tensor's 0th dimension does not equal the sum of "
                                                       "the 0th dimension sizes of the input tensors")
 
-# %% ../../nbs/44_serve.server.ipynb #ec713949
+# %% ../../nbs/44_serve.server.ipynb #8f9e312b
 def _run_batch(s:Servable, sig:str, batch:list, on_batch=None)->list:
     "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
     done = []
@@ -107,7 +107,7 @@ def _run_batch(s:Servable, sig:str, batch:list, on_batch=None)->list:
     except Exception as e: done += [(t, None, e) for t in batch[len(done):]]
     return done
 
-# %% ../../nbs/44_serve.server.ipynb #24d407df
+# %% ../../nbs/44_serve.server.ipynb #486561e9
 def _settle(done:list):
     "Set each `(task, outputs, exception)`'s future, unless its caller has gone (an asyncio future cancelled)."
     for t, out, exc in done:
@@ -160,7 +160,7 @@ class Batcher:
         with self.cond: self.stopped = True; self.cond.notify_all()
         for t in self.threads: t.join(timeout=5)
 
-# %% ../../nbs/44_serve.server.ipynb #cbddc4e8
+# %% ../../nbs/44_serve.server.ipynb #30bf2436
 @patch
 def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=None)->_Task:
     "Queue a request to `signature` of `servable`, or refuse it when its queue is full."
@@ -175,7 +175,7 @@ def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=N
         if len(q.tasks) == 1 or q.rows >= self.max_batch: self.cond.notify()   # a deadline to wait for, or a full batch
     return task
 
-# %% ../../nbs/44_serve.server.ipynb #4391d8bd
+# %% ../../nbs/44_serve.server.ipynb #d48a53ea
 @patch
 def submit(self:Batcher, servable:Servable, signature:str, inputs:dict)->dict:
     "Queue a request and wait for its share of a batch's outputs."
@@ -201,7 +201,7 @@ class RequestLogger:
         lc = cfg.logging_config if cfg is not None and cfg.HasField('logging_config') else None
         return lc if lc is not None and random.random() < lc.sampling_config.sampling_rate else None
 
-# %% ../../nbs/44_serve.server.ipynb #85903acb
+# %% ../../nbs/44_serve.server.ipynb #27b796cc
 def _prediction_log(lc, servable:Servable, request, response, kind:str, signature:str|None)->bytes:
     "The serialized `PredictionLog` of a request and its response, with `log_metadata` as TF Serving writes it."
     rec = prediction_log_pb2.PredictionLog(**{f'{kind}_log': _LOG_KINDS[kind](request=request, response=response)})
@@ -230,7 +230,7 @@ def _log_file(prefix:str)->str:
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tfrecord"
 
-# %% ../../nbs/44_serve.server.ipynb #09d4f525
+# %% ../../nbs/44_serve.server.ipynb #3059c8c9
 @patch
 def _drain(self:RequestLogger):
     tf = import_tensorflow()
@@ -265,7 +265,7 @@ class RequestCounts:
         return (f"# HELP {self.NAME} The total number of requests.\n# TYPE {self.NAME} counter\n"
                 + ''.join(f'{self.NAME}{{model_name="{esc(m)}",status="{s}"}} {n}\n' for (m, s), n in items))
 
-# %% ../../nbs/44_serve.server.ipynb #33ff5f3b
+# %% ../../nbs/44_serve.server.ipynb #6b1fc329
 _LATENCY_BUCKETS = [100, 250, 500, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 5e6]
 
 def _metrics(registry:CollectorRegistry)->dict:
@@ -290,16 +290,18 @@ class Serving:
 
     def _batch_ran(self, s:Servable, rows:int): self.metrics['batch'].labels(s.name).observe(rows)
 
-    def model_config(self, name:str):
-        "The `ModelConfig` of model `name`, or None for a model the config does not hold."
-        for c in (self.manager.config.model_config_list.config if self.manager.config else []):
-            if c.name == name: return c
-
     def close(self):
         if self.batcher: self.batcher.close()
         self.logger.close(); self.manager.close()
 
-# %% ../../nbs/44_serve.server.ipynb #5ca7d6be
+# %% ../../nbs/44_serve.server.ipynb #67cabba6
+@patch
+def model_config(self:Serving, name:str):
+    "The `ModelConfig` of model `name`, or None for a model the config does not hold."
+    for c in (self.manager.config.model_config_list.config if self.manager.config else []):
+        if c.name == name: return c
+
+# %% ../../nbs/44_serve.server.ipynb #0a8aa97c
 @patch
 def observe(self:Serving, name:str, api:str, entry:str, status:str, t0:float):
     "Count a request under `name` with its `status`, and its latency since `t0` under `name`, `api` and `entry`."
@@ -317,7 +319,7 @@ def counted(self:Serving, name:str, api:str, entry:str):
     except ServingError as e: status = e.code; raise
     finally: self.observe(name, api, entry, status, t0)
 
-# %% ../../nbs/44_serve.server.ipynb #39f08dd0
+# %% ../../nbs/44_serve.server.ipynb #73215a67
 def spec_version(spec)->int|None:
     "The version a `ModelSpec` names, or None when it names none (a label or the latest)."
     return spec.version.value if spec.HasField('version') else None
@@ -328,7 +330,7 @@ def _named(self:Serving, spec)->tuple:
     if not spec.name: raise ServingError('INVALID_ARGUMENT', "ModelSpec has no name specified.")
     return spec.name, spec_version(spec), spec.version_label or None
 
-# %% ../../nbs/44_serve.server.ipynb #7f3c90b0
+# %% ../../nbs/44_serve.server.ipynb #fd173d96
 @patch
 def servable(self:Serving, spec)->Servable:
     "The servable a `ModelSpec` names (by version, label or latest)."
@@ -339,7 +341,7 @@ def using(self:Serving, spec):
     "The servable a `ModelSpec` names, held for the duration of a request."
     return self.manager.using(*self._named(spec))
 
-# %% ../../nbs/44_serve.server.ipynb #25adfe09
+# %% ../../nbs/44_serve.server.ipynb #ebf938ea
 _PREDICT_METHODS = ('tensorflow/serving/predict', 'tensorflow/serving/classify', 'tensorflow/serving/regress')
 
 @patch
@@ -356,7 +358,7 @@ def predict_signature(self:Serving, s:Servable, sig:str)->dict:
                                        f"{{{', '.join(_PREDICT_METHODS)}}}. Was: {m}")
     return inputs
 
-# %% ../../nbs/44_serve.server.ipynb #16e7f370
+# %% ../../nbs/44_serve.server.ipynb #f54651a5
 @patch
 @contextlib.contextmanager
 def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC'):
@@ -379,6 +381,7 @@ def response(self:Serving, s:Servable, sig:str, out:dict)->predict_pb2.PredictRe
     for k, v in out.items(): resp.outputs[k].CopyFrom(to_tensor_proto(v))
     return resp
 
+# %% ../../nbs/44_serve.server.ipynb #f5eaeb35
 def _filtered(out:dict, output_filter)->dict:
     "The outputs `output_filter` names (all when it names none), refused as TF Serving refuses a bad filter."
     if not output_filter: return out
@@ -397,7 +400,7 @@ def answer(self:Serving, request:predict_pb2.PredictRequest, s:Servable, sig:str
     if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp)
     return resp
 
-# %% ../../nbs/44_serve.server.ipynb #6372d2dd
+# %% ../../nbs/44_serve.server.ipynb #b3e3d3c0
 @patch
 def predict(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC')->predict_pb2.PredictResponse:
     "Run a `PredictRequest`: resolve the servable, check and batch the inputs, log, count."
@@ -423,7 +426,7 @@ def metadata(self:Serving, spec)->get_model_metadata_pb2.GetModelMetadataRespons
     resp.metadata['signature_def'].Pack(sdm)
     return resp
 
-# %% ../../nbs/44_serve.server.ipynb #f1712071
+# %% ../../nbs/44_serve.server.ipynb #a30b4df8
 @patch
 def status(self:Serving, name:str, version:int|None=None,
            label:str|None=None)->get_model_status_pb2.GetModelStatusResponse:
@@ -435,7 +438,7 @@ def status(self:Serving, name:str, version:int|None=None,
         m.status.error_message = s.error
     return resp
 
-# %% ../../nbs/44_serve.server.ipynb #68851da8
+# %% ../../nbs/44_serve.server.ipynb #1bc0419a
 @patch
 def refresh_gauges(self:Serving):
     "Set the versions gauge: how many versions of each model are available, loading, or ended."
@@ -489,7 +492,7 @@ def _check_class_output(name:str, a:np.ndarray, want:str, n:int):
     if _dtype_enum_name(a) != want: raise _bad(f"Expected {name} Tensor of {want}. Got: {_dtype_enum_name(a)}")
     if a.shape[0] != n: raise _bad(f"Expected {name} output batch size of {n}. Got: {a.shape[0]}")
 
-# %% ../../nbs/44_serve.server.ipynb #03e9a539
+# %% ../../nbs/44_serve.server.ipynb #eb693df0
 def classification_result(out:dict, n:int)->classification_pb2.ClassificationResult:
     "The `ClassificationResult` of a classification signature's outputs for `n` examples, checked as TF Serving checks them."
     classes, scores, res = out.get('classes'), out.get('scores'), classification_pb2.ClassificationResult()
@@ -506,7 +509,7 @@ def classification_result(out:dict, n:int)->classification_pb2.ClassificationRes
             if scores is not None: c.score = float(scores[i, j])
     return res
 
-# %% ../../nbs/44_serve.server.ipynb #81f619f6
+# %% ../../nbs/44_serve.server.ipynb #a81dd3be
 def regression_result(out:dict, n:int)->regression_pb2.RegressionResult:
     "The `RegressionResult` of a regression signature's `outputs` for `n` examples, checked as TF Serving checks it."
     a = out['outputs']
@@ -546,7 +549,7 @@ def _one_inference(self:Serving, request, verb:str):
             self.logger.log(lc, s, request, resp, verb)
         return resp
 
-# %% ../../nbs/44_serve.server.ipynb #e48d2169
+# %% ../../nbs/44_serve.server.ipynb #0944dec0
 @patch
 def classify(self:Serving, request:classification_pb2.ClassificationRequest,
              entry:str='GRPC')->classification_pb2.ClassificationResponse:
@@ -580,7 +583,7 @@ def _tasks(self:Serving, request, s:Servable)->list:
         out.append((task, verb))
     return out
 
-# %% ../../nbs/44_serve.server.ipynb #904fdd5f
+# %% ../../nbs/44_serve.server.ipynb #5f10b2cb
 @patch
 def _run_tasks(self:Serving, request, s:Servable)->inference_pb2.MultiInferenceResponse:
     "The results of the tasks of a `MultiInferenceRequest` on the same examples, each naming the version that answered."
@@ -593,7 +596,7 @@ def _run_tasks(self:Serving, request, s:Servable)->inference_pb2.MultiInferenceR
         _answered_by(r.model_spec, s, task.model_spec.signature_name)
     return resp
 
-# %% ../../nbs/44_serve.server.ipynb #c133d8a0
+# %% ../../nbs/44_serve.server.ipynb #3f081b42
 @patch
 def multi_inference(self:Serving, request:inference_pb2.MultiInferenceRequest,
                     entry:str='GRPC')->inference_pb2.MultiInferenceResponse:
@@ -622,7 +625,7 @@ def _spec_from_url(m)->predict_pb2.PredictRequest:
     if m['label']: req.model_spec.version_label = m['label']
     return req
 
-# %% ../../nbs/44_serve.server.ipynb #71b37643
+# %% ../../nbs/44_serve.server.ipynb #000b13d8
 _STATUS_NAMES = {0: 'OK', 13: 'INTERNAL'}
 
 def _version_status_json(s)->dict:
@@ -634,7 +637,7 @@ def status_json(resp:get_model_status_pb2.GetModelStatusResponse)->dict:
     "A `GetModelStatusResponse` as TF Serving's REST API prints it."
     return {'model_version_status': [_version_status_json(s) for s in resp.model_version_status]}
 
-# %% ../../nbs/44_serve.server.ipynb #c06a559b
+# %% ../../nbs/44_serve.server.ipynb #a71d84cf
 def metadata_json(resp:get_model_metadata_pb2.GetModelMetadataResponse)->dict:
     "A `GetModelMetadataResponse` as TF Serving's REST API prints it: proto field names, every field, default or not."
     sdm = get_model_metadata_pb2.SignatureDefMap(); resp.metadata['signature_def'].Unpack(sdm)
@@ -659,7 +662,7 @@ async def _model_get(serving:Serving, request:Request)->Response:
         return Response(json.dumps(body), media_type='application/json')
     except ServingError as e: return _reply(e)
 
-# %% ../../nbs/44_serve.server.ipynb #2ef0d91d
+# %% ../../nbs/44_serve.server.ipynb #4da653b1
 def _metrics_path(serving:Serving)->str|None:
     "The path the monitoring config serves metrics at, or None when Prometheus is off."
     m = serving.monitoring
@@ -682,7 +685,7 @@ def _rest_request(m, body:bytes, request_id:str|None):
     if request_id: req.client_id = request_id.encode()[:256]
     return doc, req
 
-# %% ../../nbs/44_serve.server.ipynb #e64181aa
+# %% ../../nbs/44_serve.server.ipynb #a7f699ff
 @contextlib.contextmanager
 def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
     "Parse a REST predict, count it, hold its servable, read its inputs: yields `(servable, sig, request, inputs, format)`."
@@ -716,7 +719,7 @@ def _rest_infer(serving:Serving, m, body:bytes)->bytes:
     if m['verb'] == 'classify': return classify_json(serving.classify(req, 'REST').result)
     return regress_json(serving.regress(req, 'REST').result)
 
-# %% ../../nbs/44_serve.server.ipynb #61a43871
+# %% ../../nbs/44_serve.server.ipynb #5821457e
 def _post(serving:Serving, m, body:bytes, request_id:str|None=None)->bytes:
     "A REST predict, classify or regress on a worker thread: without batching the model is called on it."
     if m['verb'] != 'predict': return _rest_infer(serving, m, body)
@@ -745,7 +748,7 @@ async def _read_body(receive, max_body:int)->bytes|None:
         chunks.append(chunk)
     return b''.join(chunks)
 
-# %% ../../nbs/44_serve.server.ipynb #b0ad2a72
+# %% ../../nbs/44_serve.server.ipynb #e2684804
 async def _send_json(send, status:int, body:bytes):
     "Send a whole JSON response."
     await send({'type': 'http.response.start', 'status': status,
@@ -760,18 +763,19 @@ def _predict_headers(headers)->tuple:
         elif k == b'x-request-id' and request_id is None: request_id = v.decode('latin-1')
     return length, request_id
 
-# %% ../../nbs/44_serve.server.ipynb #1772cf67
+# %% ../../nbs/44_serve.server.ipynb #fa854db5
 async def _answer_post(serving:Serving, m, body:bytes, request_id:str|None)->bytes:
     "Where a REST POST runs: on the event loop with batching on and a small body, else on a worker thread."
     if serving.batcher is not None and len(body) <= _INLINE_BODY:
         return await _post_batched(serving, m, body, request_id)
     return await run_in_threadpool(_post, serving, m, body, request_id)
 
-# %% ../../nbs/44_serve.server.ipynb #a7144e67
+# %% ../../nbs/44_serve.server.ipynb #2e3e1fdf
 def _starlette_path(path:str)->str:
     "An ASGI path as Starlette's URL has it (so both routes read the same path)."
     return path.replace('?', '%3F').replace('#', '%23').replace('\\', '%5C')
 
+# %% ../../nbs/44_serve.server.ipynb #13705f3c
 def predict_route(serving:Serving, app, max_body:int=64 << 20):
     "An ASGI app answering `POST /v1/models/...:predict|classify|regress` itself, and passing the rest to `app`."
     async def asgi(scope, receive, send):
@@ -788,7 +792,7 @@ def predict_route(serving:Serving, app, max_body:int=64 << 20):
         await _send_json(send, 200, out)
     return asgi
 
-# %% ../../nbs/44_serve.server.ipynb #e064997d
+# %% ../../nbs/44_serve.server.ipynb #671e362d
 _HTTP_METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS']
 
 def rest_app(serving:Serving, max_body:int=64 << 20):
@@ -817,7 +821,7 @@ class _GrpcService:
     @staticmethod
     async def abort(context, e:ServingError): await context.abort(getattr(grpc.StatusCode, e.code), e.message)
 
-# %% ../../nbs/44_serve.server.ipynb #b0461a9c
+# %% ../../nbs/44_serve.server.ipynb #ff0ffa6b
 class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServiceServicer):
     async def Predict(self, request, context):
         if self.serving.batcher is None or request.ByteSize() > _INLINE_BODY:
@@ -834,7 +838,7 @@ class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServ
     async def MultiInference(self, request, context):
         return await self.call(context, self.serving.multi_inference, request)
 
-# %% ../../nbs/44_serve.server.ipynb #898177ae
+# %% ../../nbs/44_serve.server.ipynb #43e09ed0
 class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(self, request, context):
         spec = request.model_spec
@@ -871,6 +875,7 @@ def _bind(host:str, port:int, what:str, hold:bool=True)->socket.socket|None:
     if hold: return sock
     sock.close()
 
+# %% ../../nbs/44_serve.server.ipynb #1f04c1f1
 def _socket_path(path:str|Path)->Path:
     "The absolute path of a Unix socket to listen on (`unix:` in front is allowed), checked so that gRPC can bind it."
     p = Path(os.path.abspath(str(path)[5:] if str(path).startswith('unix:') else path))
@@ -906,6 +911,7 @@ def _reader(cls):
         except DecodeError as e: return _Undecodable(str(e))
     return read
 
+# %% ../../nbs/44_serve.server.ipynb #d53f1a17
 def _checked(method):
     "`method`, answering INVALID_ARGUMENT for a request that did not parse."
     async def handle(request, context):
@@ -913,7 +919,7 @@ def _checked(method):
         return await method(request, context)
     return handle
 
-# %% ../../nbs/44_serve.server.ipynb #50381661
+# %% ../../nbs/44_serve.server.ipynb #46ce16c8
 def add_servicer(server, servicer, service):
     "Register the methods of `servicer` for `service` (a protobuf ServiceDescriptor) on a `grpc.aio` server."
     read = lambda m: _reader(message_factory.GetMessageClass(m.input_type))
@@ -1063,12 +1069,13 @@ def _stop_loop(self:ModelServer):
     if not self.loop.is_running(): self.loop.close()
     self.pool.shutdown(wait=False)
 
-# %% ../../nbs/44_serve.server.ipynb #6b311c96
+# %% ../../nbs/44_serve.server.ipynb #d207d2da
 def _add_port(server, address:str)->int:
     "Listen on `address`; the port, or one line saying gRPC could not bind it."
     try: return server.add_insecure_port(address)
     except RuntimeError: raise InvalidInput(f"cannot listen for gRPC on {address}: gRPC could not bind it") from None
 
+# %% ../../nbs/44_serve.server.ipynb #e54d8476
 _SERVICES = {name: d.services_by_name[name] for name, d in (('PredictionService', prediction_service_pb2.DESCRIPTOR),
                                                             ('ModelService', model_service_pb2.DESCRIPTOR))}
 
@@ -1144,7 +1151,7 @@ def start(self:ModelServer, timeout:float=30)->ModelServer:
     get_logger('serve').info("serving %s", self.addresses)
     return self
 
-# %% ../../nbs/44_serve.server.ipynb #962a2854
+# %% ../../nbs/44_serve.server.ipynb #fe9d608c
 @patch
 def _remove_socket(self:ModelServer):
     "Remove the socket file, if it is still the one this server bound (gRPC removes it, unless it could not stop)."
