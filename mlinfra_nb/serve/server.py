@@ -21,8 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
                                      model_management_pb2, model_pb2, model_service_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_log_pb2, prediction_service_pb2, prediction_service_pb2_grpc,
-                                     regression_pb2)
+                                     predict_pb2, prediction_log_pb2, prediction_service_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
 from ..workspace import InvalidInput, check_host, get_logger, host_port, import_tensorflow
 from .config import (PROMETHEUS_PATH, read_batching_parameters, read_models_config,
                                      read_monitoring_config)
@@ -47,14 +47,15 @@ class _Queue:
     "The tasks waiting for one signature of one servable, and how many rows they hold."
     def __init__(self, servable:Servable): self.servable, self.tasks, self.rows = servable, collections.deque(), 0
 
-# %% ../../nbs/44_serve.server.ipynb #a3ca108e
+# %% ../../nbs/44_serve.server.ipynb #9d1ff6a0
 def _task_rows(inputs:dict, max_batch:int)->int:
     "The rows of a request's inputs, checked as TF Serving's batching session checks them."
     if any(a.ndim == 0 for a in inputs.values()):
         raise ServingError('INVALID_ARGUMENT', "Batching session Run() input tensors must have at least one dimension")
     rows = {len(a) for a in inputs.values()}
     if len(rows) != 1:
-        raise ServingError('INVALID_ARGUMENT', "Batching session Run() input tensors must have equal 0th-dimension size")
+        raise ServingError('INVALID_ARGUMENT',
+                           "Batching session Run() input tensors must have equal 0th-dimension size")
     n = rows.pop()
     if n > max_batch:
         raise ServingError('INVALID_ARGUMENT', f"Task size {n} is larger than maximum input batch size {max_batch}")
@@ -90,7 +91,7 @@ def _check_batched(out:dict, rows:int):
             raise ServingError('FAILED_PRECONDITION', "Batched output tensor's 0th dimension does not equal the sum of "
                                                       "the 0th dimension sizes of the input tensors")
 
-# %% ../../nbs/44_serve.server.ipynb #8f9e312b
+# %% ../../nbs/44_serve.server.ipynb #e4453d0a
 def _run_batch(s:Servable, sig:str, batch:list, on_batch=None)->list:
     "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
     done = []
@@ -107,7 +108,7 @@ def _run_batch(s:Servable, sig:str, batch:list, on_batch=None)->list:
     except Exception as e: done += [(t, None, e) for t in batch[len(done):]]
     return done
 
-# %% ../../nbs/44_serve.server.ipynb #486561e9
+# %% ../../nbs/44_serve.server.ipynb #5fb68731
 def _settle(done:list):
     "Set each `(task, outputs, exception)`'s future, unless its caller has gone (an asyncio future cancelled)."
     for t, out, exc in done:
@@ -160,7 +161,7 @@ class Batcher:
         with self.cond: self.stopped = True; self.cond.notify_all()
         for t in self.threads: t.join(timeout=5)
 
-# %% ../../nbs/44_serve.server.ipynb #30bf2436
+# %% ../../nbs/44_serve.server.ipynb #70fe14b6
 @patch
 def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=None)->_Task:
     "Queue a request to `signature` of `servable`, or refuse it when its queue is full."
@@ -175,7 +176,7 @@ def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=N
         if len(q.tasks) == 1 or q.rows >= self.max_batch: self.cond.notify()   # a deadline to wait for, or a full batch
     return task
 
-# %% ../../nbs/44_serve.server.ipynb #d48a53ea
+# %% ../../nbs/44_serve.server.ipynb #ee2cce99
 @patch
 def submit(self:Batcher, servable:Servable, signature:str, inputs:dict)->dict:
     "Queue a request and wait for its share of a batch's outputs."
@@ -201,7 +202,7 @@ class RequestLogger:
         lc = cfg.logging_config if cfg is not None and cfg.HasField('logging_config') else None
         return lc if lc is not None and random.random() < lc.sampling_config.sampling_rate else None
 
-# %% ../../nbs/44_serve.server.ipynb #27b796cc
+# %% ../../nbs/44_serve.server.ipynb #39210cdd
 def _prediction_log(lc, servable:Servable, request, response, kind:str, signature:str|None)->bytes:
     "The serialized `PredictionLog` of a request and its response, with `log_metadata` as TF Serving writes it."
     rec = prediction_log_pb2.PredictionLog(**{f'{kind}_log': _LOG_KINDS[kind](request=request, response=response)})
@@ -214,7 +215,7 @@ def _prediction_log(lc, servable:Servable, request, response, kind:str, signatur
 
 @patch
 def log(self:RequestLogger, lc, servable:Servable, request, response, kind:str='predict', signature:str|None=None):
-    "Queue the record of a sampled request (`lc`: what `sampled` returned; `kind`: predict, classify, regress, multi_inference)."
+    "Queue the record of a sampled request (`lc`: what `sampled` returned; `kind`: a key of `_LOG_KINDS`)."
     record = _prediction_log(lc, servable, request, response, kind, signature)
     self.q.append((lc.log_collector_config.filename_prefix, record))
     if self.thread is None:
@@ -230,7 +231,7 @@ def _log_file(prefix:str)->str:
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tfrecord"
 
-# %% ../../nbs/44_serve.server.ipynb #3059c8c9
+# %% ../../nbs/44_serve.server.ipynb #1eda5615
 @patch
 def _drain(self:RequestLogger):
     tf = import_tensorflow()
@@ -265,7 +266,7 @@ class RequestCounts:
         return (f"# HELP {self.NAME} The total number of requests.\n# TYPE {self.NAME} counter\n"
                 + ''.join(f'{self.NAME}{{model_name="{esc(m)}",status="{s}"}} {n}\n' for (m, s), n in items))
 
-# %% ../../nbs/44_serve.server.ipynb #6b1fc329
+# %% ../../nbs/44_serve.server.ipynb #73392f27
 _LATENCY_BUCKETS = [100, 250, 500, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 5e6]
 
 def _metrics(registry:CollectorRegistry)->dict:
@@ -294,14 +295,14 @@ class Serving:
         if self.batcher: self.batcher.close()
         self.logger.close(); self.manager.close()
 
-# %% ../../nbs/44_serve.server.ipynb #67cabba6
+# %% ../../nbs/44_serve.server.ipynb #6f1ae729
 @patch
 def model_config(self:Serving, name:str):
     "The `ModelConfig` of model `name`, or None for a model the config does not hold."
     for c in (self.manager.config.model_config_list.config if self.manager.config else []):
         if c.name == name: return c
 
-# %% ../../nbs/44_serve.server.ipynb #0a8aa97c
+# %% ../../nbs/44_serve.server.ipynb #70715145
 @patch
 def observe(self:Serving, name:str, api:str, entry:str, status:str, t0:float):
     "Count a request under `name` with its `status`, and its latency since `t0` under `name`, `api` and `entry`."
@@ -319,7 +320,7 @@ def counted(self:Serving, name:str, api:str, entry:str):
     except ServingError as e: status = e.code; raise
     finally: self.observe(name, api, entry, status, t0)
 
-# %% ../../nbs/44_serve.server.ipynb #73215a67
+# %% ../../nbs/44_serve.server.ipynb #8b82e1df
 def spec_version(spec)->int|None:
     "The version a `ModelSpec` names, or None when it names none (a label or the latest)."
     return spec.version.value if spec.HasField('version') else None
@@ -330,7 +331,7 @@ def _named(self:Serving, spec)->tuple:
     if not spec.name: raise ServingError('INVALID_ARGUMENT', "ModelSpec has no name specified.")
     return spec.name, spec_version(spec), spec.version_label or None
 
-# %% ../../nbs/44_serve.server.ipynb #fd173d96
+# %% ../../nbs/44_serve.server.ipynb #9a7930c2
 @patch
 def servable(self:Serving, spec)->Servable:
     "The servable a `ModelSpec` names (by version, label or latest)."
@@ -341,7 +342,7 @@ def using(self:Serving, spec):
     "The servable a `ModelSpec` names, held for the duration of a request."
     return self.manager.using(*self._named(spec))
 
-# %% ../../nbs/44_serve.server.ipynb #ebf938ea
+# %% ../../nbs/44_serve.server.ipynb #fc588e9b
 _PREDICT_METHODS = ('tensorflow/serving/predict', 'tensorflow/serving/classify', 'tensorflow/serving/regress')
 
 @patch
@@ -358,7 +359,7 @@ def predict_signature(self:Serving, s:Servable, sig:str)->dict:
                                        f"{{{', '.join(_PREDICT_METHODS)}}}. Was: {m}")
     return inputs
 
-# %% ../../nbs/44_serve.server.ipynb #f54651a5
+# %% ../../nbs/44_serve.server.ipynb #fd7fe42c
 @patch
 @contextlib.contextmanager
 def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC'):
@@ -381,7 +382,7 @@ def response(self:Serving, s:Servable, sig:str, out:dict)->predict_pb2.PredictRe
     for k, v in out.items(): resp.outputs[k].CopyFrom(to_tensor_proto(v))
     return resp
 
-# %% ../../nbs/44_serve.server.ipynb #f5eaeb35
+# %% ../../nbs/44_serve.server.ipynb #197606bd
 def _filtered(out:dict, output_filter)->dict:
     "The outputs `output_filter` names (all when it names none), refused as TF Serving refuses a bad filter."
     if not output_filter: return out
@@ -394,13 +395,14 @@ def _filtered(out:dict, output_filter)->dict:
 
 # %% ../../nbs/44_serve.server.ipynb #ba930561
 @patch
-def answer(self:Serving, request:predict_pb2.PredictRequest, s:Servable, sig:str, out:dict)->predict_pb2.PredictResponse:
+def answer(self:Serving, request:predict_pb2.PredictRequest, s:Servable, sig:str,
+           out:dict)->predict_pb2.PredictResponse:
     "The `PredictResponse` for the outputs `output_filter` asks for, logged when the model's logging config samples it."
     resp = self.response(s, sig, _filtered(out, request.output_filter))
     if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp)
     return resp
 
-# %% ../../nbs/44_serve.server.ipynb #b3e3d3c0
+# %% ../../nbs/44_serve.server.ipynb #2fb74f6f
 @patch
 def predict(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC')->predict_pb2.PredictResponse:
     "Run a `PredictRequest`: resolve the servable, check and batch the inputs, log, count."
@@ -426,7 +428,7 @@ def metadata(self:Serving, spec)->get_model_metadata_pb2.GetModelMetadataRespons
     resp.metadata['signature_def'].Pack(sdm)
     return resp
 
-# %% ../../nbs/44_serve.server.ipynb #a30b4df8
+# %% ../../nbs/44_serve.server.ipynb #fb2dcc64
 @patch
 def status(self:Serving, name:str, version:int|None=None,
            label:str|None=None)->get_model_status_pb2.GetModelStatusResponse:
@@ -438,7 +440,7 @@ def status(self:Serving, name:str, version:int|None=None,
         m.status.error_message = s.error
     return resp
 
-# %% ../../nbs/44_serve.server.ipynb #1bc0419a
+# %% ../../nbs/44_serve.server.ipynb #6e4441d4
 @patch
 def refresh_gauges(self:Serving):
     "Set the versions gauge: how many versions of each model are available, loading, or ended."
@@ -476,7 +478,8 @@ def check_inference_signature(sd, verb:str, method_check:bool=False):
     if verb == 'classify' and not {'classes', 'scores'} & set(sd.outputs):
         raise _bad(f'Expected classification signature outputs to contain at least one of "classes" or "scores". '
                    f'Signature was: {sd}')
-    if verb == 'regress' and 'outputs' not in sd.outputs: raise _bad(f"No regression outputs found in SignatureDef: {sd}")
+    if verb == 'regress' and 'outputs' not in sd.outputs:
+        raise _bad(f"No regression outputs found in SignatureDef: {sd}")
 
 # %% ../../nbs/44_serve.server.ipynb #fe2b98df
 def _dtype_enum_name(a:np.ndarray)->str:
@@ -492,9 +495,9 @@ def _check_class_output(name:str, a:np.ndarray, want:str, n:int):
     if _dtype_enum_name(a) != want: raise _bad(f"Expected {name} Tensor of {want}. Got: {_dtype_enum_name(a)}")
     if a.shape[0] != n: raise _bad(f"Expected {name} output batch size of {n}. Got: {a.shape[0]}")
 
-# %% ../../nbs/44_serve.server.ipynb #eb693df0
+# %% ../../nbs/44_serve.server.ipynb #af117abe
 def classification_result(out:dict, n:int)->classification_pb2.ClassificationResult:
-    "The `ClassificationResult` of a classification signature's outputs for `n` examples, checked as TF Serving checks them."
+    "The `ClassificationResult` of a classification signature's outputs for `n` examples, checked as TF Serving does."
     classes, scores, res = out.get('classes'), out.get('scores'), classification_pb2.ClassificationResult()
     for name, a, want in (('classes', classes, 'DT_STRING'), ('scores', scores, 'DT_FLOAT')):
         if a is not None: _check_class_output(name, a, want, n)
@@ -509,12 +512,13 @@ def classification_result(out:dict, n:int)->classification_pb2.ClassificationRes
             if scores is not None: c.score = float(scores[i, j])
     return res
 
-# %% ../../nbs/44_serve.server.ipynb #a81dd3be
+# %% ../../nbs/44_serve.server.ipynb #da8909c5
 def regression_result(out:dict, n:int)->regression_pb2.RegressionResult:
     "The `RegressionResult` of a regression signature's `outputs` for `n` examples, checked as TF Serving checks it."
     a = out['outputs']
     if not (a.ndim == 1 or a.ndim == 2 and a.shape[1] == 1):
-        raise _bad(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {_shape_text(a)}")
+        raise _bad("Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+                   f"but got {_shape_text(a)}")
     if a.shape[0] != n: raise _bad(f"Input batch size did not match output batch size: {n} vs. {a.shape[0]}")
     if _dtype_enum_name(a) != 'DT_FLOAT': raise _bad(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_enum_name(a)}")
     return regression_pb2.RegressionResult(regressions=[regression_pb2.Regression(value=float(v)) for v in a.ravel()])
@@ -549,7 +553,7 @@ def _one_inference(self:Serving, request, verb:str):
             self.logger.log(lc, s, request, resp, verb)
         return resp
 
-# %% ../../nbs/44_serve.server.ipynb #0944dec0
+# %% ../../nbs/44_serve.server.ipynb #432e230c
 @patch
 def classify(self:Serving, request:classification_pb2.ClassificationRequest,
              entry:str='GRPC')->classification_pb2.ClassificationResponse:
@@ -583,7 +587,7 @@ def _tasks(self:Serving, request, s:Servable)->list:
         out.append((task, verb))
     return out
 
-# %% ../../nbs/44_serve.server.ipynb #5f10b2cb
+# %% ../../nbs/44_serve.server.ipynb #9381823a
 @patch
 def _run_tasks(self:Serving, request, s:Servable)->inference_pb2.MultiInferenceResponse:
     "The results of the tasks of a `MultiInferenceRequest` on the same examples, each naming the version that answered."
@@ -596,7 +600,7 @@ def _run_tasks(self:Serving, request, s:Servable)->inference_pb2.MultiInferenceR
         _answered_by(r.model_spec, s, task.model_spec.signature_name)
     return resp
 
-# %% ../../nbs/44_serve.server.ipynb #3f081b42
+# %% ../../nbs/44_serve.server.ipynb #62948521
 @patch
 def multi_inference(self:Serving, request:inference_pb2.MultiInferenceRequest,
                     entry:str='GRPC')->inference_pb2.MultiInferenceResponse:
@@ -625,19 +629,20 @@ def _spec_from_url(m)->predict_pb2.PredictRequest:
     if m['label']: req.model_spec.version_label = m['label']
     return req
 
-# %% ../../nbs/44_serve.server.ipynb #000b13d8
+# %% ../../nbs/44_serve.server.ipynb #81c16b87
 _STATUS_NAMES = {0: 'OK', 13: 'INTERNAL'}
 
 def _version_status_json(s)->dict:
     "One `ModelVersionStatus` as TF Serving's REST API prints it."
     error = {'error_code': _STATUS_NAMES.get(s.status.error_code, 'UNKNOWN'), 'error_message': s.status.error_message}
-    return {'version': str(s.version), 'state': get_model_status_pb2.ModelVersionStatus.State.Name(s.state), 'status': error}
+    state = get_model_status_pb2.ModelVersionStatus.State.Name(s.state)
+    return {'version': str(s.version), 'state': state, 'status': error}
 
 def status_json(resp:get_model_status_pb2.GetModelStatusResponse)->dict:
     "A `GetModelStatusResponse` as TF Serving's REST API prints it."
     return {'model_version_status': [_version_status_json(s) for s in resp.model_version_status]}
 
-# %% ../../nbs/44_serve.server.ipynb #a71d84cf
+# %% ../../nbs/44_serve.server.ipynb #2ab9db3f
 def metadata_json(resp:get_model_metadata_pb2.GetModelMetadataResponse)->dict:
     "A `GetModelMetadataResponse` as TF Serving's REST API prints it: proto field names, every field, default or not."
     sdm = get_model_metadata_pb2.SignatureDefMap(); resp.metadata['signature_def'].Unpack(sdm)
@@ -662,7 +667,7 @@ async def _model_get(serving:Serving, request:Request)->Response:
         return Response(json.dumps(body), media_type='application/json')
     except ServingError as e: return _reply(e)
 
-# %% ../../nbs/44_serve.server.ipynb #4da653b1
+# %% ../../nbs/44_serve.server.ipynb #bee2d916
 def _metrics_path(serving:Serving)->str|None:
     "The path the monitoring config serves metrics at, or None when Prometheus is off."
     m = serving.monitoring
@@ -675,7 +680,7 @@ def _metrics_response(serving:Serving)->Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 # %% ../../nbs/44_serve.server.ipynb #8808b30a
-_INLINE_BODY = 64 << 10   # with batching, bodies up to this size are parsed on the event loop; larger on a worker thread
+_INLINE_BODY = 64 << 10   # with batching, bodies up to this are parsed on the event loop; larger on a worker thread
 
 def _rest_request(m, body:bytes, request_id:str|None):
     "The request document and a `PredictRequest` holding its model spec (and request id)."
@@ -685,10 +690,10 @@ def _rest_request(m, body:bytes, request_id:str|None):
     if request_id: req.client_id = request_id.encode()[:256]
     return doc, req
 
-# %% ../../nbs/44_serve.server.ipynb #a7f699ff
+# %% ../../nbs/44_serve.server.ipynb #0c6b73f7
 @contextlib.contextmanager
 def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
-    "Parse a REST predict, count it, hold its servable, read its inputs: yields `(servable, sig, request, inputs, format)`."
+    "Parse a REST predict, count it, hold its servable, read its inputs: yields `(s, sig, request, inputs, format)`."
     doc, req = _rest_request(m, body, request_id)
     with serving.counted(req.model_spec.name, 'predict', 'REST'), serving.using(req.model_spec) as s:
         sig = req.model_spec.signature_name
@@ -719,7 +724,7 @@ def _rest_infer(serving:Serving, m, body:bytes)->bytes:
     if m['verb'] == 'classify': return classify_json(serving.classify(req, 'REST').result)
     return regress_json(serving.regress(req, 'REST').result)
 
-# %% ../../nbs/44_serve.server.ipynb #5821457e
+# %% ../../nbs/44_serve.server.ipynb #08b3f029
 def _post(serving:Serving, m, body:bytes, request_id:str|None=None)->bytes:
     "A REST predict, classify or regress on a worker thread: without batching the model is called on it."
     if m['verb'] != 'predict': return _rest_infer(serving, m, body)
@@ -748,7 +753,7 @@ async def _read_body(receive, max_body:int)->bytes|None:
         chunks.append(chunk)
     return b''.join(chunks)
 
-# %% ../../nbs/44_serve.server.ipynb #e2684804
+# %% ../../nbs/44_serve.server.ipynb #f9851c51
 async def _send_json(send, status:int, body:bytes):
     "Send a whole JSON response."
     await send({'type': 'http.response.start', 'status': status,
@@ -763,19 +768,19 @@ def _predict_headers(headers)->tuple:
         elif k == b'x-request-id' and request_id is None: request_id = v.decode('latin-1')
     return length, request_id
 
-# %% ../../nbs/44_serve.server.ipynb #fa854db5
+# %% ../../nbs/44_serve.server.ipynb #d50b7474
 async def _answer_post(serving:Serving, m, body:bytes, request_id:str|None)->bytes:
     "Where a REST POST runs: on the event loop with batching on and a small body, else on a worker thread."
     if serving.batcher is not None and len(body) <= _INLINE_BODY:
         return await _post_batched(serving, m, body, request_id)
     return await run_in_threadpool(_post, serving, m, body, request_id)
 
-# %% ../../nbs/44_serve.server.ipynb #2e3e1fdf
+# %% ../../nbs/44_serve.server.ipynb #adeaf454
 def _starlette_path(path:str)->str:
     "An ASGI path as Starlette's URL has it (so both routes read the same path)."
     return path.replace('?', '%3F').replace('#', '%23').replace('\\', '%5C')
 
-# %% ../../nbs/44_serve.server.ipynb #13705f3c
+# %% ../../nbs/44_serve.server.ipynb #6eaef569
 def predict_route(serving:Serving, app, max_body:int=64 << 20):
     "An ASGI app answering `POST /v1/models/...:predict|classify|regress` itself, and passing the rest to `app`."
     async def asgi(scope, receive, send):
@@ -792,7 +797,7 @@ def predict_route(serving:Serving, app, max_body:int=64 << 20):
         await _send_json(send, 200, out)
     return asgi
 
-# %% ../../nbs/44_serve.server.ipynb #671e362d
+# %% ../../nbs/44_serve.server.ipynb #eea5f8c8
 _HTTP_METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS']
 
 def rest_app(serving:Serving, max_body:int=64 << 20):
@@ -821,7 +826,7 @@ class _GrpcService:
     @staticmethod
     async def abort(context, e:ServingError): await context.abort(getattr(grpc.StatusCode, e.code), e.message)
 
-# %% ../../nbs/44_serve.server.ipynb #ff0ffa6b
+# %% ../../nbs/44_serve.server.ipynb #996e5996
 class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServiceServicer):
     async def Predict(self, request, context):
         if self.serving.batcher is None or request.ByteSize() > _INLINE_BODY:
@@ -838,7 +843,7 @@ class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServ
     async def MultiInference(self, request, context):
         return await self.call(context, self.serving.multi_inference, request)
 
-# %% ../../nbs/44_serve.server.ipynb #43e09ed0
+# %% ../../nbs/44_serve.server.ipynb #05d1132f
 class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(self, request, context):
         spec = request.model_spec
@@ -875,7 +880,7 @@ def _bind(host:str, port:int, what:str, hold:bool=True)->socket.socket|None:
     if hold: return sock
     sock.close()
 
-# %% ../../nbs/44_serve.server.ipynb #1f04c1f1
+# %% ../../nbs/44_serve.server.ipynb #aae11078
 def _socket_path(path:str|Path)->Path:
     "The absolute path of a Unix socket to listen on (`unix:` in front is allowed), checked so that gRPC can bind it."
     p = Path(os.path.abspath(str(path)[5:] if str(path).startswith('unix:') else path))
@@ -911,7 +916,7 @@ def _reader(cls):
         except DecodeError as e: return _Undecodable(str(e))
     return read
 
-# %% ../../nbs/44_serve.server.ipynb #d53f1a17
+# %% ../../nbs/44_serve.server.ipynb #54385e2c
 def _checked(method):
     "`method`, answering INVALID_ARGUMENT for a request that did not parse."
     async def handle(request, context):
@@ -919,7 +924,7 @@ def _checked(method):
         return await method(request, context)
     return handle
 
-# %% ../../nbs/44_serve.server.ipynb #46ce16c8
+# %% ../../nbs/44_serve.server.ipynb #3745342e
 def add_servicer(server, servicer, service):
     "Register the methods of `servicer` for `service` (a protobuf ServiceDescriptor) on a `grpc.aio` server."
     read = lambda m: _reader(message_factory.GetMessageClass(m.input_type))
@@ -940,7 +945,7 @@ def cors_route(app):
             return await app(scope, receive, send)
         if scope['method'] == 'OPTIONS':
             origin = next((v.decode('latin-1') for k, v in scope['headers'] if k == b'origin'), '')
-            status = 200 if re.search(r'https?://', origin) else 400   # TF Serving: "Origin header is missing in CORS..."
+            status = 200 if re.search(r'https?://', origin) else 400   # TF Serving: "Origin header is missing..."
             headers = [*_CORS, (b'content-length', b'0')]
             await send({'type': 'http.response.start', 'status': status, 'headers': headers})
             return await send({'type': 'http.response.body', 'body': b''})
@@ -954,7 +959,7 @@ def cors_route(app):
 _RUNS = re.compile(r':(predict|classify|regress)/?$')
 
 def deadline_route(app, timeout:float):
-    "`app`, answering 504 to a predict, classify or regress still running `timeout` s after its body arrived, as TF Serving."
+    "`app`, answering 504 to a predict, classify or regress running `timeout` s after its body arrived, as TF Serving."
     late_tasks = set()                                  # requests answered 504 whose model call is still finishing
     async def asgi(scope, receive, send):
         if scope['type'] != 'http' or scope['method'] != 'POST' or not _RUNS.search(scope['path']):
@@ -994,7 +999,7 @@ class ModelServer:
                  grpc_threads:int=8,                     # --grpc_max_threads: the threads gRPC calls run on
                  warmup:bool=True,                       # --enable_model_warmup
                  *, config_poll_seconds:float|None=None, # --model_config_file_poll_wait_seconds (None: each poll)
-                 load_retries:int=5, retry_interval:float=60.0,      # --max_num_load_retries, --load_retry_interval_micros
+                 load_retries:int=5, retry_interval:float=60.0, # --max_num_load_retries, --load_retry_interval_micros
                  allow_unavailable_labels:bool=False,    # --allow_version_labels_for_unavailable_models
                  warmup_iterations:int=1,                # --num_request_iterations_for_warmup
                  grpc_socket_path:str|Path|None=None,    # --grpc_socket_path: gRPC on this Unix socket too
@@ -1012,9 +1017,9 @@ class ModelServer:
         try:
             batching, monitoring = _batching_and_monitoring(batching_parameters_file, batching,
                                                             monitoring_config_file, monitoring)
-            manager = ModelManager(config, model_config_file, poll_seconds, warmup, config_poll_seconds=config_poll_seconds,
-                                   load_retries=load_retries, retry_interval=retry_interval, warmup_iterations=warmup_iterations,
-                                   allow_unavailable_labels=allow_unavailable_labels)
+            manager = ModelManager(config, model_config_file, poll_seconds, warmup, load_retries=load_retries,
+                                   config_poll_seconds=config_poll_seconds, warmup_iterations=warmup_iterations,
+                                   retry_interval=retry_interval, allow_unavailable_labels=allow_unavailable_labels)
             self.serving = Serving(manager, batching, monitoring, method_check)
             if rest_port is not None: self.rest = self._rest_server(max_body, rest_timeout, cors)
         except BaseException: self._abandon(); raise
@@ -1069,13 +1074,13 @@ def _stop_loop(self:ModelServer):
     if not self.loop.is_running(): self.loop.close()
     self.pool.shutdown(wait=False)
 
-# %% ../../nbs/44_serve.server.ipynb #d207d2da
+# %% ../../nbs/44_serve.server.ipynb #a26665a0
 def _add_port(server, address:str)->int:
     "Listen on `address`; the port, or one line saying gRPC could not bind it."
     try: return server.add_insecure_port(address)
     except RuntimeError: raise InvalidInput(f"cannot listen for gRPC on {address}: gRPC could not bind it") from None
 
-# %% ../../nbs/44_serve.server.ipynb #e54d8476
+# %% ../../nbs/44_serve.server.ipynb #7f7a2ca6
 _SERVICES = {name: d.services_by_name[name] for name, d in (('PredictionService', prediction_service_pb2.DESCRIPTOR),
                                                             ('ModelService', model_service_pb2.DESCRIPTOR))}
 
@@ -1141,7 +1146,8 @@ def start(self:ModelServer, timeout:float=30)->ModelServer:
     "Serve REST and gRPC on background threads; return once both accept connections."
     self._on_loop(self.grpc.start())
     if self.rest is not None:
-        self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True); self.thread.start()
+        self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True)
+        self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.rest.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
@@ -1151,7 +1157,7 @@ def start(self:ModelServer, timeout:float=30)->ModelServer:
     get_logger('serve').info("serving %s", self.addresses)
     return self
 
-# %% ../../nbs/44_serve.server.ipynb #fe9d608c
+# %% ../../nbs/44_serve.server.ipynb #e11ebef8
 @patch
 def _remove_socket(self:ModelServer):
     "Remove the socket file, if it is still the one this server bound (gRPC removes it, unless it could not stop)."
