@@ -848,6 +848,28 @@ def test_metrics_count_requests_by_status(server, channel):
                              ('scale', '', 'FAILED_PRECONDITION'): 1}), delta   # TF Serving's labels: model_name and status
 
 
+def test_rest_counts_failed_predicts_as_grpc_does(server, channel):
+    """A predict is counted under the model it names with the status it ends with, over REST as over gRPC: an unknown
+    model or version (404 over REST), an unknown label, signature or a bad input (400) count once each, by either API."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    cases = [   # (the gRPC request, the REST URL and body of the same predict, its HTTP code)
+        (predict_req('nope'), '/v1/models/nope:predict', GOOD_VEC, 404),
+        (predict_req(version=9), '/v1/models/vec/versions/9:predict', GOOD_VEC, 404),
+        (predict_req(label='beta'), '/v1/models/vec/labels/beta:predict', GOOD_VEC, 400),
+        (predict_req(signature='nope'), '/v1/models/vec:predict', {'signature_name': 'nope', **GOOD_VEC}, 400),
+        (predict_req(inputs={'x': np.ones((1, 3), np.float64)}), '/v1/models/vec:predict', {'instances': [['a', 'b', 'c']]}, 400),
+        (predict_req(), '/v1/models/vec:predict', GOOD_VEC, 200)]
+    def counted(send)->Counter:
+        before = request_counts(server); send(); return request_counts(server) - before
+    grpc_counts = counted(lambda: [grpc_code(stub.Predict, req) for req, *_ in cases])
+    rest_codes = []
+    rest_counts = counted(lambda: rest_codes.extend(raw(server, 'POST', url, body)[0] for _, url, body, _ in cases))
+    assert rest_codes == [code for *_, code in cases], rest_codes
+    assert grpc_counts == rest_counts == Counter({('nope', '', 'NOT_FOUND'): 1, ('vec', '', 'NOT_FOUND'): 1, ('vec', '', 'OK'): 1,
+                                                  ('vec', '', 'INVALID_ARGUMENT'): 2, ('vec', '', 'FAILED_PRECONDITION'): 1}), \
+        (grpc_counts, rest_counts)
+
+
 def test_metrics_use_tf_serving_series_name(server, channel):
     prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(predict_req('scale'), timeout=30)
     text = raw(server, 'GET', '/monitoring/prometheus/metrics')[2].decode()

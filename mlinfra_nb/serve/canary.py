@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 from ..workspace import Conflict, InvalidInput, NotFound, atomic_path, get_logger
-from .config import _find, move_label, read_models_config, write_text_proto
+from .config import find_model, move_label, read_models_config, write_text_proto
 
 # %% auto #0
 __all__ = ['bucket', 'CanaryRouter', 'Rollout', 'rollout_panel']
@@ -59,10 +59,10 @@ class Rollout:
         self.registry, self.registry_name, self.wait, self.progress = registry, registry_name or model, wait, progress
         self.stop_waiting = threading.Event()                          # set it to give up waiting for a load (the panel's Stop button)
         self.history_file = Path(history) if history else self.file.with_name(f'{model}.rollout.jsonl')
-        _find(read_models_config(self.file), model)
+        find_model(read_models_config(self.file), model)
 
     def labels(self)->dict:
-        return dict(_find(read_models_config(self.file), self.model).version_labels)
+        return dict(find_model(read_models_config(self.file), self.model).version_labels)
 
     def versions(self)->pd.DataFrame:
         "The model's versions as the server reports them, with their labels."
@@ -81,7 +81,7 @@ class Rollout:
                 resp = g._call(g.models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest(config=cfg))
             if resp.status.error_code: raise Conflict(f"the server refused the config: {resp.status.error_message}")
         rec = {'at': dt.datetime.now(dt.timezone.utc).isoformat(), 'model': self.model, 'action': action, **detail,
-               'labels_before': before, 'labels_after': dict(_find(cfg, self.model).version_labels)}
+               'labels_before': before, 'labels_after': dict(find_model(cfg, self.model).version_labels)}
         with open(self.history_file, 'a') as f: f.write(json.dumps(rec) + '\n'); f.flush()
         get_logger('serve').info("%s %s: %s", self.model, action, detail)
 
@@ -123,7 +123,7 @@ def _label(self:Rollout, label:str, version:int, action:str):
 def canary(self:Rollout, version:int):
     "Serve `version` under the `canary` label, next to `stable`; a version missing from the model's folder fails at once."
     labels = self.labels()
-    base = Path(_find(read_models_config(self.file), self.model).base_path)
+    base = Path(find_model(read_models_config(self.file), self.model).base_path)
     if base.is_dir() and not (base/str(version)).is_dir():   # a folder we can see (not one only the server's host has)
         have = sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
         raise NotFound(f"version {version} of {self.model} is not in {base} (versions there: {', '.join(map(str, have)) or 'none'})")
@@ -137,7 +137,7 @@ def promote(self:Rollout):
     if 'canary' not in labels: raise InvalidInput(f"{self.model} has no canary to promote")
     new, old = labels['canary'], labels.get('stable')
     self._label('stable', new, 'promote')
-    cfg = read_models_config(self.file); c = _find(cfg, self.model)
+    cfg = read_models_config(self.file); c = find_model(cfg, self.model)
     del c.version_labels['canary']
     c.model_version_policy.Clear(); c.model_version_policy.specific.versions.append(new)
     self._push(cfg, 'promote: retire', {'version': old, 'stable': new})
@@ -151,7 +151,7 @@ def rollback(self:Rollout):
     "Drop the canary; `stable` keeps serving."
     labels = self.labels()
     if 'canary' not in labels: raise InvalidInput(f"{self.model} has no canary to roll back")
-    cfg = read_models_config(self.file); c = _find(cfg, self.model)
+    cfg = read_models_config(self.file); c = find_model(cfg, self.model)
     bad = c.version_labels['canary']; del c.version_labels['canary']
     c.model_version_policy.Clear(); c.model_version_policy.specific.versions.extend(sorted(set(c.version_labels.values())))
     self._push(cfg, 'rollback', {'version': bad})

@@ -12,7 +12,7 @@ from ..workspace import Conflict, InvalidInput, NotFound, atomic_path
 
 # %% auto #0
 __all__ = ['PROMETHEUS_PATH', 'model_config', 'server_config', 'write_text_proto', 'read_text_proto', 'read_models_config',
-           'policy_versions', 'check_labels', 'move_label', 'batching_parameters', 'monitoring_config',
+           'find_model', 'policy_versions', 'check_labels', 'move_label', 'batching_parameters', 'monitoring_config',
            'read_batching_parameters', 'read_monitoring_config', 'write_configs']
 
 # %% ../../nbs/41_serve.config.ipynb #08064ddd
@@ -71,12 +71,15 @@ def read_models_config(path:str|Path)->msc.ModelServerConfig:
     "The `ModelServerConfig` in the `models.config` file at `path`."
     return read_text_proto(path, msc.ModelServerConfig)
 
-# %% ../../nbs/41_serve.config.ipynb #55e4e2c6
-def _find(cfg:msc.ModelServerConfig, name:str)->msc.ModelConfig:
+# %% ../../nbs/41_serve.config.ipynb #0864a6f2
+def find_model(cfg:msc.ModelServerConfig, name:str)->msc.ModelConfig:
+    "The `ModelConfig` of model `name` in `cfg`."
     for c in cfg.model_config_list.config:
         if c.name == name: return c
-    raise NotFound(f"no model {name!r} in the config (models: {', '.join(c.name for c in cfg.model_config_list.config)})")
+    names = ', '.join(c.name for c in cfg.model_config_list.config)
+    raise NotFound(f"no model {name!r} in the config (models: {names})")
 
+# %% ../../nbs/41_serve.config.ipynb #55e4e2c6
 def policy_versions(c:msc.ModelConfig, on_disk:list[int])->list[int]:
     "The versions the policy of `c` serves, of the version folders `on_disk`."
     p, have = c.model_version_policy, sorted(on_disk)
@@ -95,7 +98,7 @@ def check_labels(cfg:msc.ModelServerConfig, loaded:dict[str, list[int]]):
 def move_label(cfg:msc.ModelServerConfig, name:str, label:str, version:int, loaded:list[int])->tuple[msc.ModelServerConfig, bool]:
     "The next config on the way to `label` -> `version` of `name`, and whether the label has moved in it."
     new = copy.deepcopy(cfg)
-    c = _find(new, name)
+    c = find_model(new, name)
     if version in loaded:
         c.version_labels[label] = version
         return new, True

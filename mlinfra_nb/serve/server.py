@@ -4,12 +4,14 @@
 
 # %% ../../nbs/44_serve.server.ipynb #19da37e5
 from __future__ import annotations
-import asyncio, concurrent.futures as cf, collections, contextlib, json, math, os, random, re, threading, time, uuid
+import asyncio, concurrent.futures as cf, collections, contextlib, errno, json, math, os, random, re, socket, stat
+import threading, time, uuid
 from pathlib import Path
 import numpy as np
-import grpc, uvicorn
+import anyio, grpc, uvicorn
 from fastcore.basics import patch
-from google.protobuf import json_format
+from google.protobuf import json_format, message_factory
+from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest, CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,24 +19,26 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.concurrency import run_in_threadpool
 from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2, model_management_pb2,
-                                     model_pb2, model_service_pb2_grpc, predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc,
-                                     regression_pb2)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
+                                     model_management_pb2, model_pb2, model_service_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_log_pb2, prediction_service_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
 from ..workspace import InvalidInput, check_host, get_logger, host_port, import_tensorflow
-from .config import PROMETHEUS_PATH, read_batching_parameters, read_models_config, read_monitoring_config
+from .config import (PROMETHEUS_PATH, read_batching_parameters, read_models_config,
+                                     read_monitoring_config)
 from .models import ModelManager, Servable, ServingError
-from .codec import (classify_json, error_json, examples_input, parse_json, predict_inputs, predict_json, regress_json,
-                                    signature_name, to_ndarray, to_tensor_proto)
+from .codec import (classify_json, error_json, examples_input, parse_json, predict_inputs, predict_json,
+                                    regress_json, signature_name, to_ndarray, to_tensor_proto)
 
 # %% auto #0
-__all__ = ['Batcher', 'RequestLogger', 'RequestCounts', 'Serving', 'serialized_examples', 'check_inference_signature',
-           'classification_result', 'regression_result', 'status_json', 'metadata_json', 'rest_app', 'predict_route',
-           'PredictionService', 'ModelService', 'check_port', 'grpc_channel_arguments', 'add_servicer', 'cors_route',
-           'deadline_route', 'ModelServer']
+__all__ = ['Batcher', 'RequestLogger', 'RequestCounts', 'Serving', 'spec_version', 'serialized_examples',
+           'check_inference_signature', 'classification_result', 'regression_result', 'status_json', 'metadata_json',
+           'predict_route', 'rest_app', 'PredictionService', 'ModelService', 'check_port', 'grpc_channel_arguments',
+           'add_servicer', 'cors_route', 'deadline_route', 'ModelServer']
 
 # %% ../../nbs/44_serve.server.ipynb #60d7e207
 class _Task:
-    "A request waiting in a batch queue, with the future its caller waits on (an asyncio one for a caller on an event loop)."
+    "A request waiting in a batch queue, with the future its caller waits on (an asyncio one for a caller on a loop)."
     def __init__(self, inputs:dict, rows:int, loop=None):
         self.inputs, self.rows, self.loop, self.t = inputs, rows, loop, time.monotonic()
         self.future = loop.create_future() if loop is not None else cf.Future()
@@ -43,6 +47,68 @@ class _Queue:
     "The tasks waiting for one signature of one servable, and how many rows they hold."
     def __init__(self, servable:Servable): self.servable, self.tasks, self.rows = servable, collections.deque(), 0
 
+# %% ../../nbs/44_serve.server.ipynb #9d1ff6a0
+def _task_rows(inputs:dict, max_batch:int)->int:
+    "The rows of a request's inputs, checked as TF Serving's batching session checks them."
+    if any(a.ndim == 0 for a in inputs.values()):
+        raise ServingError('INVALID_ARGUMENT', "Batching session Run() input tensors must have at least one dimension")
+    rows = {len(a) for a in inputs.values()}
+    if len(rows) != 1:
+        raise ServingError('INVALID_ARGUMENT',
+                           "Batching session Run() input tensors must have equal 0th-dimension size")
+    n = rows.pop()
+    if n > max_batch:
+        raise ServingError('INVALID_ARGUMENT', f"Task size {n} is larger than maximum input batch size {max_batch}")
+    return n
+
+# %% ../../nbs/44_serve.server.ipynb #7063830b
+def _due_batch(queues:dict, max_batch:int, timeout:float)->tuple:
+    "`(servable, signature, tasks)` of the next batch due (full, or waited `timeout`); else `(None, None, wait)`."
+    now, wait = time.monotonic(), None          # nothing queued: sleep until a request comes
+    for key, q in queues.items():
+        if not q.tasks: continue
+        if q.rows >= max_batch or now - q.tasks[0].t >= timeout:
+            batch, n = [], 0
+            while q.tasks and n + q.tasks[0].rows <= max_batch: t = q.tasks.popleft(); batch.append(t); n += t.rows
+            q.rows -= n
+            return q.servable, key[2], batch
+        due = timeout - (now - q.tasks[0].t)
+        wait = due if wait is None else min(wait, due)
+    return None, None, None if wait is None else max(wait, 1e-4)
+
+# %% ../../nbs/44_serve.server.ipynb #c5651b8e
+def _same_shapes(batch:list)->bool:
+    "Whether the tasks of `batch` have the same inputs with the same shapes past the batch axis (one call can run all)."
+    names = batch[0].inputs.keys()
+    return all(t.inputs.keys() == names and all(t.inputs[k].shape[1:] == batch[0].inputs[k].shape[1:] for k in names)
+               for t in batch)
+
+def _check_batched(out:dict, rows:int):
+    "Refuse outputs that cannot be split by rows, with TF Serving's messages."
+    for v in out.values():
+        if v.ndim == 0: raise ServingError('FAILED_PRECONDITION', "Batched output tensor has 0 dimensions")
+        if len(v) != rows:
+            raise ServingError('FAILED_PRECONDITION', "Batched output tensor's 0th dimension does not equal the sum of "
+                                                      "the 0th dimension sizes of the input tensors")
+
+# %% ../../nbs/44_serve.server.ipynb #e4453d0a
+def _run_batch(s:Servable, sig:str, batch:list, on_batch=None)->list:
+    "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
+    done = []
+    try:
+        if not _same_shapes(batch):
+            for t in batch: done.append((t, s.run(sig, t.inputs), None))   # shapes differ: no common batch
+            return done
+        names, rows = batch[0].inputs.keys(), sum(t.rows for t in batch)
+        out = s.run(sig, {k: np.concatenate([t.inputs[k] for t in batch]) for k in names})
+        _check_batched(out, rows)    # outputs are split by rows, as TF Serving's batching session splits them
+        if on_batch: on_batch(s, rows)
+        i = 0
+        for t in batch: done.append((t, {k: v[i:i + t.rows] for k, v in out.items()}, None)); i += t.rows
+    except Exception as e: done += [(t, None, e) for t in batch[len(done):]]
+    return done
+
+# %% ../../nbs/44_serve.server.ipynb #5fb68731
 def _settle(done:list):
     "Set each `(task, outputs, exception)`'s future, unless its caller has gone (an asyncio future cancelled)."
     for t, out, exc in done:
@@ -50,92 +116,7 @@ def _settle(done:list):
         if exc is None: t.future.set_result(out)
         else: t.future.set_exception(exc)
 
-# %% ../../nbs/44_serve.server.ipynb #b47c0a12
-class Batcher:
-    "Requests to one signature of one servable, run together in batches as `BatchingParameters` say."
-    def __init__(self, params=None, on_batch=None):
-        p = params
-        self.max_batch = p.max_batch_size.value if p is not None and p.HasField('max_batch_size') else 32
-        self.timeout = (p.batch_timeout_micros.value if p is not None and p.HasField('batch_timeout_micros') else 1000) / 1e6
-        self.max_enqueued = p.max_enqueued_batches.value if p is not None and p.HasField('max_enqueued_batches') else 100
-        threads = p.num_batch_threads.value if p is not None and p.HasField('num_batch_threads') else 4
-        self.on_batch, self.queues, self.cond, self.stopped = on_batch, {}, threading.Condition(), False
-        self.threads = [threading.Thread(target=self._work, daemon=True, name=f'mlinfra-batch-{i}') for i in range(threads)]
-        for t in self.threads: t.start()
-
-    def _enqueue(self, servable:Servable, signature:str, inputs:dict, loop=None)->_Task:
-        if any(a.ndim == 0 for a in inputs.values()):
-            raise ServingError('INVALID_ARGUMENT', "Batching session Run() input tensors must have at least one dimension")
-        rows = {len(a) for a in inputs.values()}
-        if len(rows) != 1: raise ServingError('INVALID_ARGUMENT', "Batching session Run() input tensors must have equal 0th-dimension size")
-        n = rows.pop()
-        if n > self.max_batch: raise ServingError('INVALID_ARGUMENT', f"Task size {n} is larger than maximum input batch size {self.max_batch}")
-        task, key = _Task(inputs, n, loop), (servable.name, servable.version, signature, id(servable))
-        with self.cond:
-            q = self.queues.get(key) or self.queues.setdefault(key, _Queue(servable))
-            if math.ceil((q.rows + n) / self.max_batch) > self.max_enqueued:
-                raise ServingError('RESOURCE_EXHAUSTED', "The batch scheduling queue to which this task was submitted is full")
-            q.tasks.append(task); q.rows += n
-            if len(q.tasks) == 1 or q.rows >= self.max_batch: self.cond.notify()   # a deadline to wait for, or a full batch
-        return task
-
-    def submit(self, servable:Servable, signature:str, inputs:dict)->dict:
-        "Queue a request and wait for its share of a batch's outputs."
-        return self._enqueue(servable, signature, inputs).future.result()
-
-    async def submit_async(self, servable:Servable, signature:str, inputs:dict)->dict:
-        "`submit` for a coroutine: no thread is held while the request waits, and its event loop serves others meanwhile."
-        return await self._enqueue(servable, signature, inputs, asyncio.get_running_loop()).future
-
-# %% ../../nbs/44_serve.server.ipynb #7063830b
-@patch
-def _take(self:Batcher):
-    "The next batch due: a queue with a full batch, or whose oldest task has waited `timeout`; else how long to wait."
-    now, wait = time.monotonic(), None          # nothing queued: sleep until a request comes
-    for key, q in self.queues.items():
-        if not q.tasks: continue
-        if q.rows >= self.max_batch or now - q.tasks[0].t >= self.timeout:
-            batch, n = [], 0
-            while q.tasks and n + q.tasks[0].rows <= self.max_batch: t = q.tasks.popleft(); batch.append(t); n += t.rows
-            q.rows -= n
-            return q.servable, key[2], batch
-        due = self.timeout - (now - q.tasks[0].t)
-        wait = due if wait is None else min(wait, due)
-    return None, None, None if wait is None else max(wait, 1e-4)
-
-@patch
-def _work(self:Batcher):
-    while True:
-        with self.cond:
-            while True:
-                if self.stopped: return
-                s, sig, batch = self._take()
-                if s is not None: break
-                self.cond.wait(batch)
-        self._deliver(self._run(s, sig, batch))
-
-# %% ../../nbs/44_serve.server.ipynb #c5651b8e
-@patch
-def _run(self:Batcher, s:Servable, sig:str, batch:list)->list:
-    "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
-    done = []
-    try:
-        names = batch[0].inputs.keys()
-        if any(t.inputs.keys() != names or any(t.inputs[k].shape[1:] != batch[0].inputs[k].shape[1:] for k in names) for t in batch):
-            for t in batch: done.append((t, s.run(sig, t.inputs), None))   # shapes differ: no common batch
-            return done
-        out, rows = s.run(sig, {k: np.concatenate([t.inputs[k] for t in batch]) for k in names}), sum(t.rows for t in batch)
-        for v in out.values():   # outputs are split by rows, as TF Serving's batching session splits them
-            if v.ndim == 0: raise ServingError('FAILED_PRECONDITION', "Batched output tensor has 0 dimensions")
-            if len(v) != rows: raise ServingError('FAILED_PRECONDITION', "Batched output tensor's 0th dimension does not equal the sum of the 0th dimension sizes of the input tensors")
-        if self.on_batch: self.on_batch(s, rows)
-        i = 0
-        for t in batch: done.append((t, {k: v[i:i + t.rows] for k, v in out.items()}, None)); i += t.rows
-    except Exception as e: done += [(t, None, e) for t in batch[len(done):]]
-    return done
-
-@patch
-def _deliver(self:Batcher, done:list):
+def _deliver(done:list):
     "Wake the callers: threads directly, coroutines with one call into each event loop per batch."
     loops = collections.defaultdict(list)
     for d in done: loops[d[0].loop].append(d)
@@ -144,10 +125,67 @@ def _deliver(self:Batcher, done:list):
         try: loop.call_soon_threadsafe(_settle, ds)
         except RuntimeError: pass   # the loop has closed: nobody waits any more
 
+# %% ../../nbs/44_serve.server.ipynb #b47c0a12
+def _batching_value(params, field:str, default:int)->int:
+    "A `BatchingParameters` field's value, or TF Serving's default when the field is not set."
+    return getattr(params, field).value if params is not None and params.HasField(field) else default
+
+class Batcher:
+    "Requests to one signature of one servable, run together in batches as `BatchingParameters` say."
+    def __init__(self, params=None, on_batch=None):
+        self.max_batch = _batching_value(params, 'max_batch_size', 32)
+        self.timeout = _batching_value(params, 'batch_timeout_micros', 1000) / 1e6
+        self.max_enqueued = _batching_value(params, 'max_enqueued_batches', 100)
+        threads = _batching_value(params, 'num_batch_threads', 4)
+        self.on_batch, self.queues, self.cond, self.stopped = on_batch, {}, threading.Condition(), False
+        self.threads = [threading.Thread(target=self._work, daemon=True, name=f'mlinfra-batch-{i}')
+                        for i in range(threads)]
+        for t in self.threads: t.start()
+
+    def _take(self):
+        "The next batch due in this batcher's queues, or how long to wait (`_due_batch`)."
+        return _due_batch(self.queues, self.max_batch, self.timeout)
+
+    def _work(self):
+        while True:
+            with self.cond:
+                while True:
+                    if self.stopped: return
+                    s, sig, batch = self._take()
+                    if s is not None: break
+                    self.cond.wait(batch)
+            _deliver(_run_batch(s, sig, batch, self.on_batch))
+
+    def close(self):
+        "Stop the batch threads."
+        with self.cond: self.stopped = True; self.cond.notify_all()
+        for t in self.threads: t.join(timeout=5)
+
+# %% ../../nbs/44_serve.server.ipynb #70fe14b6
 @patch
-def close(self:Batcher):
-    with self.cond: self.stopped = True; self.cond.notify_all()
-    for t in self.threads: t.join(timeout=5)
+def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=None)->_Task:
+    "Queue a request to `signature` of `servable`, or refuse it when its queue is full."
+    n = _task_rows(inputs, self.max_batch)
+    task, key = _Task(inputs, n, loop), (servable.name, servable.version, signature, id(servable))
+    with self.cond:
+        q = self.queues.get(key) or self.queues.setdefault(key, _Queue(servable))
+        if math.ceil((q.rows + n) / self.max_batch) > self.max_enqueued:
+            raise ServingError('RESOURCE_EXHAUSTED',
+                               "The batch scheduling queue to which this task was submitted is full")
+        q.tasks.append(task); q.rows += n
+        if len(q.tasks) == 1 or q.rows >= self.max_batch: self.cond.notify()   # a deadline to wait for, or a full batch
+    return task
+
+# %% ../../nbs/44_serve.server.ipynb #ee2cce99
+@patch
+def submit(self:Batcher, servable:Servable, signature:str, inputs:dict)->dict:
+    "Queue a request and wait for its share of a batch's outputs."
+    return self._enqueue(servable, signature, inputs).future.result()
+
+@patch
+async def submit_async(self:Batcher, servable:Servable, signature:str, inputs:dict)->dict:
+    "`submit` for a coroutine: no thread is held while the request waits, and its event loop serves others meanwhile."
+    return await self._enqueue(servable, signature, inputs, asyncio.get_running_loop()).future
 
 # %% ../../nbs/44_serve.server.ipynb #c3b6d217
 _LOG_KINDS = {'predict': prediction_log_pb2.PredictLog, 'classify': prediction_log_pb2.ClassifyLog,
@@ -155,28 +193,45 @@ _LOG_KINDS = {'predict': prediction_log_pb2.PredictLog, 'classify': prediction_l
 
 class RequestLogger:
     "Sampled `PredictionLog` records, written to TFRecord files by a background thread."
-    def __init__(self): self.q, self.writers, self.thread, self.event, self.lock = collections.deque(), {}, None, threading.Event(), threading.Lock()
+    def __init__(self):
+        self.q, self.writers, self.thread = collections.deque(), {}, None
+        self.event, self.lock = threading.Event(), threading.Lock()
 
     def sampled(self, cfg):
         "The model's logging config if this request is to be logged, else None."
         lc = cfg.logging_config if cfg is not None and cfg.HasField('logging_config') else None
         return lc if lc is not None and random.random() < lc.sampling_config.sampling_rate else None
 
-    def log(self, lc, servable:Servable, request, response, kind:str='predict', signature:str|None=None):
-        "Queue the record of a sampled request (`lc`: what `sampled` returned; `kind`: predict, classify, regress or multi_inference)."
-        rec = prediction_log_pb2.PredictionLog(**{f'{kind}_log': _LOG_KINDS[kind](request=request, response=response)})
-        rec.log_metadata.model_spec.name = servable.name
-        rec.log_metadata.model_spec.version.value = servable.version
-        rec.log_metadata.model_spec.signature_name = signature or request.model_spec.signature_name or 'serving_default'
-        rec.log_metadata.sampling_config.CopyFrom(lc.sampling_config)
-        rec.log_metadata.timestamp_secs = int(time.time())
-        self.q.append((lc.log_collector_config.filename_prefix, rec.SerializeToString()))
-        if self.thread is None:
-            with self.lock:               # requests arrive on several threads: one writer thread
-                if self.thread is None: self.thread = threading.Thread(target=self._drain, daemon=True, name='mlinfra-request-log'); self.thread.start()
-        self.event.set()
+# %% ../../nbs/44_serve.server.ipynb #39210cdd
+def _prediction_log(lc, servable:Servable, request, response, kind:str, signature:str|None)->bytes:
+    "The serialized `PredictionLog` of a request and its response, with `log_metadata` as TF Serving writes it."
+    rec = prediction_log_pb2.PredictionLog(**{f'{kind}_log': _LOG_KINDS[kind](request=request, response=response)})
+    rec.log_metadata.model_spec.name = servable.name
+    rec.log_metadata.model_spec.version.value = servable.version
+    rec.log_metadata.model_spec.signature_name = signature or request.model_spec.signature_name or 'serving_default'
+    rec.log_metadata.sampling_config.CopyFrom(lc.sampling_config)
+    rec.log_metadata.timestamp_secs = int(time.time())
+    return rec.SerializeToString()
+
+@patch
+def log(self:RequestLogger, lc, servable:Servable, request, response, kind:str='predict', signature:str|None=None):
+    "Queue the record of a sampled request (`lc`: what `sampled` returned; `kind`: a key of `_LOG_KINDS`)."
+    record = _prediction_log(lc, servable, request, response, kind, signature)
+    self.q.append((lc.log_collector_config.filename_prefix, record))
+    if self.thread is None:
+        with self.lock:               # requests arrive on several threads: one writer thread
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._drain, daemon=True, name='mlinfra-request-log')
+                self.thread.start()
+    self.event.set()
 
 # %% ../../nbs/44_serve.server.ipynb #8ee40ec0
+def _log_file(prefix:str)->str:
+    "A new request log file for `prefix`: `<prefix>-<start time>-<pid>-<random>.tfrecord`, its folder made."
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tfrecord"
+
+# %% ../../nbs/44_serve.server.ipynb #1eda5615
 @patch
 def _drain(self:RequestLogger):
     tf = import_tensorflow()
@@ -186,9 +241,7 @@ def _drain(self:RequestLogger):
             prefix, data = self.q.popleft()
             if prefix is None: return
             w = self.writers.get(prefix)
-            if w is None:
-                Path(prefix).parent.mkdir(parents=True, exist_ok=True)
-                w = self.writers[prefix] = tf.io.TFRecordWriter(f"{prefix}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tfrecord")
+            if w is None: w = self.writers[prefix] = tf.io.TFRecordWriter(_log_file(prefix))
             w.write(data)
         for w in self.writers.values(): w.flush()
 
@@ -202,7 +255,7 @@ def close(self:RequestLogger):
 
 # %% ../../nbs/44_serve.server.ipynb #e00196be
 class RequestCounts:
-    "TF Serving's `:tensorflow:serving:request_count{model_name, status}` counter, written under that exact series name."
+    "TF Serving's `:tensorflow:serving:request_count{model_name, status}` counter, under that exact series name."
     NAME = ':tensorflow:serving:request_count'
     def __init__(self): self.lock, self.counts = threading.Lock(), collections.Counter()
     def inc(self, model:str, status:str):
@@ -213,105 +266,152 @@ class RequestCounts:
         return (f"# HELP {self.NAME} The total number of requests.\n# TYPE {self.NAME} counter\n"
                 + ''.join(f'{self.NAME}{{model_name="{esc(m)}",status="{s}"}} {n}\n' for (m, s), n in items))
 
+# %% ../../nbs/44_serve.server.ipynb #73392f27
+_LATENCY_BUCKETS = [100, 250, 500, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 5e6]
+
 def _metrics(registry:CollectorRegistry)->dict:
+    "The server's metrics: the request counter, and the latency, batch size and version series in `registry`."
     return {'requests': RequestCounts(),
-            'latency': Histogram(':tensorflow:serving:request_latency', 'Request latency in microseconds', ['model_name', 'API', 'entrypoint'],
-                                 buckets=[100, 250, 500, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 5e6], registry=registry),
+            'latency': Histogram(':tensorflow:serving:request_latency', 'Request latency in microseconds',
+                                 ['model_name', 'API', 'entrypoint'], buckets=_LATENCY_BUCKETS, registry=registry),
             'batch': Histogram(':tensorflow:serving:batching_session:batch_size', 'Rows per batch run', ['model_name'],
                                buckets=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], registry=registry),
-            'versions': Gauge(':tensorflow:serving:model_versions', 'Versions by state', ['model_name', 'state'], registry=registry)}
+            'versions': Gauge(':tensorflow:serving:model_versions', 'Versions by state', ['model_name', 'state'],
+                              registry=registry)}
 
 # %% ../../nbs/44_serve.server.ipynb #94b55327
 class Serving:
     "The server's core: model manager, batcher, request logger and metrics."
     def __init__(self, manager:ModelManager, batching=None, monitoring=None, method_check:bool=False):
-        self.manager, self.registry, self.monitoring, self.method_check = manager, CollectorRegistry(), monitoring, method_check
+        self.manager, self.monitoring, self.method_check = manager, monitoring, method_check
+        self.registry = CollectorRegistry()
         self.metrics, self._latency = _metrics(self.registry), {}
-        self.batcher = Batcher(batching, on_batch=lambda s, n: self.metrics['batch'].labels(s.name).observe(n)) if batching is not None else None
+        self.batcher = None if batching is None else Batcher(batching, on_batch=self._batch_ran)
         self.logger = RequestLogger()
 
-    def model_config(self, name:str):
-        for c in (self.manager.config.model_config_list.config if self.manager.config else []):
-            if c.name == name: return c
-
-    def observe(self, name:str, api:str, entry:str, status:str, t0:float):
-        self.metrics['requests'].inc(name, status)
-        if (h := self._latency.get((name, api, entry))) is None:   # the labelled series, looked up once
-            h = self._latency[(name, api, entry)] = self.metrics['latency'].labels(name, api, entry)
-        h.observe((time.perf_counter() - t0) * 1e6)
-
-    def servable(self, spec)->Servable:
-        "The servable a `ModelSpec` names (by version, label or latest)."
-        if not spec.name: raise ServingError('INVALID_ARGUMENT', "ModelSpec has no name specified.")
-        return self.manager.servable(spec.name, spec.version.value if spec.HasField('version') else None, spec.version_label or None)
-
-    def using(self, spec):
-        "The servable a `ModelSpec` names, held for the duration of a request."
-        if not spec.name: raise ServingError('INVALID_ARGUMENT', "ModelSpec has no name specified.")
-        return self.manager.using(spec.name, spec.version.value if spec.HasField('version') else None, spec.version_label or None)
-
-    def run(self, s:Servable, sig:str, inputs:dict)->dict:
-        "Outputs of `sig` for numpy `inputs`, through the batcher when batching is on."
-        return self.batcher.submit(s, sig, inputs) if self.batcher else s.run(sig, inputs)
+    def _batch_ran(self, s:Servable, rows:int): self.metrics['batch'].labels(s.name).observe(rows)
 
     def close(self):
         if self.batcher: self.batcher.close()
         self.logger.close(); self.manager.close()
 
+# %% ../../nbs/44_serve.server.ipynb #6f1ae729
+@patch
+def model_config(self:Serving, name:str):
+    "The `ModelConfig` of model `name`, or None for a model the config does not hold."
+    for c in (self.manager.config.model_config_list.config if self.manager.config else []):
+        if c.name == name: return c
+
+# %% ../../nbs/44_serve.server.ipynb #70715145
+@patch
+def observe(self:Serving, name:str, api:str, entry:str, status:str, t0:float):
+    "Count a request under `name` with its `status`, and its latency since `t0` under `name`, `api` and `entry`."
+    self.metrics['requests'].inc(name, status)
+    if (h := self._latency.get((name, api, entry))) is None:   # the labelled series, looked up once
+        h = self._latency[(name, api, entry)] = self.metrics['latency'].labels(name, api, entry)
+    h.observe((time.perf_counter() - t0) * 1e6)
+
+@patch
+@contextlib.contextmanager
+def counted(self:Serving, name:str, api:str, entry:str):
+    "Count and time the request the `with` block runs, under `name` and `api`, with the status it ends with."
+    t0, status = time.perf_counter(), 'OK'
+    try: yield
+    except ServingError as e: status = e.code; raise
+    finally: self.observe(name, api, entry, status, t0)
+
+# %% ../../nbs/44_serve.server.ipynb #8b82e1df
+def spec_version(spec)->int|None:
+    "The version a `ModelSpec` names, or None when it names none (a label or the latest)."
+    return spec.version.value if spec.HasField('version') else None
+
+@patch
+def _named(self:Serving, spec)->tuple:
+    "`(name, version, label)` of a `ModelSpec`; a spec without a name is refused."
+    if not spec.name: raise ServingError('INVALID_ARGUMENT', "ModelSpec has no name specified.")
+    return spec.name, spec_version(spec), spec.version_label or None
+
+# %% ../../nbs/44_serve.server.ipynb #9a7930c2
+@patch
+def servable(self:Serving, spec)->Servable:
+    "The servable a `ModelSpec` names (by version, label or latest)."
+    return self.manager.servable(*self._named(spec))
+
+@patch
+def using(self:Serving, spec):
+    "The servable a `ModelSpec` names, held for the duration of a request."
+    return self.manager.using(*self._named(spec))
+
+# %% ../../nbs/44_serve.server.ipynb #fc588e9b
+_PREDICT_METHODS = ('tensorflow/serving/predict', 'tensorflow/serving/classify', 'tensorflow/serving/regress')
+
+@patch
+def run(self:Serving, s:Servable, sig:str, inputs:dict)->dict:
+    "Outputs of `sig` for numpy `inputs`, through the batcher when batching is on."
+    return self.batcher.submit(s, sig, inputs) if self.batcher else s.run(sig, inputs)
+
+@patch
+def predict_signature(self:Serving, s:Servable, sig:str)->dict:
+    "The inputs of signature `sig` (`name -> (dtype, shape)`); with `method_check`, TF Serving's check of its method."
+    inputs = s.inputs(sig)
+    if self.method_check and (m := s.signature_defs[sig].method_name) not in _PREDICT_METHODS:
+        raise ServingError('INTERNAL', "Expected prediction signature method_name to be one of "
+                                       f"{{{', '.join(_PREDICT_METHODS)}}}. Was: {m}")
+    return inputs
+
+# %% ../../nbs/44_serve.server.ipynb #fd7fe42c
+@patch
+@contextlib.contextmanager
+def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC'):
+    "Count a `PredictRequest`, hold its servable, read its input tensors: yields `(servable, signature, inputs)`."
+    with self.counted(request.model_spec.name, 'predict', entry), self.using(request.model_spec) as s:
+        sig = request.model_spec.signature_name or 'serving_default'
+        self.predict_signature(s, sig)
+        try: inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
+        except Exception as e:
+            raise ServingError('INVALID_ARGUMENT', f"bad input tensor: {type(e).__name__}: {e}") from None
+        yield s, sig, inputs
+
 # %% ../../nbs/44_serve.server.ipynb #8e56eac4
 @patch
 def response(self:Serving, s:Servable, sig:str, out:dict)->predict_pb2.PredictResponse:
+    "The `PredictResponse` of `s` for the numpy outputs `out` of signature `sig`."
     resp = predict_pb2.PredictResponse()
     resp.model_spec.name, resp.model_spec.signature_name = s.name, sig
     resp.model_spec.version.value = s.version
     for k, v in out.items(): resp.outputs[k].CopyFrom(to_tensor_proto(v))
     return resp
 
-@patch
-def predict_signature(self:Serving, s:Servable, sig:str)->dict:
-    "The inputs of the signature a predict names (`name -> (dtype, shape)`); with `method_check`, TF Serving's check of its method_name."
-    inputs = s.inputs(sig)
-    if self.method_check and (m := s.signature_defs[sig].method_name) not in _PREDICT_METHODS:
-        raise ServingError('INTERNAL', f"Expected prediction signature method_name to be one of {{{', '.join(_PREDICT_METHODS)}}}. Was: {m}")
-    return inputs
-
-_PREDICT_METHODS = ('tensorflow/serving/predict', 'tensorflow/serving/classify', 'tensorflow/serving/regress')
-
-@patch
-@contextlib.contextmanager
-def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC'):
-    "Resolve a `PredictRequest`'s servable, hold it, read its input tensors, and count the request: yields `(servable, signature, inputs)`."
-    t0, status = time.perf_counter(), 'OK'
-    try:
-        with self.using(request.model_spec) as s:
-            sig = request.model_spec.signature_name or 'serving_default'
-            self.predict_signature(s, sig)
-            try: inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
-            except Exception as e: raise ServingError('INVALID_ARGUMENT', f"bad input tensor: {type(e).__name__}: {e}") from None
-            yield s, sig, inputs
-    except ServingError as e: status = e.code; raise
-    finally: self.observe(request.model_spec.name, 'predict', entry, status, t0)
+# %% ../../nbs/44_serve.server.ipynb #197606bd
+def _filtered(out:dict, output_filter)->dict:
+    "The outputs `output_filter` names (all when it names none), refused as TF Serving refuses a bad filter."
+    if not output_filter: return out
+    for i, alias in enumerate(output_filter):
+        if alias not in out:
+            raise ServingError('INVALID_ARGUMENT', f"output tensor alias not found in signature: {alias} "
+                                                   f"Outputs expected to be in the set {{{','.join(sorted(out))}}}.")
+        if alias in output_filter[:i]: raise ServingError('INVALID_ARGUMENT', f"duplicate output tensor alias: {alias}")
+    return {k: v for k, v in out.items() if k in set(output_filter)}
 
 # %% ../../nbs/44_serve.server.ipynb #ba930561
 @patch
-def answer(self:Serving, request:predict_pb2.PredictRequest, s:Servable, sig:str, out:dict)->predict_pb2.PredictResponse:
-    "The `PredictResponse` for `out` (the outputs `output_filter` asks for), logged when the model's logging config samples it."
-    if request.output_filter:
-        for i, alias in enumerate(request.output_filter):
-            if alias not in out: raise ServingError('INVALID_ARGUMENT', f"output tensor alias not found in signature: {alias} Outputs expected to be in the set {{{','.join(sorted(out))}}}.")
-            if alias in request.output_filter[:i]: raise ServingError('INVALID_ARGUMENT', f"duplicate output tensor alias: {alias}")
-        out = {k: v for k, v in out.items() if k in set(request.output_filter)}
-    resp = self.response(s, sig, out)
+def answer(self:Serving, request:predict_pb2.PredictRequest, s:Servable, sig:str,
+           out:dict)->predict_pb2.PredictResponse:
+    "The `PredictResponse` for the outputs `output_filter` asks for, logged when the model's logging config samples it."
+    resp = self.response(s, sig, _filtered(out, request.output_filter))
     if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp)
     return resp
 
+# %% ../../nbs/44_serve.server.ipynb #2fb74f6f
 @patch
 def predict(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC')->predict_pb2.PredictResponse:
     "Run a `PredictRequest`: resolve the servable, check and batch the inputs, log, count."
-    with self.predicting(request, entry) as (s, sig, inputs): return self.answer(request, s, sig, self.run(s, sig, inputs))
+    with self.predicting(request, entry) as (s, sig, inputs):
+        return self.answer(request, s, sig, self.run(s, sig, inputs))
 
 @patch
-async def predict_async(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC')->predict_pb2.PredictResponse:
+async def predict_async(self:Serving, request:predict_pb2.PredictRequest,
+                        entry:str='GRPC')->predict_pb2.PredictResponse:
     "`predict` with batching on, for a coroutine: the request waits for its batch on the event loop, not on a thread."
     with self.predicting(request, entry) as (s, sig, inputs):
         return self.answer(request, s, sig, await self.batcher.submit_async(s, sig, inputs))
@@ -328,25 +428,29 @@ def metadata(self:Serving, spec)->get_model_metadata_pb2.GetModelMetadataRespons
     resp.metadata['signature_def'].Pack(sdm)
     return resp
 
+# %% ../../nbs/44_serve.server.ipynb #fb2dcc64
 @patch
-def status(self:Serving, name:str, version:int|None=None, label:str|None=None)->get_model_status_pb2.GetModelStatusResponse:
+def status(self:Serving, name:str, version:int|None=None,
+           label:str|None=None)->get_model_status_pb2.GetModelStatusResponse:
     "The `GetModelStatusResponse` for a model (or one version or label)."
-    resp = get_model_status_pb2.GetModelStatusResponse()
+    resp, state = get_model_status_pb2.GetModelStatusResponse(), get_model_status_pb2.ModelVersionStatus.State.Value
     for s in self.manager.status(name, version, label):
-        m = resp.model_version_status.add(version=s.version, state=get_model_status_pb2.ModelVersionStatus.State.Value(s.state))
+        m = resp.model_version_status.add(version=s.version, state=state(s.state))
         m.status.error_code = 0 if not s.error else 13   # OK, or INTERNAL with the load error
         m.status.error_message = s.error
     return resp
 
+# %% ../../nbs/44_serve.server.ipynb #6e4441d4
 @patch
 def refresh_gauges(self:Serving):
+    "Set the versions gauge: how many versions of each model are available, loading, or ended."
     g = self.metrics['versions']; g.clear()
     for name, vs in self.manager.status_all().items():
         for st in ('AVAILABLE', 'LOADING', 'END'): g.labels(name, st).set(sum(1 for x in vs.values() if x == st))
 
 # %% ../../nbs/44_serve.server.ipynb #41aed003
 def serialized_examples(inp)->np.ndarray:
-    "An `Input`'s examples as TF Serving feeds them: a string tensor of serialized `tf.Example`s, the context's bytes before each."
+    "An `Input`'s examples as TF Serving feeds them: serialized `tf.Example`s, the context's bytes before each."
     kind = inp.WhichOneof('kind')
     if kind == 'example_list': out = [e.SerializeToString() for e in inp.example_list.examples]
     elif kind == 'example_list_with_context':
@@ -359,36 +463,46 @@ def serialized_examples(inp)->np.ndarray:
 # %% ../../nbs/44_serve.server.ipynb #b7f51f8d
 _METHODS = {'classify': 'tensorflow/serving/classify', 'regress': 'tensorflow/serving/regress'}
 
-def _dtype_enum_name(a:np.ndarray)->str:
-    return 'DT_STRING' if a.dtype == object or a.dtype.kind in 'SU' else types_pb2.DataType.Name(import_tensorflow().as_dtype(a.dtype).as_datatype_enum)
-
-def _shape_text(a:np.ndarray)->str: return '[' + ','.join(map(str, a.shape)) + ']'
+def _bad(message:str)->ServingError: return ServingError('INVALID_ARGUMENT', message)
 
 def check_inference_signature(sd, verb:str, method_check:bool=False):
     "Refuse a signature that cannot serve `verb` ('classify' or 'regress'), with TF Serving's message."
     kind = 'classification' if verb == 'classify' else 'regression'
     if method_check and sd.method_name != _METHODS[verb]:
-        raise ServingError('INVALID_ARGUMENT', f"Expected {kind} signature method_name to be {_METHODS[verb]}. Was: {sd.method_name}")
-    if len(sd.inputs) != 1: raise ServingError('INVALID_ARGUMENT', "Expected one input Tensor.")
+        raise _bad(f"Expected {kind} signature method_name to be {_METHODS[verb]}. Was: {sd.method_name}")
+    if len(sd.inputs) != 1: raise _bad("Expected one input Tensor.")
     if verb == 'classify' and len(sd.outputs) not in (1, 2):
-        raise ServingError('INVALID_ARGUMENT', f"Expected one or two output Tensors, found {len(sd.outputs)}")
-    if verb == 'regress' and len(sd.outputs) != 1: raise ServingError('INVALID_ARGUMENT', "Expected one output Tensor.")
-    if 'inputs' not in sd.inputs: raise ServingError('INVALID_ARGUMENT', f"No {kind} inputs found in SignatureDef: {sd}")
+        raise _bad(f"Expected one or two output Tensors, found {len(sd.outputs)}")
+    if verb == 'regress' and len(sd.outputs) != 1: raise _bad("Expected one output Tensor.")
+    if 'inputs' not in sd.inputs: raise _bad(f"No {kind} inputs found in SignatureDef: {sd}")
     if verb == 'classify' and not {'classes', 'scores'} & set(sd.outputs):
-        raise ServingError('INVALID_ARGUMENT', f'Expected classification signature outputs to contain at least one of "classes" or "scores". Signature was: {sd}')
-    if verb == 'regress' and 'outputs' not in sd.outputs: raise ServingError('INVALID_ARGUMENT', f"No regression outputs found in SignatureDef: {sd}")
+        raise _bad(f'Expected classification signature outputs to contain at least one of "classes" or "scores". '
+                   f'Signature was: {sd}')
+    if verb == 'regress' and 'outputs' not in sd.outputs:
+        raise _bad(f"No regression outputs found in SignatureDef: {sd}")
 
 # %% ../../nbs/44_serve.server.ipynb #fe2b98df
+def _dtype_enum_name(a:np.ndarray)->str:
+    "TensorFlow's enum name for the dtype of `a` (`DT_FLOAT`, `DT_STRING`...)."
+    if a.dtype == object or a.dtype.kind in 'SU': return 'DT_STRING'
+    return types_pb2.DataType.Name(import_tensorflow().as_dtype(a.dtype).as_datatype_enum)
+
+def _shape_text(a:np.ndarray)->str: return '[' + ','.join(map(str, a.shape)) + ']'
+
+def _check_class_output(name:str, a:np.ndarray, want:str, n:int):
+    "Refuse a `classes` or `scores` output that is not `[n, classes]` of dtype `want`, with TF Serving's messages."
+    if a.ndim != 2: raise _bad(f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(a)}")
+    if _dtype_enum_name(a) != want: raise _bad(f"Expected {name} Tensor of {want}. Got: {_dtype_enum_name(a)}")
+    if a.shape[0] != n: raise _bad(f"Expected {name} output batch size of {n}. Got: {a.shape[0]}")
+
+# %% ../../nbs/44_serve.server.ipynb #af117abe
 def classification_result(out:dict, n:int)->classification_pb2.ClassificationResult:
-    "The `ClassificationResult` of a classification signature's outputs for `n` examples, checked as TF Serving checks them."
+    "The `ClassificationResult` of a classification signature's outputs for `n` examples, checked as TF Serving does."
     classes, scores, res = out.get('classes'), out.get('scores'), classification_pb2.ClassificationResult()
     for name, a, want in (('classes', classes, 'DT_STRING'), ('scores', scores, 'DT_FLOAT')):
-        if a is None: continue
-        if a.ndim != 2: raise ServingError('INVALID_ARGUMENT', f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(a)}")
-        if _dtype_enum_name(a) != want: raise ServingError('INVALID_ARGUMENT', f"Expected {name} Tensor of {want}. Got: {_dtype_enum_name(a)}")
-        if a.shape[0] != n: raise ServingError('INVALID_ARGUMENT', f"Expected {name} output batch size of {n}. Got: {a.shape[0]}")
+        if a is not None: _check_class_output(name, a, want, n)
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-        raise ServingError('INVALID_ARGUMENT', f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}")
+        raise _bad(f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}")
     k = (classes if classes is not None else scores).shape[1]
     for i in range(n):
         cl = res.classifications.add()
@@ -398,18 +512,20 @@ def classification_result(out:dict, n:int)->classification_pb2.ClassificationRes
             if scores is not None: c.score = float(scores[i, j])
     return res
 
+# %% ../../nbs/44_serve.server.ipynb #da8909c5
 def regression_result(out:dict, n:int)->regression_pb2.RegressionResult:
     "The `RegressionResult` of a regression signature's `outputs` for `n` examples, checked as TF Serving checks it."
     a = out['outputs']
     if not (a.ndim == 1 or a.ndim == 2 and a.shape[1] == 1):
-        raise ServingError('INVALID_ARGUMENT', f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {_shape_text(a)}")
-    if a.shape[0] != n: raise ServingError('INVALID_ARGUMENT', f"Input batch size did not match output batch size: {n} vs. {a.shape[0]}")
-    if _dtype_enum_name(a) != 'DT_FLOAT': raise ServingError('INVALID_ARGUMENT', f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_enum_name(a)}")
+        raise _bad("Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+                   f"but got {_shape_text(a)}")
+    if a.shape[0] != n: raise _bad(f"Input batch size did not match output batch size: {n} vs. {a.shape[0]}")
+    if _dtype_enum_name(a) != 'DT_FLOAT': raise _bad(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_enum_name(a)}")
     return regression_pb2.RegressionResult(regressions=[regression_pb2.Regression(value=float(v)) for v in a.ravel()])
 
 # %% ../../nbs/44_serve.server.ipynb #06d4f38b
 def _answered_by(spec, s:Servable, signature:str):
-    "Fill a response's model spec as TF Serving does: the model, the signature (default `serving_default`), the version that answered."
+    "Fill a response's model spec as TF Serving does: the model, the signature (or `serving_default`), the version."
     spec.name, spec.signature_name = s.name, signature or 'serving_default'
     spec.version.value = s.version
 
@@ -417,21 +533,14 @@ def _answered_by(spec, s:Servable, signature:str):
 def _infer(self:Serving, s:Servable, spec, verb:str, examples:np.ndarray|None=None)->dict|None:
     "Check the signature `spec` names can `verb`; run it on `examples` (when given) and return its outputs."
     sig = spec.signature_name or 'serving_default'
-    if (sd := s.signature_defs.get(sig)) is None: raise ServingError('INVALID_ARGUMENT', f"No signature was found with the name: {sig}")
+    if (sd := s.signature_defs.get(sig)) is None: raise _bad(f"No signature was found with the name: {sig}")
     check_inference_signature(sd, verb, self.method_check)
     return None if examples is None else self.run(s, sig, {'inputs': examples})
-
-@patch
-def _counted(self:Serving, name:str, api:str, entry:str, fn):
-    "`fn()`, counted under `name` and `api` with the status it ends with."
-    t0, status = time.perf_counter(), 'OK'
-    try: return fn()
-    except ServingError as e: status = e.code; raise
-    finally: self.observe(name, api, entry, status, t0)
 
 # %% ../../nbs/44_serve.server.ipynb #4837514c
 @patch
 def _one_inference(self:Serving, request, verb:str):
+    "The response to a `ClassificationRequest` or `RegressionRequest` (`verb`), logged when sampled."
     if not request.HasField('model_spec'): raise ServingError('INVALID_ARGUMENT', "Missing ModelSpec")
     with self.using(request.model_spec) as s:
         self._infer(s, request.model_spec, verb)
@@ -440,18 +549,22 @@ def _one_inference(self:Serving, request, verb:str):
         if verb == 'classify': resp = classification_pb2.ClassificationResponse(result=classification_result(out, n))
         else: resp = regression_pb2.RegressionResponse(result=regression_result(out, n))
         _answered_by(resp.model_spec, s, request.model_spec.signature_name)
-        if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp, verb)
+        if (lc := self.logger.sampled(self.model_config(s.name))) is not None:
+            self.logger.log(lc, s, request, resp, verb)
         return resp
 
+# %% ../../nbs/44_serve.server.ipynb #432e230c
 @patch
-def classify(self:Serving, request:classification_pb2.ClassificationRequest, entry:str='GRPC')->classification_pb2.ClassificationResponse:
+def classify(self:Serving, request:classification_pb2.ClassificationRequest,
+             entry:str='GRPC')->classification_pb2.ClassificationResponse:
     "Run a `ClassificationRequest`, as TF Serving's Classify does."
-    return self._counted(request.model_spec.name, 'classify', entry, lambda: self._one_inference(request, 'classify'))
+    with self.counted(request.model_spec.name, 'classify', entry): return self._one_inference(request, 'classify')
 
 @patch
-def regress(self:Serving, request:regression_pb2.RegressionRequest, entry:str='GRPC')->regression_pb2.RegressionResponse:
+def regress(self:Serving, request:regression_pb2.RegressionRequest,
+            entry:str='GRPC')->regression_pb2.RegressionResponse:
     "Run a `RegressionRequest`, as TF Serving's Regress does."
-    return self._counted(request.model_spec.name, 'regress', entry, lambda: self._one_inference(request, 'regress'))
+    with self.counted(request.model_spec.name, 'regress', entry): return self._one_inference(request, 'regress')
 
 # %% ../../nbs/44_serve.server.ipynb #fac0a6e1
 _VERBS = {m: v for v, m in _METHODS.items()}
@@ -461,95 +574,113 @@ def _tasks(self:Serving, request, s:Servable)->list:
     "The `(task, verb)` of each task of a `MultiInferenceRequest` to model `s`, checked as TF Serving checks them."
     seen, out = set(), []
     for task in request.tasks:
-        if not task.model_spec.name: raise ServingError('INVALID_ARGUMENT', "Found ModelSpec with an empty model name.")
-        if task.model_spec.name != s.name: raise ServingError('INVALID_ARGUMENT', "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        if not task.model_spec.name: raise _bad("Found ModelSpec with an empty model name.")
+        if task.model_spec.name != s.name:
+            raise _bad("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
         sig = task.model_spec.signature_name or 'serving_default'
-        if sig in seen: raise ServingError('INVALID_ARGUMENT', f"Duplicate evaluation of signature: {sig}")
+        if sig in seen: raise _bad(f"Duplicate evaluation of signature: {sig}")
         seen.add(sig)
-        if sig not in s.signature_defs: raise ServingError('INVALID_ARGUMENT', f"Requested signature not found in model graph: {sig}")
-        if (verb := _VERBS.get(task.method_name)) is None: raise ServingError('UNIMPLEMENTED', f"Unsupported signature method_name: {task.method_name}")
+        if sig not in s.signature_defs: raise _bad(f"Requested signature not found in model graph: {sig}")
+        if (verb := _VERBS.get(task.method_name)) is None:
+            raise ServingError('UNIMPLEMENTED', f"Unsupported signature method_name: {task.method_name}")
         self._infer(s, task.model_spec, verb)
         out.append((task, verb))
     return out
 
+# %% ../../nbs/44_serve.server.ipynb #9381823a
 @patch
-def multi_inference(self:Serving, request:inference_pb2.MultiInferenceRequest, entry:str='GRPC')->inference_pb2.MultiInferenceResponse:
+def _run_tasks(self:Serving, request, s:Servable)->inference_pb2.MultiInferenceResponse:
+    "The results of the tasks of a `MultiInferenceRequest` on the same examples, each naming the version that answered."
+    tasks, resp = self._tasks(request, s), inference_pb2.MultiInferenceResponse()
+    examples = serialized_examples(request.input)
+    for task, verb in tasks:
+        out, r = self._infer(s, task.model_spec, verb, examples), resp.results.add()
+        if verb == 'classify': r.classification_result.CopyFrom(classification_result(out, len(examples)))
+        else: r.regression_result.CopyFrom(regression_result(out, len(examples)))
+        _answered_by(r.model_spec, s, task.model_spec.signature_name)
+    return resp
+
+# %% ../../nbs/44_serve.server.ipynb #62948521
+@patch
+def multi_inference(self:Serving, request:inference_pb2.MultiInferenceRequest,
+                    entry:str='GRPC')->inference_pb2.MultiInferenceResponse:
     "Run a `MultiInferenceRequest`: several classify and regress signatures of one model on the same examples."
     spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
-    def run():
-        with self.using(spec) as s:
-            tasks, resp = self._tasks(request, s), inference_pb2.MultiInferenceResponse()
-            examples = serialized_examples(request.input)
-            for task, verb in tasks:
-                out, r = self._infer(s, task.model_spec, verb, examples), resp.results.add()
-                if verb == 'classify': r.classification_result.CopyFrom(classification_result(out, len(examples)))
-                else: r.regression_result.CopyFrom(regression_result(out, len(examples)))
-                _answered_by(r.model_spec, s, task.model_spec.signature_name)
-            if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp, 'multi_inference', spec.signature_name or 'serving_default')
-            return resp
-    return self._counted(spec.name, 'multi_inference', entry, run)
+    with self.counted(spec.name, 'multi_inference', entry), self.using(spec) as s:
+        resp = self._run_tasks(request, s)
+        if (lc := self.logger.sampled(self.model_config(s.name))) is not None:
+            self.logger.log(lc, s, request, resp, 'multi_inference', spec.signature_name or 'serving_default')
+        return resp
 
 # %% ../../nbs/44_serve.server.ipynb #553efe53
 _URL = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?'
                   r'(?:(?P<meta>/metadata)|:(?P<verb>predict|classify|regress))?/?$')
-_STATUS_NAMES = {0: 'OK', 13: 'INTERNAL'}
 
 def _spec_from_url(m)->predict_pb2.PredictRequest:
+    "A `PredictRequest` holding the model spec of a matched REST URL."
     req = predict_pb2.PredictRequest()
     req.model_spec.name = m['name']
     if m['version']:
         digits = m['version']   # past 19 digits it cannot be an int64 (and Python refuses to read 4,300 or more)
         v = int(digits) if len(digits.lstrip('-')) <= 19 else None
-        if v is None or not -2**63 <= v < 2**63: raise ServingError('INVALID_ARGUMENT', f"Failed to convert version: {digits[:40]} to numeric.")
+        if v is None or not -2**63 <= v < 2**63:
+            raise ServingError('INVALID_ARGUMENT', f"Failed to convert version: {digits[:40]} to numeric.")
         req.model_spec.version.value = v
     if m['label']: req.model_spec.version_label = m['label']
     return req
 
+# %% ../../nbs/44_serve.server.ipynb #81c16b87
+_STATUS_NAMES = {0: 'OK', 13: 'INTERNAL'}
+
+def _version_status_json(s)->dict:
+    "One `ModelVersionStatus` as TF Serving's REST API prints it."
+    error = {'error_code': _STATUS_NAMES.get(s.status.error_code, 'UNKNOWN'), 'error_message': s.status.error_message}
+    state = get_model_status_pb2.ModelVersionStatus.State.Name(s.state)
+    return {'version': str(s.version), 'state': state, 'status': error}
+
 def status_json(resp:get_model_status_pb2.GetModelStatusResponse)->dict:
     "A `GetModelStatusResponse` as TF Serving's REST API prints it."
-    return {'model_version_status': [{'version': str(s.version), 'state': get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
-                                      'status': {'error_code': _STATUS_NAMES.get(s.status.error_code, 'UNKNOWN'), 'error_message': s.status.error_message}}
-                                     for s in resp.model_version_status]}
+    return {'model_version_status': [_version_status_json(s) for s in resp.model_version_status]}
 
+# %% ../../nbs/44_serve.server.ipynb #2ab9db3f
 def metadata_json(resp:get_model_metadata_pb2.GetModelMetadataResponse)->dict:
-    "A `GetModelMetadataResponse` as TF Serving's REST API prints it: proto field names, and every field, default-valued or not."
+    "A `GetModelMetadataResponse` as TF Serving's REST API prints it: proto field names, every field, default or not."
     sdm = get_model_metadata_pb2.SignatureDefMap(); resp.metadata['signature_def'].Unpack(sdm)
-    js = lambda msg: json_format.MessageToDict(msg, always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
+    js = lambda msg: json_format.MessageToDict(msg, always_print_fields_with_no_presence=True,
+                                               preserving_proto_field_name=True)
     return {'model_spec': js(resp.model_spec), 'metadata': {'signature_def': js(sdm)}}
 
 # %% ../../nbs/44_serve.server.ipynb #a2481787
-def rest_app(serving:Serving, max_body:int=64 << 20):
-    "The TF Serving REST API (and the metrics endpoint) over `serving`, as an ASGI app: `predict_route` in front of Starlette."
-    def reply(e:ServingError)->Response:
-        return Response(error_json(e), status_code=e.http_status, media_type='application/json')
+def _reply(e:ServingError)->Response:
+    "TF Serving's REST error: `{\"error\": message}`, with the HTTP status of the error's code."
+    return Response(error_json(e), status_code=e.http_status, media_type='application/json')
 
-    async def models(request:Request)->Response:
-        m = _URL.match(request.url.path)
-        if not m or request.method != 'GET' or m['verb']:   # a POST on a verb URL is predict_route's
-            return reply(ServingError('INVALID_ARGUMENT', f"Malformed request: {request.method} {request.url.path}"))
-        try:
-            spec = _spec_from_url(m).model_spec
-            if m['meta']: body = metadata_json(await run_in_threadpool(serving.metadata, spec))
-            else: body = status_json(serving.status(spec.name, spec.version.value if spec.HasField('version') else None, m['label']))
-            return Response(json.dumps(body), media_type='application/json')
-        except ServingError as e: return reply(e)
+async def _model_get(serving:Serving, request:Request)->Response:
+    "A GET of a model's status or metadata; anything else on a model URL but a POST on a verb is malformed."
+    m = _URL.match(request.url.path)
+    if not m or request.method != 'GET' or m['verb']:   # a POST on a verb URL is predict_route's
+        return _reply(ServingError('INVALID_ARGUMENT', f"Malformed request: {request.method} {request.url.path}"))
+    try:
+        spec = _spec_from_url(m).model_spec
+        if m['meta']: body = metadata_json(await run_in_threadpool(serving.metadata, spec))
+        else: body = status_json(serving.status(spec.name, spec_version(spec), m['label']))
+        return Response(json.dumps(body), media_type='application/json')
+    except ServingError as e: return _reply(e)
 
-    async def metrics(request:Request)->Response:
-        serving.refresh_gauges()
-        return Response(serving.metrics['requests'].text().encode() + generate_latest(serving.registry), media_type=CONTENT_TYPE_LATEST)
+# %% ../../nbs/44_serve.server.ipynb #bee2d916
+def _metrics_path(serving:Serving)->str|None:
+    "The path the monitoring config serves metrics at, or None when Prometheus is off."
+    m = serving.monitoring
+    return m.prometheus_config.path if m is not None and m.prometheus_config.enable else None
 
-    path = serving.monitoring.prometheus_config.path if serving.monitoring is not None and serving.monitoring.prometheus_config.enable else None
-    async def route(request:Request)->Response:
-        p = request.url.path
-        if path and p == path and request.method == 'GET': return await metrics(request)
-        if p.startswith('/v1/models/'): return await models(request)
-        if p.rstrip('/') == '/v1/models': return reply(ServingError('INVALID_ARGUMENT', "Missing model name in request."))
-        if p.startswith('/v1/'): return reply(ServingError('INVALID_ARGUMENT', f"Malformed request: {request.method} {p}"))
-        return Response(json.dumps({'error': f"Malformed request: {request.method} {p}"}), status_code=404, media_type='application/json')
-    return predict_route(serving, Starlette(routes=[Route('/{any:path}', route, methods=['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS'])]), max_body)
+def _metrics_response(serving:Serving)->Response:
+    "The metrics, as Prometheus reads them: the request counter, then the registry's series."
+    serving.refresh_gauges()
+    body = serving.metrics['requests'].text().encode() + generate_latest(serving.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 # %% ../../nbs/44_serve.server.ipynb #8808b30a
-_INLINE_BODY = 64 << 10   # with batching, bodies up to this size are parsed on the event loop; larger ones on a worker thread
+_INLINE_BODY = 64 << 10   # with batching, bodies up to this are parsed on the event loop; larger on a worker thread
 
 def _rest_request(m, body:bytes, request_id:str|None):
     "The request document and a `PredictRequest` holding its model spec (and request id)."
@@ -559,25 +690,24 @@ def _rest_request(m, body:bytes, request_id:str|None):
     if request_id: req.client_id = request_id.encode()[:256]
     return doc, req
 
+# %% ../../nbs/44_serve.server.ipynb #0c6b73f7
+@contextlib.contextmanager
+def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
+    "Parse a REST predict, count it, hold its servable, read its inputs: yields `(s, sig, request, inputs, format)`."
+    doc, req = _rest_request(m, body, request_id)
+    with serving.counted(req.model_spec.name, 'predict', 'REST'), serving.using(req.model_spec) as s:
+        sig = req.model_spec.signature_name
+        inputs, fmt = predict_inputs(doc, serving.predict_signature(s, sig))
+        yield s, sig, req, inputs, fmt
+
 def _rest_reply(serving:Serving, s:Servable, req, inputs:dict, out:dict, fmt:str)->bytes:
     "The JSON response body; protos are built only for a request the log samples (numpy all the way otherwise)."
     if (lc := serving.logger.sampled(serving.model_config(s.name))) is not None:
         tf, sig = import_tensorflow(), req.model_spec.signature_name
-        for k, v in inputs.items(): req.inputs[k].CopyFrom(tf.make_tensor_proto(v, dtype=getattr(tf, s.inputs(sig)[k][0])))
+        for k, v in inputs.items():
+            req.inputs[k].CopyFrom(tf.make_tensor_proto(v, dtype=getattr(tf, s.inputs(sig)[k][0])))
         serving.logger.log(lc, s, req, serving.response(s, sig, out))
     return predict_json(out, fmt)
-
-@contextlib.contextmanager
-def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
-    "Parse a REST predict, hold its servable, and count it: yields `(servable, signature, request, inputs, format)`."
-    doc, req = _rest_request(m, body, request_id)
-    with serving.using(req.model_spec) as s:
-        sig, t0, status = req.model_spec.signature_name, time.perf_counter(), 'OK'
-        try:
-            inputs, fmt = predict_inputs(doc, serving.predict_signature(s, sig))
-            yield s, sig, req, inputs, fmt
-        except ServingError as e: status = e.code; raise
-        finally: serving.observe(s.name, 'predict', 'REST', status, t0)
 
 # %% ../../nbs/44_serve.server.ipynb #164569fc
 def _rest_infer(serving:Serving, m, body:bytes)->bytes:
@@ -587,12 +717,14 @@ def _rest_infer(serving:Serving, m, body:bytes)->bytes:
     req.model_spec.CopyFrom(_spec_from_url(m).model_spec)
     if 'signature_name' in doc:
         if not isinstance(doc['signature_name'], str):
-            raise ServingError('INVALID_ARGUMENT', f"JSON Value: {json.dumps(doc)[:200]} not formatted correctly. 'signature_name' key must be a string value.")
+            raise ServingError('INVALID_ARGUMENT', f"JSON Value: {json.dumps(doc)[:200]} not formatted correctly. "
+                                                   "'signature_name' key must be a string value.")
         req.model_spec.signature_name = doc['signature_name']
     req.input.CopyFrom(examples_input(doc))
     if m['verb'] == 'classify': return classify_json(serving.classify(req, 'REST').result)
     return regress_json(serving.regress(req, 'REST').result)
 
+# %% ../../nbs/44_serve.server.ipynb #08b3f029
 def _post(serving:Serving, m, body:bytes, request_id:str|None=None)->bytes:
     "A REST predict, classify or regress on a worker thread: without batching the model is called on it."
     if m['verb'] != 'predict': return _rest_infer(serving, m, body)
@@ -606,54 +738,100 @@ async def _post_batched(serving:Serving, m, body:bytes, request_id:str|None=None
         return _rest_reply(serving, s, req, inputs, await serving.batcher.submit_async(s, sig, inputs), fmt)
 
 # %% ../../nbs/44_serve.server.ipynb #5ee81564
+class _TooLarge(Exception): "A request body past the server's limit."
+
 def _too_big(max_body:int)->bytes: return json.dumps({'error': f"Request body larger than {max_body} bytes"}).encode()
 
+async def _read_body(receive, max_body:int)->bytes|None:
+    "A request's body, read as it arrives (None if the client has gone); `_TooLarge` as soon as it passes `max_body`."
+    chunks, size, more = [], 0, True
+    while more:
+        msg = await receive()
+        if msg['type'] == 'http.disconnect': return None
+        chunk = msg.get('body', b''); size += len(chunk); more = msg.get('more_body', False)
+        if size > max_body: raise _TooLarge()   # refused now: the rest is never read
+        chunks.append(chunk)
+    return b''.join(chunks)
+
+# %% ../../nbs/44_serve.server.ipynb #f9851c51
 async def _send_json(send, status:int, body:bytes):
+    "Send a whole JSON response."
     await send({'type': 'http.response.start', 'status': status,
                 'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())]})
     await send({'type': 'http.response.body', 'body': body})
 
+def _predict_headers(headers)->tuple:
+    "`(Content-Length, X-Request-Id)` of a request's ASGI headers: the first of each, None when absent."
+    length = request_id = None
+    for k, v in headers:
+        if k == b'content-length' and length is None: length = v
+        elif k == b'x-request-id' and request_id is None: request_id = v.decode('latin-1')
+    return length, request_id
+
+# %% ../../nbs/44_serve.server.ipynb #d50b7474
+async def _answer_post(serving:Serving, m, body:bytes, request_id:str|None)->bytes:
+    "Where a REST POST runs: on the event loop with batching on and a small body, else on a worker thread."
+    if serving.batcher is not None and len(body) <= _INLINE_BODY:
+        return await _post_batched(serving, m, body, request_id)
+    return await run_in_threadpool(_post, serving, m, body, request_id)
+
+# %% ../../nbs/44_serve.server.ipynb #adeaf454
+def _starlette_path(path:str)->str:
+    "An ASGI path as Starlette's URL has it (so both routes read the same path)."
+    return path.replace('?', '%3F').replace('#', '%23').replace('\\', '%5C')
+
+# %% ../../nbs/44_serve.server.ipynb #6eaef569
 def predict_route(serving:Serving, app, max_body:int=64 << 20):
-    "An ASGI app answering `POST /v1/models/...:predict|classify|regress` of `serving` itself, and passing the rest to `app`."
+    "An ASGI app answering `POST /v1/models/...:predict|classify|regress` itself, and passing the rest to `app`."
     async def asgi(scope, receive, send):
         if scope['type'] != 'http' or scope['method'] != 'POST': return await app(scope, receive, send)
-        m = _URL.match(scope['path'].replace('?', '%3F').replace('#', '%23').replace('\\', '%5C'))   # the path as Starlette's URL has it
+        m = _URL.match(_starlette_path(scope['path']))
         if m is None or not m['verb']: return await app(scope, receive, send)
-        length = request_id = None
-        for k, v in scope['headers']:
-            if k == b'content-length' and length is None: length = v
-            elif k == b'x-request-id' and request_id is None: request_id = v.decode('latin-1')
-        if int(length or 0) > max_body: return await _send_json(send, 413, _too_big(max_body))
-        chunks, size, more = [], 0, True
-        while more:
-            msg = await receive()
-            if msg['type'] == 'http.disconnect': return
-            chunk = msg.get('body', b''); size += len(chunk); more = msg.get('more_body', False)
-            if size > max_body: return await _send_json(send, 413, _too_big(max_body))   # refused now: the rest is never read
-            chunks.append(chunk)
-        body = b''.join(chunks)
+        length, request_id = _predict_headers(scope['headers'])
         try:
-            if serving.batcher is not None and len(body) <= _INLINE_BODY: out = await _post_batched(serving, m, body, request_id)
-            else: out = await run_in_threadpool(_post, serving, m, body, request_id)
+            if int(length or 0) > max_body: raise _TooLarge()
+            if (body := await _read_body(receive, max_body)) is None: return
+        except _TooLarge: return await _send_json(send, 413, _too_big(max_body))
+        try: out = await _answer_post(serving, m, body, request_id)
         except ServingError as e: return await _send_json(send, e.http_status, error_json(e))
         await _send_json(send, 200, out)
     return asgi
+
+# %% ../../nbs/44_serve.server.ipynb #eea5f8c8
+_HTTP_METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS']
+
+def rest_app(serving:Serving, max_body:int=64 << 20):
+    "The TF Serving REST API (and the metrics endpoint) over `serving`: `predict_route` in front of Starlette."
+    path = _metrics_path(serving)
+    async def route(request:Request)->Response:
+        p = request.url.path
+        if path and p == path and request.method == 'GET': return _metrics_response(serving)
+        if p.startswith('/v1/models/'): return await _model_get(serving, request)
+        if p.rstrip('/') == '/v1/models': return _reply(_bad("Missing model name in request."))
+        if p.startswith('/v1/'): return _reply(_bad(f"Malformed request: {request.method} {p}"))
+        body = json.dumps({'error': f"Malformed request: {request.method} {p}"})
+        return Response(body, status_code=404, media_type='application/json')
+    return predict_route(serving, Starlette(routes=[Route('/{any:path}', route, methods=_HTTP_METHODS)]), max_body)
 
 # %% ../../nbs/44_serve.server.ipynb #4e00f5c5
 class _GrpcService:
     "What both servicers share: the serving core, the worker threads, and TF Serving's errors as gRPC statuses."
     def __init__(self, serving:Serving, pool:cf.ThreadPoolExecutor): self.serving, self.pool = serving, pool
+
     async def call(self, context, fn, *args):
         "`fn(*args)` on a worker thread; a `ServingError` ends the call with its status code and message."
         try: return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
         except ServingError as e: await self.abort(context, e)
+
     @staticmethod
     async def abort(context, e:ServingError): await context.abort(getattr(grpc.StatusCode, e.code), e.message)
 
+# %% ../../nbs/44_serve.server.ipynb #996e5996
 class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServiceServicer):
     async def Predict(self, request, context):
-        if self.serving.batcher is None or request.ByteSize() > _INLINE_BODY: return await self.call(context, self.serving.predict, request)
-        try: return await self.serving.predict_async(request)   # small request, batching on: it waits for its batch on the loop
+        if self.serving.batcher is None or request.ByteSize() > _INLINE_BODY:
+            return await self.call(context, self.serving.predict, request)
+        try: return await self.serving.predict_async(request)   # small, batching on: it waits for its batch on the loop
         except ServingError as e: await self.abort(context, e)
     async def GetModelMetadata(self, request, context): return await self.call(context, self._metadata, request)
     def _metadata(self, request):
@@ -662,25 +840,21 @@ class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServ
         return self.serving.metadata(request.model_spec)
     async def Classify(self, request, context): return await self.call(context, self.serving.classify, request)
     async def Regress(self, request, context): return await self.call(context, self.serving.regress, request)
-    async def MultiInference(self, request, context): return await self.call(context, self.serving.multi_inference, request)
+    async def MultiInference(self, request, context):
+        return await self.call(context, self.serving.multi_inference, request)
 
+# %% ../../nbs/44_serve.server.ipynb #05d1132f
 class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(self, request, context):
         spec = request.model_spec
-        return await self.call(context, self.serving.status, spec.name, spec.version.value if spec.HasField('version') else None, spec.version_label or None)
+        return await self.call(context, self.serving.status, spec.name, spec_version(spec), spec.version_label or None)
     async def HandleReloadConfigRequest(self, request, context):
         try: await asyncio.get_running_loop().run_in_executor(self.pool, self.serving.manager.apply, request.config)
-        except (ServingError, InvalidInput) as e: await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))   # as TF Serving: the status is the call's
+        except (ServingError, InvalidInput) as e:   # as TF Serving: the status is the call's
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         return model_management_pb2.ReloadConfigResponse()
 
 # %% ../../nbs/44_serve.server.ipynb #777acfe9
-import errno, socket, stat
-import anyio
-from fastcore.basics import patch
-from google.protobuf import message_factory
-from google.protobuf.message import DecodeError
-from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
-
 def _new_loop()->asyncio.AbstractEventLoop:
     "A new event loop: uvloop's when installed (uvicorn's `loop='auto'` makes the same choice), else asyncio's."
     try: import uvloop
@@ -706,6 +880,7 @@ def _bind(host:str, port:int, what:str, hold:bool=True)->socket.socket|None:
     if hold: return sock
     sock.close()
 
+# %% ../../nbs/44_serve.server.ipynb #aae11078
 def _socket_path(path:str|Path)->Path:
     "The absolute path of a Unix socket to listen on (`unix:` in front is allowed), checked so that gRPC can bind it."
     p = Path(os.path.abspath(str(path)[5:] if str(path).startswith('unix:') else path))
@@ -723,7 +898,9 @@ def grpc_channel_arguments(text:str|None)->list[tuple[str, int|str]]:
     for item in (text or '').split(','):
         if not item.strip(): continue
         k, eq, v = (s.strip() for s in item.partition('='))
-        if not eq or not k: raise InvalidInput(f"--grpc_channel_arguments: {item!r} is not key=value (e.g. grpc.max_connection_age_ms=2000)")
+        if not eq or not k:
+            raise InvalidInput(f"--grpc_channel_arguments: {item!r} is not key=value "
+                               "(e.g. grpc.max_connection_age_ms=2000)")
         out.append((k, int(v) if re.fullmatch(r'[+-]?\d+', v) and -2**31 <= int(v) < 2**31 else v))
     return out
 
@@ -733,11 +910,13 @@ class _Undecodable:
     def __init__(self, error:str): self.error = error
 
 def _reader(cls):
+    "A request reader for message class `cls` that keeps a parse error (as an `_Undecodable`) instead of raising it."
     def read(data:bytes):
         try: return cls.FromString(data)
         except DecodeError as e: return _Undecodable(str(e))
     return read
 
+# %% ../../nbs/44_serve.server.ipynb #54385e2c
 def _checked(method):
     "`method`, answering INVALID_ARGUMENT for a request that did not parse."
     async def handle(request, context):
@@ -745,10 +924,12 @@ def _checked(method):
         return await method(request, context)
     return handle
 
+# %% ../../nbs/44_serve.server.ipynb #3745342e
 def add_servicer(server, servicer, service):
     "Register the methods of `servicer` for `service` (a protobuf ServiceDescriptor) on a `grpc.aio` server."
+    read = lambda m: _reader(message_factory.GetMessageClass(m.input_type))
     handlers = {m.name: grpc.unary_unary_rpc_method_handler(_checked(getattr(servicer, m.name)),
-                                                             request_deserializer=_reader(message_factory.GetMessageClass(m.input_type)),
+                                                             request_deserializer=read(m),
                                                              response_serializer=lambda r: r.SerializeToString())
                 for m in service.methods}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
@@ -760,11 +941,13 @@ _CORS = [(b'access-control-allow-origin', b'*'), (b'access-control-allow-methods
 def cors_route(app):
     "`app` with TF Serving's CORS support: its headers on every `/v1/` response, and its answer to a preflight."
     async def asgi(scope, receive, send):
-        if scope['type'] != 'http' or not scope['path'].lower().startswith('/v1/'): return await app(scope, receive, send)
+        if scope['type'] != 'http' or not scope['path'].lower().startswith('/v1/'):
+            return await app(scope, receive, send)
         if scope['method'] == 'OPTIONS':
             origin = next((v.decode('latin-1') for k, v in scope['headers'] if k == b'origin'), '')
-            status = 200 if re.search(r'https?://', origin) else 400   # TF Serving: "Origin header is missing in CORS preflight"
-            await send({'type': 'http.response.start', 'status': status, 'headers': [*_CORS, (b'content-length', b'0')]})
+            status = 200 if re.search(r'https?://', origin) else 400   # TF Serving: "Origin header is missing..."
+            headers = [*_CORS, (b'content-length', b'0')]
+            await send({'type': 'http.response.start', 'status': status, 'headers': headers})
             return await send({'type': 'http.response.body', 'body': b''})
         async def send_cors(msg):
             if msg['type'] == 'http.response.start': msg = {**msg, 'headers': [*msg.get('headers', []), *_CORS]}
@@ -776,10 +959,11 @@ def cors_route(app):
 _RUNS = re.compile(r':(predict|classify|regress)/?$')
 
 def deadline_route(app, timeout:float):
-    "`app`, with a predict, classify or regress still running `timeout` seconds after its body arrived answered 504, as TF Serving does."
+    "`app`, answering 504 to a predict, classify or regress running `timeout` s after its body arrived, as TF Serving."
     late_tasks = set()                                  # requests answered 504 whose model call is still finishing
     async def asgi(scope, receive, send):
-        if scope['type'] != 'http' or scope['method'] != 'POST' or not _RUNS.search(scope['path']): return await app(scope, receive, send)
+        if scope['type'] != 'http' or scope['method'] != 'POST' or not _RUNS.search(scope['path']):
+            return await app(scope, receive, send)
         loop, arrived, started, late = asyncio.get_running_loop(), None, False, False
         async def receive_body():
             nonlocal arrived
@@ -806,39 +990,39 @@ class ModelServer:
     def __init__(self,
                  model_config_file:str|Path|None=None,  # TF Serving's --model_config_file
                  config=None,                            # or a ModelServerConfig
-                 rest_port:int|None=8501, grpc_port:int|None=8500,   # --rest_api_port, --port (0: any free port; None: off)
-                 host:str='127.0.0.1', allow_remote:bool=False,      # allow_remote: listen on every interface (0.0.0.0, ::) too
+                 rest_port:int|None=8501, grpc_port:int|None=8500,   # --rest_api_port, --port (0: any free; None: off)
+                 host:str='127.0.0.1', allow_remote:bool=False,      # allow_remote: every interface (0.0.0.0, ::) too
                  batching_parameters_file:str|Path|None=None, batching=None,   # turn on batching
                  monitoring_config_file:str|Path|None=None, monitoring=None,   # turn on /monitoring/prometheus/metrics
                  poll_seconds:float=1.0,                 # --file_system_poll_wait_seconds (0: look for versions once)
                  max_body:int=64 << 20,                  # largest REST body (and gRPC message) accepted
                  grpc_threads:int=8,                     # --grpc_max_threads: the threads gRPC calls run on
                  warmup:bool=True,                       # --enable_model_warmup
-                 *, config_poll_seconds:float|None=None, # --model_config_file_poll_wait_seconds (None: with every poll; 0: read once)
-                 load_retries:int=5, retry_interval:float=60.0,      # --max_num_load_retries, --load_retry_interval_micros (in s)
+                 *, config_poll_seconds:float|None=None, # --model_config_file_poll_wait_seconds (None: each poll)
+                 load_retries:int=5, retry_interval:float=60.0, # --max_num_load_retries, --load_retry_interval_micros
                  allow_unavailable_labels:bool=False,    # --allow_version_labels_for_unavailable_models
                  warmup_iterations:int=1,                # --num_request_iterations_for_warmup
                  grpc_socket_path:str|Path|None=None,    # --grpc_socket_path: gRPC on this Unix socket too
-                 grpc_options:list|None=None,            # --grpc_channel_arguments, as `grpc_channel_arguments` reads them
+                 grpc_options:list|None=None,            # --grpc_channel_arguments, read by `grpc_channel_arguments`
                  rest_threads:int|None=None,             # --rest_api_num_threads (None: anyio's 40)
                  rest_timeout:float|None=None,           # --rest_api_timeout_in_ms, in seconds (None: none)
                  cors:bool=False,                        # --rest_api_enable_cors_support
                  method_check:bool=False):               # --enable_signature_method_name_check
         check_host(host, allow_remote)
-        self.host, self.rest_threads, self.thread, self.rest, self.rest_socket, self.started = host, rest_threads, None, None, None, False
+        self.host, self.rest_threads, self.started = host, rest_threads, False
+        self.thread, self.rest, self.rest_socket = None, None, None
         self._check_addresses(rest_port, grpc_port, grpc_socket_path, grpc_options or [])
-        if rest_port is not None: self.rest_socket = _bind(host, rest_port, 'REST'); self._rest_port = self.rest_socket.getsockname()[1]
+        if rest_port is not None:
+            self.rest_socket = _bind(host, rest_port, 'REST'); self._rest_port = self.rest_socket.getsockname()[1]
         try:
-            batching, monitoring = _batching_and_monitoring(batching_parameters_file, batching, monitoring_config_file, monitoring)
-            self.serving = Serving(ModelManager(config, model_config_file, poll_seconds, warmup, config_poll_seconds=config_poll_seconds,
-                                                load_retries=load_retries, retry_interval=retry_interval,
-                                                allow_unavailable_labels=allow_unavailable_labels, warmup_iterations=warmup_iterations),
-                                   batching, monitoring, method_check)
+            batching, monitoring = _batching_and_monitoring(batching_parameters_file, batching,
+                                                            monitoring_config_file, monitoring)
+            manager = ModelManager(config, model_config_file, poll_seconds, warmup, load_retries=load_retries,
+                                   config_poll_seconds=config_poll_seconds, warmup_iterations=warmup_iterations,
+                                   retry_interval=retry_interval, allow_unavailable_labels=allow_unavailable_labels)
+            self.serving = Serving(manager, batching, monitoring, method_check)
             if rest_port is not None: self.rest = self._rest_server(max_body, rest_timeout, cors)
-        except BaseException:
-            if self.rest_socket: self.rest_socket.close()
-            if getattr(self, 'serving', None): self.serving.close()
-            raise
+        except BaseException: self._abandon(); raise
         self._start_grpc(grpc_port, grpc_threads, max_body, grpc_options or [])
 
 # %% ../../nbs/44_serve.server.ipynb #81d1ebc9
@@ -851,41 +1035,22 @@ def _batching_and_monitoring(batching_parameters_file, batching, monitoring_conf
 # %% ../../nbs/44_serve.server.ipynb #84950314
 @patch
 def _check_addresses(self:ModelServer, rest_port, grpc_port, socket_path, options:list):
-    "Check every address before a model loads: port numbers, ports in use (unless gRPC is told to share its port), the socket path."
+    "Check every address before a model loads: port numbers, ports in use (unless gRPC may share one), the socket path."
     check_port(rest_port, 'rest_port'); self.grpc_port = check_port(grpc_port, 'grpc_port')
     if grpc_port is None and not socket_path:
-        raise InvalidInput("gRPC needs a port or a socket path (TF Serving: at least one of --port and --grpc_socket_path must be set)")
-    if rest_port and rest_port == grpc_port: raise InvalidInput(f"REST and gRPC cannot share port {rest_port}; give them different ports")
+        raise InvalidInput("gRPC needs a port or a socket path "
+                           "(TF Serving: at least one of --port and --grpc_socket_path must be set)")
+    if rest_port and rest_port == grpc_port:
+        raise InvalidInput(f"REST and gRPC cannot share port {rest_port}; give them different ports")
     if grpc_port and not dict(options).get('grpc.so_reuseport'): _bind(self.host, grpc_port, 'gRPC', hold=False)
     self.socket_path, self._socket_id = _socket_path(socket_path) if socket_path else None, None
 
 # %% ../../nbs/44_serve.server.ipynb #5fd0892c
 @patch
-def _start_grpc(self:ModelServer, port:int|None, threads:int, max_body:int, options:list):
-    "The gRPC server on an event loop of its own, listening on `port` and the socket path (not serving until `start`)."
-    self.pool = cf.ThreadPoolExecutor(threads, thread_name_prefix='mlinfra-serve-grpc')
-    self.loop = _new_loop()                                # grpc.aio's loop, on a thread of its own
-    self.grpc_thread = threading.Thread(target=self.loop.run_forever, name='mlinfra-serve-grpc-loop', daemon=True); self.grpc_thread.start()
-    try: self.grpc = self._on_loop(self._grpc_server(port, max_body, options))
-    except BaseException:
-        self._stop_loop(); self.serving.close()
-        if self.rest_socket: self.rest_socket.close()
-        raise
-
-@patch
-async def _grpc_server(self:ModelServer, port:int|None, max_body:int, options:list):
-    server = grpc.aio.server(options=[('grpc.max_receive_message_length', max_body),
-                                      ('grpc.so_reuseport', 0), *options])   # a port in use is an error, not shared with another server
-    add_servicer(server, PredictionService(self.serving, self.pool), prediction_service_pb2.DESCRIPTOR.services_by_name['PredictionService'])
-    add_servicer(server, ModelService(self.serving, self.pool), model_service_pb2.DESCRIPTOR.services_by_name['ModelService'])
-    if port is not None: self.grpc_port = _add_port(server, host_port(self.host, port))
-    if self.socket_path is not None:
-        _add_port(server, f'unix:{self.socket_path}'); self._socket_id = self.socket_path.stat().st_ino   # the file is ours now
-    return server
-
-def _add_port(server, address:str)->int:
-    try: return server.add_insecure_port(address)
-    except RuntimeError: raise InvalidInput(f"cannot listen for gRPC on {address}: gRPC could not bind it") from None
+def _abandon(self:ModelServer):
+    "Let go of what a constructor that failed half-way holds: the REST socket and the serving core."
+    if getattr(self, 'serving', None): self.serving.close()
+    if self.rest_socket: self.rest_socket.close()
 
 @patch
 def _on_loop(self:ModelServer, coro, timeout:float=30):
@@ -893,10 +1058,44 @@ def _on_loop(self:ModelServer, coro, timeout:float=30):
     return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
 @patch
+def _start_grpc(self:ModelServer, port:int|None, threads:int, max_body:int, options:list):
+    "The gRPC server on an event loop of its own, listening on `port` and the socket path (not serving until `start`)."
+    self.pool = cf.ThreadPoolExecutor(threads, thread_name_prefix='mlinfra-serve-grpc')
+    self.loop = _new_loop()                                # grpc.aio's loop, on a thread of its own
+    self.grpc_thread = threading.Thread(target=self.loop.run_forever, name='mlinfra-serve-grpc-loop', daemon=True)
+    self.grpc_thread.start()
+    try: self.grpc = self._on_loop(self._grpc_server(port, max_body, options))
+    except BaseException: self._stop_loop(); self._abandon(); raise
+
+@patch
 def _stop_loop(self:ModelServer):
+    "Stop the gRPC event loop and its thread; the worker threads finish what they run."
     self.loop.call_soon_threadsafe(self.loop.stop); self.grpc_thread.join(10)
     if not self.loop.is_running(): self.loop.close()
     self.pool.shutdown(wait=False)
+
+# %% ../../nbs/44_serve.server.ipynb #a26665a0
+def _add_port(server, address:str)->int:
+    "Listen on `address`; the port, or one line saying gRPC could not bind it."
+    try: return server.add_insecure_port(address)
+    except RuntimeError: raise InvalidInput(f"cannot listen for gRPC on {address}: gRPC could not bind it") from None
+
+# %% ../../nbs/44_serve.server.ipynb #7f7a2ca6
+_SERVICES = {name: d.services_by_name[name] for name, d in (('PredictionService', prediction_service_pb2.DESCRIPTOR),
+                                                            ('ModelService', model_service_pb2.DESCRIPTOR))}
+
+@patch
+async def _grpc_server(self:ModelServer, port:int|None, max_body:int, options:list):
+    "A `grpc.aio` server of both servicers, listening on `port` and the socket path (not started)."
+    own = [('grpc.max_receive_message_length', max_body), ('grpc.so_reuseport', 0)]
+    server = grpc.aio.server(options=[*own, *options])
+    add_servicer(server, PredictionService(self.serving, self.pool), _SERVICES['PredictionService'])
+    add_servicer(server, ModelService(self.serving, self.pool), _SERVICES['ModelService'])
+    if port is not None: self.grpc_port = _add_port(server, host_port(self.host, port))
+    if self.socket_path is not None:
+        _add_port(server, f'unix:{self.socket_path}')
+        self._socket_id = self.socket_path.stat().st_ino   # the file is ours now
+    return server
 
 # %% ../../nbs/44_serve.server.ipynb #3c981a8e
 @patch
@@ -905,8 +1104,8 @@ def _rest_server(self:ModelServer, max_body:int, timeout:float|None, cors:bool)-
     app = rest_app(self.serving, max_body)
     if timeout: app = deadline_route(app, timeout)
     if cors: app = cors_route(app)
-    return uvicorn.Server(uvicorn.Config(app, host=self.host, port=self._rest_port, log_level='warning', lifespan='off', timeout_keep_alive=30,
-                                         loop='auto', access_log=False, proxy_headers=False))
+    return uvicorn.Server(uvicorn.Config(app, host=self.host, port=self._rest_port, log_level='warning', lifespan='off',
+                                         timeout_keep_alive=30, loop='auto', access_log=False, proxy_headers=False))
 
 @patch
 async def _serve_rest(self:ModelServer):
@@ -927,9 +1126,11 @@ def _run_rest(self:ModelServer):
 @patch(as_prop=True)
 def rest_port(self:ModelServer)->int|None: return None if self.rest_socket is None else self._rest_port
 @patch(as_prop=True)
-def rest_url(self:ModelServer)->str|None: return None if self.rest_socket is None else f'http://{host_port(self.host, self._rest_port)}'
+def rest_url(self:ModelServer)->str|None:
+    return None if self.rest_socket is None else f'http://{host_port(self.host, self._rest_port)}'
 @patch(as_prop=True)
-def grpc_target(self:ModelServer)->str|None: return None if self.grpc_port is None else host_port(self.host, self.grpc_port)
+def grpc_target(self:ModelServer)->str|None:
+    return None if self.grpc_port is None else host_port(self.host, self.grpc_port)
 @patch(as_prop=True)
 def grpc_socket(self:ModelServer)->str|None: return None if self.socket_path is None else f'unix:{self.socket_path}'
 
@@ -945,14 +1146,23 @@ def start(self:ModelServer, timeout:float=30)->ModelServer:
     "Serve REST and gRPC on background threads; return once both accept connections."
     self._on_loop(self.grpc.start())
     if self.rest is not None:
-        self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True); self.thread.start()
+        self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True)
+        self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.rest.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline: raise RuntimeError(f"the REST server did not start on {self.host}")
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the REST server did not start on {self.host}")
             time.sleep(0.01)
     self.started = True
     get_logger('serve').info("serving %s", self.addresses)
     return self
+
+# %% ../../nbs/44_serve.server.ipynb #e11ebef8
+@patch
+def _remove_socket(self:ModelServer):
+    "Remove the socket file, if it is still the one this server bound (gRPC removes it, unless it could not stop)."
+    with contextlib.suppress(OSError):                   # or another server has taken the path since
+        if self._socket_id is not None and self.socket_path.stat().st_ino == self._socket_id: self.socket_path.unlink()
 
 @patch
 def stop(self:ModelServer):
@@ -963,8 +1173,7 @@ def stop(self:ModelServer):
     if self.loop.is_running():
         with contextlib.suppress(Exception): self._on_loop(self.grpc.stop(grace=2), timeout=10)
         self._stop_loop()
-    with contextlib.suppress(OSError):                   # gRPC removes it; unless it could not stop, or another server took the path
-        if self._socket_id is not None and self.socket_path.stat().st_ino == self._socket_id: self.socket_path.unlink()
+    self._remove_socket()
     self.serving.close(); self.started = False
 
 @patch
