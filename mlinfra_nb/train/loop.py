@@ -5,7 +5,7 @@
 # %% ../../nbs/34_train.loop.ipynb #50f89f07
 from __future__ import annotations
 import functools, json, math, os, shutil, time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 import duckdb
 from pathlib import Path
@@ -104,16 +104,19 @@ def _datasets(data, valid, features, label, batch_size, seed):
         if not _is_source(d): return d
         ds = lake_dataset(d, features, label, batch_size=batch_size, **kw)
         return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(_rows(d) / batch_size)))
-    return make(data, seed=seed), (make(valid, shuffle=None) if valid is not None else None)
+    return make(data, seed=seed), (make(valid, shuffle=None) if valid is not None else None)   # shuffle=None: no shuffle buffer
 
+# %% ../../nbs/34_train.loop.ipynb #95b9f96d
 def _build_model(model, strat, choice:StrategyChoice, train_ds):
     "The compiled model: `model` itself, or what calling it on the training dataset in the strategy's scope returns."
     with strat.scope():
-        if callable(model) and not hasattr(model, 'fit'): model = model(train_ds)
+        if callable(model) and not hasattr(model, 'fit'): model = model(train_ds)   # a builder (a Keras model is callable too, but has `fit`)
         elif choice.kind in ('mirrored', 'multi_worker', 'tpu'):
             raise InvalidInput(f"with strategy {choice.kind!r} pass a function that builds the model, so its variables are made on every replica")
     if not hasattr(model, 'fit') or model.optimizer is None: raise InvalidInput("the model must be a compiled Keras model (call model.compile first)")
     check_inputs(model, train_ds)
+    with strat.scope():
+        if not model.optimizer.built: model.optimizer.build(model.trainable_variables)
     return model
 
 # %% ../../nbs/34_train.loop.ipynb #f1fac357
@@ -189,7 +192,7 @@ def _fit(s:_Setup, run:Run|None, folder:Path|None, state:TrainState, epochs:int,
     "Continue from the last checkpoint (if any) up to `epochs`, or until early stopping."
     if state.last_weights:
         try:
-            with s.tf_strategy.scope(): _restore(s.model, folder/'checkpoints'/state.last_weights)
+            _restore(s, folder/'checkpoints'/state.last_weights)
         except (ValueError, OSError) as e:
             raise InvalidInput(f"the checkpoint of run {run.id} does not fit this model ({str(e).splitlines()[0][:200]}); resume with the model it was trained with") from None
     start, stopped = state.epochs_done, state.stopped
@@ -206,17 +209,17 @@ def _fit(s:_Setup, run:Run|None, folder:Path|None, state:TrainState, epochs:int,
 def _evaluate(s:_Setup, folder:Path|None, state:TrainState, restore_best:bool)->dict:
     "Back to the best epoch's weights (with `restore_best`), then the metrics on `valid` ({} without it)."
     if restore_best and state.best_weights and state.best_weights != state.last_weights:
-        with s.tf_strategy.scope(): _restore(s.model, folder/'checkpoints'/state.best_weights)
+        _restore(s, folder/'checkpoints'/state.best_weights)
     if s.choice.kind == 'multi_worker': _sync_from_chief(s.model, s.tf_strategy, s.chief)   # the chief alone restored
     if s.valid is None: return {}
     if s.choice.kind == 'multi_worker':
         return evaluate_distributed(s.model, s.tf_strategy, s.valid, features=s.features, label=s.label, batch_size=s.batch_size)
     return s.model.evaluate(s.valid_ds, verbose=0, return_dict=True)
 
-def _restore(model, path:Path):
-    "Load the weights and optimizer state at `path` into `model`."
-    if model.optimizer is not None and not model.optimizer.built: model.optimizer.build(model.trainable_variables)
-    model.load_weights(str(path))
+def _restore(s:_Setup, path:Path):
+    "Load the weights and optimizer state at `path` into the model (with several workers, on the chief alone)."
+    alone = s.choice.kind == 'multi_worker'   # outside the scope: Keras's loading makes throwaway variables, which in it would wait for the other workers
+    with (nullcontext() if alone else s.tf_strategy.scope()): s.model.load_weights(str(path))
 
 # %% ../../nbs/34_train.loop.ipynb #0248cabe
 def _save_model(run:Run, folder:Path, model):
