@@ -91,6 +91,7 @@ def _check_args(data, valid, features, label, epochs, batch_size, patience, mode
         elif not hasattr(d, 'element_spec'):
             raise InvalidInput(f"{what} must be a TrainingSet, a lake table (repository, ref, path) or a tf.data dataset, not {type(d).__name__}")
 
+# %% ../../nbs/34_train.loop.ipynb #6b62a7d8
 def _watch(monitor:str|None, mode:str, valid)->tuple[str, str]:
     "The metric early stopping watches, and whether it should go down ('min') or up ('max')."
     monitor = monitor or ('val_loss' if valid is not None else 'loss')
@@ -118,6 +119,14 @@ def _build_model(model, strat, choice:StrategyChoice, train_ds):
     with strat.scope():
         if not model.optimizer.built: model.optimizer.build(model.trainable_variables)
     return model
+
+# %% ../../nbs/34_train.loop.ipynb #0d64b595
+def _chief(choice:StrategyChoice, env=None)->bool:
+    "Whether this process records the run: always, except the non-chief workers of a cluster."
+    if choice.kind != 'multi_worker': return True
+    cfg = json.loads((env or os.environ).get('TF_CONFIG') or '{}')
+    task, cluster = cfg.get('task') or {}, cfg.get('cluster') or {}
+    return task.get('type') == 'chief' or (task.get('type') == 'worker' and task.get('index', 0) == 0 and 'chief' not in cluster)
 
 # %% ../../nbs/34_train.loop.ipynb #f1fac357
 @dataclass
@@ -147,6 +156,25 @@ def _setup(model, data, valid, *, features, label, epochs, batch_size, seed, str
     return _Setup(tf_strategy, choice, _chief(choice), model, data, valid, train_ds, valid_ds, features, label, batch_size, seed,
                   rows, math.ceil(rows / batch_size) if rows else None)
 
+# %% ../../nbs/34_train.loop.ipynb #5f1ba97f
+class TrainState:
+    "Where training stands, saved with every checkpoint: epochs done, the best score and when, epochs without improvement."
+    def __init__(self, folder:Path|None):   # None: nothing saved (a non-chief worker)
+        self.folder = folder
+        self.epochs_done = 0        # epochs finished and checkpointed; the next epoch to run, counted from 0
+        self.best = None            # the best score of the watched metric so far
+        self.best_epoch = None      # which epoch gave it, counted from 1 (as epochs_done counts)
+        self.wait = 0               # epochs since the best one
+        self.stopped = False        # early stopping has ended training
+        self.last_weights = None    # file name (in `folder`) of the last epoch's weights
+        self.best_weights = None    # file name of the best epoch's weights
+        if folder and (folder/'state.json').exists(): self.__dict__.update(json.loads((folder/'state.json').read_text()))
+    def save(self):
+        "Write the state to `folder/state.json` atomically: the commit point of a checkpoint."
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder/'state.json') as tmp:
+            tmp.write_text(json.dumps({k: v for k, v in self.__dict__.items() if k != 'folder'}))
+
 # %% ../../nbs/34_train.loop.ipynb #b10b9a4a
 def _run_record(s:_Setup, lineage:dict|None, epochs:int, patience:int|None, monitor:str, params:dict|None)->tuple[dict, dict]:
     "The parameters and the lineage a run records."
@@ -157,6 +185,7 @@ def _run_record(s:_Setup, lineage:dict|None, epochs:int, patience:int|None, moni
           'parameters': int(s.model.count_params()), **(params or {})}
     return ps, lin
 
+# %% ../../nbs/34_train.loop.ipynb #44fe5d76
 def _resumed(tracker:Tracker, resume:str|Run, ps:dict, lin:dict)->Run:
     "The run `resume`, marked resumed, once checked to have been started with parameters `ps` and data `lin`."
     run = resume if isinstance(resume, Run) else tracker.run(resume)
@@ -170,6 +199,7 @@ def _resumed(tracker:Tracker, resume:str|Run, ps:dict, lin:dict)->Run:
                        "resume it as it was, or start a new run")
     run.resumed(); return run
 
+# %% ../../nbs/34_train.loop.ipynb #fa590254
 def _open_run(tracker, resume, name:str, s:_Setup, lineage, epochs, patience, monitor, params)->Run|None:
     "The run this call records: new, or `resume` (True: the latest unfinished run called `name`); None off the chief."
     if not s.chief: return None
@@ -184,7 +214,7 @@ def _run_state(run:Run|None)->tuple[Path|None, TrainState]:
     "The run's folder and its training state; non-chief workers keep nothing."
     folder = run.tracker.workspace.path('runs', run.id) if run else None
     if folder:
-        for t in (folder/'checkpoints').glob('.*'): t.unlink()   # temporary files of a write that a crash cut short
+        for t in (folder/'checkpoints').glob('.*'): t.unlink()   # atomic_path's temporary files (dot-names) of a write a crash cut short
     return folder, TrainState(folder/'checkpoints' if folder else None)
 
 # %% ../../nbs/34_train.loop.ipynb #561da891
@@ -244,33 +274,6 @@ def _finished(run:Run|None, evaluation:dict, model)->Run|None:
     run.model = model
     get_logger('train').info("run %s finished: %s", run.id, ', '.join(f'{k}={v:.4g}' for k, v in evaluation.items()) or 'not evaluated')
     return run
-
-# %% ../../nbs/34_train.loop.ipynb #0d64b595
-def _chief(choice:StrategyChoice, env=None)->bool:
-    "Whether this process records the run: always, except the non-chief workers of a cluster."
-    if choice.kind != 'multi_worker': return True
-    cfg = json.loads((env or os.environ).get('TF_CONFIG') or '{}')
-    task, cluster = cfg.get('task') or {}, cfg.get('cluster') or {}
-    return task.get('type') == 'chief' or (task.get('type') == 'worker' and task.get('index', 0) == 0 and 'chief' not in cluster)
-
-# %% ../../nbs/34_train.loop.ipynb #5f1ba97f
-class TrainState:
-    "Where training stands, saved with every checkpoint: epochs done, the best score and when, epochs without improvement."
-    def __init__(self, folder:Path|None):   # None: nothing saved (a non-chief worker)
-        self.folder = folder
-        self.epochs_done = 0        # epochs finished and checkpointed; the next epoch to run, counted from 0
-        self.best = None            # the best score of the watched metric so far
-        self.best_epoch = None      # which epoch gave it, counted from 1 (as epochs_done counts)
-        self.wait = 0               # epochs since the best one
-        self.stopped = False        # early stopping has ended training
-        self.last_weights = None    # file name (in `folder`) of the last epoch's weights
-        self.best_weights = None    # file name of the best epoch's weights
-        if folder and (folder/'state.json').exists(): self.__dict__.update(json.loads((folder/'state.json').read_text()))
-    def save(self):
-        "Write the state to `folder/state.json` atomically: the commit point of a checkpoint."
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.folder/'state.json') as tmp:
-            tmp.write_text(json.dumps({k: v for k, v in self.__dict__.items() if k != 'folder'}))
 
 # %% ../../nbs/34_train.loop.ipynb #11c9ace1
 def save_weights_atomic(model, path:Path):
