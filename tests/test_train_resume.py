@@ -59,20 +59,21 @@ def test_kill_and_resume(setup):
     while time.monotonic() < deadline:                                 # wait for the checkpoint of epoch 2, then kill -9
         runs = tracker.runs(name='killed')
         f = tmp/'ws'/'runs'/runs.id.iloc[-1]/'checkpoints'/'state.json' if len(runs) else None
-        if f is not None and f.exists() and json.loads(f.read_text())['epoch'] >= 2: break
+        if f is not None and f.exists() and json.loads(f.read_text())['epochs_done'] >= 2: break
         assert p.poll() is None, p.communicate()[1][-3000:]
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL); p.wait()
     run = tracker.run(runs.id.iloc[-1])
     state = json.loads(f.read_text())
-    assert run.status == 'running' and 2 <= state['epoch'] < 6           # killed, not finished, and mid-way
-    assert (f.parent/state['weights']).exists()                        # the checkpoint it names is whole
-    assert state['epoch'] <= len(run.history()) <= state['epoch'] + 1  # every checkpointed epoch was recorded (a kill between
+    assert run.status == 'running' and 2 <= state['epochs_done'] < 6           # killed, not finished, and mid-way
+    assert (f.parent/state['last_weights']).exists()                        # the checkpoint it names is whole
+    assert (f.parent/state['best_weights']).exists()                   # and so is the best epoch's
+    assert state['epochs_done'] <= len(run.history()) <= state['epochs_done'] + 1  # every checkpointed epoch was recorded (a kill between
                                                                        # recording the next epoch and its checkpoint leaves it; resume rewrites it)
 
     again = finish(trainer(tmp, 'killed', 'killed.npz', 0))
     assert again['run'] == run.id                                      # the same run, continued
-    assert again['epochs_run'] == list(range(state['epoch'], 6))       # from the epoch after the checkpoint, not from 0
+    assert again['epochs_run'] == list(range(state['epochs_done'], 6))       # from the epoch after the checkpoint, not from 0
     run = tracker.run(run.id)
     assert (run.status, run.attempts, list(run.history().index)) == ('finished', 2, [0, 1, 2, 3, 4, 5])
     assert not list(f.parent.glob('.*'))                           # no half-written files left behind

@@ -5,7 +5,7 @@
 # %% ../../nbs/34_train.loop.ipynb #50f89f07
 from __future__ import annotations
 import functools, json, math, os, shutil, time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 import duckdb
 from pathlib import Path
@@ -18,11 +18,12 @@ from .models import check_inputs
 from .tracking import Run, Tracker, data_lineage, device_info, git_sha
 
 # %% auto #0
-__all__ = ['train', 'TrainState', 'save_weights', 'fit_distributed', 'evaluate_distributed']
+__all__ = ['train', 'TrainState', 'save_weights_atomic', 'fit_distributed', 'evaluate_distributed']
 
-# %% ../../nbs/34_train.loop.ipynb #327fa3a1
+# %% ../../nbs/34_train.loop.ipynb #abc5c314
 def _is_source(d)->bool: return (hasattr(d, 'relation') and hasattr(d, 'lineage')) or (isinstance(d, tuple) and len(d) == 3)
 
+# %% ../../nbs/34_train.loop.ipynb #4dd4bfca
 def _pin(source):
     "A lake-table source with its ref replaced by the commit it resolves to now, so every epoch reads the same data."
     if isinstance(source, tuple) and len(source) == 3:
@@ -31,20 +32,21 @@ def _pin(source):
     return source
 
 def _rows(source)->int:
+    "The number of rows of a source."
     rel = source.relation if hasattr(source, 'relation') else source[0].table(source[1], source[2])
     return rel.count('*').fetchall()[0][0]
 
 # %% ../../nbs/34_train.loop.ipynb #95b7f566
 def train(model,                          # a compiled Keras model, or a function `(train dataset) -> compiled model` (needed with several devices)
           data,                           # a TrainingSet, a lake table `(repository, ref, path)`, or a tf.data dataset of (features, label)
-          valid=None,                     # held-out data of the same kind, for early stopping and the final evaluation
+          valid=None,                     # held-out data of the same kind, for early stopping and the final evaluation (None: the run is not evaluated, so it cannot be registered)
           features:list[str]|None=None,   # input columns (with a source)
           label:str|None=None,            # target column (with a source)
           epochs:int=10,
           batch_size:int=256,             # global batch size, split over replicas
           seed:int|None=0,                # shuffle seed (None: a different order every run)
           strategy:str='auto',            # 'auto', 'cpu', 'one_gpu', 'mirrored', 'multi_worker' or 'tpu'
-          mixed_precision:bool|str=False, # 'auto': on for GPUs and TPUs
+          mixed_precision:bool|str=False, # True, or 'auto': on where the device supports it (GPUs, TPUs); off by default
           patience:int|None=3,            # stop after this many epochs without improvement (None: never)
           monitor:str|None=None,          # default 'val_loss' with `valid`, else 'loss'
           mode:str='auto',                # 'min', 'max', or 'auto' ('max' for accuracy/auc/precision/recall)
@@ -55,21 +57,22 @@ def train(model,                          # a compiled Keras model, or a functio
           name:str='run',
           params:dict|None=None,          # extra parameters to record
           lineage:dict|None=None,         # lineage of a tf.data `data` (sources record their own)
-          resume:bool|str|Run=False,      # a run (or id) to continue; True: the latest unfinished run called `name`
+          resume:bool|str|Run=False,      # a run (or id) to continue; True: the latest unfinished run called `name`, or a new run if there is none
           tracker:Tracker|None=None,
           workspace:Workspace|None=None,
           callbacks:list|None=None,       # more Keras callbacks
-          facts=None,                     # `DeviceFacts` (default: detected)
+          facts=None,                     # the devices to plan for, as `train.strategy.detect()` reports them (default: detected)
          )->Run|None:                     # the run (None on non-chief workers), with the trained model in `run.model`
     "Train `model` on `data`, checkpointing, early-stopping, evaluating on `valid` and recording a run; resumable."
-    s = _setup(model, data, valid, features, label, epochs, batch_size, seed, strategy, mixed_precision, patience, mode, facts)
+    s = _setup(model, data, valid, features=features, label=label, epochs=epochs, batch_size=batch_size, seed=seed, strategy=strategy,
+               mixed_precision=mixed_precision, patience=patience, mode=mode, facts=facts)
     monitor, mode = _watch(monitor, mode, valid)
-    tracker = (tracker or Tracker(workspace)) if s.chief else None   # the chief records the run; other workers only train
-    run = _open_run(tracker, resume, name, s, lineage, epochs, patience, monitor, params)
+    run = _open_run((tracker or Tracker(workspace)) if s.chief else None, resume, name, s, lineage, epochs, patience, monitor, params)
     folder, state = _run_state(run)
-    cb = _callback_class()(run, folder, state, epochs, s.steps, monitor, mode, patience, min_delta, progress and s.chief, tensorboard)
+    cb = _callback_class()(run=run, folder=folder, state=state, epochs=epochs, steps=s.steps, monitor=monitor, mode=mode, patience=patience,
+                           min_delta=min_delta, progress=progress and s.chief, tensorboard=tensorboard)
     with _failing(run):                   # from here any failure marks the run failed, with the reason
-        _fit(s, run, folder, state, epochs, [cb, *(callbacks or [])])
+        _fit(s, run, folder, state, epochs, [cb, *(callbacks or [])])   # user callbacks after ours: they see the epoch checkpointed
         evaluation = _evaluate(s, folder, state, restore_best)
         if run: _save_model(run, folder, s.model)
     return _finished(run, evaluation, s.model)
@@ -88,6 +91,7 @@ def _check_args(data, valid, features, label, epochs, batch_size, patience, mode
         elif not hasattr(d, 'element_spec'):
             raise InvalidInput(f"{what} must be a TrainingSet, a lake table (repository, ref, path) or a tf.data dataset, not {type(d).__name__}")
 
+# %% ../../nbs/34_train.loop.ipynb #6b62a7d8
 def _watch(monitor:str|None, mode:str, valid)->tuple[str, str]:
     "The metric early stopping watches, and whether it should go down ('min') or up ('max')."
     monitor = monitor or ('val_loss' if valid is not None else 'loss')
@@ -101,27 +105,43 @@ def _datasets(data, valid, features, label, batch_size, seed):
         if not _is_source(d): return d
         ds = lake_dataset(d, features, label, batch_size=batch_size, **kw)
         return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(_rows(d) / batch_size)))
-    return make(data, seed=seed), (make(valid, shuffle=None) if valid is not None else None)
+    return make(data, seed=seed), (make(valid, shuffle=None) if valid is not None else None)   # shuffle=None: no shuffle buffer
 
+# %% ../../nbs/34_train.loop.ipynb #95b9f96d
 def _build_model(model, strat, choice:StrategyChoice, train_ds):
     "The compiled model: `model` itself, or what calling it on the training dataset in the strategy's scope returns."
     with strat.scope():
-        if callable(model) and not hasattr(model, 'fit'): model = model(train_ds)
+        if callable(model) and not hasattr(model, 'fit'): model = model(train_ds)   # a builder (a Keras model is callable too, but has `fit`)
         elif choice.kind in ('mirrored', 'multi_worker', 'tpu'):
             raise InvalidInput(f"with strategy {choice.kind!r} pass a function that builds the model, so its variables are made on every replica")
     if not hasattr(model, 'fit') or model.optimizer is None: raise InvalidInput("the model must be a compiled Keras model (call model.compile first)")
     check_inputs(model, train_ds)
+    with strat.scope():
+        if not model.optimizer.built: model.optimizer.build(model.trainable_variables)
     return model
+
+# %% ../../nbs/34_train.loop.ipynb #0d64b595
+def _chief(choice:StrategyChoice, env=None)->bool:
+    "Whether this process records the run: always, except the non-chief workers of a cluster."
+    if choice.kind != 'multi_worker': return True
+    cfg = json.loads((env or os.environ).get('TF_CONFIG') or '{}')
+    task, cluster = cfg.get('task') or {}, cfg.get('cluster') or {}
+    return task.get('type') == 'chief' or (task.get('type') == 'worker' and task.get('index', 0) == 0 and 'chief' not in cluster)
 
 # %% ../../nbs/34_train.loop.ipynb #f1fac357
 @dataclass
 class _Setup:
-    "What one call of `train` works with: the strategy, the model built in its scope, pinned data and local datasets."
-    strat: object; choice: StrategyChoice; chief: bool; model: object; data: object; valid: object; local: tuple
-    features: list|None; label: str|None; batch_size: int; seed: int|None; rows: int|None; steps: int|None
+    "What one call of `train` works with: the strategy, the model built in its scope, the pinned data and its local datasets."
+    tf_strategy: object             # the `tf.distribute` strategy object made from `choice`
+    choice: StrategyChoice          # which strategy `strategy=` (a name) resolved to, and why
+    chief: bool                     # whether this process records the run
+    model: object; data: object; valid: object   # the compiled model; `data` and `valid` with branches pinned to commits
+    train_ds: object; valid_ds: object           # unsharded tf.data datasets (Keras's `fit`, model building, checks)
+    features: list|None; label: str|None; batch_size: int; seed: int|None
+    rows: int|None; steps: int|None              # rows of a source `data`, and batches per epoch (None for a tf.data `data`)
 
-def _setup(model, data, valid, features, label, epochs, batch_size, seed, strategy, mixed_precision, patience, mode, facts)->_Setup:
-    "Check the arguments, choose and make the strategy, pin the sources, build the datasets and the model."
+def _setup(model, data, valid, *, features, label, epochs, batch_size, seed, strategy, mixed_precision, patience, mode, facts)->_Setup:
+    "Check the arguments, choose the strategy, pin the sources and count their rows, make the strategy, build the datasets and the model."
     _check_args(data, valid, features, label, epochs, batch_size, patience, mode)
     choice = choose_strategy(facts or detect(), strategy, mixed_precision)
     if choice.kind == 'multi_worker' and not all(isinstance(d, tuple) and len(d) == 3 for d in (data, valid) if d is not None):
@@ -130,11 +150,30 @@ def _setup(model, data, valid, features, label, epochs, batch_size, seed, strate
     data, valid = _pin(data), _pin(valid) if valid is not None else None
     rows = _rows(data) if _is_source(data) else None
     release_lakes()                 # the other workers may need the lake while this one waits for them to join
-    strat = make_strategy(choice)   # before any other TensorFlow op: MultiWorkerMirroredStrategy must be made first
-    local = _datasets(data, valid, features, label, batch_size, seed)   # unsharded: model building and checks
-    model = _build_model(model, strat, choice, local[0])
-    return _Setup(strat, choice, _chief(choice), model, data, valid, local, features, label, batch_size, seed, rows,
-                  math.ceil(rows / batch_size) if rows else None)
+    tf_strategy = make_strategy(choice)   # before any other TensorFlow op: MultiWorkerMirroredStrategy must be made first
+    train_ds, valid_ds = _datasets(data, valid, features, label, batch_size, seed)
+    model = _build_model(model, tf_strategy, choice, train_ds)
+    return _Setup(tf_strategy, choice, _chief(choice), model, data, valid, train_ds, valid_ds, features, label, batch_size, seed,
+                  rows, math.ceil(rows / batch_size) if rows else None)
+
+# %% ../../nbs/34_train.loop.ipynb #5f1ba97f
+class TrainState:
+    "Where training stands, saved with every checkpoint: epochs done, the best score and when, epochs without improvement."
+    def __init__(self, folder:Path|None):   # None: nothing saved (a non-chief worker)
+        self.folder = folder
+        self.epochs_done = 0        # epochs finished and checkpointed; the next epoch to run, counted from 0
+        self.best = None            # the best score of the watched metric so far
+        self.best_epoch = None      # which epoch gave it, counted from 1 (as epochs_done counts)
+        self.wait = 0               # epochs since the best one
+        self.stopped = False        # early stopping has ended training
+        self.last_weights = None    # file name (in `folder`) of the last epoch's weights
+        self.best_weights = None    # file name of the best epoch's weights
+        if folder and (folder/'state.json').exists(): self.__dict__.update(json.loads((folder/'state.json').read_text()))
+    def save(self):
+        "Write the state to `folder/state.json` atomically: the commit point of a checkpoint."
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder/'state.json') as tmp:
+            tmp.write_text(json.dumps({k: v for k, v in self.__dict__.items() if k != 'folder'}))
 
 # %% ../../nbs/34_train.loop.ipynb #b10b9a4a
 def _run_record(s:_Setup, lineage:dict|None, epochs:int, patience:int|None, monitor:str, params:dict|None)->tuple[dict, dict]:
@@ -146,6 +185,7 @@ def _run_record(s:_Setup, lineage:dict|None, epochs:int, patience:int|None, moni
           'parameters': int(s.model.count_params()), **(params or {})}
     return ps, lin
 
+# %% ../../nbs/34_train.loop.ipynb #44fe5d76
 def _resumed(tracker:Tracker, resume:str|Run, ps:dict, lin:dict)->Run:
     "The run `resume`, marked resumed, once checked to have been started with parameters `ps` and data `lin`."
     run = resume if isinstance(resume, Run) else tracker.run(resume)
@@ -159,6 +199,7 @@ def _resumed(tracker:Tracker, resume:str|Run, ps:dict, lin:dict)->Run:
                        "resume it as it was, or start a new run")
     run.resumed(); return run
 
+# %% ../../nbs/34_train.loop.ipynb #fa590254
 def _open_run(tracker, resume, name:str, s:_Setup, lineage, epochs, patience, monitor, params)->Run|None:
     "The run this call records: new, or `resume` (True: the latest unfinished run called `name`); None off the chief."
     if not s.chief: return None
@@ -173,34 +214,42 @@ def _run_state(run:Run|None)->tuple[Path|None, TrainState]:
     "The run's folder and its training state; non-chief workers keep nothing."
     folder = run.tracker.workspace.path('runs', run.id) if run else None
     if folder:
-        for t in (folder/'checkpoints').glob('.*'): t.unlink()   # temporary files of a write that a crash cut short
+        for t in (folder/'checkpoints').glob('.*'): t.unlink()   # atomic_path's temporary files (dot-names) of a write a crash cut short
     return folder, TrainState(folder/'checkpoints' if folder else None)
 
 # %% ../../nbs/34_train.loop.ipynb #561da891
 def _fit(s:_Setup, run:Run|None, folder:Path|None, state:TrainState, epochs:int, callbacks:list):
     "Continue from the last checkpoint (if any) up to `epochs`, or until early stopping."
-    if state.weights:
+    if state.last_weights:
         try:
-            with s.strat.scope(): _restore(s.model, folder/'checkpoints'/state.weights)
+            _restore(s, folder/'checkpoints'/state.last_weights)
         except (ValueError, OSError) as e:
             raise InvalidInput(f"the checkpoint of run {run.id} does not fit this model ({str(e).splitlines()[0][:200]}); resume with the model it was trained with") from None
-    if state.epoch >= epochs or state.stopped: return
+    start, stopped = state.epochs_done, state.stopped
+    if s.choice.kind == 'multi_worker':   # only the chief has the state: every worker takes its start, its decision, its weights
+        start, stopped = (int(v) for v in _from_chief(s.tf_strategy, s.chief, [start, int(stopped)]))
+        if start: _sync_from_chief(s.model, s.tf_strategy, s.chief)
+    if start >= epochs or stopped: return   # a crash came after the last checkpoint, before the end: nothing left to fit
     if s.choice.kind == 'multi_worker':
-        fit_distributed(s.model, s.strat, s.data, s.valid, s.features, s.label, s.batch_size, s.seed, state.epoch, epochs, s.rows, callbacks)
-    else: s.model.fit(s.local[0], validation_data=s.local[1], epochs=epochs, initial_epoch=state.epoch, verbose=0, shuffle=False, callbacks=callbacks)
+        fit_distributed(s.model, s.tf_strategy, s.data, valid=s.valid, features=s.features, label=s.label, batch_size=s.batch_size,
+                        seed=s.seed, initial_epoch=start, epochs=epochs, rows=s.rows, callbacks=callbacks, chief=s.chief)
+    else: s.model.fit(s.train_ds, validation_data=s.valid_ds, epochs=epochs, initial_epoch=start, verbose=0,
+                      shuffle=False, callbacks=callbacks)   # shuffle=False: a source's dataset is shuffled by lake_dataset already
 
 def _evaluate(s:_Setup, folder:Path|None, state:TrainState, restore_best:bool)->dict:
     "Back to the best epoch's weights (with `restore_best`), then the metrics on `valid` ({} without it)."
-    if restore_best and state.best_epoch and state.best_epoch != state.epoch:
-        with s.strat.scope(): _restore(s.model, folder/'checkpoints'/'best.weights.h5')
+    if restore_best and state.best_weights and state.best_weights != state.last_weights:
+        _restore(s, folder/'checkpoints'/state.best_weights)
+    if s.choice.kind == 'multi_worker': _sync_from_chief(s.model, s.tf_strategy, s.chief)   # the chief alone restored
     if s.valid is None: return {}
-    if s.choice.kind == 'multi_worker': return evaluate_distributed(s.model, s.strat, s.valid, s.features, s.label, s.batch_size)
-    return s.model.evaluate(s.local[1], verbose=0, return_dict=True)
+    if s.choice.kind == 'multi_worker':
+        return evaluate_distributed(s.model, s.tf_strategy, s.valid, features=s.features, label=s.label, batch_size=s.batch_size)
+    return s.model.evaluate(s.valid_ds, verbose=0, return_dict=True)
 
-def _restore(model, path:Path):
-    "Load the weights and optimizer state at `path` into `model`."
-    if model.optimizer is not None and not model.optimizer.built: model.optimizer.build(model.trainable_variables)
-    model.load_weights(str(path))
+def _restore(s:_Setup, path:Path):
+    "Load the weights and optimizer state at `path` into the model (with several workers, on the chief alone)."
+    alone = s.choice.kind == 'multi_worker'   # outside the scope: Keras's loading makes throwaway variables, which in it would wait for the other workers
+    with (nullcontext() if alone else s.tf_strategy.scope()): s.model.load_weights(str(path))
 
 # %% ../../nbs/34_train.loop.ipynb #0248cabe
 def _save_model(run:Run, folder:Path, model):
@@ -226,26 +275,8 @@ def _finished(run:Run|None, evaluation:dict, model)->Run|None:
     get_logger('train').info("run %s finished: %s", run.id, ', '.join(f'{k}={v:.4g}' for k, v in evaluation.items()) or 'not evaluated')
     return run
 
-# %% ../../nbs/34_train.loop.ipynb #0d64b595
-def _chief(choice:StrategyChoice, env=None)->bool:
-    "Whether this process records the run: always, except the non-chief workers of a cluster."
-    if choice.kind != 'multi_worker': return True
-    cfg = json.loads((env or os.environ).get('TF_CONFIG') or '{}')
-    task, cluster = cfg.get('task') or {}, cfg.get('cluster') or {}
-    return task.get('type') == 'chief' or (task.get('type') == 'worker' and task.get('index', 0) == 0 and 'chief' not in cluster)
-
-# %% ../../nbs/34_train.loop.ipynb #5f1ba97f
-class TrainState:
-    "Where training stands, saved with every checkpoint: epochs done, the best score and when, epochs without improvement."
-    def __init__(self, folder:Path|None):   # None: nothing saved (a non-chief worker)
-        self.folder = folder; self.epoch, self.best, self.best_epoch, self.wait, self.stopped, self.weights = 0, None, None, 0, False, None
-        if folder and (folder/'state.json').exists(): self.__dict__.update(json.loads((folder/'state.json').read_text()))
-    def save(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.folder/'state.json') as tmp:
-            tmp.write_text(json.dumps({k: v for k, v in self.__dict__.items() if k != 'folder'}))
-
-def save_weights(model, path:Path):
+# %% ../../nbs/34_train.loop.ipynb #11c9ace1
+def save_weights_atomic(model, path:Path):
     "Write the model's weights and optimizer state to `path` atomically (temp file, fsync, rename)."
     with atomic_path(path) as tmp:
         h5 = tmp.with_name(tmp.name + '.weights.h5')   # Keras wants the suffix
@@ -254,18 +285,17 @@ def save_weights(model, path:Path):
 
 # %% ../../nbs/34_train.loop.ipynb #9ef0c3cc
 def _checkpoint(model, st:TrainState, epoch:int, score:float, sign:int, min_delta:float, patience:int|None):
-    "Checkpoint `epoch` (0-based) in `st.folder`, with its `score`; stop training after `patience` epochs without improvement."
-    if st.best is None or sign * (score - st.best) < -min_delta:
-        st.best, st.best_epoch, st.wait = score, epoch + 1, 0
-        save_weights(model, st.folder/'best.weights.h5')
-    else: st.wait += 1
+    "Checkpoint `epoch` (0-based, as Keras counts) in `st.folder`, with its `score`; stop training after `patience` epochs without improvement."
     name = f'epoch-{epoch + 1:04d}.weights.h5'
-    save_weights(model, st.folder/name)
-    st.epoch, st.weights = epoch + 1, name
+    save_weights_atomic(model, st.folder/name)
+    if st.best is None or sign * (score - st.best) < -min_delta:
+        st.best, st.best_epoch, st.best_weights, st.wait = score, epoch + 1, name, 0
+    else: st.wait += 1
+    st.epochs_done, st.last_weights = epoch + 1, name
     if patience is not None and st.wait >= patience: st.stopped = model.stop_training = True
-    st.save()                                   # the commit point: state.json names a complete weights file
+    st.save()                                   # the commit point: state.json names complete weights files
     for old in st.folder.glob('epoch-*.weights.h5'):
-        if old.name != name: old.unlink()
+        if old.name not in (st.last_weights, st.best_weights): old.unlink()
 
 # %% ../../nbs/34_train.loop.ipynb #38825ec6
 class _Progress:
@@ -298,7 +328,7 @@ def _callback_class():
     keras = import_tensorflow().keras
     class RunCallback(keras.callbacks.Callback):
         "Per epoch: record metrics, write TensorBoard scalars, track the best score, checkpoint; show progress."
-        def __init__(self, run:Run|None, folder:Path, state:TrainState, epochs:int, steps:int|None, monitor:str, mode:str,
+        def __init__(self, *, run:Run|None, folder:Path|None, state:TrainState, epochs:int, steps:int|None, monitor:str, mode:str,
                      patience:int|None, min_delta:float, progress:bool, tensorboard:bool):
             super().__init__()
             self.run, self.folder, self.state, self.epochs, self.steps = run, folder, state, epochs, steps
@@ -308,7 +338,7 @@ def _callback_class():
                 tf = import_tensorflow()
                 self.writers = {s: tf.summary.create_file_writer(str(folder/'tensorboard'/s)) for s in ('train', 'validation')}
         def on_train_begin(self, logs=None):
-            if self.progress: self.bars = _Progress(self.epochs, self.state.epoch, self.run.name if self.run else 'training')
+            if self.progress: self.bars = _Progress(self.epochs, self.state.epochs_done, self.run.name if self.run else 'training')
         def on_epoch_begin(self, epoch, logs=None):
             if self.bars: self.bars.epoch_begin(epoch, self.steps)
         def on_train_batch_end(self, batch, logs=None):
@@ -320,7 +350,7 @@ def _callback_class():
                 raise InvalidInput(f"early stopping watches {self.monitor!r}, which training does not report (it reports {', '.join(logs)})")
             score = logs[self.monitor]
             if math.isnan(score): raise MlinfraError(f"{self.monitor} became NaN at epoch {epoch + 1}: training diverged (try a lower learning rate)")
-            if self.run is None: return   # a non-chief worker: the chief records and checkpoints
+            if self.run is None: return   # a non-chief worker: the chief records, checkpoints and decides when to stop
             self.run.log_metrics(epoch, logs)
             _write_scalars(self.writers, epoch, logs)
             _checkpoint(self.model, self.state, epoch, score, self.sign, self.min_delta, self.patience)
@@ -330,16 +360,17 @@ def _callback_class():
 
 # %% ../../nbs/34_train.loop.ipynb #2689a614
 def _loss_fn(model):
-    "The model's compiled loss as a function."
+    "The model's compiled loss as a function of `(y_true, y_pred)` that returns one loss per sample, unreduced."
     keras = import_tensorflow().keras
     loss = model.loss
-    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if fn is None: raise InvalidInput("the model was compiled without a loss")
-    return fn
+    if loss is None: raise InvalidInput("the model was compiled without a loss")
+    if isinstance(loss, keras.losses.Loss): return loss.call   # `loss(...)` itself would already average over the batch
+    return keras.losses.get(loss)                              # a name or a function: per-sample already
 
+# %% ../../nbs/34_train.loop.ipynb #04ae4f48
 def _shards(strat, source, features, label, global_batch, seed, rows, shuffle=True):
     "A distributed dataset in which each worker streams its own shard of the lake table `source`, repeated."
-    chunk = max(64, min(8192, math.ceil(rows / (strat.num_replicas_in_sync * 8))))   # enough record batches for every shard
+    chunk = max(64, min(8192, math.ceil(rows / (strat.num_replicas_in_sync * 8))))   # about 8 record batches per shard
     repo, ref, path = source
     def fn(ctx):   # each stream on a connection of its own: training and validation are read at the same time
         return lake_dataset(repo.table(ref, path, con=duckdb.connect()), features, label, batch_size=ctx.get_per_replica_batch_size(global_batch), seed=seed,
@@ -365,10 +396,33 @@ def _distributed_step(model, strat, batch_size:int):
         return strat.reduce('SUM', strat.run(replica_step, args=(x, y, training)), axis=None)
     return step
 
+# %% ../../nbs/34_train.loop.ipynb #67633428
+def _from_chief(strat, chief:bool, values:list)->list:
+    "`values` as the chief holds them, on every worker: a sum over all replicas to which only the chief's first replica adds."
+    tf = import_tensorflow()
+    def one(v):
+        v, given = tf.convert_to_tensor(v), []
+        def local(ctx):   # called once per replica of this worker
+            mine = chief and not given; given.append(ctx)
+            return v if mine else tf.zeros_like(v)
+        return strat.reduce('SUM', strat.experimental_distribute_values_from_function(local), axis=None).numpy()
+    return [one(v) for v in values]
+
+def _sync_from_chief(model, strat, chief:bool):
+    "Give every worker the chief's weights and optimizer state (after the chief alone has loaded a checkpoint)."
+    with strat.scope():
+        if not model.optimizer.built: model.optimizer.build(model.trainable_variables)   # the same variables on every worker
+        variables = [*model.weights, *model.optimizer.variables]
+        for var, value in zip(variables, _from_chief(strat, chief, [v.numpy() for v in variables])): var.assign(value)
+
 # %% ../../nbs/34_train.loop.ipynb #2258cb9b
-def fit_distributed(model, strat, data, valid, features, label, batch_size, seed, initial_epoch, epochs, rows, callbacks):
+def fit_distributed(model, strat, data,   # the compiled model, a `tf.distribute` strategy, the training lake table `(repository, ref, path)`
+                    *, valid=None,        # the validation lake table, or None
+                    features:list[str], label:str, batch_size:int, seed:int|None=None,
+                    initial_epoch:int=0, epochs:int, rows:int,   # run epochs `initial_epoch`..`epochs`-1 (from 0) over `rows` rows
+                    callbacks:list=(), chief:bool=True):         # Keras callbacks; whether this worker decides when to stop
     "Train with `strat` (e.g. `MultiWorkerMirroredStrategy`) by a custom loop, calling Keras callbacks as `fit` would."
-    cbs = import_tensorflow().keras.callbacks.CallbackList(callbacks, model=model)
+    cbs = import_tensorflow().keras.callbacks.CallbackList(list(callbacks), model=model)
     step, steps = _distributed_step(model, strat, batch_size), math.ceil(rows / batch_size)
     train_it = iter(_shards(strat, data, features, label, batch_size, seed, rows))
     valid_rows = _rows(valid) if valid is not None else 0
@@ -386,11 +440,13 @@ def fit_distributed(model, strat, data, valid, features, label, batch_size, seed
             vsteps = math.ceil(valid_rows / batch_size)
             logs['val_loss'] = sum(float(step(valid_it, False)) for _ in range(vsteps)) / vsteps
         cbs.on_epoch_end(epoch, logs)
+        model.stop_training = bool(_from_chief(strat, chief, [int(model.stop_training)])[0])   # all stop together, or none
         if model.stop_training: break
     cbs.on_train_end()
 
-def evaluate_distributed(model, strat, valid, features, label, batch_size)->dict:
-    "The loss on `valid`, computed across the workers the same way as in training."
+# %% ../../nbs/34_train.loop.ipynb #3867531d
+def evaluate_distributed(model, strat, valid, *, features:list[str], label:str, batch_size:int)->dict:
+    "The loss on the lake table `valid`, computed across the workers the same way as in training (the only metric: `{'loss': ...}`)."
     step, rows = _distributed_step(model, strat, batch_size), _rows(valid)
     it = iter(_shards(strat, valid, features, label, batch_size, None, rows, shuffle=False))
     release_lakes()
