@@ -53,11 +53,14 @@ def pytest_configure(config):
 # kill processes mid-write, or build a wheel: each test takes seconds to minutes. `make check` deselects them.
 SLOW_MODULES = {'test_pipeline', 'test_pipeline_airflow', 'test_pipeline_lakefs', 'test_demo', 'test_package_install',
                 'test_browser', 'test_train_multiworker', 'test_train_resume', 'test_features_spark', 'test_monitor_spark',
-                'test_lake_faults', 'test_serve_flags', 'test_serve_server', 'test_quiet_tensorflow'}
+                'test_lake_faults', 'test_serve_flags', 'test_serve_server', 'test_quiet_tensorflow',
+                'test_lake_table_concurrency'}
+# ...and single tests elsewhere that train a model or run the pipeline.
+SLOW_TESTS = {'test_runs_write_into_workspace', 'test_runs_default_to_dot_mlinfra', 'test_pipeline_switches_backend_by_configuration'}
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.rpartition('.')[2] in SLOW_MODULES: item.add_marker(pytest.mark.slow)
+        if item.module.__name__.rpartition('.')[2] in SLOW_MODULES or item.originalname in SLOW_TESTS: item.add_marker(pytest.mark.slow)
 
 # the Spark engine's tests: a session on local[2] and on a 2-worker standalone cluster (tests/spark_cluster.py)
 from spark_cluster import spark, spark_cluster  # noqa: E402,F401
