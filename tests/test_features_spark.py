@@ -120,3 +120,33 @@ def test_a_lost_worker_mid_job(spark, spark_cluster, tmp_path):
     assert not job.is_alive() and 'cid' in done
     assert repo.head('main').id == done['cid'] != before
     assert sorted(repo.table('main', 'tables/ids').df().id) == list(range(400))
+
+def test_features_and_materialize_equal_duckdb(spark, tmp_path):
+    "`fs.features` and `fs.materialize` on Spark: the same rows as DuckDB's, and the same online table."
+    fdf, _ = random_world(4, rows=80)
+    lake = Lake(tmp_path/'lake'); repo = lake.create_repository('world')
+    repo.write_table('main', 'tables/f', fdf); repo.commit('main', 'features')
+    view = FeatureView('agg', 'lakefs://world/main/tables/f', entities=['user_id'], timestamp='ts', created='created', ttl='3d',
+                       features=['x', 'y', Aggregate('x', 'mean', '2d'), Aggregate('y', 'count', '1d')], transforms={'x2': 'x * 2'})
+    duck, sp = (FeatureStore(lake, workspace=Workspace(tmp_path/n, env={})) for n in ('a', 'b'))
+    duck.apply(view); on_spark(sp, spark)
+    by_key = lambda df: df.sort_values(['user_id', 'ts', 'x'], ignore_index=True)
+    got, want = by_key(sp.features('agg').df()), by_key(duck.features('agg').df())
+    assert list(got.columns) == list(want.columns) and len(got) == len(fdf)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    a, b = duck.materialize('agg'), sp.materialize('agg')
+    assert (a['rows'], a['watermark'], a['source_commit']) == (b['rows'], b['watermark'], b['source_commit'])
+    table = lambda fs: fs.online.sql('SELECT * FROM online_agg ORDER BY user_id').df()
+    pd.testing.assert_frame_equal(table(sp), table(duck))
+    users = [{'user_id': u} for u in sorted(fdf.user_id.unique())]
+    pd.testing.assert_frame_equal(sp.online_features(['agg:x', 'agg:x2', 'agg:x_mean_2d'], users), duck.online_features(['agg:x', 'agg:x2', 'agg:x_mean_2d'], users))
+
+def test_materialize_refuses_ambiguous_ties_as_duckdb(spark, tmp_path):
+    fdf = pd.DataFrame({'user_id': ['a', 'a'], 'ts': [T0, T0], 'x': [1.0, 2.0], 'y': [0.0, 0.0]})
+    fs = store_with(tmp_path, fdf, ttl='3d')
+    with pytest.raises(InvalidInput) as duck: fs.use_engine('duckdb').materialize('fv')
+    with pytest.raises(InvalidInput) as sp: fs.use_engine(spark=spark).materialize('fv')
+    assert str(sp.value) == str(duck.value) and 'several rows for a' in str(sp.value)
+    with pytest.raises(Exception) as duck: fs.use_engine('duckdb').features('nope')
+    with pytest.raises(type(duck.value)) as sp: fs.use_engine(spark=spark).features('nope')
+    assert str(sp.value) == str(duck.value)
