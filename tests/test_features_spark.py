@@ -150,3 +150,28 @@ def test_materialize_refuses_ambiguous_ties_as_duckdb(spark, tmp_path):
     with pytest.raises(Exception) as duck: fs.use_engine('duckdb').features('nope')
     with pytest.raises(type(duck.value)) as sp: fs.use_engine(spark=spark).features('nope')
     assert str(sp.value) == str(duck.value)
+
+@pytest.mark.parametrize('spark', ['local[2]'], indirect=True)
+def test_on_the_lakefs_backend(spark, tmp_path):
+    """Through the lakeFS backend (against our lakeFS server on 127.0.0.1): a training set on Spark equals the embedded
+    lake's, the source read at the commit asked for, not the branch's newer rows; Spark's result written back in one commit."""
+    from mlinfra_nb.lake import LakeServer, create_credentials
+    from mlinfra_nb.lake.lakefs import LakeFSLake
+    from mlinfra_nb.features.spark import read_table, write_table
+    fdf, edf = random_world(7)
+    embedded = store_with(tmp_path/'a', fdf, created='created', ttl='3d').training_set(edf, ['fv:x', 'fv:y']).df()
+    served = Lake(tmp_path/'served')
+    key = create_credentials(served, 'fs')
+    with LakeServer(served) as srv:
+        lk = LakeFSLake(srv.endpoint, key.access_key_id, key.secret_access_key, workspace=Workspace(tmp_path/'b', env={}))
+        repo = lk.create_repository('world')
+        repo.write_table('main', 'tables/f', fdf); first = repo.commit('main', 'features').id
+        repo.write_table('main', 'tables/f', fdf.assign(x=fdf.x + 1000), mode='append'); repo.commit('main', 'later rows')
+        fs = on_spark(FeatureStore(lk, workspace=Workspace(tmp_path/'b', env={})), spark)
+        fs.apply(FeatureView('fv', 'lakefs://world/main/tables/f', entities=['user_id'], timestamp='ts', created='created', ttl='3d', features=['x', 'y']))
+        ts = fs.training_set(edf, ['fv:x', 'fv:y'], refs={'fv': first})
+        pd.testing.assert_frame_equal(ts.df(), embedded, check_dtype=False)
+        assert ts.lineage['views']['fv']['source_commit'] == first
+        assert read_table(spark, repo, first, 'tables/f').count() == len(fdf)
+        head = write_table(read_table(spark, repo, first, 'tables/f').selectExpr('x * 2 AS x2'), repo, 'main', 'tables/out', 'doubled')
+        assert repo.head('main').id == head and sorted(repo.table(head, 'tables/out').df().x2) == sorted(fdf.x * 2)
