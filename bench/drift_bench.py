@@ -359,7 +359,10 @@ CHILDREN['ours_spark'] = child_ours_spark
 def main_spark(args):
     "Ours on DuckDB, on Spark local[2] and on a 2-worker cluster, and the exact scipy scores, on the same data; a table and a JSON line."
     sys.path.insert(0, str(HERE.parent.parent/'tests'))
+    import spark_cluster
     from spark_cluster import StandaloneCluster, java_missing
+    env = spark_cluster.spark_env   # the tests drop a silent worker after 10 s; a loaded machine needs longer
+    spark_cluster.spark_env = lambda tmp: {**env(tmp), 'SPARK_MASTER_OPTS': '-Dspark.worker.timeout=120'}
     n = args.rows or SIZES['quick' if args.quick else 'full']
     if (why := java_missing()): raise SystemExit(f"the Spark contenders need Java and PySpark: {why}")
     work = Path(tempfile.mkdtemp(prefix='drift_bench_spark_', dir=args.tmpdir))
