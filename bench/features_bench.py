@@ -24,6 +24,10 @@ Contenders, each in its own child process (its peak RSS, from `os.wait4`, is its
                    event_ts) keeping the latest created_ts, ASOF LEFT JOIN, features NULLed past the TTL.
 4. ours         -- `FeatureStore.training_set(entity_df, ...).df()` over the table loaded into a Lake repository (the
                    load, the commit and `apply` happen in a separate set-up child and are not timed).
+5. ours_spark   -- the same training set with the engine set to Spark (local[2]) by the settings.
+6. feast_spark  -- Feast's Spark offline store (a SparkSource on the feature Parquet, Spark local[2]); it needs feast[spark],
+                   e.g. `python3 -m venv .venv-feast-spark && .venv-feast-spark/bin/pip install 'feast[spark]==0.67.0'`, named
+                   with --feast-python (that venv has no DuckDB store: add --skip feast_duckdb).
 Only the join is timed (for Feast: get_historical_features + to_df; for ours: training_set + df; for the query:
 execute + df). The entity frame is read from Parquet before the clock starts, except by the query, which reads it itself.
 Online: `materialize` (timed once, info) then `online_features` for 1 and for 100 keys, 200 calls each, p50/p99 in ms.
