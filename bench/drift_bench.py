@@ -248,8 +248,10 @@ def main():
                     help='leave out a contender or case')
     work_args(ap)
     ap.add_argument('--tag', default='main', help=argparse.SUPPRESS)
+    spark_args(ap)
     args = ap.parse_args()
     if args.child: return child_main(args)
+    if args.spark: return main_spark(args)
     if os.sep in args.evidently_python: args.evidently_python = os.path.abspath(args.evidently_python)
 
     n = SIZES['quick' if args.quick else 'full']
@@ -379,6 +381,113 @@ def report(args, res, near, big, n, version, ev_v, notes, wall, load):
                    targets=dict(speedup_vs_evidently=T_VS_EVIDENTLY, big_s=T_BIG_S, big_mib=T_BIG_MIB, max_score_error=SCORE_TOL),
                    passed=all(lines), correctness_failures=failed, notes=notes, load_average=[rnd(x, 2) for x in load], wall_s=rnd(wall, 1))
     print(json.dumps(figures))
+    if failed: sys.exit(1)
+
+# --------------------------------------------------------------------------------------------------------------
+# Spark contenders: `python bench/drift_bench.py --spark [--rows N]`
+# ours on Spark local[2] and on a 2-worker standalone cluster on 127.0.0.1 (tests/spark_cluster.py), side by side with
+# ours on DuckDB and the exact scipy implementation, on the same Parquet files. Time of the timed call, peak RSS of the
+# driver (the Python child, and its JVM's VmHWM) and of the executors (each executor JVM's VmHWM, read before the app
+# ends), and the max |score - exact| and wrong verdicts of each.
+
+def spark_args(ap):
+    ap.add_argument('--spark', action='store_true', help='run the Spark contenders (local[2] and a 2-worker cluster) against ours on DuckDB')
+    ap.add_argument('--rows', type=int, default=None, help='rows per dataset for --spark (default: 100,000 with --quick, else 1,000,000)')
+
+def _vm_hwm_mib(pid:int)->float|None:
+    "Peak resident memory (VmHWM) of a live process, in MiB."
+    try: line = next(l for l in open(f'/proc/{pid}/status') if l.startswith('VmHWM:'))
+    except (OSError, StopIteration): return None
+    return int(line.split()[1]) / 1024
+
+def _executor_peaks(app_id:str)->list[float]:
+    "VmHWM of the executor JVMs of Spark application `app_id` on this machine (standalone executors name it in their command line)."
+    out = []
+    for d in os.listdir('/proc'):
+        if not d.isdigit(): continue
+        try: cmd = open(f'/proc/{d}/cmdline', 'rb').read().split(b'\0')
+        except OSError: continue
+        if b'org.apache.spark.executor.CoarseGrainedExecutorBackend' in cmd and app_id.encode() in cmd:
+            if (m := _vm_hwm_mib(int(d))) is not None: out.append(m)
+    return out
+
+def child_ours_spark(work:Path, tag:str)->dict:
+    from mlinfra_nb.features.spark import spark_session
+    from mlinfra_nb.monitor.spark import data_drift
+    from mlinfra_nb.workspace import Workspace
+    master = os.environ.get('DRIFT_BENCH_SPARK_MASTER', 'local[2]')
+    conf = {'spark.ui.enabled': 'false', 'spark.sql.shuffle.partitions': '4', 'spark.driver.memory': '1g'}
+    if master.startswith('spark://'): conf.update({'spark.executor.memory': '768m', 'spark.cores.max': '2', 'spark.executor.cores': '1'})
+    spark = spark_session(Workspace(work/f'ws-{tag}', env={}), master=master, conf=conf)
+    spark.sparkContext.setLogLevel('ERROR')
+    ref, cur = (spark.read.parquet(str(work/f'{tag}_{p}.parquet')) for p in ('reference', 'current'))
+    setup_peak = self_peak_mib()
+    t0 = time.perf_counter()
+    res = data_drift(ref, cur, spark=spark)
+    secs = time.perf_counter() - t0
+    jvm = spark.sparkContext._gateway.proc.pid if getattr(spark.sparkContext._gateway, 'proc', None) else None
+    driver_jvm, executors = _vm_hwm_mib(jvm) if jvm else None, _executor_peaks(spark.sparkContext.applicationId)
+    cols = {r.column: dict(test=r.test, score=float(r.score), threshold=float(r.threshold), drifted=bool(r.drifted))
+            for r in res.columns.itertuples()}
+    spark.stop()
+    return dict(secs=secs, setup_peak_mib=setup_peak, master=master, driver_jvm_peak_mib=driver_jvm, executor_peaks_mib=executors, columns=cols)
+
+CHILDREN['ours_spark'] = child_ours_spark
+
+def main_spark(args):
+    "Ours on DuckDB, on Spark local[2] and on a 2-worker cluster, and the exact scipy scores, on the same data; a table and a JSON line."
+    sys.path.insert(0, str(HERE.parent.parent/'tests'))
+    import spark_cluster
+    from spark_cluster import StandaloneCluster, java_missing
+    env = spark_cluster.spark_env   # the tests drop a silent worker after 10 s; a loaded machine needs longer
+    spark_cluster.spark_env = lambda tmp: {**env(tmp), 'SPARK_MASTER_OPTS': '-Dspark.worker.timeout=120'}
+    n = args.rows or SIZES['quick' if args.quick else 'full']
+    if (why := java_missing()): raise SystemExit(f"the Spark contenders need Java and PySpark: {why}")
+    work = Path(tempfile.mkdtemp(prefix='drift_bench_spark_', dir=args.tmpdir))
+    load0, t_start, res = os.getloadavg()[0], time.perf_counter(), {}
+    try:
+        data = run_child('make', work, sys.executable, 'main', n)
+        if 'error' in data: raise SystemExit(f"making the data failed: {data['error']}")
+        for c in ('scipy', 'ours'): res[c] = run_child(c, work, sys.executable, 'main', n)
+        res['spark_local'] = run_child('ours_spark', work, sys.executable, 'main', n)
+        with StandaloneCluster(workers=2, cores=1, memory='768m') as cluster:
+            os.environ['DRIFT_BENCH_SPARK_MASTER'] = cluster.url
+            try: res['spark_cluster'] = run_child('ours_spark', work, sys.executable, 'main', n)
+            finally: del os.environ['DRIFT_BENCH_SPARK_MASTER']
+    finally:
+        if not args.keep: shutil.rmtree(work, ignore_errors=True)
+    return _report_spark(args, n, res, load0, time.perf_counter() - t_start)
+
+def _report_spark(args, n:int, res:dict, load0:float, wall:float):
+    cols, good = [*NUMERIC, *CATEGORICAL], lambda c: 'error' not in res.get(c, {'error': 1})
+    exact = res['scipy'] if good('scipy') else None
+    truth = {c: c in SHIFTED for c in cols}
+    err = lambda r: max(abs(r['columns'][k]['score'] - exact['columns'][k]['score']) for k in cols) if exact else None
+    vs_duck = lambda r: max(abs(r['columns'][k]['score'] - res['ours']['columns'][k]['score']) for k in cols) if good('ours') else None
+    rows, figs = [], {}
+    for c, label in (('scipy', 'numpy/scipy, exact'), ('ours', 'ours on DuckDB'), ('spark_local', 'ours on Spark local[2]'),
+                     ('spark_cluster', 'ours on Spark, 2-worker cluster')):
+        r = res.get(c, {'error': 'not run'})
+        if 'error' in r: rows.append((label, 'ERROR', '', '', '', '', '', '')); figs[c] = dict(error=r['error']); continue
+        wrong = [k for k in cols if r['columns'][k]['drifted'] != truth[k]]
+        ex = [k for k in cols if exact and r['columns'][k]['drifted'] != exact['columns'][k]['drifted']]
+        execs = r.get('executor_peaks_mib') or []
+        f = dict(secs=round(r['secs'], 3), peak_mib=round(r['peak_mib'], 1), driver_jvm_peak_mib=r.get('driver_jvm_peak_mib'),
+                 executor_peaks_mib=execs, max_score_error=err(r) if c != 'scipy' else 0.0, max_diff_vs_duckdb=vs_duck(r) if c.startswith('spark') else None,
+                 wrong_verdicts=wrong, verdicts_differ_from_exact=ex)
+        figs[c] = f
+        rows.append((label, f"{r['secs']:.2f}", f"{r['secs'] / res['ours']['secs']:.1f}x" if good('ours') and c != 'scipy' else '',
+                     f"{r['peak_mib']:.0f}", f"{f['driver_jvm_peak_mib']:.0f}" if f['driver_jvm_peak_mib'] else '',
+                     ' + '.join(f'{e:.0f}' for e in execs), f"{f['max_score_error']:.1e}" if f['max_score_error'] is not None else '',
+                     f"{len(wrong)} / {len(cols)}, {len(ex)} vs exact"))
+    print(f"\ndrift_bench --spark: {n:,} reference rows vs {n:,} current rows x {len(cols)} columns; total {wall:.0f} s; "
+          f"{os.cpu_count()} CPUs, load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    print_table(('contender', 'seconds', 'time / DuckDB', 'python peak MiB', 'driver JVM peak MiB', 'executor peaks MiB',
+                 'max |score - exact|', 'wrong verdicts'), rows)
+    failed = [c for c, f in figs.items() if c.startswith('spark') and ('error' in f or f['verdicts_differ_from_exact'] or (f['max_score_error'] or 0) > SCORE_TOL)]
+    for c in failed: print(f"CORRECTNESS FAILURE: {c}")
+    print(json.dumps(dict(spark=True, quick=args.quick, rows=n, contenders=figs, correctness_failures=failed,
+                          load_average=[round(load0, 2), round(os.getloadavg()[0], 2)], wall_s=round(wall, 1))))
     if failed: sys.exit(1)
 
 if __name__ == '__main__':

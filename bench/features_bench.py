@@ -27,7 +27,10 @@ Contenders, each in its own child process (its peak RSS, from `os.wait4`, is its
                    load, the commit and `apply` happen in a separate set-up child and are not timed). Each timed call is
                    on a fresh FeatureStore (opened before the clock starts), so the ties check, which a store remembers
                    per view and commit, runs in every timed call; the same call repeated on one store is shown as info.
-5. ours_spark   -- the same with the engine set to Spark local[2].
+5. ours_spark   -- the same training set with the engine set to Spark (local[2]) by the settings.
+6. feast_spark  -- Feast's Spark offline store (a SparkSource on the feature Parquet, Spark local[2]); it needs feast[spark],
+                   e.g. `python3 -m venv .venv-feast-spark && .venv-feast-spark/bin/pip install 'feast[spark]==0.67.0'`, named
+                   with --feast-python (that venv has no DuckDB store: add --skip feast_duckdb).
 Only the join is timed (for Feast: get_historical_features + to_df; for ours: training_set + df; for the query:
 execute + df). The entity frame is read from Parquet before the clock starts, except by the query, which reads it itself.
 Online: `materialize` (timed once, info) then `online_features` for 1 and for 100 keys, 200 calls each, p50/p99 in ms.
@@ -67,9 +70,9 @@ FULL = dict(users=100_000, features=5_000_000, entities=1_000_000, sample=10_000
 QUICK = dict(users=10_000, features=500_000, entities=100_000, sample=10_000, online_calls=200)
 SIZES = dict(full=FULL, quick=QUICK)
 
-CONTENDERS = ['feast_dask', 'feast_duckdb', 'duckdb_sql', 'ours', 'ours_spark']
+CONTENDERS = ['feast_dask', 'feast_duckdb', 'duckdb_sql', 'ours', 'ours_spark', 'feast_spark']
 LABELS = {'feast_dask': 'Feast file/dask store', 'feast_duckdb': 'Feast DuckDB store', 'duckdb_sql': 'hand-written DuckDB query',
-          'ours': 'ours (mlinfra_nb.features)', 'ours_spark': 'ours on Spark local[2]'}
+          'ours': 'ours (mlinfra_nb.features)', 'ours_spark': 'ours on Spark local[2]', 'feast_spark': "Feast's Spark store, local[2]"}
 
 # --------------------------------------------------------------------------------------------------------------
 # the data (made once, in the parent)
@@ -339,6 +342,40 @@ def child_make(work:Path)->dict:
 CHILDREN = {'make': child_make, 'feast_dask': lambda w: child_feast(w, 'dask'), 'feast_duckdb': lambda w: child_feast(w, 'duckdb'),
             'duckdb_sql': child_duckdb_sql, 'ours_setup': child_ours_setup, 'ours': child_ours, 'ours_spark': child_ours_spark, 'ours_online': child_ours_online}
 
+def child_feast_spark(work:Path, _=None)->dict:
+    """Feast's Spark offline store (feast[spark], in a venv of its own: --feast-python) on the same Parquet file, Spark local[2]
+    as ours on Spark; the session start and `apply` are not timed."""
+    import feast
+    from datetime import timedelta
+    from feast import Entity, FeatureStore, FeatureView, Field, ValueType
+    from feast.types import Float64
+    from feast.repo_config import RepoConfig
+    from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark import SparkOfflineStoreConfig
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+    d = work/'feast-spark'; (d/'data').mkdir(parents=True)
+    conf = {'spark.master': 'local[2]', 'spark.driver.memory': '2g', 'spark.sql.shuffle.partitions': '8', 'spark.ui.enabled': 'false',
+            'spark.sql.session.timeZone': 'UTC', 'spark.driver.host': '127.0.0.1', 'spark.driver.bindAddress': '127.0.0.1',
+            'spark.sql.warehouse.dir': str(d/'warehouse')}
+    cfg = RepoConfig(project='bench', provider='local', registry=str(d/'data'/'registry.db'),
+                     online_store=SqliteOnlineStoreConfig(path=str(d/'data'/'online.db')),
+                     offline_store=SparkOfflineStoreConfig(type='spark', spark_conf=conf), entity_key_serialization_version=3, repo_path=d)
+    store = FeatureStore(config=cfg)
+    user = Entity(name='user_id', join_keys=['user_id'], value_type=ValueType.STRING)
+    src = SparkSource(name='user_features_source', path=str(work/'features.parquet'), file_format='parquet',
+                      timestamp_field='event_ts', created_timestamp_column='created_ts')
+    fv = FeatureView(name='user_features', entities=[user], ttl=timedelta(days=TTL_DAYS),
+                     schema=[Field(name=f, dtype=Float64) for f in FEATURES], source=src)
+    store.apply([user, fv])
+    edf = entity_df(work)
+    setup = json.loads((work/'setup.json').read_text())
+    setup_peak = self_peak_mib()
+    secs, runs, out = time_join(lambda: store.get_historical_features(entity_df=edf, features=REFS).to_df())
+    return dict(join_s=secs, runs_s=runs, setup_peak_mib=setup_peak, version=feast.__version__,
+                **finish(out, work, 'feast_spark', len(edf), setup['sample']))
+
+CHILDREN['feast_spark'] = child_feast_spark
+
 def child_main(args):
     try: res = CHILDREN[args.child](Path(args.work))
     except Exception as e:
@@ -460,7 +497,7 @@ def main():
     if not ok_ours: notes['ours'] = f"ours is unavailable: `from mlinfra_nb.features import FeatureStore, FeatureView` failed ({why})"
     for n in notes.values(): print(f"NOTE: {n}", file=sys.stderr)
     run = {c: c not in args.skip for c in CONTENDERS}
-    if 'feast' in notes: run['feast_dask'] = run['feast_duckdb'] = False
+    if 'feast' in notes: run['feast_dask'] = run['feast_duckdb'] = run['feast_spark'] = False
     if 'ours' in notes: run['ours'] = run['ours_spark'] = False
     ok_spark, why = probe(sys.executable, 'import pyspark, shutil; assert shutil.which("java"), "no java"')
     if not ok_spark: notes['spark'] = f"the Spark contender is skipped: PySpark or Java is missing ({why})"; run['ours_spark'] = False

@@ -120,3 +120,58 @@ def test_a_lost_worker_mid_job(spark, spark_cluster, tmp_path):
     assert not job.is_alive() and 'cid' in done
     assert repo.head('main').id == done['cid'] != before
     assert sorted(repo.table('main', 'tables/ids').df().id) == list(range(400))
+
+def test_features_and_materialize_equal_duckdb(spark, tmp_path):
+    "`fs.features` and `fs.materialize` on Spark: the same rows as DuckDB's, and the same online table."
+    fdf, _ = random_world(4, rows=80)
+    lake = Lake(tmp_path/'lake'); repo = lake.create_repository('world')
+    repo.write_table('main', 'tables/f', fdf); repo.commit('main', 'features')
+    view = FeatureView('agg', 'lakefs://world/main/tables/f', entities=['user_id'], timestamp='ts', created='created', ttl='3d',
+                       features=['x', 'y', Aggregate('x', 'mean', '2d'), Aggregate('y', 'count', '1d')], transforms={'x2': 'x * 2'})
+    duck, sp = (FeatureStore(lake, workspace=Workspace(tmp_path/n, env={})) for n in ('a', 'b'))
+    duck.apply(view); on_spark(sp, spark)
+    by_key = lambda df: df.sort_values(['user_id', 'ts', 'x'], ignore_index=True)
+    got, want = by_key(sp.features('agg').df()), by_key(duck.features('agg').df())
+    assert list(got.columns) == list(want.columns) and len(got) == len(fdf)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    a, b = duck.materialize('agg'), sp.materialize('agg')
+    assert (a['rows'], a['watermark'], a['source_commit']) == (b['rows'], b['watermark'], b['source_commit'])
+    table = lambda fs: fs.online.sql('SELECT * FROM online_agg ORDER BY user_id').df()
+    pd.testing.assert_frame_equal(table(sp), table(duck))
+    users = [{'user_id': u} for u in sorted(fdf.user_id.unique())]
+    pd.testing.assert_frame_equal(sp.online_features(['agg:x', 'agg:x2', 'agg:x_mean_2d'], users), duck.online_features(['agg:x', 'agg:x2', 'agg:x_mean_2d'], users))
+
+def test_materialize_refuses_ambiguous_ties_as_duckdb(spark, tmp_path):
+    fdf = pd.DataFrame({'user_id': ['a', 'a'], 'ts': [T0, T0], 'x': [1.0, 2.0], 'y': [0.0, 0.0]})
+    fs = store_with(tmp_path, fdf, ttl='3d')
+    with pytest.raises(InvalidInput) as duck: fs.use_engine('duckdb').materialize('fv')
+    with pytest.raises(InvalidInput) as sp: fs.use_engine(spark=spark).materialize('fv')
+    assert str(sp.value) == str(duck.value) and 'several rows for a' in str(sp.value)
+    with pytest.raises(Exception) as duck: fs.use_engine('duckdb').features('nope')
+    with pytest.raises(type(duck.value)) as sp: fs.use_engine(spark=spark).features('nope')
+    assert str(sp.value) == str(duck.value)
+
+@pytest.mark.parametrize('spark', ['local[2]'], indirect=True)
+def test_on_the_lakefs_backend(spark, tmp_path):
+    """Through the lakeFS backend (against our lakeFS server on 127.0.0.1): a training set on Spark equals the embedded
+    lake's, the source read at the commit asked for, not the branch's newer rows; Spark's result written back in one commit."""
+    from mlinfra_nb.lake import LakeServer, create_credentials
+    from mlinfra_nb.lake.lakefs import LakeFSLake
+    from mlinfra_nb.features.spark import read_table, write_table
+    fdf, edf = random_world(7)
+    embedded = store_with(tmp_path/'a', fdf, created='created', ttl='3d').training_set(edf, ['fv:x', 'fv:y']).df()
+    served = Lake(tmp_path/'served')
+    key = create_credentials(served, 'fs')
+    with LakeServer(served) as srv:
+        lk = LakeFSLake(srv.endpoint, key.access_key_id, key.secret_access_key, workspace=Workspace(tmp_path/'b', env={}))
+        repo = lk.create_repository('world')
+        repo.write_table('main', 'tables/f', fdf); first = repo.commit('main', 'features').id
+        repo.write_table('main', 'tables/f', fdf.assign(x=fdf.x + 1000), mode='append'); repo.commit('main', 'later rows')
+        fs = on_spark(FeatureStore(lk, workspace=Workspace(tmp_path/'b', env={})), spark)
+        fs.apply(FeatureView('fv', 'lakefs://world/main/tables/f', entities=['user_id'], timestamp='ts', created='created', ttl='3d', features=['x', 'y']))
+        ts = fs.training_set(edf, ['fv:x', 'fv:y'], refs={'fv': first})
+        pd.testing.assert_frame_equal(ts.df(), embedded, check_dtype=False)
+        assert ts.lineage['views']['fv']['source_commit'] == first
+        assert read_table(spark, repo, first, 'tables/f').count() == len(fdf)
+        head = write_table(read_table(spark, repo, first, 'tables/f').selectExpr('x * 2 AS x2'), repo, 'main', 'tables/out', 'doubled')
+        assert repo.head('main').id == head and sorted(repo.table(head, 'tables/out').df().x2) == sorted(fdf.x * 2)

@@ -54,3 +54,61 @@ def test_engine_chosen_by_settings(spark, monkeypatch):
     assert jobs() > before                                   # Spark ran it
     monkeypatch.setenv('MLINFRA_MONITOR__ENGINE', 'duckdb')
     pd.testing.assert_frame_equal(performance(spark.createDataFrame(log), 'binary', '1d'), want, check_dtype=False, rtol=1e-9, atol=1e-9)
+
+def random_columns(seed:int, n:int, shift:float=0.0)->pd.DataFrame:
+    "Every kind of column the drift tests tell apart, with ties, NaN, infinities and NULLs."
+    r = np.random.default_rng(seed)
+    df = pd.DataFrame({'ts': pd.Timestamp('2026-01-01') + pd.to_timedelta(r.integers(0, 4 * 86400, n), unit='s'),
+                       'a': r.normal(shift, 1, n).round(1), 'b': r.integers(0, 3 + seed % 3, n), 'c': r.choice(list('xyzw'[:2 + seed % 3]), n),
+                       'd': r.exponential(1 + shift, n), 'e': r.integers(0, 40, n), 'f': r.random(n) < 0.3 + shift / 4,
+                       'g': r.choice([0.5, 1.5, 2.5], n)})
+    df.loc[r.random(n) < 0.05, 'a'] = np.nan
+    df.loc[r.random(n) < 0.02, 'd'] = np.inf
+    df.loc[r.random(n) < 0.05, 'c'] = None
+    return df
+
+def same_drift(got, want):
+    pd.testing.assert_frame_equal(got.columns, want.columns, check_dtype=False, rtol=1e-9, atol=1e-9)
+    assert got.summary == want.summary
+    pd.testing.assert_frame_equal(got.by_window, want.by_window, check_dtype=False, rtol=1e-9, atol=1e-9)
+    pd.testing.assert_frame_equal(got.windows, want.windows, check_dtype=False)
+
+@pytest.mark.parametrize('seed', range(3))
+def test_drift_equals_duckdb(spark, seed):
+    "Randomized data of every kind, small reference (KS, chi-square, Z) and large (Wasserstein, Jensen-Shannon on bins), whole and per window."
+    from mlinfra_nb.monitor.drift import _duckdb_data_drift as duckdb_drift
+    from mlinfra_nb.monitor.spark import data_drift
+    for n_ref, kw in ((300 + 40 * seed, dict()), (1500, dict(timestamp='ts', window=['day', '12 hours', 'week'][seed])),
+                      (800, dict(test={'numeric': 'psi', 'c': 'chisquare', 'g': 'linf'}, categorical=['e'], timestamp='ts'))):
+        ref, cur = random_columns(seed, n_ref), random_columns(seed + 10, 500, shift=0.1 * seed)
+        same_drift(data_drift(ref, cur, spark=spark, **kw), duckdb_drift(ref, cur, **kw))
+
+def test_drift_from_the_lake_and_by_settings(spark, tmp_path, monkeypatch):
+    "Lake tables read at a commit; `mlinfra_nb.monitor.data_drift` called as always runs on Spark by the settings, or given Spark DataFrames."
+    from mlinfra_nb.monitor import data_drift
+    from mlinfra_nb.monitor.drift import _duckdb_data_drift as duckdb_drift
+    lake = Lake(tmp_path/'lake'); repo = lake.create_repository('logs')
+    ref, cur = random_columns(1, 400), random_columns(2, 300, 0.5)
+    repo.write_table('main', 'ref', ref); repo.write_table('main', 'cur', cur); first = repo.commit('main', 'data').id
+    repo.write_table('main', 'cur', random_columns(3, 50), mode='append'); repo.commit('main', 'more')
+    want = duckdb_drift(ref, cur, timestamp='ts')
+    jobs = lambda: max(spark.sparkContext.statusTracker().getJobIdsForGroup(), default=-1)   # the newest job (the tracker keeps the last 1,000)
+    monkeypatch.setenv('MLINFRA_MONITOR__ENGINE', 'spark')
+    before = jobs()
+    same_drift(data_drift((repo, first, 'ref'), (repo, first, 'cur'), timestamp='ts'), want)
+    assert jobs() > before
+    monkeypatch.setenv('MLINFRA_MONITOR__ENGINE', 'duckdb')
+    got = data_drift(spark.createDataFrame(ref), spark.createDataFrame(cur.assign(ts=cur.ts.dt.tz_localize('UTC'))), timestamp='ts')
+    pd.testing.assert_frame_equal(got.columns.drop(columns='note'), want.columns.drop(columns='note'), check_dtype=False, rtol=1e-9, atol=1e-9)
+
+def test_drift_bad_input_gets_the_same_errors(spark):
+    from mlinfra_nb.monitor.drift import _duckdb_data_drift as duckdb_drift
+    from mlinfra_nb.monitor.spark import data_drift
+    ref, cur = random_columns(0, 200), random_columns(1, 100)
+    for kw in (dict(columns=['a', 'zz']), dict(timestamp='nope'), dict(timestamp='a'), dict(window='fortnight', timestamp='ts'),
+               dict(test='ttest'), dict(drift_share=0), dict(test={'c': 'ks'}), dict(numeric=['c']), dict(categorical=['zz']),
+               dict(reference=ref.assign(a=ref.a.astype(str)))):
+        args = dict(reference=ref, current=cur) | kw
+        with pytest.raises(InvalidInput) as duck: duckdb_drift(**args)
+        with pytest.raises(InvalidInput) as sp: data_drift(**args, spark=spark)
+        assert str(sp.value) == str(duck.value)

@@ -160,3 +160,13 @@ def _lookup(fs:FeatureStore, vname:str, v:FeatureView, feats:list, keys:list[tup
     n = len(v.entities)
     found = {tuple(r[:n]): r[n:] for r in rows}   # key columns first, then the features
     return [found.get(key, (None,) * len(feats)) for key in keys]
+
+# %% ../../nbs/22_features.online.ipynb #f5b89f28
+_duckdb_latest_rows = _latest_rows
+
+def _latest_rows(fs:FeatureStore, v:FeatureView, commit:str)->pa.Table:
+    "Each entity's latest keys, `__ts` and stored features at source `commit`, computed by the store's engine."
+    if fs.engine == 'spark':
+        from mlinfra_nb.features.spark import spark_latest_rows
+        return spark_latest_rows(fs, v, commit)
+    return _duckdb_latest_rows(fs, v, commit)

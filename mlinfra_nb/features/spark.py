@@ -12,12 +12,13 @@ import pandas as pd
 from .. import __version__
 from ..workspace import InvalidInput, MlinfraError, Workspace
 from .views import AGGREGATIONS, Aggregate, FeatureStore, FeatureView, parse_duration
-from .training import TrainingSet, entity_table, parse_feature_refs, table_hash
+from .training import TrainingSet, check_request, table_hash
 
 # %% auto #0
 __all__ = ['SESSION_CONF', 'BASE_CONF', 'MARK', 'parse_conf', 'prepare', 'spark_session', 'raise_sql', 'job_error', 'bq',
            'read_table', 'write_table', 'micros', 'aggregate_sql', 'spark_transform', 'feature_frame', 'asof_sweep',
-           'ts_text', 'dedup_frame', 'entity_micros', 'spark_training_frame', 'SparkTrainingSet', 'spark_training_set']
+           'ts_text', 'dedup_frame', 'entity_micros', 'spark_training_frame', 'SparkTrainingSet', 'spark_training_set',
+           'spark_features', 'spark_arrow', 'spark_latest_rows']
 
 # %% ../../nbs/24_features.spark.ipynb #6f575fb2
 SESSION_CONF = {'spark.sql.session.timeZone': 'UTC', 'spark.sql.parquet.outputTimestampType': 'TIMESTAMP_MICROS',
@@ -45,8 +46,11 @@ def spark_session(ws:Workspace|None=None, # its `spark.master` and `spark.conf` 
     "A SparkSession for feature and monitoring jobs (the running one, if this process has one)."
     try: from pyspark.sql import SparkSession
     except ImportError: raise InvalidInput("the Spark engine needs PySpark: pip install 'mlinfra_nb[spark]', and Java 17 or 21") from None
-    s = (ws or Workspace()).settings['spark']
+    ws = ws or Workspace()
+    s = ws.settings['spark']
     master, conf = master or s['master'], {**BASE_CONF, **parse_conf(s['conf']), **(conf or {})}
+    conf.setdefault('spark.sql.warehouse.dir', str(ws.path('spark', 'warehouse')))   # not ./spark-warehouse, nor Derby files in ./
+    conf.setdefault('spark.driver.extraJavaOptions', f"-Dderby.system.home={ws.path('spark')}")
     if re.match(r'local\b|spark://(127\.0\.0\.1|localhost)[:/]', master):   # a cluster on this machine: stay on loopback
         conf.setdefault('spark.driver.host', '127.0.0.1'); conf.setdefault('spark.driver.bindAddress', '127.0.0.1')
     b = SparkSession.builder.master(master).appName('mlinfra')
@@ -103,7 +107,7 @@ def write_table(df,                      # a Spark DataFrame: the job
         files = sorted((out/'t').glob('part-*.parquet'))
         with repo.transaction(branch, message) as b:
             for i, f in enumerate(files): b.write_table(path, pq.read_table(f), mode=mode if i == 0 else 'append')
-            if not files: b.write_table(path, to_arrow_schema(df.schema).empty_table(), mode=mode)
+            if not files: b.write_table(path, to_arrow_schema(df.schema, timezone='UTC').empty_table(), mode=mode)
         return repo.head(branch).id
     finally: shutil.rmtree(out, ignore_errors=True)
 
@@ -227,20 +231,7 @@ class SparkTrainingSet(TrainingSet):
 def spark_training_set(fs:FeatureStore, entities, features:list[str], timestamp:str='ts', refs:dict|None=None,
                        registry_ref:str='main', full_names:bool=False, spark=None)->SparkTrainingSet:
     "`fs.training_set(...)` computed on Spark (`spark`, default: the store's session or one from the workspace settings)."
-    views, refs = parse_feature_refs(fs, features, registry_ref), dict(refs or {})
-    if (unknown := set(refs) - set(views)): raise InvalidInput(f"refs names views that are not requested: {sorted(unknown)}")
-    t = entity_table(fs, entities)
-    cols = t.column_names
-    if timestamp not in cols: raise InvalidInput(f"the entity rows have no timestamp column {timestamp!r} (columns: {', '.join(cols)})")
-    if not (pa.types.is_timestamp(t.schema.field(timestamp).type) or pa.types.is_date(t.schema.field(timestamp).type)):
-        raise InvalidInput(f"entity timestamp column {timestamp!r} is {t.schema.field(timestamp).type}, not a timestamp")
-    out_names = list(cols)
-    for vname, (v, feats) in views.items():
-        for k in v.entities:
-            if k not in cols: raise InvalidInput(f"the entity rows have no column {k!r}, the key of feature view {vname!r}")
-        out_names += [f'{vname}__{x}' if full_names else x for x in feats]
-    if (dup := sorted({n for n in out_names if out_names.count(n) > 1})):
-        raise InvalidInput(f"column names {dup} would appear twice; pass full_names=True to name features 'view__feature'")
+    views, refs, t = check_request(fs, entities, features, timestamp, refs, registry_ref, full_names)   # as the DuckDB engine
     commits = {n: fs.lake.repository(v.repo).commit_info(refs.get(n, v.ref)).id for n, (v, _) in views.items()}
     lineage = {'features': list(features), 'entity_rows': t.num_rows, 'entity_hash': table_hash(t), 'timestamp': timestamp,
                'registry': {'repo': fs.registry.name, 'ref': registry_ref, 'commit': fs.registry.commit_info(registry_ref).id},
@@ -250,3 +241,33 @@ def spark_training_set(fs:FeatureStore, entities, features:list[str], timestamp:
     spark = prepare(spark or getattr(fs, '_spark', None) or spark_session(fs.ws))
     frame = spark_training_frame(fs, spark, views, t, timestamp, full_names, commits)
     return SparkTrainingSet(None, lineage, timestamp, fs, None, frame=frame, table=t)
+
+# %% ../../nbs/24_features.spark.ipynb #791f0770
+def spark_features(fs:FeatureStore, name:str, ref:str|None=None, spark=None):
+    "`fs.features(name, ref)` as a Spark DataFrame: every row of view `name` (keys, event time, features) at source `ref`."
+    from pyspark.sql import functions as F
+    v = fs.view(name)
+    commit = fs.lake.repository(v.repo).commit_info(ref or v.ref).id      # a fixed commit, as the DuckDB engine
+    spark = prepare(spark or getattr(fs, '_spark', None) or spark_session(fs.ws))
+    rows = feature_frame(spark, v, read_table(spark, fs.lake.repository(v.repo), commit, v.path))
+    return rows.select(*[F.col(bq(k)) for k in v.entities], F.timestamp_micros('__ts').alias(v.timestamp), *[F.col(bq(n)) for n in v.feature_names])
+
+def spark_arrow(df)->pa.Table:
+    "Run the Spark job `df` and return its rows as Arrow; a failed job raises `MlinfraError`."
+    try: return df.toArrow()
+    except MlinfraError: raise
+    except Exception as e: raise job_error(e) from None
+
+# %% ../../nbs/24_features.spark.ipynb #ab2105c5
+def spark_latest_rows(fs:FeatureStore, v:FeatureView, commit:str, spark=None)->pa.Table:
+    "Each entity's latest keys, `__ts` and stored features at source `commit`, computed on Spark: what `materialize` stores."
+    from pyspark.sql import functions as F, Window
+    spark = prepare(spark or getattr(fs, '_spark', None) or spark_session(fs.ws))
+    stored = [f.name if isinstance(f, Aggregate) else f for f in v.features]
+    rows = dedup_frame(spark, v, feature_frame(spark, v, read_table(spark, fs.lake.repository(v.repo), commit, v.path), stored))
+    keys = [F.col(bq(k)) for k in v.entities]
+    latest = (rows.where(functools.reduce(operator.and_, [k.isNotNull() for k in keys]))
+                  .withColumn('__rn', F.row_number().over(Window.partitionBy(*keys).orderBy(F.col('__ts').desc())))
+                  .where('__rn = 1').select(*keys, F.timestamp_micros('__ts').alias('__ts'), *[F.col(bq(c)) for c in stored]))
+    try: return spark_arrow(latest)
+    except MlinfraError as e: raise InvalidInput(f"cannot materialize {v.name!r}: {e}") from None

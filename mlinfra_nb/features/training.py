@@ -16,7 +16,7 @@ from .views import FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, inte
 # %% auto #0
 __all__ = ['split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'dedup_sql',
            'asof_key_sql', 'entity_key_sql', 'tie_problem', 'check_ties', 'pit_plan', 'pruned_sql', 'feature_rows_view',
-           'point_in_time_sql', 'Registered', 'TrainingSet']
+           'point_in_time_sql', 'Registered', 'TrainingSet', 'check_request']
 
 # %% ../../nbs/21_features.training.ipynb #f9a4b764
 def split_feature_refs(refs:list[str])->dict[str, list[str]]:
@@ -189,20 +189,13 @@ class TrainingSet:
         "The training set as Arrow."
         return self._run(lambda r: r.to_arrow_table())
 
-# %% ../../nbs/21_features.training.ipynb #cad88bce
-@patch
-def training_set(self:FeatureStore,
-                 entities,                    # pandas, Arrow, a DuckDB relation, or 'lakefs://repo/ref/path'
-                 features:list[str],          # ['view:feature', ...]
-                 timestamp:str='ts',          # the entity rows' time column
-                 refs:dict|None=None,         # source ref per view (default: each view's own, e.g. 'main')
-                 registry_ref:str='main',     # which version of the view definitions
-                 full_names:bool=False,       # name columns 'view__feature'
-                )->TrainingSet:
-    "For each entity row, the latest value of each feature at or before its timestamp, within the view's TTL."
-    views, refs = parse_feature_refs(self, features, registry_ref), dict(refs or {})
+# %% ../../nbs/21_features.training.ipynb #aa2a7000
+def check_request(fs:FeatureStore, entities, features:list[str], timestamp:str, refs:dict|None, registry_ref:str,
+                  full_names:bool)->tuple[dict, dict, pa.Table]:
+    "The views (`{name: (view, features)}`), the refs and the entity rows of a training set request; `InvalidInput` naming what is wrong."
+    views, refs = parse_feature_refs(fs, features, registry_ref), dict(refs or {})
     if (unknown := set(refs) - set(views)): raise InvalidInput(f"refs names views that are not requested: {sorted(unknown)}")
-    t = entity_table(self, entities)
+    t = entity_table(fs, entities)
     cols = t.column_names
     if timestamp not in cols: raise InvalidInput(f"the entity rows have no timestamp column {timestamp!r} (columns: {', '.join(cols)})")
     if not (pa.types.is_timestamp(t.schema.field(timestamp).type) or pa.types.is_date(t.schema.field(timestamp).type)):
@@ -214,6 +207,21 @@ def training_set(self:FeatureStore,
         out_names += [f'{vname}__{x}' if full_names else x for x in feats]
     if (dup := sorted({n for n in out_names if out_names.count(n) > 1})):
         raise InvalidInput(f"column names {dup} would appear twice; pass full_names=True to name features 'view__feature'")
+    return views, refs, t
+
+# %% ../../nbs/21_features.training.ipynb #cad88bce
+@patch
+def training_set(self:FeatureStore,
+                 entities,                    # pandas, Arrow, a DuckDB relation, or 'lakefs://repo/ref/path'
+                 features:list[str],          # ['view:feature', ...]
+                 timestamp:str='ts',          # the entity rows' time column
+                 refs:dict|None=None,         # source ref per view (default: each view's own, e.g. 'main')
+                 registry_ref:str='main',     # which version of the view definitions
+                 full_names:bool=False,       # name columns 'view__feature'
+                )->TrainingSet:
+    "For each entity row, the latest value of each feature at or before its timestamp, within the view's TTL."
+    views, refs, t = check_request(self, entities, features, timestamp, refs, registry_ref, full_names)
+    cols = t.column_names
     commits = {n: self.lake.repository(v.repo).commit_info(refs.get(n, v.ref)).id for n, (v, _) in views.items()}  # read at a fixed commit
     lineage = {'features': list(features), 'entity_rows': t.num_rows, 'entity_hash': table_hash(t), 'timestamp': timestamp,
                'registry': {'repo': self.registry.name, 'ref': registry_ref, 'commit': self.registry.commit_info(registry_ref).id},

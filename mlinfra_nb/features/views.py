@@ -309,3 +309,16 @@ def engine(self:FeatureStore)->str:
     e = getattr(self, '_engine', None) or self.ws.settings['features']['engine']
     if e not in ENGINES: raise InvalidInput(f"features.engine={e!r}; choose one of {', '.join(ENGINES)}")
     return e
+
+# %% ../../nbs/20_features.views.ipynb #99dd7a36
+import functools
+_duckdb_features = FeatureStore.features
+
+@patch
+@functools.wraps(_duckdb_features)
+def features(self:FeatureStore, name:str, ref:str|None=None)->duckdb.DuckDBPyRelation:
+    if self.engine == 'spark':
+        from mlinfra_nb.features.spark import spark_arrow, spark_features
+        rows = spark_arrow(spark_features(self, name, ref))
+        with self.lock: return self.con.from_arrow(rows)
+    return _duckdb_features(self, name, ref)

@@ -590,3 +590,16 @@ def _window_frames(con, res:dict, sizes:dict, drift_share:float, window, ttype:s
         wins.append(dict(window=ts(p), n_current=sizes[p], n_tested=v['n_tested'], n_drifted=v['n_drifted'],
                          share_drifted=v['share_drifted'], dataset_drift=v['dataset_drift'], note='' if v['n_tested'] else 'no column could be tested'))
     return pd.DataFrame(rows, columns=['window', *_COLS]), pd.DataFrame(wins, columns=['window', 'n_current', 'n_tested', 'n_drifted', 'share_drifted', 'dataset_drift', 'note'])
+
+# %% ../../nbs/51_monitor.drift.ipynb #81da42f6
+import functools
+_duckdb_data_drift = data_drift
+
+@functools.wraps(_duckdb_data_drift)
+def data_drift(reference, current, *args, **kw)->DriftResult:
+    from mlinfra_nb.monitor.performance import monitor_engine
+    if any(hasattr(d, 'sparkSession') for d in (reference, current)) or (kw.get('con') is None and monitor_engine() == 'spark'):
+        from mlinfra_nb.monitor.spark import data_drift as on_spark
+        kw.pop('con', None)
+        return on_spark(reference, current, *args, **kw)
+    return _duckdb_data_drift(reference, current, *args, **kw)
