@@ -5,7 +5,7 @@
 # %% ../../nbs/44_serve.server.ipynb #19da37e5
 from __future__ import annotations
 import asyncio, concurrent.futures as cf, collections, contextlib, errno, json, math, os, random, re, socket, stat
-import threading, time, uuid
+import contextvars, threading, time, uuid
 from pathlib import Path
 import numpy as np
 import anyio, grpc, uvicorn
@@ -40,12 +40,13 @@ __all__ = ['Batcher', 'RequestLogger', 'RequestCounts', 'Serving', 'spec_version
 class _Task:
     "A request waiting in a batch queue, with the future its caller waits on (an asyncio one for a caller on a loop)."
     def __init__(self, inputs:dict, rows:int, loop=None):
-        self.inputs, self.rows, self.loop, self.t = inputs, rows, loop, time.monotonic()
+        self.inputs, self.rows, self.loop, self.arrived = inputs, rows, loop, time.monotonic()
         self.future = loop.create_future() if loop is not None else cf.Future()
 
 class _Queue:
-    "The tasks waiting for one signature of one servable, and how many rows they hold."
-    def __init__(self, servable:Servable): self.servable, self.tasks, self.rows = servable, collections.deque(), 0
+    "The tasks waiting for `signature` of `servable`, and how many rows they hold."
+    def __init__(self, servable:Servable, signature:str):
+        self.servable, self.signature, self.tasks, self.rows = servable, signature, collections.deque(), 0
 
 # %% ../../nbs/44_serve.server.ipynb #9d1ff6a0
 def _task_rows(inputs:dict, max_batch:int)->int:
@@ -63,24 +64,25 @@ def _task_rows(inputs:dict, max_batch:int)->int:
 
 # %% ../../nbs/44_serve.server.ipynb #7063830b
 def _due_batch(queues:dict, max_batch:int, timeout:float)->tuple:
-    "`(servable, signature, tasks)` of the next batch due (full, or waited `timeout`); else `(None, None, wait)`."
+    "`(queue, tasks, None)` of the next batch due (full, or waited `timeout`), else `(None, None, wait)`."
     now, wait = time.monotonic(), None          # nothing queued: sleep until a request comes
     for key, q in queues.items():
-        if not q.tasks: continue
-        if q.rows >= max_batch or now - q.tasks[0].t >= timeout:
+        if q.rows >= max_batch or now - q.tasks[0].arrived >= timeout:
             batch, n = [], 0
             while q.tasks and n + q.tasks[0].rows <= max_batch: t = q.tasks.popleft(); batch.append(t); n += t.rows
             q.rows -= n
-            return q.servable, key[2], batch
-        due = timeout - (now - q.tasks[0].t)
+            if not q.tasks: del queues[key]     # an empty queue goes: it would hold its servable
+            return q, batch, None
+        due = timeout - (now - q.tasks[0].arrived)
         wait = due if wait is None else min(wait, due)
     return None, None, None if wait is None else max(wait, 1e-4)
 
 # %% ../../nbs/44_serve.server.ipynb #c5651b8e
 def _same_shapes(batch:list)->bool:
-    "Whether the tasks of `batch` have the same inputs with the same shapes past the batch axis (one call can run all)."
-    names = batch[0].inputs.keys()
-    return all(t.inputs.keys() == names and all(t.inputs[k].shape[1:] == batch[0].inputs[k].shape[1:] for k in names)
+    "Whether the tasks of `batch` have the same inputs with the same dtypes and shapes past the batch axis (one call)."
+    first = batch[0].inputs
+    return all(t.inputs.keys() == first.keys() and all(t.inputs[k].shape[1:] == first[k].shape[1:]
+                                                     and t.inputs[k].dtype == first[k].dtype for k in first)
                for t in batch)
 
 def _check_batched(out:dict, rows:int):
@@ -91,21 +93,34 @@ def _check_batched(out:dict, rows:int):
             raise ServingError('FAILED_PRECONDITION', "Batched output tensor's 0th dimension does not equal the sum of "
                                                       "the 0th dimension sizes of the input tensors")
 
+def _padded(inputs:dict, rows:int, allowed)->tuple:
+    "`(inputs, rows)` padded up to the smallest of the `allowed` batch sizes that holds `rows`, with copies of row 0."
+    size = next((a for a in allowed if a >= rows), rows)
+    if size == rows: return inputs, rows
+    return {k: np.concatenate([v, np.repeat(v[:1], size - rows, axis=0)]) for k, v in inputs.items()}, size
+
 # %% ../../nbs/44_serve.server.ipynb #e4453d0a
-def _run_batch(s:Servable, sig:str, batch:list, on_batch=None)->list:
-    "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
+def _run_each(s:Servable, sig:str, batch:list, on_batch=None)->list:
+    "`(task, outputs, exception)` for each task of `batch`, each run by a call of its own (their shapes differ)."
     done = []
+    for t in batch:
+        try: done.append((t, s.run(sig, t.inputs), None))
+        except Exception as e: done.append((t, None, e)); continue
+        if on_batch: on_batch(s, t.rows)
+    return done
+
+def _run_batch(s:Servable, sig:str, batch:list, on_batch=None, allowed=())->list:
+    "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
+    if not _same_shapes(batch): return _run_each(s, sig, batch, on_batch)
+    names, rows = batch[0].inputs.keys(), sum(t.rows for t in batch)
     try:
-        if not _same_shapes(batch):
-            for t in batch: done.append((t, s.run(sig, t.inputs), None))   # shapes differ: no common batch
-            return done
-        names, rows = batch[0].inputs.keys(), sum(t.rows for t in batch)
-        out = s.run(sig, {k: np.concatenate([t.inputs[k] for t in batch]) for k in names})
-        _check_batched(out, rows)    # outputs are split by rows, as TF Serving's batching session splits them
-        if on_batch: on_batch(s, rows)
-        i = 0
-        for t in batch: done.append((t, {k: v[i:i + t.rows] for k, v in out.items()}, None)); i += t.rows
-    except Exception as e: done += [(t, None, e) for t in batch[len(done):]]
+        inputs, size = _padded({k: np.concatenate([t.inputs[k] for t in batch]) for k in names}, rows, allowed)
+        out = s.run(sig, inputs)
+        _check_batched(out, size)    # outputs are split by rows, as TF Serving's batching session splits them
+    except Exception as e: return [(t, None, e) for t in batch]
+    if on_batch: on_batch(s, size)
+    done, i = [], 0
+    for t in batch: done.append((t, {k: v[i:i + t.rows] for k, v in out.items()}, None)); i += t.rows
     return done
 
 # %% ../../nbs/44_serve.server.ipynb #5fb68731
@@ -130,51 +145,70 @@ def _batching_value(params, field:str, default:int)->int:
     "A `BatchingParameters` field's value, or TF Serving's default when the field is not set."
     return getattr(params, field).value if params is not None and params.HasField(field) else default
 
+_BATCHING_USED = {'max_batch_size', 'batch_timeout_micros', 'max_enqueued_batches', 'num_batch_threads',
+                  'allowed_batch_sizes'}
+
 class Batcher:
-    "Requests to one signature of one servable, run together in batches as `BatchingParameters` say."
+    "Requests queued by servable and signature, run together in batches as `BatchingParameters` say."
     def __init__(self, params=None, on_batch=None):
-        self.max_batch = _batching_value(params, 'max_batch_size', 32)
-        self.timeout = _batching_value(params, 'batch_timeout_micros', 1000) / 1e6
-        self.max_enqueued = _batching_value(params, 'max_enqueued_batches', 100)
-        threads = _batching_value(params, 'num_batch_threads', 4)
+        self.max_batch = _batching_value(params, 'max_batch_size', 1000)
+        self.timeout = _batching_value(params, 'batch_timeout_micros', 0) / 1e6
+        self.max_enqueued = _batching_value(params, 'max_enqueued_batches', 10)
+        threads = _batching_value(params, 'num_batch_threads', os.cpu_count() or 1)
+        self.allowed = list(params.allowed_batch_sizes) if params is not None else []
+        for f, _ in (params.ListFields() if params is not None else []):
+            if f.name not in _BATCHING_USED:
+                get_logger('serve').warning("batching parameter %s is not supported; ignoring it", f.name)
         self.on_batch, self.queues, self.cond, self.stopped = on_batch, {}, threading.Condition(), False
         self.threads = [threading.Thread(target=self._work, daemon=True, name=f'mlinfra-batch-{i}')
                         for i in range(threads)]
         for t in self.threads: t.start()
-
-    def _take(self):
-        "The next batch due in this batcher's queues, or how long to wait (`_due_batch`)."
-        return _due_batch(self.queues, self.max_batch, self.timeout)
 
     def _work(self):
         while True:
             with self.cond:
                 while True:
                     if self.stopped: return
-                    s, sig, batch = self._take()
-                    if s is not None: break
-                    self.cond.wait(batch)
-            _deliver(_run_batch(s, sig, batch, self.on_batch))
+                    q, batch, wait = _due_batch(self.queues, self.max_batch, self.timeout)
+                    if q is not None: break
+                    self.cond.wait(wait)
+            _deliver(_run_batch(q.servable, q.signature, batch, self.on_batch, self.allowed))
 
-    def close(self):
-        "Stop the batch threads."
-        with self.cond: self.stopped = True; self.cond.notify_all()
-        for t in self.threads: t.join(timeout=5)
+# %% ../../nbs/44_serve.server.ipynb #7340d1f6
+_CLOSED = "The batch scheduler is closed: the server is shutting down"
+
+@patch
+def close(self:Batcher):
+    "Stop the batch threads, and fail the requests still queued."
+    with self.cond:
+        self.stopped = True; self.cond.notify_all()
+        left, self.queues = [t for q in self.queues.values() for t in q.tasks], {}
+    for t in self.threads: t.join(timeout=5)
+    _deliver([(t, None, ServingError('UNAVAILABLE', _CLOSED)) for t in left])
 
 # %% ../../nbs/44_serve.server.ipynb #70fe14b6
 @patch
 def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=None)->_Task:
-    "Queue a request to `signature` of `servable`, or refuse it when its queue is full."
+    "Queue a request to `signature` of `servable`, or refuse it when its queue is full or the batcher closed."
     n = _task_rows(inputs, self.max_batch)
-    task, key = _Task(inputs, n, loop), (servable.name, servable.version, signature, id(servable))
+    task, key = _Task(inputs, n, loop), (id(servable), signature)   # a queue holds its servable: the id stays its own
     with self.cond:
-        q = self.queues.get(key) or self.queues.setdefault(key, _Queue(servable))
+        if self.stopped: raise ServingError('UNAVAILABLE', _CLOSED)
+        q = self.queues.get(key) or self.queues.setdefault(key, _Queue(servable, signature))
         if math.ceil((q.rows + n) / self.max_batch) > self.max_enqueued:
-            raise ServingError('RESOURCE_EXHAUSTED',
-                               "The batch scheduling queue to which this task was submitted is full")
+            raise ServingError('UNAVAILABLE', "The batch scheduling queue to which this task was submitted is full")
         q.tasks.append(task); q.rows += n
         if len(q.tasks) == 1 or q.rows >= self.max_batch: self.cond.notify()   # a deadline to wait for, or a full batch
     return task
+
+@patch
+def _withdraw(self:Batcher, servable:Servable, signature:str, task:_Task):
+    "Take a task whose caller has gone out of its queue, if no batch has taken it yet."
+    with self.cond:
+        q = self.queues.get(key := (id(servable), signature))
+        if q is None or task not in q.tasks: return
+        q.tasks.remove(task); q.rows -= task.rows
+        if not q.tasks: del self.queues[key]
 
 # %% ../../nbs/44_serve.server.ipynb #ee2cce99
 @patch
@@ -185,7 +219,9 @@ def submit(self:Batcher, servable:Servable, signature:str, inputs:dict)->dict:
 @patch
 async def submit_async(self:Batcher, servable:Servable, signature:str, inputs:dict)->dict:
     "`submit` for a coroutine: no thread is held while the request waits, and its event loop serves others meanwhile."
-    return await self._enqueue(servable, signature, inputs, asyncio.get_running_loop()).future
+    task = self._enqueue(servable, signature, inputs, asyncio.get_running_loop())
+    try: return await task.future
+    except asyncio.CancelledError: self._withdraw(servable, signature, task); raise
 
 # %% ../../nbs/44_serve.server.ipynb #c3b6d217
 _LOG_KINDS = {'predict': prediction_log_pb2.PredictLog, 'classify': prediction_log_pb2.ClassifyLog,
@@ -311,6 +347,8 @@ def observe(self:Serving, name:str, api:str, entry:str, status:str, t0:float):
         h = self._latency[(name, api, entry)] = self.metrics['latency'].labels(name, api, entry)
     h.observe((time.perf_counter() - t0) * 1e6)
 
+_LATE = contextvars.ContextVar('mlinfra_late', default=None)   # `[answered 504]`, set by deadline_route
+
 @patch
 @contextlib.contextmanager
 def counted(self:Serving, name:str, api:str, entry:str):
@@ -318,7 +356,11 @@ def counted(self:Serving, name:str, api:str, entry:str):
     t0, status = time.perf_counter(), 'OK'
     try: yield
     except ServingError as e: status = e.code; raise
-    finally: self.observe(name, api, entry, status, t0)
+    except asyncio.CancelledError: status = 'CANCELLED'; raise
+    except BaseException: status = 'UNKNOWN'; raise
+    finally:
+        if (late := _LATE.get()) is not None and late[0]: status = 'DEADLINE_EXCEEDED'
+        self.observe(name, api, entry, status, t0)
 
 # %% ../../nbs/44_serve.server.ipynb #8b82e1df
 def spec_version(spec)->int|None:
@@ -964,7 +1006,7 @@ def deadline_route(app, timeout:float):
     async def asgi(scope, receive, send):
         if scope['type'] != 'http' or scope['method'] != 'POST' or not _RUNS.search(scope['path']):
             return await app(scope, receive, send)
-        loop, arrived, started, late = asyncio.get_running_loop(), None, False, False
+        loop, arrived, started, late = asyncio.get_running_loop(), None, False, [False]
         async def receive_body():
             nonlocal arrived
             msg = await receive()
@@ -972,15 +1014,16 @@ def deadline_route(app, timeout:float):
             return msg
         async def send_unless_late(msg):
             nonlocal started
-            if late: return
+            if late[0]: return
             started = True; await send(msg)
+        _LATE.set(late)                                 # the request's task and threads see it: `counted` reads it
         task = asyncio.ensure_future(app(scope, receive_body, send_unless_late))
         while not task.done():
             left = timeout if arrived is None else arrived + timeout - loop.time()
             if left <= 0: break
             await asyncio.wait({task}, timeout=left)
         if task.done() or started: return await task
-        late = True; task.cancel(); late_tasks.add(task); task.add_done_callback(late_tasks.discard)
+        late[0] = True; task.cancel(); late_tasks.add(task); task.add_done_callback(late_tasks.discard)
         await _send_json(send, 504, error_json(ServingError('DEADLINE_EXCEEDED', "Timed out waiting for notification")))
     return asgi
 
@@ -1143,16 +1186,18 @@ def addresses(self:ModelServer)->str:
 # %% ../../nbs/44_serve.server.ipynb #126a899a
 @patch
 def start(self:ModelServer, timeout:float=30)->ModelServer:
-    "Serve REST and gRPC on background threads; return once both accept connections."
-    self._on_loop(self.grpc.start())
-    if self.rest is not None:
-        self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.rest.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the REST server did not start on {self.host}")
-            time.sleep(0.01)
+    "Serve REST and gRPC on background threads; return once both accept connections (or stop both and raise)."
+    try:
+        self._on_loop(self.grpc.start())
+        if self.rest is not None:
+            self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True)
+            self.thread.start()
+            deadline = time.monotonic() + timeout
+            while not self.rest.started:
+                if not self.thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"the REST server did not start on {self.host}")
+                time.sleep(0.01)
+    except BaseException: self.stop(); raise    # gRPC may be serving already, and no `__exit__` will run
     self.started = True
     get_logger('serve').info("serving %s", self.addresses)
     return self
