@@ -1067,6 +1067,7 @@ def test_rest_deadline_counts_deadline_exceeded(lib, tmp_path):
         assert got == {('slow', '', 'DEADLINE_EXCEEDED'): 1}, got
     finally: srv.stop()
 
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning')   # the REST thread's own error
 def test_rest_start_failure_stops_grpc(lib, tmp_path, monkeypatch):
     "When REST cannot start, start() stops the gRPC server it had started (no __exit__ runs after a failed __enter__)."
     srv = ModelServer(config=server_config(model_config('scale', lib/'scale')), rest_port=0, grpc_port=0, poll_seconds=0)

@@ -333,7 +333,7 @@ class Serving:
 
 # %% ../../nbs/44_serve.server.ipynb #6f1ae729
 @patch
-def model_config(self:Serving, name:str):
+def config_of(self:Serving, name:str):
     "The `ModelConfig` of model `name`, or None for a model the config does not hold."
     for c in (self.manager.config.model_config_list.config if self.manager.config else []):
         if c.name == name: return c
@@ -393,7 +393,7 @@ def run(self:Serving, s:Servable, sig:str, inputs:dict)->dict:
     return self.batcher.submit(s, sig, inputs) if self.batcher else s.run(sig, inputs)
 
 @patch
-def predict_signature(self:Serving, s:Servable, sig:str)->dict:
+def checked_predict_inputs(self:Serving, s:Servable, sig:str)->dict:
     "The inputs of signature `sig` (`name -> (dtype, shape)`); with `method_check`, TF Serving's check of its method."
     inputs = s.inputs(sig)
     if self.method_check and (m := s.signature_defs[sig].method_name) not in _PREDICT_METHODS:
@@ -408,7 +408,7 @@ def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC
     "Count a `PredictRequest`, hold its servable, read its input tensors: yields `(servable, signature, inputs)`."
     with self.counted(request.model_spec.name, 'predict', entry), self.using(request.model_spec) as s:
         sig = request.model_spec.signature_name or 'serving_default'
-        self.predict_signature(s, sig)
+        self.checked_predict_inputs(s, sig)
         try: inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
         except Exception as e:
             raise ServingError('INVALID_ARGUMENT', f"bad input tensor: {type(e).__name__}: {e}") from None
@@ -441,7 +441,7 @@ def answer(self:Serving, request:predict_pb2.PredictRequest, s:Servable, sig:str
            out:dict)->predict_pb2.PredictResponse:
     "The `PredictResponse` for the outputs `output_filter` asks for, logged when the model's logging config samples it."
     resp = self.response(s, sig, _filtered(out, request.output_filter))
-    if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp)
+    if (lc := self.logger.sampled(self.config_of(s.name))) is not None: self.logger.log(lc, s, request, resp)
     return resp
 
 # %% ../../nbs/44_serve.server.ipynb #2fb74f6f
@@ -472,11 +472,10 @@ def metadata(self:Serving, spec)->get_model_metadata_pb2.GetModelMetadataRespons
 
 # %% ../../nbs/44_serve.server.ipynb #fb2dcc64
 @patch
-def status(self:Serving, name:str, version:int|None=None,
-           label:str|None=None)->get_model_status_pb2.GetModelStatusResponse:
-    "The `GetModelStatusResponse` for a model (or one version or label)."
+def status(self:Serving, spec)->get_model_status_pb2.GetModelStatusResponse:
+    "The `GetModelStatusResponse` for the model a `ModelSpec` names (all its versions, or the version or label it names)."
     resp, state = get_model_status_pb2.GetModelStatusResponse(), get_model_status_pb2.ModelVersionStatus.State.Value
-    for s in self.manager.status(name, version, label):
+    for s in self.manager.status(spec.name, spec_version(spec), spec.version_label or None):
         m = resp.model_version_status.add(version=s.version, state=state(s.state))
         m.status.error_code = 0 if not s.error else 13   # OK, or INTERNAL with the load error
         m.status.error_message = s.error
@@ -572,12 +571,17 @@ def _answered_by(spec, s:Servable, signature:str):
     spec.version.value = s.version
 
 @patch
-def _infer(self:Serving, s:Servable, spec, verb:str, examples:np.ndarray|None=None)->dict|None:
-    "Check the signature `spec` names can `verb`; run it on `examples` (when given) and return its outputs."
+def _inference_signature(self:Serving, s:Servable, spec, verb:str)->str:
+    "The signature `spec` names, checked that it can `verb`."
     sig = spec.signature_name or 'serving_default'
     if (sd := s.signature_defs.get(sig)) is None: raise _bad(f"No signature was found with the name: {sig}")
     check_inference_signature(sd, verb, self.method_check)
-    return None if examples is None else self.run(s, sig, {'inputs': examples})
+    return sig
+
+@patch
+def _infer(self:Serving, s:Servable, sig:str, examples:np.ndarray)->dict:
+    "The outputs of classify or regress signature `sig` on serialized `examples`."
+    return self.run(s, sig, {'inputs': examples})
 
 # %% ../../nbs/44_serve.server.ipynb #4837514c
 @patch
@@ -585,13 +589,13 @@ def _one_inference(self:Serving, request, verb:str):
     "The response to a `ClassificationRequest` or `RegressionRequest` (`verb`), logged when sampled."
     if not request.HasField('model_spec'): raise ServingError('INVALID_ARGUMENT', "Missing ModelSpec")
     with self.using(request.model_spec) as s:
-        self._infer(s, request.model_spec, verb)
+        sig = self._inference_signature(s, request.model_spec, verb)   # before the examples: TF Serving's error order
         examples = serialized_examples(request.input)
-        out, n = self._infer(s, request.model_spec, verb, examples), len(examples)
+        out, n = self._infer(s, sig, examples), len(examples)
         if verb == 'classify': resp = classification_pb2.ClassificationResponse(result=classification_result(out, n))
         else: resp = regression_pb2.RegressionResponse(result=regression_result(out, n))
         _answered_by(resp.model_spec, s, request.model_spec.signature_name)
-        if (lc := self.logger.sampled(self.model_config(s.name))) is not None:
+        if (lc := self.logger.sampled(self.config_of(s.name))) is not None:
             self.logger.log(lc, s, request, resp, verb)
         return resp
 
@@ -613,7 +617,7 @@ _VERBS = {m: v for v, m in _METHODS.items()}
 
 @patch
 def _tasks(self:Serving, request, s:Servable)->list:
-    "The `(task, verb)` of each task of a `MultiInferenceRequest` to model `s`, checked as TF Serving checks them."
+    "The `(task, verb, signature)` of each task of a `MultiInferenceRequest` to model `s`, checked as TF Serving checks them."
     seen, out = set(), []
     for task in request.tasks:
         if not task.model_spec.name: raise _bad("Found ModelSpec with an empty model name.")
@@ -625,8 +629,7 @@ def _tasks(self:Serving, request, s:Servable)->list:
         if sig not in s.signature_defs: raise _bad(f"Requested signature not found in model graph: {sig}")
         if (verb := _VERBS.get(task.method_name)) is None:
             raise ServingError('UNIMPLEMENTED', f"Unsupported signature method_name: {task.method_name}")
-        self._infer(s, task.model_spec, verb)
-        out.append((task, verb))
+        out.append((task, verb, self._inference_signature(s, task.model_spec, verb)))
     return out
 
 # %% ../../nbs/44_serve.server.ipynb #9381823a
@@ -635,8 +638,8 @@ def _run_tasks(self:Serving, request, s:Servable)->inference_pb2.MultiInferenceR
     "The results of the tasks of a `MultiInferenceRequest` on the same examples, each naming the version that answered."
     tasks, resp = self._tasks(request, s), inference_pb2.MultiInferenceResponse()
     examples = serialized_examples(request.input)
-    for task, verb in tasks:
-        out, r = self._infer(s, task.model_spec, verb, examples), resp.results.add()
+    for task, verb, sig in tasks:
+        out, r = self._infer(s, sig, examples), resp.results.add()
         if verb == 'classify': r.classification_result.CopyFrom(classification_result(out, len(examples)))
         else: r.regression_result.CopyFrom(regression_result(out, len(examples)))
         _answered_by(r.model_spec, s, task.model_spec.signature_name)
@@ -650,7 +653,7 @@ def multi_inference(self:Serving, request:inference_pb2.MultiInferenceRequest,
     spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
     with self.counted(spec.name, 'multi_inference', entry), self.using(spec) as s:
         resp = self._run_tasks(request, s)
-        if (lc := self.logger.sampled(self.model_config(s.name))) is not None:
+        if (lc := self.logger.sampled(self.config_of(s.name))) is not None:
             self.logger.log(lc, s, request, resp, 'multi_inference', spec.signature_name or 'serving_default')
         return resp
 
@@ -658,18 +661,17 @@ def multi_inference(self:Serving, request:inference_pb2.MultiInferenceRequest,
 _URL = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?'
                   r'(?:(?P<meta>/metadata)|:(?P<verb>predict|classify|regress))?/?$')
 
-def _spec_from_url(m)->predict_pb2.PredictRequest:
-    "A `PredictRequest` holding the model spec of a matched REST URL."
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = m['name']
+def _spec_from_url(m)->model_pb2.ModelSpec:
+    "The `ModelSpec` a matched REST URL names."
+    spec = model_pb2.ModelSpec(name=m['name'])
     if m['version']:
         digits = m['version']   # past 19 digits it cannot be an int64 (and Python refuses to read 4,300 or more)
         v = int(digits) if len(digits.lstrip('-')) <= 19 else None
         if v is None or not -2**63 <= v < 2**63:
             raise ServingError('INVALID_ARGUMENT', f"Failed to convert version: {digits[:40]} to numeric.")
-        req.model_spec.version.value = v
-    if m['label']: req.model_spec.version_label = m['label']
-    return req
+        spec.version.value = v
+    if m['label']: spec.version_label = m['label']
+    return spec
 
 # %% ../../nbs/44_serve.server.ipynb #81c16b87
 _STATUS_NAMES = {0: 'OK', 13: 'INTERNAL'}
@@ -703,9 +705,9 @@ async def _model_get(serving:Serving, request:Request)->Response:
     if not m or request.method != 'GET' or m['verb']:   # a POST on a verb URL is predict_route's
         return _reply(ServingError('INVALID_ARGUMENT', f"Malformed request: {request.method} {request.url.path}"))
     try:
-        spec = _spec_from_url(m).model_spec
+        spec = _spec_from_url(m)
         if m['meta']: body = metadata_json(await run_in_threadpool(serving.metadata, spec))
-        else: body = status_json(serving.status(spec.name, spec_version(spec), m['label']))
+        else: body = status_json(serving.status(spec))
         return Response(json.dumps(body), media_type='application/json')
     except ServingError as e: return _reply(e)
 
@@ -727,9 +729,9 @@ _INLINE_BODY = 64 << 10   # with batching, bodies up to this are parsed on the e
 def _rest_request(m, body:bytes, request_id:str|None):
     "The request document and a `PredictRequest` holding its model spec (and request id)."
     doc = parse_json(body)
-    req = _spec_from_url(m)
+    req = predict_pb2.PredictRequest(model_spec=_spec_from_url(m))
     req.model_spec.signature_name = signature_name(doc)
-    if request_id: req.client_id = request_id.encode()[:256]
+    if request_id: req.client_id = request_id.encode('latin-1')[:256]   # the header's bytes, as ASGI decoded them
     return doc, req
 
 # %% ../../nbs/44_serve.server.ipynb #0c6b73f7
@@ -739,12 +741,12 @@ def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
     doc, req = _rest_request(m, body, request_id)
     with serving.counted(req.model_spec.name, 'predict', 'REST'), serving.using(req.model_spec) as s:
         sig = req.model_spec.signature_name
-        inputs, fmt = predict_inputs(doc, serving.predict_signature(s, sig))
+        inputs, fmt = predict_inputs(doc, serving.checked_predict_inputs(s, sig))
         yield s, sig, req, inputs, fmt
 
 def _rest_reply(serving:Serving, s:Servable, req, inputs:dict, out:dict, fmt:str)->bytes:
     "The JSON response body; protos are built only for a request the log samples (numpy all the way otherwise)."
-    if (lc := serving.logger.sampled(serving.model_config(s.name))) is not None:
+    if (lc := serving.logger.sampled(serving.config_of(s.name))) is not None:
         tf, sig = import_tensorflow(), req.model_spec.signature_name
         for k, v in inputs.items():
             req.inputs[k].CopyFrom(tf.make_tensor_proto(v, dtype=getattr(tf, s.inputs(sig)[k][0])))
@@ -756,7 +758,7 @@ def _rest_infer(serving:Serving, m, body:bytes)->bytes:
     "A REST classify or regress: the body's examples, run as the gRPC request with the same content would be."
     doc = parse_json(body)
     req = classification_pb2.ClassificationRequest() if m['verb'] == 'classify' else regression_pb2.RegressionRequest()
-    req.model_spec.CopyFrom(_spec_from_url(m).model_spec)
+    req.model_spec.CopyFrom(_spec_from_url(m))
     if 'signature_name' in doc:
         if not isinstance(doc['signature_name'], str):
             raise ServingError('INVALID_ARGUMENT', f"JSON Value: {json.dumps(doc)[:200]} not formatted correctly. "
@@ -849,7 +851,7 @@ def rest_app(serving:Serving, max_body:int=64 << 20):
         p = request.url.path
         if path and p == path and request.method == 'GET': return _metrics_response(serving)
         if p.startswith('/v1/models/'): return await _model_get(serving, request)
-        if p.rstrip('/') == '/v1/models': return _reply(_bad("Missing model name in request."))
+        if p == '/v1/models': return _reply(_bad("Missing model name in request."))
         if p.startswith('/v1/'): return _reply(_bad(f"Malformed request: {request.method} {p}"))
         body = json.dumps({'error': f"Malformed request: {request.method} {p}"})
         return Response(body, status_code=404, media_type='application/json')
@@ -888,8 +890,7 @@ class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServ
 # %% ../../nbs/44_serve.server.ipynb #05d1132f
 class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(self, request, context):
-        spec = request.model_spec
-        return await self.call(context, self.serving.status, spec.name, spec_version(spec), spec.version_label or None)
+        return await self.call(context, self.serving.status, request.model_spec)
     async def HandleReloadConfigRequest(self, request, context):
         try: await asyncio.get_running_loop().run_in_executor(self.pool, self.serving.manager.apply, request.config)
         except (ServingError, InvalidInput) as e:   # as TF Serving: the status is the call's
@@ -897,16 +898,17 @@ class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
         return model_management_pb2.ReloadConfigResponse()
 
 # %% ../../nbs/44_serve.server.ipynb #777acfe9
+def check_port(port:int|None, what:str)->int|None:
+    "`port` if it is a TCP port number (0-65535) or None (no listener); else one line naming `what`."
+    if port is None or isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535: return port
+    raise InvalidInput(f"{what} must be a port number from 0 to 65535, not {port!r}")
+
+# %% ../../nbs/44_serve.server.ipynb #0dc25a83
 def _new_loop()->asyncio.AbstractEventLoop:
     "A new event loop: uvloop's when installed (uvicorn's `loop='auto'` makes the same choice), else asyncio's."
     try: import uvloop
     except ImportError: return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-def check_port(port:int|None, what:str)->int|None:
-    "`port` if it is a TCP port number (0-65535) or None (no listener); else one line naming `what`."
-    if port is None or isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535: return port
-    raise InvalidInput(f"{what} must be a port number from 0 to 65535, not {port!r}")
 
 # %% ../../nbs/44_serve.server.ipynb #e94702e2
 def _bind(host:str, port:int, what:str, hold:bool=True)->socket.socket|None:
@@ -1054,7 +1056,8 @@ class ModelServer:
         check_host(host, allow_remote)
         self.host, self.rest_threads, self.started = host, rest_threads, False
         self.thread, self.rest, self.rest_socket = None, None, None
-        self._check_addresses(rest_port, grpc_port, grpc_socket_path, grpc_options or [])
+        self.grpc_port, self.socket_path = _check_addresses(host, rest_port, grpc_port, grpc_socket_path, grpc_options or [])
+        self._socket_id = None                           # the socket file's inode, once gRPC has bound it
         if rest_port is not None:
             self.rest_socket = _bind(host, rest_port, 'REST'); self._rest_port = self.rest_socket.getsockname()[1]
         try:
@@ -1076,17 +1079,16 @@ def _batching_and_monitoring(batching_parameters_file, batching, monitoring_conf
     return batching, monitoring
 
 # %% ../../nbs/44_serve.server.ipynb #84950314
-@patch
-def _check_addresses(self:ModelServer, rest_port, grpc_port, socket_path, options:list):
-    "Check every address before a model loads: port numbers, ports in use (unless gRPC may share one), the socket path."
-    check_port(rest_port, 'rest_port'); self.grpc_port = check_port(grpc_port, 'grpc_port')
+def _check_addresses(host:str, rest_port, grpc_port, socket_path, options:list)->tuple:
+    "`(grpc_port, socket path)`, once every address is checked: port numbers, ports in use (unless gRPC may share one)."
+    check_port(rest_port, 'rest_port'); check_port(grpc_port, 'grpc_port')
     if grpc_port is None and not socket_path:
         raise InvalidInput("gRPC needs a port or a socket path "
                            "(TF Serving: at least one of --port and --grpc_socket_path must be set)")
     if rest_port and rest_port == grpc_port:
         raise InvalidInput(f"REST and gRPC cannot share port {rest_port}; give them different ports")
-    if grpc_port and not dict(options).get('grpc.so_reuseport'): _bind(self.host, grpc_port, 'gRPC', hold=False)
-    self.socket_path, self._socket_id = _socket_path(socket_path) if socket_path else None, None
+    if grpc_port and not dict(options).get('grpc.so_reuseport'): _bind(host, grpc_port, 'gRPC', hold=False)
+    return grpc_port, _socket_path(socket_path) if socket_path else None
 
 # %% ../../nbs/44_serve.server.ipynb #5fd0892c
 @patch
