@@ -1062,7 +1062,10 @@ def test_rest_deadline_counts_deadline_exceeded(lib, tmp_path):
     try:
         code, _, out = raw(srv, 'POST', '/v1/models/slow:predict', {'instances': [[1.0]]})
         assert code == 504 and json.loads(out) == {'error': 'Timed out waiting for notification'}
-        time.sleep(1.0)                              # the worker thread finishes the model call
+        deadline, got = time.monotonic() + 60, {}
+        while not got and time.monotonic() < deadline:   # counted when the worker thread finishes the model call
+            time.sleep(0.2); got = {k: v for k, v in request_counts(srv).items() if k[0] == 'slow'}
+        time.sleep(0.5)                                  # and nothing more comes (an OK from that thread, say)
         got = {k: v for k, v in request_counts(srv).items() if k[0] == 'slow'}
         assert got == {('slow', '', 'DEADLINE_EXCEEDED'): 1}, got
     finally: srv.stop()
