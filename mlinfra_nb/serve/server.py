@@ -617,7 +617,7 @@ _VERBS = {m: v for v, m in _METHODS.items()}
 
 @patch
 def _tasks(self:Serving, request, s:Servable)->list:
-    "The `(task, verb, signature)` of each task of a `MultiInferenceRequest` to model `s`, checked as TF Serving checks them."
+    "`(task, verb, signature)` of each task of a `MultiInferenceRequest` to `s`, checked as TF Serving checks them."
     seen, out = set(), []
     for task in request.tasks:
         if not task.model_spec.name: raise _bad("Found ModelSpec with an empty model name.")
@@ -1053,11 +1053,10 @@ class ModelServer:
                  rest_timeout:float|None=None,           # --rest_api_timeout_in_ms, in seconds (None: none)
                  cors:bool=False,                        # --rest_api_enable_cors_support
                  method_check:bool=False):               # --enable_signature_method_name_check
-        check_host(host, allow_remote)
+        check_host(host, allow_remote); options = grpc_options or []
         self.host, self.rest_threads, self.started = host, rest_threads, False
-        self.thread, self.rest, self.rest_socket = None, None, None
-        self.grpc_port, self.socket_path = _check_addresses(host, rest_port, grpc_port, grpc_socket_path, grpc_options or [])
-        self._socket_id = None                           # the socket file's inode, once gRPC has bound it
+        self.thread, self.rest, self.rest_socket, self._socket_id = None, None, None, None   # _socket_id: once bound
+        self.grpc_port, self.socket_path = _check_addresses(host, rest_port, grpc_port, grpc_socket_path, options)
         if rest_port is not None:
             self.rest_socket = _bind(host, rest_port, 'REST'); self._rest_port = self.rest_socket.getsockname()[1]
         try:
@@ -1069,7 +1068,7 @@ class ModelServer:
             self.serving = Serving(manager, batching, monitoring, method_check)
             if rest_port is not None: self.rest = self._rest_server(max_body, rest_timeout, cors)
         except BaseException: self._abandon(); raise
-        self._start_grpc(grpc_port, grpc_threads, max_body, grpc_options or [])
+        self._start_grpc(grpc_port, grpc_threads, max_body, options)
 
 # %% ../../nbs/44_serve.server.ipynb #81d1ebc9
 def _batching_and_monitoring(batching_parameters_file, batching, monitoring_config_file, monitoring)->tuple:
