@@ -555,11 +555,10 @@ def slow_server(lib, tmp_path):
 
 
 def test_batching_queue_full_sheds_load(slow_server):
-    """Many concurrent requests to a slow model behind a 1-deep batch queue: some are refused with the queue-full error (HTTP
-    429 + error JSON over REST, RESOURCE_EXHAUSTED over gRPC, as the server documents), the others get their own answer,
-    and none gets a 5xx. Note: TensorFlow's shared batch scheduler (used by TF Serving) refuses with UNAVAILABLE, i.e.
-    HTTP 503 'The batch scheduling queue to which this task was submitted is full'; the codes checked here are the ones
-    this server documents (RESOURCE_EXHAUSTED / 429)."""
+    """Many concurrent requests to a slow model behind a 1-deep batch queue: some are refused with the queue-full error as TF
+    Serving refuses them (TensorFlow's shared batch scheduler returns UNAVAILABLE "The batch scheduling queue to which this
+    task was submitted is full": HTTP 503 + error JSON over REST, UNAVAILABLE over gRPC), the others get their own answer,
+    and no other error comes back."""
     srv, n = slow_server, 24
     code, _, out = raw(srv, 'POST', '/v1/models/slow:predict', {'instances': [[7.0]]})
     assert code == 200 and json.loads(out) == {'predictions': [[7.0]]}
@@ -569,11 +568,11 @@ def test_batching_queue_full_sheds_load(slow_server):
         return i, raw(srv, 'POST', '/v1/models/slow:predict', {'instances': [[float(i)]]}, timeout=60)
     with cf.ThreadPoolExecutor(n) as ex: results = list(ex.map(rest, range(n)))
     codes = Counter(r[0] for _, r in results)
-    assert set(codes) <= {200, 429}, codes
-    assert codes[429] >= 1 and codes[200] >= 1, codes
+    assert set(codes) <= {200, 503}, codes
+    assert codes[503] >= 1 and codes[200] >= 1, codes
     for i, r in results:
         if r[0] == 200: assert json.loads(r[2]) == {'predictions': [[float(i)]]}
-        else: tf_error(r, 429, r'batch scheduling queue.*full')
+        else: tf_error(r, 503, r'batch scheduling queue.*full')
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(srv.grpc_target))
     gate = threading.Barrier(n)
     def rpc(i):
@@ -583,8 +582,8 @@ def test_batching_queue_full_sheds_load(slow_server):
         return i, SC.OK, float(tf.make_ndarray(resp.outputs['output_0'])[0, 0])
     with cf.ThreadPoolExecutor(n) as ex: results = list(ex.map(rpc, range(n)))
     codes = Counter(r[1] for r in results)
-    assert set(codes) <= {SC.OK, SC.RESOURCE_EXHAUSTED}, results
-    assert codes[SC.RESOURCE_EXHAUSTED] >= 1 and codes[SC.OK] >= 1, codes
+    assert set(codes) <= {SC.OK, SC.UNAVAILABLE}, results
+    assert codes[SC.UNAVAILABLE] >= 1 and codes[SC.OK] >= 1, codes
     assert all(v == float(i) for i, c, v in results if c == SC.OK)
     code, _, out = raw(srv, 'POST', '/v1/models/slow:predict', {'instances': [[8.0]]})
     assert code == 200 and json.loads(out) == {'predictions': [[8.0]]}
@@ -933,16 +932,16 @@ def test_parse_json_reads_as_json_does():
 
 def test_idle_batch_threads_sleep():
     "Batch threads with nothing queued wait for a request instead of waking every batch_timeout_micros."
-    from mlinfra_nb.serve.server import Batcher
-    b = Batcher(batching_parameters(max_batch_size=8, batch_timeout_micros=1000, num_batch_threads=2))
-    calls, take = Counter(), b._take
-    def counted(): calls['take'] += 1; return take()
-    b._take = counted
+    from mlinfra_nb.serve import server as S
+    calls, due = Counter(), S._due_batch
+    def counted(*a): calls['take'] += 1; return due(*a)
+    S._due_batch = counted
     try:
-        with b.cond: b.cond.notify_all()   # let both threads pick up the counted _take
+        b = S.Batcher(batching_parameters(max_batch_size=8, batch_timeout_micros=1000, num_batch_threads=2))
         time.sleep(0.5)
         assert calls['take'] <= 6, calls   # polling every 1 ms would be ~1,000
-    finally: b.close()
+        b.close()
+    finally: S._due_batch = due
 
 def test_grpc_port_in_use_is_refused(server, channel, lib):
     "A second server on a gRPC port in use fails with a clear error (the port is not shared), leaves no thread behind, and the first keeps serving."
@@ -973,3 +972,111 @@ def test_listens_only_where_asked(lib, tmp_path):
                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert r.returncode == 1 and r.stdout == '' and 'Traceback' not in r.stderr, r.stderr
         assert r.stderr.splitlines()[-1].startswith(f"mlinfra: error: {msg}"), r.stderr
+
+
+# --- 9. second reader's defects (issue 21) --------------------------------------------------------------------------------
+
+class Twice:
+    "A stand-in servable: y = 2x, refusing inputs of three columns; `calls` holds the rows of each call."
+    name, version = 'twice', 1
+    def __init__(self): self.calls = []
+    def run(self, sig, inputs):
+        if inputs['x'].ndim > 1 and inputs['x'].shape[1] == 3: raise KeyError('three columns')
+        self.calls.append(len(inputs['x'])); return {'y': inputs['x'] * 2}
+
+def test_fallback_batch_fails_only_the_bad_request():
+    "Requests of different trailing shapes run one by one: a failing one fails alone, and each call counts as a batch."
+    from mlinfra_nb.serve.server import _run_batch, _Task
+    sizes = []
+    done = _run_batch(Twice(), 'serving_default', [_Task({'x': np.ones((1, n))}, 1) for n in (2, 3, 4)],
+                      on_batch=lambda s, rows: sizes.append(rows))
+    assert [None if e is None else type(e) for t, out, e in done] == [None, KeyError, None]
+    assert [out['y'].shape for t, out, e in done if out is not None] == [(1, 2), (1, 4)]
+    assert sizes == [1, 1]
+
+def test_different_dtypes_are_not_concatenated():
+    "float32 and float64 requests never share a call (concatenating would turn the float32 rows into float64)."
+    from mlinfra_nb.serve.server import _run_batch, _Task
+    d = Twice()
+    done = _run_batch(d, 'serving_default', [_Task({'x': np.ones(1, np.float32)}, 1), _Task({'x': np.ones(1)}, 1)])
+    assert d.calls == [1, 1] and [out['y'].dtype for t, out, e in done] == [np.float32, np.float64]
+
+def test_closed_batcher_refuses_and_fails_leftovers():
+    "submit on a closed batcher is refused with UNAVAILABLE at once; requests queued when it closed fail the same way."
+    from mlinfra_nb.serve.server import Batcher
+    from mlinfra_nb.serve.models import ServingError
+    b = Batcher(batching_parameters(max_batch_size=4, batch_timeout_micros=10**7, num_batch_threads=1))
+    with cf.ThreadPoolExecutor(1) as ex:
+        waiting = ex.submit(b.submit, Twice(), 'serving_default', {'x': np.ones(1)})
+        time.sleep(0.2); b.close()
+        with pytest.raises(ServingError, match='batch scheduler is closed') as e: waiting.result(timeout=5)
+        assert e.value.code == 'UNAVAILABLE'
+        late = ex.submit(b.submit, Twice(), 'serving_default', {'x': np.ones(1)})
+        with pytest.raises(ServingError, match='batch scheduler is closed'): late.result(timeout=5)
+
+def test_emptied_queues_let_servables_go():
+    "Once its requests have run, a queue is dropped: the servable (an unloaded version, say) is not kept alive by it."
+    import gc, weakref
+    from mlinfra_nb.serve.server import Batcher
+    b = Batcher(batching_parameters(max_batch_size=4, batch_timeout_micros=1000, num_batch_threads=1))
+    try:
+        d = Twice(); ref = weakref.ref(d)
+        assert b.submit(d, 'serving_default', {'x': np.ones(2)})['y'].tolist() == [2., 2.]
+        assert b.queues == {}
+        del d; gc.collect()
+        assert ref() is None
+    finally: b.close()
+
+def test_cancelled_request_leaves_its_queue():
+    "A coroutine cancelled while waiting for its batch takes its request out: it neither runs nor holds a queue place."
+    import asyncio
+    from mlinfra_nb.serve.server import Batcher
+    b, d = Batcher(batching_parameters(max_batch_size=4, batch_timeout_micros=500_000, num_batch_threads=1)), Twice()
+    async def go():
+        w = asyncio.ensure_future(b.submit_async(d, 'serving_default', {'x': np.ones(1)}))
+        await asyncio.sleep(0.05)
+        assert b.queues[(id(d), 'serving_default')].rows == 1
+        w.cancel()
+        with pytest.raises(asyncio.CancelledError): await w
+        assert b.queues == {}
+        await asyncio.sleep(0.6)                     # past the batch timeout: nothing runs
+    try:
+        asyncio.run(go())
+        assert d.calls == []
+    finally: b.close()
+
+def test_counted_statuses_besides_serving_errors(server):
+    "A request ending in an exception other than a ServingError counts UNKNOWN; a cancelled one CANCELLED, not OK."
+    import asyncio
+    counts = server.serving.metrics['requests'].counts
+    before = {s: counts[('half-test', s)] for s in ('OK', 'UNKNOWN', 'CANCELLED')}
+    with pytest.raises(KeyError):
+        with server.serving.counted('half-test', 'predict', 'GRPC'): raise KeyError('x')
+    with pytest.raises(asyncio.CancelledError):
+        with server.serving.counted('half-test', 'predict', 'GRPC'): raise asyncio.CancelledError()
+    assert {s: counts[('half-test', s)] - n for s, n in before.items()} == {'OK': 0, 'UNKNOWN': 1, 'CANCELLED': 1}
+
+def test_rest_deadline_counts_deadline_exceeded(lib, tmp_path):
+    "A REST predict answered 504 by --rest_api_timeout_in_ms is counted DEADLINE_EXCEEDED once (not OK when its thread ends)."
+    srv = start_server(tmp_path, server_config(model_config('slow', lib/'slow')), poll_seconds=0, rest_timeout=0.001)
+    try:
+        code, _, out = raw(srv, 'POST', '/v1/models/slow:predict', {'instances': [[1.0]]})
+        assert code == 504 and json.loads(out) == {'error': 'Timed out waiting for notification'}
+        deadline, got = time.monotonic() + 60, {}
+        while not got and time.monotonic() < deadline:   # counted when the worker thread finishes the model call
+            time.sleep(0.2); got = {k: v for k, v in request_counts(srv).items() if k[0] == 'slow'}
+        time.sleep(0.5)                                  # and nothing more comes (an OK from that thread, say)
+        got = {k: v for k, v in request_counts(srv).items() if k[0] == 'slow'}
+        assert got == {('slow', '', 'DEADLINE_EXCEEDED'): 1}, got
+    finally: srv.stop()
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning')   # the REST thread's own error
+def test_rest_start_failure_stops_grpc(lib, tmp_path, monkeypatch):
+    "When REST cannot start, start() stops the gRPC server it had started (no __exit__ runs after a failed __enter__)."
+    srv = ModelServer(config=server_config(model_config('scale', lib/'scale')), rest_port=0, grpc_port=0, poll_seconds=0)
+    def broken(self): raise OSError("REST cannot start")
+    monkeypatch.setattr(ModelServer, '_run_rest', broken)
+    with pytest.raises(RuntimeError, match='REST server did not start'): srv.start()
+    assert not srv.loop.is_running() and not srv.started
+    with grpc.insecure_channel(srv.grpc_target) as ch:
+        with pytest.raises(grpc.FutureTimeoutError): grpc.channel_ready_future(ch).result(timeout=1)

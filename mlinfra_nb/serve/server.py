@@ -5,7 +5,7 @@
 # %% ../../nbs/44_serve.server.ipynb #19da37e5
 from __future__ import annotations
 import asyncio, concurrent.futures as cf, collections, contextlib, errno, json, math, os, random, re, socket, stat
-import threading, time, uuid
+import contextvars, threading, time, uuid
 from pathlib import Path
 import numpy as np
 import anyio, grpc, uvicorn
@@ -40,12 +40,13 @@ __all__ = ['Batcher', 'RequestLogger', 'RequestCounts', 'Serving', 'spec_version
 class _Task:
     "A request waiting in a batch queue, with the future its caller waits on (an asyncio one for a caller on a loop)."
     def __init__(self, inputs:dict, rows:int, loop=None):
-        self.inputs, self.rows, self.loop, self.t = inputs, rows, loop, time.monotonic()
+        self.inputs, self.rows, self.loop, self.arrived = inputs, rows, loop, time.monotonic()
         self.future = loop.create_future() if loop is not None else cf.Future()
 
 class _Queue:
-    "The tasks waiting for one signature of one servable, and how many rows they hold."
-    def __init__(self, servable:Servable): self.servable, self.tasks, self.rows = servable, collections.deque(), 0
+    "The tasks waiting for `signature` of `servable`, and how many rows they hold."
+    def __init__(self, servable:Servable, signature:str):
+        self.servable, self.signature, self.tasks, self.rows = servable, signature, collections.deque(), 0
 
 # %% ../../nbs/44_serve.server.ipynb #9d1ff6a0
 def _task_rows(inputs:dict, max_batch:int)->int:
@@ -63,24 +64,25 @@ def _task_rows(inputs:dict, max_batch:int)->int:
 
 # %% ../../nbs/44_serve.server.ipynb #7063830b
 def _due_batch(queues:dict, max_batch:int, timeout:float)->tuple:
-    "`(servable, signature, tasks)` of the next batch due (full, or waited `timeout`); else `(None, None, wait)`."
+    "`(queue, tasks, None)` of the next batch due (full, or waited `timeout`), else `(None, None, wait)`."
     now, wait = time.monotonic(), None          # nothing queued: sleep until a request comes
     for key, q in queues.items():
-        if not q.tasks: continue
-        if q.rows >= max_batch or now - q.tasks[0].t >= timeout:
+        if q.rows >= max_batch or now - q.tasks[0].arrived >= timeout:
             batch, n = [], 0
             while q.tasks and n + q.tasks[0].rows <= max_batch: t = q.tasks.popleft(); batch.append(t); n += t.rows
             q.rows -= n
-            return q.servable, key[2], batch
-        due = timeout - (now - q.tasks[0].t)
+            if not q.tasks: del queues[key]     # an empty queue goes: it would hold its servable
+            return q, batch, None
+        due = timeout - (now - q.tasks[0].arrived)
         wait = due if wait is None else min(wait, due)
     return None, None, None if wait is None else max(wait, 1e-4)
 
 # %% ../../nbs/44_serve.server.ipynb #c5651b8e
 def _same_shapes(batch:list)->bool:
-    "Whether the tasks of `batch` have the same inputs with the same shapes past the batch axis (one call can run all)."
-    names = batch[0].inputs.keys()
-    return all(t.inputs.keys() == names and all(t.inputs[k].shape[1:] == batch[0].inputs[k].shape[1:] for k in names)
+    "Whether the tasks of `batch` have the same inputs with the same dtypes and shapes past the batch axis (one call)."
+    first = batch[0].inputs
+    return all(t.inputs.keys() == first.keys() and all(t.inputs[k].shape[1:] == first[k].shape[1:]
+                                                     and t.inputs[k].dtype == first[k].dtype for k in first)
                for t in batch)
 
 def _check_batched(out:dict, rows:int):
@@ -91,21 +93,34 @@ def _check_batched(out:dict, rows:int):
             raise ServingError('FAILED_PRECONDITION', "Batched output tensor's 0th dimension does not equal the sum of "
                                                       "the 0th dimension sizes of the input tensors")
 
+def _padded(inputs:dict, rows:int, allowed)->tuple:
+    "`(inputs, rows)` padded up to the smallest of the `allowed` batch sizes that holds `rows`, with copies of row 0."
+    size = next((a for a in allowed if a >= rows), rows)
+    if size == rows: return inputs, rows
+    return {k: np.concatenate([v, np.repeat(v[:1], size - rows, axis=0)]) for k, v in inputs.items()}, size
+
 # %% ../../nbs/44_serve.server.ipynb #e4453d0a
-def _run_batch(s:Servable, sig:str, batch:list, on_batch=None)->list:
-    "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
+def _run_each(s:Servable, sig:str, batch:list, on_batch=None)->list:
+    "`(task, outputs, exception)` for each task of `batch`, each run by a call of its own (their shapes differ)."
     done = []
+    for t in batch:
+        try: done.append((t, s.run(sig, t.inputs), None))
+        except Exception as e: done.append((t, None, e)); continue
+        if on_batch: on_batch(s, t.rows)
+    return done
+
+def _run_batch(s:Servable, sig:str, batch:list, on_batch=None, allowed=())->list:
+    "`(task, outputs, exception)` for each task of `batch`, from one call of the signature on the rows of all."
+    if not _same_shapes(batch): return _run_each(s, sig, batch, on_batch)
+    names, rows = batch[0].inputs.keys(), sum(t.rows for t in batch)
     try:
-        if not _same_shapes(batch):
-            for t in batch: done.append((t, s.run(sig, t.inputs), None))   # shapes differ: no common batch
-            return done
-        names, rows = batch[0].inputs.keys(), sum(t.rows for t in batch)
-        out = s.run(sig, {k: np.concatenate([t.inputs[k] for t in batch]) for k in names})
-        _check_batched(out, rows)    # outputs are split by rows, as TF Serving's batching session splits them
-        if on_batch: on_batch(s, rows)
-        i = 0
-        for t in batch: done.append((t, {k: v[i:i + t.rows] for k, v in out.items()}, None)); i += t.rows
-    except Exception as e: done += [(t, None, e) for t in batch[len(done):]]
+        inputs, size = _padded({k: np.concatenate([t.inputs[k] for t in batch]) for k in names}, rows, allowed)
+        out = s.run(sig, inputs)
+        _check_batched(out, size)    # outputs are split by rows, as TF Serving's batching session splits them
+    except Exception as e: return [(t, None, e) for t in batch]
+    if on_batch: on_batch(s, size)
+    done, i = [], 0
+    for t in batch: done.append((t, {k: v[i:i + t.rows] for k, v in out.items()}, None)); i += t.rows
     return done
 
 # %% ../../nbs/44_serve.server.ipynb #5fb68731
@@ -130,51 +145,70 @@ def _batching_value(params, field:str, default:int)->int:
     "A `BatchingParameters` field's value, or TF Serving's default when the field is not set."
     return getattr(params, field).value if params is not None and params.HasField(field) else default
 
+_BATCHING_USED = {'max_batch_size', 'batch_timeout_micros', 'max_enqueued_batches', 'num_batch_threads',
+                  'allowed_batch_sizes'}
+
 class Batcher:
-    "Requests to one signature of one servable, run together in batches as `BatchingParameters` say."
+    "Requests queued by servable and signature, run together in batches as `BatchingParameters` say."
     def __init__(self, params=None, on_batch=None):
-        self.max_batch = _batching_value(params, 'max_batch_size', 32)
-        self.timeout = _batching_value(params, 'batch_timeout_micros', 1000) / 1e6
-        self.max_enqueued = _batching_value(params, 'max_enqueued_batches', 100)
-        threads = _batching_value(params, 'num_batch_threads', 4)
+        self.max_batch = _batching_value(params, 'max_batch_size', 1000)
+        self.timeout = _batching_value(params, 'batch_timeout_micros', 0) / 1e6
+        self.max_enqueued = _batching_value(params, 'max_enqueued_batches', 10)
+        threads = _batching_value(params, 'num_batch_threads', os.cpu_count() or 1)
+        self.allowed = list(params.allowed_batch_sizes) if params is not None else []
+        for f, _ in (params.ListFields() if params is not None else []):
+            if f.name not in _BATCHING_USED:
+                get_logger('serve').warning("batching parameter %s is not supported; ignoring it", f.name)
         self.on_batch, self.queues, self.cond, self.stopped = on_batch, {}, threading.Condition(), False
         self.threads = [threading.Thread(target=self._work, daemon=True, name=f'mlinfra-batch-{i}')
                         for i in range(threads)]
         for t in self.threads: t.start()
-
-    def _take(self):
-        "The next batch due in this batcher's queues, or how long to wait (`_due_batch`)."
-        return _due_batch(self.queues, self.max_batch, self.timeout)
 
     def _work(self):
         while True:
             with self.cond:
                 while True:
                     if self.stopped: return
-                    s, sig, batch = self._take()
-                    if s is not None: break
-                    self.cond.wait(batch)
-            _deliver(_run_batch(s, sig, batch, self.on_batch))
+                    q, batch, wait = _due_batch(self.queues, self.max_batch, self.timeout)
+                    if q is not None: break
+                    self.cond.wait(wait)
+            _deliver(_run_batch(q.servable, q.signature, batch, self.on_batch, self.allowed))
 
-    def close(self):
-        "Stop the batch threads."
-        with self.cond: self.stopped = True; self.cond.notify_all()
-        for t in self.threads: t.join(timeout=5)
+# %% ../../nbs/44_serve.server.ipynb #7340d1f6
+_CLOSED = "The batch scheduler is closed: the server is shutting down"
+
+@patch
+def close(self:Batcher):
+    "Stop the batch threads, and fail the requests still queued."
+    with self.cond:
+        self.stopped = True; self.cond.notify_all()
+        left, self.queues = [t for q in self.queues.values() for t in q.tasks], {}
+    for t in self.threads: t.join(timeout=5)
+    _deliver([(t, None, ServingError('UNAVAILABLE', _CLOSED)) for t in left])
 
 # %% ../../nbs/44_serve.server.ipynb #70fe14b6
 @patch
 def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=None)->_Task:
-    "Queue a request to `signature` of `servable`, or refuse it when its queue is full."
+    "Queue a request to `signature` of `servable`, or refuse it when its queue is full or the batcher closed."
     n = _task_rows(inputs, self.max_batch)
-    task, key = _Task(inputs, n, loop), (servable.name, servable.version, signature, id(servable))
+    task, key = _Task(inputs, n, loop), (id(servable), signature)   # a queue holds its servable: the id stays its own
     with self.cond:
-        q = self.queues.get(key) or self.queues.setdefault(key, _Queue(servable))
+        if self.stopped: raise ServingError('UNAVAILABLE', _CLOSED)
+        q = self.queues.get(key) or self.queues.setdefault(key, _Queue(servable, signature))
         if math.ceil((q.rows + n) / self.max_batch) > self.max_enqueued:
-            raise ServingError('RESOURCE_EXHAUSTED',
-                               "The batch scheduling queue to which this task was submitted is full")
+            raise ServingError('UNAVAILABLE', "The batch scheduling queue to which this task was submitted is full")
         q.tasks.append(task); q.rows += n
         if len(q.tasks) == 1 or q.rows >= self.max_batch: self.cond.notify()   # a deadline to wait for, or a full batch
     return task
+
+@patch
+def _withdraw(self:Batcher, servable:Servable, signature:str, task:_Task):
+    "Take a task whose caller has gone out of its queue, if no batch has taken it yet."
+    with self.cond:
+        q = self.queues.get(key := (id(servable), signature))
+        if q is None or task not in q.tasks: return
+        q.tasks.remove(task); q.rows -= task.rows
+        if not q.tasks: del self.queues[key]
 
 # %% ../../nbs/44_serve.server.ipynb #ee2cce99
 @patch
@@ -185,7 +219,9 @@ def submit(self:Batcher, servable:Servable, signature:str, inputs:dict)->dict:
 @patch
 async def submit_async(self:Batcher, servable:Servable, signature:str, inputs:dict)->dict:
     "`submit` for a coroutine: no thread is held while the request waits, and its event loop serves others meanwhile."
-    return await self._enqueue(servable, signature, inputs, asyncio.get_running_loop()).future
+    task = self._enqueue(servable, signature, inputs, asyncio.get_running_loop())
+    try: return await task.future
+    except asyncio.CancelledError: self._withdraw(servable, signature, task); raise
 
 # %% ../../nbs/44_serve.server.ipynb #c3b6d217
 _LOG_KINDS = {'predict': prediction_log_pb2.PredictLog, 'classify': prediction_log_pb2.ClassifyLog,
@@ -297,7 +333,7 @@ class Serving:
 
 # %% ../../nbs/44_serve.server.ipynb #6f1ae729
 @patch
-def model_config(self:Serving, name:str):
+def config_of(self:Serving, name:str):
     "The `ModelConfig` of model `name`, or None for a model the config does not hold."
     for c in (self.manager.config.model_config_list.config if self.manager.config else []):
         if c.name == name: return c
@@ -311,6 +347,8 @@ def observe(self:Serving, name:str, api:str, entry:str, status:str, t0:float):
         h = self._latency[(name, api, entry)] = self.metrics['latency'].labels(name, api, entry)
     h.observe((time.perf_counter() - t0) * 1e6)
 
+_LATE = contextvars.ContextVar('mlinfra_late', default=None)   # `[answered 504]`, set by deadline_route
+
 @patch
 @contextlib.contextmanager
 def counted(self:Serving, name:str, api:str, entry:str):
@@ -318,7 +356,11 @@ def counted(self:Serving, name:str, api:str, entry:str):
     t0, status = time.perf_counter(), 'OK'
     try: yield
     except ServingError as e: status = e.code; raise
-    finally: self.observe(name, api, entry, status, t0)
+    except asyncio.CancelledError: status = 'CANCELLED'; raise
+    except BaseException: status = 'UNKNOWN'; raise
+    finally:
+        if (late := _LATE.get()) is not None and late[0]: status = 'DEADLINE_EXCEEDED'
+        self.observe(name, api, entry, status, t0)
 
 # %% ../../nbs/44_serve.server.ipynb #8b82e1df
 def spec_version(spec)->int|None:
@@ -351,7 +393,7 @@ def run(self:Serving, s:Servable, sig:str, inputs:dict)->dict:
     return self.batcher.submit(s, sig, inputs) if self.batcher else s.run(sig, inputs)
 
 @patch
-def predict_signature(self:Serving, s:Servable, sig:str)->dict:
+def checked_predict_inputs(self:Serving, s:Servable, sig:str)->dict:
     "The inputs of signature `sig` (`name -> (dtype, shape)`); with `method_check`, TF Serving's check of its method."
     inputs = s.inputs(sig)
     if self.method_check and (m := s.signature_defs[sig].method_name) not in _PREDICT_METHODS:
@@ -366,7 +408,7 @@ def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC
     "Count a `PredictRequest`, hold its servable, read its input tensors: yields `(servable, signature, inputs)`."
     with self.counted(request.model_spec.name, 'predict', entry), self.using(request.model_spec) as s:
         sig = request.model_spec.signature_name or 'serving_default'
-        self.predict_signature(s, sig)
+        self.checked_predict_inputs(s, sig)
         try: inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
         except Exception as e:
             raise ServingError('INVALID_ARGUMENT', f"bad input tensor: {type(e).__name__}: {e}") from None
@@ -399,7 +441,7 @@ def answer(self:Serving, request:predict_pb2.PredictRequest, s:Servable, sig:str
            out:dict)->predict_pb2.PredictResponse:
     "The `PredictResponse` for the outputs `output_filter` asks for, logged when the model's logging config samples it."
     resp = self.response(s, sig, _filtered(out, request.output_filter))
-    if (lc := self.logger.sampled(self.model_config(s.name))) is not None: self.logger.log(lc, s, request, resp)
+    if (lc := self.logger.sampled(self.config_of(s.name))) is not None: self.logger.log(lc, s, request, resp)
     return resp
 
 # %% ../../nbs/44_serve.server.ipynb #2fb74f6f
@@ -430,11 +472,10 @@ def metadata(self:Serving, spec)->get_model_metadata_pb2.GetModelMetadataRespons
 
 # %% ../../nbs/44_serve.server.ipynb #fb2dcc64
 @patch
-def status(self:Serving, name:str, version:int|None=None,
-           label:str|None=None)->get_model_status_pb2.GetModelStatusResponse:
-    "The `GetModelStatusResponse` for a model (or one version or label)."
+def status(self:Serving, spec)->get_model_status_pb2.GetModelStatusResponse:
+    "The `GetModelStatusResponse` for the model a `ModelSpec` names (all its versions, or the version or label it names)."
     resp, state = get_model_status_pb2.GetModelStatusResponse(), get_model_status_pb2.ModelVersionStatus.State.Value
-    for s in self.manager.status(name, version, label):
+    for s in self.manager.status(spec.name, spec_version(spec), spec.version_label or None):
         m = resp.model_version_status.add(version=s.version, state=state(s.state))
         m.status.error_code = 0 if not s.error else 13   # OK, or INTERNAL with the load error
         m.status.error_message = s.error
@@ -530,12 +571,17 @@ def _answered_by(spec, s:Servable, signature:str):
     spec.version.value = s.version
 
 @patch
-def _infer(self:Serving, s:Servable, spec, verb:str, examples:np.ndarray|None=None)->dict|None:
-    "Check the signature `spec` names can `verb`; run it on `examples` (when given) and return its outputs."
+def _inference_signature(self:Serving, s:Servable, spec, verb:str)->str:
+    "The signature `spec` names, checked that it can `verb`."
     sig = spec.signature_name or 'serving_default'
     if (sd := s.signature_defs.get(sig)) is None: raise _bad(f"No signature was found with the name: {sig}")
     check_inference_signature(sd, verb, self.method_check)
-    return None if examples is None else self.run(s, sig, {'inputs': examples})
+    return sig
+
+@patch
+def _infer(self:Serving, s:Servable, sig:str, examples:np.ndarray)->dict:
+    "The outputs of classify or regress signature `sig` on serialized `examples`."
+    return self.run(s, sig, {'inputs': examples})
 
 # %% ../../nbs/44_serve.server.ipynb #4837514c
 @patch
@@ -543,13 +589,13 @@ def _one_inference(self:Serving, request, verb:str):
     "The response to a `ClassificationRequest` or `RegressionRequest` (`verb`), logged when sampled."
     if not request.HasField('model_spec'): raise ServingError('INVALID_ARGUMENT', "Missing ModelSpec")
     with self.using(request.model_spec) as s:
-        self._infer(s, request.model_spec, verb)
+        sig = self._inference_signature(s, request.model_spec, verb)   # before the examples: TF Serving's error order
         examples = serialized_examples(request.input)
-        out, n = self._infer(s, request.model_spec, verb, examples), len(examples)
+        out, n = self._infer(s, sig, examples), len(examples)
         if verb == 'classify': resp = classification_pb2.ClassificationResponse(result=classification_result(out, n))
         else: resp = regression_pb2.RegressionResponse(result=regression_result(out, n))
         _answered_by(resp.model_spec, s, request.model_spec.signature_name)
-        if (lc := self.logger.sampled(self.model_config(s.name))) is not None:
+        if (lc := self.logger.sampled(self.config_of(s.name))) is not None:
             self.logger.log(lc, s, request, resp, verb)
         return resp
 
@@ -571,7 +617,7 @@ _VERBS = {m: v for v, m in _METHODS.items()}
 
 @patch
 def _tasks(self:Serving, request, s:Servable)->list:
-    "The `(task, verb)` of each task of a `MultiInferenceRequest` to model `s`, checked as TF Serving checks them."
+    "`(task, verb, signature)` of each task of a `MultiInferenceRequest` to `s`, checked as TF Serving checks them."
     seen, out = set(), []
     for task in request.tasks:
         if not task.model_spec.name: raise _bad("Found ModelSpec with an empty model name.")
@@ -583,8 +629,7 @@ def _tasks(self:Serving, request, s:Servable)->list:
         if sig not in s.signature_defs: raise _bad(f"Requested signature not found in model graph: {sig}")
         if (verb := _VERBS.get(task.method_name)) is None:
             raise ServingError('UNIMPLEMENTED', f"Unsupported signature method_name: {task.method_name}")
-        self._infer(s, task.model_spec, verb)
-        out.append((task, verb))
+        out.append((task, verb, self._inference_signature(s, task.model_spec, verb)))
     return out
 
 # %% ../../nbs/44_serve.server.ipynb #9381823a
@@ -593,8 +638,8 @@ def _run_tasks(self:Serving, request, s:Servable)->inference_pb2.MultiInferenceR
     "The results of the tasks of a `MultiInferenceRequest` on the same examples, each naming the version that answered."
     tasks, resp = self._tasks(request, s), inference_pb2.MultiInferenceResponse()
     examples = serialized_examples(request.input)
-    for task, verb in tasks:
-        out, r = self._infer(s, task.model_spec, verb, examples), resp.results.add()
+    for task, verb, sig in tasks:
+        out, r = self._infer(s, sig, examples), resp.results.add()
         if verb == 'classify': r.classification_result.CopyFrom(classification_result(out, len(examples)))
         else: r.regression_result.CopyFrom(regression_result(out, len(examples)))
         _answered_by(r.model_spec, s, task.model_spec.signature_name)
@@ -608,7 +653,7 @@ def multi_inference(self:Serving, request:inference_pb2.MultiInferenceRequest,
     spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
     with self.counted(spec.name, 'multi_inference', entry), self.using(spec) as s:
         resp = self._run_tasks(request, s)
-        if (lc := self.logger.sampled(self.model_config(s.name))) is not None:
+        if (lc := self.logger.sampled(self.config_of(s.name))) is not None:
             self.logger.log(lc, s, request, resp, 'multi_inference', spec.signature_name or 'serving_default')
         return resp
 
@@ -616,18 +661,17 @@ def multi_inference(self:Serving, request:inference_pb2.MultiInferenceRequest,
 _URL = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?'
                   r'(?:(?P<meta>/metadata)|:(?P<verb>predict|classify|regress))?/?$')
 
-def _spec_from_url(m)->predict_pb2.PredictRequest:
-    "A `PredictRequest` holding the model spec of a matched REST URL."
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = m['name']
+def _spec_from_url(m)->model_pb2.ModelSpec:
+    "The `ModelSpec` a matched REST URL names."
+    spec = model_pb2.ModelSpec(name=m['name'])
     if m['version']:
         digits = m['version']   # past 19 digits it cannot be an int64 (and Python refuses to read 4,300 or more)
         v = int(digits) if len(digits.lstrip('-')) <= 19 else None
         if v is None or not -2**63 <= v < 2**63:
             raise ServingError('INVALID_ARGUMENT', f"Failed to convert version: {digits[:40]} to numeric.")
-        req.model_spec.version.value = v
-    if m['label']: req.model_spec.version_label = m['label']
-    return req
+        spec.version.value = v
+    if m['label']: spec.version_label = m['label']
+    return spec
 
 # %% ../../nbs/44_serve.server.ipynb #81c16b87
 _STATUS_NAMES = {0: 'OK', 13: 'INTERNAL'}
@@ -661,9 +705,9 @@ async def _model_get(serving:Serving, request:Request)->Response:
     if not m or request.method != 'GET' or m['verb']:   # a POST on a verb URL is predict_route's
         return _reply(ServingError('INVALID_ARGUMENT', f"Malformed request: {request.method} {request.url.path}"))
     try:
-        spec = _spec_from_url(m).model_spec
+        spec = _spec_from_url(m)
         if m['meta']: body = metadata_json(await run_in_threadpool(serving.metadata, spec))
-        else: body = status_json(serving.status(spec.name, spec_version(spec), m['label']))
+        else: body = status_json(serving.status(spec))
         return Response(json.dumps(body), media_type='application/json')
     except ServingError as e: return _reply(e)
 
@@ -685,9 +729,9 @@ _INLINE_BODY = 64 << 10   # with batching, bodies up to this are parsed on the e
 def _rest_request(m, body:bytes, request_id:str|None):
     "The request document and a `PredictRequest` holding its model spec (and request id)."
     doc = parse_json(body)
-    req = _spec_from_url(m)
+    req = predict_pb2.PredictRequest(model_spec=_spec_from_url(m))
     req.model_spec.signature_name = signature_name(doc)
-    if request_id: req.client_id = request_id.encode()[:256]
+    if request_id: req.client_id = request_id.encode('latin-1')[:256]   # the header's bytes, as ASGI decoded them
     return doc, req
 
 # %% ../../nbs/44_serve.server.ipynb #0c6b73f7
@@ -697,12 +741,12 @@ def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
     doc, req = _rest_request(m, body, request_id)
     with serving.counted(req.model_spec.name, 'predict', 'REST'), serving.using(req.model_spec) as s:
         sig = req.model_spec.signature_name
-        inputs, fmt = predict_inputs(doc, serving.predict_signature(s, sig))
+        inputs, fmt = predict_inputs(doc, serving.checked_predict_inputs(s, sig))
         yield s, sig, req, inputs, fmt
 
 def _rest_reply(serving:Serving, s:Servable, req, inputs:dict, out:dict, fmt:str)->bytes:
     "The JSON response body; protos are built only for a request the log samples (numpy all the way otherwise)."
-    if (lc := serving.logger.sampled(serving.model_config(s.name))) is not None:
+    if (lc := serving.logger.sampled(serving.config_of(s.name))) is not None:
         tf, sig = import_tensorflow(), req.model_spec.signature_name
         for k, v in inputs.items():
             req.inputs[k].CopyFrom(tf.make_tensor_proto(v, dtype=getattr(tf, s.inputs(sig)[k][0])))
@@ -714,7 +758,7 @@ def _rest_infer(serving:Serving, m, body:bytes)->bytes:
     "A REST classify or regress: the body's examples, run as the gRPC request with the same content would be."
     doc = parse_json(body)
     req = classification_pb2.ClassificationRequest() if m['verb'] == 'classify' else regression_pb2.RegressionRequest()
-    req.model_spec.CopyFrom(_spec_from_url(m).model_spec)
+    req.model_spec.CopyFrom(_spec_from_url(m))
     if 'signature_name' in doc:
         if not isinstance(doc['signature_name'], str):
             raise ServingError('INVALID_ARGUMENT', f"JSON Value: {json.dumps(doc)[:200]} not formatted correctly. "
@@ -807,7 +851,7 @@ def rest_app(serving:Serving, max_body:int=64 << 20):
         p = request.url.path
         if path and p == path and request.method == 'GET': return _metrics_response(serving)
         if p.startswith('/v1/models/'): return await _model_get(serving, request)
-        if p.rstrip('/') == '/v1/models': return _reply(_bad("Missing model name in request."))
+        if p == '/v1/models': return _reply(_bad("Missing model name in request."))
         if p.startswith('/v1/'): return _reply(_bad(f"Malformed request: {request.method} {p}"))
         body = json.dumps({'error': f"Malformed request: {request.method} {p}"})
         return Response(body, status_code=404, media_type='application/json')
@@ -846,8 +890,7 @@ class PredictionService(_GrpcService, prediction_service_pb2_grpc.PredictionServ
 # %% ../../nbs/44_serve.server.ipynb #05d1132f
 class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(self, request, context):
-        spec = request.model_spec
-        return await self.call(context, self.serving.status, spec.name, spec_version(spec), spec.version_label or None)
+        return await self.call(context, self.serving.status, request.model_spec)
     async def HandleReloadConfigRequest(self, request, context):
         try: await asyncio.get_running_loop().run_in_executor(self.pool, self.serving.manager.apply, request.config)
         except (ServingError, InvalidInput) as e:   # as TF Serving: the status is the call's
@@ -855,16 +898,17 @@ class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
         return model_management_pb2.ReloadConfigResponse()
 
 # %% ../../nbs/44_serve.server.ipynb #777acfe9
+def check_port(port:int|None, what:str)->int|None:
+    "`port` if it is a TCP port number (0-65535) or None (no listener); else one line naming `what`."
+    if port is None or isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535: return port
+    raise InvalidInput(f"{what} must be a port number from 0 to 65535, not {port!r}")
+
+# %% ../../nbs/44_serve.server.ipynb #0dc25a83
 def _new_loop()->asyncio.AbstractEventLoop:
     "A new event loop: uvloop's when installed (uvicorn's `loop='auto'` makes the same choice), else asyncio's."
     try: import uvloop
     except ImportError: return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-def check_port(port:int|None, what:str)->int|None:
-    "`port` if it is a TCP port number (0-65535) or None (no listener); else one line naming `what`."
-    if port is None or isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535: return port
-    raise InvalidInput(f"{what} must be a port number from 0 to 65535, not {port!r}")
 
 # %% ../../nbs/44_serve.server.ipynb #e94702e2
 def _bind(host:str, port:int, what:str, hold:bool=True)->socket.socket|None:
@@ -964,7 +1008,7 @@ def deadline_route(app, timeout:float):
     async def asgi(scope, receive, send):
         if scope['type'] != 'http' or scope['method'] != 'POST' or not _RUNS.search(scope['path']):
             return await app(scope, receive, send)
-        loop, arrived, started, late = asyncio.get_running_loop(), None, False, False
+        loop, arrived, started, late = asyncio.get_running_loop(), None, False, [False]
         async def receive_body():
             nonlocal arrived
             msg = await receive()
@@ -972,15 +1016,16 @@ def deadline_route(app, timeout:float):
             return msg
         async def send_unless_late(msg):
             nonlocal started
-            if late: return
+            if late[0]: return
             started = True; await send(msg)
+        _LATE.set(late)                                 # the request's task and threads see it: `counted` reads it
         task = asyncio.ensure_future(app(scope, receive_body, send_unless_late))
         while not task.done():
             left = timeout if arrived is None else arrived + timeout - loop.time()
             if left <= 0: break
             await asyncio.wait({task}, timeout=left)
         if task.done() or started: return await task
-        late = True; task.cancel(); late_tasks.add(task); task.add_done_callback(late_tasks.discard)
+        late[0] = True; task.cancel(); late_tasks.add(task); task.add_done_callback(late_tasks.discard)
         await _send_json(send, 504, error_json(ServingError('DEADLINE_EXCEEDED', "Timed out waiting for notification")))
     return asgi
 
@@ -1008,10 +1053,10 @@ class ModelServer:
                  rest_timeout:float|None=None,           # --rest_api_timeout_in_ms, in seconds (None: none)
                  cors:bool=False,                        # --rest_api_enable_cors_support
                  method_check:bool=False):               # --enable_signature_method_name_check
-        check_host(host, allow_remote)
+        check_host(host, allow_remote); options = grpc_options or []
         self.host, self.rest_threads, self.started = host, rest_threads, False
-        self.thread, self.rest, self.rest_socket = None, None, None
-        self._check_addresses(rest_port, grpc_port, grpc_socket_path, grpc_options or [])
+        self.thread, self.rest, self.rest_socket, self._socket_id = None, None, None, None   # _socket_id: once bound
+        self.grpc_port, self.socket_path = _check_addresses(host, rest_port, grpc_port, grpc_socket_path, options)
         if rest_port is not None:
             self.rest_socket = _bind(host, rest_port, 'REST'); self._rest_port = self.rest_socket.getsockname()[1]
         try:
@@ -1023,7 +1068,7 @@ class ModelServer:
             self.serving = Serving(manager, batching, monitoring, method_check)
             if rest_port is not None: self.rest = self._rest_server(max_body, rest_timeout, cors)
         except BaseException: self._abandon(); raise
-        self._start_grpc(grpc_port, grpc_threads, max_body, grpc_options or [])
+        self._start_grpc(grpc_port, grpc_threads, max_body, options)
 
 # %% ../../nbs/44_serve.server.ipynb #81d1ebc9
 def _batching_and_monitoring(batching_parameters_file, batching, monitoring_config_file, monitoring)->tuple:
@@ -1033,17 +1078,16 @@ def _batching_and_monitoring(batching_parameters_file, batching, monitoring_conf
     return batching, monitoring
 
 # %% ../../nbs/44_serve.server.ipynb #84950314
-@patch
-def _check_addresses(self:ModelServer, rest_port, grpc_port, socket_path, options:list):
-    "Check every address before a model loads: port numbers, ports in use (unless gRPC may share one), the socket path."
-    check_port(rest_port, 'rest_port'); self.grpc_port = check_port(grpc_port, 'grpc_port')
+def _check_addresses(host:str, rest_port, grpc_port, socket_path, options:list)->tuple:
+    "`(grpc_port, socket path)`, once every address is checked: port numbers, ports in use (unless gRPC may share one)."
+    check_port(rest_port, 'rest_port'); check_port(grpc_port, 'grpc_port')
     if grpc_port is None and not socket_path:
         raise InvalidInput("gRPC needs a port or a socket path "
                            "(TF Serving: at least one of --port and --grpc_socket_path must be set)")
     if rest_port and rest_port == grpc_port:
         raise InvalidInput(f"REST and gRPC cannot share port {rest_port}; give them different ports")
-    if grpc_port and not dict(options).get('grpc.so_reuseport'): _bind(self.host, grpc_port, 'gRPC', hold=False)
-    self.socket_path, self._socket_id = _socket_path(socket_path) if socket_path else None, None
+    if grpc_port and not dict(options).get('grpc.so_reuseport'): _bind(host, grpc_port, 'gRPC', hold=False)
+    return grpc_port, _socket_path(socket_path) if socket_path else None
 
 # %% ../../nbs/44_serve.server.ipynb #5fd0892c
 @patch
@@ -1143,16 +1187,18 @@ def addresses(self:ModelServer)->str:
 # %% ../../nbs/44_serve.server.ipynb #126a899a
 @patch
 def start(self:ModelServer, timeout:float=30)->ModelServer:
-    "Serve REST and gRPC on background threads; return once both accept connections."
-    self._on_loop(self.grpc.start())
-    if self.rest is not None:
-        self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.rest.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the REST server did not start on {self.host}")
-            time.sleep(0.01)
+    "Serve REST and gRPC on background threads; return once both accept connections (or stop both and raise)."
+    try:
+        self._on_loop(self.grpc.start())
+        if self.rest is not None:
+            self.thread = threading.Thread(target=self._run_rest, name='mlinfra-serve-rest', daemon=True)
+            self.thread.start()
+            deadline = time.monotonic() + timeout
+            while not self.rest.started:
+                if not self.thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"the REST server did not start on {self.host}")
+                time.sleep(0.01)
+    except BaseException: self.stop(); raise    # gRPC may be serving already, and no `__exit__` will run
     self.started = True
     get_logger('serve').info("serving %s", self.addresses)
     return self
