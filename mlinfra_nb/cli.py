@@ -482,7 +482,7 @@ def _ignored(args)->list[str]:
 
 def _server_options(args)->dict:
     "`ModelServer`'s arguments for `mlinfra serve`'s flags."
-    from mlinfra_nb.serve.config import batching_parameters, model_config, server_config
+    from mlinfra_nb.serve.config import default_batching_parameters, model_config, server_config
     from mlinfra_nb.serve.server import grpc_channel_arguments
     if not args.model_config_file and not args.model_base_path: raise MlinfraError("give --model_config_file, or --model_name with --model_base_path")
     if args.batching_parameters_file and not args.enable_batching: raise MlinfraError("--batching_parameters_file needs --enable_batching")
@@ -492,7 +492,7 @@ def _server_options(args)->dict:
                 grpc_threads=args.grpc_max_threads, rest_threads=args.rest_api_num_threads, cors=args.rest_api_enable_cors_support,
                 rest_timeout=args.rest_api_timeout_in_ms / 1000 if args.rest_api_timeout_in_ms > 0 else None,
                 batching_parameters_file=args.batching_parameters_file or None,
-                batching=batching_parameters() if args.enable_batching and not args.batching_parameters_file else None,
+                batching=default_batching_parameters() if args.enable_batching and not args.batching_parameters_file else None,
                 monitoring_config_file=args.monitoring_config_file or None, poll_seconds=args.file_system_poll_wait_seconds,
                 config_poll_seconds=args.model_config_file_poll_wait_seconds, load_retries=args.max_num_load_retries,
                 retry_interval=args.load_retry_interval_micros / 1e6, allow_unavailable_labels=args.allow_version_labels_for_unavailable_models,

@@ -461,3 +461,14 @@ def test_rest_threads_and_grpc_threads_bound_the_concurrent_model_calls(inproc):
         t0 = time.monotonic()
         with cf.ThreadPoolExecutor(6) as ex: assert list(ex.map(call, range(6))) == [200] * 6
         assert time.monotonic() - t0 >= 1.15, (call.__name__, time.monotonic() - t0)
+
+def test_enable_batching_without_a_file_leaves_every_limit_to_tf_servings_defaults(tmp_path):
+    "TF Serving's server.cc sets no BatchingParameters field for a bare --enable_batching: the scheduler's defaults apply."
+    from mlinfra_nb.cli import _server_options
+    from mlinfra_nb.serve.server import Batcher
+    opts = _server_options(build_parser().parse_args(['serve', f"--model_base_path={tmp_path}", '--enable_batching']))
+    assert [f.name for f, _ in opts['batching'].ListFields()] == []
+    b = Batcher(opts['batching'])
+    try: assert (b.max_batch, b.timeout, b.max_enqueued) == (1000, 0, 10)
+    finally: b.close()
+    assert _server_options(build_parser().parse_args(['serve', f"--model_base_path={tmp_path}"]))['batching'] is None

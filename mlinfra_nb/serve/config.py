@@ -12,8 +12,9 @@ from ..workspace import Conflict, InvalidInput, NotFound, atomic_path
 
 # %% auto #0
 __all__ = ['PROMETHEUS_PATH', 'model_config', 'server_config', 'write_text_proto', 'read_text_proto', 'read_models_config',
-           'find_model', 'policy_versions', 'check_labels', 'move_label', 'batching_parameters', 'monitoring_config',
-           'read_batching_parameters', 'read_monitoring_config', 'write_configs']
+           'find_model', 'policy_versions', 'check_labels', 'move_label', 'batching_parameters',
+           'default_batching_parameters', 'monitoring_config', 'read_batching_parameters', 'read_monitoring_config',
+           'write_configs']
 
 # %% ../../nbs/41_serve.config.ipynb #08064ddd
 def model_config(name:str,                      # the model's name in URLs, e.g. 'fraud'
@@ -146,6 +147,11 @@ def batching_parameters(max_batch_size:int=32, batch_timeout_micros:int=1000, nu
     m.num_batch_threads.value, m.max_enqueued_batches.value = num_batch_threads, max_enqueued_batches
     m.allowed_batch_sizes.extend(sizes); m.pad_variable_length_inputs = pad_variable_length_inputs
     return m
+
+# %% ../../nbs/41_serve.config.ipynb #e3156e6d
+def default_batching_parameters():
+    "An empty `BatchingParameters`: every field takes TF Serving's default, as `--enable_batching` without a file gives."
+    return _messages()['BatchingParameters']()
 
 # %% ../../nbs/41_serve.config.ipynb #161051d5
 PROMETHEUS_PATH = '/monitoring/prometheus/metrics'
