@@ -81,7 +81,7 @@ def test_drift_equals_duckdb(spark, seed):
     for n_ref, kw in ((300 + 40 * seed, dict()), (1500, dict(timestamp='ts', window=['day', '12 hours', 'week'][seed])),
                       (800, dict(test={'numeric': 'psi', 'c': 'chisquare', 'g': 'linf'}, categorical=['e'], timestamp='ts'))):
         ref, cur = random_columns(seed, n_ref), random_columns(seed + 10, 500, shift=0.1 * seed)
-        same_drift(data_drift(ref, cur, spark=spark, **kw), duckdb_drift(ref, cur, **kw))
+        same_drift(data_drift(ref, cur, spark=spark, **kw), duckdb_drift(ref, cur, exact=True, **kw))
 
 def test_drift_from_the_lake_and_by_settings(spark, tmp_path, monkeypatch):
     "Lake tables read at a commit; `mlinfra_nb.monitor.data_drift` called as always runs on Spark by the settings, or given Spark DataFrames."
@@ -91,7 +91,7 @@ def test_drift_from_the_lake_and_by_settings(spark, tmp_path, monkeypatch):
     ref, cur = random_columns(1, 400), random_columns(2, 300, 0.5)
     repo.write_table('main', 'ref', ref); repo.write_table('main', 'cur', cur); first = repo.commit('main', 'data').id
     repo.write_table('main', 'cur', random_columns(3, 50), mode='append'); repo.commit('main', 'more')
-    want = duckdb_drift(ref, cur, timestamp='ts')
+    want = duckdb_drift(ref, cur, timestamp='ts', exact=True)
     jobs = lambda: max(spark.sparkContext.statusTracker().getJobIdsForGroup(), default=-1)   # the newest job (the tracker keeps the last 1,000)
     monkeypatch.setenv('MLINFRA_MONITOR__ENGINE', 'spark')
     before = jobs()

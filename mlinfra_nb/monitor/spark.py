@@ -261,6 +261,8 @@ def data_drift(reference,                       # a Spark DataFrame (or pandas, 
                timestamp:str|None=None,         # a timestamp column of `current`, to get results per window
                window:str|dt.timedelta='day',   # 'hour', 'day', 'week', 'month', an interval ('15 minutes'), or a timedelta
                spark=None,                      # the session (default: the data's, or one from the workspace settings)
+               exact:bool=True,                 # always exact here: Spark sorts and merges each column (no sketch stage)
+               reference_sketches:dict|None=None, # accepted for the DuckDB engine's signature; the reference is read on Spark
               )->DriftResult:
     "`mlinfra_nb.monitor.drift.data_drift` on Spark: the same tests, statistics and tables."
     from mlinfra_nb.features.spark import spark_session
@@ -282,7 +284,7 @@ def data_drift(reference,                       # a Spark DataFrame (or pandas, 
     finally:
         for n in names: spark.catalog.dropTempView(n)
     summary = dict(_verdict(rows[ALL], drift_share), n_current_rows=sizes[ALL],
-                   only_in_reference=[c for c in rt if c not in ct], only_in_current=[c for c in ct if c not in rt and c != timestamp])
+                   only_in_reference=[c for c in rt if c not in ct], only_in_current=[c for c in ct if c not in rt and c != timestamp], recomputed_exactly=[])
     result = DriftResult(pd.DataFrame(rows[ALL], columns=_COLS), summary)
     if wexpr is None: return result
     return DriftResult(result.columns, summary, *_window_frames(con, rows, sizes, drift_share, window, ct[timestamp]))
