@@ -131,7 +131,7 @@ class Lake:
         self.root = Path(root) if root else ws.path('lake')
         self.store = LakeStore(self.root, key=key if key is not None else lake_key(ws.settings))
         self.user = user or os.environ.get('MLINFRA_USER') or getpass.getuser()
-        self.hooks = []  # (repo, event, branch pattern, callable)
+        self.hooks = []  # (repo, event, branch pattern, name, callable): kept on this object only, not in the catalog
         self.logger = get_logger('lake')
         self.principal = None  # the user whose permissions every operation checks (see `as_user`); None: the owner, who may do anything
 
@@ -146,27 +146,45 @@ def arn(repo:str, kind:str|None=None, name:str='')->str:
     "lakeFS's name for repository `repo`, or for one of its objects, branches or tags (`kind`)."
     return f'arn:lakefs:fs:::repository/{repo}' + (f'/{kind}/{name}' if kind else '')
 
-_calls = threading.local()  # how many guarded operations deep this thread is
+_calls = threading.local()  # `frame`: the lake of the operation running on this thread, how deep in it, and the frame it runs inside
+
+def _lake_of(x)->Lake|None: return x if isinstance(x, Lake) else getattr(x, 'lake', None)
+
+def _refuse_reentry(lake:Lake, frame):
+    "Refuse to use `lake` while an outer operation of this thread holds the same directory through another store (it would wait for itself)."
+    while frame is not None:
+        held = frame[0].store if frame[0] is not None else None
+        if held is not None and held is not lake.store and held.root == lake.store.root and held._depth > 0:
+            raise Conflict(f"the lake at {lake.root} is locked by an operation running on this thread (a hook?) through another Lake object: "
+                           "a hook must use ev.repository, not open a second Lake on the same directory")
+        frame = frame[2]
 
 def guarded(fn):
-    "Mark `fn` as a lake operation: it checks its own permissions, and the operations it calls on its behalf check none."
+    "Mark `fn` as a lake operation: it checks its own permissions, and what it calls on the same lake on its behalf checks none."
     @functools.wraps(fn)
     def operation(*args, **kwargs):
-        depth = getattr(_calls, 'depth', 0)
-        _calls.depth = depth + 1
+        lake, outer = _lake_of(args[0]) if args else None, getattr(_calls, 'frame', None)
+        if lake is not None: _refuse_reentry(lake, outer)
+        same = outer is not None and outer[0] is lake
+        _calls.frame = (lake, outer[1] + 1 if same else 1, outer[2] if same else outer)
         try: return fn(*args, **kwargs)
-        finally: _calls.depth = depth
+        finally: _calls.frame = outer
     return operation
+
+def _inside(lake:Lake)->bool:
+    "Whether this thread is inside an operation of `lake` (the very object) that checked its own permissions."
+    f = getattr(_calls, 'frame', None)
+    return f is not None and f[0] is lake and f[1] > 1
 
 @patch
 def _check(self:Lake, action:str, resource:str):
     "Refuse `action` on `resource` unless this lake's user may do it (a lake without a `principal` refuses nothing)."
-    if self.principal is not None and getattr(_calls, 'depth', 0) <= 1: self.principal.require(action, resource)
+    if self.principal is not None and not _inside(self): self.principal.require(action, resource)
 
 @patch
 def _check_each(self:Lake, action:str, resources:Iterable[str]):
     "`_check` for many resources, and for none when the user may do `action` on every resource."
-    if self.principal is None or getattr(_calls, 'depth', 0) > 1 or self.principal.everywhere(action): return
+    if self.principal is None or _inside(self) or self.principal.everywhere(action): return
     for r in resources: self.principal.require(action, r)
 
 # %% ../../nbs/11_lake.core.ipynb #5e3b2c83
@@ -222,7 +240,9 @@ def delete_repository(self:Lake, name:str):
     self._check('fs:DeleteRepository', arn(name))
     with self.store.transaction() as con:
         if not first_row(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"repository not found: no repository {name!r}")
-        for table in ('refs', 'staging', 'protection', 'commits', 'hidden_branches'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
+        tables = ['refs', 'staging', 'protection', 'commits', 'hidden_branches']
+        if first_row(con, "SELECT 1 FROM information_schema.tables WHERE table_name = 'transactions'"): tables.append('transactions')  # made by the first transaction
+        for table in tables: con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
         con.execute("DELETE FROM repositories WHERE name = ?", [name])
         self._audit(con, name, 'delete_repository')
     self.hooks[:] = [h for h in self.hooks if h[0] != name]
@@ -427,7 +447,8 @@ def put_many(self:Repository,
     "Stage many objects on `branch` in one transaction."
     try: items = [(p, d) for p, d in (items.items() if isinstance(items, Mapping) else items)]
     except (TypeError, ValueError): raise InvalidInput("items must map paths to bytes, or be (path, bytes) pairs") from None
-    if content_type is not None and not isinstance(content_type, str): raise InvalidInput(f"content_type must be a string, got {content_type!r}")
+    if content_type is not None and (not isinstance(content_type, str) or re.search(r'[\x00-\x1f\x7f]', content_type)):
+        raise InvalidInput(f"content_type must be a string without control characters, got {content_type!r}")
     for p, d in items:
         if not _checked: check_path(p)
         if not isinstance(d, (bytes, bytearray, memoryview)): raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
@@ -445,13 +466,13 @@ def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs
         ents = [make_entry(p, a, n, content_type, mdj, now) for p, a, n in zip(paths, addrs, sizes)]
         self._stage(con, branch, ents)
         self.lake._audit(con, self.name, 'put', branch, count=len(ents), paths=paths[:10])
-    return len(ents)
+    return len(set(paths))   # a path written twice in one batch is one object
 
 # %% ../../nbs/11_lake.core.ipynb #1a1d9914
 @patch
 def _stage(self:Repository, con, branch:str, ents:list, tombstones:Iterable[str]=()):
     now = now_us()
-    rows = {e.path: e for e in ents} | {p: tombstone(p, now) for p in tombstones}  # the last write to a path wins
+    rows = {e.path: e for e in ents} | {p: tombstone(p, now) for p in tombstones}  # one row a path: its last entry, or its tombstone if it has one
     if not rows: return
     con.register('_new_staging', entries_table(list(rows.values())))
     con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path IN (SELECT path FROM _new_staging)", [self.name, branch])
@@ -725,7 +746,9 @@ def commit(self:Repository,
     md = check_metadata(metadata)
     with self.store.transaction() as con:
         head = self._branch_head(con, branch); self._check_writable(con, branch, 'commit')
-        if expected_head and not head.id.startswith(expected_head):
+        if expected_head is not None and not (isinstance(expected_head, str) and re.fullmatch(r'[0-9a-f]{6,64}', expected_head)):
+            raise InvalidInput(f"expected_head must be a commit id or a prefix of one of at least 6 hex characters, got {expected_head!r}")
+        if expected_head is not None and not head.id.startswith(expected_head):
             raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, not the expected {expected_head[:12]}; look again and retry")
         staged = self._staged_changes(con, branch)
         if not staged and not allow_empty: raise InvalidInput(f"no changes: nothing to commit on branch {branch!r} (pass allow_empty=True for an empty commit)")
@@ -888,10 +911,11 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
         c = self.lake._resolve(con, self.name, ref).commit
         if not c.parents: raise InvalidInput(f"cannot revert {ref!r}: it has no parent")
         if len(c.parents) > 1 and parent is None: raise Conflict(f"must specify 1-based parent number for reverting merge commit: {ref!r} is a merge commit: say which parent to revert against (parent=1 or 2)")  # 409, as lakeFS
-        if not 1 <= (parent or 1) <= len(c.parents): raise InvalidInput(f"{ref!r} has no parent {parent}")
+        n = 1 if parent is None else parent
+        if not isinstance(n, int) or not 1 <= n <= len(c.parents): raise InvalidInput(f"parent {n!r}: {ref!r} has {len(c.parents)} parent(s), numbered from 1")
         if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
             raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before reverting")
-        p = self.lake._commit(con, self.name, c.parents[(parent or 1) - 1])
+        p = self.lake._commit(con, self.name, c.parents[n - 1])
         made = diff_trees(con, p.metarange, c.metarange)
         undo = {path: a for path, (a, b) in made.items()}
         moved = [path for path, (a, b) in made.items() if object_identity(tree_lookup(con, head.metarange, path)) != object_identity(b)]
@@ -997,6 +1021,8 @@ def _start_transaction(self:Repository, name:str, branch:str)->Commit:
     "Create the transaction branch `name` at the head of `branch` (returned), recording this process as its holder."
     with self.store.transaction() as con:
         start = self._branch_head(con, branch)
+        if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):  # refused before the block runs
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before a transaction into it")
         self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's transactions keep theirs
         con.execute(TX_TABLE)
         con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)", [self.name, name, *_holder(), _now()])
@@ -1020,8 +1046,10 @@ def transaction(self:Repository, branch:str, message:str, metadata:dict|None=Non
     start = self._start_transaction(name, branch)   # the lake records this process as the branch's holder, so `gc` can drop it if the process dies
     try:
         yield Branch(self, name)
-        if self.uncommitted(name): self.commit(name, message, metadata)
-        if self.head(name) != start:  # the block wrote (and perhaps committed) something
+        with self.store.connect() as con: staged = bool(self._staged_changes(con, name))
+        if staged: self.commit(name, message, metadata)
+        with self.store.connect() as con: wrote = self._branch_head(con, name) != start   # the block wrote (and perhaps committed) something
+        if wrote:
             self.merge(name, into=branch, message=f"{message} (transaction)", metadata=metadata)
     finally: self._end_transaction(name)
 
@@ -1067,7 +1095,8 @@ def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
                                                       [before]).fetchall():
         if _holder_alive(pid, host, start): continue
         for sql in ("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", "DELETE FROM staging WHERE repo = ? AND branch = ?",
-                    "DELETE FROM transactions WHERE repo = ? AND branch = ?"): con.execute(sql, [repo, branch])
+                    "DELETE FROM hidden_branches WHERE repo = ? AND name = ?", "DELETE FROM transactions WHERE repo = ? AND branch = ?"):
+            con.execute(sql, [repo, branch])
         self._audit(con, repo, 'drop_transaction', branch, reason='its process is gone', pid=pid, host=host)
         out.append(f'{repo}/{branch}')
     return out
