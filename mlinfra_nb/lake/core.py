@@ -912,7 +912,7 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
         if not c.parents: raise InvalidInput(f"cannot revert {ref!r}: it has no parent")
         if len(c.parents) > 1 and parent is None: raise Conflict(f"must specify 1-based parent number for reverting merge commit: {ref!r} is a merge commit: say which parent to revert against (parent=1 or 2)")  # 409, as lakeFS
         n = 1 if parent is None else parent
-        if not isinstance(n, int) or not 1 <= n <= len(c.parents): raise InvalidInput(f"parent {n!r}: {ref!r} has {len(c.parents)} parent(s), numbered from 1")
+        if not isinstance(n, int) or not 1 <= n <= len(c.parents): raise InvalidInput(f"{ref!r} has no parent {n!r}: it has {len(c.parents)}, numbered from 1")
         if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
             raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before reverting")
         p = self.lake._commit(con, self.name, c.parents[n - 1])
