@@ -19,10 +19,10 @@ from .tree import (EMPTY_METARANGE, ENTRY_COLS, ENTRY_SQL, Entry, apply_changes,
                                  tree_max_keys, tree_ranges)
 
 # %% auto #0
-__all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE', 'check_repo_name',
-           'check_ref_name', 'check_path', 'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change',
-           'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled', 'merge_conflict',
-           'Branch']
+__all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'SQL_DIFF_FROM', 'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE',
+           'check_repo_name', 'check_ref_name', 'check_path', 'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix',
+           'Change', 'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled',
+           'merge_conflict', 'Branch']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -627,11 +627,13 @@ def import_directory(self:Repository,
     return len(files)
 
 # %% ../../nbs/11_lake.core.ipynb #84651a80
+SQL_DIFF_FROM = 10_000  # staged paths: above this many, the staged changes are found with one join, not a lookup per path
+
 @patch
 def _staged_changes(self:Repository, con, branch:str, prefix:str='')->dict:
     "`path -> (old entry or None, new entry or None)` for every staged change on `branch` that differs from its head."
     head = self._branch_head(con, branch)
-    if first_row(con, "SELECT count(*) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix])[0] > 10_000:
+    if first_row(con, "SELECT count(*) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix])[0] > SQL_DIFF_FROM:
         return self._staged_changes_sql(con, head, branch, prefix)
     staged = list(map(Entry._make, con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?) ORDER BY path",
                                                 [self.name, branch, prefix]).fetchall()))
@@ -681,13 +683,19 @@ def uncommitted(self:Repository, branch:str, prefix:str='')->list[Change]:
     with self.store.connect() as con: return _changes(self._staged_changes(con, branch, prefix))
 
 # %% ../../nbs/11_lake.core.ipynb #9af31b37
+def _check_reset_path(path:str)->str:
+    "`path` if `reset` may take it: a valid object path, or one with a trailing '/' ('dir/' names no object: accepted, resets nothing, as lakeFS)."
+    is_dir = isinstance(path, str) and path.endswith('/') and path[-2:-1] not in ('', '/')
+    check_path(path[:-1] if is_dir else path)
+    return path
+
 @patch
 @guarded
 def reset(self:Repository, branch:str, path:str|None=None, prefix:str|None=None):
     "Discard staged changes on `branch`: of one `path`, under a `prefix`, or (neither given) all of them."
     self.lake._check('fs:RevertBranch', arn(self.name, 'branch', branch))
     if path is not None and prefix is not None: raise InvalidInput("give path or prefix, not both")
-    if path is not None: check_path(path[:-1] if isinstance(path, str) and path[-2:-1] not in ('', '/') and path.endswith('/') else path)   # 'dir/' names no object: accepted, resets nothing (lakeFS)
+    if path is not None: _check_reset_path(path)
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'reset')
         if path is not None: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
@@ -1021,8 +1029,6 @@ def _start_transaction(self:Repository, name:str, branch:str)->Commit:
     "Create the transaction branch `name` at the head of `branch` (returned), recording this process as its holder."
     with self.store.transaction() as con:
         start = self._branch_head(con, branch)
-        if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):  # refused before the block runs
-            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before a transaction into it")
         self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's transactions keep theirs
         con.execute(TX_TABLE)
         con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)", [self.name, name, *_holder(), _now()])
@@ -1043,6 +1049,9 @@ def transaction(self:Repository, branch:str, message:str, metadata:dict|None=Non
     "Write on a temporary branch; on success commit it and merge into `branch`, on error drop it."
     if not isinstance(message, str) or not message.strip(): raise InvalidInput("a transaction needs a non-empty commit message")
     name = f"tx-{branch}-{uuid.uuid4().hex[:8]}"
+    with self.store.connect() as con:   # the merge at the end would refuse a dirty target: refuse it before the block runs
+        if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before a transaction into it")
     start = self._start_transaction(name, branch)   # the lake records this process as the branch's holder, so `gc` can drop it if the process dies
     try:
         yield Branch(self, name)
