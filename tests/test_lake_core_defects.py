@@ -108,3 +108,10 @@ def test_put_many_counts_distinct_paths(owner):
     repo = owner.create_repository('data')
     assert repo.put_many('main', [('z', b'1'), ('z', b'2')]) == 1
     assert repo.get('main', 'z') == b'2' and len(repo.uncommitted('main')) == 1
+
+def test_tree_with_missing_chunk_is_an_error(owner):
+    from mlinfra_nb.lake.tree import tree_ranges
+    repo = owner.create_repository('data'); repo.put('main', 'a', b'1'); c = repo.commit('main', 'a')
+    with owner.store.transaction() as con: con.execute("DELETE FROM metachunks"); owner.store.caches.clear()
+    with owner.store.connect() as con:
+        with pytest.raises(MlinfraError, match='missing from the catalog'): tree_ranges(con, c.metarange)
