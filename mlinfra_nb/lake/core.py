@@ -176,6 +176,7 @@ def _inside(lake:Lake)->bool:
     f = getattr(_calls, 'frame', None)
     return f is not None and f[0] is lake and f[1] > 1
 
+# %% ../../nbs/11_lake.core.ipynb #8c3f135d
 @patch
 def _check(self:Lake, action:str, resource:str):
     "Refuse `action` on `resource` unless this lake's user may do it (a lake without a `principal` refuses nothing)."
