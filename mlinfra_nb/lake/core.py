@@ -19,10 +19,10 @@ from .tree import (EMPTY_METARANGE, ENTRY_COLS, ENTRY_SQL, Entry, apply_changes,
                                  tree_max_keys, tree_ranges)
 
 # %% auto #0
-__all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE', 'check_repo_name',
-           'check_ref_name', 'check_path', 'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix', 'Change',
-           'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled', 'merge_conflict',
-           'Branch']
+__all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'SQL_DIFF_FROM', 'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE',
+           'check_repo_name', 'check_ref_name', 'check_path', 'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix',
+           'Change', 'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled',
+           'merge_conflict', 'Branch']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -131,7 +131,7 @@ class Lake:
         self.root = Path(root) if root else ws.path('lake')
         self.store = LakeStore(self.root, key=key if key is not None else lake_key(ws.settings))
         self.user = user or os.environ.get('MLINFRA_USER') or getpass.getuser()
-        self.hooks = []  # (repo, event, branch pattern, callable)
+        self.hooks = []  # (repo, event, branch pattern, name, callable): kept on this object only, not in the catalog
         self.logger = get_logger('lake')
         self.principal = None  # the user whose permissions every operation checks (see `as_user`); None: the owner, who may do anything
 
@@ -146,27 +146,46 @@ def arn(repo:str, kind:str|None=None, name:str='')->str:
     "lakeFS's name for repository `repo`, or for one of its objects, branches or tags (`kind`)."
     return f'arn:lakefs:fs:::repository/{repo}' + (f'/{kind}/{name}' if kind else '')
 
-_calls = threading.local()  # how many guarded operations deep this thread is
+_calls = threading.local()  # `frame`: the lake of the operation running on this thread, how deep in it, and the frame it runs inside
+
+def _lake_of(x)->Lake|None: return x if isinstance(x, Lake) else getattr(x, 'lake', None)
+
+def _refuse_reentry(lake:Lake, frame):
+    "Refuse to use `lake` while an outer operation of this thread holds the same directory through another store (it would wait for itself)."
+    while frame is not None:
+        held = frame[0].store if frame[0] is not None else None
+        if held is not None and held is not lake.store and held.root == lake.store.root and held._depth > 0:
+            raise Conflict(f"the lake at {lake.root} is locked by an operation running on this thread (a hook?) through another Lake object: "
+                           "a hook must use ev.repository, not open a second Lake on the same directory")
+        frame = frame[2]
 
 def guarded(fn):
-    "Mark `fn` as a lake operation: it checks its own permissions, and the operations it calls on its behalf check none."
+    "Mark `fn` as a lake operation: it checks its own permissions, and what it calls on the same lake on its behalf checks none."
     @functools.wraps(fn)
     def operation(*args, **kwargs):
-        depth = getattr(_calls, 'depth', 0)
-        _calls.depth = depth + 1
+        lake, outer = _lake_of(args[0]) if args else None, getattr(_calls, 'frame', None)
+        if lake is not None: _refuse_reentry(lake, outer)
+        same = outer is not None and outer[0] is lake
+        _calls.frame = (lake, outer[1] + 1 if same else 1, outer[2] if same else outer)
         try: return fn(*args, **kwargs)
-        finally: _calls.depth = depth
+        finally: _calls.frame = outer
     return operation
 
+def _inside(lake:Lake)->bool:
+    "Whether this thread is inside an operation of `lake` (the very object) that checked its own permissions."
+    f = getattr(_calls, 'frame', None)
+    return f is not None and f[0] is lake and f[1] > 1
+
+# %% ../../nbs/11_lake.core.ipynb #8c3f135d
 @patch
 def _check(self:Lake, action:str, resource:str):
     "Refuse `action` on `resource` unless this lake's user may do it (a lake without a `principal` refuses nothing)."
-    if self.principal is not None and getattr(_calls, 'depth', 0) <= 1: self.principal.require(action, resource)
+    if self.principal is not None and not _inside(self): self.principal.require(action, resource)
 
 @patch
 def _check_each(self:Lake, action:str, resources:Iterable[str]):
     "`_check` for many resources, and for none when the user may do `action` on every resource."
-    if self.principal is None or getattr(_calls, 'depth', 0) > 1 or self.principal.everywhere(action): return
+    if self.principal is None or _inside(self) or self.principal.everywhere(action): return
     for r in resources: self.principal.require(action, r)
 
 # %% ../../nbs/11_lake.core.ipynb #5e3b2c83
@@ -222,7 +241,9 @@ def delete_repository(self:Lake, name:str):
     self._check('fs:DeleteRepository', arn(name))
     with self.store.transaction() as con:
         if not first_row(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"repository not found: no repository {name!r}")
-        for table in ('refs', 'staging', 'protection', 'commits', 'hidden_branches'): con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
+        tables = ['refs', 'staging', 'protection', 'commits', 'hidden_branches']
+        if first_row(con, "SELECT 1 FROM information_schema.tables WHERE table_name = 'transactions'"): tables.append('transactions')  # made by the first transaction
+        for table in tables: con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
         con.execute("DELETE FROM repositories WHERE name = ?", [name])
         self._audit(con, name, 'delete_repository')
     self.hooks[:] = [h for h in self.hooks if h[0] != name]
@@ -427,7 +448,8 @@ def put_many(self:Repository,
     "Stage many objects on `branch` in one transaction."
     try: items = [(p, d) for p, d in (items.items() if isinstance(items, Mapping) else items)]
     except (TypeError, ValueError): raise InvalidInput("items must map paths to bytes, or be (path, bytes) pairs") from None
-    if content_type is not None and not isinstance(content_type, str): raise InvalidInput(f"content_type must be a string, got {content_type!r}")
+    if content_type is not None and (not isinstance(content_type, str) or re.search(r'[\x00-\x1f\x7f]', content_type)):
+        raise InvalidInput(f"content_type must be a string without control characters, got {content_type!r}")
     for p, d in items:
         if not _checked: check_path(p)
         if not isinstance(d, (bytes, bytearray, memoryview)): raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
@@ -445,13 +467,13 @@ def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs
         ents = [make_entry(p, a, n, content_type, mdj, now) for p, a, n in zip(paths, addrs, sizes)]
         self._stage(con, branch, ents)
         self.lake._audit(con, self.name, 'put', branch, count=len(ents), paths=paths[:10])
-    return len(ents)
+    return len(set(paths))   # a path written twice in one batch is one object
 
 # %% ../../nbs/11_lake.core.ipynb #1a1d9914
 @patch
 def _stage(self:Repository, con, branch:str, ents:list, tombstones:Iterable[str]=()):
     now = now_us()
-    rows = {e.path: e for e in ents} | {p: tombstone(p, now) for p in tombstones}  # the last write to a path wins
+    rows = {e.path: e for e in ents} | {p: tombstone(p, now) for p in tombstones}  # one row a path: its last entry, or its tombstone if it has one
     if not rows: return
     con.register('_new_staging', entries_table(list(rows.values())))
     con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path IN (SELECT path FROM _new_staging)", [self.name, branch])
@@ -606,11 +628,13 @@ def import_directory(self:Repository,
     return len(files)
 
 # %% ../../nbs/11_lake.core.ipynb #84651a80
+SQL_DIFF_FROM = 10_000  # staged paths: above this many, the staged changes are found with one join, not a lookup per path
+
 @patch
 def _staged_changes(self:Repository, con, branch:str, prefix:str='')->dict:
     "`path -> (old entry or None, new entry or None)` for every staged change on `branch` that differs from its head."
     head = self._branch_head(con, branch)
-    if first_row(con, "SELECT count(*) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix])[0] > 10_000:
+    if first_row(con, "SELECT count(*) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix])[0] > SQL_DIFF_FROM:
         return self._staged_changes_sql(con, head, branch, prefix)
     staged = list(map(Entry._make, con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?) ORDER BY path",
                                                 [self.name, branch, prefix]).fetchall()))
@@ -660,13 +684,19 @@ def uncommitted(self:Repository, branch:str, prefix:str='')->list[Change]:
     with self.store.connect() as con: return _changes(self._staged_changes(con, branch, prefix))
 
 # %% ../../nbs/11_lake.core.ipynb #9af31b37
+def _check_reset_path(path:str)->str:
+    "`path` if `reset` may take it: a valid object path, or one with a trailing '/' ('dir/' names no object: accepted, resets nothing, as lakeFS)."
+    is_dir = isinstance(path, str) and path.endswith('/') and path[-2:-1] not in ('', '/')
+    check_path(path[:-1] if is_dir else path)
+    return path
+
 @patch
 @guarded
 def reset(self:Repository, branch:str, path:str|None=None, prefix:str|None=None):
     "Discard staged changes on `branch`: of one `path`, under a `prefix`, or (neither given) all of them."
     self.lake._check('fs:RevertBranch', arn(self.name, 'branch', branch))
     if path is not None and prefix is not None: raise InvalidInput("give path or prefix, not both")
-    if path is not None: check_path(path[:-1] if isinstance(path, str) and path[-2:-1] not in ('', '/') and path.endswith('/') else path)   # 'dir/' names no object: accepted, resets nothing (lakeFS)
+    if path is not None: _check_reset_path(path)
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'reset')
         if path is not None: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
@@ -725,7 +755,9 @@ def commit(self:Repository,
     md = check_metadata(metadata)
     with self.store.transaction() as con:
         head = self._branch_head(con, branch); self._check_writable(con, branch, 'commit')
-        if expected_head and not head.id.startswith(expected_head):
+        if expected_head is not None and not (isinstance(expected_head, str) and re.fullmatch(r'[0-9a-f]{6,64}', expected_head)):
+            raise InvalidInput(f"expected_head must be a commit id or a prefix of one of at least 6 hex characters, got {expected_head!r}")
+        if expected_head is not None and not head.id.startswith(expected_head):
             raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, not the expected {expected_head[:12]}; look again and retry")
         staged = self._staged_changes(con, branch)
         if not staged and not allow_empty: raise InvalidInput(f"no changes: nothing to commit on branch {branch!r} (pass allow_empty=True for an empty commit)")
@@ -888,10 +920,11 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
         c = self.lake._resolve(con, self.name, ref).commit
         if not c.parents: raise InvalidInput(f"cannot revert {ref!r}: it has no parent")
         if len(c.parents) > 1 and parent is None: raise Conflict(f"must specify 1-based parent number for reverting merge commit: {ref!r} is a merge commit: say which parent to revert against (parent=1 or 2)")  # 409, as lakeFS
-        if not 1 <= (parent or 1) <= len(c.parents): raise InvalidInput(f"{ref!r} has no parent {parent}")
+        n = 1 if parent is None else parent
+        if not isinstance(n, int) or not 1 <= n <= len(c.parents): raise InvalidInput(f"{ref!r} has no parent {n!r}: it has {len(c.parents)}, numbered from 1")
         if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
             raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before reverting")
-        p = self.lake._commit(con, self.name, c.parents[(parent or 1) - 1])
+        p = self.lake._commit(con, self.name, c.parents[n - 1])
         made = diff_trees(con, p.metarange, c.metarange)
         undo = {path: a for path, (a, b) in made.items()}
         moved = [path for path, (a, b) in made.items() if object_identity(tree_lookup(con, head.metarange, path)) != object_identity(b)]
@@ -1017,11 +1050,16 @@ def transaction(self:Repository, branch:str, message:str, metadata:dict|None=Non
     "Write on a temporary branch; on success commit it and merge into `branch`, on error drop it."
     if not isinstance(message, str) or not message.strip(): raise InvalidInput("a transaction needs a non-empty commit message")
     name = f"tx-{branch}-{uuid.uuid4().hex[:8]}"
+    with self.store.connect() as con:   # the merge at the end would refuse a dirty target: refuse it before the block runs
+        if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before a transaction into it")
     start = self._start_transaction(name, branch)   # the lake records this process as the branch's holder, so `gc` can drop it if the process dies
     try:
         yield Branch(self, name)
-        if self.uncommitted(name): self.commit(name, message, metadata)
-        if self.head(name) != start:  # the block wrote (and perhaps committed) something
+        with self.store.connect() as con: staged = bool(self._staged_changes(con, name))
+        if staged: self.commit(name, message, metadata)
+        with self.store.connect() as con: wrote = self._branch_head(con, name) != start   # the block wrote (and perhaps committed) something
+        if wrote:
             self.merge(name, into=branch, message=f"{message} (transaction)", metadata=metadata)
     finally: self._end_transaction(name)
 
@@ -1067,7 +1105,8 @@ def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
                                                       [before]).fetchall():
         if _holder_alive(pid, host, start): continue
         for sql in ("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", "DELETE FROM staging WHERE repo = ? AND branch = ?",
-                    "DELETE FROM transactions WHERE repo = ? AND branch = ?"): con.execute(sql, [repo, branch])
+                    "DELETE FROM hidden_branches WHERE repo = ? AND name = ?", "DELETE FROM transactions WHERE repo = ? AND branch = ?"):
+            con.execute(sql, [repo, branch])
         self._audit(con, repo, 'drop_transaction', branch, reason='its process is gone', pid=pid, host=host)
         out.append(f'{repo}/{branch}')
     return out

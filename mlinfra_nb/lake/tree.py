@@ -8,7 +8,7 @@ import bisect, hashlib, itertools, json, time
 from collections import OrderedDict
 from typing import Mapping, NamedTuple
 import pyarrow as pa
-from ..workspace import NotFound
+from ..workspace import Corrupted, NotFound
 from .store import first_row
 
 # %% auto #0
@@ -35,7 +35,7 @@ def now_us()->int: return time.time_ns() // 1000
 def make_entry(path:str, address:str, size:int, content_type:str|None, metadata:dict|str, mtime:int|None=None)->Entry:
     "The entry of an object stored at `address` (`metadata`: a dict or its JSON; `mtime`: default now)."
     md = metadata if isinstance(metadata, str) else json.dumps(metadata, sort_keys=True)
-    return Entry(path, address, size, content_type or 'application/octet-stream', mtime or now_us(), md)
+    return Entry(path, address, size, content_type or 'application/octet-stream', now_us() if mtime is None else mtime, md)
 
 def tombstone(path:str, mtime:int)->Entry: return Entry(path, None, None, None, mtime, None)
 
@@ -117,10 +117,16 @@ def _write_ranges(con, chunks:list)->list[RangeRef]:
     return [RangeRef(i, seqs[i], c[0].path, c[-1].path, len(c)) for i, c in zip(ids, chunks)]
 
 # %% ../../nbs/11_lake.tree.ipynb #f846378b
+def _complete(rng:RangeRef, entries:list)->list[Entry]:
+    "`entries`, if they are all the rows range `rng` should have (a range with rows missing is corrupt, never read as fewer objects)."
+    if len(entries) != rng.n_entries:
+        raise Corrupted(f"range {rng.range_id[:12]} (seq {rng.seq}) has {len(entries)} rows in the catalog, not {rng.n_entries}: the catalog is damaged")
+    return entries
+
 def range_entries(con, rng:RangeRef)->list[Entry]:
     "The entries of a range, sorted by path."
-    return lake_cache(con, 'ranges').get_or(rng.range_id, lambda: list(map(Entry._make, con.execute(
-        f"SELECT {ENTRY_SQL} FROM ranges WHERE seq = ? ORDER BY path", [rng.seq]).fetchall())))
+    return lake_cache(con, 'ranges').get_or(rng.range_id, lambda: _complete(rng, list(map(Entry._make, con.execute(
+        f"SELECT {ENTRY_SQL} FROM ranges WHERE seq = ? ORDER BY path", [rng.seq]).fetchall()))))
 
 def prefetch_ranges(con, rngs:list[RangeRef]):
     "Load the entries of many ranges with one query."
@@ -131,7 +137,7 @@ def prefetch_ranges(con, rngs:list[RangeRef]):
     for row in con.execute(f"SELECT seq, {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) ORDER BY seq, path",
                            [[r.seq for r in missing]]).fetchall():
         by.setdefault(row[0], []).append(Entry._make(row[1:]))
-    for r in missing: cache.get_or(r.range_id, lambda: by.get(r.seq, []))
+    for r in missing: cache.get_or(r.range_id, lambda: _complete(r, by.get(r.seq, [])))
 
 # %% ../../nbs/11_lake.tree.ipynb #08675e9c
 META_SPLIT = 16  # a metarange chunk ends after a range whose last path's (second) hash is divisible by this
@@ -214,6 +220,7 @@ def tree_ranges(con, mr_id:str)->list[RangeRef]:
         if r is None: raise NotFound(f"metarange {mr_id[:12]} is missing from the catalog")
         ids = json.loads(r[0])
         bodies = dict(con.execute("SELECT chunk_id, ranges FROM metachunks WHERE chunk_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall())
+        if gone := [i for i in ids if i not in bodies]: raise Corrupted(f"metarange {mr_id[:12]}: chunk {gone[0][:12]} is missing from the catalog")
         con.caches.setdefault('metachunks', set()).update(ids)
         chunks = [[RangeRef(*x) for x in json.loads(bodies[i])] for i in ids]
         lake_cache(con, 'layouts').get_or(mr_id, lambda: [(i, len(c), c[-1].range_id, None) for i, c in zip(ids, chunks)])
