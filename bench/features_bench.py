@@ -221,7 +221,7 @@ def child_feast(work:Path, kind:str)->dict:
     else:
         from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
         offline = DuckDBOfflineStoreConfig()
-    d = work/f'feast-{kind}'; (d/'data').mkdir(parents=True)
+    d = work/f'feast-{kind}'; shutil.rmtree(d, ignore_errors=True); (d/'data').mkdir(parents=True)   # a fresh repo each run
     cfg = RepoConfig(project='bench', provider='local', registry=str(d/'data'/'registry.db'),
                      online_store=SqliteOnlineStoreConfig(path=str(d/'data'/'online.db')), offline_store=offline,
                      entity_key_serialization_version=3, repo_path=d)
@@ -353,7 +353,7 @@ def child_feast_spark(work:Path, _=None)->dict:
     from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
     from feast.infra.offline_stores.contrib.spark_offline_store.spark import SparkOfflineStoreConfig
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-    d = work/'feast-spark'; (d/'data').mkdir(parents=True)
+    d = work/'feast-spark'; shutil.rmtree(d, ignore_errors=True); (d/'data').mkdir(parents=True)   # a fresh repo each run
     conf = {'spark.master': 'local[2]', 'spark.driver.memory': '2g', 'spark.sql.shuffle.partitions': '8', 'spark.ui.enabled': 'false',
             'spark.sql.session.timeZone': 'UTC', 'spark.driver.host': '127.0.0.1', 'spark.driver.bindAddress': '127.0.0.1',
             'spark.sql.warehouse.dir': str(d/'warehouse')}
