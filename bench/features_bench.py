@@ -208,36 +208,41 @@ def finish(out, work:Path, name:str, n:int, sample:list)->dict:
     return dict(rows=len(out), unique_row_ids=int(pd.Series(rid).nunique()), in_order=in_order,
                 columns=[str(c) for c in out.columns])
 
-def child_feast(work:Path, kind:str)->dict:
+def feast_join(work:Path, name:str, offline, source_of)->dict:
+    """Feast's `get_historical_features` with the offline store `offline`, in a fresh repository made for this run;
+    `source_of(path)` is the feature view's source on the feature Parquet. Only the join is timed."""
     import feast
     from datetime import timedelta
-    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast import Entity, FeatureStore, FeatureView, Field, ValueType
     from feast.types import Float64
     from feast.repo_config import RepoConfig
     from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
-    if kind == 'dask':
-        from feast.infra.offline_stores.dask import DaskOfflineStoreConfig  # 0.67 has no FileOfflineStoreConfig: 'file' is this
-        offline = DaskOfflineStoreConfig(type='file')
-    else:
-        from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
-        offline = DuckDBOfflineStoreConfig()
-    d = work/f'feast-{kind}'; shutil.rmtree(d, ignore_errors=True); (d/'data').mkdir(parents=True)   # a fresh repo each run
+    d = work/name.replace('_', '-'); shutil.rmtree(d, ignore_errors=True); (d/'data').mkdir(parents=True)   # a fresh repo each run
     cfg = RepoConfig(project='bench', provider='local', registry=str(d/'data'/'registry.db'),
                      online_store=SqliteOnlineStoreConfig(path=str(d/'data'/'online.db')), offline_store=offline,
                      entity_key_serialization_version=3, repo_path=d)
     store = FeatureStore(config=cfg)
     user = Entity(name='user_id', join_keys=['user_id'], value_type=ValueType.STRING)
-    src = FileSource(name='user_features_source', path=str(work/'features.parquet'), timestamp_field='event_ts',
-                     created_timestamp_column='created_ts')
     fv = FeatureView(name='user_features', entities=[user], ttl=timedelta(days=TTL_DAYS),
-                     schema=[Field(name=f, dtype=Float64) for f in FEATURES], source=src)
+                     schema=[Field(name=f, dtype=Float64) for f in FEATURES], source=source_of(str(work/'features.parquet')))
     store.apply([user, fv])
     edf = entity_df(work)
     setup = json.loads((work/'setup.json').read_text())
     setup_peak = self_peak_mib()
     secs, runs, out, cpu = time_join(lambda: store.get_historical_features(entity_df=edf, features=REFS).to_df())
     return dict(join_s=secs, runs_s=runs, cpu_s=cpu, setup_peak_mib=setup_peak, version=feast.__version__,
-                **finish(out, work, f'feast_{kind}', len(edf), setup['sample']))
+                **finish(out, work, name, len(edf), setup['sample']))
+
+def child_feast(work:Path, kind:str)->dict:
+    from feast import FileSource
+    if kind == 'dask':
+        from feast.infra.offline_stores.dask import DaskOfflineStoreConfig  # 0.67 has no FileOfflineStoreConfig: 'file' is this
+        offline = DaskOfflineStoreConfig(type='file')
+    else:
+        from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
+        offline = DuckDBOfflineStoreConfig()
+    return feast_join(work, f'feast_{kind}', offline, lambda path: FileSource(name='user_features_source', path=path, timestamp_field='event_ts',
+                                                                             created_timestamp_column='created_ts'))
 
 def child_duckdb_sql(work:Path, _=None)->dict:
     import duckdb, pandas, pyarrow  # noqa: F401 -- imported before the clock starts, as in the other children
@@ -345,34 +350,14 @@ CHILDREN = {'make': child_make, 'feast_dask': lambda w: child_feast(w, 'dask'), 
 def child_feast_spark(work:Path, _=None)->dict:
     """Feast's Spark offline store (feast[spark], in a venv of its own: --feast-python) on the same Parquet file, Spark local[2]
     as ours on Spark; the session start and `apply` are not timed."""
-    import feast
-    from datetime import timedelta
-    from feast import Entity, FeatureStore, FeatureView, Field, ValueType
-    from feast.types import Float64
-    from feast.repo_config import RepoConfig
-    from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
     from feast.infra.offline_stores.contrib.spark_offline_store.spark import SparkOfflineStoreConfig
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-    d = work/'feast-spark'; shutil.rmtree(d, ignore_errors=True); (d/'data').mkdir(parents=True)   # a fresh repo each run
     conf = {'spark.master': 'local[2]', 'spark.driver.memory': '2g', 'spark.sql.shuffle.partitions': '8', 'spark.ui.enabled': 'false',
             'spark.sql.session.timeZone': 'UTC', 'spark.driver.host': '127.0.0.1', 'spark.driver.bindAddress': '127.0.0.1',
-            'spark.sql.warehouse.dir': str(d/'warehouse')}
-    cfg = RepoConfig(project='bench', provider='local', registry=str(d/'data'/'registry.db'),
-                     online_store=SqliteOnlineStoreConfig(path=str(d/'data'/'online.db')),
-                     offline_store=SparkOfflineStoreConfig(type='spark', spark_conf=conf), entity_key_serialization_version=3, repo_path=d)
-    store = FeatureStore(config=cfg)
-    user = Entity(name='user_id', join_keys=['user_id'], value_type=ValueType.STRING)
-    src = SparkSource(name='user_features_source', path=str(work/'features.parquet'), file_format='parquet',
-                      timestamp_field='event_ts', created_timestamp_column='created_ts')
-    fv = FeatureView(name='user_features', entities=[user], ttl=timedelta(days=TTL_DAYS),
-                     schema=[Field(name=f, dtype=Float64) for f in FEATURES], source=src)
-    store.apply([user, fv])
-    edf = entity_df(work)
-    setup = json.loads((work/'setup.json').read_text())
-    setup_peak = self_peak_mib()
-    secs, runs, out = time_join(lambda: store.get_historical_features(entity_df=edf, features=REFS).to_df())
-    return dict(join_s=secs, runs_s=runs, setup_peak_mib=setup_peak, version=feast.__version__,
-                **finish(out, work, 'feast_spark', len(edf), setup['sample']))
+            'spark.sql.warehouse.dir': str(work/'feast-spark-warehouse')}
+    return feast_join(work, 'feast_spark', SparkOfflineStoreConfig(type='spark', spark_conf=conf),
+                      lambda path: SparkSource(name='user_features_source', path=path, file_format='parquet',
+                                               timestamp_field='event_ts', created_timestamp_column='created_ts'))
 
 CHILDREN['feast_spark'] = child_feast_spark
 
