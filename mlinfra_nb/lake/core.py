@@ -1045,21 +1045,23 @@ def _end_transaction(self:Repository, name:str):
 
 # %% ../../nbs/11_lake.core.ipynb #3e7a6527
 @patch
+def _tx_state(self:Repository, branch:str)->tuple[bool, Commit]:
+    "Whether `branch` has uncommitted changes, and its head, from the catalog (a transaction needs no read permissions of its own)."
+    with self.store.connect() as con: return bool(self._staged_changes(con, branch)), self._branch_head(con, branch)
+
+@patch
 @contextlib.contextmanager
 def transaction(self:Repository, branch:str, message:str, metadata:dict|None=None)->Iterator[Branch]:
     "Write on a temporary branch; on success commit it and merge into `branch`, on error drop it."
     if not isinstance(message, str) or not message.strip(): raise InvalidInput("a transaction needs a non-empty commit message")
     name = f"tx-{branch}-{uuid.uuid4().hex[:8]}"
-    with self.store.connect() as con:   # the merge at the end would refuse a dirty target: refuse it before the block runs
-        if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
-            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before a transaction into it")
+    if self._tx_state(branch)[0]:   # the merge at the end would refuse a dirty target: refuse it before the block runs
+        raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before a transaction into it")
     start = self._start_transaction(name, branch)   # the lake records this process as the branch's holder, so `gc` can drop it if the process dies
     try:
         yield Branch(self, name)
-        with self.store.connect() as con: staged = bool(self._staged_changes(con, name))
-        if staged: self.commit(name, message, metadata)
-        with self.store.connect() as con: wrote = self._branch_head(con, name) != start   # the block wrote (and perhaps committed) something
-        if wrote:
+        if self._tx_state(name)[0]: self.commit(name, message, metadata)
+        if self._tx_state(name)[1] != start:   # the block wrote (and perhaps committed) something
             self.merge(name, into=branch, message=f"{message} (transaction)", metadata=metadata)
     finally: self._end_transaction(name)
 

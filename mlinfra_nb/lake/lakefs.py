@@ -538,7 +538,9 @@ def _start_transaction(self:LakeFSRepository, name:str, branch:str):
 
 def _end_transaction(self:LakeFSRepository, name:str): self.delete_branch(name)
 
-LakeFSRepository._start_transaction, LakeFSRepository._end_transaction = _start_transaction, _end_transaction
+def _tx_state(self:LakeFSRepository, branch:str): return bool(self.uncommitted(branch)), self.head(branch)
+
+LakeFSRepository._start_transaction, LakeFSRepository._end_transaction, LakeFSRepository._tx_state = _start_transaction, _end_transaction, _tx_state
 
 # %% ../../nbs/14_lake.lakefs.ipynb #aefcc07f
 _fs_lock = threading.Lock()
