@@ -510,6 +510,8 @@ def _merge_settling_tables(self:LakeFSRepository, commits:tuple, names:tuple, ta
             for t, (how, sides) in plans.items(): _make_table(self, tmp, t, how, sides, commits)
             if self.uncommitted(tmp):
                 self.api.commits_api.commit(self.name, tmp, lakefs_sdk.CommitCreation(message=f"tables of {names[0]!r} and {names[1]!r} settled"))
+            if self.head(names[1]).id != dst:     # it moved while the tables were settled (say, the same merge by another worker)
+                raise Conflict(f"branch {names[1]!r} moved while merging {names[0]!r} into it; the merge is worked out again")
             return _merge_on_server(self, tmp, names[1], lakefs_sdk.Merge(message=merge.message or f"Merge '{names[0]}' into '{names[1]}'",
                                                                           metadata=merge.metadata, allow_empty=True))
         finally: self.api.branches_api.delete_branch(self.name, tmp)
