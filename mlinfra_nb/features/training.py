@@ -15,8 +15,8 @@ from .views import FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, inte
 
 # %% auto #0
 __all__ = ['split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'dedup_sql',
-           'asof_key_sql', 'entity_key_sql', 'tie_problem', 'check_ties', 'pit_plan', 'pruned_sql', 'feature_rows_view',
-           'point_in_time_sql', 'Registered', 'TrainingSet', 'check_request']
+           'asof_key_sql', 'entity_key_sql', 'tie_problem', 'stats_path', 'check_ties', 'pit_plan', 'pruned_sql',
+           'feature_rows_view', 'point_in_time_sql', 'Registered', 'TrainingSet', 'check_request']
 
 # %% ../../nbs/21_features.training.ipynb #f9a4b764
 def split_feature_refs(refs:list[str])->dict[str, list[str]]:
@@ -106,14 +106,22 @@ def tie_problem(con:duckdb.DuckDBPyConnection, v:FeatureView, rows:str)->str|Non
     return (bad[0][0] or f'feature view {v.name}: several rows with the same {what}') if bad else None
 
 # %% ../../nbs/21_features.training.ipynb #a8b7757e
+def stats_path(v:FeatureView, commit:str)->str:
+    "Where the registry keeps the statistics of `v`'s source at `commit`; `'ties'` in them is the ties verdict (None: none)."
+    return f'stats/{v.name}/{v.version}/{commit}.json'
+
 _ties_checked = weakref.WeakKeyDictionary()   # store -> {(view, version, commit)} that passed
 
 def check_ties(fs:FeatureStore, v:FeatureView, commit:str):
     "Raise `InvalidInput` if the rows of `v`'s source at `commit` hold a tie that the created time cannot break."
     done = _ties_checked.setdefault(fs, set())
     if (v.name, v.version, commit) in done: return
-    cols = [*(q(k) for k in v.entities), f'CAST({q(v.timestamp)} AS TIMESTAMPTZ) AS __ts'] + ([f'CAST({q(v.created)} AS TIMESTAMPTZ) AS __created'] if v.created else [])
-    if (problem := tie_problem(fs.con, v, f"(SELECT {', '.join(cols)} FROM {source_view(fs, v, commit)})")): raise InvalidInput(problem)
+    recorded = json.loads(fs.registry.get('main', stats_path(v, commit))) if fs.registry.exists('main', stats_path(v, commit)) else {}
+    if 'ties' in recorded: problem = recorded['ties']
+    else:
+        cols = [*(q(k) for k in v.entities), f'CAST({q(v.timestamp)} AS TIMESTAMPTZ) AS __ts'] + ([f'CAST({q(v.created)} AS TIMESTAMPTZ) AS __created'] if v.created else [])
+        problem = tie_problem(fs.con, v, f"(SELECT {', '.join(cols)} FROM {source_view(fs, v, commit)})")
+    if problem: raise InvalidInput(problem)
     done.add((v.name, v.version, commit))
 
 # %% ../../nbs/21_features.training.ipynb #a0f327ad

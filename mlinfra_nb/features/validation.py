@@ -12,6 +12,7 @@ from ..workspace import InvalidInput
 from ..lake.core import HookEvent
 from ..lake.tables import to_arrow
 from .views import Expect, FeatureStore, FeatureView, NUMERIC, feature_sql, q, source_view
+from .training import stats_path, tie_problem
 from .online import online_table  # also gives the store its `online` DuckDB file, where the log lives
 
 # %% auto #0
@@ -168,16 +169,16 @@ def describe(con:duckdb.DuckDBPyConnection, table:str, columns:list[str])->dict:
 # %% ../../nbs/23_features.validation.ipynb #e8730ca8
 @patch
 def statistics(self:FeatureStore, name:str, ref:str|None=None)->dict:
-    "Statistics of view `name`'s features at source `ref`, computed once per view version and source commit, kept in the registry."
+    "Statistics of view `name`'s features at source `ref` (and its ties verdict), computed once per view version and source commit, kept in the registry."
     v = self.view(name)
     commit = self.lake.repository(v.repo).commit_info(ref or v.ref).id
-    path = f'stats/{name}/{v.version}/{commit}.json'
+    path = stats_path(v, commit)
     if self.registry.exists('main', path): return json.loads(self.registry.get('main', path))
     tmp = f'__stats_{name}'
     with self.lock:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {tmp} AS {feature_sql(v, source_view(self, v, commit))}")
         try: stats = {'view': name, 'version': v.version, 'source_commit': commit, 'rows': self.con.sql(f"SELECT count(*) FROM {tmp}").fetchall()[0][0],
-                      'features': describe(self.con, tmp, v.feature_names)}
+                      'features': describe(self.con, tmp, v.feature_names), 'ties': tie_problem(self.con, v, tmp)}
         finally: self.con.execute(f"DROP TABLE IF EXISTS {tmp}")
     with self.registry.transaction('main', f"statistics of {name!r} at {commit[:12]}") as b:
         b.put(path, json.dumps(stats, default=str).encode(), content_type='application/json')
