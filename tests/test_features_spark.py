@@ -97,6 +97,27 @@ def test_engine_chosen_by_settings(spark, tmp_path):
     parts, want = got.split(valid_from='2026-01-10'), duck.training_set(edf, ['fv:x', 'fv:y']).split(valid_from='2026-01-10')
     for k in ('train', 'valid'): pd.testing.assert_frame_equal(parts[k].df(), want[k].df(), check_dtype=False)
 
+def test_failed_jobs_name_their_root_cause(spark, tmp_path):
+    """A failure on the Java side (Parquet parts deleted after the job was planned) reaches the user as its root cause, the
+    missing file, not py4j's "An error occurred while calling o123.getResult"; a failed ANSI cast as PySpark's message."""
+    from mlinfra_nb.workspace import MlinfraError
+    from mlinfra_nb.features.spark import spark_arrow, write_table
+    spark.range(8).write.parquet(str(tmp_path/'parts'))
+    planned = spark.read.parquet(str(tmp_path/'parts'))
+    gone = sorted((tmp_path/'parts').glob('part-*.parquet'))
+    for f in gone: f.unlink()
+    repo = Lake(tmp_path/'lake').create_repository('world')
+    before = repo.head('main').id
+    for run in (lambda: spark_arrow(planned), lambda: write_table(planned, repo, 'main', 'tables/t', 'never')):
+        with pytest.raises(MlinfraError) as err: run()
+        msg = str(err.value)
+        assert msg.startswith('the Spark job failed: java.io.FileNotFoundException: File file:') and msg.endswith('does not exist'), msg
+        assert any(f.name in msg for f in gone) and 'An error occurred while calling' not in msg
+    assert repo.head('main').id == before
+    bad = spark.createDataFrame(pd.DataFrame({'s': ['1', 'x']})).selectExpr('CAST(s AS INT) AS i')   # ANSI mode: the job fails
+    with pytest.raises(MlinfraError, match=r'^the Spark job failed: \[CAST_INVALID_INPUT\] The value .x. of the type "STRING" cannot be cast to "INT"'):
+        spark_arrow(bad)
+
 @pytest.mark.parametrize('spark', ['cluster'], indirect=True)
 def test_a_lost_worker_mid_job(spark, spark_cluster, tmp_path):
     """A worker (and its executor) killed while a job writes a lake table: Spark reruns its tasks on the other worker and the

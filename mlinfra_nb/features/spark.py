@@ -15,10 +15,10 @@ from .views import AGGREGATIONS, Aggregate, FeatureStore, FeatureView, parse_dur
 from .training import TrainingSet, check_request, table_hash
 
 # %% auto #0
-__all__ = ['SESSION_CONF', 'BASE_CONF', 'MARK', 'parse_conf', 'prepare', 'spark_session', 'raise_sql', 'job_error', 'bq',
-           'read_table', 'write_table', 'micros', 'aggregate_sql', 'spark_transform', 'feature_frame', 'asof_sweep',
-           'ts_text', 'dedup_frame', 'entity_micros', 'spark_training_frame', 'SparkTrainingSet', 'spark_training_set',
-           'spark_features', 'spark_arrow', 'spark_latest_rows']
+__all__ = ['SESSION_CONF', 'BASE_CONF', 'MARK', 'parse_conf', 'prepare', 'spark_session', 'raise_sql', 'java_root_cause',
+           'job_error', 'bq', 'read_table', 'write_table', 'micros', 'aggregate_sql', 'spark_transform',
+           'feature_frame', 'asof_sweep', 'ts_text', 'dedup_frame', 'entity_micros', 'spark_training_frame',
+           'SparkTrainingSet', 'spark_training_set', 'spark_features', 'spark_arrow', 'spark_latest_rows']
 
 # %% ../../nbs/24_features.spark.ipynb #6f575fb2
 SESSION_CONF = {'spark.sql.session.timeZone': 'UTC', 'spark.sql.parquet.outputTimestampType': 'TIMESTAMP_MICROS',
@@ -64,12 +64,29 @@ def raise_sql(msg_sql:str)->str:
     "Spark SQL that fails the job with the message `msg_sql` (a SQL string expression), marked as ours."
     return f"raise_error(concat('{MARK}', {msg_sql}))"
 
+def _first_line(text)->str:
+    "The first line of `text` that says something: not blank, not py4j's 'An error occurred while calling o12.collect'."
+    lines = (l.strip().removeprefix(': ') for l in str(text or '').splitlines())
+    return next((l for l in lines if l and not l.startswith('An error occurred while calling')), '')
+
+def java_root_cause(e:Exception)->str|None:
+    "The deepest Java cause of a py4j error, as 'class: message'; None for an error that did not come from the JVM."
+    j = getattr(e, 'java_exception', None)
+    if j is None: return None
+    try:
+        for _ in range(100):                  # the JVM refuses a self-cause; the bound guards a longer cycle
+            if (cause := j.getCause()) is None: break
+            j = cause
+        msg = _first_line(j.getMessage())
+        return j.getClass().getName() + (f': {msg}' if msg else '')
+    except Exception: return None             # the JVM is gone (a stopped session): there is no cause to ask for
+
 def job_error(e:Exception)->MlinfraError:
-    "The `MlinfraError` for a failed Spark job."
+    "The `MlinfraError` for a failed Spark job: our marked message as `InvalidInput`, else the job's root cause."
     text = str(e)
     if (m := re.search(re.escape(MARK) + r"(.*?)(?:\s+SQLSTATE: \w+|\n|$)", text)): return InvalidInput(m.group(1).strip().rstrip('.'))
-    first = next((l.strip() for l in text.splitlines() if l.strip()), type(e).__name__)
-    return MlinfraError(f"the Spark job failed: {first[:500]}")
+    why = java_root_cause(e) or _first_line(text) or type(e).__name__
+    return MlinfraError(f"the Spark job failed: {why[:500]}")
 
 # %% ../../nbs/24_features.spark.ipynb #1e03623a
 def bq(name:str)->str: return '`' + name.replace('`', '``') + '`'

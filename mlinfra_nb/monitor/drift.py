@@ -13,9 +13,11 @@ from ..features.views import q
 from ..features.sketch import Sketch, bounds, merge, reference_sketches, sketches
 
 # %% auto #0
-__all__ = ['THRESHOLDS', 'P_VALUE_TESTS', 'NUMERIC_ONLY', 'BINNED', 'INTEGER_CARDINALITY_LIMIT', 'ALL', 'MERGE_MAX_WINDOWS',
-           'SLACK', 'SKETCHED', 'default_test', 'drift_detected', 'sturges_edges', 'ks_pvalue', 'z_pvalue',
-           'DriftResult', 'data_drift']
+__all__ = ['THRESHOLDS', 'P_VALUE_TESTS', 'NUMERIC_ONLY', 'BINNED', 'INTEGER_TYPES', 'INTEGER_CARDINALITY_LIMIT', 'ALL',
+           'MERGE_MAX_WINDOWS', 'RESULT_COLUMNS', 'SLACK', 'SKETCHED', 'default_test', 'drift_detected', 'column_types',
+           'column_kinds', 'sturges_edges', 'frequency_stats', 'ks_pvalue', 'z_pvalue', 'DriftResult', 'pick_setting',
+           'untested_row', 'result_row', 'dataset_verdict', 'check_options', 'window_expr', 'compared_columns',
+           'cast_type', 'data_drift', 'window_frames']
 
 # %% ../../nbs/51_monitor.drift.ipynb #710ec4cd
 THRESHOLDS = dict(ks=0.05, chisquare=0.05, z=0.05, wasserstein=0.1, jensenshannon=0.1, psi=0.1, linf=0.1)
@@ -57,17 +59,18 @@ def _register(con:duckdb.DuckDBPyConnection, data, what:str)->str:
     raise InvalidInput(f"the {what} data must be a DuckDB relation, a pandas DataFrame, an Arrow table or a lake table "
                        f"(repo, ref, path), not {type(data).__name__}")
 
-def _schema(con, view:str)->dict:
+def column_types(con, view:str)->dict:
+    "The DuckDB type of each column of the view `view` on `con`, e.g. `{'a': 'DOUBLE', 'b': 'VARCHAR'}`."
     return {name: type_ for name, type_, *_ in con.execute(f'DESCRIBE SELECT * FROM "{view}"').fetchall()}
 
 # %% ../../nbs/51_monitor.drift.ipynb #758d79ce
 _NUM = re.compile(r'^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT|FLOAT|DOUBLE|DECIMAL.*)$')
-_INT = re.compile(r'^U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)$')
+INTEGER_TYPES = re.compile(r'^U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)$')   # DuckDB's integer types: codes when few
 _CAT = re.compile(r'^(VARCHAR|BOOLEAN|ENUM.*)$')
 INTEGER_CARDINALITY_LIMIT = 10
 
-def _kinds(con, ref:str, ref_types:dict, cur_types:dict, columns:list, categorical:list|None, numeric:list|None)->dict:
-    "column -> 'numeric', 'categorical', or ('untested', reason)."
+def column_kinds(con, ref:str, ref_types:dict, cur_types:dict, columns:list, categorical:list|None, numeric:list|None)->dict:
+    "Each column's kind, by Evidently's inference: 'numeric', 'categorical', or ('untested', the reason)."
     out, ints = {}, []
     for c in columns:
         tr, tc = ref_types[c], cur_types[c]
@@ -76,7 +79,7 @@ def _kinds(con, ref:str, ref_types:dict, cur_types:dict, columns:list, categoric
         if categorical and c in categorical: out[c] = 'categorical'
         elif _NUM.match(tr) and _NUM.match(tc):
             if numeric and c in numeric: out[c] = 'numeric'
-            elif _INT.match(tr): ints.append(c)
+            elif INTEGER_TYPES.match(tr): ints.append(c)
             else: out[c] = 'numeric'
         elif (_NUM.match(tr) or _CAT.match(tr)) and (_NUM.match(tc) or _CAT.match(tc)):
             if numeric and c in numeric: raise InvalidInput(f"column {c!r} is {tr} in the reference and {tc} in the current data: it cannot be numeric")
@@ -241,7 +244,7 @@ def _counts_sql(ref_table:str, cur_table:str, parts:list[int], edges_table:str|N
         WINDOW o AS (PARTITION BY p ORDER BY i) QUALIFY lead(rcum) OVER o IS NOT NULL"""
 
 # %% ../../nbs/51_monitor.drift.ipynb #c140384f
-def _frequency_stats(con, counts_sql:str)->pd.DataFrame:
+def frequency_stats(con, counts_sql:str)->pd.DataFrame:
     "Per window p: chi-square, Z, Jensen-Shannon, PSI and L-infinity inputs from the counts (p, k, rc, cc)."
     return con.execute(f"""
         WITH k AS ({counts_sql}),
@@ -300,27 +303,29 @@ class DriftResult:
                 f"{len(self.windows)} windows" + (f", {int(self.windows.dataset_drift.sum())} drifted" if len(self.windows) else ''))
 
 # %% ../../nbs/51_monitor.drift.ipynb #a3134ea0
-_COLS = ['column', 'type', 'test', 'statistic', 'p_value', 'score', 'score_low', 'score_high', 'threshold', 'drifted', 'stage',
+# the columns of a result's table: one row per column (and window)
+RESULT_COLUMNS = ['column', 'type', 'test', 'statistic', 'p_value', 'score', 'score_low', 'score_high', 'threshold', 'drifted', 'stage',
          'n_reference', 'n_current', 'n_values', 'note']
 
-def _pick(setting, col:str, kind:str, test:str|None=None):
+def pick_setting(setting, col:str, kind:str, test:str|None=None):
     "The value of a per-column setting: by column, then by test name, then by kind; or the setting itself."
     if not isinstance(setting, dict): return setting
     for key in (col, test, kind):
         if key is not None and key in setting: return setting[key]
     return None
 
-def _untested(col, kind, note, nr=0, nc=0)->dict:
+def untested_row(col, kind, note, nr=0, nc=0)->dict:
+    "The result row of a column that could not be tested, with the reason `note`."
     return dict(column=col, type=kind, test=None, statistic=np.nan, p_value=np.nan, score=np.nan, score_low=np.nan, score_high=np.nan, threshold=np.nan, stage=None,
                 drifted=False, n_reference=nr, n_current=nc, n_values=0, note=note)
 
 # %% ../../nbs/51_monitor.drift.ipynb #c7f0c37a
-def _test_row(col:str, kind:str, test_opt, thr_opt, num:pd.Series|None, freq:pd.Series|None, binned:pd.Series|None)->dict:
+def result_row(col:str, kind:str, test_opt, thr_opt, num:pd.Series|None, freq:pd.Series|None, binned:pd.Series|None)->dict:
     "The result row of one column in one window, from the SQL sums."
     src = num if num is not None else freq
     nr, nc, nv = int(src.n_reference), int(src.n_current), int(freq.n_values if num is None else num.n_values)
-    test = _pick(test_opt, col, kind) or default_test(kind, nr, nv)
-    thr = _pick(thr_opt, col, kind, test)
+    test = pick_setting(test_opt, col, kind) or default_test(kind, nr, nv)
+    thr = pick_setting(thr_opt, col, kind, test)
     thr = THRESHOLDS[test] if thr is None else float(thr)
     note, p_value = '', np.nan
     if test == 'ks':
@@ -345,7 +350,8 @@ def _test_row(col:str, kind:str, test_opt, thr_opt, num:pd.Series|None, freq:pd.
                 drifted=drift_detected(test, score, thr), n_reference=nr, n_current=nc, n_values=nv, note=note)
 
 # %% ../../nbs/51_monitor.drift.ipynb #1bd9879f
-def _verdict(rows:list[dict], drift_share:float)->dict:
+def dataset_verdict(rows:list[dict], drift_share:float)->dict:
+    "The dataset's verdict from its columns' rows: how many were tested and drifted, and whether that share reaches `drift_share`."
     tested = [r for r in rows if r['test'] is not None]
     n = sum(r['drifted'] for r in tested)
     share = n / len(tested) if tested else 0.0
@@ -363,21 +369,21 @@ def _numeric_results(con, ref, cur, col, wexpr, parts, test_opt, thr_opt, ctype:
         else: ref_table, cur_table = _numeric_tables(con, ref, cur, col, wexpr); num = _numeric_stats(con, ref_table, cur_table)
         num = num[num.n_reference > 0].set_index('p')
         if num.empty: return {}, con.execute(f'SELECT count(*) FROM "{ref}" WHERE isfinite(CAST({q(col)} AS DOUBLE))').fetchall()[0][0]
-        tests = {p: _pick(test_opt, col, 'numeric') or default_test('numeric', int(s.n_reference), int(s.n_values)) for p, s in num.iterrows()}
+        tests = {p: pick_setting(test_opt, col, 'numeric') or default_test('numeric', int(s.n_reference), int(s.n_values)) for p, s in num.iterrows()}
         by_value = [p for p, t in tests.items() if t in ('chisquare', 'z') or (t in BINNED and num.ref_values[p] <= 20)]
         by_bin = [p for p, t in tests.items() if t in BINNED and num.ref_values[p] > 20]
         if (by_value or by_bin) and ref_table is None: ref_table, cur_table = _numeric_tables(con, ref, cur, col, wexpr)
-        freq = _frequency_stats(con, _counts_sql(ref_table, cur_table, by_value)).set_index('p') if by_value else None
+        freq = frequency_stats(con, _counts_sql(ref_table, cur_table, by_value)).set_index('p') if by_value else None
         binned = None
         if by_bin:
-            edges = {p: sturges_edges(num.lo[p], num.hi[p], int(num.n_reference[p] + num.n_current[p]), bool(_INT.match(ctype))) for p in by_bin}
+            edges = {p: sturges_edges(num.lo[p], num.hi[p], int(num.n_reference[p] + num.n_current[p]), bool(INTEGER_TYPES.match(ctype))) for p in by_bin}
             edges_table = _edges_table(con, edges)
-            binned = _frequency_stats(con, _counts_sql(ref_table, cur_table, by_bin, edges_table)).set_index('p')
+            binned = frequency_stats(con, _counts_sql(ref_table, cur_table, by_bin, edges_table)).set_index('p')
         out = {}
         for p, s in num.iterrows():
             fr = freq.loc[p] if freq is not None and p in freq.index else None
             bn = binned.loc[p] if binned is not None and p in binned.index else None
-            out[p] = _test_row(col, 'numeric', test_opt, thr_opt, s, fr if p in by_value else bn, bn)
+            out[p] = result_row(col, 'numeric', test_opt, thr_opt, s, fr if p in by_value else bn, bn)
         return out, int(num.n_reference.iloc[0])
     finally:
         for t in (ref_table, cur_table, edges_table):
@@ -386,18 +392,18 @@ def _numeric_results(con, ref, cur, col, wexpr, parts, test_opt, thr_opt, ctype:
 # %% ../../nbs/51_monitor.drift.ipynb #611b09ab
 def _categorical_results(con, ref, cur, col, wexpr, test_opt, thr_opt, ctype:str)->tuple[dict, int]:
     "({partition: row}, reference values) for a categorical column."
-    if _pick(test_opt, col, 'categorical') in NUMERIC_ONLY:
-        raise InvalidInput(f"test {_pick(test_opt, col, 'categorical')!r} is for numeric columns; column {col!r} is categorical")
+    if pick_setting(test_opt, col, 'categorical') in NUMERIC_ONLY:
+        raise InvalidInput(f"test {pick_setting(test_opt, col, 'categorical')!r} is for numeric columns; column {col!r} is categorical")
     x = f'CAST({q(col)} AS {ctype})' if ctype in ('VARCHAR', 'DOUBLE') else q(col)
     ok = f'{x} IS NOT NULL' + (f' AND isfinite({x})' if ctype in ('FLOAT', 'DOUBLE') else '')
     counts = f"""WITH r AS (SELECT {x} AS x, count(*) AS n FROM "{ref}" WHERE {ok} GROUP BY {x}), c AS ({_window_counts(cur, wexpr, x, ok)}),
                  parts AS (SELECT DISTINCT p FROM c)
                  SELECT coalesce(c.p, r.p) AS p, coalesce(c.x, r.x) AS k, coalesce(r.n, 0) AS rc, coalesce(c.n, 0) AS cc
                  FROM (SELECT p, x, n FROM r, parts) r FULL JOIN c ON r.p = c.p AND r.x = c.x"""
-    freq = _frequency_stats(con, counts).set_index('p')
+    freq = frequency_stats(con, counts).set_index('p')
     nr = int(freq.n_reference.max()) if len(freq) else con.execute(f'SELECT count(*) FROM "{ref}" WHERE {ok}').fetchall()[0][0]
     freq = freq[(freq.n_reference > 0) & (freq.n_current > 0)]
-    return {p: _test_row(col, 'categorical', test_opt, thr_opt, None, f, None) for p, f in freq.iterrows()}, nr
+    return {p: result_row(col, 'categorical', test_opt, thr_opt, None, f, None) for p, f in freq.iterrows()}, nr
 
 def _column_results(con, ref, cur, col, kind, wexpr, parts, test_opt, thr_opt, ctype:str)->tuple[dict, int]:
     "({partition: row}, reference values) for one column of `kind` 'numeric' or 'categorical'."
@@ -421,9 +427,9 @@ def _std_margin(rsk:Sketch)->float:
 def _sketch_row(col:str, test_opt, thr_opt, rsk:Sketch, csk:Sketch)->tuple[dict, bool]|None:
     "(the result row from the reference and current sketches, whether its verdict is the exact one), or None."
     b = bounds(rsk, csk)
-    test = _pick(test_opt, col, 'numeric') or (default_test('numeric', rsk.n, b.n_values) if b.n_values > 5 or b.values_exact else None)
+    test = pick_setting(test_opt, col, 'numeric') or (default_test('numeric', rsk.n, b.n_values) if b.n_values > 5 or b.values_exact else None)
     if test not in SKETCHED: return None
-    thr = _pick(thr_opt, col, 'numeric', test)
+    thr = pick_setting(thr_opt, col, 'numeric', test)
     thr = THRESHOLDS[test] if thr is None else float(thr)
     nr, nc, note, p_value = rsk.n, csk.n, '', np.nan
     if test == 'wasserstein':
@@ -462,7 +468,7 @@ def _two_stage(con, ref:str, cur:str, col:str, wexpr:str|None, parts:list, test_
     return rows, rsk.n, again
 
 # %% ../../nbs/51_monitor.drift.ipynb #7d2db558
-def _check_options(test, drift_share:float, reference_sketches:dict|None=None):
+def check_options(test, drift_share:float, reference_sketches:dict|None=None):
     "Raise `InvalidInput` for an unknown test name, a `drift_share` outside (0, 1], or reference sketches that are not `Sketch`es."
     if reference_sketches is not None and (not isinstance(reference_sketches, dict) or any(not isinstance(s, Sketch) for s in reference_sketches.values())):
         raise InvalidInput("reference_sketches is a dict {column: Sketch}, as FeatureStore.sketches or reference_sketches return")
@@ -470,7 +476,7 @@ def _check_options(test, drift_share:float, reference_sketches:dict|None=None):
         if t is not None and t not in THRESHOLDS: raise InvalidInput(f"unknown test {t!r}; choose one of {', '.join(THRESHOLDS)}")
     if not 0 < drift_share <= 1: raise InvalidInput(f"drift_share is a share of columns in (0, 1], not {drift_share}")
 
-def _window_expr(timestamp:str|None, cur_types:dict, window)->str|None:
+def window_expr(timestamp:str|None, cur_types:dict, window)->str|None:
     "SQL of the window start of each current row, or None without a `timestamp`."
     if timestamp is None: return None
     if timestamp not in cur_types:
@@ -480,7 +486,7 @@ def _window_expr(timestamp:str|None, cur_types:dict, window)->str|None:
     return _window_sql(timestamp, cur_types[timestamp], window)
 
 # %% ../../nbs/51_monitor.drift.ipynb #3ddd4595
-def _compared_columns(columns:list|None, ref_types:dict, cur_types:dict, timestamp:str|None,
+def compared_columns(columns:list|None, ref_types:dict, cur_types:dict, timestamp:str|None,
                       categorical:list|None, numeric:list|None, test)->list[str]:
     "The columns to compare: `columns`, or all that both sides have but the timestamp; checked against the options."
     common = [c for c in ref_types if c in cur_types and c != timestamp]
@@ -498,7 +504,7 @@ def _compared_columns(columns:list|None, ref_types:dict, cur_types:dict, timesta
     return columns
 
 # %% ../../nbs/51_monitor.drift.ipynb #558c0daa
-def _cast_type(ref_type:str, cur_type:str)->str:
+def cast_type(ref_type:str, cur_type:str)->str:
     "The type both sides of a column are compared as (a side of nothing but nulls takes the other side's)."
     tr, tc = (t if t != '"NULL"' else o for t, o in ((ref_type, cur_type), (cur_type, ref_type)))
     return tr if tr == tc else 'DOUBLE' if _NUM.match(tr) and _NUM.match(tc) else 'VARCHAR'
@@ -508,21 +514,21 @@ def _drift_rows(con, ref:str, cur:str, columns:list, kinds:dict, ref_types:dict,
     "{window: [the result row of each column]}, for every window in `sizes`; numeric columns in two stages unless `exact`."
     rows, ref_sketches = {p: [] for p in sizes}, dict(ref_sketches or {})
     if not exact:  # the reference sketches of all numeric columns that may be sketched, in one scan for the moments
-        todo = [c for c in columns if kinds[c] == 'numeric' and c not in ref_sketches and _pick(test, c, 'numeric') in (None, *SKETCHED)]
+        todo = [c for c in columns if kinds[c] == 'numeric' and c not in ref_sketches and pick_setting(test, c, 'numeric') in (None, *SKETCHED)]
         ref_sketches.update(reference_sketches(con, f'"{ref}"', {c: f'CAST({q(c)} AS DOUBLE)' for c in todo}))
     for col in columns:
         kind = kinds[col]
         if isinstance(kind, tuple):  # ('untested', reason)
             _, reason = kind
-            for p in sizes: rows[p].append(_untested(col, 'unsupported', reason))
+            for p in sizes: rows[p].append(untested_row(col, 'unsupported', reason))
             continue
-        ctype = _cast_type(ref_types[col], cur_types[col])
+        ctype = cast_type(ref_types[col], cur_types[col])
         staged = None if exact or kind != 'numeric' else _two_stage(con, ref, cur, col, wexpr, list(sizes), test, threshold, ctype, ref_sketches.get(col))
         got, nr = staged[:2] if staged else _column_results(con, ref, cur, col, kind, wexpr, list(sizes), test, threshold, ctype)
         for p in sizes:
             if p in got: rows[p].append(got[p])
-            elif not nr: rows[p].append(_untested(col, kind, 'no values in the reference (all null)'))
-            else: rows[p].append(_untested(col, kind, 'no values in the current data' + (' in this window' if p != ALL else '') + ' (all null)', nr=nr))
+            elif not nr: rows[p].append(untested_row(col, kind, 'no values in the reference (all null)'))
+            else: rows[p].append(untested_row(col, kind, 'no values in the current data' + (' in this window' if p != ALL else '') + ' (all null)', nr=nr))
     return rows
 
 # %% ../../nbs/51_monitor.drift.ipynb #2ce3d6c7
@@ -549,29 +555,29 @@ def data_drift(reference,                       # DuckDB relation, DataFrame, Ar
                reference_sketches:dict|None=None, # {column: Sketch} of the reference (e.g. `FeatureStore.sketches`): not rescanned
               )->DriftResult:
     "Drift of each column of `current` against `reference`, and of the dataset, overall and per window of `timestamp`."
-    _check_options(test, drift_share, reference_sketches)
+    check_options(test, drift_share, reference_sketches)
     con, views = _connection(con), []
     try:
         views += [_register(con, reference, 'reference')]
         views += [_register(con, current, 'current')]
         ref, cur = views
-        rt, ct = _schema(con, ref), _schema(con, cur)
-        wexpr = _window_expr(timestamp, ct, window)
-        columns = _compared_columns(columns, rt, ct, timestamp, categorical, numeric, test)
-        kinds = _kinds(con, ref, rt, ct, columns, categorical, numeric)
+        rt, ct = column_types(con, ref), column_types(con, cur)
+        wexpr = window_expr(timestamp, ct, window)
+        columns = compared_columns(columns, rt, ct, timestamp, categorical, numeric, test)
+        kinds = column_kinds(con, ref, rt, ct, columns, categorical, numeric)
         sizes = dict(con.execute(_window_counts(cur, wexpr)).fetchall())
         sizes.setdefault(ALL, 0)
         rows = _drift_rows(con, ref, cur, columns, kinds, rt, ct, wexpr, sizes, test, threshold, exact, reference_sketches)
     finally: _unregister(con, views)
-    summary = dict(_verdict(rows[ALL], drift_share), n_current_rows=sizes[ALL],
+    summary = dict(dataset_verdict(rows[ALL], drift_share), n_current_rows=sizes[ALL],
                    only_in_reference=[c for c in rt if c not in ct], only_in_current=[c for c in ct if c not in rt and c != timestamp],
                    recomputed_exactly=[r['column'] for r in rows[ALL] if r['stage'] == 'recomputed'])
-    result = DriftResult(pd.DataFrame(rows[ALL], columns=_COLS), summary)
+    result = DriftResult(pd.DataFrame(rows[ALL], columns=RESULT_COLUMNS), summary)
     if wexpr is None: return result
-    return DriftResult(result.columns, summary, *_window_frames(con, rows, sizes, drift_share, window, ct[timestamp]))
+    return DriftResult(result.columns, summary, *window_frames(con, rows, sizes, drift_share, window, ct[timestamp]))
 
 # %% ../../nbs/51_monitor.drift.ipynb #08306152
-def _window_frames(con, res:dict, sizes:dict, drift_share:float, window, ttype:str)->tuple[pd.DataFrame, pd.DataFrame]:
+def window_frames(con, res:dict, sizes:dict, drift_share:float, window, ttype:str)->tuple[pd.DataFrame, pd.DataFrame]:
     "The per-window tables; windows between the first and the last that have no rows are listed as 'no data'."
     starts = sorted(p for p in sizes if p != ALL)
     if starts:
@@ -586,10 +592,10 @@ def _window_frames(con, res:dict, sizes:dict, drift_share:float, window, ttype:s
             wins.append(dict(window=ts(p), n_current=0, n_tested=0, n_drifted=0, share_drifted=0.0, dataset_drift=False, note='no data'))
             continue
         rows += [dict(window=ts(p), **r) for r in res[p]]
-        v = _verdict(res[p], drift_share)
+        v = dataset_verdict(res[p], drift_share)
         wins.append(dict(window=ts(p), n_current=sizes[p], n_tested=v['n_tested'], n_drifted=v['n_drifted'],
                          share_drifted=v['share_drifted'], dataset_drift=v['dataset_drift'], note='' if v['n_tested'] else 'no column could be tested'))
-    return pd.DataFrame(rows, columns=['window', *_COLS]), pd.DataFrame(wins, columns=['window', 'n_current', 'n_tested', 'n_drifted', 'share_drifted', 'dataset_drift', 'note'])
+    return pd.DataFrame(rows, columns=['window', *RESULT_COLUMNS]), pd.DataFrame(wins, columns=['window', 'n_current', 'n_tested', 'n_drifted', 'share_drifted', 'dataset_drift', 'note'])
 
 # %% ../../nbs/51_monitor.drift.ipynb #81da42f6
 import functools

@@ -8,9 +8,9 @@ import datetime as dt, re, uuid
 import duckdb, pandas as pd, pyarrow as pa
 from ..workspace import InvalidInput, MlinfraError
 from .performance import interval
-from .drift import (ALL, BINNED, INTEGER_CARDINALITY_LIMIT, NUMERIC_ONLY, DriftResult, _COLS, _INT, _cast_type,
-    _check_options, _compared_columns, _frequency_stats, _kinds, _pick, _schema, _test_row, _untested, _verdict, _window_expr,
-    _window_frames, default_test, sturges_edges)
+from .drift import (ALL, BINNED, INTEGER_CARDINALITY_LIMIT, INTEGER_TYPES, NUMERIC_ONLY, RESULT_COLUMNS, DriftResult,
+    cast_type, check_options, column_kinds, column_types, compared_columns, dataset_verdict, default_test, frequency_stats,
+    pick_setting, result_row, sturges_edges, untested_row, window_expr, window_frames)
 from ..features.spark import bq, job_error, prepare
 
 # %% auto #0
@@ -104,7 +104,7 @@ def _side(spark, con, data, what:str):
                              f"or a lake table (repo, ref, path), not {type(data).__name__}")
     name = f'_spark_{what}'
     con.register(name, t)
-    return (data if hasattr(data, 'sparkSession') else _frame(spark, t)), _schema(con, name)
+    return (data if hasattr(data, 'sparkSession') else _frame(spark, t)), column_types(con, name)
 
 # %% ../../nbs/55_monitor.spark.ipynb #d2777677
 def drift_window_sql(timestamp:str, window)->str:
@@ -122,13 +122,13 @@ def drift_window_sql(timestamp:str, window)->str:
 
 # %% ../../nbs/55_monitor.spark.ipynb #ba05abce
 def _spark_kinds(con, ref, rt:dict, ct:dict, columns:list, categorical, numeric)->dict:
-    "The DuckDB engine's `_kinds` of the columns, the distinct values of the reference's integer columns counted by Spark."
-    ints = [c for c in columns if _INT.match(rt[c]) and c not in (categorical or []) and c not in (numeric or [])]
+    "The DuckDB engine's `column_kinds` of the columns, the distinct values of the reference's integer columns counted by Spark."
+    ints = [c for c in columns if INTEGER_TYPES.match(rt[c]) and c not in (categorical or []) and c not in (numeric or [])]
     n = ref.selectExpr(*[f'count(DISTINCT {bq(c)})' for c in ints]).first() if ints else []
     k = INTEGER_CARDINALITY_LIMIT + 1      # enough values to tell "few" from "many"
     stub = {c: pa.array(list(range(min(m, k))) + [None] * (k - min(m, k)), pa.int64()) for c, m in zip(ints, n)}
     con.register('_spark_distinct', pa.table(stub or {'_': [0]}))
-    return _kinds(con, '_spark_distinct', rt, ct, columns, categorical, numeric)
+    return column_kinds(con, '_spark_distinct', rt, ct, columns, categorical, numeric)
 
 # %% ../../nbs/55_monitor.spark.ipynb #ac840ac5
 def _finite(x:str)->str: return f"abs({x}) < CAST('Infinity' AS DOUBLE)"
@@ -174,9 +174,9 @@ def _value_counts(spark, ref:str, cur:str, x:str, ok:str, wexpr:str|None, parts:
         FROM (SELECT p, x, n FROM r CROSS JOIN parts) r FULL JOIN c ON r.p = c.p AND r.x = c.x""").toArrow()
 
 def _frequencies(con, counts)->pd.DataFrame:
-    "The DuckDB engine's `_frequency_stats` (per window) of counts (p, k, rc, cc) that Spark made."
+    "The DuckDB engine's `frequency_stats` (per window) of counts (p, k, rc, cc) that Spark made."
     con.register('_spark_counts', counts)
-    try: return _frequency_stats(con, 'SELECT p, k, rc, cc FROM _spark_counts').set_index('p')
+    try: return frequency_stats(con, 'SELECT p, k, rc, cc FROM _spark_counts').set_index('p')
     finally: con.unregister('_spark_counts')
 
 # %% ../../nbs/55_monitor.spark.ipynb #6af519d5
@@ -203,19 +203,19 @@ def _numeric_results(spark, con, ref, cur, col, wexpr, test_opt, thr_opt, ctype:
     num = _merged_stats(spark, ref, cur, col, wexpr)
     num, x = num[num.n_reference > 0].set_index('p'), f'CAST({bq(col)} AS DOUBLE)'
     if num.empty: return {}, spark.sql(f'SELECT count(*) FROM {ref} WHERE {_finite(x)}').first()[0]
-    tests = {p: _pick(test_opt, col, 'numeric') or default_test('numeric', int(s.n_reference), int(s.n_values)) for p, s in num.iterrows()}
+    tests = {p: pick_setting(test_opt, col, 'numeric') or default_test('numeric', int(s.n_reference), int(s.n_values)) for p, s in num.iterrows()}
     by_value = [p for p, t in tests.items() if t in ('chisquare', 'z') or (t in BINNED and num.ref_values[p] <= 20)]
     by_bin = [p for p, t in tests.items() if t in BINNED and num.ref_values[p] > 20]
     freq = _frequencies(con, _value_counts(spark, ref, cur, x, _finite(x), wexpr, by_value)) if by_value else None
     binned = None
     if by_bin:
-        edges = {p: sturges_edges(num.lo[p], num.hi[p], int(num.n_reference[p] + num.n_current[p]), bool(_INT.match(ctype))) for p in by_bin}
+        edges = {p: sturges_edges(num.lo[p], num.hi[p], int(num.n_reference[p] + num.n_current[p]), bool(INTEGER_TYPES.match(ctype))) for p in by_bin}
         binned = _frequencies(con, _bin_counts(spark, ref, cur, x, wexpr, edges))
     out = {}
     for p, s in num.iterrows():
         fr = freq.loc[p] if freq is not None and p in freq.index else None
         bn = binned.loc[p] if binned is not None and p in binned.index else None
-        out[p] = _test_row(col, 'numeric', test_opt, thr_opt, s, fr if p in by_value else bn, bn)
+        out[p] = result_row(col, 'numeric', test_opt, thr_opt, s, fr if p in by_value else bn, bn)
     return out, int(num.n_reference.iloc[0])
 
 # %% ../../nbs/55_monitor.spark.ipynb #2254a466
@@ -223,14 +223,14 @@ _SPARK_TYPE = {'VARCHAR': 'STRING', 'DOUBLE': 'DOUBLE'}
 
 def _categorical_results(spark, con, ref, cur, col, wexpr, test_opt, thr_opt, ctype:str)->tuple[dict, int]:
     "({window: result row}, reference values) for a categorical column, as the DuckDB engine's."
-    if _pick(test_opt, col, 'categorical') in NUMERIC_ONLY:
-        raise InvalidInput(f"test {_pick(test_opt, col, 'categorical')!r} is for numeric columns; column {col!r} is categorical")
+    if pick_setting(test_opt, col, 'categorical') in NUMERIC_ONLY:
+        raise InvalidInput(f"test {pick_setting(test_opt, col, 'categorical')!r} is for numeric columns; column {col!r} is categorical")
     x = f'CAST({bq(col)} AS {_SPARK_TYPE[ctype]})' if ctype in _SPARK_TYPE else bq(col)
     ok = f'{x} IS NOT NULL' + (f' AND {_finite(x)}' if ctype in ('FLOAT', 'DOUBLE') else '')
     freq = _frequencies(con, _value_counts(spark, ref, cur, x, ok, wexpr))
     nr = int(freq.n_reference.max()) if len(freq) else spark.sql(f'SELECT count(*) FROM {ref} WHERE {ok}').first()[0]
     freq = freq[(freq.n_reference > 0) & (freq.n_current > 0)]
-    return {p: _test_row(col, 'categorical', test_opt, thr_opt, None, f, None) for p, f in freq.iterrows()}, nr
+    return {p: result_row(col, 'categorical', test_opt, thr_opt, None, f, None) for p, f in freq.iterrows()}, nr
 
 # %% ../../nbs/55_monitor.spark.ipynb #39368a8c
 def _drift_rows(spark, con, ref:str, cur:str, columns:list, kinds:dict, rt:dict, ct:dict, wexpr, sizes:dict, test, threshold)->dict:
@@ -239,14 +239,14 @@ def _drift_rows(spark, con, ref:str, cur:str, columns:list, kinds:dict, rt:dict,
     for col in columns:
         kind = kinds[col]
         if isinstance(kind, tuple):                 # ('untested', why)
-            for p in sizes: rows[p].append(_untested(col, 'unsupported', kind[1]))
+            for p in sizes: rows[p].append(untested_row(col, 'unsupported', kind[1]))
             continue
         results = _numeric_results if kind == 'numeric' else _categorical_results
-        got, nr = results(spark, con, ref, cur, col, wexpr, test, threshold, _cast_type(rt[col], ct[col]))
+        got, nr = results(spark, con, ref, cur, col, wexpr, test, threshold, cast_type(rt[col], ct[col]))
         for p in sizes:
             if p in got: rows[p].append(got[p])
-            elif not nr: rows[p].append(_untested(col, kind, 'no values in the reference (all null)'))
-            else: rows[p].append(_untested(col, kind, 'no values in the current data' + (' in this window' if p != ALL else '') + ' (all null)', nr=nr))
+            elif not nr: rows[p].append(untested_row(col, kind, 'no values in the reference (all null)'))
+            else: rows[p].append(untested_row(col, kind, 'no values in the current data' + (' in this window' if p != ALL else '') + ' (all null)', nr=nr))
     return rows
 
 # %% ../../nbs/55_monitor.spark.ipynb #17d0f407
@@ -266,14 +266,14 @@ def data_drift(reference,                       # a Spark DataFrame (or pandas, 
               )->DriftResult:
     "`mlinfra_nb.monitor.drift.data_drift` on Spark: the same tests, statistics and tables."
     from mlinfra_nb.features.spark import spark_session
-    _check_options(test, drift_share)
+    check_options(test, drift_share)
     spark = prepare(spark or next((d.sparkSession for d in (reference, current) if hasattr(d, 'sparkSession')), None) or spark_session())
     con, names = duckdb.connect(), []
     try:
         (rdf, rt), (cdf, ct) = _side(spark, con, reference, 'reference'), _side(spark, con, current, 'current')
-        _window_expr(timestamp, ct, window)                            # the DuckDB engine's checks of timestamp and window
+        window_expr(timestamp, ct, window)                            # the DuckDB engine's checks of timestamp and window
         wexpr = drift_window_sql(timestamp, window) if timestamp else None
-        columns = _compared_columns(columns, rt, ct, timestamp, categorical, numeric, test)
+        columns = compared_columns(columns, rt, ct, timestamp, categorical, numeric, test)
         for df in (rdf, cdf): names.append(f'__drift_{uuid.uuid4().hex[:12]}'); df.createOrReplaceTempView(names[-1])
         try:
             kinds = _spark_kinds(con, rdf, rt, ct, columns, categorical, numeric)
@@ -283,8 +283,8 @@ def data_drift(reference,                       # a Spark DataFrame (or pandas, 
         except Exception as e: raise job_error(e) from None
     finally:
         for n in names: spark.catalog.dropTempView(n)
-    summary = dict(_verdict(rows[ALL], drift_share), n_current_rows=sizes[ALL],
+    summary = dict(dataset_verdict(rows[ALL], drift_share), n_current_rows=sizes[ALL],
                    only_in_reference=[c for c in rt if c not in ct], only_in_current=[c for c in ct if c not in rt and c != timestamp], recomputed_exactly=[])
-    result = DriftResult(pd.DataFrame(rows[ALL], columns=_COLS), summary)
+    result = DriftResult(pd.DataFrame(rows[ALL], columns=RESULT_COLUMNS), summary)
     if wexpr is None: return result
-    return DriftResult(result.columns, summary, *_window_frames(con, rows, sizes, drift_share, window, ct[timestamp]))
+    return DriftResult(result.columns, summary, *window_frames(con, rows, sizes, drift_share, window, ct[timestamp]))
