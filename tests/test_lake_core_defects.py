@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from mlinfra_nb.lake.core import Lake
 from mlinfra_nb.lake.tree import make_entry
-from mlinfra_nb.workspace import Conflict, InvalidInput, MlinfraError, NotFound, PermissionDenied, PreconditionFailed
+from mlinfra_nb.workspace import Conflict, InvalidInput, MlinfraError, NotFound, PermissionDenied, PreconditionFailed, Workspace
 
 
 class Refuses:
@@ -64,13 +64,51 @@ def test_delete_repository_clears_transactions(owner):
     owner.delete_repository('data')
     with owner.store.connect() as con: assert con.execute("SELECT count(*) FROM transactions WHERE repo = 'data'").fetchone()[0] == 0
 
-def test_expected_head_needs_six_characters(owner):
+SHORT_HEADS = ['', 'a', 'abcdef', 'abcdef01234', 'ABCDEF012345', 12]   # too short to name a commit, or not a hex string
+
+def test_expected_head_needs_twelve_characters(owner):
+    "`expected_head` is a full commit id or a prefix of at least 12 hex characters: a shorter one would match almost any head."
     repo = owner.create_repository('data'); h = repo.head('main').id
     repo.put('main', 'a', b'1')
-    with pytest.raises(InvalidInput, match='expected_head'): repo.commit('main', 'x', expected_head=h[:1])
+    for short in SHORT_HEADS + [h[:1], h[:11]]:
+        with pytest.raises(InvalidInput, match='at least 12 hex characters'): repo.commit('main', 'x', expected_head=short)
     other = '0' * 64 if not h.startswith('0') else 'f' * 64
-    with pytest.raises(Conflict): repo.commit('main', 'x', expected_head=other[:8])
-    assert repo.commit('main', 'x', expected_head=h[:6]).parents == (h,)
+    with pytest.raises(Conflict, match="branch 'main' moved"): repo.commit('main', 'x', expected_head=other[:12])
+    assert repo.uncommitted('main')                                    # nothing committed by the refusals
+    assert repo.commit('main', 'x', expected_head=h[:12]).parents == (h,)
+    repo.put('main', 'b', b'2'); h = repo.head('main').id
+    assert repo.commit('main', 'y', expected_head=h).parents == (h,)
+
+def test_lakefs_expected_head_agrees_with_the_embedded_lake(served, tmp_path):
+    "The lakeFS backend refuses the same short `expected_head`s, before any request, and still detects a moved branch."
+    from mlinfra_nb.lake.lakefs import LakeFSLake
+    srv, key = served
+    lk = LakeFSLake(srv.endpoint, key.access_key_id, key.secret_access_key, workspace=Workspace(tmp_path/'ws', env={}))
+    if 'heads' in lk.repositories(): lk.delete_repository('heads')
+    repo = lk.create_repository('heads'); h = repo.head('main').id
+    repo.put('main', 'a', b'1')
+    for short in SHORT_HEADS + [h[:1], h[:11]]:
+        with pytest.raises(InvalidInput, match='at least 12 hex characters'): repo.commit('main', 'x', expected_head=short)
+    other = '0' * 64 if not h.startswith('0') else 'f' * 64
+    with pytest.raises(Conflict, match="branch 'main' moved"): repo.commit('main', 'x', expected_head=other[:12])
+    assert repo.head('main').id == h and [c.path for c in repo.uncommitted('main')] == ['a']
+    assert repo.commit('main', 'x', expected_head=h[:12]).parents == (h,)
+
+def test_root_and_key_read_no_workspace_settings(tmp_path, monkeypatch):
+    "Given `root` and `key`, a Lake opens whatever the workspace settings say; without `key` it still takes the settings' key."
+    from mlinfra_nb.lake.store import generate_key
+    k1, k2 = generate_key(), generate_key()
+    monkeypatch.setenv('MLINFRA_CONFIG', str(tmp_path/'missing.toml'))                  # settings that cannot be read
+    with pytest.raises(NotFound, match='MLINFRA_CONFIG names'): Lake(tmp_path/'lake')  # no key: the settings are needed
+    lake = Lake(tmp_path/'lake', user='ada', key=k2)
+    lake.create_repository('data').put('main', 'a', b'secret'); lake.store.close()
+    monkeypatch.delenv('MLINFRA_CONFIG'); monkeypatch.setenv('MLINFRA_HOME', str(tmp_path/'home'))
+    monkeypatch.setenv('MLINFRA_LAKE__KEY', k1)                                      # another lake's key in the settings
+    with pytest.raises(InvalidInput, match='wrong key for the lake'): Lake(tmp_path/'lake')
+    assert Lake(tmp_path/'lake', key=k2).repository('data').get('main', 'a') == b'secret'   # the key given wins
+    monkeypatch.setenv('MLINFRA_LAKE__KEY', k2)
+    assert Lake(tmp_path/'lake').repository('data').get('main', 'a') == b'secret'           # no key given: the settings' key
+    assert not (tmp_path/'home').exists()                                            # and no workspace folder made for it
 
 def test_revert_parent_zero_is_refused(owner):
     repo = owner.create_repository('data'); repo.put('main', 'a', b'1'); c = repo.commit('main', 'a')

@@ -19,10 +19,10 @@ from .tree import (EMPTY_METARANGE, ENTRY_COLS, ENTRY_SQL, Entry, apply_changes,
                                  tree_max_keys, tree_ranges)
 
 # %% auto #0
-__all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'SQL_DIFF_FROM', 'HOOK_TYPES', 'STRATEGIES', 'MERGE_RULES', 'TX_TABLE',
-           'check_repo_name', 'check_ref_name', 'check_path', 'check_metadata', 'Commit', 'ObjectInfo', 'CommonPrefix',
-           'Change', 'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository', 'HookEvent', 'Settled',
-           'merge_conflict', 'Branch']
+__all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'SQL_DIFF_FROM', 'HOOK_TYPES', 'EXPECTED_HEAD_MIN', 'STRATEGIES',
+           'MERGE_RULES', 'TX_TABLE', 'check_repo_name', 'check_ref_name', 'check_path', 'check_metadata', 'Commit',
+           'ObjectInfo', 'CommonPrefix', 'Change', 'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository',
+           'HookEvent', 'check_expected_head', 'Settled', 'merge_conflict', 'Branch']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -127,9 +127,9 @@ class Lake:
                  user:str|None=None,      # who the audit log and commits name (default: the OS user)
                  workspace:Workspace|None=None,
                  key:bytes|str|None=None):# encrypt objects at rest with this key (default: the lake.key or lake.key_file setting)
-        ws = workspace or Workspace()
-        self.root = Path(root) if root else ws.path('lake')
-        self.store = LakeStore(self.root, key=key if key is not None else lake_key(ws.settings))
+        if workspace is None and (not root or key is None): workspace = Workspace()   # only when its settings decide something
+        self.root = Path(root) if root else workspace.path('lake')
+        self.store = LakeStore(self.root, key=key if key is not None else lake_key(workspace.settings))
         self.user = user or os.environ.get('MLINFRA_USER') or getpass.getuser()
         self.hooks = []  # (repo, event, branch pattern, name, callable): kept on this object only, not in the catalog
         self.logger = get_logger('lake')
@@ -739,6 +739,15 @@ def _run_hooks(self:Repository, type:str, branch:str, event:Callable[[], HookEve
         except Exception as e: raise PreconditionFailed(f"{ev.type} hook {name!r} rejected the {ev.type[4:]} to {ev.branch!r}: {e}") from e
         if ok is False: raise PreconditionFailed(f"{ev.type} hook {name!r} rejected the {ev.type[4:]} to {ev.branch!r}")
 
+# %% ../../nbs/11_lake.core.ipynb #ee4cd948
+EXPECTED_HEAD_MIN = 12   # hex characters: the shortest prefix of a commit id that `expected_head` takes
+
+def check_expected_head(expected_head:str|None)->str|None:
+    "`expected_head` if it is None (no check) or a commit id or a prefix of one of at least `EXPECTED_HEAD_MIN` hex characters."
+    if expected_head is None or (isinstance(expected_head, str) and re.fullmatch(f'[0-9a-f]{{{EXPECTED_HEAD_MIN},64}}', expected_head)):
+        return expected_head
+    raise InvalidInput(f"expected_head must be a commit id or a prefix of one of at least {EXPECTED_HEAD_MIN} hex characters, got {expected_head!r}")
+
 # %% ../../nbs/11_lake.core.ipynb #7ad67ffb
 @patch
 @guarded
@@ -752,11 +761,9 @@ def commit(self:Repository,
     "Commit the staged changes on `branch`."
     self.lake._check('fs:CreateCommit', arn(self.name, 'branch', branch))
     if not isinstance(message, str) or not message.strip(): raise InvalidInput("a commit needs a non-empty message")
-    md = check_metadata(metadata)
+    md, expected_head = check_metadata(metadata), check_expected_head(expected_head)
     with self.store.transaction() as con:
         head = self._branch_head(con, branch); self._check_writable(con, branch, 'commit')
-        if expected_head is not None and not (isinstance(expected_head, str) and re.fullmatch(r'[0-9a-f]{6,64}', expected_head)):
-            raise InvalidInput(f"expected_head must be a commit id or a prefix of one of at least 6 hex characters, got {expected_head!r}")
         if expected_head is not None and not head.id.startswith(expected_head):
             raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, not the expected {expected_head[:12]}; look again and retry")
         staged = self._staged_changes(con, branch)

@@ -15,7 +15,7 @@ from urllib3.exceptions import HTTPError as TransportError
 from ..workspace import (Conflict, InvalidInput, MlinfraError, NotFound, PermissionDenied, PreconditionFailed,
                                   Workspace, get_logger)
 from .core import (STRATEGIES, Change, Commit, CommonPrefix, HookEvent, Lake, ObjectInfo, Repository, Resolved,
-                                  check_metadata, check_path, check_ref_name, check_repo_name)
+                                  check_expected_head, check_metadata, check_path, check_ref_name, check_repo_name)
 from .core import merge_conflict
 from .tables import (TABLE_META, TableInfo, TableSide, schema_from, schema_problems, manifest_bytes,
                                     next_manifest, part_name, settle_table, table_input, table_parts, union_manifest)
@@ -319,8 +319,8 @@ def _commit_changes(self:LakeFSRepository, branch:str, message:str, metadata:Map
                     expected_head:str|None=None)->Commit:
     "Commit the staged changes on `branch`."
     if not isinstance(message, str) or not message.strip(): raise InvalidInput("a commit needs a non-empty message")
-    md = check_metadata(metadata)
-    if expected_head:
+    md, expected_head = check_metadata(metadata), check_expected_head(expected_head)
+    if expected_head is not None:
         head = self.head(branch)
         if not head.id.startswith(expected_head):
             raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, not the expected {expected_head[:12]}; look again and retry")
