@@ -6,7 +6,7 @@
 from __future__ import annotations
 import datetime as dt, json
 from dataclasses import dataclass, field
-import duckdb, pandas as pd
+import duckdb, numpy as np, pandas as pd, pyarrow as pa
 from fastcore.basics import patch
 from ..workspace import InvalidInput
 from ..lake.core import HookEvent
@@ -16,7 +16,7 @@ from .training import stats_path, tie_problem
 from .online import online_table  # also gives the store its `online` DuckDB file, where the log lives
 
 # %% auto #0
-__all__ = ['BINS', 'TOP', 'Failure', 'ValidationReport', 'check', 'describe']
+__all__ = ['BINS', 'TOP', 'Failure', 'ValidationReport', 'check', 'describe', 'join_order']
 
 # %% ../../nbs/23_features.validation.ipynb #d007d5aa
 @dataclass
@@ -184,10 +184,20 @@ def statistics(self:FeatureStore, name:str, ref:str|None=None)->dict:
         b.put(path, json.dumps(stats, default=str).encode(), content_type='application/json')
     return stats
 
+# %% ../../nbs/23_features.validation.ipynb #89fa622f
+def join_order(con:duckdb.DuckDBPyConnection, v:FeatureView, t:pa.Table)->pa.Table:
+    "The rows of `t` sorted by `v`'s keys, event time and created time (as they came if it lacks one of them)."
+    cols = [*v.entities, v.timestamp, *([v.created] if v.created else [])]
+    if not set(cols) <= set(t.column_names) or t.num_rows < 2: return t
+    con.register('__order', t.select(cols).append_column('__i', pa.array(np.arange(t.num_rows, dtype=np.int64))))
+    try: order = con.sql(f"SELECT __i FROM __order ORDER BY {', '.join(map(q, cols))}").fetchnumpy()['__i']
+    finally: con.unregister('__order')
+    return t.take(order)
+
 # %% ../../nbs/23_features.validation.ipynb #d5eaae0e
 @patch
 def ingest(self:FeatureStore, name:str, data, branch:str|None=None, mode:str='append', message:str|None=None)->ValidationReport:
-    "Validate `data`, write it to view `name`'s source table on `branch` in one commit, and store its statistics."
+    "Validate `data`, write it (in join order) to view `name`'s source table on `branch` in one commit, and store its statistics."
     v = self.view(name)
     branch = branch or v.ref
     t = to_arrow(data)
@@ -199,6 +209,7 @@ def ingest(self:FeatureStore, name:str, data, branch:str|None=None, mode:str='ap
             else: self.con.execute("CREATE OR REPLACE TEMP VIEW __candidate AS SELECT * FROM __incoming")
             report = ValidationReport(name, branch, check(self.con, '__candidate', v))
         finally: self.con.unregister('__incoming')
+        if report.ok or v.policy != 'strict': t = join_order(self.con, v, t)
     self.record(report)
     if not report.ok and v.policy == 'strict': raise InvalidInput(f"nothing written: strict expectations failed: {report}")
     with self.lake.repository(v.repo).transaction(branch, message or f"ingest {t.num_rows:,} rows into {v.path} ({name})") as b:
