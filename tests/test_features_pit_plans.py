@@ -111,3 +111,23 @@ def test_the_plan_follows_the_row_counts(tmp_path, monkeypatch):
     many = fs.training_set(pd.concat([edf] * 3, ignore_index=True), ['fv:x']).df()
     assert seen == ['pruned', 'full'] and len(fdf) >= 80 and 3 * len(edf) * 10 > len(fdf)
     pd.testing.assert_series_equal(few.x, many.x.head(8))
+
+def test_entity_columns_come_back_in_row_order_at_scale(tmp_path):
+    "The joins run on many threads and the entity columns return by position: 300,000 shuffled entity rows keep their order."
+    rng = np.random.default_rng(0)
+    n_feat, n_ent = 200_000, 300_000
+    fdf = pd.DataFrame({'user_id': [f'u{i}' for i in rng.integers(0, 5_000, n_feat)], 'shop': 's1',
+                        'ts': T0 + pd.to_timedelta(rng.integers(0, 86_400 * 30, n_feat), unit='s'),
+                        'x': np.arange(n_feat, dtype=float), 'y': 0.0})
+    fdf['created'] = fdf.ts
+    fdf = fdf.drop_duplicates(['user_id', 'shop', 'ts'])
+    fs = store_with(tmp_path, fdf, ttl=None)
+    edf = pd.DataFrame({'user_id': [f'u{i}' for i in rng.integers(0, 5_000, n_ent)], 'shop': 's1',
+                        'ts': T0 + pd.to_timedelta(rng.integers(0, 86_400 * 30, n_ent), unit='s'), 'tag': np.arange(n_ent)})
+    got = fs.training_set(edf, ['fv:x']).df()
+    assert got.tag.tolist() == list(range(n_ent)) and got.user_id.tolist() == edf.user_id.tolist()
+    for i in rng.choice(n_ent, 200, replace=False):                  # brute force on a sample of rows
+        u, t = edf.user_id[i], edf.ts[i]
+        seen = fdf[(fdf.user_id == u) & (fdf.ts <= t)]
+        want = seen.sort_values('ts').x.iloc[-1] if len(seen) else np.nan
+        assert (np.isnan(want) and np.isnan(got.x[i])) or got.x[i] == want, (i, want, got.x[i])
