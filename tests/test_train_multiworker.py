@@ -13,7 +13,7 @@ WORKER = textwrap.dedent("""
     import json, sys, numpy as np
     from mlinfra_nb.lake import Lake
     from mlinfra_nb.train import train
-    from mlinfra_nb.workspace import Workspace, import_tensorflow
+    from mlinfra_nb.workspace import MlinfraError, Workspace, import_tensorflow
     lake_dir, ws_dir, out = sys.argv[1:4]
     opts = {'epochs': 3, 'patience': None, 'lr': 0.1, 'valid': 'valid', 'fail_at': None, 'resume': False, **json.loads(sys.argv[4])}
     keras = import_tensorflow().keras
@@ -33,8 +33,8 @@ WORKER = textwrap.dedent("""
         run = train(build, (repo, 'main', 'train'), (repo, 'main', opts['valid']), features=['x0', 'x1', 'x2', 'x3'], label='y',
                     epochs=opts['epochs'], batch_size=64, patience=opts['patience'], name='mw', workspace=Workspace(ws_dir, env={}),
                     progress=False, resume=opts['resume'], callbacks=[Watch()])
-    except RuntimeError as e:
-        print(json.dumps({'failed': str(e), 'epochs_run': epochs_run})); sys.exit(0)
+    except (RuntimeError, MlinfraError) as e:
+        print(json.dumps({'failed': str(e), 'error': type(e).__name__, 'epochs_run': epochs_run})); sys.exit(0)
     np.savez(out, *built[0].get_weights())   # every worker holds the model; its weights are what must agree
     print(json.dumps({'run': run.id if run else None, 'evaluation': run.evaluation if run else None, 'epochs_run': epochs_run}))
 """)
@@ -55,7 +55,7 @@ def lake_dir(tmp_path):
     repo.commit('main', 'data')
     return tmp_path/'lake'
 
-def two_workers(tmp_path, lake_dir, **opts)->list:
+def two_workers(tmp_path, lake_dir, timeout:int|None=None, **opts)->list:
     "Run the worker script on two workers of a fresh cluster; each one's last line of output, chief first."
     (tmp_path/'worker.py').write_text(WORKER)
     ports = [free_port(), free_port()]
@@ -70,7 +70,7 @@ def two_workers(tmp_path, lake_dir, **opts)->list:
     outs = []
     try:
         for p in procs:
-            out, err = p.communicate(timeout=int(os.environ.get('MW_TIMEOUT', 300)))
+            out, err = p.communicate(timeout=timeout or int(os.environ.get('MW_TIMEOUT', 300)))
             assert p.returncode == 0, err[-3000:]
             outs.append(json.loads(out.strip().splitlines()[-1]))
     finally:
@@ -111,3 +111,10 @@ def test_resume_on_every_worker(tmp_path, lake_dir):
     same_weights(tmp_path)
     run = Tracker(Workspace(tmp_path/'ws', env={})).run(chief['run'])
     assert (run.status, run.attempts, list(run.history().index)) == ('finished', 2, [0, 1, 2, 3])
+
+def test_a_chief_that_fails_before_training_stops_every_worker(tmp_path, lake_dir):
+    "Resuming a run that does not exist fails on the chief alone; the other worker must stop too, not wait for it."
+    chief, other = two_workers(tmp_path, lake_dir, timeout=240, resume='r-does-not-exist')
+    assert chief['error'] == 'NotFound' and 'r-does-not-exist' in chief['failed'] and chief['epochs_run'] == []
+    assert other == {'failed': "the chief worker failed before training (its log says why); this worker stops with it",
+                     'error': 'MlinfraError', 'epochs_run': []}

@@ -67,7 +67,7 @@ def train(model,                          # a compiled Keras model, or a functio
     s = _setup(model, data, valid, features=features, label=label, epochs=epochs, batch_size=batch_size, seed=seed, strategy=strategy,
                mixed_precision=mixed_precision, patience=patience, mode=mode, facts=facts)
     monitor, mode = _watch(monitor, mode, valid)
-    run = _open_run((tracker or Tracker(workspace)) if s.chief else None, resume, name, s, lineage, epochs, patience, monitor, params)
+    run = _chief_step(s, lambda: _open_run((tracker or Tracker(workspace)) if s.chief else None, resume, name, s, lineage, epochs, patience, monitor, params))
     folder, state = _run_state(run)
     cb = _callback_class()(run=run, folder=folder, state=state, epochs=epochs, steps=s.steps, monitor=monitor, mode=mode, patience=patience,
                            min_delta=min_delta, progress=progress and s.chief, tensorboard=tensorboard)
@@ -220,11 +220,7 @@ def _run_state(run:Run|None)->tuple[Path|None, TrainState]:
 # %% ../../nbs/34_train.loop.ipynb #561da891
 def _fit(s:_Setup, run:Run|None, folder:Path|None, state:TrainState, epochs:int, callbacks:list):
     "Continue from the last checkpoint (if any) up to `epochs`, or until early stopping."
-    if state.last_weights:
-        try:
-            _restore(s, folder/'checkpoints'/state.last_weights)
-        except (ValueError, OSError) as e:
-            raise InvalidInput(f"the checkpoint of run {run.id} does not fit this model ({str(e).splitlines()[0][:200]}); resume with the model it was trained with") from None
+    _chief_step(s, lambda: _load_checkpoint(s, run, folder, state))   # with several workers, the chief alone has one
     start, stopped = state.epochs_done, state.stopped
     if s.choice.kind == 'multi_worker':   # only the chief has the state: every worker takes its start, its decision, its weights
         start, stopped = (int(v) for v in _from_chief(s.tf_strategy, s.chief, [start, int(stopped)]))
@@ -235,6 +231,13 @@ def _fit(s:_Setup, run:Run|None, folder:Path|None, state:TrainState, epochs:int,
                         seed=s.seed, initial_epoch=start, epochs=epochs, rows=s.rows, callbacks=callbacks, chief=s.chief)
     else: s.model.fit(s.train_ds, validation_data=s.valid_ds, epochs=epochs, initial_epoch=start, verbose=0,
                       shuffle=False, callbacks=callbacks)   # shuffle=False: a source's dataset is shuffled by lake_dataset already
+
+def _load_checkpoint(s:_Setup, run:Run|None, folder:Path|None, state:TrainState):
+    "Continue from the run's last checkpoint, if it has one; `InvalidInput` if it does not fit the model."
+    if not state.last_weights: return
+    try: _restore(s, folder/'checkpoints'/state.last_weights)
+    except (ValueError, OSError) as e:
+        raise InvalidInput(f"the checkpoint of run {run.id} does not fit this model ({str(e).splitlines()[0][:200]}); resume with the model it was trained with") from None
 
 def _evaluate(s:_Setup, folder:Path|None, state:TrainState, restore_best:bool)->dict:
     "Back to the best epoch's weights (with `restore_best`), then the metrics on `valid` ({} without it)."
@@ -414,6 +417,16 @@ def _sync_from_chief(model, strat, chief:bool):
         if not model.optimizer.built: model.optimizer.build(model.trainable_variables)   # the same variables on every worker
         variables = [*model.weights, *model.optimizer.variables]
         for var, value in zip(variables, _from_chief(strat, chief, [v.numpy() for v in variables])): var.assign(value)
+
+# %% ../../nbs/34_train.loop.ipynb #9c9d56e4
+def _chief_step(s:_Setup, step):
+    "`step()`, which only the chief can fail; with several workers each learns whether it did, so none waits on a chief that is gone."
+    try: out, error = step(), None
+    except Exception as e: out, error = None, e
+    if s.choice.kind == 'multi_worker' and int(_from_chief(s.tf_strategy, s.chief, [int(error is not None)])[0]) and error is None:
+        raise MlinfraError("the chief worker failed before training (its log says why); this worker stops with it")
+    if error is not None: raise error
+    return out
 
 # %% ../../nbs/34_train.loop.ipynb #2258cb9b
 def fit_distributed(model, strat, data,   # the compiled model, a `tf.distribute` strategy, the training lake table `(repository, ref, path)`
