@@ -19,10 +19,11 @@ from .. import __version__
 from ..workspace import (Conflict, Corrupted, InvalidInput, MlinfraError, NotFound, PermissionDenied,
                                   PreconditionFailed, check_host, get_logger, host_port)
 from .core import Change, CommonPrefix, Lake, ObjectInfo, Repository, arn, check_path, check_ref_name
-from .auth import (Credentials, Principal, Unauthorized, add_member, attach_policy, attached_policies, auth_arn, auth_stamp,
-                                  create_credentials, create_group, create_policy, create_user, credentials_user, delete_credentials,
-                                  delete_group, delete_policy, delete_user, detach_policy, get_group, get_policy, get_user, group_members,
-                                  list_credentials, list_groups, list_policies, list_users, namespace_arn, remove_member, update_policy,
+from .auth import (Credentials, Principal, Unauthorized, add_member, attach_policy, attached_policies,
+                                  auth_arn, auth_stamp, create_credentials, create_group, create_policy, create_user,
+                                  credentials_user, delete_credentials, delete_group, delete_policy, delete_user,
+                                  detach_policy, get_group, get_policy, get_user, group_members, list_credentials,
+                                  list_groups, list_policies, list_users, namespace_arn, remove_member, update_policy,
                                   user_groups)
 
 # %% auto #0
@@ -45,14 +46,17 @@ __all__ = ['STATUS', 'DEFAULT_AMOUNT', 'MAX_AMOUNT', 'ROUTES', 'NAMESPACES', 'ME
            'auth_get_policy', 'auth_update_policy', 'auth_delete_policy', 'need', 'TooLarge', 'bounded_request',
            'authorize', 'app', 'LakeServer']
 
-# %% ../../nbs/15_lake.server.ipynb #5edd1ca1
+# %% ../../nbs/15_lake.server.ipynb #3f94096c
 class TooManyGuesses(MlinfraError):
     "Too many wrong secrets from one client (429, with the seconds to wait)."
     def __init__(self, message:str, retry_after:float): super().__init__(message); self.retry_after = retry_after
 
+# %% ../../nbs/15_lake.server.ipynb #3afdccb0
 class Limiter:
-    "Failures per key in a sliding window: a key with `limit` failures in the last `window` seconds waits for the oldest to expire."
-    def __init__(self, limit:int, window:float): self.limit, self.window, self.fails, self.lock = limit, window, {}, threading.Lock()
+    ("Failures per key in a sliding window: "
+     "a key with `limit` failures in the last `window` seconds waits for the oldest to expire.")
+    def __init__(self, limit:int, window:float):
+        self.limit, self.window, self.fails, self.lock = limit, window, {}, threading.Lock()
 
     def wait(self, key)->float:
         "Seconds `key` must wait before it may try again (0: it may now)."
@@ -64,12 +68,14 @@ class Limiter:
 
     def fail(self, key):
         with self.lock:
-            if len(self.fails) > 100_000: self.fails.clear()   # a flood of distinct keys: forget rather than grow without bound
+            # a flood of distinct keys: forget rather than grow without bound
+            if len(self.fails) > 100_000: self.fails.clear()
             self.fails.setdefault(key, collections.deque()).append(time.monotonic())
 
-# %% ../../nbs/15_lake.server.ipynb #0aaedaf2
+# %% ../../nbs/15_lake.server.ipynb #ce5d3364
 class Authenticator:
-    "Checks HTTP basic credentials against the lake's access keys: the user, or None; wrong secrets are limited per key id and client, and per client."
+    ("Checks HTTP basic credentials against the lake's access keys: the user, or None; "
+     "wrong secrets are limited per key id and client, and per client.")
     TTL = 60.0
     def __init__(self, lake:Lake, per_key:tuple=(5, 60.0), per_client:tuple=(20, 60.0)):
         self.lake, self.seen, self.lock, self.clients = lake, {}, threading.Lock(), {}
@@ -77,7 +83,8 @@ class Authenticator:
 
     def _remembered(self, key:str, digest:bytes, stamp)->str|None:
         with self.lock: hit = self.seen.get(key)
-        return hit[1] if hit and hit[2] > time.monotonic() and hit[3] == stamp and hmac.compare_digest(hit[0], digest) else None
+        return (hit[1] if hit and hit[2] > time.monotonic() and hit[3] == stamp and hmac.compare_digest(hit[0], digest)
+                else None)
 
     def _one_at_a_time(self, client:str)->threading.Lock:
         with self.lock:
@@ -91,21 +98,26 @@ class Authenticator:
         except ValueError: return None   # not base64, not ASCII, or not UTF-8
         digest, stamp = hashlib.sha256(f'{key}:{secret}'.encode()).digest(), auth_stamp(self.lake)
         if (user := self._remembered(key, digest, stamp)): return user
-        with self._one_at_a_time(client):   # a client's secrets are checked one at a time, so a burst of guesses is counted as it goes
-            if (user := self._remembered(key, digest, stamp)): return user   # checked meanwhile, by a request sent with it
+        # a client's secrets are checked one at a time, so a burst of guesses is counted as it goes
+        with self._one_at_a_time(client):
+            # checked meanwhile, by a request sent with it
+            if (user := self._remembered(key, digest, stamp)): return user
             if (wait := max(self.by_key.wait((key, client)), self.by_client.wait(client))):
-                raise TooManyGuesses(f"too many wrong secrets from {client or 'this client'}; try again in {math.ceil(wait)} s", wait)
+                raise TooManyGuesses(f"too many wrong secrets from {client or 'this client'}; "
+                                     f"try again in {math.ceil(wait)} s", wait)
             user = credentials_user(self.lake, key, secret)
             if user is None: self.by_key.fail((key, client)); self.by_client.fail(client); return None
             with self.lock: self.seen[key] = (digest, user, time.monotonic() + self.TTL, stamp)
             return user
 
-# %% ../../nbs/15_lake.server.ipynb #e3f6c39e
-class NotSupported(MlinfraError): "A lakeFS operation the embedded lake has no counterpart for (501, as lakeFS answers for unsupported features)."
+# %% ../../nbs/15_lake.server.ipynb #c7f347ad
+class NotSupported(MlinfraError):
+    "A lakeFS operation the embedded lake has no counterpart for (501, as lakeFS answers for unsupported features)."
 
-STATUS = ((Unauthorized, 401), (TooManyGuesses, 429), (PermissionDenied, 403), (NotFound, 404), (Conflict, 409), (PreconditionFailed, 412), (InvalidInput, 400), (Corrupted, 500),
-          (NotSupported, 501))
+STATUS = ((Unauthorized, 401), (TooManyGuesses, 429), (PermissionDenied, 403), (NotFound, 404), (Conflict, 409),
+          (PreconditionFailed, 412), (InvalidInput, 400), (Corrupted, 500), (NotSupported, 501))
 
+# %% ../../nbs/15_lake.server.ipynb #584570ad
 def error(status:int, message:str)->JSONResponse:
     "A lakeFS-shaped error response."
     return JSONResponse({'message': message}, status_code=status)
@@ -114,30 +126,38 @@ def status_of(e:MlinfraError)->int:
     "The HTTP status lakeFS uses for the failure `e`."
     return next((s for cls, s in STATUS if isinstance(e, cls)), 500)
 
-# %% ../../nbs/15_lake.server.ipynb #61bd6a77
+# %% ../../nbs/15_lake.server.ipynb #637fb6c5
 def _secs(t:dt.datetime)->int: return int(t.timestamp())
 
 def commit_json(c)->dict:
     "A commit as lakeFS returns it."
-    return lakefs_sdk.Commit(id=c.id, parents=list(c.parents), committer=c.committer, message=c.message, creation_date=_secs(c.created_at),
-                             meta_range_id=c.metarange, metadata=c.metadata, generation=c.generation, version=1).to_dict()
+    return lakefs_sdk.Commit(id=c.id, parents=list(c.parents), committer=c.committer, message=c.message,
+                             creation_date=_secs(c.created_at), meta_range_id=c.metarange, metadata=c.metadata,
+                             generation=c.generation, version=1).to_dict()
 
+# %% ../../nbs/15_lake.server.ipynb #7b46f5c2
 def etag(o:ObjectInfo)->str:
-    "An object's checksum as lakeFS gives it (its ETag, unquoted): the MD5 of its content (the SHA-256 address for one whose MD5 is lost)."
+    ("An object's checksum as lakeFS gives it (its ETag, unquoted): "
+     "the MD5 of its content (the SHA-256 address for one whose MD5 is lost).")
     return o.md5 or o.address
 
 def stats_json(o:ObjectInfo|CommonPrefix, root:str='')->dict:
     "An object (or common prefix) in a listing, as lakeFS returns it."
     if isinstance(o, CommonPrefix):
-        return lakefs_sdk.ObjectStats(path=o.path, path_type='common_prefix', physical_address='', checksum='', mtime=0).to_dict()
-    return lakefs_sdk.ObjectStats(path=o.path, path_type='object', physical_address=f'local://{root}/{o.address}', checksum=etag(o),
-                                  size_bytes=o.size, mtime=_secs(o.mtime), metadata=o.metadata, content_type=o.content_type).to_dict()
+        return lakefs_sdk.ObjectStats(path=o.path, path_type='common_prefix', physical_address='', checksum='',
+                                      mtime=0).to_dict()
+    return lakefs_sdk.ObjectStats(path=o.path, path_type='object', physical_address=f'local://{root}/{o.address}',
+                                  checksum=etag(o), size_bytes=o.size, mtime=_secs(o.mtime), metadata=o.metadata,
+                                  content_type=o.content_type).to_dict()
 
+# %% ../../nbs/15_lake.server.ipynb #b247602f
 def diff_json(c:Change|CommonPrefix)->dict:
     "One change in a diff, as lakeFS returns it."
-    if isinstance(c, CommonPrefix): return lakefs_sdk.Diff(type='prefix_changed', path=c.path, path_type='common_prefix').to_dict()
+    if isinstance(c, CommonPrefix):
+        return lakefs_sdk.Diff(type='prefix_changed', path=c.path, path_type='common_prefix').to_dict()
     return lakefs_sdk.Diff(type=c.type, path=c.path, path_type='object', size_bytes=c.size).to_dict()
 
+# %% ../../nbs/15_lake.server.ipynb #73232de6
 def parse(model, body)->object:
     "`body` parsed as the SDK model `model`; a 400 naming the bad fields if it does not fit."
     try: return model.parse_obj(body)
@@ -145,7 +165,7 @@ def parse(model, body)->object:
         bad = '; '.join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
         raise InvalidInput(f"invalid {model.__name__} body: {bad}") from None
 
-# %% ../../nbs/15_lake.server.ipynb #89f43a79
+# %% ../../nbs/15_lake.server.ipynb #174e5704
 DEFAULT_AMOUNT, MAX_AMOUNT = 100, 1000
 
 def amount_of(q)->int:
@@ -156,6 +176,7 @@ def amount_of(q)->int:
     except ValueError: raise InvalidInput(f"amount must be an integer, got {v[:40]!r}") from None
     return DEFAULT_AMOUNT if n <= 0 else min(n, MAX_AMOUNT)
 
+# %% ../../nbs/15_lake.server.ipynb #6c3469e0
 def page(items:list, amount:int, key:Callable, shape:Callable=lambda x: x)->dict:
     "A lakeFS list response from up to `amount + 1` items."
     more, items = len(items) > amount, items[:amount]
@@ -163,19 +184,22 @@ def page(items:list, amount:int, key:Callable, shape:Callable=lambda x: x)->dict
                            'results': len(items), 'max_per_page': MAX_AMOUNT},
             'results': [shape(x) for x in items]}
 
+# %% ../../nbs/15_lake.server.ipynb #7a16d877
 def _flag(q, name:str)->bool:
-    "A boolean query parameter: `true`/`false` in any case (or 1/0, t/f, as lakeFS parses them); absent or empty is false."
+    ("A boolean query parameter: `true`/`false` in any case (or 1/0, t/f, as lakeFS parses them); "
+     "absent or empty is false.")
     v = (q.get(name) or '').lower()
     if v in ('', 'false', 'f', '0'): return False
     if v in ('true', 't', '1'): return True
     raise InvalidInput(f"{name} must be true or false, got {v[:40]!r}")
 
+# %% ../../nbs/15_lake.server.ipynb #d2508d2f
 def after(items:list, q, key:Callable)->list:
     "The items whose key sorts after the request's `after`."
     a = q.get('after') or ''
     return [x for x in items if key(x) > a] if a else items
 
-# %% ../../nbs/15_lake.server.ipynb #f2d5b4bf
+# %% ../../nbs/15_lake.server.ipynb #cd8c815e
 @dataclass
 class Call:
     "One API request, as a handler sees it."
@@ -187,6 +211,7 @@ class Call:
     principal: Principal|None = None  # the user and their policies (None on public routes)
     client: str = ''                  # the client's address
 
+# %% ../../nbs/15_lake.server.ipynb #c39f95e6
 class LakeAPI:
     "The lakeFS REST API (`/api/v1`) over an embedded lake."
     def __init__(self, lake:Lake, max_upload:int=2**31, max_json:int=2**20,
@@ -196,7 +221,8 @@ class LakeAPI:
         self.log, self._lakes, self._principals, self.verified = get_logger('lake.server'), {}, {}, set()
 
     def lake_for(self, user:str)->Lake:
-        "The lake, acting as `user` (same store and hooks; commits and the audit log name this user). Routes check permissions themselves."
+        ("The lake, acting as `user` (same store and hooks; commits and the audit log name this user). "
+         "Routes check permissions themselves.")
         if user not in self._lakes: l = copy.copy(self.lake); l.user, l.principal = user, None; self._lakes[user] = l
         return self._lakes[user]
 
@@ -209,8 +235,7 @@ class LakeAPI:
         "The repository a request names (404 if there is none)."
         return self.lake_for(call.user).repository(call.params['repository'])
 
-
-# %% ../../nbs/15_lake.server.ipynb #e0af65b8
+# %% ../../nbs/15_lake.server.ipynb #df64f3a6
 ROUTES = []
 
 def route(method:str, path:str, body:str|None=None, public:bool=False):
@@ -218,23 +243,29 @@ def route(method:str, path:str, body:str|None=None, public:bool=False):
     def deco(fn): ROUTES.append((method, path, fn, body, public)); return fn
     return deco
 
+# %% ../../nbs/15_lake.server.ipynb #b0df9269
 def _json(data, status:int=200)->JSONResponse: return JSONResponse(data, status_code=status)
 def _none()->Response: return Response(status_code=204)
 
-# %% ../../nbs/15_lake.server.ipynb #5899a3b7
+# %% ../../nbs/15_lake.server.ipynb #2d88bfd5
 @route('GET', '/healthcheck', public=True)
 def healthcheck(api, call): return _none()
 
+# %% ../../nbs/15_lake.server.ipynb #42e76417
 def _version():
-    "The lakeFS API version this server speaks (clients such as lakefs-spec compare it as numbers), and what it really is."
-    return lakefs_sdk.VersionConfig(version=lakefs_sdk.__version__, version_context=f'mlinfra {__version__} embedded lake',
+    ("The lakeFS API version this server speaks (clients such as lakefs-spec compare it as numbers), "
+     "and what it really is.")
+    return lakefs_sdk.VersionConfig(version=lakefs_sdk.__version__,
+                                    version_context=f'mlinfra {__version__} embedded lake',
                                     upgrade_recommended=False).to_dict()
 
 def _storage(api):
     return lakefs_sdk.StorageConfig(blockstore_type='local', blockstore_namespace_example='local://path/to/repo',
-                                    blockstore_namespace_ValidityRegex='^local://', pre_sign_support=False, pre_sign_support_ui=False,
-                                    import_support=False, import_validity_regex='^local://', default_namespace_prefix='local://').to_dict()
+                                    blockstore_namespace_ValidityRegex='^local://', pre_sign_support=False,
+                                    pre_sign_support_ui=False, import_support=False,
+                                    import_validity_regex='^local://', default_namespace_prefix='local://').to_dict()
 
+# %% ../../nbs/15_lake.server.ipynb #43a86845
 @route('GET', '/config/version')
 def get_version(api, call): return _json(_version())
 
@@ -244,25 +275,30 @@ def get_storage_config(api, call): return _json(_storage(api))
 @route('GET', '/config')
 def get_config(api, call): return _json({'version_config': _version(), 'storage_config': _storage(api)})
 
+# %% ../../nbs/15_lake.server.ipynb #8fb4f391
 @route('POST', '/statistics', body='json')
 def post_statistics(api, call): return _none()   # lakectl reports usage here; the embedded lake keeps none
 
 @route('GET', '/user')
 def get_current_user(api, call): return _json({'user': get_user(api.lake, call.user)})
 
-
-# %% ../../nbs/15_lake.server.ipynb #58753f98
+# %% ../../nbs/15_lake.server.ipynb #11c25ec5
 @route('GET', '/setup_lakefs', public=True)
-def setup_state(api, call): return _json({'state': 'initialized' if list_users(api.lake) else 'not_initialized', 'comm_prefs_missing': False})
+def setup_state(api, call):
+    return _json({'state': 'initialized' if list_users(api.lake) else 'not_initialized', 'comm_prefs_missing': False})
 
+# %% ../../nbs/15_lake.server.ipynb #42dcc100
 @route('POST', '/setup_lakefs', body='json', public=True)
 def setup(api, call):
     b = parse(lakefs_sdk.Setup, call.body)
-    c = create_credentials(api.lake_for(b.username), b.username, *((b.key.access_key_id, b.key.secret_access_key) if b.key else ()), setup=True)
-    return _json({'access_key_id': c.access_key_id, 'secret_access_key': c.secret_access_key, 'creation_date': int(time.time())})
+    c = create_credentials(api.lake_for(b.username), b.username,
+                           *((b.key.access_key_id, b.key.secret_access_key) if b.key else ()), setup=True)
+    return _json({'access_key_id': c.access_key_id, 'secret_access_key': c.secret_access_key,
+                  'creation_date': int(time.time())})
 
-# %% ../../nbs/15_lake.server.ipynb #7e06758f
-NAMESPACES = "CREATE TABLE IF NOT EXISTS server_namespaces(repo VARCHAR PRIMARY KEY, storage_namespace VARCHAR NOT NULL)"
+# %% ../../nbs/15_lake.server.ipynb #572138d2
+NAMESPACES = ("CREATE TABLE IF NOT EXISTS server_namespaces(repo VARCHAR PRIMARY KEY, "
+              "storage_namespace VARCHAR NOT NULL)")
 
 def _namespaces(lake:Lake):
     "Make sure the catalog has the server's table of storage namespaces (once per process)."
@@ -270,59 +306,71 @@ def _namespaces(lake:Lake):
     with lake.store.transaction() as con: con.execute(NAMESPACES)
     lake.store.namespaces_ready = True
 
+# %% ../../nbs/15_lake.server.ipynb #f242cc57
 def repo_json(api, name:str, lake:Lake)->dict:
     "A repository as lakeFS returns it, with the storage namespace it was created with."
     _namespaces(lake)
     with lake.store.connect() as con:
-        rows = con.execute("SELECT default_branch, created_at, storage_namespace FROM repositories LEFT JOIN server_namespaces"
-                           " ON repo = name WHERE name = ?", [name]).fetchall()
+        rows = con.execute("SELECT default_branch, created_at, storage_namespace FROM repositories"
+                           " LEFT JOIN server_namespaces ON repo = name WHERE name = ?", [name]).fetchall()
     if not rows: raise NotFound(f"repository not found: no repository {name!r}")
     return lakefs_sdk.Repository(id=name, creation_date=_secs(rows[0][1]), default_branch=rows[0][0], storage_id='',
                                  storage_namespace=rows[0][2] or f'local://{lake.root}', read_only=False).to_dict()
 
-# %% ../../nbs/15_lake.server.ipynb #44718441
+# %% ../../nbs/15_lake.server.ipynb #1e70d538
 @route('GET', '/repositories')
 def list_repositories(api, call):
     lake, q, p = api.lake_for(call.user), call.query, call.principal
-    if not p.allowed_somewhere('fs:ListRepositories'): raise Unauthorized("insufficient permissions")   # lakeFS's gate, then a filter
-    names = [n for n in after(p.visible('fs:ListRepositories', lake.repositories()), q, str) if n.startswith(q.get('prefix') or '')]
+    # lakeFS's gate, then a filter
+    if not p.allowed_somewhere('fs:ListRepositories'): raise Unauthorized("insufficient permissions")
+    names = [n for n in after(p.visible('fs:ListRepositories', lake.repositories()), q, str)
+             if n.startswith(q.get('prefix') or '')]
     n = amount_of(q)
     return _json(page(names[:n + 1], n, str, lambda x: repo_json(api, x, lake)))
 
+# %% ../../nbs/15_lake.server.ipynb #082481e0
 @route('POST', '/repositories', body='json')
 def create_repository(api, call):
     b = parse(lakefs_sdk.RepositoryCreation, call.body)
-    if b.read_only or _flag(call.query, 'bare'): raise InvalidInput("read-only and bare repositories are not supported by the embedded lake")
-    if b.storage_id: raise InvalidInput(f"storage_id {b.storage_id!r} is not valid: the embedded lake has one storage, whose id is empty")
+    if b.read_only or _flag(call.query, 'bare'):
+        raise InvalidInput("read-only and bare repositories are not supported by the embedded lake")
+    if b.storage_id:
+        raise InvalidInput(f"storage_id {b.storage_id!r} is not valid: "
+                           "the embedded lake has one storage, whose id is empty")
     if not b.storage_namespace.startswith('local://'):
-        raise InvalidInput(f"storage namespace {b.storage_namespace!r} is not supported: the embedded lake stores data locally (use local://...)")
+        raise InvalidInput(f"storage namespace {b.storage_namespace!r} is not supported: "
+                           "the embedded lake stores data locally (use local://...)")
     lake = api.lake_for(call.user)
     lake.create_repository(b.name, default_branch=b.default_branch or 'main')
     _namespaces(lake)
     with lake.store.transaction() as con:
         con.execute("INSERT OR REPLACE INTO server_namespaces VALUES (?, ?)", [b.name, b.storage_namespace])
-    if b.sample_data: lake.repository(b.name).add_sample_data()   # committed on the default branch, which is then protected, as lakeFS does
+    # committed on the default branch, which is then protected, as lakeFS does
+    if b.sample_data: lake.repository(b.name).add_sample_data()
     return _json(repo_json(api, b.name, lake), 201)
 
+# %% ../../nbs/15_lake.server.ipynb #5ad42cb8
 @route('GET', '/repositories/{repository}')
 def get_repository(api, call): return _json(repo_json(api, call.params['repository'], api.lake_for(call.user)))
 
 @route('DELETE', '/repositories/{repository}')
 def delete_repository(api, call):
     lake = api.lake_for(call.user); lake.delete_repository(call.params['repository']); _namespaces(lake)
-    with lake.store.transaction() as con: con.execute("DELETE FROM server_namespaces WHERE repo = ?", [call.params['repository']])
+    with lake.store.transaction() as con:
+        con.execute("DELETE FROM server_namespaces WHERE repo = ?", [call.params['repository']])
     return _none()
 
 @route('GET', '/repositories/{repository}/metadata')
 def get_repository_metadata(api, call): api.repo(call); return _json({})
 
-# %% ../../nbs/15_lake.server.ipynb #d8223d4d
+# %% ../../nbs/15_lake.server.ipynb #de06ccdc
 def _refs(call, refs:dict)->JSONResponse:
     q = call.query
     items = [(k, v) for k, v in after(list(refs.items()), q, lambda x: x[0]) if k.startswith(q.get('prefix') or '')]
     n = amount_of(q)
     return _json(page(items[:n + 1], n, lambda x: x[0], lambda x: {'id': x[0], 'commit_id': x[1]}))
 
+# %% ../../nbs/15_lake.server.ipynb #5d8e30c2
 @route('GET', '/repositories/{repository}/branches')
 def list_branches(api, call): return _refs(call, api.repo(call).branches(show_hidden=_flag(call.query, 'show_hidden')))
 
@@ -332,6 +380,7 @@ def create_branch(api, call):
     c = api.repo(call).create_branch(b.name, b.source, hidden=bool(b.hidden))
     return Response(c.id, status_code=201, media_type='text/html')
 
+# %% ../../nbs/15_lake.server.ipynb #7948ba86
 @route('GET', '/repositories/{repository}/branches/{branch}')
 def get_branch(api, call):
     b = call.params['branch']
@@ -340,7 +389,7 @@ def get_branch(api, call):
 @route('DELETE', '/repositories/{repository}/branches/{branch}')
 def delete_branch(api, call): api.repo(call).delete_branch(call.params['branch']); return _none()
 
-# %% ../../nbs/15_lake.server.ipynb #27c5e4c9
+# %% ../../nbs/15_lake.server.ipynb #db783c92
 @route('PUT', '/repositories/{repository}/branches/{branch}', body='json')
 def reset_branch(api, call):
     b, repo, branch = parse(lakefs_sdk.ResetCreation, call.body), api.repo(call), call.params['branch']
@@ -350,11 +399,13 @@ def reset_branch(api, call):
     else: raise InvalidInput(f"unknown reset type {b.type!r}: use 'reset', 'object' or 'common_prefix'")
     return _none()
 
+# %% ../../nbs/15_lake.server.ipynb #eac729bc
 @route('PUT', '/repositories/{repository}/branches/{branch}/hard_reset')
 def hard_reset_branch(api, call):
     if not call.query.get('ref'): raise InvalidInput("hard_reset needs a 'ref' query parameter")
     api.repo(call).hard_reset(call.params['branch'], call.query['ref']); return _none()
 
+# %% ../../nbs/15_lake.server.ipynb #f05a547c
 @route('POST', '/repositories/{repository}/branches/{branch}/revert', body='json')
 def revert_branch(api, call):
     b = parse(lakefs_sdk.RevertCreation, call.body)
@@ -362,16 +413,18 @@ def revert_branch(api, call):
     api.repo(call).revert(call.params['branch'], b.ref, parent=b.parent_number or None, message=msg)
     return _none()
 
+# %% ../../nbs/15_lake.server.ipynb #717fcf10
 @route('POST', '/repositories/{repository}/branches/{branch}/cherry-pick', body='json')
 def cherry_pick(api, call):
     "Apply the change a commit made to the branch as a new commit; the new commit, 201, as lakeFS answers."
     b = parse(lakefs_sdk.CherryPickCreation, call.body)
     o = b.commit_overrides
     c = api.repo(call).cherry_pick(call.params['branch'], b.ref, parent_number=b.parent_number,
-                                   message=(o.message or None) if o else None, metadata=o.metadata if o and o.metadata is not None else None)
+                                   message=(o.message or None) if o else None,
+                                   metadata=o.metadata if o and o.metadata is not None else None)
     return _json(commit_json(c), 201)
 
-# %% ../../nbs/15_lake.server.ipynb #d344b534
+# %% ../../nbs/15_lake.server.ipynb #69be9abb
 @route('GET', '/repositories/{repository}/tags')
 def list_tags(api, call): return _refs(call, api.repo(call).tags())
 
@@ -381,6 +434,7 @@ def create_tag(api, call):
     c = api.repo(call).tag(b.id, b.ref)
     return _json({'id': b.id, 'commit_id': c.id}, 201)
 
+# %% ../../nbs/15_lake.server.ipynb #38dc034e
 @route('GET', '/repositories/{repository}/tags/{tag}')
 def get_tag(api, call):
     t, tags = call.params['tag'], api.repo(call).tags()
@@ -390,24 +444,30 @@ def get_tag(api, call):
 @route('DELETE', '/repositories/{repository}/tags/{tag}')
 def delete_tag(api, call): api.repo(call).delete_tag(call.params['tag']); return _none()
 
-# %% ../../nbs/15_lake.server.ipynb #ec32d3bc
+# %% ../../nbs/15_lake.server.ipynb #3b1cbd5b
 @route('POST', '/repositories/{repository}/branches/{branch}/commits', body='json')
 def commit(api, call):
     b = parse(lakefs_sdk.CommitCreation, call.body)
-    if call.query.get('source_metarange'): raise InvalidInput("committing a source_metarange is not supported by the embedded lake")
-    if b.var_date is not None: raise InvalidInput("setting a commit's date is not supported by the embedded lake: commits carry the time they were made")
+    if call.query.get('source_metarange'):
+        raise InvalidInput("committing a source_metarange is not supported by the embedded lake")
+    if b.var_date is not None:
+        raise InvalidInput("setting a commit's date is not supported by the embedded lake: "
+                           "commits carry the time they were made")
     c = api.repo(call).commit(call.params['branch'], b.message, b.metadata, allow_empty=bool(b.allow_empty))
     return _json(commit_json(c), 201)
 
+# %% ../../nbs/15_lake.server.ipynb #2e1f0cb6
 @route('GET', '/repositories/{repository}/commits/{commitId}')
 def get_commit(api, call): return _json(commit_json(api.repo(call).commit_info(call.params['commitId'])))
 
-# %% ../../nbs/15_lake.server.ipynb #337e0bcf
+# %% ../../nbs/15_lake.server.ipynb #b2738e25
 def _touches(repo:Repository, c, objects:list, prefixes:list)->bool:
     "Whether commit `c` changed one of `objects` or something under one of `prefixes` (against its first parent)."
     if not c.parents: return False
-    return any(ch.path in objects or any(ch.path.startswith(p) for p in prefixes) for ch in repo.diff(c.parents[0], c.id))
+    return any(ch.path in objects or any(ch.path.startswith(p) for p in prefixes)
+               for ch in repo.diff(c.parents[0], c.id))
 
+# %% ../../nbs/15_lake.server.ipynb #faea3586
 def _since(q)->dt.datetime|None:
     v = q.get('since')
     if not v: return None
@@ -415,7 +475,7 @@ def _since(q)->dt.datetime|None:
     except ValueError: raise InvalidInput(f"since must be an RFC 3339 time, got {v[:40]!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
-# %% ../../nbs/15_lake.server.ipynb #dccf8e3a
+# %% ../../nbs/15_lake.server.ipynb #861567b0
 @route('GET', '/repositories/{repository}/refs/{ref}/commits')
 def log_commits(api, call):
     repo, q, n = api.repo(call), call.query, amount_of(call.query)
@@ -438,7 +498,7 @@ def log_commits(api, call):
     if _flag(q, 'limit'): out['pagination'].update(has_more=False, next_offset='')
     return _json(out)
 
-# %% ../../nbs/15_lake.server.ipynb #8ea6697a
+# %% ../../nbs/15_lake.server.ipynb #48d8e507
 def _fold(changes:list, prefix:str, delimiter:str)->list:
     "Changes under `prefix`, with those deeper than one `delimiter` level folded into a `CommonPrefix`."
     out, seen = [], set()
@@ -451,6 +511,7 @@ def _fold(changes:list, prefix:str, delimiter:str)->list:
         else: out.append(c)
     return out
 
+# %% ../../nbs/15_lake.server.ipynb #b840133e
 def _diff_page(call, changes:list)->JSONResponse:
     q, n = call.query, amount_of(call.query)
     items = after(_fold(changes, q.get('prefix') or '', q.get('delimiter') or ''), q, lambda c: c.path)
@@ -458,22 +519,25 @@ def _diff_page(call, changes:list)->JSONResponse:
 
 def _committed(ref:str)->str: return ref if ref.endswith('@') else ref + '@'
 
-# %% ../../nbs/15_lake.server.ipynb #4382ec4e
+# %% ../../nbs/15_lake.server.ipynb #c9dea8be
 @route('GET', '/repositories/{repository}/branches/{branch}/diff')
 def diff_branch(api, call):
     "The branch's uncommitted changes; a removed object is a tombstone there, so lakeFS reports its size as 0."
-    changes = [Change(c.type, c.path, 0) if c.type == 'removed' else c for c in api.repo(call).uncommitted(call.params['branch'])]
+    changes = [Change(c.type, c.path, 0) if c.type == 'removed' else c
+               for c in api.repo(call).uncommitted(call.params['branch'])]
     return _diff_page(call, changes)
 
+# %% ../../nbs/15_lake.server.ipynb #e3700674
 @route('GET', '/repositories/{repository}/refs/{leftRef}/diff/{rightRef}')
 def diff_refs(api, call):
     repo, left, right = api.repo(call), _committed(call.params['leftRef']), _committed(call.params['rightRef'])
     kind = call.query.get('type') or 'three_dot'
-    if kind not in ('two_dot', 'three_dot'): raise InvalidInput(f"diff type must be 'two_dot' or 'three_dot', not {kind!r}")
+    if kind not in ('two_dot', 'three_dot'):
+        raise InvalidInput(f"diff type must be 'two_dot' or 'three_dot', not {kind!r}")
     if kind == 'three_dot': left = repo.merge_base(left, right).id
     return _diff_page(call, repo.diff(left, right))
 
-# %% ../../nbs/15_lake.server.ipynb #d7d9ca15
+# %% ../../nbs/15_lake.server.ipynb #05ed7d00
 @route('POST', '/repositories/{repository}/refs/{sourceRef}/merge/{destinationBranch}', body='json')
 def merge_into_branch(api, call):
     b = parse(lakefs_sdk.Merge, call.body or {})
@@ -482,13 +546,15 @@ def merge_into_branch(api, call):
                              metadata=b.metadata, strategy=b.strategy or None, allow_empty=bool(b.allow_empty))
     return _json({'reference': c.id})
 
+# %% ../../nbs/15_lake.server.ipynb #a2b66fd3
 @route('GET', '/repositories/{repository}/refs/{sourceRef}/merge/{destinationBranch}')
 def find_merge_base(api, call):
     repo, s, d = api.repo(call), call.params['sourceRef'], call.params['destinationBranch']
     base = repo.merge_base(s, d)
-    return _json({'source_commit_id': repo.commit_info(s).id, 'destination_commit_id': repo.commit_info(d).id, 'base_commit_id': base.id})
+    return _json({'source_commit_id': repo.commit_info(s).id, 'destination_commit_id': repo.commit_info(d).id,
+                  'base_commit_id': base.id})
 
-# %% ../../nbs/15_lake.server.ipynb #9bd1ccd9
+# %% ../../nbs/15_lake.server.ipynb #08e1ac94
 def _rules_etag(rules:list)->str: return '"' + hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:32] + '"'
 
 @route('GET', '/repositories/{repository}/settings/branch_protection')
@@ -496,10 +562,12 @@ def get_branch_protection_rules(api, call):
     rules = api.repo(call).protection_rules()
     return JSONResponse([{'pattern': p} for p in rules], headers={'ETag': _rules_etag(rules)})
 
+# %% ../../nbs/15_lake.server.ipynb #307671e3
 @route('PUT', '/repositories/{repository}/settings/branch_protection', body='json')
 def set_branch_protection_rules(api, call):
     "Replace the rules; with `If-Match`, only if they are still the ones that ETag described (as lakectl does)."
-    if not isinstance(call.body, list): raise InvalidInput("branch protection rules must be a JSON list of {'pattern': ...}")
+    if not isinstance(call.body, list):
+        raise InvalidInput("branch protection rules must be a JSON list of {'pattern': ...}")
     want = [parse(lakefs_sdk.BranchProtectionRule, r).pattern for r in call.body]
     repo = api.repo(call)
     with api.lake.store.transaction():   # read, compare and write under the lake's lock
@@ -512,7 +580,7 @@ def set_branch_protection_rules(api, call):
             if p not in have: repo.protect(p)
     return _none()
 
-# %% ../../nbs/15_lake.server.ipynb #d9908d20
+# %% ../../nbs/15_lake.server.ipynb #7a30a033
 META_PREFIX = 'x-lakefs-meta-'
 
 def _path(call)->str:
@@ -520,15 +588,18 @@ def _path(call)->str:
     if not p: raise InvalidInput("the 'path' query parameter is required")
     return check_path(p)
 
+# %% ../../nbs/15_lake.server.ipynb #d80f195d
 @route('POST', '/repositories/{repository}/branches/{branch}/objects', body='upload')
 def upload_object(api, call):
     repo, branch, path = api.repo(call), call.params['branch'], _path(call)
     data, ctype = call.body
     none_match, match = call.headers.get('if-none-match'), call.headers.get('if-match')
-    if none_match not in (None, '*'): raise InvalidInput("Unsupported value for If-None-Match - Only \"*\" is supported")
+    if none_match not in (None, '*'):
+        raise InvalidInput("Unsupported value for If-None-Match - Only \"*\" is supported")
     md = {k[len(META_PREFIX):]: v for k, v in call.headers.items() if k.startswith(META_PREFIX)}
     with api.lake.store.transaction():   # the preconditions and the write hold the lake's lock together
-        if none_match == '*' and repo.exists(branch, path): raise PreconditionFailed(f"object {path!r} already exists on {branch!r}")
+        if none_match == '*' and repo.exists(branch, path):
+            raise PreconditionFailed(f"object {path!r} already exists on {branch!r}")
         if match is not None:
             current = f'"{etag(repo.stat(branch, path))}"' if repo.exists(branch, path) else None
             if match.strip() != current and match.strip('"') != (current or '').strip('"'):
@@ -536,7 +607,7 @@ def upload_object(api, call):
         info = repo.put(branch, path, data, content_type=ctype, metadata=md)
     return _json(stats_json(info, api.lake.root), 201)
 
-# %% ../../nbs/15_lake.server.ipynb #161ffb88
+# %% ../../nbs/15_lake.server.ipynb #682c20f7
 @route('POST', '/repositories/{repository}/branches/{branch}/objects/copy', body='json')
 def copy_object(api, call):
     "Copy an object (from any ref) to `dest_path` on the branch; the bytes are shared, not duplicated."
@@ -548,8 +619,10 @@ def copy_object(api, call):
         info = repo.put(branch, dest, data, content_type=src.content_type, metadata=src.metadata)
     return _json(stats_json(info, api.lake.root), 201)
 
+# %% ../../nbs/15_lake.server.ipynb #aa821ca4
 @route('GET', '/repositories/{repository}/refs/{ref}/objects/stat')
-def stat_object(api, call): return _json(stats_json(api.repo(call).stat(call.params['ref'], _path(call)), api.lake.root))
+def stat_object(api, call):
+    return _json(stats_json(api.repo(call).stat(call.params['ref'], _path(call)), api.lake.root))
 
 @route('GET', '/repositories/{repository}/refs/{ref}/objects/ls')
 def list_objects(api, call):
@@ -558,27 +631,31 @@ def list_objects(api, call):
                                 after=q.get('after') or '', limit=n + 1)
     return _json(page(items, n, lambda o: o.path, lambda o: stats_json(o, api.lake.root)))
 
-# %% ../../nbs/15_lake.server.ipynb #b80f2d25
+# %% ../../nbs/15_lake.server.ipynb #04a23d4b
 _RANGE = re.compile(r'bytes=(\d*)-(\d*)')
 
 def byte_range(header:str, size:int)->tuple[int, int]|None:
     "The (start, end) a `Range` header asks for, inclusive; None if it cannot be satisfied."
     m = _RANGE.fullmatch(header.strip())
     if not m or m.groups() == ('', ''): return None
-    a, b = (x and str(min(int(x), size + 1) if len(x) < 19 else size + 1) for x in m.groups())  # a huge number means 'past the end'
+    # a huge number means 'past the end'
+    a, b = (x and str(min(int(x), size + 1) if len(x) < 19 else size + 1) for x in m.groups())
     start, end = (int(a), min(int(b) if b else size - 1, size - 1)) if a else (max(size - int(b), 0), size - 1)
     return (start, end) if start <= end and start < size else None
 
-# %% ../../nbs/15_lake.server.ipynb #cc3bc979
+# %% ../../nbs/15_lake.server.ipynb #c8786e2c
 def _object_headers(o:ObjectInfo)->dict:
-    return {'ETag': f'"{etag(o)}"', 'Last-Modified': o.mtime.strftime('%a, %d %b %Y %H:%M:%S GMT'), 'Accept-Ranges': 'bytes',
-            **{f'X-Lakefs-Meta-{k}': v for k, v in o.metadata.items()}}
+    return {'ETag': f'"{etag(o)}"', 'Last-Modified': o.mtime.strftime('%a, %d %b %Y %H:%M:%S GMT'),
+            'Accept-Ranges': 'bytes', **{f'X-Lakefs-Meta-{k}': v for k, v in o.metadata.items()}}
 
+# %% ../../nbs/15_lake.server.ipynb #f4aa2839
 def read_object(api, o:ObjectInfo, start:int=0, end:int|None=None)->bytes:
-    "Bytes `start..end` (inclusive) of the object `o`. Its whole content is checked against its hash the first time this server reads it; later ranged reads read just the range."
+    ("Bytes `start..end` (inclusive) of the object `o`. Its whole content is checked against its hash "
+     "the first time this server reads it; later ranged reads read just the range.")
     store = api.lake.store
     with store.connect() as con:
-        if o.address not in api.verified or (start == 0 and end is None) or store.sealer:   # an encrypted object is opened whole
+        # an encrypted object is opened whole
+        if o.address not in api.verified or (start == 0 and end is None) or store.sealer:
             data = store.get_blob(con, o.address, name=o.path)
             api.verified.add(o.address)
             return data[start:None if end is None else end + 1]
@@ -587,7 +664,7 @@ def read_object(api, o:ObjectInfo, start:int=0, end:int|None=None)->bytes:
         fh.seek(off + start)
         return fh.read((size - 1 if end is None else end) - start + 1)
 
-# %% ../../nbs/15_lake.server.ipynb #a359e231
+# %% ../../nbs/15_lake.server.ipynb #cefb6662
 @route('GET', '/repositories/{repository}/refs/{ref}/objects')
 def get_object(api, call):
     o = api.repo(call).stat(call.params['ref'], _path(call))
@@ -595,35 +672,43 @@ def get_object(api, call):
     h = _object_headers(o)
     if 'range' in call.headers:
         r = byte_range(call.headers['range'], o.size)
-        if r is None: return JSONResponse({'message': 'Requested Range Not Satisfiable'}, 416, headers={'Content-Range': f'bytes */{o.size}'})
-        return Response(read_object(api, o, *r), 206, media_type=o.content_type, headers={**h, 'Content-Range': f'bytes {r[0]}-{r[1]}/{o.size}'})
+        if r is None:
+            return JSONResponse({'message': 'Requested Range Not Satisfiable'}, 416,
+                                headers={'Content-Range': f'bytes */{o.size}'})
+        return Response(read_object(api, o, *r), 206, media_type=o.content_type,
+                        headers={**h, 'Content-Range': f'bytes {r[0]}-{r[1]}/{o.size}'})
     return Response(read_object(api, o), 200, media_type=o.content_type, headers=h)
 
+# %% ../../nbs/15_lake.server.ipynb #3d20e3d3
 @route('HEAD', '/repositories/{repository}/refs/{ref}/objects')
 def head_object(api, call):
     o = api.repo(call).stat(call.params['ref'], _path(call))
-    return Response(status_code=200, media_type=o.content_type, headers={**_object_headers(o), 'Content-Length': str(o.size)})
+    return Response(status_code=200, media_type=o.content_type,
+                    headers={**_object_headers(o), 'Content-Length': str(o.size)})
 
-# %% ../../nbs/15_lake.server.ipynb #b985edbf
+# %% ../../nbs/15_lake.server.ipynb #a21fbc10
 @route('DELETE', '/repositories/{repository}/branches/{branch}/objects')
 def delete_object(api, call): api.repo(call).delete(call.params['branch'], _path(call)); return _none()
 
+# %% ../../nbs/15_lake.server.ipynb #59ecf2fc
 @route('POST', '/repositories/{repository}/branches/{branch}/objects/delete', body='json')
 def delete_objects(api, call):
-    "Delete many objects, each if the user may; like lakeFS, a path that is not there is not an error, others are reported per path."
+    ("Delete many objects, each if the user may; like lakeFS, a path that is not there is not an error, "
+     "others are reported per path.")
     b, repo, branch, errors = parse(lakefs_sdk.PathList, call.body), api.repo(call), call.params['branch'], []
     repo.head(branch)
     for p in b.paths:
-        try:
-            call.principal.require('fs:DeleteObject', arn(repo.name, 'object', p), {'SourceIp': call.client})   # each path on its own, as lakeFS
+        try:   # each path on its own, as lakeFS
+            call.principal.require('fs:DeleteObject', arn(repo.name, 'object', p), {'SourceIp': call.client})
             repo.delete(branch, check_path(p))
         except NotFound: pass
         except MlinfraError as e: errors.append({'path': p, 'status_code': status_of(e), 'message': str(e)})
     denied = [e for e in errors if e['status_code'] == 401]
-    if denied: return _json({'message': denied[0]['message'], 'errors': errors}, 401)   # the others were deleted; lakeFS answers 401
+    # the others were deleted; lakeFS answers 401
+    if denied: return _json({'message': denied[0]['message'], 'errors': errors}, 401)
     return _json({'errors': errors})   # lakeFS answers 200 with the (possibly empty) list
 
-# %% ../../nbs/15_lake.server.ipynb #105bd077
+# %% ../../nbs/15_lake.server.ipynb #967bb993
 def _listing(call, names:list, shape:Callable)->JSONResponse:
     q, n = call.query, amount_of(call.query)
     items = [x for x in after(names, q, str) if x.startswith(q.get('prefix') or '')]
@@ -631,11 +716,14 @@ def _listing(call, names:list, shape:Callable)->JSONResponse:
 
 def _key_json(k:dict)->dict: return {'access_key_id': k['access_key_id'], 'creation_date': _secs(k['created_at'])}
 
+# %% ../../nbs/15_lake.server.ipynb #c8f51596
 @route('GET', '/auth/users')
-def auth_list_users(api, call): lake = api.lake_for(call.user); return _listing(call, list_users(lake), lambda u: get_user(lake, u))
+def auth_list_users(api, call):
+    lake = api.lake_for(call.user); return _listing(call, list_users(lake), lambda u: get_user(lake, u))
 
 @route('POST', '/auth/users', body='json')
-def auth_create_user(api, call): return _json(create_user(api.lake_for(call.user), parse(lakefs_sdk.UserCreation, call.body).id), 201)
+def auth_create_user(api, call):
+    return _json(create_user(api.lake_for(call.user), parse(lakefs_sdk.UserCreation, call.body).id), 201)
 
 @route('GET', '/auth/users/{userId}')
 def auth_get_user(api, call): return _json(get_user(api.lake, call.params['userId']))
@@ -643,34 +731,45 @@ def auth_get_user(api, call): return _json(get_user(api.lake, call.params['userI
 @route('DELETE', '/auth/users/{userId}')
 def auth_delete_user(api, call): delete_user(api.lake_for(call.user), call.params['userId']); return _none()
 
+# %% ../../nbs/15_lake.server.ipynb #bb0e31b6
 @route('GET', '/auth/users/{userId}/groups')
-def auth_user_groups(api, call): return _listing(call, user_groups(api.lake, call.params['userId']), lambda g: get_group(api.lake, g))
+def auth_user_groups(api, call):
+    return _listing(call, user_groups(api.lake, call.params['userId']), lambda g: get_group(api.lake, g))
 
 @route('GET', '/auth/users/{userId}/policies')
 def auth_user_policies(api, call):
-    pols = {p['id']: p for p in attached_policies(api.lake, user=call.params['userId'], effective=_flag(call.query, 'effective'))}
+    pols = {p['id']: p for p in attached_policies(api.lake, user=call.params['userId'],
+                                                  effective=_flag(call.query, 'effective'))}
     return _listing(call, list(pols), pols.get)
 
+# %% ../../nbs/15_lake.server.ipynb #b52f9ded
 @route('PUT', '/auth/users/{userId}/policies/{policyId}')
-def auth_attach_to_user(api, call): attach_policy(api.lake_for(call.user), call.params['policyId'], user=call.params['userId']); return Response(status_code=201)
+def auth_attach_to_user(api, call):
+    attach_policy(api.lake_for(call.user), call.params['policyId'], user=call.params['userId'])
+    return Response(status_code=201)
 
 @route('DELETE', '/auth/users/{userId}/policies/{policyId}')
-def auth_detach_from_user(api, call): detach_policy(api.lake_for(call.user), call.params['policyId'], user=call.params['userId']); return _none()
+def auth_detach_from_user(api, call):
+    detach_policy(api.lake_for(call.user), call.params['policyId'], user=call.params['userId']); return _none()
 
-# %% ../../nbs/15_lake.server.ipynb #e50ad8da
+# %% ../../nbs/15_lake.server.ipynb #362376f4
 def _keys_of(api, user:str)->dict:
     get_user(api.lake, user)
     return {k['access_key_id']: k for k in list_credentials(api.lake, user)}
 
 @route('GET', '/auth/users/{userId}/credentials')
-def auth_list_keys(api, call): keys = _keys_of(api, call.params['userId']); return _listing(call, list(keys), lambda k: _key_json(keys[k]))
+def auth_list_keys(api, call):
+    keys = _keys_of(api, call.params['userId']); return _listing(call, list(keys), lambda k: _key_json(keys[k]))
 
+# %% ../../nbs/15_lake.server.ipynb #c2914e2b
 @route('POST', '/auth/users/{userId}/credentials')
 def auth_create_key(api, call):
     user = call.params['userId']; get_user(api.lake, user)
     c = create_credentials(api.lake_for(call.user), user)
-    return _json({'access_key_id': c.access_key_id, 'secret_access_key': c.secret_access_key, 'creation_date': int(time.time())}, 201)
+    return _json({'access_key_id': c.access_key_id, 'secret_access_key': c.secret_access_key,
+                  'creation_date': int(time.time())}, 201)
 
+# %% ../../nbs/15_lake.server.ipynb #b4a75a8c
 @route('GET', '/auth/users/{userId}/credentials/{accessKeyId}')
 def auth_get_key(api, call):
     keys, key = _keys_of(api, call.params['userId']), call.params['accessKeyId']
@@ -678,9 +777,10 @@ def auth_get_key(api, call):
     return _json(_key_json(keys[key]))
 
 @route('DELETE', '/auth/users/{userId}/credentials/{accessKeyId}')
-def auth_delete_key(api, call): delete_credentials(api.lake_for(call.user), call.params['accessKeyId'], user=call.params['userId']); return _none()
+def auth_delete_key(api, call):
+    delete_credentials(api.lake_for(call.user), call.params['accessKeyId'], user=call.params['userId']); return _none()
 
-# %% ../../nbs/15_lake.server.ipynb #418ee651
+# %% ../../nbs/15_lake.server.ipynb #e53ba67a
 @route('GET', '/auth/groups')
 def auth_list_groups(api, call): return _listing(call, list_groups(api.lake), lambda g: get_group(api.lake, g))
 
@@ -695,27 +795,35 @@ def auth_get_group(api, call): return _json(get_group(api.lake, call.params['gro
 @route('DELETE', '/auth/groups/{groupId}')
 def auth_delete_group(api, call): delete_group(api.lake_for(call.user), call.params['groupId']); return _none()
 
+# %% ../../nbs/15_lake.server.ipynb #e6e76f9d
 @route('GET', '/auth/groups/{groupId}/members')
-def auth_group_members(api, call): return _listing(call, group_members(api.lake, call.params['groupId']), lambda u: get_user(api.lake, u))
+def auth_group_members(api, call):
+    return _listing(call, group_members(api.lake, call.params['groupId']), lambda u: get_user(api.lake, u))
 
 @route('PUT', '/auth/groups/{groupId}/members/{userId}')
-def auth_add_member(api, call): add_member(api.lake_for(call.user), call.params['groupId'], call.params['userId']); return Response(status_code=201)
+def auth_add_member(api, call):
+    add_member(api.lake_for(call.user), call.params['groupId'], call.params['userId']); return Response(status_code=201)
 
 @route('DELETE', '/auth/groups/{groupId}/members/{userId}')
-def auth_remove_member(api, call): remove_member(api.lake_for(call.user), call.params['groupId'], call.params['userId']); return _none()
+def auth_remove_member(api, call):
+    remove_member(api.lake_for(call.user), call.params['groupId'], call.params['userId']); return _none()
 
+# %% ../../nbs/15_lake.server.ipynb #92e38758
 @route('GET', '/auth/groups/{groupId}/policies')
 def auth_group_policies(api, call):
     pols = {p['id']: p for p in attached_policies(api.lake, group=call.params['groupId'])}
     return _listing(call, list(pols), pols.get)
 
 @route('PUT', '/auth/groups/{groupId}/policies/{policyId}')
-def auth_attach_to_group(api, call): attach_policy(api.lake_for(call.user), call.params['policyId'], group=call.params['groupId']); return Response(status_code=201)
+def auth_attach_to_group(api, call):
+    attach_policy(api.lake_for(call.user), call.params['policyId'], group=call.params['groupId'])
+    return Response(status_code=201)
 
 @route('DELETE', '/auth/groups/{groupId}/policies/{policyId}')
-def auth_detach_from_group(api, call): detach_policy(api.lake_for(call.user), call.params['policyId'], group=call.params['groupId']); return _none()
+def auth_detach_from_group(api, call):
+    detach_policy(api.lake_for(call.user), call.params['policyId'], group=call.params['groupId']); return _none()
 
-# %% ../../nbs/15_lake.server.ipynb #4eeb8822
+# %% ../../nbs/15_lake.server.ipynb #7ee412e7
 def _statement_of(body)->list[dict]:
     "The statements of a Policy body, checked by the SDK's model and then by the lake's rules."
     return [s.to_dict() for s in parse(lakefs_sdk.Policy, body).statement]
@@ -724,53 +832,65 @@ def _statement_of(body)->list[dict]:
 def auth_list_policies(api, call): return _listing(call, list_policies(api.lake), lambda p: get_policy(api.lake, p))
 
 @route('POST', '/auth/policies', body='json')
-def auth_create_policy(api, call): return _json(create_policy(api.lake_for(call.user), parse(lakefs_sdk.Policy, call.body).id, _statement_of(call.body)), 201)
+def auth_create_policy(api, call):
+    return _json(create_policy(api.lake_for(call.user), parse(lakefs_sdk.Policy, call.body).id,
+                               _statement_of(call.body)), 201)
 
+# %% ../../nbs/15_lake.server.ipynb #520b0367
 @route('GET', '/auth/policies/{policyId}')
 def auth_get_policy(api, call): return _json(get_policy(api.lake, call.params['policyId']))
 
 @route('PUT', '/auth/policies/{policyId}', body='json')
 def auth_update_policy(api, call):
-    if parse(lakefs_sdk.Policy, call.body).id != call.params['policyId']: raise InvalidInput("can't update policy id")   # lakeFS's words
+    if parse(lakefs_sdk.Policy, call.body).id != call.params['policyId']:
+        raise InvalidInput("can't update policy id")   # lakeFS's words
     return _json(update_policy(api.lake_for(call.user), call.params['policyId'], _statement_of(call.body)))
 
 @route('DELETE', '/auth/policies/{policyId}')
 def auth_delete_policy(api, call): delete_policy(api.lake_for(call.user), call.params['policyId']); return _none()
 
-# %% ../../nbs/15_lake.server.ipynb #03eac09c
-UNSUPPORTED = {'importing from object storage': [(m, '/repositories/{repository}/branches/{branch}/import') for m in ('GET', 'POST', 'DELETE')],
-               'pre-signed staging': [(m, '/repositories/{repository}/branches/{branch}/staging/backing') for m in ('GET', 'PUT')],
-               'garbage-collection rules': [(m, '/repositories/{repository}/settings/gc_rules') for m in ('GET', 'PUT', 'DELETE')],
-               'actions (server-side hooks)': [('GET', '/repositories/{repository}/actions/runs')],
-               'underlying storage properties': [('GET', '/repositories/{repository}/refs/{ref}/objects/underlyingProperties')],
-               'external principals and group ACLs': [(m, '/auth/{rest:path}') for m in ('GET', 'POST', 'PUT', 'DELETE')]}
+# %% ../../nbs/15_lake.server.ipynb #74ec4876
+UNSUPPORTED = {
+    'importing from object storage': [(m, '/repositories/{repository}/branches/{branch}/import')
+                                      for m in ('GET', 'POST', 'DELETE')],
+    'pre-signed staging': [(m, '/repositories/{repository}/branches/{branch}/staging/backing') for m in ('GET', 'PUT')],
+    'garbage-collection rules': [(m, '/repositories/{repository}/settings/gc_rules') for m in ('GET', 'PUT', 'DELETE')],
+    'actions (server-side hooks)': [('GET', '/repositories/{repository}/actions/runs')],
+    'underlying storage properties': [('GET', '/repositories/{repository}/refs/{ref}/objects/underlyingProperties')],
+    'external principals and group ACLs': [(m, '/auth/{rest:path}') for m in ('GET', 'POST', 'PUT', 'DELETE')]}
 
 def _unsupported(what:str):
     def not_supported(api, call): raise NotSupported(f"{what} is not supported by the embedded lake")
     return not_supported
 
+# %% ../../nbs/15_lake.server.ipynb #a7dfc6cd
 for _what, _routes in UNSUPPORTED.items():
     for _m, _p in _routes: route(_m, _p)(_unsupported(_what))
 
-# %% ../../nbs/15_lake.server.ipynb #4f051f2e
+# %% ../../nbs/15_lake.server.ipynb #2ed6bd46
 def _repo(c)->str: return arn(c.params['repository'])
 def _in_repo(kind:str, name): return lambda c: arn(c.params['repository'], kind, name(c))
 def _param(p:str): return lambda c: c.params[p]
-def _body(model, field:str): return lambda c: getattr(parse(model, c.body), field)   # checked as the handler will check it
+# checked as the handler will check it
+def _body(model, field:str): return lambda c: getattr(parse(model, c.body), field)
 def _query(q:str): return lambda c: c.query.get(q) or ''
-_branch, _tag, _object = _in_repo('branch', _param('branch')), _in_repo('tag', _param('tag')), _in_repo('object', _query('path'))
+_branch, _tag, _object = (_in_repo('branch', _param('branch')), _in_repo('tag', _param('tag')),
+                          _in_repo('object', _query('path')))
 def _auth(kind:str, name): return lambda c: auth_arn(kind, name(c))
 
 def need(*checks)->Callable:
-    "A route's checks, `(action, resource)` pairs whose resource is a string or a function of the request; all must pass."
+    ("A route's checks, `(action, resource)` pairs whose resource is a string or a function of the request; "
+     "all must pass.")
     return lambda c: [(a, r(c) if callable(r) else r) for a, r in checks]
 
-# %% ../../nbs/15_lake.server.ipynb #14fc50f3
+# %% ../../nbs/15_lake.server.ipynb #5e6a1e62
 R = '/repositories/{repository}'
 CHECKS = {
     ('GET', '/config/storage'): need(('fs:ReadConfig', '*')),
-    ('POST', '/repositories'): need(('fs:CreateRepository', lambda c: arn(parse(lakefs_sdk.RepositoryCreation, c.body).name)),
-                                    ('fs:AttachStorageNamespace', lambda c: namespace_arn(parse(lakefs_sdk.RepositoryCreation, c.body).storage_namespace))),
+    ('POST', '/repositories'): need(
+        ('fs:CreateRepository', lambda c: arn(parse(lakefs_sdk.RepositoryCreation, c.body).name)),
+        ('fs:AttachStorageNamespace',
+         lambda c: namespace_arn(parse(lakefs_sdk.RepositoryCreation, c.body).storage_namespace))),
     ('GET', R): need(('fs:ReadRepository', _repo)), ('DELETE', R): need(('fs:DeleteRepository', _repo)),
     ('GET', f'{R}/metadata'): need(('fs:ReadRepository', _repo)),
     ('GET', f'{R}/branches'): need(('fs:ListBranches', _repo)),
@@ -783,59 +903,89 @@ CHECKS = {
     ('POST', f'{R}/branches/{{branch}}/cherry-pick'): need(('fs:CreateCommit', _branch), ('fs:ReadCommit', _repo)),
     ('GET', f'{R}/tags'): need(('fs:ListTags', _repo)),
     ('POST', f'{R}/tags'): need(('fs:CreateTag', _in_repo('tag', _body(lakefs_sdk.TagCreation, 'id')))),
-    ('GET', f'{R}/tags/{{tag}}'): need(('fs:ReadTag', _tag)), ('DELETE', f'{R}/tags/{{tag}}'): need(('fs:DeleteTag', _tag)),
+    ('GET', f'{R}/tags/{{tag}}'): need(('fs:ReadTag', _tag)),
+    ('DELETE', f'{R}/tags/{{tag}}'): need(('fs:DeleteTag', _tag)),
     ('POST', f'{R}/branches/{{branch}}/commits'): need(('fs:CreateCommit', _branch)),
     ('GET', f'{R}/commits/{{commitId}}'): need(('fs:ReadCommit', _repo)),
-    ('GET', f'{R}/refs/{{ref}}/commits'): need(('fs:ReadBranch', _in_repo('branch', _param('ref')))),   # lakeFS checks the ref as a branch
+    # lakeFS checks the ref as a branch
+    ('GET', f'{R}/refs/{{ref}}/commits'): need(('fs:ReadBranch', _in_repo('branch', _param('ref')))),
+}
+
+# %% ../../nbs/15_lake.server.ipynb #ff2ae530
+CHECKS |= {
     ('GET', f'{R}/branches/{{branch}}/diff'): need(('fs:ListObjects', _repo)),
     ('GET', f'{R}/refs/{{leftRef}}/diff/{{rightRef}}'): need(('fs:ListObjects', _repo)),
-    ('POST', f'{R}/refs/{{sourceRef}}/merge/{{destinationBranch}}'): need(('fs:CreateCommit', _in_repo('branch', _param('destinationBranch')))),
+    ('POST', f'{R}/refs/{{sourceRef}}/merge/{{destinationBranch}}'):
+        need(('fs:CreateCommit', _in_repo('branch', _param('destinationBranch')))),
     ('GET', f'{R}/refs/{{sourceRef}}/merge/{{destinationBranch}}'): need(('fs:ListCommits', _repo)),
     ('GET', f'{R}/settings/branch_protection'): need(('branches:GetBranchProtectionRules', _repo)),
     ('PUT', f'{R}/settings/branch_protection'): need(('branches:SetBranchProtectionRules', _repo)),
     ('POST', f'{R}/branches/{{branch}}/objects'): need(('fs:WriteObject', _object)),
-    ('POST', f'{R}/branches/{{branch}}/objects/copy'): need(('fs:ReadObject', _in_repo('object', _body(lakefs_sdk.ObjectCopyCreation, 'src_path'))),
-                                                            ('fs:WriteObject', _in_repo('object', _query('dest_path')))),
+    ('POST', f'{R}/branches/{{branch}}/objects/copy'): need(
+        ('fs:ReadObject', _in_repo('object', _body(lakefs_sdk.ObjectCopyCreation, 'src_path'))),
+        ('fs:WriteObject', _in_repo('object', _query('dest_path')))),
     ('GET', f'{R}/refs/{{ref}}/objects/stat'): need(('fs:ReadObject', _object)),
     ('GET', f'{R}/refs/{{ref}}/objects/ls'): need(('fs:ListObjects', _repo)),
-    ('GET', f'{R}/refs/{{ref}}/objects'): need(('fs:ReadObject', _object)), ('HEAD', f'{R}/refs/{{ref}}/objects'): need(('fs:ReadObject', _object)),
+    ('GET', f'{R}/refs/{{ref}}/objects'): need(('fs:ReadObject', _object)),
+    ('HEAD', f'{R}/refs/{{ref}}/objects'): need(('fs:ReadObject', _object)),
     ('DELETE', f'{R}/branches/{{branch}}/objects'): need(('fs:DeleteObject', _object)),
 }
 
-# %% ../../nbs/15_lake.server.ipynb #0234430a
+# %% ../../nbs/15_lake.server.ipynb #47d5b842
 U, G, P = '/auth/users/{userId}', '/auth/groups/{groupId}', '/auth/policies/{policyId}'
-_user, _group, _policy = _auth('user', _param('userId')), _auth('group', _param('groupId')), _auth('policy', _param('policyId'))
+_user, _group, _policy = (_auth('user', _param('userId')), _auth('group', _param('groupId')),
+                          _auth('policy', _param('policyId')))
 CHECKS |= {
-    ('GET', '/auth/users'): need(('auth:ListUsers', '*')), ('POST', '/auth/users'): need(('auth:CreateUser', _auth('user', _body(lakefs_sdk.UserCreation, 'id')))),
+    ('GET', '/auth/users'): need(('auth:ListUsers', '*')),
+    ('POST', '/auth/users'): need(('auth:CreateUser', _auth('user', _body(lakefs_sdk.UserCreation, 'id')))),
     ('GET', U): need(('auth:ReadUser', _user)), ('DELETE', U): need(('auth:DeleteUser', _user)),
     ('GET', f'{U}/groups'): need(('auth:ReadUser', _user)), ('GET', f'{U}/policies'): need(('auth:ReadUser', _user)),
-    ('PUT', f'{U}/policies/{{policyId}}'): need(('auth:AttachPolicy', _user)), ('DELETE', f'{U}/policies/{{policyId}}'): need(('auth:DetachPolicy', _user)),
-    ('GET', f'{U}/credentials'): need(('auth:ListCredentials', _user)), ('POST', f'{U}/credentials'): need(('auth:CreateCredentials', _user)),
+    ('PUT', f'{U}/policies/{{policyId}}'): need(('auth:AttachPolicy', _user)),
+    ('DELETE', f'{U}/policies/{{policyId}}'): need(('auth:DetachPolicy', _user)),
+    ('GET', f'{U}/credentials'): need(('auth:ListCredentials', _user)),
+    ('POST', f'{U}/credentials'): need(('auth:CreateCredentials', _user)),
     ('GET', f'{U}/credentials/{{accessKeyId}}'): need(('auth:ReadCredentials', _user)),
     ('DELETE', f'{U}/credentials/{{accessKeyId}}'): need(('auth:DeleteCredentials', _user)),
-    ('GET', '/auth/groups'): need(('auth:ListGroups', '*')), ('POST', '/auth/groups'): need(('auth:CreateGroup', _auth('group', _body(lakefs_sdk.GroupCreation, 'id')))),
+}
+
+# %% ../../nbs/15_lake.server.ipynb #85c6b0a7
+CHECKS |= {
+    ('GET', '/auth/groups'): need(('auth:ListGroups', '*')),
+    ('POST', '/auth/groups'): need(('auth:CreateGroup', _auth('group', _body(lakefs_sdk.GroupCreation, 'id')))),
     ('GET', G): need(('auth:ReadGroup', _group)), ('DELETE', G): need(('auth:DeleteGroup', _group)),
     ('GET', f'{G}/members'): need(('auth:ReadGroup', _group)),
-    ('PUT', f'{G}/members/{{userId}}'): need(('auth:AddGroupMember', _group)), ('DELETE', f'{G}/members/{{userId}}'): need(('auth:RemoveGroupMember', _group)),
+    ('PUT', f'{G}/members/{{userId}}'): need(('auth:AddGroupMember', _group)),
+    ('DELETE', f'{G}/members/{{userId}}'): need(('auth:RemoveGroupMember', _group)),
     ('GET', f'{G}/policies'): need(('auth:ReadGroup', _group)),
-    ('PUT', f'{G}/policies/{{policyId}}'): need(('auth:AttachPolicy', _group)), ('DELETE', f'{G}/policies/{{policyId}}'): need(('auth:DetachPolicy', _group)),
-    ('GET', '/auth/policies'): need(('auth:ListPolicies', '*')), ('POST', '/auth/policies'): need(('auth:CreatePolicy', _auth('policy', _body(lakefs_sdk.Policy, 'id')))),
-    ('GET', P): need(('auth:ReadPolicy', _policy)), ('PUT', P): need(('auth:UpdatePolicy', _policy)), ('DELETE', P): need(('auth:DeletePolicy', _policy)),
+    ('PUT', f'{G}/policies/{{policyId}}'): need(('auth:AttachPolicy', _group)),
+    ('DELETE', f'{G}/policies/{{policyId}}'): need(('auth:DetachPolicy', _group)),
+    ('GET', '/auth/policies'): need(('auth:ListPolicies', '*')),
+    ('POST', '/auth/policies'): need(('auth:CreatePolicy', _auth('policy', _body(lakefs_sdk.Policy, 'id')))),
+    ('GET', P): need(('auth:ReadPolicy', _policy)), ('PUT', P): need(('auth:UpdatePolicy', _policy)),
+    ('DELETE', P): need(('auth:DeletePolicy', _policy)),
 }
-SIGNED_IN = {('GET', '/config'), ('GET', '/config/version'), ('POST', '/statistics'), ('GET', '/user')}   # any user, no permission
-PER_ITEM = {('GET', '/repositories'), ('POST', f'{R}/branches/{{branch}}/objects/delete')}           # the handler decides item by item
 
-# %% ../../nbs/15_lake.server.ipynb #9e95ee31
+# %% ../../nbs/15_lake.server.ipynb #3f0a4bf3
+# any user, no permission
+SIGNED_IN = {('GET', '/config'), ('GET', '/config/version'), ('POST', '/statistics'), ('GET', '/user')}
+# the handler decides item by item
+PER_ITEM = {('GET', '/repositories'), ('POST', f'{R}/branches/{{branch}}/objects/delete')}
+
+# %% ../../nbs/15_lake.server.ipynb #2e89f9de
 class TooLarge(MlinfraError): "A request body over the server's limit."
 
-MULTIPART_FRAMING = 64 * 1024   # bytes a multipart upload may carry besides its content: boundaries, part headers, small fields
+# bytes a multipart upload may carry besides its content: boundaries, part headers, small fields
+MULTIPART_FRAMING = 64 * 1024
 
+# %% ../../nbs/15_lake.server.ipynb #c2b93d11
 def bounded_request(request:Request, limit:int, what:str='request body', framing:int=0)->Request:
-    "`request` with its body bounded: `TooLarge` from a `Content-Length` over `limit` (+ `framing`), else as soon as more arrives."
+    ("`request` with its body bounded: `TooLarge` from a `Content-Length` over `limit` (+ `framing`), "
+     "else as soon as more arrives.")
     declared, seen = request.headers.get('content-length'), 0
     if declared is not None:
         if not declared.isdigit(): raise InvalidInput(f"invalid Content-Length {declared!r}")
-        if int(declared) > limit + framing: raise TooLarge(f"{what} of {int(declared)} bytes is over the limit of {limit} bytes")
+        if int(declared) > limit + framing:
+            raise TooLarge(f"{what} of {int(declared)} bytes is over the limit of {limit} bytes")
     async def receive():
         nonlocal seen
         message = await request.receive()
@@ -844,28 +994,33 @@ def bounded_request(request:Request, limit:int, what:str='request body', framing
         return message
     return Request(request.scope, receive)
 
+# %% ../../nbs/15_lake.server.ipynb #d55de3a7
 async def _read_body(request:Request, limit:int)->bytes: return await bounded_request(request, limit).body()
 
 async def _upload(request:Request, limit:int)->tuple[bytes, str|None]:
     "The bytes and content type of an upload, raw or multipart (`content` field)."
     ctype = request.headers.get('content-type')
     if ctype and ctype.startswith('multipart/form-data'):
-        form = await bounded_request(request, limit, 'multipart upload', MULTIPART_FRAMING).form(max_files=1, max_fields=10)
+        form = await bounded_request(request, limit, 'multipart upload',
+                                     MULTIPART_FRAMING).form(max_files=1, max_fields=10)
         f = form.get('content')
         if f is None or isinstance(f, str): raise InvalidInput("multipart upload needs a 'content' file field")
-        if f.size is not None and f.size > limit: raise TooLarge(f"upload of {f.size} bytes is over the limit of {limit} bytes")
+        if f.size is not None and f.size > limit:
+            raise TooLarge(f"upload of {f.size} bytes is over the limit of {limit} bytes")
         return await f.read(), f.content_type
     return await _read_body(request, limit), ctype
 
-# %% ../../nbs/15_lake.server.ipynb #a42d6022
+# %% ../../nbs/15_lake.server.ipynb #61eb7c22
 def _unicode_problem(body)->str|None:
-    "Where a parsed JSON body holds a string that is not Unicode text (a lone surrogate such as `\\ud800`), and what it holds; None if nowhere."
+    ("Where a parsed JSON body holds a string that is not Unicode text (a lone surrogate such as `\\ud800`), "
+     "and what it holds; None if nowhere.")
     todo = [('', body)]
     while todo:
         at, x = todo.pop()
         if isinstance(x, str):
             try: x.encode('utf-8')
-            except UnicodeEncodeError as e: return f"{at or 'the body'} holds the lone surrogate {x[e.start]!r}"   # repr escapes it
+            except UnicodeEncodeError as e:
+                return f"{at or 'the body'} holds the lone surrogate {x[e.start]!r}"   # repr escapes it
         elif isinstance(x, list): todo += [(f'{at}[{i}]', v) for i, v in enumerate(x)]
         elif isinstance(x, dict):
             for k, v in x.items():
@@ -873,12 +1028,7 @@ def _unicode_problem(body)->str|None:
                 todo += [(f'a key of {at or "the body"}', k), (f'{at}.{name}' if at else name, v)]
     return None
 
-def authorize(call:Call, check:Callable):
-    "Raise `Unauthorized` unless the request's user may do all that `check` asks; a request too malformed to say what it acts on is a 400."
-    try: needs = check(call)
-    except (KeyError, TypeError, AttributeError, IndexError) as e: raise InvalidInput(f"invalid request: it does not say what it acts on ({e!r})") from None
-    for action, resource in needs: call.principal.require(action, resource, {'SourceIp': call.client})
-
+# %% ../../nbs/15_lake.server.ipynb #385147b0
 async def _json_body(request:Request, limit:int, optional:bool)->object:
     "A request's JSON body, parsed; 400 if it is not JSON, holds a string that is not text, or is missing when needed."
     raw = await _read_body(request, limit)
@@ -889,29 +1039,42 @@ async def _json_body(request:Request, limit:int, optional:bool)->object:
     if payload is None and not optional: raise InvalidInput("this request needs a JSON body")
     return payload
 
-# %% ../../nbs/15_lake.server.ipynb #70c2d9d8
+# %% ../../nbs/15_lake.server.ipynb #5df7171c
+def authorize(call:Call, check:Callable):
+    ("Raise `Unauthorized` unless the request's user may do all that `check` asks; "
+     "a request too malformed to say what it acts on is a 400.")
+    try: needs = check(call)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise InvalidInput(f"invalid request: it does not say what it acts on ({e!r})") from None
+    for action, resource in needs: call.principal.require(action, resource, {'SourceIp': call.client})
+
+# %% ../../nbs/15_lake.server.ipynb #8c43dc73
 def _s3_gateway(api:LakeAPI):
-    "lakeFS's S3 gateway (chapter 16) as middleware: it answers AWS-signed requests not under /api/. Imported here, as it builds on this module."
+    ("lakeFS's S3 gateway (chapter 16) as middleware: it answers AWS-signed requests not under /api/. "
+     "Imported here, as it builds on this module.")
     from starlette.middleware import Middleware
     from mlinfra_nb.lake.s3 import S3Gateway
     return Middleware(S3Gateway, api=api)
 
-# %% ../../nbs/15_lake.server.ipynb #693daa9d
+# %% ../../nbs/15_lake.server.ipynb #436ac10b
 def _endpoint(api:LakeAPI, fn, method:str, path:str, body:str|None, public:bool):
     check = CHECKS.get((method, path))
     async def handle(request:Request)->Response:
         try:
             client = request.client.host if request.client else ''
-            user = 'anonymous' if public else await run_in_threadpool(api.auth, request.headers.get('authorization'), client)
+            user = ('anonymous' if public else
+                    await run_in_threadpool(api.auth, request.headers.get('authorization'), client))
             if user is None: return error(401, 'error authenticating request: missing or wrong access key id / secret')
-            call = Call(dict(request.path_params), request.query_params, {k.lower(): v for k, v in request.headers.items()}, None, user,
+            call = Call(dict(request.path_params), request.query_params,
+                        {k.lower(): v for k, v in request.headers.items()}, None, user,
                         None if public else api.principal(user), client)
             if body == 'json': call.body = await _json_body(request, api.max_json, optional=fn is merge_into_branch)
             if check is not None: await run_in_threadpool(authorize, call, check)   # before an upload is read
             if body == 'upload': call.body = await _upload(request, api.max_upload)
             return await run_in_threadpool(fn, api, call)
         except ClientDisconnect: return Response(status_code=400)
-        except HTTPException as e: return error(e.status_code, str(e.detail))   # Starlette's own, e.g. malformed multipart
+        # Starlette's own, e.g. malformed multipart
+        except HTTPException as e: return error(e.status_code, str(e.detail))
         except TooLarge as e:   # the rest of the body is not read: the connection closes after the answer
             r = error(413, str(e)); r.headers['connection'] = 'close'; return r
         except TooManyGuesses as e:
@@ -923,27 +1086,32 @@ def _endpoint(api:LakeAPI, fn, method:str, path:str, body:str|None, public:bool)
     handle.__name__ = fn.__name__
     return handle
 
+# %% ../../nbs/15_lake.server.ipynb #0ef2b81c
 async def _http_error(request, exc:HTTPException):
     r = error(exc.status_code, exc.detail or 'not found')
     r.headers.update(exc.headers or {})   # e.g. `Allow` on a 405
     return r
 
+# %% ../../nbs/15_lake.server.ipynb #ad75adc2
 def app(lake:Lake, **kwargs)->Starlette:
     "A Starlette application serving the lakeFS API for `lake` under `/api/v1`."
     api = LakeAPI(lake, **kwargs)
-    routes = [Route('/api/v1' + path, _endpoint(api, fn, method, path, body, public), methods=[method]) for method, path, fn, body, public in ROUTES]
+    routes = [Route('/api/v1' + path, _endpoint(api, fn, method, path, body, public), methods=[method])
+              for method, path, fn, body, public in ROUTES]
     a = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, middleware=[_s3_gateway(api)])
     a.state.api = api
     return a
 
-
-# %% ../../nbs/15_lake.server.ipynb #c312e837
+# %% ../../nbs/15_lake.server.ipynb #487a372b
 def _listen(host:str, port:int)->socket.socket:
     "A socket listening on `host:port` (port 0: a free one), so the real port is known before serving starts."
-    try: return socket.create_server((host.strip('[]'), port), family=socket.AF_INET6 if ':' in host else socket.AF_INET)
-    except (OSError, OverflowError) as e: raise InvalidInput(f"cannot listen on {host_port(host, port)}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        return socket.create_server((host.strip('[]'), port),
+                                    family=socket.AF_INET6 if ':' in host else socket.AF_INET)
+    except (OSError, OverflowError) as e:
+        raise InvalidInput(f"cannot listen on {host_port(host, port)}: {getattr(e, 'strerror', None) or e}") from None
 
-# %% ../../nbs/15_lake.server.ipynb #320cb52d
+# %% ../../nbs/15_lake.server.ipynb #d25b5bf1
 class LakeServer:
     "The lakeFS API for an embedded lake, served by uvicorn on 127.0.0.1 unless told otherwise."
     def __init__(self, lake:Lake,
@@ -954,24 +1122,22 @@ class LakeServer:
         self.lake, self.host = lake, check_host(host, allow_remote)
         cfg = uvicorn.Config(app(lake, **kwargs), log_level='warning', lifespan='off', timeout_keep_alive=30)
         self.server, self.thread, self.sock = uvicorn.Server(cfg), None, _listen(host, port)
-
     @property
     def port(self)->int: return self.sock.getsockname()[1]
     @property
     def endpoint(self)->str:
         "The URL clients are given (lakeFS clients accept it with or without `/api/v1`)."
         return f'http://{host_port(self.host, self.port)}'
-
     def start(self, timeout:float=30)->LakeServer:
         "Serve on a background thread; return once it accepts connections."
         self.thread = threading.Thread(target=self.serve_forever, name='lake-server', daemon=True)
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline: raise RuntimeError(f"the lake server did not start on {self.endpoint}")
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the lake server did not start on {self.endpoint}")
             time.sleep(0.01)
         return self
-
     def stop(self):
         "Stop serving, wait for the thread to end, and close the socket."
         self.server.should_exit = True
@@ -982,4 +1148,5 @@ class LakeServer:
         self.server.run(sockets=[self.sock])
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
-    def __repr__(self): return f"LakeServer({str(self.lake.root)!r}, {self.endpoint if self.server.started else 'stopped'})"
+    def __repr__(self):
+        return f"LakeServer({str(self.lake.root)!r}, {self.endpoint if self.server.started else 'stopped'})"
