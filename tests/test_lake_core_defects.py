@@ -66,14 +66,19 @@ def test_delete_repository_clears_transactions(owner):
 
 SHORT_HEADS = ['', 'a', 'abcdef', 'abcdef01234', 'ABCDEF012345', 12]   # too short to name a commit, or not a hex string
 
-def test_expected_head_needs_twelve_characters(owner):
-    "`expected_head` is a full commit id or a prefix of at least 12 hex characters: a shorter one would match almost any head."
-    repo = owner.create_repository('data'); h = repo.head('main').id
+def refuses_short_and_moved_heads(repo)->str:
+    "Stage a change on main, check that short `expected_head`s and another commit's prefix are refused; return main's head."
+    h = repo.head('main').id
     repo.put('main', 'a', b'1')
     for short in SHORT_HEADS + [h[:1], h[:11]]:
         with pytest.raises(InvalidInput, match='at least 12 hex characters'): repo.commit('main', 'x', expected_head=short)
     other = '0' * 64 if not h.startswith('0') else 'f' * 64
     with pytest.raises(Conflict, match="branch 'main' moved"): repo.commit('main', 'x', expected_head=other[:12])
+    return h
+
+def test_expected_head_needs_twelve_characters(owner):
+    "`expected_head` is a full commit id or a prefix of at least 12 hex characters: a shorter one would match almost any head."
+    repo = owner.create_repository('data'); h = refuses_short_and_moved_heads(repo)
     assert repo.uncommitted('main')                                    # nothing committed by the refusals
     assert repo.commit('main', 'x', expected_head=h[:12]).parents == (h,)
     repo.put('main', 'b', b'2'); h = repo.head('main').id
@@ -85,12 +90,7 @@ def test_lakefs_expected_head_agrees_with_the_embedded_lake(served, tmp_path):
     srv, key = served
     lk = LakeFSLake(srv.endpoint, key.access_key_id, key.secret_access_key, workspace=Workspace(tmp_path/'ws', env={}))
     if 'heads' in lk.repositories(): lk.delete_repository('heads')
-    repo = lk.create_repository('heads'); h = repo.head('main').id
-    repo.put('main', 'a', b'1')
-    for short in SHORT_HEADS + [h[:1], h[:11]]:
-        with pytest.raises(InvalidInput, match='at least 12 hex characters'): repo.commit('main', 'x', expected_head=short)
-    other = '0' * 64 if not h.startswith('0') else 'f' * 64
-    with pytest.raises(Conflict, match="branch 'main' moved"): repo.commit('main', 'x', expected_head=other[:12])
+    repo = lk.create_repository('heads'); h = refuses_short_and_moved_heads(repo)
     assert repo.head('main').id == h and [c.path for c in repo.uncommitted('main')] == ['a']
     assert repo.commit('main', 'x', expected_head=h[:12]).parents == (h,)
 
