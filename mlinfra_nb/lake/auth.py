@@ -4,7 +4,8 @@
 
 # %% ../../nbs/15_lake.auth.ipynb #88f5652d
 from __future__ import annotations
-import base64, contextlib, copy, datetime as dt, functools, hashlib, hmac, ipaddress, json, os, re, secrets, string, threading, time, uuid
+import base64, contextlib, copy, datetime as dt, functools, hashlib, hmac, ipaddress, json, os, re, secrets, string
+import threading, time, uuid
 from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,22 +24,25 @@ __all__ = ['SERVICES', 'EFFECTS', 'CONDITIONS', 'BUILTIN_POLICIES', 'BUILTIN_GRO
            'seal_secret', 'open_secret', 'create_credentials', 'list_credentials', 'delete_credentials',
            'credentials_user', 'signing_secret', 'Unauthorized', 'Principal']
 
-# %% ../../nbs/15_lake.auth.ipynb #3e0931ce
-SERVICES = ('fs', 'auth', 'ci', 'retention', 'branches', 'pr', 'catalog')
-
+# %% ../../nbs/15_lake.auth.ipynb #b84111b1
 def auth_arn(kind:str, name:str)->str:
     "lakeFS's name for a user, group or policy (`kind`)."
     return f'arn:lakefs:auth:::{kind}/{name}'
 
 def namespace_arn(namespace:str)->str: return f'arn:lakefs:fs:::namespace/{namespace}'
 
+# %% ../../nbs/15_lake.auth.ipynb #9e621001
+SERVICES = ('fs', 'auth', 'ci', 'retention', 'branches', 'pr', 'catalog')
+
 def check_action(action)->str:
     "`action` if it is `service:Name` for one of lakeFS's services (the name may be a pattern, as in `fs:Read*`)."
-    if isinstance(action, str) and (action == '*' or action.count(':') == 1 and action.split(':')[0] in SERVICES and action.split(':')[1]):
+    if isinstance(action, str) and (action == '*' or action.count(':') == 1
+                                    and action.split(':')[0] in SERVICES and action.split(':')[1]):
         return action
-    raise InvalidInput(f"invalid action {action!r}: use service:Name with a service among {', '.join(SERVICES)} (e.g. 'fs:ReadObject' or 'fs:*')")
+    raise InvalidInput(f"invalid action {action!r}: use service:Name with a service among {', '.join(SERVICES)}"
+                       " (e.g. 'fs:ReadObject' or 'fs:*')")
 
-# %% ../../nbs/15_lake.auth.ipynb #e81b1266
+# %% ../../nbs/15_lake.auth.ipynb #0525f672
 @functools.lru_cache(maxsize=4096)
 def _pattern(p:str)->re.Pattern:
     return re.compile(''.join('.*' if c == '*' else '.' if c == '?' else re.escape(c) for c in p), re.DOTALL)
@@ -47,6 +51,7 @@ def wildcard(pattern:str, name:str)->bool:
     "Whether `name` matches `pattern` (`*`: any characters, `?`: one)."
     return _pattern(pattern).fullmatch(name) is not None
 
+# %% ../../nbs/15_lake.auth.ipynb #c751a972
 def _arn_parts(s:str)->list|None:
     p = s.split(':', 5)
     return p if len(p) == 6 and p[0] == 'arn' and p[1] == 'lakefs' and p[2] and p[5] else None
@@ -57,48 +62,63 @@ def arn_match(pattern:str, resource:str)->bool:
     a, b = _arn_parts(pattern), _arn_parts(resource)
     return bool(a and b and (a[1], a[2], a[4]) == (b[1], b[2], b[4]) and wildcard(a[5], b[5]))
 
-# %% ../../nbs/15_lake.auth.ipynb #88bcc28f
-EFFECTS, CONDITIONS = ('allow', 'deny'), ('IpAddress', 'NotIpAddress', 'StringLike', 'StringNotLike')
-
+# %% ../../nbs/15_lake.auth.ipynb #bc66ffad
 def resources(resource:str)->list[str]:
     "The ARN patterns of a statement's `resource`: one, or a JSON list of them."
-    if not isinstance(resource, str) or not resource: raise InvalidInput(f"invalid statement resource {resource!r}: give an ARN, '*' or a JSON list of them")
+    if not isinstance(resource, str) or not resource:
+        raise InvalidInput(f"invalid statement resource {resource!r}: give an ARN, '*' or a JSON list of them")
     if not (resource.startswith('[') and resource.endswith(']')): return [resource]
     try: out = json.loads(resource)
     except ValueError: out = None
-    if not isinstance(out, list) or not all(isinstance(r, str) for r in out): raise InvalidInput(f"invalid statement resource {resource[:80]!r}: not a JSON list of strings")
+    if not isinstance(out, list) or not all(isinstance(r, str) for r in out):
+        raise InvalidInput(f"invalid statement resource {resource[:80]!r}: not a JSON list of strings")
     return out
+
+# %% ../../nbs/15_lake.auth.ipynb #1e8e9e9a
+EFFECTS, CONDITIONS = ('allow', 'deny'), ('IpAddress', 'NotIpAddress', 'StringLike', 'StringNotLike')
 
 def check_statement(st)->dict:
     "A statement as stored, once its effect, actions, resource and condition are checked."
-    if not isinstance(st, dict): raise InvalidInput(f"a statement is an object with effect, action and resource, not {type(st).__name__}")
-    if st.get('effect') not in EFFECTS: raise InvalidInput(f"invalid statement effect {st.get('effect')!r}: use 'allow' or 'deny'")
+    if not isinstance(st, dict):
+        raise InvalidInput(f"a statement is an object with effect, action and resource, not {type(st).__name__}")
+    if st.get('effect') not in EFFECTS:
+        raise InvalidInput(f"invalid statement effect {st.get('effect')!r}: use 'allow' or 'deny'")
     acts = st.get('action')
     if not isinstance(acts, list) or not acts: raise InvalidInput("a statement needs a non-empty list of actions")
     resources(st.get('resource'))
     cond = st.get('condition') or None
     if cond is not None:
-        if not isinstance(cond, dict) or not all(op in CONDITIONS and isinstance(f, dict) and all(isinstance(v, list) for v in f.values())
-                                                 for op, f in cond.items()):
-            raise InvalidInput(f"invalid statement condition {cond!r}: use {{operator: {{field: [values]}}}} with operators {', '.join(CONDITIONS)}")
-    return {'effect': st['effect'], 'action': [check_action(a) for a in acts], 'resource': st['resource'], **({'condition': cond} if cond else {})}
+        if not isinstance(cond, dict) or not all(
+                op in CONDITIONS and isinstance(f, dict) and all(isinstance(v, list) for v in f.values())
+                for op, f in cond.items()):
+            raise InvalidInput(f"invalid statement condition {cond!r}: use {{operator: {{field: [values]}}}}"
+                               f" with operators {', '.join(CONDITIONS)}")
+    return {'effect': st['effect'], 'action': [check_action(a) for a in acts], 'resource': st['resource'],
+            **({'condition': cond} if cond else {})}
 
-# %% ../../nbs/15_lake.auth.ipynb #fe42e6f9
+# %% ../../nbs/15_lake.auth.ipynb #be0f5058
 def _holds(cond:dict|None, context:dict)->bool:
-    "Whether a statement's condition holds in `context` (e.g. `{'SourceIp': '10.0.0.7'}`); an address that is not one is an error."
+    "Whether a statement's condition holds in `context`, e.g. `{'SourceIp': '10.0.0.7'}`."
     for op, fields in (cond or {}).items():
         for name, values in fields.items():
             have = context.get(name)
             if not have: return False
             if op.endswith('IpAddress'):
-                try: ip = ipaddress.ip_address(have); hit = any(ip in ipaddress.ip_network(v.strip(), strict=False) for v in values)
+                try:
+                    ip = ipaddress.ip_address(have)
+                    hit = any(ip in ipaddress.ip_network(v.strip(), strict=False) for v in values)
                 except ValueError as e: raise InvalidInput(f"condition {op} on {name}: {e}") from None
             else: hit = any(wildcard(v, have) for v in values)
             if hit == op.startswith('Not'): return False
     return True
 
-def decide(policies:list[dict], user:str, action:str, resource:str, context:dict|None=None)->str|None:
-    "None if `policies` (each `{'id', 'statement'}`) let `user` do `action` on `resource`; else lakeFS's reason why not."
+# %% ../../nbs/15_lake.auth.ipynb #9a4946fc
+def decide(policies:list[dict],     # each `{'id', 'statement'}`
+           user:str,                # who asks: `${user}` in a resource stands for them
+           action:str, resource:str,
+           context:dict|None=None,  # what conditions look at, e.g. `{'SourceIp': ...}`
+          )->str|None:
+    "None if `policies` let `user` do `action` on `resource`; else lakeFS's reason why not."
     allowed = False
     for p in policies:
         for st in p['statement']:
