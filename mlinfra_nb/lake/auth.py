@@ -134,59 +134,69 @@ def decide(policies:list[dict],     # each `{'id', 'statement'}`
                     allowed = True
     return None if allowed else f"insufficient permissions: not allowed to {action}"
 
-# %% ../../nbs/15_lake.auth.ipynb #c75972ee
-_RW = ['fs:Read*', 'fs:List*', 'fs:WriteObject', 'fs:DeleteObject', 'fs:RevertBranch', 'fs:CreateBranch', 'fs:CreateTag', 'fs:DeleteBranch',
-       'fs:DeleteTag', 'fs:CreateCommit']
-_CATALOG_READ = ['catalog:ListNamespaces', 'catalog:GetNamespace', 'catalog:ListTables', 'catalog:ReadTable', 'catalog:ListViews', 'catalog:ReadView']
+# %% ../../nbs/15_lake.auth.ipynb #212aa514
+_RW = ['fs:Read*', 'fs:List*', 'fs:WriteObject', 'fs:DeleteObject', 'fs:RevertBranch', 'fs:CreateBranch', 'fs:CreateTag',
+       'fs:DeleteBranch', 'fs:DeleteTag', 'fs:CreateCommit']
+_CATALOG_READ = ['catalog:ListNamespaces', 'catalog:GetNamespace', 'catalog:ListTables', 'catalog:ReadTable',
+                 'catalog:ListViews', 'catalog:ReadView']
 BUILTIN_POLICIES = {
     'FSFullAccess': (['fs:*'], '*'), 'FSReadWriteAll': (_RW, '*'), 'FSReadAll': (['fs:List*', 'fs:Read*'], '*'),
     'RepoManagementFullAccess': (['ci:*', 'retention:*', 'branches:*', 'pr:*', 'fs:ReadConfig'], '*'),
-    'RepoManagementReadAll': (['ci:Read*', 'retention:Get*', 'branches:Get*', 'pr:Read*', 'pr:List*', 'fs:ReadConfig'], '*'),
+    'RepoManagementReadAll': (['ci:Read*', 'retention:Get*', 'branches:Get*', 'pr:Read*', 'pr:List*', 'fs:ReadConfig'],
+                              '*'),
     'PRReadWriteAll': (['pr:*'], '*'), 'CatalogReadAll': (_CATALOG_READ, '*'), 'CatalogReadWriteAll': (['catalog:*'], '*'),
     'AuthFullAccess': (['auth:*'], '*'),
-    'AuthManageOwnCredentials': (['auth:CreateCredentials', 'auth:DeleteCredentials', 'auth:ListCredentials', 'auth:ReadCredentials'],
-                                 'arn:lakefs:auth:::user/${user}')}
+    'AuthManageOwnCredentials': (['auth:CreateCredentials', 'auth:DeleteCredentials', 'auth:ListCredentials',
+                                  'auth:ReadCredentials'], 'arn:lakefs:auth:::user/${user}')}
+
+# %% ../../nbs/15_lake.auth.ipynb #66dbef87
 BUILTIN_GROUPS = {
     'Admins': ['FSFullAccess', 'CatalogReadWriteAll', 'AuthFullAccess', 'RepoManagementFullAccess'],
     'SuperUsers': ['FSFullAccess', 'CatalogReadWriteAll', 'AuthManageOwnCredentials', 'RepoManagementReadAll'],
-    'Developers': ['FSReadWriteAll', 'PRReadWriteAll', 'CatalogReadWriteAll', 'AuthManageOwnCredentials', 'RepoManagementReadAll'],
+    'Developers': ['FSReadWriteAll', 'PRReadWriteAll', 'CatalogReadWriteAll', 'AuthManageOwnCredentials',
+                   'RepoManagementReadAll'],
     'Viewers': ['FSReadAll', 'CatalogReadAll', 'AuthManageOwnCredentials']}
 
-# %% ../../nbs/15_lake.auth.ipynb #8ba8dbd5
+# %% ../../nbs/15_lake.auth.ipynb #998858a6
 class Rules:
-    "A user's policies, compiled to decide many times: per action, the statements that bear on it, resources parsed once."
+    "A user's policies, compiled to decide many times: per action, the statements that bear on it."
     def __init__(self, policies:list[dict], user:str):
         def parsed(resource):
             try: return [r.replace('${user}', user) for r in resources(resource)]
-            except InvalidInput: return None   # a malformed resource refuses whatever it is consulted for, as in `decide`
+            except InvalidInput: return None   # malformed: refuses whatever it is consulted for, as in `decide`
         self.user, self.actions = user, {}
-        self.statements = [(st['effect'], tuple(st['action']), parsed(st['resource']), st.get('condition')) for p in policies for st in p['statement']]
+        self.statements = [(st['effect'], tuple(st['action']), parsed(st['resource']), st.get('condition'))
+                           for p in policies for st in p['statement']]
 
-    def about(self, action:str)->tuple[list, bool]:
-        "The statements that bear on `action`, in order (those that can fail on any action too), and whether it is allowed everywhere."
-        if (known := self.actions.get(action)) is None:
-            rel = [s for s in self.statements if s[2] is None or s[3] or any(wildcard(a, action) for a in s[1])]
-            everywhere = (all(e == 'allow' and pats is not None and not cond for e, _, pats, cond in rel)
-                          and any('*' in pats for _, _, pats, _ in rel))
-            known = self.actions[action] = (rel, everywhere)
-        return known
+# %% ../../nbs/15_lake.auth.ipynb #5dd74528
+@patch
+def about(self:Rules, action:str)->tuple[list, bool]:
+    "The statements that bear on `action` (with those that can fail on any), and whether it is allowed everywhere."
+    if (known := self.actions.get(action)) is None:
+        rel = [s for s in self.statements if s[2] is None or s[3] or any(wildcard(a, action) for a in s[1])]
+        everywhere = (all(e == 'allow' and pats is not None and not cond for e, _, pats, cond in rel)
+                      and any('*' in pats for _, _, pats, _ in rel))
+        known = self.actions[action] = (rel, everywhere)
+    return known
 
-    def decide(self, action:str, resource:str, context:dict|None=None)->str|None:
-        "What `decide` answers for these policies."
-        rel, everywhere = self.about(action)
-        if everywhere: return None
-        allowed = False
-        for effect, acts, pats, cond in rel:
-            try:
-                if cond and not _holds(cond, context or {}): continue
-            except InvalidInput: return "insufficient permissions: not allowed"
-            if pats is None: return "insufficient permissions: not allowed"
-            if not any(arn_match(r, resource) for r in pats): continue
-            for a in acts:
-                if not wildcard(a, action): continue
-                if effect == 'deny': return f"insufficient permissions: denied permission to {a}"
-                allowed = True
-        return None if allowed else f"insufficient permissions: not allowed to {action}"
+# %% ../../nbs/15_lake.auth.ipynb #d26365f3
+@patch
+def decide(self:Rules, action:str, resource:str, context:dict|None=None)->str|None:
+    "What `decide` answers for these policies."
+    rel, everywhere = self.about(action)
+    if everywhere: return None
+    allowed = False
+    for effect, acts, pats, cond in rel:
+        try:
+            if cond and not _holds(cond, context or {}): continue
+        except InvalidInput: return "insufficient permissions: not allowed"
+        if pats is None: return "insufficient permissions: not allowed"
+        if not any(arn_match(r, resource) for r in pats): continue
+        for a in acts:
+            if not wildcard(a, action): continue
+            if effect == 'deny': return f"insufficient permissions: denied permission to {a}"
+            allowed = True
+    return None if allowed else f"insufficient permissions: not allowed to {action}"
 
 # %% ../../nbs/15_lake.auth.ipynb #c124f5ae
 AUTH_SCHEMA = """
