@@ -198,7 +198,7 @@ def decide(self:Rules, action:str, resource:str, context:dict|None=None)->str|No
             allowed = True
     return None if allowed else f"insufficient permissions: not allowed to {action}"
 
-# %% ../../nbs/15_lake.auth.ipynb #c124f5ae
+# %% ../../nbs/15_lake.auth.ipynb #6dab9c16
 AUTH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS credentials(access_key_id VARCHAR PRIMARY KEY, salt VARCHAR, secret_hash VARCHAR, user_id VARCHAR, created_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS credential_secrets(access_key_id VARCHAR PRIMARY KEY, sealed VARCHAR);
@@ -209,15 +209,17 @@ CREATE TABLE IF NOT EXISTS auth_members(group_id VARCHAR, user_id VARCHAR, PRIMA
 CREATE TABLE IF NOT EXISTS auth_attached(kind VARCHAR, principal VARCHAR, policy_id VARCHAR, PRIMARY KEY(kind, principal, policy_id));
 """
 
+# %% ../../nbs/15_lake.auth.ipynb #b2a217a2
 def _now()->dt.datetime: return dt.datetime.now(dt.timezone.utc)
 
 def _init_auth(con):
-    "Make the access-control tables; the first time, write the built-in policies and groups, and make the users of existing keys Admins."
+    "Make the access-control tables; the first time, write the built-in policies and groups, and make existing keys' users Admins."
     con.execute(AUTH_SCHEMA)
     if first_row(con, "SELECT 1 FROM auth_policies LIMIT 1"): return
     now = _now()
     for pid, (acts, res) in BUILTIN_POLICIES.items():
-        con.execute("INSERT INTO auth_policies VALUES (?, ?, ?)", [pid, json.dumps([{'effect': 'allow', 'action': acts, 'resource': res}]), now])
+        con.execute("INSERT INTO auth_policies VALUES (?, ?, ?)",
+                    [pid, json.dumps([{'effect': 'allow', 'action': acts, 'resource': res}]), now])
     for g, pids in BUILTIN_GROUPS.items():
         con.execute("INSERT INTO auth_groups VALUES (?, '', ?)", [g, now])
         for pid in pids: con.execute("INSERT INTO auth_attached VALUES ('group', ?, ?)", [g, pid])
@@ -225,13 +227,14 @@ def _init_auth(con):
         con.execute("INSERT OR IGNORE INTO auth_users VALUES (?, ?, NULL)", [u, now])
         con.execute("INSERT OR IGNORE INTO auth_members VALUES ('Admins', ?)", [u])
 
+# %% ../../nbs/15_lake.auth.ipynb #efae65a3
 def auth_tables(lake:Lake):
     "Make sure `lake`'s catalog has its access-control tables (once per process)."
     if getattr(lake.store, 'auth_ready', False): return
     with lake.store.transaction() as con: _init_auth(con)
     lake.store.auth_ready = True
 
-# %% ../../nbs/15_lake.auth.ipynb #a78f997b
+# %% ../../nbs/15_lake.auth.ipynb #a300e518
 def auth_stamp(lake:Lake)->tuple|None:
     "What `auth.stamp` looks like now: it changes whenever access control changes."
     try: st = os.stat(os.path.join(lake.root, 'auth.stamp'))
@@ -246,9 +249,10 @@ def _announce(lake:Lake):
     os.replace(tmp, lake.root/'auth.stamp')
     _announced[0] += 1
 
+# %% ../../nbs/15_lake.auth.ipynb #a441485d
 @contextlib.contextmanager
 def auth_change(lake:Lake, action:str, **detail):
-    "A catalog transaction that changes access control: audited with who made the change, then announced to every process."
+    "A catalog transaction that changes access control: audited with who made it, then announced to every process."
     auth_tables(lake)
     with lake.store.transaction() as con:
         yield con
