@@ -17,10 +17,10 @@ from .store import first_row, private_opener
 # %% auto #0
 __all__ = ['SERVICES', 'EFFECTS', 'CONDITIONS', 'BUILTIN_POLICIES', 'BUILTIN_GROUPS', 'AUTH_SCHEMA', 'SCRYPT', 'SECRETS_KEY',
            'auth_arn', 'namespace_arn', 'check_action', 'wildcard', 'arn_match', 'resources', 'check_statement',
-           'decide', 'Rules', 'auth_tables', 'auth_stamp', 'auth_change', 'check_auth_name', 'create_user', 'get_user',
-           'list_users', 'delete_user', 'create_group', 'get_group', 'list_groups', 'delete_group', 'add_member',
-           'remove_member', 'group_members', 'user_groups', 'create_policy', 'update_policy', 'get_policy',
-           'list_policies', 'delete_policy', 'attach_policy', 'detach_policy', 'attached_policies', 'Credentials',
+           'decide', 'Rules', 'auth_tables', 'auth_stamp', 'auth_change', 'check_auth_name', 'get_user', 'create_user',
+           'list_users', 'delete_user', 'get_group', 'create_group', 'list_groups', 'delete_group', 'group_members',
+           'user_groups', 'add_member', 'remove_member', 'get_policy', 'create_policy', 'update_policy',
+           'list_policies', 'delete_policy', 'attached_policies', 'attach_policy', 'detach_policy', 'Credentials',
            'seal_secret', 'open_secret', 'create_credentials', 'list_credentials', 'delete_credentials',
            'credentials_user', 'signing_secret', 'Unauthorized', 'Principal']
 
@@ -259,7 +259,7 @@ def auth_change(lake:Lake, action:str, **detail):
         lake._audit(con, '', action, '', **detail)
     _announce(lake)
 
-# %% ../../nbs/15_lake.auth.ipynb #f9f8686c
+# %% ../../nbs/15_lake.auth.ipynb #9243f8f2
 _AUTH_NAME = re.compile(r'[\w+=,.@-]{1,256}')
 
 def check_auth_name(name, kind:str)->str:
@@ -267,38 +267,45 @@ def check_auth_name(name, kind:str)->str:
     if isinstance(name, str) and _AUTH_NAME.fullmatch(name): return name
     raise InvalidInput(f"invalid {kind} name {name!r}: use 1-256 letters, digits and '_+=,.@-'")
 
+# %% ../../nbs/15_lake.auth.ipynb #649d1782
 def _must(con, table:str, id:str, kind:str):
     if not first_row(con, f"SELECT 1 FROM {table} WHERE id = ?", [id]): raise NotFound(f"no {kind} {id!r} in this lake")
 
 def _stamp_time(t)->int: return int(t.timestamp()) if t else 0
 
-# %% ../../nbs/15_lake.auth.ipynb #a4e375a0
+# %% ../../nbs/15_lake.auth.ipynb #5261c38e
+@guarded
+def get_user(lake:Lake, user:str)->dict:
+    "The user `user`: id, creation time (seconds) and email."
+    lake._check('auth:ReadUser', auth_arn('user', user)); auth_tables(lake)
+    with lake.store.connect() as con:
+        r = first_row(con, "SELECT id, created_at, email FROM auth_users WHERE id = ?", [user])
+    if r is None: raise NotFound(f"no user {user!r} in this lake")
+    return {'id': r[0], 'creation_date': _stamp_time(r[1]), **({'email': r[2]} if r[2] else {})}
+
+# %% ../../nbs/15_lake.auth.ipynb #be709bda
 @guarded
 def create_user(lake:Lake, user:str, groups:list[str]=(), email:str|None=None)->dict:
     "Create the lake user `user`, a member of `groups`."
     check_auth_name(user, 'user'); lake._check('auth:CreateUser', auth_arn('user', user))
     for g in groups: lake._check('auth:AddGroupMember', auth_arn('group', g))
     with auth_change(lake, 'create_user', user=user, groups=list(groups)) as con:
-        if first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [user]): raise Conflict(f"user {user!r} already exists")
+        if first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [user]):
+            raise Conflict(f"user {user!r} already exists")
         for g in groups: _must(con, 'auth_groups', g, 'group')
         con.execute("INSERT INTO auth_users VALUES (?, ?, ?)", [user, _now(), email])
         for g in groups: con.execute("INSERT INTO auth_members VALUES (?, ?)", [g, user])
     return get_user(lake, user)
 
-@guarded
-def get_user(lake:Lake, user:str)->dict:
-    "The user `user`: id, creation time (seconds) and email."
-    lake._check('auth:ReadUser', auth_arn('user', user)); auth_tables(lake)
-    with lake.store.connect() as con: r = first_row(con, "SELECT id, created_at, email FROM auth_users WHERE id = ?", [user])
-    if r is None: raise NotFound(f"no user {user!r} in this lake")
-    return {'id': r[0], 'creation_date': _stamp_time(r[1]), **({'email': r[2]} if r[2] else {})}
-
+# %% ../../nbs/15_lake.auth.ipynb #55f65322
 @guarded
 def list_users(lake:Lake)->list[str]:
     "Every user's name."
     lake._check('auth:ListUsers', '*'); auth_tables(lake)
-    with lake.store.connect() as con: return [r[0] for r in con.execute("SELECT id FROM auth_users ORDER BY id").fetchall()]
+    with lake.store.connect() as con:
+        return [r[0] for r in con.execute("SELECT id FROM auth_users ORDER BY id").fetchall()]
 
+# %% ../../nbs/15_lake.auth.ipynb #a4dbfb21
 @guarded
 def delete_user(lake:Lake, user:str):
     "Delete `user` with their memberships, attached policies and access keys."
@@ -310,30 +317,36 @@ def delete_user(lake:Lake, user:str):
         con.execute("DELETE FROM auth_attached WHERE kind = 'user' AND principal = ?", [user])
         con.execute("DELETE FROM credentials WHERE user_id = ?", [user])
 
-# %% ../../nbs/15_lake.auth.ipynb #306315aa
+# %% ../../nbs/15_lake.auth.ipynb #85cf3be4
+@guarded
+def get_group(lake:Lake, group:str)->dict:
+    "The group `group`: id, description and creation time (seconds)."
+    lake._check('auth:ReadGroup', auth_arn('group', group)); auth_tables(lake)
+    with lake.store.connect() as con:
+        r = first_row(con, "SELECT id, description, created_at FROM auth_groups WHERE id = ?", [group])
+    if r is None: raise NotFound(f"no group {group!r} in this lake")
+    return {'id': r[0], 'name': r[0], 'description': r[1], 'creation_date': _stamp_time(r[2])}
+
+# %% ../../nbs/15_lake.auth.ipynb #97d4c337
 @guarded
 def create_group(lake:Lake, group:str, description:str='')->dict:
     "Create the group `group`."
     check_auth_name(group, 'group'); lake._check('auth:CreateGroup', auth_arn('group', group))
     with auth_change(lake, 'create_group', group=group) as con:
-        if first_row(con, "SELECT 1 FROM auth_groups WHERE id = ?", [group]): raise Conflict(f"group {group!r} already exists")
+        if first_row(con, "SELECT 1 FROM auth_groups WHERE id = ?", [group]):
+            raise Conflict(f"group {group!r} already exists")
         con.execute("INSERT INTO auth_groups VALUES (?, ?, ?)", [group, description or '', _now()])
     return get_group(lake, group)
 
-@guarded
-def get_group(lake:Lake, group:str)->dict:
-    "The group `group`: id, description and creation time (seconds)."
-    lake._check('auth:ReadGroup', auth_arn('group', group)); auth_tables(lake)
-    with lake.store.connect() as con: r = first_row(con, "SELECT id, description, created_at FROM auth_groups WHERE id = ?", [group])
-    if r is None: raise NotFound(f"no group {group!r} in this lake")
-    return {'id': r[0], 'name': r[0], 'description': r[1], 'creation_date': _stamp_time(r[2])}
-
+# %% ../../nbs/15_lake.auth.ipynb #96316992
 @guarded
 def list_groups(lake:Lake)->list[str]:
     "Every group's name."
     lake._check('auth:ListGroups', '*'); auth_tables(lake)
-    with lake.store.connect() as con: return [r[0] for r in con.execute("SELECT id FROM auth_groups ORDER BY id").fetchall()]
+    with lake.store.connect() as con:
+        return [r[0] for r in con.execute("SELECT id FROM auth_groups ORDER BY id").fetchall()]
 
+# %% ../../nbs/15_lake.auth.ipynb #d68fe6cf
 @guarded
 def delete_group(lake:Lake, group:str):
     "Delete `group` with its memberships and attached policies."
@@ -343,24 +356,7 @@ def delete_group(lake:Lake, group:str):
         for sql in ("DELETE FROM auth_groups WHERE id = ?", "DELETE FROM auth_members WHERE group_id = ?",
                     "DELETE FROM auth_attached WHERE kind = 'group' AND principal = ?"): con.execute(sql, [group])
 
-# %% ../../nbs/15_lake.auth.ipynb #54ff125c
-@guarded
-def add_member(lake:Lake, group:str, user:str):
-    "Add `user` to `group`."
-    lake._check('auth:AddGroupMember', auth_arn('group', group))
-    with auth_change(lake, 'add_member', group=group, user=user) as con:
-        _must(con, 'auth_groups', group, 'group'); _must(con, 'auth_users', user, 'user')
-        if first_row(con, "SELECT 1 FROM auth_members WHERE group_id = ? AND user_id = ?", [group, user]): raise Conflict(f"{user!r} is already in {group!r}")
-        con.execute("INSERT INTO auth_members VALUES (?, ?)", [group, user])
-
-@guarded
-def remove_member(lake:Lake, group:str, user:str):
-    "Take `user` out of `group`."
-    lake._check('auth:RemoveGroupMember', auth_arn('group', group))
-    with auth_change(lake, 'remove_member', group=group, user=user) as con:
-        if not con.execute("DELETE FROM auth_members WHERE group_id = ? AND user_id = ? RETURNING 1", [group, user]).fetchall():
-            raise NotFound(f"{user!r} is not in group {group!r}")
-
+# %% ../../nbs/15_lake.auth.ipynb #b27cd2dd
 @guarded
 def group_members(lake:Lake, group:str)->list[str]:
     "The users in `group`."
@@ -369,6 +365,7 @@ def group_members(lake:Lake, group:str)->list[str]:
         _must(con, 'auth_groups', group, 'group')
         return [r[0] for r in con.execute("SELECT user_id FROM auth_members WHERE group_id = ? ORDER BY 1", [group]).fetchall()]
 
+# %% ../../nbs/15_lake.auth.ipynb #75a0fb55
 @guarded
 def user_groups(lake:Lake, user:str)->list[str]:
     "The groups `user` is in."
@@ -377,23 +374,57 @@ def user_groups(lake:Lake, user:str)->list[str]:
         _must(con, 'auth_users', user, 'user')
         return [r[0] for r in con.execute("SELECT group_id FROM auth_members WHERE user_id = ? ORDER BY 1", [user]).fetchall()]
 
-# %% ../../nbs/15_lake.auth.ipynb #d53bc513
+# %% ../../nbs/15_lake.auth.ipynb #d4e930b5
+@guarded
+def add_member(lake:Lake, group:str, user:str):
+    "Add `user` to `group`."
+    lake._check('auth:AddGroupMember', auth_arn('group', group))
+    with auth_change(lake, 'add_member', group=group, user=user) as con:
+        _must(con, 'auth_groups', group, 'group'); _must(con, 'auth_users', user, 'user')
+        if first_row(con, "SELECT 1 FROM auth_members WHERE group_id = ? AND user_id = ?", [group, user]):
+            raise Conflict(f"{user!r} is already in {group!r}")
+        con.execute("INSERT INTO auth_members VALUES (?, ?)", [group, user])
+
+# %% ../../nbs/15_lake.auth.ipynb #a7b8ec42
+@guarded
+def remove_member(lake:Lake, group:str, user:str):
+    "Take `user` out of `group`."
+    lake._check('auth:RemoveGroupMember', auth_arn('group', group))
+    with auth_change(lake, 'remove_member', group=group, user=user) as con:
+        if not con.execute("DELETE FROM auth_members WHERE group_id = ? AND user_id = ? RETURNING 1",
+                           [group, user]).fetchall():
+            raise NotFound(f"{user!r} is not in group {group!r}")
+
+# %% ../../nbs/15_lake.auth.ipynb #c0542550
 def _statements(statement)->list[dict]:
     if not isinstance(statement, list) or not statement: raise InvalidInput("a policy needs a non-empty list of statements")
     return [check_statement(s) for s in statement]
 
 def _policy(row)->dict: return {'id': row[0], 'statement': json.loads(row[1]), 'creation_date': _stamp_time(row[2])}
 
+# %% ../../nbs/15_lake.auth.ipynb #2b7ec1be
+@guarded
+def get_policy(lake:Lake, policy:str)->dict:
+    "The policy `policy`: id, statements and creation time (seconds)."
+    lake._check('auth:ReadPolicy', auth_arn('policy', policy)); auth_tables(lake)
+    with lake.store.connect() as con:
+        r = first_row(con, "SELECT id, statement, created_at FROM auth_policies WHERE id = ?", [policy])
+    if r is None: raise NotFound(f"no policy {policy!r} in this lake")
+    return _policy(r)
+
+# %% ../../nbs/15_lake.auth.ipynb #80d9034a
 @guarded
 def create_policy(lake:Lake, policy:str, statement:list[dict])->dict:
     "Create the policy `policy` from its statements (`{'effect', 'action', 'resource'}` each)."
     check_auth_name(policy, 'policy'); lake._check('auth:CreatePolicy', auth_arn('policy', policy))
     sts = _statements(statement)
     with auth_change(lake, 'create_policy', policy=policy) as con:
-        if first_row(con, "SELECT 1 FROM auth_policies WHERE id = ?", [policy]): raise Conflict(f"policy {policy!r} already exists")
+        if first_row(con, "SELECT 1 FROM auth_policies WHERE id = ?", [policy]):
+            raise Conflict(f"policy {policy!r} already exists")
         con.execute("INSERT INTO auth_policies VALUES (?, ?, ?)", [policy, json.dumps(sts), _now()])
     return get_policy(lake, policy)
 
+# %% ../../nbs/15_lake.auth.ipynb #10ac68eb
 @guarded
 def update_policy(lake:Lake, policy:str, statement:list[dict])->dict:
     "Replace the statements of `policy`."
@@ -401,55 +432,34 @@ def update_policy(lake:Lake, policy:str, statement:list[dict])->dict:
     sts = _statements(statement)
     with auth_change(lake, 'update_policy', policy=policy) as con:
         _must(con, 'auth_policies', policy, 'policy')
-        con.execute("UPDATE auth_policies SET statement = ?, created_at = ? WHERE id = ?", [json.dumps(sts), _now(), policy])
+        con.execute("UPDATE auth_policies SET statement = ?, created_at = ? WHERE id = ?",
+                    [json.dumps(sts), _now(), policy])
     return get_policy(lake, policy)
 
-@guarded
-def get_policy(lake:Lake, policy:str)->dict:
-    "The policy `policy`: id, statements and creation time (seconds)."
-    lake._check('auth:ReadPolicy', auth_arn('policy', policy)); auth_tables(lake)
-    with lake.store.connect() as con: r = first_row(con, "SELECT id, statement, created_at FROM auth_policies WHERE id = ?", [policy])
-    if r is None: raise NotFound(f"no policy {policy!r} in this lake")
-    return _policy(r)
-
-# %% ../../nbs/15_lake.auth.ipynb #f41605b8
+# %% ../../nbs/15_lake.auth.ipynb #61e8c372
 @guarded
 def list_policies(lake:Lake)->list[str]:
     "Every policy's name."
     lake._check('auth:ListPolicies', '*'); auth_tables(lake)
-    with lake.store.connect() as con: return [r[0] for r in con.execute("SELECT id FROM auth_policies ORDER BY id").fetchall()]
+    with lake.store.connect() as con:
+        return [r[0] for r in con.execute("SELECT id FROM auth_policies ORDER BY id").fetchall()]
 
+# %% ../../nbs/15_lake.auth.ipynb #43d90319
 @guarded
 def delete_policy(lake:Lake, policy:str):
     "Delete `policy`, detaching it from every user and group."
     lake._check('auth:DeletePolicy', auth_arn('policy', policy))
     with auth_change(lake, 'delete_policy', policy=policy) as con:
         _must(con, 'auth_policies', policy, 'policy')
-        con.execute("DELETE FROM auth_policies WHERE id = ?", [policy]); con.execute("DELETE FROM auth_attached WHERE policy_id = ?", [policy])
+        con.execute("DELETE FROM auth_policies WHERE id = ?", [policy])
+        con.execute("DELETE FROM auth_attached WHERE policy_id = ?", [policy])
 
-# %% ../../nbs/15_lake.auth.ipynb #1dd66dd4
+# %% ../../nbs/15_lake.auth.ipynb #2c3d1111
 def _holder(user:str|None, group:str|None)->tuple[str, str]:
     if (user is None) == (group is None): raise InvalidInput("give a user or a group, not both or neither")
     return ('user', user) if user is not None else ('group', group)
 
-@guarded
-def attach_policy(lake:Lake, policy:str, user:str|None=None, group:str|None=None):
-    "Attach `policy` to a user or a group."
-    kind, name = _holder(user, group); lake._check('auth:AttachPolicy', auth_arn(kind, name))
-    with auth_change(lake, 'attach_policy', policy=policy, **{kind: name}) as con:
-        _must(con, f'auth_{kind}s', name, kind); _must(con, 'auth_policies', policy, 'policy')
-        if first_row(con, "SELECT 1 FROM auth_attached WHERE kind = ? AND principal = ? AND policy_id = ?", [kind, name, policy]):
-            raise Conflict(f"policy {policy!r} is already attached to {kind} {name!r}")
-        con.execute("INSERT INTO auth_attached VALUES (?, ?, ?)", [kind, name, policy])
-
-@guarded
-def detach_policy(lake:Lake, policy:str, user:str|None=None, group:str|None=None):
-    "Detach `policy` from a user or a group."
-    kind, name = _holder(user, group); lake._check('auth:DetachPolicy', auth_arn(kind, name))
-    with auth_change(lake, 'detach_policy', policy=policy, **{kind: name}) as con:
-        if not con.execute("DELETE FROM auth_attached WHERE kind = ? AND principal = ? AND policy_id = ? RETURNING 1", [kind, name, policy]).fetchall():
-            raise NotFound(f"policy {policy!r} is not attached to {kind} {name!r}")
-
+# %% ../../nbs/15_lake.auth.ipynb #a0ec069f
 @guarded
 def attached_policies(lake:Lake, user:str|None=None, group:str|None=None, effective:bool=False)->list[dict]:
     "The policies attached to a user or a group; for a user with `effective`, also those of their groups (each once)."
@@ -461,6 +471,28 @@ def attached_policies(lake:Lake, user:str|None=None, group:str|None=None, effect
                 SELECT policy_id FROM auth_attached WHERE kind = ? AND principal = ?
                 UNION SELECT a.policy_id FROM auth_attached a JOIN auth_members m ON a.kind = 'group' AND a.principal = m.group_id
                       WHERE ? AND m.user_id = ?) ORDER BY p.id""", [kind, name, effective and kind == 'user', name]).fetchall()]
+
+# %% ../../nbs/15_lake.auth.ipynb #32b82980
+@guarded
+def attach_policy(lake:Lake, policy:str, user:str|None=None, group:str|None=None):
+    "Attach `policy` to a user or a group."
+    kind, name = _holder(user, group); lake._check('auth:AttachPolicy', auth_arn(kind, name))
+    with auth_change(lake, 'attach_policy', policy=policy, **{kind: name}) as con:
+        _must(con, f'auth_{kind}s', name, kind); _must(con, 'auth_policies', policy, 'policy')
+        if first_row(con, "SELECT 1 FROM auth_attached WHERE kind = ? AND principal = ? AND policy_id = ?",
+                     [kind, name, policy]):
+            raise Conflict(f"policy {policy!r} is already attached to {kind} {name!r}")
+        con.execute("INSERT INTO auth_attached VALUES (?, ?, ?)", [kind, name, policy])
+
+# %% ../../nbs/15_lake.auth.ipynb #020e4f28
+@guarded
+def detach_policy(lake:Lake, policy:str, user:str|None=None, group:str|None=None):
+    "Detach `policy` from a user or a group."
+    kind, name = _holder(user, group); lake._check('auth:DetachPolicy', auth_arn(kind, name))
+    with auth_change(lake, 'detach_policy', policy=policy, **{kind: name}) as con:
+        if not con.execute("DELETE FROM auth_attached WHERE kind = ? AND principal = ? AND policy_id = ? RETURNING 1",
+                           [kind, name, policy]).fetchall():
+            raise NotFound(f"policy {policy!r} is not attached to {kind} {name!r}")
 
 # %% ../../nbs/15_lake.auth.ipynb #09271e3a
 SCRYPT = dict(n=2**14, r=8, p=1, dklen=32)  # the cost of one guess: tens of milliseconds
