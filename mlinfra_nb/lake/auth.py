@@ -21,8 +21,8 @@ __all__ = ['SERVICES', 'EFFECTS', 'CONDITIONS', 'BUILTIN_POLICIES', 'BUILTIN_GRO
            'list_users', 'delete_user', 'get_group', 'create_group', 'list_groups', 'delete_group', 'group_members',
            'user_groups', 'add_member', 'remove_member', 'get_policy', 'create_policy', 'update_policy',
            'list_policies', 'delete_policy', 'attached_policies', 'attach_policy', 'detach_policy', 'Credentials',
-           'seal_secret', 'open_secret', 'create_credentials', 'list_credentials', 'delete_credentials',
-           'credentials_user', 'signing_secret', 'Unauthorized', 'Principal']
+           'seal_secret', 'open_secret', 'create_credentials', 'list_credentials', 'credentials_user',
+           'delete_credentials', 'signing_secret', 'Unauthorized', 'Principal']
 
 # %% ../../nbs/15_lake.auth.ipynb #b84111b1
 def auth_arn(kind:str, name:str)->str:
@@ -494,7 +494,7 @@ def detach_policy(lake:Lake, policy:str, user:str|None=None, group:str|None=None
                            [kind, name, policy]).fetchall():
             raise NotFound(f"policy {policy!r} is not attached to {kind} {name!r}")
 
-# %% ../../nbs/15_lake.auth.ipynb #09271e3a
+# %% ../../nbs/15_lake.auth.ipynb #d8941b1a
 SCRYPT = dict(n=2**14, r=8, p=1, dklen=32)  # the cost of one guess: tens of milliseconds
 
 @dataclass(frozen=True)
@@ -504,6 +504,7 @@ class Credentials:
     secret_access_key: str
     user: str
 
+# %% ../../nbs/15_lake.auth.ipynb #f6977231
 def _hash_secret(secret:str, salt:str)->str:
     return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **SCRYPT).hex()
 
@@ -513,9 +514,11 @@ def _decoy()->tuple[str, str]:
     salt = secrets.token_hex(16)
     return salt, _hash_secret(secrets.token_urlsafe(30), salt)
 
-def _new_key()->str: return 'AKIAJ' + ''.join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(15))  # AWS-style, as lakeFS
+# %% ../../nbs/15_lake.auth.ipynb #e13fcc09
+def _new_key()->str:   # AWS-style, as lakeFS
+    return 'AKIAJ' + ''.join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(15))
 
-# %% ../../nbs/15_lake.auth.ipynb #89e31c80
+# %% ../../nbs/15_lake.auth.ipynb #c0f4aca3
 SECRETS_KEY = 'secrets.key'   # the lake's key for sealed secrets: 32 random bytes, its owner's alone
 
 def _secrets_aead(lake:Lake)->AESGCM:
@@ -531,6 +534,7 @@ def _secrets_aead(lake:Lake)->AESGCM:
     lake.store.secrets_aead = aead = AESGCM(path.read_bytes())
     return aead
 
+# %% ../../nbs/15_lake.auth.ipynb #08cb2cdd
 def seal_secret(lake:Lake, access_key_id:str, secret:str)->str:
     "`secret` encrypted for keeping, bound to `access_key_id` (base64 text)."
     nonce = os.urandom(12)
@@ -542,72 +546,86 @@ def open_secret(lake:Lake, access_key_id:str, sealed:str)->str|None:
     try: return _secrets_aead(lake).decrypt(raw[:12], raw[12:], access_key_id.encode()).decode()
     except InvalidTag: return None
 
+# %% ../../nbs/15_lake.auth.ipynb #b89de2db
 def _keep_secret(lake:Lake, con, access_key_id:str, secret:str):
-    con.execute("INSERT OR REPLACE INTO credential_secrets VALUES (?, ?)", [access_key_id, seal_secret(lake, access_key_id, secret)])
+    con.execute("INSERT OR REPLACE INTO credential_secrets VALUES (?, ?)",
+                [access_key_id, seal_secret(lake, access_key_id, secret)])
 
-# %% ../../nbs/15_lake.auth.ipynb #2dde4df2
+# %% ../../nbs/15_lake.auth.ipynb #ffad5632
 @guarded
 def create_credentials(lake:Lake, user:str='admin', access_key_id:str|None=None, secret_access_key:str|None=None,
                        setup:bool=False, # refuse unless `user` is the lake's first user (lakeFS's setup)
                       )->Credentials:
     "Create an access key pair for `user` (made a lake user if need be; the lake's first user is an Admin)."
     check_auth_name(user, 'user'); lake._check('auth:CreateCredentials', auth_arn('user', user))
-    if access_key_id is not None and not (isinstance(access_key_id, str) and 3 <= len(access_key_id) <= 20 and access_key_id.isalnum()):
+    if access_key_id is not None and not (isinstance(access_key_id, str) and 3 <= len(access_key_id) <= 20
+                                          and access_key_id.isalnum()):
         raise InvalidInput(f"invalid access key id {access_key_id!r}: use 3-20 letters and digits")
-    if secret_access_key is not None and not (isinstance(secret_access_key, str) and secret_access_key): raise InvalidInput("the secret access key must not be empty")
-    key, secret, salt = access_key_id or _new_key(), secret_access_key or secrets.token_urlsafe(30), secrets.token_hex(16)
+    if secret_access_key is not None and not (isinstance(secret_access_key, str) and secret_access_key):
+        raise InvalidInput("the secret access key must not be empty")
+    key, secret, salt = (access_key_id or _new_key(), secret_access_key or secrets.token_urlsafe(30),
+                         secrets.token_hex(16))
     with auth_change(lake, 'create_credentials', user=user, access_key_id=key) as con:
-        if setup and first_row(con, "SELECT 1 FROM auth_users LIMIT 1"): raise Conflict("lakeFS already initialized: this lake has users already")
-        if first_row(con, "SELECT 1 FROM credentials WHERE access_key_id = ?", [key]): raise Conflict(f"access key {key!r} already exists")
+        if setup and first_row(con, "SELECT 1 FROM auth_users LIMIT 1"):
+            raise Conflict("lakeFS already initialized: this lake has users already")
+        if first_row(con, "SELECT 1 FROM credentials WHERE access_key_id = ?", [key]):
+            raise Conflict(f"access key {key!r} already exists")
         if not first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [user]):
             if lake.principal is not None: raise NotFound(f"no user {user!r} in this lake")
             first = not first_row(con, "SELECT 1 FROM auth_users LIMIT 1")
             con.execute("INSERT INTO auth_users VALUES (?, ?, NULL)", [user, _now()])
             if first: con.execute("INSERT INTO auth_members VALUES ('Admins', ?)", [user])
-        con.execute("INSERT INTO credentials VALUES (?, ?, ?, ?, ?)", [key, salt, _hash_secret(secret, salt), user, _now()])
+        con.execute("INSERT INTO credentials VALUES (?, ?, ?, ?, ?)",
+                    [key, salt, _hash_secret(secret, salt), user, _now()])
         _keep_secret(lake, con, key, secret)
     return Credentials(key, secret, user)
 
-# %% ../../nbs/15_lake.auth.ipynb #d1bc116c
+# %% ../../nbs/15_lake.auth.ipynb #0a61f60c
 @guarded
 def list_credentials(lake:Lake, user:str|None=None)->list[dict]:
     "Access key ids, their users and creation times (never the secrets), of one user or of all."
     lake._check('auth:ListCredentials', auth_arn('user', user) if user else '*'); auth_tables(lake)
     with lake.store.connect() as con:
-        rows = con.execute("SELECT access_key_id, user_id, created_at FROM credentials" + (" WHERE user_id = ?" if user else "") + " ORDER BY created_at",
+        rows = con.execute("SELECT access_key_id, user_id, created_at FROM credentials"
+                           + (" WHERE user_id = ?" if user else "") + " ORDER BY created_at",
                            [user] if user else []).fetchall()
     return [dict(access_key_id=k, user=u, created_at=t) for k, u, t in rows]
 
-@guarded
-def delete_credentials(lake:Lake, access_key_id:str, user:str|None=None):
-    "Revoke the access key `access_key_id` (of `user`, if given); every server refuses it from its next request."
-    auth_tables(lake)
-    with lake.store.connect() as con: r = first_row(con, "SELECT user_id FROM credentials WHERE access_key_id = ?", [access_key_id])
-    lake._check('auth:DeleteCredentials', auth_arn('user', user or (r[0] if r else '*')))
-    if r is None or user not in (None, r[0]): raise NotFound(f"no access key {access_key_id!r}" + (f" for user {user!r}" if user else ''))
-    with auth_change(lake, 'delete_credentials', user=r[0], access_key_id=access_key_id) as con:
-        con.execute("DELETE FROM credentials WHERE access_key_id = ?", [access_key_id])
-        con.execute("DELETE FROM credential_secrets WHERE access_key_id = ?", [access_key_id])
-
-# %% ../../nbs/15_lake.auth.ipynb #b5d4aa75
+# %% ../../nbs/15_lake.auth.ipynb #3e6e719d
 def credentials_user(lake:Lake, access_key_id:str, secret:str)->str|None:
-    "The user of `access_key_id` if `secret` is its secret, else None; an unknown key id takes as long as a wrong secret."
+    "The user of `access_key_id` if `secret` is its secret, else None; as slow for an unknown key id."
     auth_tables(lake)
     with lake.store.connect() as con:
-        r = first_row(con, "SELECT salt, secret_hash, user_id, sealed IS NOT NULL FROM credentials LEFT JOIN credential_secrets USING (access_key_id)"
-                     " WHERE access_key_id = ?", [access_key_id])
+        r = first_row(con, "SELECT salt, secret_hash, user_id, sealed IS NOT NULL"
+                           " FROM credentials LEFT JOIN credential_secrets USING (access_key_id)"
+                           " WHERE access_key_id = ?", [access_key_id])
     salt, want, user, kept = r or (*_decoy(), None, True)
     if not (hmac.compare_digest(_hash_secret(secret, salt), want) and r): return None
     if not kept:   # a key made before secrets were kept for signed requests: keep it now that its owner has shown it
         with lake.store.transaction() as con: _keep_secret(lake, con, access_key_id, secret)
     return user
 
-# %% ../../nbs/15_lake.auth.ipynb #c693120f
-def signing_secret(lake:Lake, access_key_id:str)->tuple[str, str|None]|None:
-    "`(user, secret)` of the access key `access_key_id`; the secret is None if the lake keeps none for it yet; None for an unknown key."
+# %% ../../nbs/15_lake.auth.ipynb #f0399270
+@guarded
+def delete_credentials(lake:Lake, access_key_id:str, user:str|None=None):
+    "Revoke the access key `access_key_id` (of `user`, if given); every server refuses it from its next request."
     auth_tables(lake)
     with lake.store.connect() as con:
-        r = first_row(con, "SELECT user_id, sealed FROM credentials LEFT JOIN credential_secrets USING (access_key_id) WHERE access_key_id = ?", [access_key_id])
+        r = first_row(con, "SELECT user_id FROM credentials WHERE access_key_id = ?", [access_key_id])
+    lake._check('auth:DeleteCredentials', auth_arn('user', user or (r[0] if r else '*')))
+    if r is None or user not in (None, r[0]):
+        raise NotFound(f"no access key {access_key_id!r}" + (f" for user {user!r}" if user else ''))
+    with auth_change(lake, 'delete_credentials', user=r[0], access_key_id=access_key_id) as con:
+        con.execute("DELETE FROM credentials WHERE access_key_id = ?", [access_key_id])
+        con.execute("DELETE FROM credential_secrets WHERE access_key_id = ?", [access_key_id])
+
+# %% ../../nbs/15_lake.auth.ipynb #b7381505
+def signing_secret(lake:Lake, access_key_id:str)->tuple[str, str|None]|None:
+    "`(user, secret)` of the access key `access_key_id`, the secret None if none is kept yet; None for an unknown key."
+    auth_tables(lake)
+    with lake.store.connect() as con:
+        r = first_row(con, "SELECT user_id, sealed FROM credentials LEFT JOIN credential_secrets USING (access_key_id)"
+                           " WHERE access_key_id = ?", [access_key_id])
     return None if r is None else (r[0], open_secret(lake, access_key_id, r[1]) if r[1] else None)
 
 # %% ../../nbs/15_lake.auth.ipynb #9d169219
