@@ -628,68 +628,87 @@ def signing_secret(lake:Lake, access_key_id:str)->tuple[str, str|None]|None:
                            " WHERE access_key_id = ?", [access_key_id])
     return None if r is None else (r[0], open_secret(lake, access_key_id, r[1]) if r[1] else None)
 
-# %% ../../nbs/15_lake.auth.ipynb #9d169219
-class Unauthorized(PermissionDenied): "What the user's policies do not allow (lakeFS answers 401 'insufficient permissions')."
+# %% ../../nbs/15_lake.auth.ipynb #d70fa8f2
+class Unauthorized(PermissionDenied):
+    "What the user's policies do not allow (lakeFS answers 401 'insufficient permissions')."
 
+# %% ../../nbs/15_lake.auth.ipynb #e313b1b8
 def _owner(lake:Lake)->Lake:
     "`lake` as its owner, who may read access control to decide for others."
     own = copy.copy(lake); own.principal = None; return own
 
-# %% ../../nbs/15_lake.auth.ipynb #f6ed3542
+# %% ../../nbs/15_lake.auth.ipynb #b61d874b
 class Principal:
     "A lake user and the policies in effect for them, reloaded when access control changes."
-    FRESH = 0.02   # seconds a look at `auth.stamp` stays good: another process's change counts within this (this process's at once)
+    FRESH = 0.02   # seconds a look at `auth.stamp` stays good: another process's change counts within this
     def __init__(self, lake:Lake, user:str):
         self.lake, self.user, self.lock = lake, user, threading.Lock()
         self._seen, self._looked = (None, 0.0, [], Rules([], user)), (0.0, -1)
-
-    def _load(self)->tuple:
-        "(stamp, when read, policies, rules), looked at again when stale; threads that share a principal (a server's) wait for one read."
-        looked, now = self._looked, time.monotonic()
-        if looked[1] == _announced[0] and now - looked[0] < self.FRESH: return self._seen
-        with self.lock:
-            mark, stamp, (seen, at, pols, rules) = _announced[0], auth_stamp(self.lake), self._seen
-            if stamp != seen or stamp is None or now - at > 60:
-                with self.lake.store.connect() as con:
-                    if not first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [self.user]): pols = []   # deleted: may do nothing
-                    else: pols = attached_policies(_owner(self.lake), user=self.user, effective=True)
-                self._seen = (stamp, now, pols, Rules(pols, self.user))
-            self._looked = (now, mark)   # only once what it vouches for is in place
-            return self._seen
-
-    def policies(self)->list[dict]:
-        "The user's policies and their groups' (each once); re-read when `auth.stamp` changes, and at least every minute."
-        return self._load()[2]
-
-    def reason(self, action:str, resource:str, context:dict|None=None)->str|None:
-        "None if the user may do `action` on `resource`; else why not."
-        return self._load()[3].decide(action, resource, context)
-
-    def may(self, action:str, resource:str, context:dict|None=None)->bool: return self.reason(action, resource, context) is None
-    def everywhere(self, action:str)->bool:
-        "Whether the user may do `action` on every resource (so many resources need no look one by one)."
-        return self._load()[3].about(action)[1]
-
-    def require(self, action:str, resource:str, context:dict|None=None):
-        "Raise `Unauthorized` unless the user may do `action` on `resource`."
-        if (why := self.reason(action, resource, context)): raise Unauthorized(why)
     def __repr__(self): return f"Principal({self.user!r})"
 
-# %% ../../nbs/15_lake.auth.ipynb #ed013b35
+# %% ../../nbs/15_lake.auth.ipynb #6da77c84
+@patch
+def _load(self:Principal)->tuple:
+    "(stamp, when read, policies, rules), read again when stale; threads that share a principal wait for one read."
+    looked, now = self._looked, time.monotonic()
+    if looked[1] == _announced[0] and now - looked[0] < self.FRESH: return self._seen
+    with self.lock:
+        mark, stamp, (seen, at, pols, rules) = _announced[0], auth_stamp(self.lake), self._seen
+        if stamp != seen or stamp is None or now - at > 60:
+            with self.lake.store.connect() as con:
+                # a deleted user may do nothing
+                if not first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [self.user]): pols = []
+                else: pols = attached_policies(_owner(self.lake), user=self.user, effective=True)
+            self._seen = (stamp, now, pols, Rules(pols, self.user))
+        self._looked = (now, mark)   # only once what it vouches for is in place
+        return self._seen
+
+# %% ../../nbs/15_lake.auth.ipynb #1eb49ea3
+@patch
+def policies(self:Principal)->list[dict]:
+    "The user's policies and their groups' (each once); re-read when `auth.stamp` changes, and at least every minute."
+    return self._load()[2]
+
+# %% ../../nbs/15_lake.auth.ipynb #650f4d43
+@patch
+def reason(self:Principal, action:str, resource:str, context:dict|None=None)->str|None:
+    "None if the user may do `action` on `resource`; else why not."
+    return self._load()[3].decide(action, resource, context)
+
+# %% ../../nbs/15_lake.auth.ipynb #8162675a
+@patch
+def may(self:Principal, action:str, resource:str, context:dict|None=None)->bool:
+    return self.reason(action, resource, context) is None
+
+# %% ../../nbs/15_lake.auth.ipynb #ef6c231b
+@patch
+def require(self:Principal, action:str, resource:str, context:dict|None=None):
+    "Raise `Unauthorized` unless the user may do `action` on `resource`."
+    if (why := self.reason(action, resource, context)): raise Unauthorized(why)
+
+# %% ../../nbs/15_lake.auth.ipynb #09d4c38a
+@patch
+def everywhere(self:Principal, action:str)->bool:
+    "Whether the user may do `action` on every resource (so many resources need no look one by one)."
+    return self._load()[3].about(action)[1]
+
+# %% ../../nbs/15_lake.auth.ipynb #c8d3c6b9
 @patch
 def allowed_somewhere(self:Principal, action:str)->bool:
     "Whether some statement allows `action` on some resource (lakeFS lets only such users list repositories at all)."
-    return any(st['effect'] == 'allow' and any(wildcard(a, action) for a in st['action']) for p in self.policies() for st in p['statement'])
+    return any(st['effect'] == 'allow' and any(wildcard(a, action) for a in st['action'])
+               for p in self.policies() for st in p['statement'])
 
+# %% ../../nbs/15_lake.auth.ipynb #cd9f5512
 @patch
 def visible(self:Principal, action:str, repos:list[str])->list[str]:
     "The repositories among `repos` on which the user may do `action` (lakeFS filters repository listings this way)."
     return [r for r in repos if self.may(action, arn(r))]
 
-# %% ../../nbs/15_lake.auth.ipynb #2d8beb0b
+# %% ../../nbs/15_lake.auth.ipynb #6d95eef1
 @patch
 def as_user(self:Lake, user:str)->Lake:
-    "This lake acting for the lake user `user`: their policies decide every operation, and commits and the audit log name them."
+    "This lake acting for the lake user `user`: their policies decide every operation; commits and the audit log name them."
     if self.principal is not None and self.principal.user != user:
         raise Unauthorized(f"a lake acting for {self.principal.user!r} cannot act for {user!r}")
     get_user(_owner(self), user)
