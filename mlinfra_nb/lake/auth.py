@@ -135,8 +135,8 @@ def decide(policies:list[dict],     # each `{'id', 'statement'}`
     return None if allowed else f"insufficient permissions: not allowed to {action}"
 
 # %% ../../nbs/15_lake.auth.ipynb #212aa514
-_RW = ['fs:Read*', 'fs:List*', 'fs:WriteObject', 'fs:DeleteObject', 'fs:RevertBranch', 'fs:CreateBranch', 'fs:CreateTag',
-       'fs:DeleteBranch', 'fs:DeleteTag', 'fs:CreateCommit']
+_RW = ['fs:Read*', 'fs:List*', 'fs:WriteObject', 'fs:DeleteObject', 'fs:RevertBranch', 'fs:CreateBranch',
+       'fs:CreateTag', 'fs:DeleteBranch', 'fs:DeleteTag', 'fs:CreateCommit']
 _CATALOG_READ = ['catalog:ListNamespaces', 'catalog:GetNamespace', 'catalog:ListTables', 'catalog:ReadTable',
                  'catalog:ListViews', 'catalog:ReadView']
 BUILTIN_POLICIES = {
@@ -144,7 +144,8 @@ BUILTIN_POLICIES = {
     'RepoManagementFullAccess': (['ci:*', 'retention:*', 'branches:*', 'pr:*', 'fs:ReadConfig'], '*'),
     'RepoManagementReadAll': (['ci:Read*', 'retention:Get*', 'branches:Get*', 'pr:Read*', 'pr:List*', 'fs:ReadConfig'],
                               '*'),
-    'PRReadWriteAll': (['pr:*'], '*'), 'CatalogReadAll': (_CATALOG_READ, '*'), 'CatalogReadWriteAll': (['catalog:*'], '*'),
+    'PRReadWriteAll': (['pr:*'], '*'),
+    'CatalogReadAll': (_CATALOG_READ, '*'), 'CatalogReadWriteAll': (['catalog:*'], '*'),
     'AuthFullAccess': (['auth:*'], '*'),
     'AuthManageOwnCredentials': (['auth:CreateCredentials', 'auth:DeleteCredentials', 'auth:ListCredentials',
                                   'auth:ReadCredentials'], 'arn:lakefs:auth:::user/${user}')}
@@ -213,7 +214,7 @@ CREATE TABLE IF NOT EXISTS auth_attached(kind VARCHAR, principal VARCHAR, policy
 def _now()->dt.datetime: return dt.datetime.now(dt.timezone.utc)
 
 def _init_auth(con):
-    "Make the access-control tables; the first time, write the built-in policies and groups, and make existing keys' users Admins."
+    "Make the access-control tables; the first time, write the built-ins and make the users of existing keys Admins."
     con.execute(AUTH_SCHEMA)
     if first_row(con, "SELECT 1 FROM auth_policies LIMIT 1"): return
     now = _now()
@@ -245,7 +246,8 @@ _announced = [0]   # changes this process has announced: they count at once, wha
 
 def _announce(lake:Lake):
     tmp = lake.root/f'.auth.stamp.{uuid.uuid4().hex}'
-    with open(tmp, 'w', opener=private_opener) as f: f.write(uuid.uuid4().hex)   # the lake's files are its owner's alone
+    # the lake's files are its owner's alone
+    with open(tmp, 'w', opener=private_opener) as f: f.write(uuid.uuid4().hex)
     os.replace(tmp, lake.root/'auth.stamp')
     _announced[0] += 1
 
@@ -363,7 +365,8 @@ def group_members(lake:Lake, group:str)->list[str]:
     lake._check('auth:ReadGroup', auth_arn('group', group)); auth_tables(lake)
     with lake.store.connect() as con:
         _must(con, 'auth_groups', group, 'group')
-        return [r[0] for r in con.execute("SELECT user_id FROM auth_members WHERE group_id = ? ORDER BY 1", [group]).fetchall()]
+        return [r[0] for r in con.execute("SELECT user_id FROM auth_members WHERE group_id = ? ORDER BY 1",
+                                          [group]).fetchall()]
 
 # %% ../../nbs/15_lake.auth.ipynb #75a0fb55
 @guarded
@@ -372,7 +375,8 @@ def user_groups(lake:Lake, user:str)->list[str]:
     lake._check('auth:ReadUser', auth_arn('user', user)); auth_tables(lake)
     with lake.store.connect() as con:
         _must(con, 'auth_users', user, 'user')
-        return [r[0] for r in con.execute("SELECT group_id FROM auth_members WHERE user_id = ? ORDER BY 1", [user]).fetchall()]
+        return [r[0] for r in con.execute("SELECT group_id FROM auth_members WHERE user_id = ? ORDER BY 1",
+                                          [user]).fetchall()]
 
 # %% ../../nbs/15_lake.auth.ipynb #d4e930b5
 @guarded
@@ -397,7 +401,8 @@ def remove_member(lake:Lake, group:str, user:str):
 
 # %% ../../nbs/15_lake.auth.ipynb #c0542550
 def _statements(statement)->list[dict]:
-    if not isinstance(statement, list) or not statement: raise InvalidInput("a policy needs a non-empty list of statements")
+    if not isinstance(statement, list) or not statement:
+        raise InvalidInput("a policy needs a non-empty list of statements")
     return [check_statement(s) for s in statement]
 
 def _policy(row)->dict: return {'id': row[0], 'statement': json.loads(row[1]), 'creation_date': _stamp_time(row[2])}
@@ -538,7 +543,8 @@ def _secrets_aead(lake:Lake)->AESGCM:
 def seal_secret(lake:Lake, access_key_id:str, secret:str)->str:
     "`secret` encrypted for keeping, bound to `access_key_id` (base64 text)."
     nonce = os.urandom(12)
-    return base64.b64encode(nonce + _secrets_aead(lake).encrypt(nonce, secret.encode(), access_key_id.encode())).decode()
+    return base64.b64encode(
+        nonce + _secrets_aead(lake).encrypt(nonce, secret.encode(), access_key_id.encode())).decode()
 
 def open_secret(lake:Lake, access_key_id:str, sealed:str)->str|None:
     "The secret `seal_secret` sealed; None if it was changed, or sealed for another key id or with another lake's key."
@@ -678,6 +684,7 @@ def reason(self:Principal, action:str, resource:str, context:dict|None=None)->st
 # %% ../../nbs/15_lake.auth.ipynb #8162675a
 @patch
 def may(self:Principal, action:str, resource:str, context:dict|None=None)->bool:
+    "Whether the user may do `action` on `resource`."
     return self.reason(action, resource, context) is None
 
 # %% ../../nbs/15_lake.auth.ipynb #ef6c231b
@@ -708,7 +715,7 @@ def visible(self:Principal, action:str, repos:list[str])->list[str]:
 # %% ../../nbs/15_lake.auth.ipynb #6d95eef1
 @patch
 def as_user(self:Lake, user:str)->Lake:
-    "This lake acting for the lake user `user`: their policies decide every operation; commits and the audit log name them."
+    "This lake acting for `user`: their policies decide every operation; commits and the audit log name them."
     if self.principal is not None and self.principal.user != user:
         raise Unauthorized(f"a lake acting for {self.principal.user!r} cannot act for {user!r}")
     get_user(_owner(self), user)
