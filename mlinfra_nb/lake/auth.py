@@ -4,7 +4,8 @@
 
 # %% ../../nbs/15_lake.auth.ipynb #88f5652d
 from __future__ import annotations
-import base64, contextlib, copy, datetime as dt, functools, hashlib, hmac, ipaddress, json, os, re, secrets, string, threading, time, uuid
+import base64, contextlib, copy, datetime as dt, functools, hashlib, hmac, ipaddress, json, os, re, secrets, string
+import threading, time, uuid
 from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -16,29 +17,32 @@ from .store import first_row, private_opener
 # %% auto #0
 __all__ = ['SERVICES', 'EFFECTS', 'CONDITIONS', 'BUILTIN_POLICIES', 'BUILTIN_GROUPS', 'AUTH_SCHEMA', 'SCRYPT', 'SECRETS_KEY',
            'auth_arn', 'namespace_arn', 'check_action', 'wildcard', 'arn_match', 'resources', 'check_statement',
-           'decide', 'Rules', 'auth_tables', 'auth_stamp', 'auth_change', 'check_auth_name', 'create_user', 'get_user',
-           'list_users', 'delete_user', 'create_group', 'get_group', 'list_groups', 'delete_group', 'add_member',
-           'remove_member', 'group_members', 'user_groups', 'create_policy', 'update_policy', 'get_policy',
-           'list_policies', 'delete_policy', 'attach_policy', 'detach_policy', 'attached_policies', 'Credentials',
-           'seal_secret', 'open_secret', 'create_credentials', 'list_credentials', 'delete_credentials',
-           'credentials_user', 'signing_secret', 'Unauthorized', 'Principal']
+           'decide', 'Rules', 'auth_tables', 'auth_stamp', 'auth_change', 'check_auth_name', 'get_user', 'create_user',
+           'list_users', 'delete_user', 'get_group', 'create_group', 'list_groups', 'delete_group', 'group_members',
+           'user_groups', 'add_member', 'remove_member', 'get_policy', 'create_policy', 'update_policy',
+           'list_policies', 'delete_policy', 'attached_policies', 'attach_policy', 'detach_policy', 'Credentials',
+           'seal_secret', 'open_secret', 'create_credentials', 'list_credentials', 'credentials_user',
+           'delete_credentials', 'signing_secret', 'Unauthorized', 'Principal']
 
-# %% ../../nbs/15_lake.auth.ipynb #3e0931ce
-SERVICES = ('fs', 'auth', 'ci', 'retention', 'branches', 'pr', 'catalog')
-
+# %% ../../nbs/15_lake.auth.ipynb #b84111b1
 def auth_arn(kind:str, name:str)->str:
     "lakeFS's name for a user, group or policy (`kind`)."
     return f'arn:lakefs:auth:::{kind}/{name}'
 
 def namespace_arn(namespace:str)->str: return f'arn:lakefs:fs:::namespace/{namespace}'
 
+# %% ../../nbs/15_lake.auth.ipynb #9e621001
+SERVICES = ('fs', 'auth', 'ci', 'retention', 'branches', 'pr', 'catalog')
+
 def check_action(action)->str:
     "`action` if it is `service:Name` for one of lakeFS's services (the name may be a pattern, as in `fs:Read*`)."
-    if isinstance(action, str) and (action == '*' or action.count(':') == 1 and action.split(':')[0] in SERVICES and action.split(':')[1]):
+    if isinstance(action, str) and (action == '*' or action.count(':') == 1
+                                    and action.split(':')[0] in SERVICES and action.split(':')[1]):
         return action
-    raise InvalidInput(f"invalid action {action!r}: use service:Name with a service among {', '.join(SERVICES)} (e.g. 'fs:ReadObject' or 'fs:*')")
+    raise InvalidInput(f"invalid action {action!r}: use service:Name with a service among {', '.join(SERVICES)}"
+                       " (e.g. 'fs:ReadObject' or 'fs:*')")
 
-# %% ../../nbs/15_lake.auth.ipynb #e81b1266
+# %% ../../nbs/15_lake.auth.ipynb #0525f672
 @functools.lru_cache(maxsize=4096)
 def _pattern(p:str)->re.Pattern:
     return re.compile(''.join('.*' if c == '*' else '.' if c == '?' else re.escape(c) for c in p), re.DOTALL)
@@ -47,6 +51,7 @@ def wildcard(pattern:str, name:str)->bool:
     "Whether `name` matches `pattern` (`*`: any characters, `?`: one)."
     return _pattern(pattern).fullmatch(name) is not None
 
+# %% ../../nbs/15_lake.auth.ipynb #c751a972
 def _arn_parts(s:str)->list|None:
     p = s.split(':', 5)
     return p if len(p) == 6 and p[0] == 'arn' and p[1] == 'lakefs' and p[2] and p[5] else None
@@ -57,48 +62,63 @@ def arn_match(pattern:str, resource:str)->bool:
     a, b = _arn_parts(pattern), _arn_parts(resource)
     return bool(a and b and (a[1], a[2], a[4]) == (b[1], b[2], b[4]) and wildcard(a[5], b[5]))
 
-# %% ../../nbs/15_lake.auth.ipynb #88bcc28f
-EFFECTS, CONDITIONS = ('allow', 'deny'), ('IpAddress', 'NotIpAddress', 'StringLike', 'StringNotLike')
-
+# %% ../../nbs/15_lake.auth.ipynb #bc66ffad
 def resources(resource:str)->list[str]:
     "The ARN patterns of a statement's `resource`: one, or a JSON list of them."
-    if not isinstance(resource, str) or not resource: raise InvalidInput(f"invalid statement resource {resource!r}: give an ARN, '*' or a JSON list of them")
+    if not isinstance(resource, str) or not resource:
+        raise InvalidInput(f"invalid statement resource {resource!r}: give an ARN, '*' or a JSON list of them")
     if not (resource.startswith('[') and resource.endswith(']')): return [resource]
     try: out = json.loads(resource)
     except ValueError: out = None
-    if not isinstance(out, list) or not all(isinstance(r, str) for r in out): raise InvalidInput(f"invalid statement resource {resource[:80]!r}: not a JSON list of strings")
+    if not isinstance(out, list) or not all(isinstance(r, str) for r in out):
+        raise InvalidInput(f"invalid statement resource {resource[:80]!r}: not a JSON list of strings")
     return out
+
+# %% ../../nbs/15_lake.auth.ipynb #1e8e9e9a
+EFFECTS, CONDITIONS = ('allow', 'deny'), ('IpAddress', 'NotIpAddress', 'StringLike', 'StringNotLike')
 
 def check_statement(st)->dict:
     "A statement as stored, once its effect, actions, resource and condition are checked."
-    if not isinstance(st, dict): raise InvalidInput(f"a statement is an object with effect, action and resource, not {type(st).__name__}")
-    if st.get('effect') not in EFFECTS: raise InvalidInput(f"invalid statement effect {st.get('effect')!r}: use 'allow' or 'deny'")
+    if not isinstance(st, dict):
+        raise InvalidInput(f"a statement is an object with effect, action and resource, not {type(st).__name__}")
+    if st.get('effect') not in EFFECTS:
+        raise InvalidInput(f"invalid statement effect {st.get('effect')!r}: use 'allow' or 'deny'")
     acts = st.get('action')
     if not isinstance(acts, list) or not acts: raise InvalidInput("a statement needs a non-empty list of actions")
     resources(st.get('resource'))
     cond = st.get('condition') or None
     if cond is not None:
-        if not isinstance(cond, dict) or not all(op in CONDITIONS and isinstance(f, dict) and all(isinstance(v, list) for v in f.values())
-                                                 for op, f in cond.items()):
-            raise InvalidInput(f"invalid statement condition {cond!r}: use {{operator: {{field: [values]}}}} with operators {', '.join(CONDITIONS)}")
-    return {'effect': st['effect'], 'action': [check_action(a) for a in acts], 'resource': st['resource'], **({'condition': cond} if cond else {})}
+        if not isinstance(cond, dict) or not all(
+                op in CONDITIONS and isinstance(f, dict) and all(isinstance(v, list) for v in f.values())
+                for op, f in cond.items()):
+            raise InvalidInput(f"invalid statement condition {cond!r}: use {{operator: {{field: [values]}}}}"
+                               f" with operators {', '.join(CONDITIONS)}")
+    return {'effect': st['effect'], 'action': [check_action(a) for a in acts], 'resource': st['resource'],
+            **({'condition': cond} if cond else {})}
 
-# %% ../../nbs/15_lake.auth.ipynb #fe42e6f9
+# %% ../../nbs/15_lake.auth.ipynb #be0f5058
 def _holds(cond:dict|None, context:dict)->bool:
-    "Whether a statement's condition holds in `context` (e.g. `{'SourceIp': '10.0.0.7'}`); an address that is not one is an error."
+    "Whether a statement's condition holds in `context`, e.g. `{'SourceIp': '10.0.0.7'}`."
     for op, fields in (cond or {}).items():
         for name, values in fields.items():
             have = context.get(name)
             if not have: return False
             if op.endswith('IpAddress'):
-                try: ip = ipaddress.ip_address(have); hit = any(ip in ipaddress.ip_network(v.strip(), strict=False) for v in values)
+                try:
+                    ip = ipaddress.ip_address(have)
+                    hit = any(ip in ipaddress.ip_network(v.strip(), strict=False) for v in values)
                 except ValueError as e: raise InvalidInput(f"condition {op} on {name}: {e}") from None
             else: hit = any(wildcard(v, have) for v in values)
             if hit == op.startswith('Not'): return False
     return True
 
-def decide(policies:list[dict], user:str, action:str, resource:str, context:dict|None=None)->str|None:
-    "None if `policies` (each `{'id', 'statement'}`) let `user` do `action` on `resource`; else lakeFS's reason why not."
+# %% ../../nbs/15_lake.auth.ipynb #9a4946fc
+def decide(policies:list[dict],     # each `{'id', 'statement'}`
+           user:str,                # who asks: `${user}` in a resource stands for them
+           action:str, resource:str,
+           context:dict|None=None,  # what conditions look at, e.g. `{'SourceIp': ...}`
+          )->str|None:
+    "None if `policies` let `user` do `action` on `resource`; else lakeFS's reason why not."
     allowed = False
     for p in policies:
         for st in p['statement']:
@@ -114,61 +134,72 @@ def decide(policies:list[dict], user:str, action:str, resource:str, context:dict
                     allowed = True
     return None if allowed else f"insufficient permissions: not allowed to {action}"
 
-# %% ../../nbs/15_lake.auth.ipynb #c75972ee
-_RW = ['fs:Read*', 'fs:List*', 'fs:WriteObject', 'fs:DeleteObject', 'fs:RevertBranch', 'fs:CreateBranch', 'fs:CreateTag', 'fs:DeleteBranch',
-       'fs:DeleteTag', 'fs:CreateCommit']
-_CATALOG_READ = ['catalog:ListNamespaces', 'catalog:GetNamespace', 'catalog:ListTables', 'catalog:ReadTable', 'catalog:ListViews', 'catalog:ReadView']
+# %% ../../nbs/15_lake.auth.ipynb #212aa514
+_RW = ['fs:Read*', 'fs:List*', 'fs:WriteObject', 'fs:DeleteObject', 'fs:RevertBranch', 'fs:CreateBranch',
+       'fs:CreateTag', 'fs:DeleteBranch', 'fs:DeleteTag', 'fs:CreateCommit']
+_CATALOG_READ = ['catalog:ListNamespaces', 'catalog:GetNamespace', 'catalog:ListTables', 'catalog:ReadTable',
+                 'catalog:ListViews', 'catalog:ReadView']
 BUILTIN_POLICIES = {
     'FSFullAccess': (['fs:*'], '*'), 'FSReadWriteAll': (_RW, '*'), 'FSReadAll': (['fs:List*', 'fs:Read*'], '*'),
     'RepoManagementFullAccess': (['ci:*', 'retention:*', 'branches:*', 'pr:*', 'fs:ReadConfig'], '*'),
-    'RepoManagementReadAll': (['ci:Read*', 'retention:Get*', 'branches:Get*', 'pr:Read*', 'pr:List*', 'fs:ReadConfig'], '*'),
-    'PRReadWriteAll': (['pr:*'], '*'), 'CatalogReadAll': (_CATALOG_READ, '*'), 'CatalogReadWriteAll': (['catalog:*'], '*'),
+    'RepoManagementReadAll': (['ci:Read*', 'retention:Get*', 'branches:Get*', 'pr:Read*', 'pr:List*', 'fs:ReadConfig'],
+                              '*'),
+    'PRReadWriteAll': (['pr:*'], '*'),
+    'CatalogReadAll': (_CATALOG_READ, '*'), 'CatalogReadWriteAll': (['catalog:*'], '*'),
     'AuthFullAccess': (['auth:*'], '*'),
-    'AuthManageOwnCredentials': (['auth:CreateCredentials', 'auth:DeleteCredentials', 'auth:ListCredentials', 'auth:ReadCredentials'],
-                                 'arn:lakefs:auth:::user/${user}')}
+    'AuthManageOwnCredentials': (['auth:CreateCredentials', 'auth:DeleteCredentials', 'auth:ListCredentials',
+                                  'auth:ReadCredentials'], 'arn:lakefs:auth:::user/${user}')}
+
+# %% ../../nbs/15_lake.auth.ipynb #66dbef87
 BUILTIN_GROUPS = {
     'Admins': ['FSFullAccess', 'CatalogReadWriteAll', 'AuthFullAccess', 'RepoManagementFullAccess'],
     'SuperUsers': ['FSFullAccess', 'CatalogReadWriteAll', 'AuthManageOwnCredentials', 'RepoManagementReadAll'],
-    'Developers': ['FSReadWriteAll', 'PRReadWriteAll', 'CatalogReadWriteAll', 'AuthManageOwnCredentials', 'RepoManagementReadAll'],
+    'Developers': ['FSReadWriteAll', 'PRReadWriteAll', 'CatalogReadWriteAll', 'AuthManageOwnCredentials',
+                   'RepoManagementReadAll'],
     'Viewers': ['FSReadAll', 'CatalogReadAll', 'AuthManageOwnCredentials']}
 
-# %% ../../nbs/15_lake.auth.ipynb #8ba8dbd5
+# %% ../../nbs/15_lake.auth.ipynb #998858a6
 class Rules:
-    "A user's policies, compiled to decide many times: per action, the statements that bear on it, resources parsed once."
+    "A user's policies, compiled to decide many times: per action, the statements that bear on it."
     def __init__(self, policies:list[dict], user:str):
         def parsed(resource):
             try: return [r.replace('${user}', user) for r in resources(resource)]
-            except InvalidInput: return None   # a malformed resource refuses whatever it is consulted for, as in `decide`
+            except InvalidInput: return None   # malformed: refuses whatever it is consulted for, as in `decide`
         self.user, self.actions = user, {}
-        self.statements = [(st['effect'], tuple(st['action']), parsed(st['resource']), st.get('condition')) for p in policies for st in p['statement']]
+        self.statements = [(st['effect'], tuple(st['action']), parsed(st['resource']), st.get('condition'))
+                           for p in policies for st in p['statement']]
 
-    def about(self, action:str)->tuple[list, bool]:
-        "The statements that bear on `action`, in order (those that can fail on any action too), and whether it is allowed everywhere."
-        if (known := self.actions.get(action)) is None:
-            rel = [s for s in self.statements if s[2] is None or s[3] or any(wildcard(a, action) for a in s[1])]
-            everywhere = (all(e == 'allow' and pats is not None and not cond for e, _, pats, cond in rel)
-                          and any('*' in pats for _, _, pats, _ in rel))
-            known = self.actions[action] = (rel, everywhere)
-        return known
+# %% ../../nbs/15_lake.auth.ipynb #5dd74528
+@patch
+def about(self:Rules, action:str)->tuple[list, bool]:
+    "The statements that bear on `action` (with those that can fail on any), and whether it is allowed everywhere."
+    if (known := self.actions.get(action)) is None:
+        rel = [s for s in self.statements if s[2] is None or s[3] or any(wildcard(a, action) for a in s[1])]
+        everywhere = (all(e == 'allow' and pats is not None and not cond for e, _, pats, cond in rel)
+                      and any('*' in pats for _, _, pats, _ in rel))
+        known = self.actions[action] = (rel, everywhere)
+    return known
 
-    def decide(self, action:str, resource:str, context:dict|None=None)->str|None:
-        "What `decide` answers for these policies."
-        rel, everywhere = self.about(action)
-        if everywhere: return None
-        allowed = False
-        for effect, acts, pats, cond in rel:
-            try:
-                if cond and not _holds(cond, context or {}): continue
-            except InvalidInput: return "insufficient permissions: not allowed"
-            if pats is None: return "insufficient permissions: not allowed"
-            if not any(arn_match(r, resource) for r in pats): continue
-            for a in acts:
-                if not wildcard(a, action): continue
-                if effect == 'deny': return f"insufficient permissions: denied permission to {a}"
-                allowed = True
-        return None if allowed else f"insufficient permissions: not allowed to {action}"
+# %% ../../nbs/15_lake.auth.ipynb #d26365f3
+@patch
+def decide(self:Rules, action:str, resource:str, context:dict|None=None)->str|None:
+    "What `decide` answers for these policies."
+    rel, everywhere = self.about(action)
+    if everywhere: return None
+    allowed = False
+    for effect, acts, pats, cond in rel:
+        try:
+            if cond and not _holds(cond, context or {}): continue
+        except InvalidInput: return "insufficient permissions: not allowed"
+        if pats is None: return "insufficient permissions: not allowed"
+        if not any(arn_match(r, resource) for r in pats): continue
+        for a in acts:
+            if not wildcard(a, action): continue
+            if effect == 'deny': return f"insufficient permissions: denied permission to {a}"
+            allowed = True
+    return None if allowed else f"insufficient permissions: not allowed to {action}"
 
-# %% ../../nbs/15_lake.auth.ipynb #c124f5ae
+# %% ../../nbs/15_lake.auth.ipynb #6dab9c16
 AUTH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS credentials(access_key_id VARCHAR PRIMARY KEY, salt VARCHAR, secret_hash VARCHAR, user_id VARCHAR, created_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS credential_secrets(access_key_id VARCHAR PRIMARY KEY, sealed VARCHAR);
@@ -179,15 +210,17 @@ CREATE TABLE IF NOT EXISTS auth_members(group_id VARCHAR, user_id VARCHAR, PRIMA
 CREATE TABLE IF NOT EXISTS auth_attached(kind VARCHAR, principal VARCHAR, policy_id VARCHAR, PRIMARY KEY(kind, principal, policy_id));
 """
 
+# %% ../../nbs/15_lake.auth.ipynb #b2a217a2
 def _now()->dt.datetime: return dt.datetime.now(dt.timezone.utc)
 
 def _init_auth(con):
-    "Make the access-control tables; the first time, write the built-in policies and groups, and make the users of existing keys Admins."
+    "Make the access-control tables; the first time, write the built-ins and make the users of existing keys Admins."
     con.execute(AUTH_SCHEMA)
     if first_row(con, "SELECT 1 FROM auth_policies LIMIT 1"): return
     now = _now()
     for pid, (acts, res) in BUILTIN_POLICIES.items():
-        con.execute("INSERT INTO auth_policies VALUES (?, ?, ?)", [pid, json.dumps([{'effect': 'allow', 'action': acts, 'resource': res}]), now])
+        con.execute("INSERT INTO auth_policies VALUES (?, ?, ?)",
+                    [pid, json.dumps([{'effect': 'allow', 'action': acts, 'resource': res}]), now])
     for g, pids in BUILTIN_GROUPS.items():
         con.execute("INSERT INTO auth_groups VALUES (?, '', ?)", [g, now])
         for pid in pids: con.execute("INSERT INTO auth_attached VALUES ('group', ?, ?)", [g, pid])
@@ -195,13 +228,14 @@ def _init_auth(con):
         con.execute("INSERT OR IGNORE INTO auth_users VALUES (?, ?, NULL)", [u, now])
         con.execute("INSERT OR IGNORE INTO auth_members VALUES ('Admins', ?)", [u])
 
+# %% ../../nbs/15_lake.auth.ipynb #efae65a3
 def auth_tables(lake:Lake):
     "Make sure `lake`'s catalog has its access-control tables (once per process)."
     if getattr(lake.store, 'auth_ready', False): return
     with lake.store.transaction() as con: _init_auth(con)
     lake.store.auth_ready = True
 
-# %% ../../nbs/15_lake.auth.ipynb #a78f997b
+# %% ../../nbs/15_lake.auth.ipynb #a300e518
 def auth_stamp(lake:Lake)->tuple|None:
     "What `auth.stamp` looks like now: it changes whenever access control changes."
     try: st = os.stat(os.path.join(lake.root, 'auth.stamp'))
@@ -212,20 +246,22 @@ _announced = [0]   # changes this process has announced: they count at once, wha
 
 def _announce(lake:Lake):
     tmp = lake.root/f'.auth.stamp.{uuid.uuid4().hex}'
-    with open(tmp, 'w', opener=private_opener) as f: f.write(uuid.uuid4().hex)   # the lake's files are its owner's alone
+    # the lake's files are its owner's alone
+    with open(tmp, 'w', opener=private_opener) as f: f.write(uuid.uuid4().hex)
     os.replace(tmp, lake.root/'auth.stamp')
     _announced[0] += 1
 
+# %% ../../nbs/15_lake.auth.ipynb #a441485d
 @contextlib.contextmanager
 def auth_change(lake:Lake, action:str, **detail):
-    "A catalog transaction that changes access control: audited with who made the change, then announced to every process."
+    "A catalog transaction that changes access control: audited with who made it, then announced to every process."
     auth_tables(lake)
     with lake.store.transaction() as con:
         yield con
         lake._audit(con, '', action, '', **detail)
     _announce(lake)
 
-# %% ../../nbs/15_lake.auth.ipynb #f9f8686c
+# %% ../../nbs/15_lake.auth.ipynb #9243f8f2
 _AUTH_NAME = re.compile(r'[\w+=,.@-]{1,256}')
 
 def check_auth_name(name, kind:str)->str:
@@ -233,38 +269,45 @@ def check_auth_name(name, kind:str)->str:
     if isinstance(name, str) and _AUTH_NAME.fullmatch(name): return name
     raise InvalidInput(f"invalid {kind} name {name!r}: use 1-256 letters, digits and '_+=,.@-'")
 
+# %% ../../nbs/15_lake.auth.ipynb #649d1782
 def _must(con, table:str, id:str, kind:str):
     if not first_row(con, f"SELECT 1 FROM {table} WHERE id = ?", [id]): raise NotFound(f"no {kind} {id!r} in this lake")
 
 def _stamp_time(t)->int: return int(t.timestamp()) if t else 0
 
-# %% ../../nbs/15_lake.auth.ipynb #a4e375a0
+# %% ../../nbs/15_lake.auth.ipynb #5261c38e
+@guarded
+def get_user(lake:Lake, user:str)->dict:
+    "The user `user`: id, creation time (seconds) and email."
+    lake._check('auth:ReadUser', auth_arn('user', user)); auth_tables(lake)
+    with lake.store.connect() as con:
+        r = first_row(con, "SELECT id, created_at, email FROM auth_users WHERE id = ?", [user])
+    if r is None: raise NotFound(f"no user {user!r} in this lake")
+    return {'id': r[0], 'creation_date': _stamp_time(r[1]), **({'email': r[2]} if r[2] else {})}
+
+# %% ../../nbs/15_lake.auth.ipynb #be709bda
 @guarded
 def create_user(lake:Lake, user:str, groups:list[str]=(), email:str|None=None)->dict:
     "Create the lake user `user`, a member of `groups`."
     check_auth_name(user, 'user'); lake._check('auth:CreateUser', auth_arn('user', user))
     for g in groups: lake._check('auth:AddGroupMember', auth_arn('group', g))
     with auth_change(lake, 'create_user', user=user, groups=list(groups)) as con:
-        if first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [user]): raise Conflict(f"user {user!r} already exists")
+        if first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [user]):
+            raise Conflict(f"user {user!r} already exists")
         for g in groups: _must(con, 'auth_groups', g, 'group')
         con.execute("INSERT INTO auth_users VALUES (?, ?, ?)", [user, _now(), email])
         for g in groups: con.execute("INSERT INTO auth_members VALUES (?, ?)", [g, user])
     return get_user(lake, user)
 
-@guarded
-def get_user(lake:Lake, user:str)->dict:
-    "The user `user`: id, creation time (seconds) and email."
-    lake._check('auth:ReadUser', auth_arn('user', user)); auth_tables(lake)
-    with lake.store.connect() as con: r = first_row(con, "SELECT id, created_at, email FROM auth_users WHERE id = ?", [user])
-    if r is None: raise NotFound(f"no user {user!r} in this lake")
-    return {'id': r[0], 'creation_date': _stamp_time(r[1]), **({'email': r[2]} if r[2] else {})}
-
+# %% ../../nbs/15_lake.auth.ipynb #55f65322
 @guarded
 def list_users(lake:Lake)->list[str]:
     "Every user's name."
     lake._check('auth:ListUsers', '*'); auth_tables(lake)
-    with lake.store.connect() as con: return [r[0] for r in con.execute("SELECT id FROM auth_users ORDER BY id").fetchall()]
+    with lake.store.connect() as con:
+        return [r[0] for r in con.execute("SELECT id FROM auth_users ORDER BY id").fetchall()]
 
+# %% ../../nbs/15_lake.auth.ipynb #a4dbfb21
 @guarded
 def delete_user(lake:Lake, user:str):
     "Delete `user` with their memberships, attached policies and access keys."
@@ -276,30 +319,36 @@ def delete_user(lake:Lake, user:str):
         con.execute("DELETE FROM auth_attached WHERE kind = 'user' AND principal = ?", [user])
         con.execute("DELETE FROM credentials WHERE user_id = ?", [user])
 
-# %% ../../nbs/15_lake.auth.ipynb #306315aa
+# %% ../../nbs/15_lake.auth.ipynb #85cf3be4
+@guarded
+def get_group(lake:Lake, group:str)->dict:
+    "The group `group`: id, description and creation time (seconds)."
+    lake._check('auth:ReadGroup', auth_arn('group', group)); auth_tables(lake)
+    with lake.store.connect() as con:
+        r = first_row(con, "SELECT id, description, created_at FROM auth_groups WHERE id = ?", [group])
+    if r is None: raise NotFound(f"no group {group!r} in this lake")
+    return {'id': r[0], 'name': r[0], 'description': r[1], 'creation_date': _stamp_time(r[2])}
+
+# %% ../../nbs/15_lake.auth.ipynb #97d4c337
 @guarded
 def create_group(lake:Lake, group:str, description:str='')->dict:
     "Create the group `group`."
     check_auth_name(group, 'group'); lake._check('auth:CreateGroup', auth_arn('group', group))
     with auth_change(lake, 'create_group', group=group) as con:
-        if first_row(con, "SELECT 1 FROM auth_groups WHERE id = ?", [group]): raise Conflict(f"group {group!r} already exists")
+        if first_row(con, "SELECT 1 FROM auth_groups WHERE id = ?", [group]):
+            raise Conflict(f"group {group!r} already exists")
         con.execute("INSERT INTO auth_groups VALUES (?, ?, ?)", [group, description or '', _now()])
     return get_group(lake, group)
 
-@guarded
-def get_group(lake:Lake, group:str)->dict:
-    "The group `group`: id, description and creation time (seconds)."
-    lake._check('auth:ReadGroup', auth_arn('group', group)); auth_tables(lake)
-    with lake.store.connect() as con: r = first_row(con, "SELECT id, description, created_at FROM auth_groups WHERE id = ?", [group])
-    if r is None: raise NotFound(f"no group {group!r} in this lake")
-    return {'id': r[0], 'name': r[0], 'description': r[1], 'creation_date': _stamp_time(r[2])}
-
+# %% ../../nbs/15_lake.auth.ipynb #96316992
 @guarded
 def list_groups(lake:Lake)->list[str]:
     "Every group's name."
     lake._check('auth:ListGroups', '*'); auth_tables(lake)
-    with lake.store.connect() as con: return [r[0] for r in con.execute("SELECT id FROM auth_groups ORDER BY id").fetchall()]
+    with lake.store.connect() as con:
+        return [r[0] for r in con.execute("SELECT id FROM auth_groups ORDER BY id").fetchall()]
 
+# %% ../../nbs/15_lake.auth.ipynb #d68fe6cf
 @guarded
 def delete_group(lake:Lake, group:str):
     "Delete `group` with its memberships and attached policies."
@@ -309,57 +358,78 @@ def delete_group(lake:Lake, group:str):
         for sql in ("DELETE FROM auth_groups WHERE id = ?", "DELETE FROM auth_members WHERE group_id = ?",
                     "DELETE FROM auth_attached WHERE kind = 'group' AND principal = ?"): con.execute(sql, [group])
 
-# %% ../../nbs/15_lake.auth.ipynb #54ff125c
-@guarded
-def add_member(lake:Lake, group:str, user:str):
-    "Add `user` to `group`."
-    lake._check('auth:AddGroupMember', auth_arn('group', group))
-    with auth_change(lake, 'add_member', group=group, user=user) as con:
-        _must(con, 'auth_groups', group, 'group'); _must(con, 'auth_users', user, 'user')
-        if first_row(con, "SELECT 1 FROM auth_members WHERE group_id = ? AND user_id = ?", [group, user]): raise Conflict(f"{user!r} is already in {group!r}")
-        con.execute("INSERT INTO auth_members VALUES (?, ?)", [group, user])
-
-@guarded
-def remove_member(lake:Lake, group:str, user:str):
-    "Take `user` out of `group`."
-    lake._check('auth:RemoveGroupMember', auth_arn('group', group))
-    with auth_change(lake, 'remove_member', group=group, user=user) as con:
-        if not con.execute("DELETE FROM auth_members WHERE group_id = ? AND user_id = ? RETURNING 1", [group, user]).fetchall():
-            raise NotFound(f"{user!r} is not in group {group!r}")
-
+# %% ../../nbs/15_lake.auth.ipynb #b27cd2dd
 @guarded
 def group_members(lake:Lake, group:str)->list[str]:
     "The users in `group`."
     lake._check('auth:ReadGroup', auth_arn('group', group)); auth_tables(lake)
     with lake.store.connect() as con:
         _must(con, 'auth_groups', group, 'group')
-        return [r[0] for r in con.execute("SELECT user_id FROM auth_members WHERE group_id = ? ORDER BY 1", [group]).fetchall()]
+        return [r[0] for r in con.execute("SELECT user_id FROM auth_members WHERE group_id = ? ORDER BY 1",
+                                          [group]).fetchall()]
 
+# %% ../../nbs/15_lake.auth.ipynb #75a0fb55
 @guarded
 def user_groups(lake:Lake, user:str)->list[str]:
     "The groups `user` is in."
     lake._check('auth:ReadUser', auth_arn('user', user)); auth_tables(lake)
     with lake.store.connect() as con:
         _must(con, 'auth_users', user, 'user')
-        return [r[0] for r in con.execute("SELECT group_id FROM auth_members WHERE user_id = ? ORDER BY 1", [user]).fetchall()]
+        return [r[0] for r in con.execute("SELECT group_id FROM auth_members WHERE user_id = ? ORDER BY 1",
+                                          [user]).fetchall()]
 
-# %% ../../nbs/15_lake.auth.ipynb #d53bc513
+# %% ../../nbs/15_lake.auth.ipynb #d4e930b5
+@guarded
+def add_member(lake:Lake, group:str, user:str):
+    "Add `user` to `group`."
+    lake._check('auth:AddGroupMember', auth_arn('group', group))
+    with auth_change(lake, 'add_member', group=group, user=user) as con:
+        _must(con, 'auth_groups', group, 'group'); _must(con, 'auth_users', user, 'user')
+        if first_row(con, "SELECT 1 FROM auth_members WHERE group_id = ? AND user_id = ?", [group, user]):
+            raise Conflict(f"{user!r} is already in {group!r}")
+        con.execute("INSERT INTO auth_members VALUES (?, ?)", [group, user])
+
+# %% ../../nbs/15_lake.auth.ipynb #a7b8ec42
+@guarded
+def remove_member(lake:Lake, group:str, user:str):
+    "Take `user` out of `group`."
+    lake._check('auth:RemoveGroupMember', auth_arn('group', group))
+    with auth_change(lake, 'remove_member', group=group, user=user) as con:
+        if not con.execute("DELETE FROM auth_members WHERE group_id = ? AND user_id = ? RETURNING 1",
+                           [group, user]).fetchall():
+            raise NotFound(f"{user!r} is not in group {group!r}")
+
+# %% ../../nbs/15_lake.auth.ipynb #c0542550
 def _statements(statement)->list[dict]:
-    if not isinstance(statement, list) or not statement: raise InvalidInput("a policy needs a non-empty list of statements")
+    if not isinstance(statement, list) or not statement:
+        raise InvalidInput("a policy needs a non-empty list of statements")
     return [check_statement(s) for s in statement]
 
 def _policy(row)->dict: return {'id': row[0], 'statement': json.loads(row[1]), 'creation_date': _stamp_time(row[2])}
 
+# %% ../../nbs/15_lake.auth.ipynb #2b7ec1be
+@guarded
+def get_policy(lake:Lake, policy:str)->dict:
+    "The policy `policy`: id, statements and creation time (seconds)."
+    lake._check('auth:ReadPolicy', auth_arn('policy', policy)); auth_tables(lake)
+    with lake.store.connect() as con:
+        r = first_row(con, "SELECT id, statement, created_at FROM auth_policies WHERE id = ?", [policy])
+    if r is None: raise NotFound(f"no policy {policy!r} in this lake")
+    return _policy(r)
+
+# %% ../../nbs/15_lake.auth.ipynb #80d9034a
 @guarded
 def create_policy(lake:Lake, policy:str, statement:list[dict])->dict:
     "Create the policy `policy` from its statements (`{'effect', 'action', 'resource'}` each)."
     check_auth_name(policy, 'policy'); lake._check('auth:CreatePolicy', auth_arn('policy', policy))
     sts = _statements(statement)
     with auth_change(lake, 'create_policy', policy=policy) as con:
-        if first_row(con, "SELECT 1 FROM auth_policies WHERE id = ?", [policy]): raise Conflict(f"policy {policy!r} already exists")
+        if first_row(con, "SELECT 1 FROM auth_policies WHERE id = ?", [policy]):
+            raise Conflict(f"policy {policy!r} already exists")
         con.execute("INSERT INTO auth_policies VALUES (?, ?, ?)", [policy, json.dumps(sts), _now()])
     return get_policy(lake, policy)
 
+# %% ../../nbs/15_lake.auth.ipynb #10ac68eb
 @guarded
 def update_policy(lake:Lake, policy:str, statement:list[dict])->dict:
     "Replace the statements of `policy`."
@@ -367,55 +437,34 @@ def update_policy(lake:Lake, policy:str, statement:list[dict])->dict:
     sts = _statements(statement)
     with auth_change(lake, 'update_policy', policy=policy) as con:
         _must(con, 'auth_policies', policy, 'policy')
-        con.execute("UPDATE auth_policies SET statement = ?, created_at = ? WHERE id = ?", [json.dumps(sts), _now(), policy])
+        con.execute("UPDATE auth_policies SET statement = ?, created_at = ? WHERE id = ?",
+                    [json.dumps(sts), _now(), policy])
     return get_policy(lake, policy)
 
-@guarded
-def get_policy(lake:Lake, policy:str)->dict:
-    "The policy `policy`: id, statements and creation time (seconds)."
-    lake._check('auth:ReadPolicy', auth_arn('policy', policy)); auth_tables(lake)
-    with lake.store.connect() as con: r = first_row(con, "SELECT id, statement, created_at FROM auth_policies WHERE id = ?", [policy])
-    if r is None: raise NotFound(f"no policy {policy!r} in this lake")
-    return _policy(r)
-
-# %% ../../nbs/15_lake.auth.ipynb #f41605b8
+# %% ../../nbs/15_lake.auth.ipynb #61e8c372
 @guarded
 def list_policies(lake:Lake)->list[str]:
     "Every policy's name."
     lake._check('auth:ListPolicies', '*'); auth_tables(lake)
-    with lake.store.connect() as con: return [r[0] for r in con.execute("SELECT id FROM auth_policies ORDER BY id").fetchall()]
+    with lake.store.connect() as con:
+        return [r[0] for r in con.execute("SELECT id FROM auth_policies ORDER BY id").fetchall()]
 
+# %% ../../nbs/15_lake.auth.ipynb #43d90319
 @guarded
 def delete_policy(lake:Lake, policy:str):
     "Delete `policy`, detaching it from every user and group."
     lake._check('auth:DeletePolicy', auth_arn('policy', policy))
     with auth_change(lake, 'delete_policy', policy=policy) as con:
         _must(con, 'auth_policies', policy, 'policy')
-        con.execute("DELETE FROM auth_policies WHERE id = ?", [policy]); con.execute("DELETE FROM auth_attached WHERE policy_id = ?", [policy])
+        con.execute("DELETE FROM auth_policies WHERE id = ?", [policy])
+        con.execute("DELETE FROM auth_attached WHERE policy_id = ?", [policy])
 
-# %% ../../nbs/15_lake.auth.ipynb #1dd66dd4
+# %% ../../nbs/15_lake.auth.ipynb #2c3d1111
 def _holder(user:str|None, group:str|None)->tuple[str, str]:
     if (user is None) == (group is None): raise InvalidInput("give a user or a group, not both or neither")
     return ('user', user) if user is not None else ('group', group)
 
-@guarded
-def attach_policy(lake:Lake, policy:str, user:str|None=None, group:str|None=None):
-    "Attach `policy` to a user or a group."
-    kind, name = _holder(user, group); lake._check('auth:AttachPolicy', auth_arn(kind, name))
-    with auth_change(lake, 'attach_policy', policy=policy, **{kind: name}) as con:
-        _must(con, f'auth_{kind}s', name, kind); _must(con, 'auth_policies', policy, 'policy')
-        if first_row(con, "SELECT 1 FROM auth_attached WHERE kind = ? AND principal = ? AND policy_id = ?", [kind, name, policy]):
-            raise Conflict(f"policy {policy!r} is already attached to {kind} {name!r}")
-        con.execute("INSERT INTO auth_attached VALUES (?, ?, ?)", [kind, name, policy])
-
-@guarded
-def detach_policy(lake:Lake, policy:str, user:str|None=None, group:str|None=None):
-    "Detach `policy` from a user or a group."
-    kind, name = _holder(user, group); lake._check('auth:DetachPolicy', auth_arn(kind, name))
-    with auth_change(lake, 'detach_policy', policy=policy, **{kind: name}) as con:
-        if not con.execute("DELETE FROM auth_attached WHERE kind = ? AND principal = ? AND policy_id = ? RETURNING 1", [kind, name, policy]).fetchall():
-            raise NotFound(f"policy {policy!r} is not attached to {kind} {name!r}")
-
+# %% ../../nbs/15_lake.auth.ipynb #a0ec069f
 @guarded
 def attached_policies(lake:Lake, user:str|None=None, group:str|None=None, effective:bool=False)->list[dict]:
     "The policies attached to a user or a group; for a user with `effective`, also those of their groups (each once)."
@@ -428,7 +477,29 @@ def attached_policies(lake:Lake, user:str|None=None, group:str|None=None, effect
                 UNION SELECT a.policy_id FROM auth_attached a JOIN auth_members m ON a.kind = 'group' AND a.principal = m.group_id
                       WHERE ? AND m.user_id = ?) ORDER BY p.id""", [kind, name, effective and kind == 'user', name]).fetchall()]
 
-# %% ../../nbs/15_lake.auth.ipynb #09271e3a
+# %% ../../nbs/15_lake.auth.ipynb #32b82980
+@guarded
+def attach_policy(lake:Lake, policy:str, user:str|None=None, group:str|None=None):
+    "Attach `policy` to a user or a group."
+    kind, name = _holder(user, group); lake._check('auth:AttachPolicy', auth_arn(kind, name))
+    with auth_change(lake, 'attach_policy', policy=policy, **{kind: name}) as con:
+        _must(con, f'auth_{kind}s', name, kind); _must(con, 'auth_policies', policy, 'policy')
+        if first_row(con, "SELECT 1 FROM auth_attached WHERE kind = ? AND principal = ? AND policy_id = ?",
+                     [kind, name, policy]):
+            raise Conflict(f"policy {policy!r} is already attached to {kind} {name!r}")
+        con.execute("INSERT INTO auth_attached VALUES (?, ?, ?)", [kind, name, policy])
+
+# %% ../../nbs/15_lake.auth.ipynb #020e4f28
+@guarded
+def detach_policy(lake:Lake, policy:str, user:str|None=None, group:str|None=None):
+    "Detach `policy` from a user or a group."
+    kind, name = _holder(user, group); lake._check('auth:DetachPolicy', auth_arn(kind, name))
+    with auth_change(lake, 'detach_policy', policy=policy, **{kind: name}) as con:
+        if not con.execute("DELETE FROM auth_attached WHERE kind = ? AND principal = ? AND policy_id = ? RETURNING 1",
+                           [kind, name, policy]).fetchall():
+            raise NotFound(f"policy {policy!r} is not attached to {kind} {name!r}")
+
+# %% ../../nbs/15_lake.auth.ipynb #d8941b1a
 SCRYPT = dict(n=2**14, r=8, p=1, dklen=32)  # the cost of one guess: tens of milliseconds
 
 @dataclass(frozen=True)
@@ -438,6 +509,7 @@ class Credentials:
     secret_access_key: str
     user: str
 
+# %% ../../nbs/15_lake.auth.ipynb #f6977231
 def _hash_secret(secret:str, salt:str)->str:
     return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **SCRYPT).hex()
 
@@ -447,9 +519,11 @@ def _decoy()->tuple[str, str]:
     salt = secrets.token_hex(16)
     return salt, _hash_secret(secrets.token_urlsafe(30), salt)
 
-def _new_key()->str: return 'AKIAJ' + ''.join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(15))  # AWS-style, as lakeFS
+# %% ../../nbs/15_lake.auth.ipynb #e13fcc09
+def _new_key()->str:   # AWS-style, as lakeFS
+    return 'AKIAJ' + ''.join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(15))
 
-# %% ../../nbs/15_lake.auth.ipynb #89e31c80
+# %% ../../nbs/15_lake.auth.ipynb #c0f4aca3
 SECRETS_KEY = 'secrets.key'   # the lake's key for sealed secrets: 32 random bytes, its owner's alone
 
 def _secrets_aead(lake:Lake)->AESGCM:
@@ -465,10 +539,12 @@ def _secrets_aead(lake:Lake)->AESGCM:
     lake.store.secrets_aead = aead = AESGCM(path.read_bytes())
     return aead
 
+# %% ../../nbs/15_lake.auth.ipynb #08cb2cdd
 def seal_secret(lake:Lake, access_key_id:str, secret:str)->str:
     "`secret` encrypted for keeping, bound to `access_key_id` (base64 text)."
     nonce = os.urandom(12)
-    return base64.b64encode(nonce + _secrets_aead(lake).encrypt(nonce, secret.encode(), access_key_id.encode())).decode()
+    return base64.b64encode(
+        nonce + _secrets_aead(lake).encrypt(nonce, secret.encode(), access_key_id.encode())).decode()
 
 def open_secret(lake:Lake, access_key_id:str, sealed:str)->str|None:
     "The secret `seal_secret` sealed; None if it was changed, or sealed for another key id or with another lake's key."
@@ -476,136 +552,170 @@ def open_secret(lake:Lake, access_key_id:str, sealed:str)->str|None:
     try: return _secrets_aead(lake).decrypt(raw[:12], raw[12:], access_key_id.encode()).decode()
     except InvalidTag: return None
 
+# %% ../../nbs/15_lake.auth.ipynb #b89de2db
 def _keep_secret(lake:Lake, con, access_key_id:str, secret:str):
-    con.execute("INSERT OR REPLACE INTO credential_secrets VALUES (?, ?)", [access_key_id, seal_secret(lake, access_key_id, secret)])
+    con.execute("INSERT OR REPLACE INTO credential_secrets VALUES (?, ?)",
+                [access_key_id, seal_secret(lake, access_key_id, secret)])
 
-# %% ../../nbs/15_lake.auth.ipynb #2dde4df2
+# %% ../../nbs/15_lake.auth.ipynb #ffad5632
 @guarded
 def create_credentials(lake:Lake, user:str='admin', access_key_id:str|None=None, secret_access_key:str|None=None,
                        setup:bool=False, # refuse unless `user` is the lake's first user (lakeFS's setup)
                       )->Credentials:
     "Create an access key pair for `user` (made a lake user if need be; the lake's first user is an Admin)."
     check_auth_name(user, 'user'); lake._check('auth:CreateCredentials', auth_arn('user', user))
-    if access_key_id is not None and not (isinstance(access_key_id, str) and 3 <= len(access_key_id) <= 20 and access_key_id.isalnum()):
+    if access_key_id is not None and not (isinstance(access_key_id, str) and 3 <= len(access_key_id) <= 20
+                                          and access_key_id.isalnum()):
         raise InvalidInput(f"invalid access key id {access_key_id!r}: use 3-20 letters and digits")
-    if secret_access_key is not None and not (isinstance(secret_access_key, str) and secret_access_key): raise InvalidInput("the secret access key must not be empty")
-    key, secret, salt = access_key_id or _new_key(), secret_access_key or secrets.token_urlsafe(30), secrets.token_hex(16)
+    if secret_access_key is not None and not (isinstance(secret_access_key, str) and secret_access_key):
+        raise InvalidInput("the secret access key must not be empty")
+    key, secret, salt = (access_key_id or _new_key(), secret_access_key or secrets.token_urlsafe(30),
+                         secrets.token_hex(16))
     with auth_change(lake, 'create_credentials', user=user, access_key_id=key) as con:
-        if setup and first_row(con, "SELECT 1 FROM auth_users LIMIT 1"): raise Conflict("lakeFS already initialized: this lake has users already")
-        if first_row(con, "SELECT 1 FROM credentials WHERE access_key_id = ?", [key]): raise Conflict(f"access key {key!r} already exists")
+        if setup and first_row(con, "SELECT 1 FROM auth_users LIMIT 1"):
+            raise Conflict("lakeFS already initialized: this lake has users already")
+        if first_row(con, "SELECT 1 FROM credentials WHERE access_key_id = ?", [key]):
+            raise Conflict(f"access key {key!r} already exists")
         if not first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [user]):
             if lake.principal is not None: raise NotFound(f"no user {user!r} in this lake")
             first = not first_row(con, "SELECT 1 FROM auth_users LIMIT 1")
             con.execute("INSERT INTO auth_users VALUES (?, ?, NULL)", [user, _now()])
             if first: con.execute("INSERT INTO auth_members VALUES ('Admins', ?)", [user])
-        con.execute("INSERT INTO credentials VALUES (?, ?, ?, ?, ?)", [key, salt, _hash_secret(secret, salt), user, _now()])
+        con.execute("INSERT INTO credentials VALUES (?, ?, ?, ?, ?)",
+                    [key, salt, _hash_secret(secret, salt), user, _now()])
         _keep_secret(lake, con, key, secret)
     return Credentials(key, secret, user)
 
-# %% ../../nbs/15_lake.auth.ipynb #d1bc116c
+# %% ../../nbs/15_lake.auth.ipynb #0a61f60c
 @guarded
 def list_credentials(lake:Lake, user:str|None=None)->list[dict]:
     "Access key ids, their users and creation times (never the secrets), of one user or of all."
     lake._check('auth:ListCredentials', auth_arn('user', user) if user else '*'); auth_tables(lake)
     with lake.store.connect() as con:
-        rows = con.execute("SELECT access_key_id, user_id, created_at FROM credentials" + (" WHERE user_id = ?" if user else "") + " ORDER BY created_at",
+        rows = con.execute("SELECT access_key_id, user_id, created_at FROM credentials"
+                           + (" WHERE user_id = ?" if user else "") + " ORDER BY created_at",
                            [user] if user else []).fetchall()
     return [dict(access_key_id=k, user=u, created_at=t) for k, u, t in rows]
 
-@guarded
-def delete_credentials(lake:Lake, access_key_id:str, user:str|None=None):
-    "Revoke the access key `access_key_id` (of `user`, if given); every server refuses it from its next request."
-    auth_tables(lake)
-    with lake.store.connect() as con: r = first_row(con, "SELECT user_id FROM credentials WHERE access_key_id = ?", [access_key_id])
-    lake._check('auth:DeleteCredentials', auth_arn('user', user or (r[0] if r else '*')))
-    if r is None or user not in (None, r[0]): raise NotFound(f"no access key {access_key_id!r}" + (f" for user {user!r}" if user else ''))
-    with auth_change(lake, 'delete_credentials', user=r[0], access_key_id=access_key_id) as con:
-        con.execute("DELETE FROM credentials WHERE access_key_id = ?", [access_key_id])
-        con.execute("DELETE FROM credential_secrets WHERE access_key_id = ?", [access_key_id])
-
-# %% ../../nbs/15_lake.auth.ipynb #b5d4aa75
+# %% ../../nbs/15_lake.auth.ipynb #3e6e719d
 def credentials_user(lake:Lake, access_key_id:str, secret:str)->str|None:
-    "The user of `access_key_id` if `secret` is its secret, else None; an unknown key id takes as long as a wrong secret."
+    "The user of `access_key_id` if `secret` is its secret, else None; as slow for an unknown key id."
     auth_tables(lake)
     with lake.store.connect() as con:
-        r = first_row(con, "SELECT salt, secret_hash, user_id, sealed IS NOT NULL FROM credentials LEFT JOIN credential_secrets USING (access_key_id)"
-                     " WHERE access_key_id = ?", [access_key_id])
+        r = first_row(con, "SELECT salt, secret_hash, user_id, sealed IS NOT NULL"
+                           " FROM credentials LEFT JOIN credential_secrets USING (access_key_id)"
+                           " WHERE access_key_id = ?", [access_key_id])
     salt, want, user, kept = r or (*_decoy(), None, True)
     if not (hmac.compare_digest(_hash_secret(secret, salt), want) and r): return None
     if not kept:   # a key made before secrets were kept for signed requests: keep it now that its owner has shown it
         with lake.store.transaction() as con: _keep_secret(lake, con, access_key_id, secret)
     return user
 
-# %% ../../nbs/15_lake.auth.ipynb #c693120f
-def signing_secret(lake:Lake, access_key_id:str)->tuple[str, str|None]|None:
-    "`(user, secret)` of the access key `access_key_id`; the secret is None if the lake keeps none for it yet; None for an unknown key."
+# %% ../../nbs/15_lake.auth.ipynb #f0399270
+@guarded
+def delete_credentials(lake:Lake, access_key_id:str, user:str|None=None):
+    "Revoke the access key `access_key_id` (of `user`, if given); every server refuses it from its next request."
     auth_tables(lake)
     with lake.store.connect() as con:
-        r = first_row(con, "SELECT user_id, sealed FROM credentials LEFT JOIN credential_secrets USING (access_key_id) WHERE access_key_id = ?", [access_key_id])
+        r = first_row(con, "SELECT user_id FROM credentials WHERE access_key_id = ?", [access_key_id])
+    lake._check('auth:DeleteCredentials', auth_arn('user', user or (r[0] if r else '*')))
+    if r is None or user not in (None, r[0]):
+        raise NotFound(f"no access key {access_key_id!r}" + (f" for user {user!r}" if user else ''))
+    with auth_change(lake, 'delete_credentials', user=r[0], access_key_id=access_key_id) as con:
+        con.execute("DELETE FROM credentials WHERE access_key_id = ?", [access_key_id])
+        con.execute("DELETE FROM credential_secrets WHERE access_key_id = ?", [access_key_id])
+
+# %% ../../nbs/15_lake.auth.ipynb #b7381505
+def signing_secret(lake:Lake, access_key_id:str)->tuple[str, str|None]|None:
+    "`(user, secret)` of the access key `access_key_id`, the secret None if none is kept yet; None for an unknown key."
+    auth_tables(lake)
+    with lake.store.connect() as con:
+        r = first_row(con, "SELECT user_id, sealed FROM credentials LEFT JOIN credential_secrets USING (access_key_id)"
+                           " WHERE access_key_id = ?", [access_key_id])
     return None if r is None else (r[0], open_secret(lake, access_key_id, r[1]) if r[1] else None)
 
-# %% ../../nbs/15_lake.auth.ipynb #9d169219
-class Unauthorized(PermissionDenied): "What the user's policies do not allow (lakeFS answers 401 'insufficient permissions')."
+# %% ../../nbs/15_lake.auth.ipynb #d70fa8f2
+class Unauthorized(PermissionDenied):
+    "What the user's policies do not allow (lakeFS answers 401 'insufficient permissions')."
 
+# %% ../../nbs/15_lake.auth.ipynb #e313b1b8
 def _owner(lake:Lake)->Lake:
     "`lake` as its owner, who may read access control to decide for others."
     own = copy.copy(lake); own.principal = None; return own
 
-# %% ../../nbs/15_lake.auth.ipynb #f6ed3542
+# %% ../../nbs/15_lake.auth.ipynb #b61d874b
 class Principal:
     "A lake user and the policies in effect for them, reloaded when access control changes."
-    FRESH = 0.02   # seconds a look at `auth.stamp` stays good: another process's change counts within this (this process's at once)
+    FRESH = 0.02   # seconds a look at `auth.stamp` stays good: another process's change counts within this
     def __init__(self, lake:Lake, user:str):
         self.lake, self.user, self.lock = lake, user, threading.Lock()
         self._seen, self._looked = (None, 0.0, [], Rules([], user)), (0.0, -1)
-
-    def _load(self)->tuple:
-        "(stamp, when read, policies, rules), looked at again when stale; threads that share a principal (a server's) wait for one read."
-        looked, now = self._looked, time.monotonic()
-        if looked[1] == _announced[0] and now - looked[0] < self.FRESH: return self._seen
-        with self.lock:
-            mark, stamp, (seen, at, pols, rules) = _announced[0], auth_stamp(self.lake), self._seen
-            if stamp != seen or stamp is None or now - at > 60:
-                with self.lake.store.connect() as con:
-                    if not first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [self.user]): pols = []   # deleted: may do nothing
-                    else: pols = attached_policies(_owner(self.lake), user=self.user, effective=True)
-                self._seen = (stamp, now, pols, Rules(pols, self.user))
-            self._looked = (now, mark)   # only once what it vouches for is in place
-            return self._seen
-
-    def policies(self)->list[dict]:
-        "The user's policies and their groups' (each once); re-read when `auth.stamp` changes, and at least every minute."
-        return self._load()[2]
-
-    def reason(self, action:str, resource:str, context:dict|None=None)->str|None:
-        "None if the user may do `action` on `resource`; else why not."
-        return self._load()[3].decide(action, resource, context)
-
-    def may(self, action:str, resource:str, context:dict|None=None)->bool: return self.reason(action, resource, context) is None
-    def everywhere(self, action:str)->bool:
-        "Whether the user may do `action` on every resource (so many resources need no look one by one)."
-        return self._load()[3].about(action)[1]
-
-    def require(self, action:str, resource:str, context:dict|None=None):
-        "Raise `Unauthorized` unless the user may do `action` on `resource`."
-        if (why := self.reason(action, resource, context)): raise Unauthorized(why)
     def __repr__(self): return f"Principal({self.user!r})"
 
-# %% ../../nbs/15_lake.auth.ipynb #ed013b35
+# %% ../../nbs/15_lake.auth.ipynb #6da77c84
+@patch
+def _load(self:Principal)->tuple:
+    "(stamp, when read, policies, rules), read again when stale; threads that share a principal wait for one read."
+    looked, now = self._looked, time.monotonic()
+    if looked[1] == _announced[0] and now - looked[0] < self.FRESH: return self._seen
+    with self.lock:
+        mark, stamp, (seen, at, pols, rules) = _announced[0], auth_stamp(self.lake), self._seen
+        if stamp != seen or stamp is None or now - at > 60:
+            with self.lake.store.connect() as con:
+                # a deleted user may do nothing
+                if not first_row(con, "SELECT 1 FROM auth_users WHERE id = ?", [self.user]): pols = []
+                else: pols = attached_policies(_owner(self.lake), user=self.user, effective=True)
+            self._seen = (stamp, now, pols, Rules(pols, self.user))
+        self._looked = (now, mark)   # only once what it vouches for is in place
+        return self._seen
+
+# %% ../../nbs/15_lake.auth.ipynb #1eb49ea3
+@patch
+def policies(self:Principal)->list[dict]:
+    "The user's policies and their groups' (each once); re-read when `auth.stamp` changes, and at least every minute."
+    return self._load()[2]
+
+# %% ../../nbs/15_lake.auth.ipynb #650f4d43
+@patch
+def reason(self:Principal, action:str, resource:str, context:dict|None=None)->str|None:
+    "None if the user may do `action` on `resource`; else why not."
+    return self._load()[3].decide(action, resource, context)
+
+# %% ../../nbs/15_lake.auth.ipynb #8162675a
+@patch
+def may(self:Principal, action:str, resource:str, context:dict|None=None)->bool:
+    "Whether the user may do `action` on `resource`."
+    return self.reason(action, resource, context) is None
+
+# %% ../../nbs/15_lake.auth.ipynb #ef6c231b
+@patch
+def require(self:Principal, action:str, resource:str, context:dict|None=None):
+    "Raise `Unauthorized` unless the user may do `action` on `resource`."
+    if (why := self.reason(action, resource, context)): raise Unauthorized(why)
+
+# %% ../../nbs/15_lake.auth.ipynb #09d4c38a
+@patch
+def everywhere(self:Principal, action:str)->bool:
+    "Whether the user may do `action` on every resource (so many resources need no look one by one)."
+    return self._load()[3].about(action)[1]
+
+# %% ../../nbs/15_lake.auth.ipynb #c8d3c6b9
 @patch
 def allowed_somewhere(self:Principal, action:str)->bool:
     "Whether some statement allows `action` on some resource (lakeFS lets only such users list repositories at all)."
-    return any(st['effect'] == 'allow' and any(wildcard(a, action) for a in st['action']) for p in self.policies() for st in p['statement'])
+    return any(st['effect'] == 'allow' and any(wildcard(a, action) for a in st['action'])
+               for p in self.policies() for st in p['statement'])
 
+# %% ../../nbs/15_lake.auth.ipynb #cd9f5512
 @patch
 def visible(self:Principal, action:str, repos:list[str])->list[str]:
     "The repositories among `repos` on which the user may do `action` (lakeFS filters repository listings this way)."
     return [r for r in repos if self.may(action, arn(r))]
 
-# %% ../../nbs/15_lake.auth.ipynb #2d8beb0b
+# %% ../../nbs/15_lake.auth.ipynb #6d95eef1
 @patch
 def as_user(self:Lake, user:str)->Lake:
-    "This lake acting for the lake user `user`: their policies decide every operation, and commits and the audit log name them."
+    "This lake acting for `user`: their policies decide every operation; commits and the audit log name them."
     if self.principal is not None and self.principal.user != user:
         raise Unauthorized(f"a lake acting for {self.principal.user!r} cannot act for {user!r}")
     get_user(_owner(self), user)
