@@ -108,3 +108,16 @@ def test_a_principal_shared_by_threads_decides_from_its_first_use(tmp_path):
             answers = list(pool.map(lambda i: p.reason('fs:WriteObject' if i % 2 else 'auth:CreateUser', '*'), range(64)))
         assert answers[1::2] == [None] * 32 and set(answers[0::2]) == {'insufficient permissions: not allowed to auth:CreateUser'}
     lake.store.close()
+
+def test_deleting_a_user_deletes_the_sealed_secrets_of_its_keys(tmp_path):
+    "A deleted user's keys go, and so do their sealed secrets: nothing of them is left to leak from the catalog."
+    lake = Lake(tmp_path/'lake', user='admin')
+    auth.create_user(lake, 'eve', groups=['Viewers'])
+    key = auth.create_credentials(lake, 'eve')
+    with lake.store.connect() as con:
+        assert con.execute("SELECT count(*) FROM credential_secrets WHERE access_key_id = ?", [key.access_key_id]).fetchone()[0] == 1
+    auth.delete_user(lake, 'eve')
+    with lake.store.connect() as con:
+        assert con.execute("SELECT count(*) FROM credential_secrets WHERE access_key_id = ?", [key.access_key_id]).fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM credentials WHERE user_id = 'eve'").fetchone()[0] == 0
+    lake.store.close()

@@ -317,6 +317,7 @@ def delete_user(lake:Lake, user:str):
         con.execute("DELETE FROM auth_users WHERE id = ?", [user])
         con.execute("DELETE FROM auth_members WHERE user_id = ?", [user])
         con.execute("DELETE FROM auth_attached WHERE kind = 'user' AND principal = ?", [user])
+        con.execute("DELETE FROM credential_secrets WHERE access_key_id IN (SELECT access_key_id FROM credentials WHERE user_id = ?)", [user])
         con.execute("DELETE FROM credentials WHERE user_id = ?", [user])
 
 # %% ../../nbs/15_lake.auth.ipynb #85cf3be4
