@@ -8,14 +8,16 @@ import contextlib, datetime as dt, hashlib, io, json, re, threading, uuid
 from pathlib import Path
 from typing import Iterable, Mapping
 import duckdb, lakefs, lakefs_sdk, pyarrow.parquet as pq
+from fastcore.basics import patch
 from lakefs.exceptions import LakeFSException, ServerException
 from lakefs_spec import LakeFSFileSystem
 from pydantic.v1 import ValidationError
 from urllib3.exceptions import HTTPError as TransportError
 from ..workspace import (Conflict, InvalidInput, MlinfraError, NotFound, PermissionDenied, PreconditionFailed,
                                   Workspace, get_logger)
-from .core import (STRATEGIES, Change, Commit, CommonPrefix, HookEvent, Lake, ObjectInfo, Repository, Resolved,
-                                  check_expected_head, check_metadata, check_path, check_ref_name, check_repo_name)
+from .core import (STRATEGIES, Change, Commit, CommonPrefix, HookEvent, Lake, ObjectInfo, Repository,
+                                  Resolved, check_expected_head, check_metadata, check_path, check_ref_name,
+                                  check_repo_name)
 from .core import merge_conflict
 from .tables import (TABLE_META, TableInfo, TableSide, schema_from, schema_problems, manifest_bytes,
                                     next_manifest, part_name, settle_table, table_input, table_parts, union_manifest)
@@ -23,17 +25,20 @@ from .tables import (TABLE_META, TableInfo, TableSide, schema_from, schema_probl
 # %% auto #0
 __all__ = ['ERRORS', 'lakefs_errors', 'LakeFSLake', 'LakeFSRepository', 'open_lake']
 
-# %% ../../nbs/14_lake.lakefs.ipynb #49a666bf
-ERRORS = {400: InvalidInput, 401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: Conflict, 412: PreconditionFailed,
-          416: InvalidInput, 423: Conflict}
+# %% ../../nbs/14_lake.lakefs.ipynb #87d1e51b
+ERRORS = {400: InvalidInput, 401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: Conflict,
+          412: PreconditionFailed, 416: InvalidInput, 423: Conflict}
 
+# %% ../../nbs/14_lake.lakefs.ipynb #84cb658a
 def _message(e)->str:
+    "lakeFS's message in the body of the error `e`, else its reason, else its text."
     body = getattr(e, 'body', None)
     if isinstance(body, (str, bytes)):
         try: body = json.loads(body)
         except ValueError: body = {}
     return (body or {}).get('message') or getattr(e, 'reason', None) or str(e)
 
+# %% ../../nbs/14_lake.lakefs.ipynb #0a0688ce
 @contextlib.contextmanager
 def lakefs_errors(doing:str, endpoint:str=''):
     "Turn lakeFS and transport errors inside the block into `MlinfraError`s that say what we were `doing`."
@@ -44,9 +49,10 @@ def lakefs_errors(doing:str, endpoint:str=''):
         raise ERRORS.get(status, MlinfraError)(f"{doing}: lakeFS said {status}: {_message(e)}") from None
     except LakeFSException as e: raise MlinfraError(f"{doing}: {e}") from None
     except ValidationError as e: raise InvalidInput(f"{doing}: {e}") from None
-    except (TransportError, ConnectionError) as e: raise MlinfraError(f"{doing}: cannot reach lakeFS at {endpoint}: {e}") from None
+    except (TransportError, ConnectionError) as e:
+        raise MlinfraError(f"{doing}: cannot reach lakeFS at {endpoint}: {e}") from None
 
-# %% ../../nbs/14_lake.lakefs.ipynb #ffad43a1
+# %% ../../nbs/14_lake.lakefs.ipynb #5a7087f3
 class LakeFSLake:
     "A lakeFS installation, with the embedded `Lake`'s API."
     def __init__(self,
@@ -57,30 +63,44 @@ class LakeFSLake:
         workspace = workspace or Workspace()
         s = workspace.settings['lakefs']
         self.endpoint = re.sub(r'/api/v1/?$', '', (endpoint or s['endpoint']).rstrip('/'))
-        if not self.endpoint: raise InvalidInput("the lakeFS backend needs an endpoint: set LAKEFS_ENDPOINT or lakefs.endpoint")
+        if not self.endpoint:
+            raise InvalidInput("the lakeFS backend needs an endpoint: set LAKEFS_ENDPOINT or lakefs.endpoint")
         key, secret = access_key_id or s['access_key_id'], secret_access_key or s['secret_access_key']
-        if not key or not secret: raise InvalidInput("the lakeFS backend needs credentials: set LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY")
+        if not key or not secret:
+            raise InvalidInput("the lakeFS backend needs credentials: set LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY")
         self.client = lakefs.Client(host=self.endpoint, username=key, password=secret)
         self.namespace = s['namespace']
         self.fs = LakeFSFileSystem(host=self.endpoint, username=key, password=secret)
         self.hooks, self.logger, self.user = [], get_logger('lake.lakefs'), key
         if workspace.settings['lake']['key'] or workspace.settings['lake']['key_file']:
-            self.logger.warning("lake.key encrypts the embedded lake's files; on lakeFS, encryption at rest is the object store's "
-                             "(blockstore.s3.server_side_encryption in lakeFS's configuration), so the key is not used")
+            self.logger.warning("lake.key encrypts the embedded lake's files; on lakeFS, encryption at rest is the "
+                                "object store's (blockstore.s3.server_side_encryption in lakeFS's configuration), "
+                                "so the key is not used")
         self.con, self._registered = None, {}
 
-    root = property(lambda self: self.endpoint)
-    api = property(lambda self: self.client.sdk_client)
-    def errors(self, doing:str): return lakefs_errors(doing, self.endpoint)
-    def session(self): return contextlib.nullcontext()
     def __repr__(self): return f"LakeFSLake({self.endpoint!r})"
 
-# %% ../../nbs/14_lake.lakefs.ipynb #11fd5984
+# %% ../../nbs/14_lake.lakefs.ipynb #90483a99
+@patch(as_prop=True)
+def root(self:LakeFSLake)->str: return self.endpoint
+
+@patch(as_prop=True)
+def api(self:LakeFSLake): return self.client.sdk_client
+
+@patch
+def errors(self:LakeFSLake, doing:str): return lakefs_errors(doing, self.endpoint)
+
+@patch
+def session(self:LakeFSLake): return contextlib.nullcontext()
+
+# %% ../../nbs/14_lake.lakefs.ipynb #0faae523
 def _namespace(lake:LakeFSLake, name:str)->str:
+    "The storage namespace of a new repository `name`."
     if lake.namespace: return lake.namespace.rstrip('/') + '/' + name
     with lake.errors('reading the server configuration'): prefix = lake.client.storage_config.default_namespace_prefix
     return (prefix if prefix.endswith('/') else prefix + '/') + name if prefix else f'local://{name}'
 
+# %% ../../nbs/14_lake.lakefs.ipynb #11fd5984
 def _create_repository(self:LakeFSLake, name:str, default_branch:str='main', exist_ok:bool=False)->LakeFSRepository:
     "Create a repository with its default branch."
     check_repo_name(name); check_ref_name(default_branch)
