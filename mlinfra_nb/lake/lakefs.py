@@ -100,67 +100,68 @@ def _namespace(lake:LakeFSLake, name:str)->str:
     with lake.errors('reading the server configuration'): prefix = lake.client.storage_config.default_namespace_prefix
     return (prefix if prefix.endswith('/') else prefix + '/') + name if prefix else f'local://{name}'
 
-# %% ../../nbs/14_lake.lakefs.ipynb #11fd5984
-def _create_repository(self:LakeFSLake, name:str, default_branch:str='main', exist_ok:bool=False)->LakeFSRepository:
-    "Create a repository with its default branch."
-    check_repo_name(name); check_ref_name(default_branch)
-    with self.errors(f"creating repository {name!r}"):
-        lakefs.Repository(name, client=self.client).create(storage_namespace=_namespace(self, name), default_branch=default_branch,
-                                                            exist_ok=exist_ok)
-    return LakeFSRepository(self, name)
-
-def _repository(self:LakeFSLake, name:str)->LakeFSRepository:
-    "The existing repository `name`."
-    with self.errors(f"opening repository {name!r}"): self.api.repositories_api.get_repository(name)
-    return LakeFSRepository(self, name)
-
-def _repositories(self:LakeFSLake)->list[str]:
-    "Names of all repositories."
-    with self.errors("listing repositories"): return sorted(r.properties.id for r in lakefs.repositories(client=self.client))
-
-def _delete_repository(self:LakeFSLake, name:str):
-    "Delete repository `name`."
-    with self.errors(f"deleting repository {name!r}"): self.api.repositories_api.delete_repository(name)
-
-LakeFSLake.create_repository, LakeFSLake.repository, LakeFSLake.repositories, LakeFSLake.delete_repository = (
-    _create_repository, _repository, _repositories, _delete_repository)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #5da13b19
-def _commit(c)->Commit:
-    return Commit(c.id, tuple(c.parents), c.message, dict(c.metadata or {}), c.committer,
-                  dt.datetime.fromtimestamp(c.creation_date, dt.timezone.utc), c.meta_range_id, c.generation or 0)
-
-def _object(o)->ObjectInfo|CommonPrefix:
-    if getattr(o, 'path_type', 'object') == 'common_prefix' or not hasattr(o, 'checksum'): return CommonPrefix(o.path)
-    return ObjectInfo(o.path, o.checksum, o.size_bytes, o.content_type or 'application/octet-stream',
-                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}), o.checksum)   # lakeFS's checksum is the MD5
-
+# %% ../../nbs/14_lake.lakefs.ipynb #8ac198f5
 class LakeFSRepository:
     "A lakeFS repository with the embedded `Repository`'s API."
     def __init__(self, lake:LakeFSLake, name:str):
         self.lake, self.name = lake, name
         self.sdk = lakefs.Repository(name, client=lake.client)
     def __repr__(self): return f"LakeFSRepository({self.name!r})"
-    def __eq__(self, o): return isinstance(o, LakeFSRepository) and (o.lake.endpoint, o.name) == (self.lake.endpoint, self.name)
+    def __eq__(self, o):
+        return isinstance(o, LakeFSRepository) and (o.lake.endpoint, o.name) == (self.lake.endpoint, self.name)
     def __hash__(self): return hash((self.lake.endpoint, self.name))
     def errors(self, doing:str): return self.lake.errors(f"{doing} in repository {self.name!r}")
     api = property(lambda self: self.lake.api)
 
-    @property
-    def default_branch(self)->str:
-        "The branch created with the repository."
-        with self.errors("reading the repository"): return self.api.repositories_api.get_repository(self.name).default_branch
+# %% ../../nbs/14_lake.lakefs.ipynb #f6484fc8
+@patch
+def create_repository(self:LakeFSLake, name:str, default_branch:str='main', exist_ok:bool=False)->LakeFSRepository:
+    "Create a repository with its default branch."
+    check_repo_name(name); check_ref_name(default_branch)
+    with self.errors(f"creating repository {name!r}"):
+        lakefs.Repository(name, client=self.client).create(storage_namespace=_namespace(self, name),
+                                                            default_branch=default_branch, exist_ok=exist_ok)
+    return LakeFSRepository(self, name)
 
-    def commit_info(self, ref:str)->Commit:
-        "The commit `ref` points at."
-        with self.errors(f"resolving {ref!r}"): return _commit(self.api.commits_api.get_commit(self.name, ref))
+# %% ../../nbs/14_lake.lakefs.ipynb #96f33b5f
+@patch
+def repository(self:LakeFSLake, name:str)->LakeFSRepository:
+    "The existing repository `name`."
+    with self.errors(f"opening repository {name!r}"): self.api.repositories_api.get_repository(name)
+    return LakeFSRepository(self, name)
 
-    def resolve(self, ref:str)->Resolved:
-        "The commit (and visible staging area) `ref` points at."
-        return Resolved(self.commit_info(ref), ref if ref in self.branches(show_hidden=True) else None)
+@patch
+def repositories(self:LakeFSLake)->list[str]:
+    "Names of all repositories."
+    with self.errors("listing repositories"):
+        return sorted(r.properties.id for r in lakefs.repositories(client=self.client))
 
-# %% ../../nbs/14_lake.lakefs.ipynb #385b72ab
+@patch
+def delete_repository(self:LakeFSLake, name:str):
+    "Delete repository `name`."
+    with self.errors(f"deleting repository {name!r}"): self.api.repositories_api.delete_repository(name)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #21a8f163
+def _commit(c)->Commit:
+    "The `Commit` of lakeFS's commit `c`."
+    return Commit(c.id, tuple(c.parents), c.message, dict(c.metadata or {}), c.committer,
+                  dt.datetime.fromtimestamp(c.creation_date, dt.timezone.utc), c.meta_range_id, c.generation or 0)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #4d8bebc9
+@patch(as_prop=True)
+def default_branch(self:LakeFSRepository)->str:
+    "The branch created with the repository."
+    with self.errors("reading the repository"):
+        return self.api.repositories_api.get_repository(self.name).default_branch
+
+@patch
+def commit_info(self:LakeFSRepository, ref:str)->Commit:
+    "The commit `ref` points at."
+    with self.errors(f"resolving {ref!r}"): return _commit(self.api.commits_api.get_commit(self.name, ref))
+
+# %% ../../nbs/14_lake.lakefs.ipynb #85708532
 def _refs(lister)->dict:
+    "Every ref `lister` pages through, and its commit id."
     out, after = {}, ''
     while True:
         page = lister(after=after, amount=1000)
@@ -168,145 +169,183 @@ def _refs(lister)->dict:
         if not page.pagination.has_more: return out
         after = page.pagination.next_offset
 
-# %% ../../nbs/14_lake.lakefs.ipynb #2db9b59e
-def _create_branch(self:LakeFSRepository, name:str, source:str|None=None, hidden:bool=False)->Commit:
-    "Create branch `name` at the commit of `source` (default: the default branch), `hidden` from listings if asked; return that commit."
+# %% ../../nbs/14_lake.lakefs.ipynb #55558bce
+@patch
+def branches(self:LakeFSRepository, show_hidden:bool=False)->dict[str, str]:
+    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
+    with self.errors("listing branches"):
+        return _refs(lambda **k: self.api.branches_api.list_branches(self.name, show_hidden=show_hidden, **k))
+
+@patch
+def head(self:LakeFSRepository, branch:str)->Commit:
+    "The head commit of `branch`."
+    with self.errors(f"reading branch {branch!r}"):
+        return self.commit_info(self.api.branches_api.get_branch(self.name, branch).commit_id)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #29e83c53
+@patch
+def create_branch(self:LakeFSRepository, name:str, source:str|None=None, hidden:bool=False)->Commit:
+    "Create branch `name` at the commit of `source` (default: the default branch), hidden if asked; return that commit."
     check_ref_name(name)
     with self.errors(f"creating branch {name!r}"):
-        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=name, source=source or self.default_branch, hidden=hidden))
+        self.api.branches_api.create_branch(
+            self.name, lakefs_sdk.BranchCreation(name=name, source=source or self.default_branch, hidden=hidden))
     return self.head(name)
 
-def _branches(self:LakeFSRepository, show_hidden:bool=False)->dict[str, str]:
-    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
-    with self.errors("listing branches"): return _refs(lambda **k: self.api.branches_api.list_branches(self.name, show_hidden=show_hidden, **k))
-
-def _head(self:LakeFSRepository, branch:str)->Commit:
-    "The head commit of `branch`."
-    with self.errors(f"reading branch {branch!r}"): return self.commit_info(self.api.branches_api.get_branch(self.name, branch).commit_id)
-
-def _delete_branch(self:LakeFSRepository, name:str):
+# %% ../../nbs/14_lake.lakefs.ipynb #febfd727
+@patch
+def delete_branch(self:LakeFSRepository, name:str):
     "Delete branch `name` and its uncommitted changes."
     with self.errors(f"deleting branch {name!r}"): self.api.branches_api.delete_branch(self.name, name)
 
-for _f in (_create_branch, _branches, _head, _delete_branch):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
+# %% ../../nbs/14_lake.lakefs.ipynb #0e7237b4
+@patch
+def resolve(self:LakeFSRepository, ref:str)->Resolved:
+    "The commit (and visible staging area) `ref` points at."
+    return Resolved(self.commit_info(ref), ref if ref in self.branches(show_hidden=True) else None)
 
-# %% ../../nbs/14_lake.lakefs.ipynb #4e74b706
-def _tag(self:LakeFSRepository, name:str, ref:str)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #961d7ceb
+@patch
+def tag(self:LakeFSRepository, name:str, ref:str)->Commit:
     "Create tag `name` for the commit `ref` points at."
     check_ref_name(name, 'tag')
-    with self.errors(f"creating tag {name!r}"): r = self.api.tags_api.create_tag(self.name, lakefs_sdk.TagCreation(id=name, ref=ref))
+    with self.errors(f"creating tag {name!r}"):
+        r = self.api.tags_api.create_tag(self.name, lakefs_sdk.TagCreation(id=name, ref=ref))
     return self.commit_info(r.commit_id)
 
-def _tags(self:LakeFSRepository)->dict[str, str]:
+@patch
+def tags(self:LakeFSRepository)->dict[str, str]:
     "Every tag and its commit id."
     with self.errors("listing tags"): return _refs(lambda **k: self.api.tags_api.list_tags(self.name, **k))
 
-def _delete_tag(self:LakeFSRepository, name:str):
+@patch
+def delete_tag(self:LakeFSRepository, name:str):
     "Delete tag `name`."
     with self.errors(f"deleting tag {name!r}"): self.api.tags_api.delete_tag(self.name, name)
 
-for _f in (_tag, _tags, _delete_tag):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #6644eba1
-def _protection_rules(self:LakeFSRepository)->list[str]:
+# %% ../../nbs/14_lake.lakefs.ipynb #d2453c9e
+@patch
+def protection_rules(self:LakeFSRepository)->list[str]:
     "The glob patterns of protected branches."
     with self.errors("reading branch protection"):
         return sorted(r.pattern for r in self.api.repositories_api.get_branch_protection_rules(self.name))
 
 def _set_rules(self:LakeFSRepository, rules:list[str]):
+    "Make `rules` the repository's whole list of protection rules."
     with self.errors("setting branch protection"):
-        self.api.repositories_api.set_branch_protection_rules(self.name, [lakefs_sdk.BranchProtectionRule(pattern=p) for p in rules])
+        self.api.repositories_api.set_branch_protection_rules(self.name, [lakefs_sdk.BranchProtectionRule(pattern=p)
+                                                                          for p in rules])
 
-def _protect(self:LakeFSRepository, pattern:str):
+# %% ../../nbs/14_lake.lakefs.ipynb #774fe14b
+@patch
+def protect(self:LakeFSRepository, pattern:str):
     "Protect every branch matching the glob `pattern`."
     if not isinstance(pattern, str) or not pattern: raise InvalidInput(f"invalid protection pattern {pattern!r}")
     rules = self.protection_rules()
     if pattern not in rules: _set_rules(self, rules + [pattern])
 
-def _unprotect(self:LakeFSRepository, pattern:str):
+@patch
+def unprotect(self:LakeFSRepository, pattern:str):
     "Remove the protection rule `pattern`."
     rules = self.protection_rules()
     if pattern not in rules: raise NotFound(f"no protection rule {pattern!r} in repository {self.name!r}")
     _set_rules(self, [r for r in rules if r != pattern])
 
-for _f in (_protection_rules, _protect, _unprotect):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
+# %% ../../nbs/14_lake.lakefs.ipynb #d36dca0d
+def _object(o)->ObjectInfo|CommonPrefix:
+    "The `ObjectInfo` (or, for a folder in a listing, the `CommonPrefix`) of lakeFS's object `o`."
+    if getattr(o, 'path_type', 'object') == 'common_prefix' or not hasattr(o, 'checksum'): return CommonPrefix(o.path)
+    return ObjectInfo(o.path, o.checksum, o.size_bytes, o.content_type or 'application/octet-stream',
+                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}),
+                      o.checksum)   # lakeFS's checksum is the MD5
 
-# %% ../../nbs/14_lake.lakefs.ipynb #de8603c0
+# %% ../../nbs/14_lake.lakefs.ipynb #e3255d43
 def _unchanged(self:LakeFSRepository, branch:str, path:str, data:bytes, content_type:str|None, md:dict)->bool:
     "Whether `path` on `branch` holds `data` already (by MD5, lakeFS's checksum), with this content type and metadata."
     try: o = self.api.objects_api.stat_object(self.name, branch, path, user_metadata=True)
     except lakefs_sdk.exceptions.ApiException: return False   # not there (or not readable): the upload decides
     same_type = (o.content_type or 'application/octet-stream') == (content_type or 'application/octet-stream')
-    return o.checksum == hashlib.md5(data, usedforsecurity=False).hexdigest() and same_type and dict(o.metadata or {}) == md
+    return (o.checksum == hashlib.md5(data, usedforsecurity=False).hexdigest() and same_type
+            and dict(o.metadata or {}) == md)
 
-def _put_many(self:LakeFSRepository, branch:str, items:Mapping[str, bytes]|Iterable[tuple[str, bytes]],
-              content_type:str|None=None, metadata:Mapping|None=None)->int:
+# %% ../../nbs/14_lake.lakefs.ipynb #54533695
+@patch
+def put_many(self:LakeFSRepository, branch:str, items:Mapping[str, bytes]|Iterable[tuple[str, bytes]],
+             content_type:str|None=None, metadata:Mapping|None=None)->int:
     "Stage many objects on `branch` (all are checked before the first is sent)."
     try: items = [(p, d) for p, d in (items.items() if isinstance(items, Mapping) else items)]
-    except (TypeError, ValueError): raise InvalidInput("items must map paths to bytes, or be (path, bytes) pairs") from None
-    if content_type is not None and not isinstance(content_type, str): raise InvalidInput(f"content_type must be a string, got {content_type!r}")
+    except (TypeError, ValueError):
+        raise InvalidInput("items must map paths to bytes, or be (path, bytes) pairs") from None
+    if content_type is not None and not isinstance(content_type, str):
+        raise InvalidInput(f"content_type must be a string, got {content_type!r}")
     for p, d in items:
         check_path(p)
-        if not isinstance(d, (bytes, bytearray, memoryview)): raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
+        if not isinstance(d, (bytes, bytearray, memoryview)):
+            raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
     md, b = check_metadata(metadata), self.sdk.branch(branch)
     self.head(branch)
     for p, d in items:
-        if _unchanged(self, branch, p, bytes(d), content_type, md): continue   # already there as it would be: no transfer
-        with self.errors(f"uploading {p!r} to {branch!r}"): b.object(p).upload(bytes(d), content_type=content_type, metadata=md or None)
+        if _unchanged(self, branch, p, bytes(d), content_type, md): continue   # already there as it would be
+        with self.errors(f"uploading {p!r} to {branch!r}"):
+            b.object(p).upload(bytes(d), content_type=content_type, metadata=md or None)
     return len(items)
 
-def _put(self:LakeFSRepository, branch:str, path:str, data:bytes, content_type:str|None=None, metadata:Mapping|None=None)->ObjectInfo:
+# %% ../../nbs/14_lake.lakefs.ipynb #3e2d06b6
+@patch
+def put(self:LakeFSRepository, branch:str, path:str, data:bytes, content_type:str|None=None,
+        metadata:Mapping|None=None)->ObjectInfo:
     "Stage one object at `path` on `branch`."
     self.put_many(branch, [(path, data)], content_type, metadata)
     return self.stat(branch, path)
 
-for _f in (_put_many, _put):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #e6cd4f1f
-def _stat(self:LakeFSRepository, ref:str, path:str)->ObjectInfo:
+@patch
+def stat(self:LakeFSRepository, ref:str, path:str)->ObjectInfo:
     "Facts about the object at `path` as of `ref`."
     check_path(path)
-    with self.errors(f"reading {path!r} at {ref!r}"): return _object(self.api.objects_api.stat_object(self.name, ref, path, user_metadata=True))
+    with self.errors(f"reading {path!r} at {ref!r}"):
+        return _object(self.api.objects_api.stat_object(self.name, ref, path, user_metadata=True))
 
-def _exists(self:LakeFSRepository, ref:str, path:str)->bool:
+# %% ../../nbs/14_lake.lakefs.ipynb #37c0e205
+@patch
+def exists(self:LakeFSRepository, ref:str, path:str)->bool:
     "Whether an object is at `path` as of `ref`."
     try: self.stat(ref, path); return True
     except NotFound:
         self.commit_info(ref)  # a missing ref is an error, not a missing object
         return False
 
-def _get(self:LakeFSRepository, ref:str, path:str)->bytes:
+@patch
+def get(self:LakeFSRepository, ref:str, path:str)->bytes:
     "The content of the object at `path` as of `ref`."
     check_path(path)
-    with self.errors(f"reading {path!r} at {ref!r}"): return bytes(self.api.objects_api.get_object(self.name, ref, path))
+    with self.errors(f"reading {path!r} at {ref!r}"):
+        return bytes(self.api.objects_api.get_object(self.name, ref, path))
 
-def _delete(self:LakeFSRepository, branch:str, path:str):
+@patch
+def delete(self:LakeFSRepository, branch:str, path:str):
     "Stage the removal of `path` from `branch`."
     check_path(path)
     with self.errors(f"deleting {path!r} on {branch!r}"): self.api.objects_api.delete_object(self.name, branch, path)
 
-for _f in (_stat, _exists, _get, _delete):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #f417f524
-def _list(self:LakeFSRepository, ref:str, prefix:str='', delimiter:str|None=None, after:str='', limit:int|None=None)->list:
+# %% ../../nbs/14_lake.lakefs.ipynb #c2d0a0b9
+@patch
+def list(self:LakeFSRepository, ref:str, prefix:str='', delimiter:str|None=None, after:str='',
+         limit:int|None=None)->list:
     "The objects (and, with a delimiter, common prefixes) at `ref` under `prefix`."
     for name, v in (('prefix', prefix), ('after', after)):
         if not isinstance(v, str): raise InvalidInput(f"{name} must be a string, got {v!r}")
-    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter): raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
-    if limit is not None and (not isinstance(limit, int) or limit < 0): raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
+    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
+        raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
     if limit == 0: return []
     with self.errors(f"listing {prefix!r} at {ref!r}"):
-        return [_object(o) for o in self.sdk.ref(ref).objects(max_amount=limit, after=after or None, prefix=prefix or None, delimiter=delimiter)]
+        return [_object(o) for o in self.sdk.ref(ref).objects(max_amount=limit, after=after or None,
+                                                               prefix=prefix or None, delimiter=delimiter)]
 
-LakeFSRepository.list = _list
-
-# %% ../../nbs/14_lake.lakefs.ipynb #6d6e71ae
-def _import_directory(self:LakeFSRepository, branch:str, src:str|Path, prefix:str='', batch:int=1000)->int:
+# %% ../../nbs/14_lake.lakefs.ipynb #ad82ed05
+@patch
+def import_directory(self:LakeFSRepository, branch:str, src:str|Path, prefix:str='', batch:int=1000)->int:
     "Upload every file under the local folder `src` to `branch`, at `prefix` + its relative path."
     src = Path(src)
     if not src.is_dir(): raise InvalidInput(f"{src} is not a directory")
@@ -315,8 +354,6 @@ def _import_directory(self:LakeFSRepository, branch:str, src:str|Path, prefix:st
     for _, p in files: check_path(p)
     for i in range(0, len(files), batch): self.put_many(branch, [(p, f.read_bytes()) for f, p in files[i:i + batch]])
     return len(files)
-
-LakeFSRepository.import_directory = _import_directory
 
 # %% ../../nbs/14_lake.lakefs.ipynb #1c199142
 def _change(d)->Change|CommonPrefix:
