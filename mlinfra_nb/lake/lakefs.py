@@ -355,106 +355,133 @@ def import_directory(self:LakeFSRepository, branch:str, src:str|Path, prefix:str
     for i in range(0, len(files), batch): self.put_many(branch, [(p, f.read_bytes()) for f, p in files[i:i + batch]])
     return len(files)
 
-# %% ../../nbs/14_lake.lakefs.ipynb #1c199142
+# %% ../../nbs/14_lake.lakefs.ipynb #34398f7b
 def _change(d)->Change|CommonPrefix:
+    "The `Change` (or, for a folder, the `CommonPrefix`) of lakeFS's diff entry `d`."
     return CommonPrefix(d.path) if d.path_type == 'common_prefix' else Change(d.type, d.path, d.size_bytes)
 
-def _uncommitted(self:LakeFSRepository, branch:str, prefix:str='')->list[Change]:
+# %% ../../nbs/14_lake.lakefs.ipynb #6376a0de
+@patch
+def uncommitted(self:LakeFSRepository, branch:str, prefix:str='')->list[Change]:
     "Staged changes on `branch` relative to its head."
-    with self.errors(f"reading changes on {branch!r}"): return [_change(d) for d in self.sdk.branch(branch).uncommitted(prefix=prefix or None)]
+    with self.errors(f"reading changes on {branch!r}"):
+        return [_change(d) for d in self.sdk.branch(branch).uncommitted(prefix=prefix or None)]
 
-def _reset(self:LakeFSRepository, branch:str, path:str|None=None, prefix:str|None=None):
+# %% ../../nbs/14_lake.lakefs.ipynb #2232a8e1
+@patch
+def reset(self:LakeFSRepository, branch:str, path:str|None=None, prefix:str|None=None):
     "Drop staged changes on `branch`: all, one `path`, or everything under `prefix`."
     kind, p = ('object', check_path(path)) if path else ('common_prefix', prefix) if prefix else ('reset', None)
     with self.errors(f"resetting {branch!r}"): self.sdk.branch(branch).reset_changes(kind, p)
 
-for _f in (_uncommitted, _reset):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
+# %% ../../nbs/14_lake.lakefs.ipynb #32bd8f27
+LakeFSRepository.add_hook, LakeFSRepository._run_hooks = Repository.add_hook, Repository._run_hooks
 
-# %% ../../nbs/14_lake.lakefs.ipynb #63f37e35
-def _commit_changes(self:LakeFSRepository, branch:str, message:str, metadata:Mapping|None=None, allow_empty:bool=False,
-                    expected_head:str|None=None)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #5b748430
+@patch
+def commit(self:LakeFSRepository, branch:str, message:str, metadata:Mapping|None=None, allow_empty:bool=False,
+           expected_head:str|None=None)->Commit:
     "Commit the staged changes on `branch`."
     if not isinstance(message, str) or not message.strip(): raise InvalidInput("a commit needs a non-empty message")
     md, expected_head = check_metadata(metadata), check_expected_head(expected_head)
     if expected_head is not None:
         head = self.head(branch)
         if not head.id.startswith(expected_head):
-            raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, not the expected {expected_head[:12]}; look again and retry")
-    self._run_hooks('pre-commit', branch, lambda: HookEvent('pre-commit', self, branch, None, message, md, self.uncommitted(branch)))
+            raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, "
+                           f"not the expected {expected_head[:12]}; look again and retry")
+    self._run_hooks('pre-commit', branch,
+                    lambda: HookEvent('pre-commit', self, branch, None, message, md, self.uncommitted(branch)))
     with self.errors(f"committing on {branch!r}"):
-        c = self.api.commits_api.commit(self.name, branch, lakefs_sdk.CommitCreation(message=message, metadata=md, allow_empty=allow_empty))
+        c = self.api.commits_api.commit(
+            self.name, branch, lakefs_sdk.CommitCreation(message=message, metadata=md, allow_empty=allow_empty))
     return _commit(c)
 
-def _log(self:LakeFSRepository, ref:str, limit:int|None=None)->list[Commit]:
+# %% ../../nbs/14_lake.lakefs.ipynb #22b4e3ff
+@patch
+def log(self:LakeFSRepository, ref:str, limit:int|None=None)->list[Commit]:
     "Commits reachable from `ref`, newest first."
-    if limit is not None and (not isinstance(limit, int) or limit < 0): raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
     if limit == 0: return []
     out, after = [], ''
     with self.errors(f"reading the log of {ref!r}"):
         while limit is None or len(out) < limit:
-            page = self.api.refs_api.log_commits(self.name, ref, after=after or None, amount=min(1000, limit - len(out)) if limit else 1000)
+            page = self.api.refs_api.log_commits(self.name, ref, after=after or None,
+                                                 amount=min(1000, limit - len(out)) if limit else 1000)
             out += [_commit(c) for c in page.results]
             if not page.pagination.has_more: break
             after = page.pagination.next_offset
     return out
 
-LakeFSRepository.commit = _commit_changes
-LakeFSRepository.log = _log
-LakeFSRepository.add_hook, LakeFSRepository._run_hooks = Repository.add_hook, Repository._run_hooks  # the embedded lake's, unchanged
-
-# %% ../../nbs/14_lake.lakefs.ipynb #429c0b7b
-def _diff(self:LakeFSRepository, left:str, right:str, prefix:str='')->list[Change]:
+# %% ../../nbs/14_lake.lakefs.ipynb #17df5ac0
+@patch
+def diff(self:LakeFSRepository, left:str, right:str, prefix:str='')->list[Change]:
     "Changes from `left` to `right` (committed states, as lakeFS compares refs)."
     if not isinstance(prefix, str): raise InvalidInput(f"prefix must be a string, got {prefix!r}")
     with self.errors(f"diffing {left!r} and {right!r}"):
         return [_change(d) for d in self.sdk.ref(left).diff(right, prefix=prefix or None, type='two_dot')]
 
-def _merge_base(self:LakeFSRepository, a:str, b:str)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #c075b022
+@patch
+def merge_base(self:LakeFSRepository, a:str, b:str)->Commit:
     "The newest commit that is an ancestor of both `a` and `b`."
-    with self.errors(f"finding the merge base of {a!r} and {b!r}"): r = self.api.refs_api.find_merge_base(self.name, a, b)
+    with self.errors(f"finding the merge base of {a!r} and {b!r}"):
+        r = self.api.refs_api.find_merge_base(self.name, a, b)
     return self.commit_info(r.base_commit_id)
 
-def _merge(self:LakeFSRepository, source:str, into:str, message:str|None=None, metadata:Mapping|None=None, strategy:str|None=None,
-           allow_empty:bool=False)->Commit:
-    "Merge `source` into branch `into`, three-way against their merge base; return the new head of `into`."
-    if strategy not in (None, *STRATEGIES): raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    md = check_metadata(metadata)
-    def event():
-        with self.errors(f"diffing {into!r} and {source!r}"): changes = [_change(d) for d in self.sdk.ref(into).diff(source)]
-        return HookEvent('pre-merge', self, into, source, message or '', md, changes)
-    self._run_hooks('pre-merge', into, event)
-    return self._merge_on_server(source, into, lakefs_sdk.Merge(message=message, metadata=md or None, strategy=strategy, allow_empty=allow_empty))
-
+# %% ../../nbs/14_lake.lakefs.ipynb #583e93fc
 def _merge_on_server(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge)->Commit:
     "lakeFS's own merge of `source` into `into`."
-    with self.errors(f"merging {source!r} into {into!r}"): r = self.api.refs_api.merge_into_branch(self.name, source, into, merge=merge)
+    with self.errors(f"merging {source!r} into {into!r}"):
+        r = self.api.refs_api.merge_into_branch(self.name, source, into, merge=merge)
     return self.commit_info(r.reference)
 
-for _f in (_diff, _merge_base, _merge, _merge_on_server):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
+LakeFSRepository._merge_on_server = LakeFSRepository.merge_on_server = _merge_on_server
 
-# %% ../../nbs/14_lake.lakefs.ipynb #05e40507
-def _cherry_pick(self:LakeFSRepository, branch:str, ref:str, parent_number:int|None=None, message:str|None=None, metadata:Mapping|None=None)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #703a0766
+@patch
+def merge(self:LakeFSRepository, source:str, into:str, message:str|None=None, metadata:Mapping|None=None,
+          strategy:str|None=None, allow_empty:bool=False)->Commit:
+    "Merge `source` into branch `into`, three-way against their merge base; return the new head of `into`."
+    if strategy not in (None, *STRATEGIES):
+        raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    md = check_metadata(metadata)
+    def event():
+        with self.errors(f"diffing {into!r} and {source!r}"):
+            changes = [_change(d) for d in self.sdk.ref(into).diff(source)]
+        return HookEvent('pre-merge', self, into, source, message or '', md, changes)
+    self._run_hooks('pre-merge', into, event)
+    return self._merge_on_server(source, into, lakefs_sdk.Merge(message=message, metadata=md or None, strategy=strategy,
+                                                                allow_empty=allow_empty))
+
+# %% ../../nbs/14_lake.lakefs.ipynb #c6e95c49
+@patch
+def cherry_pick(self:LakeFSRepository, branch:str, ref:str, parent_number:int|None=None, message:str|None=None,
+                metadata:Mapping|None=None)->Commit:
     "Apply to `branch`, as a new commit, the change commit `ref` made relative to its parent (lakeFS's cherry-pick)."
-    over = lakefs_sdk.CommitOverrides(message=message, metadata=None if metadata is None else check_metadata(metadata)) if message or metadata is not None else None
+    over = (lakefs_sdk.CommitOverrides(message=message, metadata=None if metadata is None else check_metadata(metadata))
+            if message or metadata is not None else None)
     with self.errors(f"cherry-picking {ref!r} onto {branch!r}"):
-        return _commit(self.api.branches_api.cherry_pick(self.name, branch, lakefs_sdk.CherryPickCreation(ref=ref, parent_number=parent_number, commit_overrides=over)))
+        return _commit(self.api.branches_api.cherry_pick(self.name, branch, lakefs_sdk.CherryPickCreation(
+            ref=ref, parent_number=parent_number, commit_overrides=over)))
 
-def _revert(self:LakeFSRepository, branch:str, ref:str, parent:int|None=None, message:str|None=None)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #1dfda24e
+@patch
+def revert(self:LakeFSRepository, branch:str, ref:str, parent:int|None=None, message:str|None=None)->Commit:
     "Commit on `branch` the inverse of the changes `ref` made (relative to its `parent`-th parent)."
     over = lakefs_sdk.CommitOverrides(message=message) if message else None
     with self.errors(f"reverting {ref!r} on {branch!r}"):
-        self.api.branches_api.revert_branch(self.name, branch, lakefs_sdk.RevertCreation(ref=ref, parent_number=parent or 0, commit_overrides=over))
+        self.api.branches_api.revert_branch(
+            self.name, branch, lakefs_sdk.RevertCreation(ref=ref, parent_number=parent or 0, commit_overrides=over))
     return self.head(branch)
 
-def _hard_reset(self:LakeFSRepository, branch:str, ref:str)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #2d7fb48f
+@patch
+def hard_reset(self:LakeFSRepository, branch:str, ref:str)->Commit:
     "Point `branch` at the commit of `ref` and drop its staged changes (lakeFS files this API under 'experimental')."
-    with self.errors(f"hard-resetting {branch!r} to {ref!r}"): self.api.experimental_api.hard_reset_branch(self.name, branch, ref)
+    with self.errors(f"hard-resetting {branch!r} to {ref!r}"):
+        self.api.experimental_api.hard_reset_branch(self.name, branch, ref)
     return self.head(branch)
-
-for _f in (_cherry_pick, _revert, _hard_reset):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #fdbc702a
 _PLAIN_REF = re.compile(r'[\w-]+')
