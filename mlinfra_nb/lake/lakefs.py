@@ -483,27 +483,16 @@ def hard_reset(self:LakeFSRepository, branch:str, ref:str)->Commit:
         self.api.experimental_api.hard_reset_branch(self.name, branch, ref)
     return self.head(branch)
 
-# %% ../../nbs/14_lake.lakefs.ipynb #fdbc702a
-_PLAIN_REF = re.compile(r'[\w-]+')
-
-def _write_table(self:LakeFSRepository, branch:str, path:str, data, mode:str='overwrite')->TableInfo:
-    "Stage `data` as (or onto) the Parquet table at `path` on `branch`: the part, then the manifest, then (overwrite) the removal of the old parts."
-    table = table_input(path, data, mode)
-    meta = json.loads(self.get(branch, f'{path}/{TABLE_META}')) if self.exists(branch, f'{path}/{TABLE_META}') else None
-    if mode == 'append' and meta and (probs := schema_problems(schema_from(meta), table.schema)):
-        raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
-    files, name = [o.path for o in self._parts(branch, path)], part_name()
-    buf = io.BytesIO(); pq.write_table(table, buf, compression='zstd')
-    body = manifest_bytes(next_manifest(meta, [f.rsplit('/', 1)[1] for f in files], table.schema, mode, name, table.num_rows))
-    self.put(branch, f'{path}/{name}', buf.getvalue(), content_type='application/vnd.apache.parquet')
-    self.put(branch, f'{path}/{TABLE_META}', body, content_type='application/json')
-    for p in files if mode == 'overwrite' else []: self.delete(branch, p)
-    return self.table_info(branch, path)
-
+# %% ../../nbs/14_lake.lakefs.ipynb #30566f34
+@patch
 def _parts(self:LakeFSRepository, ref:str, path:str)->list:
-    return [o for o in self.list(ref, prefix=f'{path}/', delimiter='/') if isinstance(o, ObjectInfo) and o.path.endswith('.parquet')]
+    "The objects of the Parquet parts in the folder of the table at `path`."
+    return [o for o in self.list(ref, prefix=f'{path}/', delimiter='/')
+            if isinstance(o, ObjectInfo) and o.path.endswith('.parquet')]
 
-def _table_info(self:LakeFSRepository, ref:str, path:str)->TableInfo:
+# %% ../../nbs/14_lake.lakefs.ipynb #1872fb56
+@patch
+def table_info(self:LakeFSRepository, ref:str, path:str)->TableInfo:
     "Schema, row count and parts of the table at `path` as of `ref`."
     check_path(path)
     try: meta = json.loads(self.get(ref, f'{path}/{TABLE_META}'))
@@ -513,125 +502,37 @@ def _table_info(self:LakeFSRepository, ref:str, path:str)->TableInfo:
     files = {o.path.rsplit('/', 1)[1]: o for o in self._parts(ref, path)}
     return TableInfo(path, schema_from(meta), meta['rows'], table_parts(f'{ref!r} in {self.name!r}', path, meta, files))
 
-def _delete_table(self:LakeFSRepository, branch:str, path:str):
+# %% ../../nbs/14_lake.lakefs.ipynb #8153e12a
+@patch
+def write_table(self:LakeFSRepository, branch:str, path:str, data, mode:str='overwrite')->TableInfo:
+    "Stage `data` as (or onto) the Parquet table at `path` on `branch`."
+    table = table_input(path, data, mode)
+    meta = json.loads(self.get(branch, f'{path}/{TABLE_META}')) if self.exists(branch, f'{path}/{TABLE_META}') else None
+    if mode == 'append' and meta and (probs := schema_problems(schema_from(meta), table.schema)):
+        raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
+    files, name = [o.path for o in self._parts(branch, path)], part_name()
+    buf = io.BytesIO(); pq.write_table(table, buf, compression='zstd')
+    body = manifest_bytes(next_manifest(meta, [f.rsplit('/', 1)[1] for f in files], table.schema, mode, name,
+                                        table.num_rows))
+    self.put(branch, f'{path}/{name}', buf.getvalue(), content_type='application/vnd.apache.parquet')
+    self.put(branch, f'{path}/{TABLE_META}', body, content_type='application/json')
+    for p in files if mode == 'overwrite' else []: self.delete(branch, p)
+    return self.table_info(branch, path)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #e61f7ff0
+@patch
+def delete_table(self:LakeFSRepository, branch:str, path:str):
     "Stage the removal of the table at `path` on `branch`: its manifest and its parts."
     check_path(path)
-    if not self.exists(branch, f'{path}/{TABLE_META}'): raise NotFound(f"no table {path!r} on branch {branch!r} of {self.name!r}")
+    if not self.exists(branch, f'{path}/{TABLE_META}'):
+        raise NotFound(f"no table {path!r} on branch {branch!r} of {self.name!r}")
     for p in [o.path for o in self._parts(branch, path)] + [f'{path}/{TABLE_META}']: self.delete(branch, p)
 
-# %% ../../nbs/14_lake.lakefs.ipynb #61b915b7
-def _uris(self:LakeFSRepository, ref:str, path:str)->list[str]:
-    "lakefs:// URIs of the table's parts."
-    info = self.table_info(ref, path)
-    if not _PLAIN_REF.fullmatch(ref): ref = self.commit_info(ref).id
-    return [f'lakefs://{self.name}/{ref}/{p.path}' for p in info.parts]
-
-def _table(self:LakeFSRepository, ref:str, path:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
-    "The table at `path` as of `ref`, as a DuckDB relation (read through lakefs-spec)."
-    con = self.lake.connection(con)
-    return con.read_parquet(self._uris(ref, path))
-
-def _tables(self:LakeFSRepository, ref:str, prefix:str='')->list[str]:
-    "Paths of the tables at `ref` under `prefix`."
-    return [o.path[:-len(TABLE_META) - 1] for o in self.list(ref, prefix=prefix) if o.path.endswith('/' + TABLE_META)]
-
-for _f in (_write_table, _table_info, _delete_table, _table, _tables): setattr(LakeFSRepository, _f.__name__[1:], _f)
-LakeFSRepository._parts, LakeFSRepository._uris = _parts, _uris
-for _k in ('table_diff', 'branch', 'transaction'): setattr(LakeFSRepository, _k, getattr(Repository, _k))  # written on the methods above, shared as they are
-
-# %% ../../nbs/14_lake.lakefs.ipynb #b6cea2a9
-def _identity_of(o:ObjectInfo)->tuple: return (o.address, o.size, o.content_type, json.dumps(o.metadata, sort_keys=True))
-
-def _touched_tables(self:LakeFSRepository, s_paths:set, d_paths:set, commits:tuple)->list[str]:
-    "The tables (at any of `commits`) whose files changed on both sides."
-    def folders(paths): return {p.rsplit('/', 1)[0] for p in paths if '/' in p and (p.endswith('.parquet') or p.endswith('/' + TABLE_META))}
-    return sorted(f for f in folders(s_paths) & folders(d_paths) if any(self.exists(c, f'{f}/{TABLE_META}') for c in commits))
-
-def _table_side(self:LakeFSRepository, ref:str, path:str)->tuple[TableSide, dict]:
-    "The table at `path` as of `ref`, and its files by path."
-    files = {o.path: o for o in self.list(ref, prefix=path + '/', delimiter='/')
-             if isinstance(o, ObjectInfo) and (o.path.endswith('.parquet') or o.path == f'{path}/{TABLE_META}')}
-    meta = json.loads(self.get(ref, f'{path}/{TABLE_META}')) if f'{path}/{TABLE_META}' in files else None
-    return TableSide(meta, {p[len(path) + 1:]: _identity_of(o) for p, o in files.items()}), files
-
-# %% ../../nbs/14_lake.lakefs.ipynb #c2ef7da2
-def _make_table(self:LakeFSRepository, branch:str, path:str, how:str, sides:list, commits:tuple):
-    "Stage on `branch` the files of the table at `path` that `settle_table` decided on: one side's, or the union of both sides' appends."
-    (base, _), (src, s_files), (dst, d_files) = sides
-    meta = f'{path}/{TABLE_META}'
-    if how == 'union': want = {p: (commits[2], o) for p, o in d_files.items() if p != meta} | {
-                              f"{path}/{x['name']}": (commits[1], s_files[f"{path}/{x['name']}"]) for x in src.parts[len(base.parts):]}
-    else: want = {p: (commits[1] if how == 'source' else commits[2], o) for p, o in (s_files if how == 'source' else d_files).items()}
-    have = _table_side(self, branch, path)[1]
-    for p in have.keys() - want.keys() - ({meta} if how == 'union' else set()): self.delete(branch, p)
-    for p, (ref, o) in want.items():
-        if p not in have or _identity_of(have[p]) != _identity_of(o):
-            with self.errors(f"copying {p!r} from {ref[:12]}"):
-                self.api.objects_api.copy_object(self.name, branch, p, lakefs_sdk.ObjectCopyCreation(src_path=p, src_ref=ref))
-    if how == 'union': self.put(branch, meta, manifest_bytes(union_manifest(base, src, dst)), content_type='application/json')
-
-# %% ../../nbs/14_lake.lakefs.ipynb #703f8c3b
-def _merge_settling_tables(self:LakeFSRepository, commits:tuple, names:tuple, tables:list, both:set, merge:lakefs_sdk.Merge)->Commit:
-    "Merge `names[0]` into `names[1]` with the tables both sides touched settled whole (`commits`: base, source, destination)."
-    base, src, dst = commits
-    plans, conflicts = {}, []
-    for t in tables:
-        sides = [_table_side(self, c, t) for c in commits]
-        how, why = settle_table(*(s for s, _ in sides), *names)
-        if how == 'conflict':
-            conflicts.append(f"table {t!r} ({why})"); how = 'source' if merge.strategy == 'source-wins' else 'dest'
-        plans[t] = how, sides
-    owned = {p for _, sides in plans.values() for _, files in sides for p in files}
-    def entry(ref, p): return _identity_of(self.stat(ref, p)) if self.exists(ref, p) else None
-    conflicts += [p for p in sorted(both - owned) if entry(src, p) != entry(dst, p)]
-    if conflicts and not merge.strategy: raise merge_conflict(*names, conflicts)
-    tmp = f"tx-merge-{uuid.uuid4().hex[:8]}"
-    with self.errors(f"merging {names[0]!r} into {names[1]!r}"):
-        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=tmp, source=src, hidden=True))
-        try:
-            inverse = {'source-wins': 'dest-wins', 'dest-wins': 'source-wins'}.get(merge.strategy, 'dest-wins')  # tmp is the source side
-            self.api.refs_api.merge_into_branch(self.name, dst, tmp, merge=lakefs_sdk.Merge(message=f'{names[1]} at {dst[:12]}', strategy=inverse))
-            for t, (how, sides) in plans.items(): _make_table(self, tmp, t, how, sides, commits)
-            if self.uncommitted(tmp):
-                self.api.commits_api.commit(self.name, tmp, lakefs_sdk.CommitCreation(message=f"tables of {names[0]!r} and {names[1]!r} settled"))
-            if self.head(names[1]).id != dst:     # it moved while the tables were settled (say, the same merge by another worker)
-                raise Conflict(f"branch {names[1]!r} moved while merging {names[0]!r} into it; the merge is worked out again")
-            return _merge_on_server(self, tmp, names[1], lakefs_sdk.Merge(message=merge.message or f"Merge '{names[0]}' into '{names[1]}'",
-                                                                          metadata=merge.metadata, allow_empty=True))
-        finally: self.api.branches_api.delete_branch(self.name, tmp)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #4adc6d79
-def _server_merge_with_tables(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge, attempts:int=5)->Commit:
-    "lakeFS's merge, with the tables both sides touched settled whole; worked out again if the destination moves meanwhile."
-    for attempt in range(1, attempts + 1):
-        with self.errors(f"finding the merge base of {source!r} and {into!r}"): mb = self.api.refs_api.find_merge_base(self.name, source, into)
-        commits = (mb.base_commit_id, mb.source_commit_id, mb.destination_commit_id)
-        s_paths, d_paths = ({ch.path for ch in self.diff(commits[0], x)} for x in commits[1:])
-        tables = _touched_tables(self, s_paths, d_paths, commits)
-        if not tables: return _merge_on_server(self, source, into, merge)
-        try: return _merge_settling_tables(self, commits, (source, into), tables, s_paths & d_paths, merge)
-        except Conflict:
-            if attempt == attempts or self.head(into).id == commits[2]: raise   # a conflict of its own, not a moved destination
-
-LakeFSRepository._merge_on_server = _server_merge_with_tables
-
-# %% ../../nbs/14_lake.lakefs.ipynb #ace2b350
-def _start_transaction(self:LakeFSRepository, name:str, branch:str):
-    "Create the transaction branch `name` at the head of `branch`, and return that commit."
-    start = self.head(branch)
-    self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's own transactions
-    return start
-
-def _end_transaction(self:LakeFSRepository, name:str): self.delete_branch(name)
-
-def _tx_state(self:LakeFSRepository, branch:str): return bool(self.uncommitted(branch)), self.head(branch)
-
-LakeFSRepository._start_transaction, LakeFSRepository._end_transaction, LakeFSRepository._tx_state = _start_transaction, _end_transaction, _tx_state
-
-# %% ../../nbs/14_lake.lakefs.ipynb #aefcc07f
+# %% ../../nbs/14_lake.lakefs.ipynb #5c7ca69c
 _fs_lock = threading.Lock()
 
-def _connection(self:LakeFSLake, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyConnection:
+@patch
+def connection(self:LakeFSLake, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyConnection:
     "`con` (default: this lake's own connection) with lakefs-spec's file system registered for this lake."
     with _fs_lock:
         if con is None:
@@ -643,16 +544,164 @@ def _connection(self:LakeFSLake, con:duckdb.DuckDBPyConnection|None=None)->duckd
             self._registered[id(con)] = con
     return con
 
+# %% ../../nbs/14_lake.lakefs.ipynb #080db8a3
+_PLAIN_REF = re.compile(r'[\w-]+')
+
+@patch
+def _uris(self:LakeFSRepository, ref:str, path:str)->list[str]:
+    "lakefs:// URIs of the table's parts."
+    info = self.table_info(ref, path)
+    if not _PLAIN_REF.fullmatch(ref): ref = self.commit_info(ref).id
+    return [f'lakefs://{self.name}/{ref}/{p.path}' for p in info.parts]
+
+# %% ../../nbs/14_lake.lakefs.ipynb #f36c9657
+@patch
+def table(self:LakeFSRepository, ref:str, path:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
+    "The table at `path` as of `ref`, as a DuckDB relation (read through lakefs-spec)."
+    con = self.lake.connection(con)
+    return con.read_parquet(self._uris(ref, path))
+
+@patch
+def tables(self:LakeFSRepository, ref:str, prefix:str='')->list[str]:
+    "Paths of the tables at `ref` under `prefix`."
+    return [o.path[:-len(TABLE_META) - 1] for o in self.list(ref, prefix=prefix) if o.path.endswith('/' + TABLE_META)]
+
+# %% ../../nbs/14_lake.lakefs.ipynb #30ec5e80
 _URI = re.compile(r"'lakefs://([a-z0-9][a-z0-9-]{2,62})/([^/']+)/([^']+)'")
 
-def _sql(self:LakeFSLake, query:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
+@patch
+def sql(self:LakeFSLake, query:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
     "Run `query`, in which `'lakefs://repo/ref/path'` names the table at that ref."
     con = self.connection(con)
-    def table_at(m): return f"read_parquet([{', '.join(repr(u) for u in self.repository(m.group(1))._uris(m.group(2), m.group(3)))}])"
+    def table_at(m):
+        uris = self.repository(m.group(1))._uris(m.group(2), m.group(3))
+        return f"read_parquet([{', '.join(repr(u) for u in uris)}])"
     try: return con.sql(_URI.sub(table_at, query))
     except duckdb.Error as e: raise InvalidInput(f"query failed: {e}") from None
 
-LakeFSLake.connection, LakeFSLake.sql = _connection, _sql
+# %% ../../nbs/14_lake.lakefs.ipynb #e550a3ee
+LakeFSRepository.table_diff = Repository.table_diff
+
+# %% ../../nbs/14_lake.lakefs.ipynb #671289c9
+def _identity_of(o:ObjectInfo)->tuple:
+    "What makes two files the same: checksum, size, content type and metadata."
+    return (o.address, o.size, o.content_type, json.dumps(o.metadata, sort_keys=True))
+
+# %% ../../nbs/14_lake.lakefs.ipynb #02914b86
+def _touched_tables(self:LakeFSRepository, s_paths:set, d_paths:set, commits:tuple)->list[str]:
+    "The tables (at any of `commits`) whose files changed on both sides."
+    def folders(paths):
+        return {p.rsplit('/', 1)[0] for p in paths
+                if '/' in p and (p.endswith('.parquet') or p.endswith('/' + TABLE_META))}
+    return sorted(f for f in folders(s_paths) & folders(d_paths)
+                  if any(self.exists(c, f'{f}/{TABLE_META}') for c in commits))
+
+# %% ../../nbs/14_lake.lakefs.ipynb #b7d58926
+def _table_side(self:LakeFSRepository, ref:str, path:str)->tuple[TableSide, dict]:
+    "The table at `path` as of `ref`, and its files by path."
+    files = {o.path: o for o in self.list(ref, prefix=path + '/', delimiter='/')
+             if isinstance(o, ObjectInfo) and (o.path.endswith('.parquet') or o.path == f'{path}/{TABLE_META}')}
+    meta = json.loads(self.get(ref, f'{path}/{TABLE_META}')) if f'{path}/{TABLE_META}' in files else None
+    return TableSide(meta, {p[len(path) + 1:]: _identity_of(o) for p, o in files.items()}), files
+
+# %% ../../nbs/14_lake.lakefs.ipynb #070c9c3b
+def _plan_tables(self:LakeFSRepository, commits:tuple, names:tuple, tables:list, both:set,
+                 merge:lakefs_sdk.Merge)->dict:
+    "How each table is settled, with its sides (`commits`: base, source, destination); conflicts need a strategy."
+    plans, conflicts = {}, []
+    for t in tables:
+        sides = [_table_side(self, c, t) for c in commits]
+        how, why = settle_table(*(s for s, _ in sides), *names)
+        if how == 'conflict':
+            conflicts.append(f"table {t!r} ({why})"); how = 'source' if merge.strategy == 'source-wins' else 'dest'
+        plans[t] = how, sides
+    owned = {p for _, sides in plans.values() for _, files in sides for p in files}
+    def entry(ref, p): return _identity_of(self.stat(ref, p)) if self.exists(ref, p) else None
+    conflicts += [p for p in sorted(both - owned) if entry(commits[1], p) != entry(commits[2], p)]
+    if conflicts and not merge.strategy: raise merge_conflict(*names, conflicts)
+    return plans
+
+# %% ../../nbs/14_lake.lakefs.ipynb #a7d4bd0d
+def _make_table(self:LakeFSRepository, branch:str, path:str, how:str, sides:list, commits:tuple):
+    "Stage on `branch` the files of the table at `path` that `settle_table` decided on: one side's, or the union."
+    (base, _), (src, s_files), (dst, d_files) = sides
+    meta = f'{path}/{TABLE_META}'
+    if how == 'union':
+        want = {p: (commits[2], o) for p, o in d_files.items() if p != meta} | {
+            f"{path}/{x['name']}": (commits[1], s_files[f"{path}/{x['name']}"]) for x in src.parts[len(base.parts):]}
+    else:
+        want = {p: (commits[1] if how == 'source' else commits[2], o)
+                for p, o in (s_files if how == 'source' else d_files).items()}
+    have = _table_side(self, branch, path)[1]
+    for p in have.keys() - want.keys() - ({meta} if how == 'union' else set()): self.delete(branch, p)
+    for p, (ref, o) in want.items():
+        if p not in have or _identity_of(have[p]) != _identity_of(o):
+            with self.errors(f"copying {p!r} from {ref[:12]}"):
+                self.api.objects_api.copy_object(self.name, branch, p,
+                                                 lakefs_sdk.ObjectCopyCreation(src_path=p, src_ref=ref))
+    if how == 'union':
+        self.put(branch, meta, manifest_bytes(union_manifest(base, src, dst)), content_type='application/json')
+
+# %% ../../nbs/14_lake.lakefs.ipynb #c72928b7
+def _merge_settling_tables(self:LakeFSRepository, commits:tuple, names:tuple, tables:list, both:set,
+                           merge:lakefs_sdk.Merge)->Commit:
+    "Merge `names[0]` into `names[1]`, settling whole the tables both sides touched (`commits`: base, source, dest)."
+    base, src, dst = commits
+    plans = _plan_tables(self, commits, names, tables, both, merge)
+    tmp = f"tx-merge-{uuid.uuid4().hex[:8]}"
+    with self.errors(f"merging {names[0]!r} into {names[1]!r}"):
+        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=tmp, source=src, hidden=True))
+        try:
+            # tmp is the source side, so the strategy's sides swap
+            inverse = {'source-wins': 'dest-wins', 'dest-wins': 'source-wins'}.get(merge.strategy, 'dest-wins')
+            self.api.refs_api.merge_into_branch(self.name, dst, tmp, merge=lakefs_sdk.Merge(
+                message=f'{names[1]} at {dst[:12]}', strategy=inverse))
+            for t, (how, sides) in plans.items(): _make_table(self, tmp, t, how, sides, commits)
+            if self.uncommitted(tmp):
+                self.api.commits_api.commit(self.name, tmp, lakefs_sdk.CommitCreation(
+                    message=f"tables of {names[0]!r} and {names[1]!r} settled"))
+            if self.head(names[1]).id != dst:     # it moved meanwhile (say, the same merge by another worker)
+                raise Conflict(f"branch {names[1]!r} moved while merging {names[0]!r} into it; "
+                               "the merge is worked out again")
+            return _merge_on_server(self, tmp, names[1], lakefs_sdk.Merge(
+                message=merge.message or f"Merge '{names[0]}' into '{names[1]}'", metadata=merge.metadata,
+                allow_empty=True))
+        finally: self.api.branches_api.delete_branch(self.name, tmp)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #8c97d755
+def _server_merge_with_tables(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge,
+                              attempts:int=5)->Commit:
+    "lakeFS's merge, with the tables both sides touched settled whole; worked out again if the destination moves."
+    for attempt in range(1, attempts + 1):
+        with self.errors(f"finding the merge base of {source!r} and {into!r}"):
+            mb = self.api.refs_api.find_merge_base(self.name, source, into)
+        commits = (mb.base_commit_id, mb.source_commit_id, mb.destination_commit_id)
+        s_paths, d_paths = ({ch.path for ch in self.diff(commits[0], x)} for x in commits[1:])
+        tables = _touched_tables(self, s_paths, d_paths, commits)
+        if not tables: return _merge_on_server(self, source, into, merge)
+        try: return _merge_settling_tables(self, commits, (source, into), tables, s_paths & d_paths, merge)
+        except Conflict:
+            if attempt == attempts or self.head(into).id == commits[2]: raise   # its own, not a moved destination
+
+LakeFSRepository._merge_on_server = _server_merge_with_tables
+
+# %% ../../nbs/14_lake.lakefs.ipynb #058d9f00
+@patch
+def _start_transaction(self:LakeFSRepository, name:str, branch:str):
+    "Create the transaction branch `name` at the head of `branch`, and return that commit."
+    start = self.head(branch)
+    self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's own transactions
+    return start
+
+@patch
+def _end_transaction(self:LakeFSRepository, name:str): self.delete_branch(name)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #f3772751
+@patch
+def _tx_state(self:LakeFSRepository, branch:str): return bool(self.uncommitted(branch)), self.head(branch)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #7c2315fc
+LakeFSRepository.branch, LakeFSRepository.transaction = Repository.branch, Repository.transaction
 
 # %% ../../nbs/14_lake.lakefs.ipynb #1016811d
 def open_lake(workspace:Workspace|None=None, **kwargs)->Lake|LakeFSLake:
