@@ -67,7 +67,8 @@ class LakeFSLake:
             raise InvalidInput("the lakeFS backend needs an endpoint: set LAKEFS_ENDPOINT or lakefs.endpoint")
         key, secret = access_key_id or s['access_key_id'], secret_access_key or s['secret_access_key']
         if not key or not secret:
-            raise InvalidInput("the lakeFS backend needs credentials: set LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY")
+            raise InvalidInput("the lakeFS backend needs credentials: "
+                               "set LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY")
         self.client = lakefs.Client(host=self.endpoint, username=key, password=secret)
         self.namespace = s['namespace']
         self.fs = LakeFSFileSystem(host=self.endpoint, username=key, password=secret)
@@ -705,6 +706,6 @@ LakeFSRepository.branch, LakeFSRepository.transaction = Repository.branch, Repos
 
 # %% ../../nbs/14_lake.lakefs.ipynb #1016811d
 def open_lake(workspace:Workspace|None=None, **kwargs)->Lake|LakeFSLake:
-    "The lake the workspace settings choose: the embedded `Lake`, or `LakeFSLake` when `lake.backend` is 'lakefs' (e.g. `LAKEFS_ENDPOINT` is set)."
+    "The embedded `Lake`, or `LakeFSLake` when `lake.backend` is 'lakefs' (e.g. `LAKEFS_ENDPOINT` is set)."
     ws = workspace or Workspace()
     return LakeFSLake(workspace=ws, **kwargs) if ws.backend('lake') == 'lakefs' else Lake(workspace=ws, **kwargs)
