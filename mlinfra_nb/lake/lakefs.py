@@ -8,14 +8,16 @@ import contextlib, datetime as dt, hashlib, io, json, re, threading, uuid
 from pathlib import Path
 from typing import Iterable, Mapping
 import duckdb, lakefs, lakefs_sdk, pyarrow.parquet as pq
+from fastcore.basics import patch
 from lakefs.exceptions import LakeFSException, ServerException
 from lakefs_spec import LakeFSFileSystem
 from pydantic.v1 import ValidationError
 from urllib3.exceptions import HTTPError as TransportError
 from ..workspace import (Conflict, InvalidInput, MlinfraError, NotFound, PermissionDenied, PreconditionFailed,
                                   Workspace, get_logger)
-from .core import (STRATEGIES, Change, Commit, CommonPrefix, HookEvent, Lake, ObjectInfo, Repository, Resolved,
-                                  check_expected_head, check_metadata, check_path, check_ref_name, check_repo_name)
+from .core import (STRATEGIES, Change, Commit, CommonPrefix, HookEvent, Lake, ObjectInfo, Repository,
+                                  Resolved, check_expected_head, check_metadata, check_path, check_ref_name,
+                                  check_repo_name)
 from .core import merge_conflict
 from .tables import (TABLE_META, TableInfo, TableSide, schema_from, schema_problems, manifest_bytes,
                                     next_manifest, part_name, settle_table, table_input, table_parts, union_manifest)
@@ -23,17 +25,20 @@ from .tables import (TABLE_META, TableInfo, TableSide, schema_from, schema_probl
 # %% auto #0
 __all__ = ['ERRORS', 'lakefs_errors', 'LakeFSLake', 'LakeFSRepository', 'open_lake']
 
-# %% ../../nbs/14_lake.lakefs.ipynb #49a666bf
-ERRORS = {400: InvalidInput, 401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: Conflict, 412: PreconditionFailed,
-          416: InvalidInput, 423: Conflict}
+# %% ../../nbs/14_lake.lakefs.ipynb #87d1e51b
+ERRORS = {400: InvalidInput, 401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: Conflict,
+          412: PreconditionFailed, 416: InvalidInput, 423: Conflict}
 
+# %% ../../nbs/14_lake.lakefs.ipynb #84cb658a
 def _message(e)->str:
+    "lakeFS's message in the body of the error `e`, else its reason, else its text."
     body = getattr(e, 'body', None)
     if isinstance(body, (str, bytes)):
         try: body = json.loads(body)
         except ValueError: body = {}
     return (body or {}).get('message') or getattr(e, 'reason', None) or str(e)
 
+# %% ../../nbs/14_lake.lakefs.ipynb #0a0688ce
 @contextlib.contextmanager
 def lakefs_errors(doing:str, endpoint:str=''):
     "Turn lakeFS and transport errors inside the block into `MlinfraError`s that say what we were `doing`."
@@ -44,9 +49,10 @@ def lakefs_errors(doing:str, endpoint:str=''):
         raise ERRORS.get(status, MlinfraError)(f"{doing}: lakeFS said {status}: {_message(e)}") from None
     except LakeFSException as e: raise MlinfraError(f"{doing}: {e}") from None
     except ValidationError as e: raise InvalidInput(f"{doing}: {e}") from None
-    except (TransportError, ConnectionError) as e: raise MlinfraError(f"{doing}: cannot reach lakeFS at {endpoint}: {e}") from None
+    except (TransportError, ConnectionError) as e:
+        raise MlinfraError(f"{doing}: cannot reach lakeFS at {endpoint}: {e}") from None
 
-# %% ../../nbs/14_lake.lakefs.ipynb #ffad43a1
+# %% ../../nbs/14_lake.lakefs.ipynb #5a7087f3
 class LakeFSLake:
     "A lakeFS installation, with the embedded `Lake`'s API."
     def __init__(self,
@@ -57,90 +63,106 @@ class LakeFSLake:
         workspace = workspace or Workspace()
         s = workspace.settings['lakefs']
         self.endpoint = re.sub(r'/api/v1/?$', '', (endpoint or s['endpoint']).rstrip('/'))
-        if not self.endpoint: raise InvalidInput("the lakeFS backend needs an endpoint: set LAKEFS_ENDPOINT or lakefs.endpoint")
+        if not self.endpoint:
+            raise InvalidInput("the lakeFS backend needs an endpoint: set LAKEFS_ENDPOINT or lakefs.endpoint")
         key, secret = access_key_id or s['access_key_id'], secret_access_key or s['secret_access_key']
-        if not key or not secret: raise InvalidInput("the lakeFS backend needs credentials: set LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY")
+        if not key or not secret:
+            raise InvalidInput("the lakeFS backend needs credentials: "
+                               "set LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY")
         self.client = lakefs.Client(host=self.endpoint, username=key, password=secret)
         self.namespace = s['namespace']
         self.fs = LakeFSFileSystem(host=self.endpoint, username=key, password=secret)
         self.hooks, self.logger, self.user = [], get_logger('lake.lakefs'), key
         if workspace.settings['lake']['key'] or workspace.settings['lake']['key_file']:
-            self.logger.warning("lake.key encrypts the embedded lake's files; on lakeFS, encryption at rest is the object store's "
-                             "(blockstore.s3.server_side_encryption in lakeFS's configuration), so the key is not used")
+            self.logger.warning("lake.key encrypts the embedded lake's files; on lakeFS, encryption at rest is the "
+                                "object store's (blockstore.s3.server_side_encryption in lakeFS's configuration), "
+                                "so the key is not used")
         self.con, self._registered = None, {}
 
-    root = property(lambda self: self.endpoint)
-    api = property(lambda self: self.client.sdk_client)
-    def errors(self, doing:str): return lakefs_errors(doing, self.endpoint)
-    def session(self): return contextlib.nullcontext()
     def __repr__(self): return f"LakeFSLake({self.endpoint!r})"
 
-# %% ../../nbs/14_lake.lakefs.ipynb #11fd5984
+# %% ../../nbs/14_lake.lakefs.ipynb #90483a99
+@patch(as_prop=True)
+def root(self:LakeFSLake)->str: return self.endpoint
+
+@patch(as_prop=True)
+def api(self:LakeFSLake): return self.client.sdk_client
+
+@patch
+def errors(self:LakeFSLake, doing:str): return lakefs_errors(doing, self.endpoint)
+
+@patch
+def session(self:LakeFSLake): return contextlib.nullcontext()
+
+# %% ../../nbs/14_lake.lakefs.ipynb #0faae523
 def _namespace(lake:LakeFSLake, name:str)->str:
+    "The storage namespace of a new repository `name`."
     if lake.namespace: return lake.namespace.rstrip('/') + '/' + name
     with lake.errors('reading the server configuration'): prefix = lake.client.storage_config.default_namespace_prefix
     return (prefix if prefix.endswith('/') else prefix + '/') + name if prefix else f'local://{name}'
 
-def _create_repository(self:LakeFSLake, name:str, default_branch:str='main', exist_ok:bool=False)->LakeFSRepository:
-    "Create a repository with its default branch."
-    check_repo_name(name); check_ref_name(default_branch)
-    with self.errors(f"creating repository {name!r}"):
-        lakefs.Repository(name, client=self.client).create(storage_namespace=_namespace(self, name), default_branch=default_branch,
-                                                            exist_ok=exist_ok)
-    return LakeFSRepository(self, name)
-
-def _repository(self:LakeFSLake, name:str)->LakeFSRepository:
-    "The existing repository `name`."
-    with self.errors(f"opening repository {name!r}"): self.api.repositories_api.get_repository(name)
-    return LakeFSRepository(self, name)
-
-def _repositories(self:LakeFSLake)->list[str]:
-    "Names of all repositories."
-    with self.errors("listing repositories"): return sorted(r.properties.id for r in lakefs.repositories(client=self.client))
-
-def _delete_repository(self:LakeFSLake, name:str):
-    "Delete repository `name`."
-    with self.errors(f"deleting repository {name!r}"): self.api.repositories_api.delete_repository(name)
-
-LakeFSLake.create_repository, LakeFSLake.repository, LakeFSLake.repositories, LakeFSLake.delete_repository = (
-    _create_repository, _repository, _repositories, _delete_repository)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #5da13b19
-def _commit(c)->Commit:
-    return Commit(c.id, tuple(c.parents), c.message, dict(c.metadata or {}), c.committer,
-                  dt.datetime.fromtimestamp(c.creation_date, dt.timezone.utc), c.meta_range_id, c.generation or 0)
-
-def _object(o)->ObjectInfo|CommonPrefix:
-    if getattr(o, 'path_type', 'object') == 'common_prefix' or not hasattr(o, 'checksum'): return CommonPrefix(o.path)
-    return ObjectInfo(o.path, o.checksum, o.size_bytes, o.content_type or 'application/octet-stream',
-                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}), o.checksum)   # lakeFS's checksum is the MD5
-
+# %% ../../nbs/14_lake.lakefs.ipynb #8ac198f5
 class LakeFSRepository:
     "A lakeFS repository with the embedded `Repository`'s API."
     def __init__(self, lake:LakeFSLake, name:str):
         self.lake, self.name = lake, name
         self.sdk = lakefs.Repository(name, client=lake.client)
     def __repr__(self): return f"LakeFSRepository({self.name!r})"
-    def __eq__(self, o): return isinstance(o, LakeFSRepository) and (o.lake.endpoint, o.name) == (self.lake.endpoint, self.name)
+    def __eq__(self, o):
+        return isinstance(o, LakeFSRepository) and (o.lake.endpoint, o.name) == (self.lake.endpoint, self.name)
     def __hash__(self): return hash((self.lake.endpoint, self.name))
     def errors(self, doing:str): return self.lake.errors(f"{doing} in repository {self.name!r}")
     api = property(lambda self: self.lake.api)
 
-    @property
-    def default_branch(self)->str:
-        "The branch created with the repository."
-        with self.errors("reading the repository"): return self.api.repositories_api.get_repository(self.name).default_branch
+# %% ../../nbs/14_lake.lakefs.ipynb #f6484fc8
+@patch
+def create_repository(self:LakeFSLake, name:str, default_branch:str='main', exist_ok:bool=False)->LakeFSRepository:
+    "Create a repository with its default branch."
+    check_repo_name(name); check_ref_name(default_branch)
+    with self.errors(f"creating repository {name!r}"):
+        lakefs.Repository(name, client=self.client).create(storage_namespace=_namespace(self, name),
+                                                            default_branch=default_branch, exist_ok=exist_ok)
+    return LakeFSRepository(self, name)
 
-    def commit_info(self, ref:str)->Commit:
-        "The commit `ref` points at."
-        with self.errors(f"resolving {ref!r}"): return _commit(self.api.commits_api.get_commit(self.name, ref))
+# %% ../../nbs/14_lake.lakefs.ipynb #96f33b5f
+@patch
+def repository(self:LakeFSLake, name:str)->LakeFSRepository:
+    "The existing repository `name`."
+    with self.errors(f"opening repository {name!r}"): self.api.repositories_api.get_repository(name)
+    return LakeFSRepository(self, name)
 
-    def resolve(self, ref:str)->Resolved:
-        "The commit (and visible staging area) `ref` points at."
-        return Resolved(self.commit_info(ref), ref if ref in self.branches(show_hidden=True) else None)
+@patch
+def repositories(self:LakeFSLake)->list[str]:
+    "Names of all repositories."
+    with self.errors("listing repositories"):
+        return sorted(r.properties.id for r in lakefs.repositories(client=self.client))
 
-# %% ../../nbs/14_lake.lakefs.ipynb #385b72ab
+@patch
+def delete_repository(self:LakeFSLake, name:str):
+    "Delete repository `name`."
+    with self.errors(f"deleting repository {name!r}"): self.api.repositories_api.delete_repository(name)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #21a8f163
+def _commit(c)->Commit:
+    "The `Commit` of lakeFS's commit `c`."
+    return Commit(c.id, tuple(c.parents), c.message, dict(c.metadata or {}), c.committer,
+                  dt.datetime.fromtimestamp(c.creation_date, dt.timezone.utc), c.meta_range_id, c.generation or 0)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #4d8bebc9
+@patch(as_prop=True)
+def default_branch(self:LakeFSRepository)->str:
+    "The branch created with the repository."
+    with self.errors("reading the repository"):
+        return self.api.repositories_api.get_repository(self.name).default_branch
+
+@patch
+def commit_info(self:LakeFSRepository, ref:str)->Commit:
+    "The commit `ref` points at."
+    with self.errors(f"resolving {ref!r}"): return _commit(self.api.commits_api.get_commit(self.name, ref))
+
+# %% ../../nbs/14_lake.lakefs.ipynb #85708532
 def _refs(lister)->dict:
+    "Every ref `lister` pages through, and its commit id."
     out, after = {}, ''
     while True:
         page = lister(after=after, amount=1000)
@@ -148,145 +170,183 @@ def _refs(lister)->dict:
         if not page.pagination.has_more: return out
         after = page.pagination.next_offset
 
-# %% ../../nbs/14_lake.lakefs.ipynb #2db9b59e
-def _create_branch(self:LakeFSRepository, name:str, source:str|None=None, hidden:bool=False)->Commit:
-    "Create branch `name` at the commit of `source` (default: the default branch), `hidden` from listings if asked; return that commit."
+# %% ../../nbs/14_lake.lakefs.ipynb #55558bce
+@patch
+def branches(self:LakeFSRepository, show_hidden:bool=False)->dict[str, str]:
+    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
+    with self.errors("listing branches"):
+        return _refs(lambda **k: self.api.branches_api.list_branches(self.name, show_hidden=show_hidden, **k))
+
+@patch
+def head(self:LakeFSRepository, branch:str)->Commit:
+    "The head commit of `branch`."
+    with self.errors(f"reading branch {branch!r}"):
+        return self.commit_info(self.api.branches_api.get_branch(self.name, branch).commit_id)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #29e83c53
+@patch
+def create_branch(self:LakeFSRepository, name:str, source:str|None=None, hidden:bool=False)->Commit:
+    "Create branch `name` at the commit of `source` (default: the default branch), hidden if asked; return that commit."
     check_ref_name(name)
     with self.errors(f"creating branch {name!r}"):
-        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=name, source=source or self.default_branch, hidden=hidden))
+        self.api.branches_api.create_branch(
+            self.name, lakefs_sdk.BranchCreation(name=name, source=source or self.default_branch, hidden=hidden))
     return self.head(name)
 
-def _branches(self:LakeFSRepository, show_hidden:bool=False)->dict[str, str]:
-    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
-    with self.errors("listing branches"): return _refs(lambda **k: self.api.branches_api.list_branches(self.name, show_hidden=show_hidden, **k))
-
-def _head(self:LakeFSRepository, branch:str)->Commit:
-    "The head commit of `branch`."
-    with self.errors(f"reading branch {branch!r}"): return self.commit_info(self.api.branches_api.get_branch(self.name, branch).commit_id)
-
-def _delete_branch(self:LakeFSRepository, name:str):
+# %% ../../nbs/14_lake.lakefs.ipynb #febfd727
+@patch
+def delete_branch(self:LakeFSRepository, name:str):
     "Delete branch `name` and its uncommitted changes."
     with self.errors(f"deleting branch {name!r}"): self.api.branches_api.delete_branch(self.name, name)
 
-for _f in (_create_branch, _branches, _head, _delete_branch):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
+# %% ../../nbs/14_lake.lakefs.ipynb #0e7237b4
+@patch
+def resolve(self:LakeFSRepository, ref:str)->Resolved:
+    "The commit (and visible staging area) `ref` points at."
+    return Resolved(self.commit_info(ref), ref if ref in self.branches(show_hidden=True) else None)
 
-# %% ../../nbs/14_lake.lakefs.ipynb #4e74b706
-def _tag(self:LakeFSRepository, name:str, ref:str)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #961d7ceb
+@patch
+def tag(self:LakeFSRepository, name:str, ref:str)->Commit:
     "Create tag `name` for the commit `ref` points at."
     check_ref_name(name, 'tag')
-    with self.errors(f"creating tag {name!r}"): r = self.api.tags_api.create_tag(self.name, lakefs_sdk.TagCreation(id=name, ref=ref))
+    with self.errors(f"creating tag {name!r}"):
+        r = self.api.tags_api.create_tag(self.name, lakefs_sdk.TagCreation(id=name, ref=ref))
     return self.commit_info(r.commit_id)
 
-def _tags(self:LakeFSRepository)->dict[str, str]:
+@patch
+def tags(self:LakeFSRepository)->dict[str, str]:
     "Every tag and its commit id."
     with self.errors("listing tags"): return _refs(lambda **k: self.api.tags_api.list_tags(self.name, **k))
 
-def _delete_tag(self:LakeFSRepository, name:str):
+@patch
+def delete_tag(self:LakeFSRepository, name:str):
     "Delete tag `name`."
     with self.errors(f"deleting tag {name!r}"): self.api.tags_api.delete_tag(self.name, name)
 
-for _f in (_tag, _tags, _delete_tag):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #6644eba1
-def _protection_rules(self:LakeFSRepository)->list[str]:
+# %% ../../nbs/14_lake.lakefs.ipynb #d2453c9e
+@patch
+def protection_rules(self:LakeFSRepository)->list[str]:
     "The glob patterns of protected branches."
     with self.errors("reading branch protection"):
         return sorted(r.pattern for r in self.api.repositories_api.get_branch_protection_rules(self.name))
 
 def _set_rules(self:LakeFSRepository, rules:list[str]):
+    "Make `rules` the repository's whole list of protection rules."
     with self.errors("setting branch protection"):
-        self.api.repositories_api.set_branch_protection_rules(self.name, [lakefs_sdk.BranchProtectionRule(pattern=p) for p in rules])
+        self.api.repositories_api.set_branch_protection_rules(self.name, [lakefs_sdk.BranchProtectionRule(pattern=p)
+                                                                          for p in rules])
 
-def _protect(self:LakeFSRepository, pattern:str):
+# %% ../../nbs/14_lake.lakefs.ipynb #774fe14b
+@patch
+def protect(self:LakeFSRepository, pattern:str):
     "Protect every branch matching the glob `pattern`."
     if not isinstance(pattern, str) or not pattern: raise InvalidInput(f"invalid protection pattern {pattern!r}")
     rules = self.protection_rules()
     if pattern not in rules: _set_rules(self, rules + [pattern])
 
-def _unprotect(self:LakeFSRepository, pattern:str):
+@patch
+def unprotect(self:LakeFSRepository, pattern:str):
     "Remove the protection rule `pattern`."
     rules = self.protection_rules()
     if pattern not in rules: raise NotFound(f"no protection rule {pattern!r} in repository {self.name!r}")
     _set_rules(self, [r for r in rules if r != pattern])
 
-for _f in (_protection_rules, _protect, _unprotect):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
+# %% ../../nbs/14_lake.lakefs.ipynb #d36dca0d
+def _object(o)->ObjectInfo|CommonPrefix:
+    "The `ObjectInfo` (or, for a folder in a listing, the `CommonPrefix`) of lakeFS's object `o`."
+    if getattr(o, 'path_type', 'object') == 'common_prefix' or not hasattr(o, 'checksum'): return CommonPrefix(o.path)
+    return ObjectInfo(o.path, o.checksum, o.size_bytes, o.content_type or 'application/octet-stream',
+                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}),
+                      o.checksum)   # lakeFS's checksum is the MD5
 
-# %% ../../nbs/14_lake.lakefs.ipynb #de8603c0
+# %% ../../nbs/14_lake.lakefs.ipynb #e3255d43
 def _unchanged(self:LakeFSRepository, branch:str, path:str, data:bytes, content_type:str|None, md:dict)->bool:
     "Whether `path` on `branch` holds `data` already (by MD5, lakeFS's checksum), with this content type and metadata."
     try: o = self.api.objects_api.stat_object(self.name, branch, path, user_metadata=True)
     except lakefs_sdk.exceptions.ApiException: return False   # not there (or not readable): the upload decides
     same_type = (o.content_type or 'application/octet-stream') == (content_type or 'application/octet-stream')
-    return o.checksum == hashlib.md5(data, usedforsecurity=False).hexdigest() and same_type and dict(o.metadata or {}) == md
+    return (o.checksum == hashlib.md5(data, usedforsecurity=False).hexdigest() and same_type
+            and dict(o.metadata or {}) == md)
 
-def _put_many(self:LakeFSRepository, branch:str, items:Mapping[str, bytes]|Iterable[tuple[str, bytes]],
-              content_type:str|None=None, metadata:Mapping|None=None)->int:
+# %% ../../nbs/14_lake.lakefs.ipynb #54533695
+@patch
+def put_many(self:LakeFSRepository, branch:str, items:Mapping[str, bytes]|Iterable[tuple[str, bytes]],
+             content_type:str|None=None, metadata:Mapping|None=None)->int:
     "Stage many objects on `branch` (all are checked before the first is sent)."
     try: items = [(p, d) for p, d in (items.items() if isinstance(items, Mapping) else items)]
-    except (TypeError, ValueError): raise InvalidInput("items must map paths to bytes, or be (path, bytes) pairs") from None
-    if content_type is not None and not isinstance(content_type, str): raise InvalidInput(f"content_type must be a string, got {content_type!r}")
+    except (TypeError, ValueError):
+        raise InvalidInput("items must map paths to bytes, or be (path, bytes) pairs") from None
+    if content_type is not None and not isinstance(content_type, str):
+        raise InvalidInput(f"content_type must be a string, got {content_type!r}")
     for p, d in items:
         check_path(p)
-        if not isinstance(d, (bytes, bytearray, memoryview)): raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
+        if not isinstance(d, (bytes, bytearray, memoryview)):
+            raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
     md, b = check_metadata(metadata), self.sdk.branch(branch)
     self.head(branch)
     for p, d in items:
-        if _unchanged(self, branch, p, bytes(d), content_type, md): continue   # already there as it would be: no transfer
-        with self.errors(f"uploading {p!r} to {branch!r}"): b.object(p).upload(bytes(d), content_type=content_type, metadata=md or None)
+        if _unchanged(self, branch, p, bytes(d), content_type, md): continue   # already there as it would be
+        with self.errors(f"uploading {p!r} to {branch!r}"):
+            b.object(p).upload(bytes(d), content_type=content_type, metadata=md or None)
     return len(items)
 
-def _put(self:LakeFSRepository, branch:str, path:str, data:bytes, content_type:str|None=None, metadata:Mapping|None=None)->ObjectInfo:
+# %% ../../nbs/14_lake.lakefs.ipynb #3e2d06b6
+@patch
+def put(self:LakeFSRepository, branch:str, path:str, data:bytes, content_type:str|None=None,
+        metadata:Mapping|None=None)->ObjectInfo:
     "Stage one object at `path` on `branch`."
     self.put_many(branch, [(path, data)], content_type, metadata)
     return self.stat(branch, path)
 
-for _f in (_put_many, _put):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #e6cd4f1f
-def _stat(self:LakeFSRepository, ref:str, path:str)->ObjectInfo:
+@patch
+def stat(self:LakeFSRepository, ref:str, path:str)->ObjectInfo:
     "Facts about the object at `path` as of `ref`."
     check_path(path)
-    with self.errors(f"reading {path!r} at {ref!r}"): return _object(self.api.objects_api.stat_object(self.name, ref, path, user_metadata=True))
+    with self.errors(f"reading {path!r} at {ref!r}"):
+        return _object(self.api.objects_api.stat_object(self.name, ref, path, user_metadata=True))
 
-def _exists(self:LakeFSRepository, ref:str, path:str)->bool:
+# %% ../../nbs/14_lake.lakefs.ipynb #37c0e205
+@patch
+def exists(self:LakeFSRepository, ref:str, path:str)->bool:
     "Whether an object is at `path` as of `ref`."
     try: self.stat(ref, path); return True
     except NotFound:
         self.commit_info(ref)  # a missing ref is an error, not a missing object
         return False
 
-def _get(self:LakeFSRepository, ref:str, path:str)->bytes:
+@patch
+def get(self:LakeFSRepository, ref:str, path:str)->bytes:
     "The content of the object at `path` as of `ref`."
     check_path(path)
-    with self.errors(f"reading {path!r} at {ref!r}"): return bytes(self.api.objects_api.get_object(self.name, ref, path))
+    with self.errors(f"reading {path!r} at {ref!r}"):
+        return bytes(self.api.objects_api.get_object(self.name, ref, path))
 
-def _delete(self:LakeFSRepository, branch:str, path:str):
+@patch
+def delete(self:LakeFSRepository, branch:str, path:str):
     "Stage the removal of `path` from `branch`."
     check_path(path)
     with self.errors(f"deleting {path!r} on {branch!r}"): self.api.objects_api.delete_object(self.name, branch, path)
 
-for _f in (_stat, _exists, _get, _delete):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #f417f524
-def _list(self:LakeFSRepository, ref:str, prefix:str='', delimiter:str|None=None, after:str='', limit:int|None=None)->list:
+# %% ../../nbs/14_lake.lakefs.ipynb #c2d0a0b9
+@patch
+def list(self:LakeFSRepository, ref:str, prefix:str='', delimiter:str|None=None, after:str='',
+         limit:int|None=None)->list:
     "The objects (and, with a delimiter, common prefixes) at `ref` under `prefix`."
     for name, v in (('prefix', prefix), ('after', after)):
         if not isinstance(v, str): raise InvalidInput(f"{name} must be a string, got {v!r}")
-    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter): raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
-    if limit is not None and (not isinstance(limit, int) or limit < 0): raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
+    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
+        raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
     if limit == 0: return []
     with self.errors(f"listing {prefix!r} at {ref!r}"):
-        return [_object(o) for o in self.sdk.ref(ref).objects(max_amount=limit, after=after or None, prefix=prefix or None, delimiter=delimiter)]
+        return [_object(o) for o in self.sdk.ref(ref).objects(max_amount=limit, after=after or None,
+                                                               prefix=prefix or None, delimiter=delimiter)]
 
-LakeFSRepository.list = _list
-
-# %% ../../nbs/14_lake.lakefs.ipynb #6d6e71ae
-def _import_directory(self:LakeFSRepository, branch:str, src:str|Path, prefix:str='', batch:int=1000)->int:
+# %% ../../nbs/14_lake.lakefs.ipynb #ad82ed05
+@patch
+def import_directory(self:LakeFSRepository, branch:str, src:str|Path, prefix:str='', batch:int=1000)->int:
     "Upload every file under the local folder `src` to `branch`, at `prefix` + its relative path."
     src = Path(src)
     if not src.is_dir(): raise InvalidInput(f"{src} is not a directory")
@@ -296,130 +356,144 @@ def _import_directory(self:LakeFSRepository, branch:str, src:str|Path, prefix:st
     for i in range(0, len(files), batch): self.put_many(branch, [(p, f.read_bytes()) for f, p in files[i:i + batch]])
     return len(files)
 
-LakeFSRepository.import_directory = _import_directory
-
-# %% ../../nbs/14_lake.lakefs.ipynb #1c199142
+# %% ../../nbs/14_lake.lakefs.ipynb #34398f7b
 def _change(d)->Change|CommonPrefix:
+    "The `Change` (or, for a folder, the `CommonPrefix`) of lakeFS's diff entry `d`."
     return CommonPrefix(d.path) if d.path_type == 'common_prefix' else Change(d.type, d.path, d.size_bytes)
 
-def _uncommitted(self:LakeFSRepository, branch:str, prefix:str='')->list[Change]:
+# %% ../../nbs/14_lake.lakefs.ipynb #6376a0de
+@patch
+def uncommitted(self:LakeFSRepository, branch:str, prefix:str='')->list[Change]:
     "Staged changes on `branch` relative to its head."
-    with self.errors(f"reading changes on {branch!r}"): return [_change(d) for d in self.sdk.branch(branch).uncommitted(prefix=prefix or None)]
+    with self.errors(f"reading changes on {branch!r}"):
+        return [_change(d) for d in self.sdk.branch(branch).uncommitted(prefix=prefix or None)]
 
-def _reset(self:LakeFSRepository, branch:str, path:str|None=None, prefix:str|None=None):
+# %% ../../nbs/14_lake.lakefs.ipynb #2232a8e1
+@patch
+def reset(self:LakeFSRepository, branch:str, path:str|None=None, prefix:str|None=None):
     "Drop staged changes on `branch`: all, one `path`, or everything under `prefix`."
     kind, p = ('object', check_path(path)) if path else ('common_prefix', prefix) if prefix else ('reset', None)
     with self.errors(f"resetting {branch!r}"): self.sdk.branch(branch).reset_changes(kind, p)
 
-for _f in (_uncommitted, _reset):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
+# %% ../../nbs/14_lake.lakefs.ipynb #32bd8f27
+LakeFSRepository.add_hook, LakeFSRepository._run_hooks = Repository.add_hook, Repository._run_hooks
 
-# %% ../../nbs/14_lake.lakefs.ipynb #63f37e35
-def _commit_changes(self:LakeFSRepository, branch:str, message:str, metadata:Mapping|None=None, allow_empty:bool=False,
-                    expected_head:str|None=None)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #5b748430
+@patch
+def commit(self:LakeFSRepository, branch:str, message:str, metadata:Mapping|None=None, allow_empty:bool=False,
+           expected_head:str|None=None)->Commit:
     "Commit the staged changes on `branch`."
     if not isinstance(message, str) or not message.strip(): raise InvalidInput("a commit needs a non-empty message")
     md, expected_head = check_metadata(metadata), check_expected_head(expected_head)
     if expected_head is not None:
         head = self.head(branch)
         if not head.id.startswith(expected_head):
-            raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, not the expected {expected_head[:12]}; look again and retry")
-    self._run_hooks('pre-commit', branch, lambda: HookEvent('pre-commit', self, branch, None, message, md, self.uncommitted(branch)))
+            raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, "
+                           f"not the expected {expected_head[:12]}; look again and retry")
+    self._run_hooks('pre-commit', branch,
+                    lambda: HookEvent('pre-commit', self, branch, None, message, md, self.uncommitted(branch)))
     with self.errors(f"committing on {branch!r}"):
-        c = self.api.commits_api.commit(self.name, branch, lakefs_sdk.CommitCreation(message=message, metadata=md, allow_empty=allow_empty))
+        c = self.api.commits_api.commit(
+            self.name, branch, lakefs_sdk.CommitCreation(message=message, metadata=md, allow_empty=allow_empty))
     return _commit(c)
 
-def _log(self:LakeFSRepository, ref:str, limit:int|None=None)->list[Commit]:
+# %% ../../nbs/14_lake.lakefs.ipynb #22b4e3ff
+@patch
+def log(self:LakeFSRepository, ref:str, limit:int|None=None)->list[Commit]:
     "Commits reachable from `ref`, newest first."
-    if limit is not None and (not isinstance(limit, int) or limit < 0): raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
     if limit == 0: return []
     out, after = [], ''
     with self.errors(f"reading the log of {ref!r}"):
         while limit is None or len(out) < limit:
-            page = self.api.refs_api.log_commits(self.name, ref, after=after or None, amount=min(1000, limit - len(out)) if limit else 1000)
+            page = self.api.refs_api.log_commits(self.name, ref, after=after or None,
+                                                 amount=min(1000, limit - len(out)) if limit else 1000)
             out += [_commit(c) for c in page.results]
             if not page.pagination.has_more: break
             after = page.pagination.next_offset
     return out
 
-LakeFSRepository.commit = _commit_changes
-LakeFSRepository.log = _log
-LakeFSRepository.add_hook, LakeFSRepository._run_hooks = Repository.add_hook, Repository._run_hooks  # the embedded lake's, unchanged
-
-# %% ../../nbs/14_lake.lakefs.ipynb #429c0b7b
-def _diff(self:LakeFSRepository, left:str, right:str, prefix:str='')->list[Change]:
+# %% ../../nbs/14_lake.lakefs.ipynb #17df5ac0
+@patch
+def diff(self:LakeFSRepository, left:str, right:str, prefix:str='')->list[Change]:
     "Changes from `left` to `right` (committed states, as lakeFS compares refs)."
     if not isinstance(prefix, str): raise InvalidInput(f"prefix must be a string, got {prefix!r}")
     with self.errors(f"diffing {left!r} and {right!r}"):
         return [_change(d) for d in self.sdk.ref(left).diff(right, prefix=prefix or None, type='two_dot')]
 
-def _merge_base(self:LakeFSRepository, a:str, b:str)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #c075b022
+@patch
+def merge_base(self:LakeFSRepository, a:str, b:str)->Commit:
     "The newest commit that is an ancestor of both `a` and `b`."
-    with self.errors(f"finding the merge base of {a!r} and {b!r}"): r = self.api.refs_api.find_merge_base(self.name, a, b)
+    with self.errors(f"finding the merge base of {a!r} and {b!r}"):
+        r = self.api.refs_api.find_merge_base(self.name, a, b)
     return self.commit_info(r.base_commit_id)
 
-def _merge(self:LakeFSRepository, source:str, into:str, message:str|None=None, metadata:Mapping|None=None, strategy:str|None=None,
-           allow_empty:bool=False)->Commit:
-    "Merge `source` into branch `into`, three-way against their merge base; return the new head of `into`."
-    if strategy not in (None, *STRATEGIES): raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    md = check_metadata(metadata)
-    def event():
-        with self.errors(f"diffing {into!r} and {source!r}"): changes = [_change(d) for d in self.sdk.ref(into).diff(source)]
-        return HookEvent('pre-merge', self, into, source, message or '', md, changes)
-    self._run_hooks('pre-merge', into, event)
-    return self._merge_on_server(source, into, lakefs_sdk.Merge(message=message, metadata=md or None, strategy=strategy, allow_empty=allow_empty))
-
+# %% ../../nbs/14_lake.lakefs.ipynb #583e93fc
 def _merge_on_server(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge)->Commit:
     "lakeFS's own merge of `source` into `into`."
-    with self.errors(f"merging {source!r} into {into!r}"): r = self.api.refs_api.merge_into_branch(self.name, source, into, merge=merge)
+    with self.errors(f"merging {source!r} into {into!r}"):
+        r = self.api.refs_api.merge_into_branch(self.name, source, into, merge=merge)
     return self.commit_info(r.reference)
 
-for _f in (_diff, _merge_base, _merge, _merge_on_server):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
+LakeFSRepository._merge_on_server = LakeFSRepository.merge_on_server = _merge_on_server
 
-# %% ../../nbs/14_lake.lakefs.ipynb #05e40507
-def _cherry_pick(self:LakeFSRepository, branch:str, ref:str, parent_number:int|None=None, message:str|None=None, metadata:Mapping|None=None)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #703a0766
+@patch
+def merge(self:LakeFSRepository, source:str, into:str, message:str|None=None, metadata:Mapping|None=None,
+          strategy:str|None=None, allow_empty:bool=False)->Commit:
+    "Merge `source` into branch `into`, three-way against their merge base; return the new head of `into`."
+    if strategy not in (None, *STRATEGIES):
+        raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    md = check_metadata(metadata)
+    def event():
+        with self.errors(f"diffing {into!r} and {source!r}"):
+            changes = [_change(d) for d in self.sdk.ref(into).diff(source)]
+        return HookEvent('pre-merge', self, into, source, message or '', md, changes)
+    self._run_hooks('pre-merge', into, event)
+    return self._merge_on_server(source, into, lakefs_sdk.Merge(message=message, metadata=md or None, strategy=strategy,
+                                                                allow_empty=allow_empty))
+
+# %% ../../nbs/14_lake.lakefs.ipynb #c6e95c49
+@patch
+def cherry_pick(self:LakeFSRepository, branch:str, ref:str, parent_number:int|None=None, message:str|None=None,
+                metadata:Mapping|None=None)->Commit:
     "Apply to `branch`, as a new commit, the change commit `ref` made relative to its parent (lakeFS's cherry-pick)."
-    over = lakefs_sdk.CommitOverrides(message=message, metadata=None if metadata is None else check_metadata(metadata)) if message or metadata is not None else None
+    over = (lakefs_sdk.CommitOverrides(message=message, metadata=None if metadata is None else check_metadata(metadata))
+            if message or metadata is not None else None)
     with self.errors(f"cherry-picking {ref!r} onto {branch!r}"):
-        return _commit(self.api.branches_api.cherry_pick(self.name, branch, lakefs_sdk.CherryPickCreation(ref=ref, parent_number=parent_number, commit_overrides=over)))
+        return _commit(self.api.branches_api.cherry_pick(self.name, branch, lakefs_sdk.CherryPickCreation(
+            ref=ref, parent_number=parent_number, commit_overrides=over)))
 
-def _revert(self:LakeFSRepository, branch:str, ref:str, parent:int|None=None, message:str|None=None)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #1dfda24e
+@patch
+def revert(self:LakeFSRepository, branch:str, ref:str, parent:int|None=None, message:str|None=None)->Commit:
     "Commit on `branch` the inverse of the changes `ref` made (relative to its `parent`-th parent)."
     over = lakefs_sdk.CommitOverrides(message=message) if message else None
     with self.errors(f"reverting {ref!r} on {branch!r}"):
-        self.api.branches_api.revert_branch(self.name, branch, lakefs_sdk.RevertCreation(ref=ref, parent_number=parent or 0, commit_overrides=over))
+        self.api.branches_api.revert_branch(
+            self.name, branch, lakefs_sdk.RevertCreation(ref=ref, parent_number=parent or 0, commit_overrides=over))
     return self.head(branch)
 
-def _hard_reset(self:LakeFSRepository, branch:str, ref:str)->Commit:
+# %% ../../nbs/14_lake.lakefs.ipynb #2d7fb48f
+@patch
+def hard_reset(self:LakeFSRepository, branch:str, ref:str)->Commit:
     "Point `branch` at the commit of `ref` and drop its staged changes (lakeFS files this API under 'experimental')."
-    with self.errors(f"hard-resetting {branch!r} to {ref!r}"): self.api.experimental_api.hard_reset_branch(self.name, branch, ref)
+    with self.errors(f"hard-resetting {branch!r} to {ref!r}"):
+        self.api.experimental_api.hard_reset_branch(self.name, branch, ref)
     return self.head(branch)
 
-for _f in (_cherry_pick, _revert, _hard_reset):
-    setattr(LakeFSRepository, _f.__name__[1:], _f)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #fdbc702a
-_PLAIN_REF = re.compile(r'[\w-]+')
-
-def _write_table(self:LakeFSRepository, branch:str, path:str, data, mode:str='overwrite')->TableInfo:
-    "Stage `data` as (or onto) the Parquet table at `path` on `branch`: the part, then the manifest, then (overwrite) the removal of the old parts."
-    table = table_input(path, data, mode)
-    meta = json.loads(self.get(branch, f'{path}/{TABLE_META}')) if self.exists(branch, f'{path}/{TABLE_META}') else None
-    if mode == 'append' and meta and (probs := schema_problems(schema_from(meta), table.schema)):
-        raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
-    files, name = [o.path for o in self._parts(branch, path)], part_name()
-    buf = io.BytesIO(); pq.write_table(table, buf, compression='zstd')
-    body = manifest_bytes(next_manifest(meta, [f.rsplit('/', 1)[1] for f in files], table.schema, mode, name, table.num_rows))
-    self.put(branch, f'{path}/{name}', buf.getvalue(), content_type='application/vnd.apache.parquet')
-    self.put(branch, f'{path}/{TABLE_META}', body, content_type='application/json')
-    for p in files if mode == 'overwrite' else []: self.delete(branch, p)
-    return self.table_info(branch, path)
-
+# %% ../../nbs/14_lake.lakefs.ipynb #30566f34
+@patch
 def _parts(self:LakeFSRepository, ref:str, path:str)->list:
-    return [o for o in self.list(ref, prefix=f'{path}/', delimiter='/') if isinstance(o, ObjectInfo) and o.path.endswith('.parquet')]
+    "The objects of the Parquet parts in the folder of the table at `path`."
+    return [o for o in self.list(ref, prefix=f'{path}/', delimiter='/')
+            if isinstance(o, ObjectInfo) and o.path.endswith('.parquet')]
 
-def _table_info(self:LakeFSRepository, ref:str, path:str)->TableInfo:
+# %% ../../nbs/14_lake.lakefs.ipynb #1872fb56
+@patch
+def table_info(self:LakeFSRepository, ref:str, path:str)->TableInfo:
     "Schema, row count and parts of the table at `path` as of `ref`."
     check_path(path)
     try: meta = json.loads(self.get(ref, f'{path}/{TABLE_META}'))
@@ -429,125 +503,37 @@ def _table_info(self:LakeFSRepository, ref:str, path:str)->TableInfo:
     files = {o.path.rsplit('/', 1)[1]: o for o in self._parts(ref, path)}
     return TableInfo(path, schema_from(meta), meta['rows'], table_parts(f'{ref!r} in {self.name!r}', path, meta, files))
 
-def _delete_table(self:LakeFSRepository, branch:str, path:str):
+# %% ../../nbs/14_lake.lakefs.ipynb #8153e12a
+@patch
+def write_table(self:LakeFSRepository, branch:str, path:str, data, mode:str='overwrite')->TableInfo:
+    "Stage `data` as (or onto) the Parquet table at `path` on `branch`."
+    table = table_input(path, data, mode)
+    meta = json.loads(self.get(branch, f'{path}/{TABLE_META}')) if self.exists(branch, f'{path}/{TABLE_META}') else None
+    if mode == 'append' and meta and (probs := schema_problems(schema_from(meta), table.schema)):
+        raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
+    files, name = [o.path for o in self._parts(branch, path)], part_name()
+    buf = io.BytesIO(); pq.write_table(table, buf, compression='zstd')
+    body = manifest_bytes(next_manifest(meta, [f.rsplit('/', 1)[1] for f in files], table.schema, mode, name,
+                                        table.num_rows))
+    self.put(branch, f'{path}/{name}', buf.getvalue(), content_type='application/vnd.apache.parquet')
+    self.put(branch, f'{path}/{TABLE_META}', body, content_type='application/json')
+    for p in files if mode == 'overwrite' else []: self.delete(branch, p)
+    return self.table_info(branch, path)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #e61f7ff0
+@patch
+def delete_table(self:LakeFSRepository, branch:str, path:str):
     "Stage the removal of the table at `path` on `branch`: its manifest and its parts."
     check_path(path)
-    if not self.exists(branch, f'{path}/{TABLE_META}'): raise NotFound(f"no table {path!r} on branch {branch!r} of {self.name!r}")
+    if not self.exists(branch, f'{path}/{TABLE_META}'):
+        raise NotFound(f"no table {path!r} on branch {branch!r} of {self.name!r}")
     for p in [o.path for o in self._parts(branch, path)] + [f'{path}/{TABLE_META}']: self.delete(branch, p)
 
-# %% ../../nbs/14_lake.lakefs.ipynb #61b915b7
-def _uris(self:LakeFSRepository, ref:str, path:str)->list[str]:
-    "lakefs:// URIs of the table's parts."
-    info = self.table_info(ref, path)
-    if not _PLAIN_REF.fullmatch(ref): ref = self.commit_info(ref).id
-    return [f'lakefs://{self.name}/{ref}/{p.path}' for p in info.parts]
-
-def _table(self:LakeFSRepository, ref:str, path:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
-    "The table at `path` as of `ref`, as a DuckDB relation (read through lakefs-spec)."
-    con = self.lake.connection(con)
-    return con.read_parquet(self._uris(ref, path))
-
-def _tables(self:LakeFSRepository, ref:str, prefix:str='')->list[str]:
-    "Paths of the tables at `ref` under `prefix`."
-    return [o.path[:-len(TABLE_META) - 1] for o in self.list(ref, prefix=prefix) if o.path.endswith('/' + TABLE_META)]
-
-for _f in (_write_table, _table_info, _delete_table, _table, _tables): setattr(LakeFSRepository, _f.__name__[1:], _f)
-LakeFSRepository._parts, LakeFSRepository._uris = _parts, _uris
-for _k in ('table_diff', 'branch', 'transaction'): setattr(LakeFSRepository, _k, getattr(Repository, _k))  # written on the methods above, shared as they are
-
-# %% ../../nbs/14_lake.lakefs.ipynb #b6cea2a9
-def _identity_of(o:ObjectInfo)->tuple: return (o.address, o.size, o.content_type, json.dumps(o.metadata, sort_keys=True))
-
-def _touched_tables(self:LakeFSRepository, s_paths:set, d_paths:set, commits:tuple)->list[str]:
-    "The tables (at any of `commits`) whose files changed on both sides."
-    def folders(paths): return {p.rsplit('/', 1)[0] for p in paths if '/' in p and (p.endswith('.parquet') or p.endswith('/' + TABLE_META))}
-    return sorted(f for f in folders(s_paths) & folders(d_paths) if any(self.exists(c, f'{f}/{TABLE_META}') for c in commits))
-
-def _table_side(self:LakeFSRepository, ref:str, path:str)->tuple[TableSide, dict]:
-    "The table at `path` as of `ref`, and its files by path."
-    files = {o.path: o for o in self.list(ref, prefix=path + '/', delimiter='/')
-             if isinstance(o, ObjectInfo) and (o.path.endswith('.parquet') or o.path == f'{path}/{TABLE_META}')}
-    meta = json.loads(self.get(ref, f'{path}/{TABLE_META}')) if f'{path}/{TABLE_META}' in files else None
-    return TableSide(meta, {p[len(path) + 1:]: _identity_of(o) for p, o in files.items()}), files
-
-# %% ../../nbs/14_lake.lakefs.ipynb #c2ef7da2
-def _make_table(self:LakeFSRepository, branch:str, path:str, how:str, sides:list, commits:tuple):
-    "Stage on `branch` the files of the table at `path` that `settle_table` decided on: one side's, or the union of both sides' appends."
-    (base, _), (src, s_files), (dst, d_files) = sides
-    meta = f'{path}/{TABLE_META}'
-    if how == 'union': want = {p: (commits[2], o) for p, o in d_files.items() if p != meta} | {
-                              f"{path}/{x['name']}": (commits[1], s_files[f"{path}/{x['name']}"]) for x in src.parts[len(base.parts):]}
-    else: want = {p: (commits[1] if how == 'source' else commits[2], o) for p, o in (s_files if how == 'source' else d_files).items()}
-    have = _table_side(self, branch, path)[1]
-    for p in have.keys() - want.keys() - ({meta} if how == 'union' else set()): self.delete(branch, p)
-    for p, (ref, o) in want.items():
-        if p not in have or _identity_of(have[p]) != _identity_of(o):
-            with self.errors(f"copying {p!r} from {ref[:12]}"):
-                self.api.objects_api.copy_object(self.name, branch, p, lakefs_sdk.ObjectCopyCreation(src_path=p, src_ref=ref))
-    if how == 'union': self.put(branch, meta, manifest_bytes(union_manifest(base, src, dst)), content_type='application/json')
-
-# %% ../../nbs/14_lake.lakefs.ipynb #703f8c3b
-def _merge_settling_tables(self:LakeFSRepository, commits:tuple, names:tuple, tables:list, both:set, merge:lakefs_sdk.Merge)->Commit:
-    "Merge `names[0]` into `names[1]` with the tables both sides touched settled whole (`commits`: base, source, destination)."
-    base, src, dst = commits
-    plans, conflicts = {}, []
-    for t in tables:
-        sides = [_table_side(self, c, t) for c in commits]
-        how, why = settle_table(*(s for s, _ in sides), *names)
-        if how == 'conflict':
-            conflicts.append(f"table {t!r} ({why})"); how = 'source' if merge.strategy == 'source-wins' else 'dest'
-        plans[t] = how, sides
-    owned = {p for _, sides in plans.values() for _, files in sides for p in files}
-    def entry(ref, p): return _identity_of(self.stat(ref, p)) if self.exists(ref, p) else None
-    conflicts += [p for p in sorted(both - owned) if entry(src, p) != entry(dst, p)]
-    if conflicts and not merge.strategy: raise merge_conflict(*names, conflicts)
-    tmp = f"tx-merge-{uuid.uuid4().hex[:8]}"
-    with self.errors(f"merging {names[0]!r} into {names[1]!r}"):
-        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=tmp, source=src, hidden=True))
-        try:
-            inverse = {'source-wins': 'dest-wins', 'dest-wins': 'source-wins'}.get(merge.strategy, 'dest-wins')  # tmp is the source side
-            self.api.refs_api.merge_into_branch(self.name, dst, tmp, merge=lakefs_sdk.Merge(message=f'{names[1]} at {dst[:12]}', strategy=inverse))
-            for t, (how, sides) in plans.items(): _make_table(self, tmp, t, how, sides, commits)
-            if self.uncommitted(tmp):
-                self.api.commits_api.commit(self.name, tmp, lakefs_sdk.CommitCreation(message=f"tables of {names[0]!r} and {names[1]!r} settled"))
-            if self.head(names[1]).id != dst:     # it moved while the tables were settled (say, the same merge by another worker)
-                raise Conflict(f"branch {names[1]!r} moved while merging {names[0]!r} into it; the merge is worked out again")
-            return _merge_on_server(self, tmp, names[1], lakefs_sdk.Merge(message=merge.message or f"Merge '{names[0]}' into '{names[1]}'",
-                                                                          metadata=merge.metadata, allow_empty=True))
-        finally: self.api.branches_api.delete_branch(self.name, tmp)
-
-# %% ../../nbs/14_lake.lakefs.ipynb #4adc6d79
-def _server_merge_with_tables(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge, attempts:int=5)->Commit:
-    "lakeFS's merge, with the tables both sides touched settled whole; worked out again if the destination moves meanwhile."
-    for attempt in range(1, attempts + 1):
-        with self.errors(f"finding the merge base of {source!r} and {into!r}"): mb = self.api.refs_api.find_merge_base(self.name, source, into)
-        commits = (mb.base_commit_id, mb.source_commit_id, mb.destination_commit_id)
-        s_paths, d_paths = ({ch.path for ch in self.diff(commits[0], x)} for x in commits[1:])
-        tables = _touched_tables(self, s_paths, d_paths, commits)
-        if not tables: return _merge_on_server(self, source, into, merge)
-        try: return _merge_settling_tables(self, commits, (source, into), tables, s_paths & d_paths, merge)
-        except Conflict:
-            if attempt == attempts or self.head(into).id == commits[2]: raise   # a conflict of its own, not a moved destination
-
-LakeFSRepository._merge_on_server = _server_merge_with_tables
-
-# %% ../../nbs/14_lake.lakefs.ipynb #ace2b350
-def _start_transaction(self:LakeFSRepository, name:str, branch:str):
-    "Create the transaction branch `name` at the head of `branch`, and return that commit."
-    start = self.head(branch)
-    self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's own transactions
-    return start
-
-def _end_transaction(self:LakeFSRepository, name:str): self.delete_branch(name)
-
-def _tx_state(self:LakeFSRepository, branch:str): return bool(self.uncommitted(branch)), self.head(branch)
-
-LakeFSRepository._start_transaction, LakeFSRepository._end_transaction, LakeFSRepository._tx_state = _start_transaction, _end_transaction, _tx_state
-
-# %% ../../nbs/14_lake.lakefs.ipynb #aefcc07f
+# %% ../../nbs/14_lake.lakefs.ipynb #5c7ca69c
 _fs_lock = threading.Lock()
 
-def _connection(self:LakeFSLake, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyConnection:
+@patch
+def connection(self:LakeFSLake, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyConnection:
     "`con` (default: this lake's own connection) with lakefs-spec's file system registered for this lake."
     with _fs_lock:
         if con is None:
@@ -559,19 +545,167 @@ def _connection(self:LakeFSLake, con:duckdb.DuckDBPyConnection|None=None)->duckd
             self._registered[id(con)] = con
     return con
 
+# %% ../../nbs/14_lake.lakefs.ipynb #080db8a3
+_PLAIN_REF = re.compile(r'[\w-]+')
+
+@patch
+def _uris(self:LakeFSRepository, ref:str, path:str)->list[str]:
+    "lakefs:// URIs of the table's parts."
+    info = self.table_info(ref, path)
+    if not _PLAIN_REF.fullmatch(ref): ref = self.commit_info(ref).id
+    return [f'lakefs://{self.name}/{ref}/{p.path}' for p in info.parts]
+
+# %% ../../nbs/14_lake.lakefs.ipynb #f36c9657
+@patch
+def table(self:LakeFSRepository, ref:str, path:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
+    "The table at `path` as of `ref`, as a DuckDB relation (read through lakefs-spec)."
+    con = self.lake.connection(con)
+    return con.read_parquet(self._uris(ref, path))
+
+@patch
+def tables(self:LakeFSRepository, ref:str, prefix:str='')->list[str]:
+    "Paths of the tables at `ref` under `prefix`."
+    return [o.path[:-len(TABLE_META) - 1] for o in self.list(ref, prefix=prefix) if o.path.endswith('/' + TABLE_META)]
+
+# %% ../../nbs/14_lake.lakefs.ipynb #30ec5e80
 _URI = re.compile(r"'lakefs://([a-z0-9][a-z0-9-]{2,62})/([^/']+)/([^']+)'")
 
-def _sql(self:LakeFSLake, query:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
+@patch
+def sql(self:LakeFSLake, query:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
     "Run `query`, in which `'lakefs://repo/ref/path'` names the table at that ref."
     con = self.connection(con)
-    def table_at(m): return f"read_parquet([{', '.join(repr(u) for u in self.repository(m.group(1))._uris(m.group(2), m.group(3)))}])"
+    def table_at(m):
+        uris = self.repository(m.group(1))._uris(m.group(2), m.group(3))
+        return f"read_parquet([{', '.join(repr(u) for u in uris)}])"
     try: return con.sql(_URI.sub(table_at, query))
     except duckdb.Error as e: raise InvalidInput(f"query failed: {e}") from None
 
-LakeFSLake.connection, LakeFSLake.sql = _connection, _sql
+# %% ../../nbs/14_lake.lakefs.ipynb #e550a3ee
+LakeFSRepository.table_diff = Repository.table_diff
+
+# %% ../../nbs/14_lake.lakefs.ipynb #671289c9
+def _identity_of(o:ObjectInfo)->tuple:
+    "What makes two files the same: checksum, size, content type and metadata."
+    return (o.address, o.size, o.content_type, json.dumps(o.metadata, sort_keys=True))
+
+# %% ../../nbs/14_lake.lakefs.ipynb #02914b86
+def _touched_tables(self:LakeFSRepository, s_paths:set, d_paths:set, commits:tuple)->list[str]:
+    "The tables (at any of `commits`) whose files changed on both sides."
+    def folders(paths):
+        return {p.rsplit('/', 1)[0] for p in paths
+                if '/' in p and (p.endswith('.parquet') or p.endswith('/' + TABLE_META))}
+    return sorted(f for f in folders(s_paths) & folders(d_paths)
+                  if any(self.exists(c, f'{f}/{TABLE_META}') for c in commits))
+
+# %% ../../nbs/14_lake.lakefs.ipynb #b7d58926
+def _table_side(self:LakeFSRepository, ref:str, path:str)->tuple[TableSide, dict]:
+    "The table at `path` as of `ref`, and its files by path."
+    files = {o.path: o for o in self.list(ref, prefix=path + '/', delimiter='/')
+             if isinstance(o, ObjectInfo) and (o.path.endswith('.parquet') or o.path == f'{path}/{TABLE_META}')}
+    meta = json.loads(self.get(ref, f'{path}/{TABLE_META}')) if f'{path}/{TABLE_META}' in files else None
+    return TableSide(meta, {p[len(path) + 1:]: _identity_of(o) for p, o in files.items()}), files
+
+# %% ../../nbs/14_lake.lakefs.ipynb #070c9c3b
+def _plan_tables(self:LakeFSRepository, commits:tuple, names:tuple, tables:list, both:set,
+                 merge:lakefs_sdk.Merge)->dict:
+    "How each table is settled, with its sides (`commits`: base, source, destination); conflicts need a strategy."
+    plans, conflicts = {}, []
+    for t in tables:
+        sides = [_table_side(self, c, t) for c in commits]
+        how, why = settle_table(*(s for s, _ in sides), *names)
+        if how == 'conflict':
+            conflicts.append(f"table {t!r} ({why})"); how = 'source' if merge.strategy == 'source-wins' else 'dest'
+        plans[t] = how, sides
+    owned = {p for _, sides in plans.values() for _, files in sides for p in files}
+    def entry(ref, p): return _identity_of(self.stat(ref, p)) if self.exists(ref, p) else None
+    conflicts += [p for p in sorted(both - owned) if entry(commits[1], p) != entry(commits[2], p)]
+    if conflicts and not merge.strategy: raise merge_conflict(*names, conflicts)
+    return plans
+
+# %% ../../nbs/14_lake.lakefs.ipynb #a7d4bd0d
+def _make_table(self:LakeFSRepository, branch:str, path:str, how:str, sides:list, commits:tuple):
+    "Stage on `branch` the files of the table at `path` that `settle_table` decided on: one side's, or the union."
+    (base, _), (src, s_files), (dst, d_files) = sides
+    meta = f'{path}/{TABLE_META}'
+    if how == 'union':
+        want = {p: (commits[2], o) for p, o in d_files.items() if p != meta} | {
+            f"{path}/{x['name']}": (commits[1], s_files[f"{path}/{x['name']}"]) for x in src.parts[len(base.parts):]}
+    else:
+        want = {p: (commits[1] if how == 'source' else commits[2], o)
+                for p, o in (s_files if how == 'source' else d_files).items()}
+    have = _table_side(self, branch, path)[1]
+    for p in have.keys() - want.keys() - ({meta} if how == 'union' else set()): self.delete(branch, p)
+    for p, (ref, o) in want.items():
+        if p not in have or _identity_of(have[p]) != _identity_of(o):
+            with self.errors(f"copying {p!r} from {ref[:12]}"):
+                self.api.objects_api.copy_object(self.name, branch, p,
+                                                 lakefs_sdk.ObjectCopyCreation(src_path=p, src_ref=ref))
+    if how == 'union':
+        self.put(branch, meta, manifest_bytes(union_manifest(base, src, dst)), content_type='application/json')
+
+# %% ../../nbs/14_lake.lakefs.ipynb #c72928b7
+def _merge_settling_tables(self:LakeFSRepository, commits:tuple, names:tuple, tables:list, both:set,
+                           merge:lakefs_sdk.Merge)->Commit:
+    "Merge `names[0]` into `names[1]`, settling whole the tables both sides touched (`commits`: base, source, dest)."
+    base, src, dst = commits
+    plans = _plan_tables(self, commits, names, tables, both, merge)
+    tmp = f"tx-merge-{uuid.uuid4().hex[:8]}"
+    with self.errors(f"merging {names[0]!r} into {names[1]!r}"):
+        self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=tmp, source=src, hidden=True))
+        try:
+            # tmp is the source side, so the strategy's sides swap
+            inverse = {'source-wins': 'dest-wins', 'dest-wins': 'source-wins'}.get(merge.strategy, 'dest-wins')
+            self.api.refs_api.merge_into_branch(self.name, dst, tmp, merge=lakefs_sdk.Merge(
+                message=f'{names[1]} at {dst[:12]}', strategy=inverse))
+            for t, (how, sides) in plans.items(): _make_table(self, tmp, t, how, sides, commits)
+            if self.uncommitted(tmp):
+                self.api.commits_api.commit(self.name, tmp, lakefs_sdk.CommitCreation(
+                    message=f"tables of {names[0]!r} and {names[1]!r} settled"))
+            if self.head(names[1]).id != dst:     # it moved meanwhile (say, the same merge by another worker)
+                raise Conflict(f"branch {names[1]!r} moved while merging {names[0]!r} into it; "
+                               "the merge is worked out again")
+            return _merge_on_server(self, tmp, names[1], lakefs_sdk.Merge(
+                message=merge.message or f"Merge '{names[0]}' into '{names[1]}'", metadata=merge.metadata,
+                allow_empty=True))
+        finally: self.api.branches_api.delete_branch(self.name, tmp)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #8c97d755
+def _server_merge_with_tables(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge,
+                              attempts:int=5)->Commit:
+    "lakeFS's merge, with the tables both sides touched settled whole; worked out again if the destination moves."
+    for attempt in range(1, attempts + 1):
+        with self.errors(f"finding the merge base of {source!r} and {into!r}"):
+            mb = self.api.refs_api.find_merge_base(self.name, source, into)
+        commits = (mb.base_commit_id, mb.source_commit_id, mb.destination_commit_id)
+        s_paths, d_paths = ({ch.path for ch in self.diff(commits[0], x)} for x in commits[1:])
+        tables = _touched_tables(self, s_paths, d_paths, commits)
+        if not tables: return _merge_on_server(self, source, into, merge)
+        try: return _merge_settling_tables(self, commits, (source, into), tables, s_paths & d_paths, merge)
+        except Conflict:
+            if attempt == attempts or self.head(into).id == commits[2]: raise   # its own, not a moved destination
+
+LakeFSRepository._merge_on_server = _server_merge_with_tables
+
+# %% ../../nbs/14_lake.lakefs.ipynb #058d9f00
+@patch
+def _start_transaction(self:LakeFSRepository, name:str, branch:str):
+    "Create the transaction branch `name` at the head of `branch`, and return that commit."
+    start = self.head(branch)
+    self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's own transactions
+    return start
+
+@patch
+def _end_transaction(self:LakeFSRepository, name:str): self.delete_branch(name)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #f3772751
+@patch
+def _tx_state(self:LakeFSRepository, branch:str): return bool(self.uncommitted(branch)), self.head(branch)
+
+# %% ../../nbs/14_lake.lakefs.ipynb #7c2315fc
+LakeFSRepository.branch, LakeFSRepository.transaction = Repository.branch, Repository.transaction
 
 # %% ../../nbs/14_lake.lakefs.ipynb #1016811d
 def open_lake(workspace:Workspace|None=None, **kwargs)->Lake|LakeFSLake:
-    "The lake the workspace settings choose: the embedded `Lake`, or `LakeFSLake` when `lake.backend` is 'lakefs' (e.g. `LAKEFS_ENDPOINT` is set)."
+    "The embedded `Lake`, or `LakeFSLake` when `lake.backend` is 'lakefs' (e.g. `LAKEFS_ENDPOINT` is set)."
     ws = workspace or Workspace()
     return LakeFSLake(workspace=ws, **kwargs) if ws.backend('lake') == 'lakefs' else Lake(workspace=ws, **kwargs)
