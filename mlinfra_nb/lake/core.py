@@ -34,6 +34,7 @@ def check_repo_name(name:str)->str:
         raise InvalidInput(f"invalid repository name {name!r}: use 3-63 lowercase letters, digits and '-', starting with a letter or digit")
     return name
 
+# %% ../../nbs/11_lake.core.ipynb #f012dbc7
 _BAD_TAG = re.compile(r'\.\.|[\x00-\x20\x7f~^:?*\[\\@/]|^[-.]|\.$|\.lock$')
 
 def check_ref_name(name:str, kind:str='branch')->str:
@@ -61,6 +62,7 @@ def check_path(path:str)->str:
         if seg in ('', '.', '..'): raise InvalidInput(f"invalid path {path!r}: empty, '.' and '..' segments are not allowed")
     return path
 
+# %% ../../nbs/11_lake.core.ipynb #8c74f67b
 def check_metadata(md:Mapping|None)->dict:
     "A copy of user metadata, which (as in lakeFS) maps strings to strings."
     md = dict(md or {})
@@ -93,11 +95,13 @@ class ObjectInfo:
     metadata: dict = field(default_factory=dict, hash=False)
     md5: str = field(default='', repr=False)   # MD5 (hex) of the content: lakeFS's checksum and ETag; the address stays the SHA-256
 
+# %% ../../nbs/11_lake.core.ipynb #372e2523
 @dataclass(frozen=True)
 class CommonPrefix:
     "A 'directory' in a listing with a delimiter."
     path: str
 
+# %% ../../nbs/11_lake.core.ipynb #2fdd2121
 @dataclass(frozen=True)
 class Change:
     "One difference between two states: `type` is 'added', 'removed' or 'changed'."
@@ -146,10 +150,12 @@ def arn(repo:str, kind:str|None=None, name:str='')->str:
     "lakeFS's name for repository `repo`, or for one of its objects, branches or tags (`kind`)."
     return f'arn:lakefs:fs:::repository/{repo}' + (f'/{kind}/{name}' if kind else '')
 
+# %% ../../nbs/11_lake.core.ipynb #6fb5ab01
 _calls = threading.local()  # `frame`: the lake of the operation running on this thread, how deep in it, and the frame it runs inside
 
 def _lake_of(x)->Lake|None: return x if isinstance(x, Lake) else getattr(x, 'lake', None)
 
+# %% ../../nbs/11_lake.core.ipynb #01c6b70c
 def _refuse_reentry(lake:Lake, frame):
     "Refuse to use `lake` while an outer operation of this thread holds the same directory through another store (it would wait for itself)."
     while frame is not None:
@@ -159,6 +165,7 @@ def _refuse_reentry(lake:Lake, frame):
                            "a hook must use ev.repository, not open a second Lake on the same directory")
         frame = frame[2]
 
+# %% ../../nbs/11_lake.core.ipynb #0a7f8826
 def guarded(fn):
     "Mark `fn` as a lake operation: it checks its own permissions, and what it calls on the same lake on its behalf checks none."
     @functools.wraps(fn)
@@ -171,6 +178,7 @@ def guarded(fn):
         finally: _calls.frame = outer
     return operation
 
+# %% ../../nbs/11_lake.core.ipynb #6a54a269
 def _inside(lake:Lake)->bool:
     "Whether this thread is inside an operation of `lake` (the very object) that checked its own permissions."
     f = getattr(_calls, 'frame', None)
@@ -192,10 +200,12 @@ def _check_each(self:Lake, action:str, resources:Iterable[str]):
 def _now()->dt.datetime: return dt.datetime.now(dt.timezone.utc)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
+# %% ../../nbs/11_lake.core.ipynb #e875035b
 @patch
 def _audit(self:Lake, con, repo:str, action:str, ref:str='', **detail):
     con.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)", [_now(), repo, self.user, action, ref, json.dumps(detail, default=str)])
 
+# %% ../../nbs/11_lake.core.ipynb #36ce0c46
 @patch
 @guarded
 def create_repository(self:Lake,
@@ -227,6 +237,7 @@ def repository(self:Lake, name:str)->Repository:
             raise NotFound(f"repository not found: no repository {name!r}; create it with lake.create_repository({name!r})")
     return Repository(self, name)
 
+# %% ../../nbs/11_lake.core.ipynb #aad418ab
 @patch
 def repositories(self:Lake)->list[str]:
     "Names of all repositories (for a user, those their policies let them list)."
@@ -259,6 +270,7 @@ def _new_commit(self:Lake, con, repo:str, parents:list, metarange:str, message:s
                 [repo, c.id, list(parents), metarange, message, json.dumps(metadata), committer, created, c.generation])
     return c
 
+# %% ../../nbs/11_lake.core.ipynb #ea7716cf
 @patch
 def _commit(self:Lake, con, repo:str, cid:str)->Commit:
     def load():
@@ -276,6 +288,7 @@ class Resolved:
     commit: Commit
     branch: str|None
 
+# %% ../../nbs/11_lake.core.ipynb #92635004
 @patch
 def _resolve(self:Lake, con, repo:str, ref:str)->Resolved:
     m = _REF.fullmatch(ref) if isinstance(ref, str) else None
@@ -359,6 +372,7 @@ def create_branch(self:Repository, name:str, source:str|None=None,
         self.lake._audit(con, self.name, 'create_branch', name, source=source, commit=c.id, hidden=bool(hidden))
     return c
 
+# %% ../../nbs/11_lake.core.ipynb #57e79fb3
 @patch
 @guarded
 def branches(self:Repository, show_hidden:bool=False)->dict[str, str]:
@@ -366,6 +380,7 @@ def branches(self:Repository, show_hidden:bool=False)->dict[str, str]:
     self.lake._check('fs:ListBranches', arn(self.name))
     return self._ref_heads('branch', show_hidden)
 
+# %% ../../nbs/11_lake.core.ipynb #ce1e9663
 @patch
 def _ref_heads(self:Repository, kind:str, show_hidden:bool=True)->dict[str, str]:
     "Every branch or tag (`kind`) and the id of its commit, by name (hidden branches only with `show_hidden`)."
@@ -374,6 +389,7 @@ def _ref_heads(self:Repository, kind:str, show_hidden:bool=True)->dict[str, str]
         return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = $kind {hide} ORDER BY name",
                                 {'repo': self.name, 'kind': kind}).fetchall())
 
+# %% ../../nbs/11_lake.core.ipynb #74a695f1
 @patch
 @guarded
 def head(self:Repository, branch:str)->Commit:
@@ -407,6 +423,7 @@ def protect(self:Repository, pattern:str):
         con.execute("INSERT OR IGNORE INTO protection VALUES (?, ?)", [self.name, pattern])
         self.lake._audit(con, self.name, 'protect', pattern)
 
+# %% ../../nbs/11_lake.core.ipynb #951a58ec
 @patch
 @guarded
 def unprotect(self:Repository, pattern:str):
@@ -417,6 +434,7 @@ def unprotect(self:Repository, pattern:str):
             raise NotFound(f"no protection rule {pattern!r} in repository {self.name!r}")
         self.lake._audit(con, self.name, 'unprotect', pattern)
 
+# %% ../../nbs/11_lake.core.ipynb #f0b326b4
 @patch
 @guarded
 def protection_rules(self:Repository)->list[str]:
@@ -424,6 +442,7 @@ def protection_rules(self:Repository)->list[str]:
     self.lake._check('branches:GetBranchProtectionRules', arn(self.name))
     with self.store.connect() as con: return [r[0] for r in con.execute("SELECT pattern FROM protection WHERE repo = ? ORDER BY 1", [self.name]).fetchall()]
 
+# %% ../../nbs/11_lake.core.ipynb #138f40cb
 @patch
 def _check_writable(self:Repository, con, branch:str, action:str):
     for (pat,) in con.execute("SELECT pattern FROM protection WHERE repo = ?", [self.name]).fetchall():
@@ -456,6 +475,7 @@ def put_many(self:Repository,
     md, datas = check_metadata(metadata), [bytes(d) for _, d in items]
     return self._put_stored(branch, [p for p, _ in items], [len(d) for d in datas], lambda con: self.store.put_blobs(con, datas), content_type, md)
 
+# %% ../../nbs/11_lake.core.ipynb #ed24a966
 @patch
 def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs:Callable, content_type:str|None=None, md:dict|None=None)->int:
     "Stage objects at `paths` whose bytes `store_blobs(con)` stores (returning their addresses): one transaction, with the branch's checks."
@@ -498,6 +518,7 @@ def _entry_at(self:Repository, con, ref:str, path:str):
         if s is not None: return Entry._make(s) if s[1] is not None else None   # a tombstone hides the committed object
     return tree_lookup(con, r.commit.metarange, path)
 
+# %% ../../nbs/11_lake.core.ipynb #f5cf22a2
 @patch
 @guarded
 def stat(self:Repository, ref:str, path:str)->ObjectInfo:
@@ -509,6 +530,7 @@ def stat(self:Repository, ref:str, path:str)->ObjectInfo:
         if e is None: raise NotFound(f"not found: no object {path!r} at {ref!r} in repository {self.name!r}")
         return _info(e, self.store.md5s(con, [e.address])[e.address])
 
+# %% ../../nbs/11_lake.core.ipynb #6ee9cd70
 @patch
 @guarded
 def exists(self:Repository, ref:str, path:str)->bool:
@@ -690,6 +712,7 @@ def _check_reset_path(path:str)->str:
     check_path(path[:-1] if is_dir else path)
     return path
 
+# %% ../../nbs/11_lake.core.ipynb #41fe2443
 @patch
 @guarded
 def reset(self:Repository, branch:str, path:str|None=None, prefix:str|None=None):
@@ -715,6 +738,7 @@ class HookEvent:
     metadata: dict
     changes: list        # the `Change`s the operation would make
 
+# %% ../../nbs/11_lake.core.ipynb #9c960507
 HOOK_TYPES = ('pre-commit', 'pre-merge')
 
 @patch
@@ -728,6 +752,7 @@ def add_hook(self:Repository,
     if not callable(fn): raise InvalidInput("hook must be callable")
     self.lake.hooks.append((self.name, type, branches, name or getattr(fn, '__name__', 'hook'), fn))
 
+# %% ../../nbs/11_lake.core.ipynb #7a4ce447
 @patch
 def _run_hooks(self:Repository, type:str, branch:str, event:Callable[[], HookEvent]):
     "Run the `type` hooks that guard `branch`; `event` makes their `HookEvent` (only if one is needed)."
@@ -820,6 +845,7 @@ def tag(self:Repository, name:str, ref:str)->Commit:
         self.lake._audit(con, self.name, 'tag', name, commit=c.id)
     return c
 
+# %% ../../nbs/11_lake.core.ipynb #ebda8dee
 @patch
 @guarded
 def tags(self:Repository)->dict[str, str]:
@@ -827,6 +853,7 @@ def tags(self:Repository)->dict[str, str]:
     self.lake._check('fs:ListTags', arn(self.name))
     return self._ref_heads('tag')
 
+# %% ../../nbs/11_lake.core.ipynb #698ef5ec
 @patch
 @guarded
 def delete_tag(self:Repository, name:str):
@@ -846,6 +873,7 @@ def merge_base(self:Repository, a:str, b:str)->Commit:
     with self.store.connect() as con:
         return self._merge_base(con, self.lake._resolve(con, self.name, a).commit, self.lake._resolve(con, self.name, b).commit)
 
+# %% ../../nbs/11_lake.core.ipynb #329e3cff
 @patch
 def _merge_base(self:Repository, con, x:Commit, y:Commit)->Commit:
     ancestors, stack = set(), [x.id]
@@ -941,6 +969,7 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
         self.lake._audit(con, self.name, 'revert', branch, reverted=c.id, commit=new.id)
     return new
 
+# %% ../../nbs/11_lake.core.ipynb #c8ff4f8f
 @patch
 @guarded
 def hard_reset(self:Repository, branch:str, ref:str)->Commit:
@@ -1001,6 +1030,7 @@ class Branch:
     def __dir__(self): return [*super().__dir__(), *Branch.METHODS]
     def __repr__(self): return f"Branch({self.repo.name!r}, {self.name!r})"
 
+# %% ../../nbs/11_lake.core.ipynb #522038d8
 @patch
 def branch(self:Repository, name:str)->Branch:
     "A handle on the existing branch `name`."
@@ -1017,11 +1047,13 @@ def _proc_stat(pid:int)->tuple[str, int]|None:
     except (OSError, IndexError): return None
     return f[0], int(f[19])
 
+# %% ../../nbs/11_lake.core.ipynb #e630e07a
 def _holder()->tuple:
     "This process as a transaction's holder: (pid, host, start time or None)."
     st = _proc_stat(os.getpid())
     return os.getpid(), os.uname().nodename, st and st[1]
 
+# %% ../../nbs/11_lake.core.ipynb #141c2e1a
 def _holder_alive(pid:int, host:str, proc_start:int|None)->bool:
     "Whether the process that holds a transaction may still be running (one on another machine is assumed to be)."
     if host != os.uname().nodename: return True
@@ -1042,6 +1074,7 @@ def _start_transaction(self:Repository, name:str, branch:str)->Commit:
         con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)", [self.name, name, *_holder(), _now()])
     return start
 
+# %% ../../nbs/11_lake.core.ipynb #894683fc
 @patch
 def _end_transaction(self:Repository, name:str):
     "Delete the transaction branch `name` and its holder's record."
@@ -1056,6 +1089,7 @@ def _tx_state(self:Repository, branch:str)->tuple[bool, Commit]:
     "Whether `branch` has uncommitted changes, and its head, from the catalog (a transaction needs no read permissions of its own)."
     with self.store.connect() as con: return bool(self._staged_changes(con, branch)), self._branch_head(con, branch)
 
+# %% ../../nbs/11_lake.core.ipynb #fa1422d5
 @patch
 @contextlib.contextmanager
 def transaction(self:Repository, branch:str, message:str, metadata:dict|None=None)->Iterator[Branch]:
@@ -1105,6 +1139,7 @@ def _live_metaranges(self:Lake, con)->set:
             live.add(c.metarange); stack.extend(c.parents)
     return live
 
+# %% ../../nbs/11_lake.core.ipynb #ded98b2b
 @patch
 def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
     "Delete the branches (and staging) of transactions started before `before` whose process is gone; return them as 'repo/branch'."
