@@ -31,7 +31,8 @@ REF_NAME = re.compile(r'^\w[-\w]*$', re.ASCII)
 def check_repo_name(name:str)->str:
     "`name` if it is a valid repository name (lakeFS: 3-63 of lowercase letters, digits, `-`)."
     if not isinstance(name, str) or not REPO_NAME.fullmatch(name):
-        raise InvalidInput(f"invalid repository name {name!r}: use 3-63 lowercase letters, digits and '-', starting with a letter or digit")
+        raise InvalidInput(f"invalid repository name {name!r}: use 3-63 lowercase letters, digits and '-', starting "
+                           f"with a letter or digit")
     return name
 
 # %% ../../nbs/11_lake.core.ipynb #f012dbc7
@@ -41,10 +42,12 @@ def check_ref_name(name:str, kind:str='branch')->str:
     "`name` if it is a valid branch name (letters, digits, `_` and `-`) or tag name (git's rules, as lakeFS: 'v1.2.0' is fine)."
     if kind == 'tag':
         if not isinstance(name, str) or not name or len(name) > 256 or _BAD_TAG.search(name):
-            raise InvalidInput(f"invalid tag name {name!r}: no spaces, '..', '/', '@', '~', '^', ':', '?', '*', '[' or '\\', no leading '-' or '.', no trailing '.' or '.lock'")
+            raise InvalidInput(f"invalid tag name {name!r}: no spaces, '..', '/', '@', '~', '^', ':', '?', '*', '[' or "
+                               f"'\\', no leading '-' or '.', no trailing '.' or '.lock'")
         return name
     if not isinstance(name, str) or not REF_NAME.fullmatch(name) or len(name) > 256:
-        raise InvalidInput(f"invalid {kind} name {name!r}: use letters, digits, '_' and '-', starting with a letter, digit or '_'")
+        raise InvalidInput(f"invalid {kind} name {name!r}: use letters, digits, '_' and '-', starting with a letter, "
+                           f"digit or '_'")
     return name
 
 # %% ../../nbs/11_lake.core.ipynb #f570eec4
@@ -54,12 +57,16 @@ def check_path(path:str)->str:
     "`path` if it is a safe object path inside a repository."
     if isinstance(path, str) and len(path) <= 256 and _SAFE_PATH.fullmatch(path) and '/./' not in (q := f'/{path}/') and '/../' not in q:
         return path  # the common case, checked in one go
-    if not isinstance(path, str) or not path: raise InvalidInput(f"invalid path {path!r}: it must be a non-empty string")
+    if not isinstance(path, str) or not path:
+        raise InvalidInput(f"invalid path {path!r}: it must be a non-empty string")
     if '\x00' in path: raise InvalidInput(f"invalid path {path!r}: it contains a NUL byte")
-    if path.startswith('/'): raise InvalidInput(f"invalid path {path!r}: absolute paths are not allowed; use a path relative to the repository")
+    if path.startswith('/'):
+        raise InvalidInput(f"invalid path {path!r}: absolute paths are not allowed; use a path relative to the "
+                           f"repository")
     if len(path.encode()) > 1024: raise InvalidInput(f"invalid path {path[:40]!r}...: longer than 1024 bytes")
     for seg in path.split('/'):
-        if seg in ('', '.', '..'): raise InvalidInput(f"invalid path {path!r}: empty, '.' and '..' segments are not allowed")
+        if seg in ('', '.', '..'):
+            raise InvalidInput(f"invalid path {path!r}: empty, '.' and '..' segments are not allowed")
     return path
 
 # %% ../../nbs/11_lake.core.ipynb #8c74f67b
@@ -67,7 +74,8 @@ def check_metadata(md:Mapping|None)->dict:
     "A copy of user metadata, which (as in lakeFS) maps strings to strings."
     md = dict(md or {})
     for k, v in md.items():
-        if not isinstance(k, str) or not isinstance(v, str): raise InvalidInput(f"metadata must map strings to strings; got {k!r}: {v!r}")
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidInput(f"metadata must map strings to strings; got {k!r}: {v!r}")
     return md
 
 # %% ../../nbs/11_lake.core.ipynb #ab95db63
@@ -93,7 +101,8 @@ class ObjectInfo:
     content_type: str
     mtime: dt.datetime
     metadata: dict = field(default_factory=dict, hash=False)
-    md5: str = field(default='', repr=False)   # MD5 (hex) of the content: lakeFS's checksum and ETag; the address stays the SHA-256
+    # MD5 (hex) of the content: lakeFS's checksum and ETag; the address stays the SHA-256
+    md5: str = field(default='', repr=False)
 
 # %% ../../nbs/11_lake.core.ipynb #372e2523
 @dataclass(frozen=True)
@@ -131,13 +140,15 @@ class Lake:
                  user:str|None=None,      # who the audit log and commits name (default: the OS user)
                  workspace:Workspace|None=None,
                  key:bytes|str|None=None):# encrypt objects at rest with this key (default: the lake.key or lake.key_file setting)
-        if workspace is None and (not root or key is None): workspace = Workspace()   # only when its settings decide something
+        if workspace is None and (not root or key is None):
+            workspace = Workspace()   # only when its settings decide something
         self.root = Path(root) if root else workspace.path('lake')
         self.store = LakeStore(self.root, key=key if key is not None else lake_key(workspace.settings))
         self.user = user or os.environ.get('MLINFRA_USER') or getpass.getuser()
         self.hooks = []  # (repo, event, branch pattern, name, callable): kept on this object only, not in the catalog
         self.logger = get_logger('lake')
-        self.principal = None  # the user whose permissions every operation checks (see `as_user`); None: the owner, who may do anything
+        # the user whose permissions every operation checks (see `as_user`); None: the owner, who may do anything
+        self.principal = None
 
     def session(self):
         "Hold the lake (its lock and catalog connection) across many operations: `with lake.session(): ...`."
@@ -151,7 +162,8 @@ def arn(repo:str, kind:str|None=None, name:str='')->str:
     return f'arn:lakefs:fs:::repository/{repo}' + (f'/{kind}/{name}' if kind else '')
 
 # %% ../../nbs/11_lake.core.ipynb #6fb5ab01
-_calls = threading.local()  # `frame`: the lake of the operation running on this thread, how deep in it, and the frame it runs inside
+# `frame`: the lake of the operation running on this thread, how deep in it, and the frame it runs inside
+_calls = threading.local()
 
 def _lake_of(x)->Lake|None: return x if isinstance(x, Lake) else getattr(x, 'lake', None)
 
@@ -161,7 +173,8 @@ def _refuse_reentry(lake:Lake, frame):
     while frame is not None:
         held = frame[0].store if frame[0] is not None else None
         if held is not None and held is not lake.store and held.root == lake.store.root and held._depth > 0:
-            raise Conflict(f"the lake at {lake.root} is locked by an operation running on this thread (a hook?) through another Lake object: "
+            raise Conflict(f"the lake at {lake.root} is locked by an operation running on this thread (a hook?) "
+                           f"through another Lake object: "
                            "a hook must use ev.repository, not open a second Lake on the same directory")
         frame = frame[2]
 
@@ -234,14 +247,16 @@ def repository(self:Lake, name:str)->Repository:
     self._check('fs:ReadRepository', arn(name))
     with self.store.connect() as con:
         if not first_row(con, "SELECT 1 FROM repositories WHERE name = ?", [name]):
-            raise NotFound(f"repository not found: no repository {name!r}; create it with lake.create_repository({name!r})")
+            raise NotFound(f"repository not found: no repository {name!r}; create it with "
+                           f"lake.create_repository({name!r})")
     return Repository(self, name)
 
 # %% ../../nbs/11_lake.core.ipynb #aad418ab
 @patch
 def repositories(self:Lake)->list[str]:
     "Names of all repositories (for a user, those their policies let them list)."
-    with self.store.connect() as con: names = [r[0] for r in con.execute("SELECT name FROM repositories ORDER BY name").fetchall()]
+    with self.store.connect() as con:
+        names = [r[0] for r in con.execute("SELECT name FROM repositories ORDER BY name").fetchall()]
     return names if self.principal is None else self.principal.visible('fs:ListRepositories', names)
 
 # %% ../../nbs/11_lake.core.ipynb #e731c369
@@ -251,9 +266,11 @@ def delete_repository(self:Lake, name:str):
     "Delete repository `name`: its branches, tags, commits, staging and rules (`gc` then frees its objects)."
     self._check('fs:DeleteRepository', arn(name))
     with self.store.transaction() as con:
-        if not first_row(con, "SELECT 1 FROM repositories WHERE name = ?", [name]): raise NotFound(f"repository not found: no repository {name!r}")
+        if not first_row(con, "SELECT 1 FROM repositories WHERE name = ?", [name]):
+            raise NotFound(f"repository not found: no repository {name!r}")
         tables = ['refs', 'staging', 'protection', 'commits', 'hidden_branches']
-        if first_row(con, "SELECT 1 FROM information_schema.tables WHERE table_name = 'transactions'"): tables.append('transactions')  # made by the first transaction
+        if first_row(con, "SELECT 1 FROM information_schema.tables WHERE table_name = 'transactions'"):
+            tables.append('transactions')  # made by the first transaction
         for table in tables: con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
         con.execute("DELETE FROM repositories WHERE name = ?", [name])
         self._audit(con, name, 'delete_repository')
@@ -274,7 +291,8 @@ def _new_commit(self:Lake, con, repo:str, parents:list, metarange:str, message:s
 @patch
 def _commit(self:Lake, con, repo:str, cid:str)->Commit:
     def load():
-        r = first_row(con, "SELECT id, parents, message, metadata, committer, created_at, metarange, generation FROM commits WHERE repo = ? AND id = ?", [repo, cid])
+        r = first_row(con, "SELECT id, parents, message, metadata, committer, created_at, metarange, generation FROM "
+                           "commits WHERE repo = ? AND id = ?", [repo, cid])
         if r is None: raise NotFound(f"commit not found: no commit {cid} in repository {repo!r}")
         return Commit(r[0], tuple(r[1]), r[2], json.loads(r[3]), r[4], r[5].astimezone(dt.timezone.utc), r[6], r[7])
     return lake_cache(con, 'commits').get_or((repo, cid), load)
@@ -292,14 +310,17 @@ class Resolved:
 @patch
 def _resolve(self:Lake, con, repo:str, ref:str)->Resolved:
     m = _REF.fullmatch(ref) if isinstance(ref, str) else None
-    if not m: raise InvalidInput(f"invalid ref {ref!r}: expected a branch, tag or commit id, optionally with ~N, ^N or a trailing @")
+    if not m:
+        raise InvalidInput(f"invalid ref {ref!r}: expected a branch, tag or commit id, optionally with ~N, ^N or a "
+                           f"trailing @")
     base, mods, committed_only = m.groups()
     row = first_row(con, "SELECT kind, commit_id FROM refs WHERE repo = ? AND name = ?", [repo, base])
     if row: cid, branch = row[1], (base if row[0] == 'branch' else None)
     elif re.fullmatch(r'[0-9a-f]{6,64}', base):
         ids = con.execute("SELECT id FROM commits WHERE repo = ? AND starts_with(id, ?) LIMIT 2", [repo, base]).fetchall()
         if not ids: raise NotFound(f"not found: no branch, tag or commit {base!r} in repository {repo!r}")
-        if len(ids) > 1: raise InvalidInput(f"commit prefix {base!r} is ambiguous in repository {repo!r}; give more characters")
+        if len(ids) > 1:
+            raise InvalidInput(f"commit prefix {base!r} is ambiguous in repository {repo!r}; give more characters")
         cid, branch = ids[0][0], None
     else: raise NotFound(f"not found: no branch, tag or commit {base!r} in repository {repo!r}")
     c = self._commit(con, repo, cid)
@@ -311,7 +332,8 @@ def _resolve(self:Lake, con, repo:str, ref:str)->Resolved:
                 if not c.parents: raise NotFound(f"{ref!r}: commit {c.id[:12]} has no parent")
                 c = self._commit(con, repo, c.parents[0])
         elif n:
-            if n > len(c.parents): raise NotFound(f"{ref!r}: commit {c.id[:12]} has {len(c.parents)} parent(s), not {n}")
+            if n > len(c.parents):
+                raise NotFound(f"{ref!r}: commit {c.id[:12]} has {len(c.parents)} parent(s), not {n}")
             c = self._commit(con, repo, c.parents[n - 1])
     return Resolved(c, branch if not (mods or committed_only) else None)
 
@@ -328,7 +350,8 @@ class Repository:
     def default_branch(self)->str:
         "The branch created with the repository."
         self.lake._check('fs:ReadRepository', arn(self.name))
-        with self.store.connect() as con: return first_row(con, "SELECT default_branch FROM repositories WHERE name = ?", [self.name])[0]
+        with self.store.connect() as con:
+            return first_row(con, "SELECT default_branch FROM repositories WHERE name = ?", [self.name])[0]
 
     @guarded
     def resolve(self, ref:str)->Resolved:
@@ -346,14 +369,17 @@ class Repository:
 @patch
 def _branch_head(self:Repository, con, branch:str)->Commit:
     r = first_row(con, "SELECT kind, commit_id FROM refs WHERE repo = ? AND name = ?", [self.name, branch])
-    if r is None or r[0] != 'branch': raise NotFound(f"branch not found: no branch {branch!r} in repository {self.name!r}")
+    if r is None or r[0] != 'branch':
+        raise NotFound(f"branch not found: no branch {branch!r} in repository {self.name!r}")
     return self.lake._commit(con, self.name, r[1])
 
 @patch
 def _add_ref(self:Repository, con, name:str, kind:str, commit_id:str):
     "Add branch or tag `name` (they share one namespace, so a ref expression means one thing)."
     if first_row(con, "SELECT 1 FROM refs WHERE repo = ? AND name = ?", [self.name, name]):
-        raise Conflict(f"{kind} already exists: a branch or tag named {name!r} already exists in repository {self.name!r}")  # 409, lakeFS's text first
+        # 409, lakeFS's text first
+        raise Conflict(f"{kind} already exists: a branch or tag named {name!r} already exists in repository "
+                       f"{self.name!r}")
     con.execute("INSERT INTO refs VALUES (?, ?, ?, ?)", [self.name, name, kind, commit_id])
 
 # %% ../../nbs/11_lake.core.ipynb #be353507
@@ -386,7 +412,8 @@ def _ref_heads(self:Repository, kind:str, show_hidden:bool=True)->dict[str, str]
     "Every branch or tag (`kind`) and the id of its commit, by name (hidden branches only with `show_hidden`)."
     hide = "" if show_hidden else "AND name NOT IN (SELECT name FROM hidden_branches WHERE repo = $repo)"
     with self.store.connect() as con:
-        return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = $kind {hide} ORDER BY name",
+        return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = $kind {hide} ORDER BY "
+                                f"name",
                                 {'repo': self.name, 'kind': kind}).fetchall())
 
 # %% ../../nbs/11_lake.core.ipynb #74a695f1
@@ -405,7 +432,10 @@ def delete_branch(self:Repository, name:str):
     self.lake._check('fs:DeleteBranch', arn(self.name, 'branch', name))
     with self.store.transaction() as con:
         self._branch_head(con, name)
-        if name == self.default_branch: raise PermissionDenied(f"cannot delete repository default branch: cannot delete {name!r}: it is the default branch of {self.name!r}")  # 403, as lakeFS
+        if name == self.default_branch:
+            # 403, as lakeFS
+            raise PermissionDenied(f"cannot delete repository default branch: cannot delete {name!r}: it is the "
+                                   f"default branch of {self.name!r}")
         self._check_writable(con, name, 'delete')
         con.execute("DELETE FROM refs WHERE repo = ? AND name = ?", [self.name, name])
         con.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", [self.name, name])
@@ -440,14 +470,17 @@ def unprotect(self:Repository, pattern:str):
 def protection_rules(self:Repository)->list[str]:
     "The glob patterns of protected branches."
     self.lake._check('branches:GetBranchProtectionRules', arn(self.name))
-    with self.store.connect() as con: return [r[0] for r in con.execute("SELECT pattern FROM protection WHERE repo = ? ORDER BY 1", [self.name]).fetchall()]
+    with self.store.connect() as con:
+        return [r[0] for r in con.execute("SELECT pattern FROM protection WHERE repo = ? ORDER BY 1", [self.name]).fetchall()]
 
 # %% ../../nbs/11_lake.core.ipynb #138f40cb
 @patch
 def _check_writable(self:Repository, con, branch:str, action:str):
     for (pat,) in con.execute("SELECT pattern FROM protection WHERE repo = ?", [self.name]).fetchall():
         if fnmatch.fnmatchcase(branch, pat):
-            raise PermissionDenied(f"cannot {'commit to' if action == 'commit' else 'write to'} protected branch: cannot {action} on branch {branch!r}: it is protected by rule {pat!r}; work on another branch and merge")
+            raise PermissionDenied(f"cannot {'commit to' if action == 'commit' else 'write to'} protected branch: "
+                                   f"cannot {action} on branch {branch!r}: it is protected by rule {pat!r}; work on "
+                                   f"another branch and merge")
 
 # %% ../../nbs/11_lake.core.ipynb #b95f9a14
 def _info(e:Entry, md5:str='')->ObjectInfo:
@@ -466,12 +499,14 @@ def put_many(self:Repository,
             )->int:                       # how many objects were staged
     "Stage many objects on `branch` in one transaction."
     try: items = [(p, d) for p, d in (items.items() if isinstance(items, Mapping) else items)]
-    except (TypeError, ValueError): raise InvalidInput("items must map paths to bytes, or be (path, bytes) pairs") from None
+    except (TypeError, ValueError):
+        raise InvalidInput("items must map paths to bytes, or be (path, bytes) pairs") from None
     if content_type is not None and (not isinstance(content_type, str) or re.search(r'[\x00-\x1f\x7f]', content_type)):
         raise InvalidInput(f"content_type must be a string without control characters, got {content_type!r}")
     for p, d in items:
         if not _checked: check_path(p)
-        if not isinstance(d, (bytes, bytearray, memoryview)): raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
+        if not isinstance(d, (bytes, bytearray, memoryview)):
+            raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
     md, datas = check_metadata(metadata), [bytes(d) for _, d in items]
     return self._put_stored(branch, [p for p, _ in items], [len(d) for d in datas], lambda con: self.store.put_blobs(con, datas), content_type, md)
 
@@ -493,7 +528,8 @@ def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs
 @patch
 def _stage(self:Repository, con, branch:str, ents:list, tombstones:Iterable[str]=()):
     now = now_us()
-    rows = {e.path: e for e in ents} | {p: tombstone(p, now) for p in tombstones}  # one row a path: its last entry, or its tombstone if it has one
+    # one row a path: its last entry, or its tombstone if it has one
+    rows = {e.path: e for e in ents} | {p: tombstone(p, now) for p in tombstones}
     if not rows: return
     con.register('_new_staging', entries_table(list(rows.values())))
     con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path IN (SELECT path FROM _new_staging)", [self.name, branch])
@@ -560,8 +596,10 @@ def delete(self:Repository, branch:str, path:str):
     check_path(path)
     with self.store.transaction() as con:
         head = self._branch_head(con, branch); self._check_writable(con, branch, 'delete objects')
-        if self._entry_at(con, branch, path) is None: raise NotFound(f"not found: no object {path!r} on branch {branch!r} of {self.name!r}")
-        if tree_lookup(con, head.metarange, path) is None: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
+        if self._entry_at(con, branch, path) is None:
+            raise NotFound(f"not found: no object {path!r} on branch {branch!r} of {self.name!r}")
+        if tree_lookup(con, head.metarange, path) is None:
+            con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
         else: self._stage(con, branch, [], tombstones=[path])
         self.lake._audit(con, self.name, 'delete', branch, path=path)
 
@@ -579,8 +617,10 @@ def list(self:Repository,
     self.lake._check('fs:ListObjects', arn(self.name))
     for name, v in (('prefix', prefix), ('after', after)):
         if not isinstance(v, str): raise InvalidInput(f"{name} must be a string, got {v!r}")
-    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter): raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
-    if limit is not None and (not isinstance(limit, int) or limit < 0): raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
+    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
+        raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
     cols, names = ENTRY_SQL, ', '.join(ENTRY_COLS)
     with self.store.connect() as con:
         r = self.lake._resolve(con, self.name, ref)
@@ -601,7 +641,8 @@ def list(self:Repository,
     return [CommonPrefix(k) if is_dir else _info(Entry(**ent), sums[ent['address']]) for k, ent, is_dir in rows]
 
 # %% ../../nbs/11_lake.core.ipynb #e618d355
-PACK_AHEAD_FROM = 2_000   # files: an import at least this big packs them in two other processes (on a machine with two cores or more)
+# files: an import at least this big packs them in two other processes (on a machine with two cores or more)
+PACK_AHEAD_FROM = 2_000
 
 def _local_files(src:Path, prefix:str)->list[tuple[str, str]]:
     "(local path, repository path) of every file under the folder `src`, in order; every repository path checked."
@@ -628,7 +669,8 @@ def import_directory(self:Repository,
     "Stage every file under the local folder `src` on `branch`, at `prefix` + its relative path."
     files = _local_files(Path(src), prefix)
     if processes is None: processes = 3 if len(files) >= PACK_AHEAD_FROM and (os.cpu_count() or 1) > 1 else 1
-    if not isinstance(processes, int) or not 1 <= processes <= 16: raise InvalidInput(f"processes must be a whole number from 1 to 16, got {processes!r}")
+    if not isinstance(processes, int) or not 1 <= processes <= 16:
+        raise InvalidInput(f"processes must be a whole number from 1 to 16, got {processes!r}")
     self.head(branch)
     with self.store.connect() as con: self._check_writable(con, branch, 'write')   # before anything is packed
     parts = [files[i:i + batch] for i in range(0, len(files), batch)]
@@ -650,7 +692,8 @@ def import_directory(self:Repository,
     return len(files)
 
 # %% ../../nbs/11_lake.core.ipynb #84651a80
-SQL_DIFF_FROM = 10_000  # staged paths: above this many, the staged changes are found with one join, not a lookup per path
+# staged paths: above this many, the staged changes are found with one join, not a lookup per path
+SQL_DIFF_FROM = 10_000
 
 @patch
 def _staged_changes(self:Repository, con, branch:str, prefix:str='')->dict:
@@ -658,7 +701,8 @@ def _staged_changes(self:Repository, con, branch:str, prefix:str='')->dict:
     head = self._branch_head(con, branch)
     if first_row(con, "SELECT count(*) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix])[0] > SQL_DIFF_FROM:
         return self._staged_changes_sql(con, head, branch, prefix)
-    staged = list(map(Entry._make, con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?) ORDER BY path",
+    staged = list(map(Entry._make, con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND "
+                                               f"starts_with(path, ?) ORDER BY path",
                                                 [self.name, branch, prefix]).fetchall()))
     rngs, maxes = tree_ranges(con, head.metarange), tree_max_keys(con, head.metarange)
     prefetch_ranges(con, [rngs[i] for i in sorted({bisect.bisect_left(maxes, e.path) for e in staged}) if i < len(rngs)])
@@ -676,7 +720,8 @@ def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:st
     where, args = "repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix]
     if not rngs or first_row(con, f"SELECT min(path) FROM staging WHERE {where}", args)[0] > maxes[-1]:  # every staged path sorts after the tree:
         rows = con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE {where} AND address IS NOT NULL ORDER BY path", args).fetchall()
-        return {r[0]: (None, Entry._make(r)) for r in rows}                                                   # objects are added, removals remove nothing
+        # objects are added, removals remove nothing
+        return {r[0]: (None, Entry._make(r)) for r in rows}
     paths = [p for (p,) in con.execute(f"SELECT path FROM staging WHERE {where}", args).fetchall()]
     seqs = sorted({rngs[i].seq for i in {bisect.bisect_left(maxes, p) for p in paths} if i < len(rngs)})
     rows = con.execute(f"""
@@ -687,7 +732,8 @@ def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:st
            OR (c.path IS NOT NULL AND s.address IS NOT NULL AND (c.address <> s.address OR c.size <> s.size
                OR c.content_type <> s.content_type OR c.metadata <> s.metadata))
         ORDER BY s.path""", [self.name, branch, prefix, seqs]).fetchall()
-    def entry(cols): return Entry._make(cols) if cols[1] is not None else None   # a missing committed entry, or a tombstone
+    # a missing committed entry, or a tombstone
+    def entry(cols): return Entry._make(cols) if cols[1] is not None else None
     return {r[6]: (entry(r[:6]), entry(r[6:])) for r in rows}
 
 # %% ../../nbs/11_lake.core.ipynb #3c32b70e
@@ -722,8 +768,10 @@ def reset(self:Repository, branch:str, path:str|None=None, prefix:str|None=None)
     if path is not None: _check_reset_path(path)
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'reset')
-        if path is not None: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
-        else: con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix or ''])
+        if path is not None:
+            con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
+        else:
+            con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix or ''])
         self.lake._audit(con, self.name, 'reset', branch, path=path, prefix=prefix)
 
 # %% ../../nbs/11_lake.core.ipynb #e6be0b4a
@@ -761,7 +809,8 @@ def _run_hooks(self:Repository, type:str, branch:str, event:Callable[[], HookEve
         if repo != self.name or t != type or not fnmatch.fnmatchcase(branch, pat): continue
         ev = ev or event()
         try: ok = fn(ev)
-        except Exception as e: raise PreconditionFailed(f"{ev.type} hook {name!r} rejected the {ev.type[4:]} to {ev.branch!r}: {e}") from e
+        except Exception as e:
+            raise PreconditionFailed(f"{ev.type} hook {name!r} rejected the {ev.type[4:]} to {ev.branch!r}: {e}") from e
         if ok is False: raise PreconditionFailed(f"{ev.type} hook {name!r} rejected the {ev.type[4:]} to {ev.branch!r}")
 
 # %% ../../nbs/11_lake.core.ipynb #ee4cd948
@@ -771,7 +820,8 @@ def check_expected_head(expected_head:str|None)->str|None:
     "`expected_head` if it is None (no check) or a commit id or a prefix of one of at least `EXPECTED_HEAD_MIN` hex characters."
     if expected_head is None or (isinstance(expected_head, str) and re.fullmatch(f'[0-9a-f]{{{EXPECTED_HEAD_MIN},64}}', expected_head)):
         return expected_head
-    raise InvalidInput(f"expected_head must be a commit id or a prefix of one of at least {EXPECTED_HEAD_MIN} hex characters, got {expected_head!r}")
+    raise InvalidInput(f"expected_head must be a commit id or a prefix of one of at least {EXPECTED_HEAD_MIN} hex "
+                       f"characters, got {expected_head!r}")
 
 # %% ../../nbs/11_lake.core.ipynb #7ad67ffb
 @patch
@@ -790,9 +840,12 @@ def commit(self:Repository,
     with self.store.transaction() as con:
         head = self._branch_head(con, branch); self._check_writable(con, branch, 'commit')
         if expected_head is not None and not head.id.startswith(expected_head):
-            raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, not the expected {expected_head[:12]}; look again and retry")
+            raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, not the expected "
+                           f"{expected_head[:12]}; look again and retry")
         staged = self._staged_changes(con, branch)
-        if not staged and not allow_empty: raise InvalidInput(f"no changes: nothing to commit on branch {branch!r} (pass allow_empty=True for an empty commit)")
+        if not staged and not allow_empty:
+            raise InvalidInput(f"no changes: nothing to commit on branch {branch!r} (pass allow_empty=True for an "
+                               f"empty commit)")
         self._run_hooks('pre-commit', branch, lambda: HookEvent('pre-commit', self, branch, None, message, md, _changes(staged)))
         c = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, _new_entries(staged)), message, md)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [c.id, self.name, branch])
@@ -807,7 +860,8 @@ def commit(self:Repository,
 def log(self:Repository, ref:str, limit:int|None=None)->list[Commit]:
     "Commits reachable from `ref`, newest first."
     self.lake._check('fs:ReadBranch', arn(self.name, 'branch', ref))
-    if limit is not None and (not isinstance(limit, int) or limit < 0): raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
     with self.store.connect() as con:
         start = self.lake._resolve(con, self.name, ref).commit
         out, seen, heap = [], {start.id}, [(-start.generation, -start.created_at.timestamp(), start.id)]
@@ -890,7 +944,8 @@ def _merge_base(self:Repository, con, x:Commit, y:Commit)->Commit:
 
 # %% ../../nbs/11_lake.core.ipynb #a16e77a9
 STRATEGIES = ('source-wins', 'dest-wins')  # how a merge may settle conflicts
-MERGE_RULES = {}  # name -> rule: rules settle groups of paths with semantics of their own (`lake.tables` adds one for tables)
+# name -> rule: rules settle groups of paths with semantics of their own (`lake.tables` adds one for tables)
+MERGE_RULES = {}
 
 @dataclass
 class Settled:
@@ -902,7 +957,8 @@ class Settled:
 def merge_conflict(source:str, into:str, conflicts:list)->Conflict:
     "The error a merge of `source` into `into` raises for its `conflicts` (the first 20 named)."
     shown = ', '.join(conflicts[:20]) + (f' and {len(conflicts) - 20} more' if len(conflicts) > 20 else '')
-    return Conflict(f"merge of {source!r} into {into!r} has {len(conflicts)} conflict(s): {shown}; resolve them or pass strategy='source-wins' or 'dest-wins'")
+    return Conflict(f"merge of {source!r} into {into!r} has {len(conflicts)} conflict(s): {shown}; resolve them or "
+                    f"pass strategy='source-wins' or 'dest-wins'")
 
 # %% ../../nbs/11_lake.core.ipynb #0cd052ee
 @patch
@@ -917,15 +973,19 @@ def merge(self:Repository,
          )->Commit:                  # the destination's new head
     "Merge `source` into branch `into`, three-way against their merge base."
     self.lake._check('fs:CreateCommit', arn(self.name, 'branch', into))
-    if strategy not in (None, *STRATEGIES): raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy not in (None, *STRATEGIES):
+        raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     md = check_metadata(metadata)
     with self.store.transaction() as con:
         src = self.lake._resolve(con, self.name, source).commit
         dst = self._branch_head(con, into)
         if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, into]):
-            raise InvalidInput(f"{into}: uncommitted changes (dirty branch): branch {into!r} has uncommitted changes; commit or reset them before merging into it")  # 400, as lakeFS
+            # 400, as lakeFS
+            raise InvalidInput(f"{into}: uncommitted changes (dirty branch): branch {into!r} has uncommitted changes; "
+                               f"commit or reset them before merging into it")
         base = self._merge_base(con, src, dst)
-        if base.id == src.id and not allow_empty: raise InvalidInput(f"no changes: nothing to merge: {source!r} is already contained in {into!r}")
+        if base.id == src.id and not allow_empty:
+            raise InvalidInput(f"no changes: nothing to merge: {source!r} is already contained in {into!r}")
         s_changes, d_changes = diff_trees(con, base.metarange, src.metarange), diff_trees(con, base.metarange, dst.metarange)
         rules = [rule(self, con, (base, src, dst), (source, into), s_changes, d_changes, strategy) for rule in MERGE_RULES.values()]
         owned = set().union(*(r.paths for r in rules))
@@ -954,16 +1014,22 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
         head = self._branch_head(con, branch)
         c = self.lake._resolve(con, self.name, ref).commit
         if not c.parents: raise InvalidInput(f"cannot revert {ref!r}: it has no parent")
-        if len(c.parents) > 1 and parent is None: raise Conflict(f"must specify 1-based parent number for reverting merge commit: {ref!r} is a merge commit: say which parent to revert against (parent=1 or 2)")  # 409, as lakeFS
+        if len(c.parents) > 1 and parent is None:
+            # 409, as lakeFS
+            raise Conflict(f"must specify 1-based parent number for reverting merge commit: {ref!r} is a merge commit: "
+                           f"say which parent to revert against (parent=1 or 2)")
         n = 1 if parent is None else parent
-        if not isinstance(n, int) or not 1 <= n <= len(c.parents): raise InvalidInput(f"{ref!r} has no parent {n!r}: it has {len(c.parents)}, numbered from 1")
+        if not isinstance(n, int) or not 1 <= n <= len(c.parents):
+            raise InvalidInput(f"{ref!r} has no parent {n!r}: it has {len(c.parents)}, numbered from 1")
         if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
-            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before reverting")
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted "
+                               f"changes; commit or reset them before reverting")
         p = self.lake._commit(con, self.name, c.parents[n - 1])
         made = diff_trees(con, p.metarange, c.metarange)
         undo = {path: a for path, (a, b) in made.items()}
         moved = [path for path, (a, b) in made.items() if object_identity(tree_lookup(con, head.metarange, path)) != object_identity(b)]
-        if moved: raise Conflict(f"cannot revert {ref!r} on {branch!r}: {', '.join(moved[:20])} changed since; revert by hand")
+        if moved:
+            raise Conflict(f"cannot revert {ref!r} on {branch!r}: {', '.join(moved[:20])} changed since; revert by hand")
         new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, undo), message or f"Revert {c.id}", {})
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, branch])
         self.lake._audit(con, self.name, 'revert', branch, reverted=c.id, commit=new.id)
@@ -1000,18 +1066,23 @@ def cherry_pick(self:Repository,
         head = self._branch_head(con, branch)
         c = self.lake._resolve(con, self.name, ref).commit
         if parent_number is None and len(c.parents) > 1:
-            raise InvalidInput(f"must specify 1-based parent number for cherry-picking merge commit: {ref!r} is one (parent_number=1 or 2)")
+            raise InvalidInput(f"must specify 1-based parent number for cherry-picking merge commit: {ref!r} is one "
+                               f"(parent_number=1 or 2)")
         n = 1 if parent_number is None else parent_number
         if not isinstance(n, int) or not 1 <= n <= len(c.parents):
-            raise InvalidInput(f"parent {n}: given commit does not have the given parent number ({ref!r} has {len(c.parents)})")
+            raise InvalidInput(f"parent {n}: given commit does not have the given parent number ({ref!r} has "
+                               f"{len(c.parents)})")
         if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
-            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): commit or reset the changes on {branch!r} before cherry-picking onto it")
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): commit or reset the changes on "
+                               f"{branch!r} before cherry-picking onto it")
         base = self.lake._commit(con, self.name, c.parents[n - 1])
         picked = diff_trees(con, base.metarange, c.metarange)
         if not picked: raise InvalidInput(f"no changes: {ref!r} changed nothing relative to its parent {n}")
         since = diff_trees(con, base.metarange, head.metarange)
         clashes = [p for p in picked if p in since and object_identity(picked[p][1]) != object_identity(since[p][1])]
-        if clashes: raise Conflict(f"conflict found: cherry-picking {ref!r} onto {branch!r} clashes at {', '.join(clashes[:20])}")
+        if clashes:
+            raise Conflict(f"conflict found: cherry-picking {ref!r} onto {branch!r} clashes at "
+                           f"{', '.join(clashes[:20])}")
         apply = {p: b for p, (a, b) in picked.items() if p not in since}
         meta = {**(c.metadata if md is None else md), 'cherry-pick-origin': c.id, 'cherry-pick-committer': c.committer}
         new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, apply), message or c.message, meta)
@@ -1061,7 +1132,8 @@ def _holder_alive(pid:int, host:str, proc_start:int|None)->bool:
     except ProcessLookupError: return False
     except PermissionError: return True   # another user's process
     st = _proc_stat(pid)                  # None where there is no /proc to ask
-    return st is None or (st[0] != 'Z' and proc_start in (None, st[1]))   # a zombie, or a newer process with its pid, is not it
+    # a zombie, or a newer process with its pid, is not it
+    return st is None or (st[0] != 'Z' and proc_start in (None, st[1]))
 
 # %% ../../nbs/11_lake.core.ipynb #2e8a8bdb
 @patch
@@ -1081,7 +1153,8 @@ def _end_transaction(self:Repository, name:str):
     with self.store.transaction() as con:
         con.execute(TX_TABLE)
         con.execute("DELETE FROM transactions WHERE repo = ? AND branch = ?", [self.name, name])
-        if first_row(con, "SELECT 1 FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", [self.name, name]): self.delete_branch(name)
+        if first_row(con, "SELECT 1 FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", [self.name, name]):
+            self.delete_branch(name)
 
 # %% ../../nbs/11_lake.core.ipynb #3e7a6527
 @patch
@@ -1094,11 +1167,14 @@ def _tx_state(self:Repository, branch:str)->tuple[bool, Commit]:
 @contextlib.contextmanager
 def transaction(self:Repository, branch:str, message:str, metadata:dict|None=None)->Iterator[Branch]:
     "Write on a temporary branch; on success commit it and merge into `branch`, on error drop it."
-    if not isinstance(message, str) or not message.strip(): raise InvalidInput("a transaction needs a non-empty commit message")
+    if not isinstance(message, str) or not message.strip():
+        raise InvalidInput("a transaction needs a non-empty commit message")
     name = f"tx-{branch}-{uuid.uuid4().hex[:8]}"
     if self._tx_state(branch)[0]:   # the merge at the end would refuse a dirty target: refuse it before the block runs
-        raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; commit or reset them before a transaction into it")
-    start = self._start_transaction(name, branch)   # the lake records this process as the branch's holder, so `gc` can drop it if the process dies
+        raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): branch {branch!r} has uncommitted changes; "
+                           f"commit or reset them before a transaction into it")
+    # the lake records this process as the branch's holder, so `gc` can drop it if the process dies
+    start = self._start_transaction(name, branch)
     try:
         yield Branch(self, name)
         if self._tx_state(name)[0]: self.commit(name, message, metadata)
@@ -1121,7 +1197,8 @@ def audit(self:Lake, repo:str|None=None, limit:int=100):
     with self.store.connect() as con:
         where, args = (" WHERE repo = ?", [repo]) if repo else ("", [])
         if not repo and self.principal is not None:   # lake-wide rows (access control) are for those who may list users
-            seen = self.principal.visible('fs:ReadRepository', [r for (r,) in con.execute("SELECT DISTINCT repo FROM audit WHERE repo <> ''").fetchall()])
+            seen = self.principal.visible('fs:ReadRepository', [r for (r,) in con.execute("SELECT DISTINCT repo FROM "
+                                                                                          "audit WHERE repo <> ''").fetchall()])
             where, args = " WHERE repo IN (SELECT unnest(?::VARCHAR[]))", [seen + ([''] if self.principal.may('auth:ListUsers', '*') else [])]
         return con.execute(f"SELECT ts, repo, actor, action, ref, detail FROM audit{where} ORDER BY ts DESC LIMIT ?", args + [limit]).df()
 
@@ -1145,11 +1222,14 @@ def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
     "Delete the branches (and staging) of transactions started before `before` whose process is gone; return them as 'repo/branch'."
     con.execute(TX_TABLE)
     out = []
-    for repo, branch, pid, host, start in con.execute("SELECT repo, branch, pid, host, proc_start FROM transactions WHERE started_at < ? ORDER BY 1, 2",
+    for repo, branch, pid, host, start in con.execute("SELECT repo, branch, pid, host, proc_start FROM transactions "
+                                                      "WHERE started_at < ? ORDER BY 1, 2",
                                                       [before]).fetchall():
         if _holder_alive(pid, host, start): continue
-        for sql in ("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", "DELETE FROM staging WHERE repo = ? AND branch = ?",
-                    "DELETE FROM hidden_branches WHERE repo = ? AND name = ?", "DELETE FROM transactions WHERE repo = ? AND branch = ?"):
+        for sql in ("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", "DELETE FROM staging WHERE "
+                                                                                        "repo = ? AND branch = ?",
+                    "DELETE FROM hidden_branches WHERE repo = ? AND name = ?", "DELETE FROM transactions WHERE repo = "
+                                                                               "? AND branch = ?"):
             con.execute(sql, [repo, branch])
         self._audit(con, repo, 'drop_transaction', branch, reason='its process is gone', pid=pid, host=host)
         out.append(f'{repo}/{branch}')
@@ -1160,7 +1240,8 @@ def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
 @guarded
 def gc(self:Lake, grace:float=3600)->dict:
     "Delete objects unreachable from every branch, tag and staging area, abandoned transactions and old temporary files; return what was removed."
-    self._check('retention:PrepareGarbageCollectionCommits', arn('*'))   # lakeFS's collector needs this, here on every repository at once
+    # lakeFS's collector needs this, here on every repository at once
+    self._check('retention:PrepareGarbageCollectionCommits', arn('*'))
     with self.store.connect() as con:  # the lock is held until the files are gone too, so no write can revive a dead object meanwhile
         with self.store.transaction():
             dropped = self._drop_abandoned(con, _now() - dt.timedelta(seconds=grace))
@@ -1180,6 +1261,7 @@ def gc(self:Lake, grace:float=3600)->dict:
                 freed += p.stat().st_size; p.unlink(missing_ok=True); removed += 1
         temp = [p for p in (self.root/'tmp').glob('*') if p.is_file() and p.stat().st_mtime < cutoff]
         for p in temp: freed += p.stat().st_size; p.unlink(missing_ok=True)
-    self.logger.info("gc: %d objects unreachable, %d files and %d temporary files (%d bytes) removed, %d abandoned transactions dropped",
+    self.logger.info("gc: %d objects unreachable, %d files and %d temporary files (%d bytes) removed, %d abandoned "
+                     "transactions dropped",
                   len(dead), removed, len(temp), freed, len(dropped))
     return {'objects': len(dead), 'files': removed, 'bytes': freed, 'temp_files': len(temp), 'transactions': dropped}
