@@ -14,8 +14,9 @@ from ..workspace import (Conflict, InvalidInput, NotFound, PermissionDenied, Pre
                                   Workspace, get_logger)
 from .store import LakeStore, Packer, first_row
 from .packer import read_file, unreadable
-from .tree import (EMPTY_METARANGE, ENTRY_COLS, ENTRY_SQL, Entry, apply_changes, change_type, diff_trees, entries_table, lake_cache,
-                                 make_entry, now_us, object_identity, prefetch_ranges, ranges_under, tombstone, tree_lookup,
+from .tree import (EMPTY_METARANGE, ENTRY_COLS, ENTRY_SQL, Entry, apply_changes, change_type,
+                                 diff_trees, entries_table, lake_cache, make_entry, now_us, object_identity,
+                                 prefetch_ranges, ranges_under, tombstone, tree_lookup,
                                  tree_max_keys, tree_ranges)
 
 # %% auto #0
@@ -216,7 +217,8 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 # %% ../../nbs/11_lake.core.ipynb #e875035b
 @patch
 def _audit(self:Lake, con, repo:str, action:str, ref:str='', **detail):
-    con.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)", [_now(), repo, self.user, action, ref, json.dumps(detail, default=str)])
+    con.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)",
+                [_now(), repo, self.user, action, ref, json.dumps(detail, default=str)])
 
 # %% ../../nbs/11_lake.core.ipynb #36ce0c46
 @patch
@@ -278,11 +280,13 @@ def delete_repository(self:Lake, name:str):
 
 # %% ../../nbs/11_lake.core.ipynb #e098f1e5
 @patch
-def _new_commit(self:Lake, con, repo:str, parents:list, metarange:str, message:str, metadata:dict, committer:str|None=None)->Commit:
+def _new_commit(self:Lake, con, repo:str, parents:list, metarange:str, message:str, metadata:dict,
+                committer:str|None=None)->Commit:
     gens = [self._commit(con, repo, p).generation for p in parents]
     created, committer = _now(), self.user if committer is None else committer
     body = json.dumps([parents, metarange, message, metadata, committer, created.isoformat()], sort_keys=True)
-    c = Commit(hashlib.sha256(body.encode()).hexdigest(), tuple(parents), message, metadata, committer, created, metarange, max(gens, default=0) + 1)
+    c = Commit(hashlib.sha256(body.encode()).hexdigest(), tuple(parents), message, metadata, committer, created,
+               metarange, max(gens, default=0) + 1)
     con.execute("INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [repo, c.id, list(parents), metarange, message, json.dumps(metadata), committer, created, c.generation])
     return c
@@ -317,7 +321,8 @@ def _resolve(self:Lake, con, repo:str, ref:str)->Resolved:
     row = first_row(con, "SELECT kind, commit_id FROM refs WHERE repo = ? AND name = ?", [repo, base])
     if row: cid, branch = row[1], (base if row[0] == 'branch' else None)
     elif re.fullmatch(r'[0-9a-f]{6,64}', base):
-        ids = con.execute("SELECT id FROM commits WHERE repo = ? AND starts_with(id, ?) LIMIT 2", [repo, base]).fetchall()
+        ids = con.execute("SELECT id FROM commits WHERE repo = ? AND starts_with(id, ?) LIMIT 2",
+                          [repo, base]).fetchall()
         if not ids: raise NotFound(f"not found: no branch, tag or commit {base!r} in repository {repo!r}")
         if len(ids) > 1:
             raise InvalidInput(f"commit prefix {base!r} is ambiguous in repository {repo!r}; give more characters")
@@ -460,7 +465,8 @@ def unprotect(self:Repository, pattern:str):
     "Remove the protection rule `pattern`."
     self.lake._check('branches:SetBranchProtectionRules', arn(self.name))
     with self.store.transaction() as con:
-        if not con.execute("DELETE FROM protection WHERE repo = ? AND pattern = ? RETURNING 1", [self.name, pattern]).fetchall():
+        if not con.execute("DELETE FROM protection WHERE repo = ? AND pattern = ? RETURNING 1",
+                           [self.name, pattern]).fetchall():
             raise NotFound(f"no protection rule {pattern!r} in repository {self.name!r}")
         self.lake._audit(con, self.name, 'unprotect', pattern)
 
@@ -471,7 +477,8 @@ def protection_rules(self:Repository)->list[str]:
     "The glob patterns of protected branches."
     self.lake._check('branches:GetBranchProtectionRules', arn(self.name))
     with self.store.connect() as con:
-        return [r[0] for r in con.execute("SELECT pattern FROM protection WHERE repo = ? ORDER BY 1", [self.name]).fetchall()]
+        return [r[0] for r in con.execute("SELECT pattern FROM protection WHERE repo = ? ORDER BY 1",
+                                          [self.name]).fetchall()]
 
 # %% ../../nbs/11_lake.core.ipynb #138f40cb
 @patch
@@ -485,7 +492,8 @@ def _check_writable(self:Repository, con, branch:str, action:str):
 # %% ../../nbs/11_lake.core.ipynb #b95f9a14
 def _info(e:Entry, md5:str='')->ObjectInfo:
     "The `ObjectInfo` of entry `e` (`md5`: its content's MD5, from the store)."
-    return ObjectInfo(e.path, e.address, e.size, e.content_type, _EPOCH + dt.timedelta(microseconds=e.mtime), json.loads(e.metadata), md5)
+    return ObjectInfo(e.path, e.address, e.size, e.content_type, _EPOCH + dt.timedelta(microseconds=e.mtime),
+                      json.loads(e.metadata), md5)
 
 # %% ../../nbs/11_lake.core.ipynb #a05a6cc8
 @patch
@@ -508,11 +516,13 @@ def put_many(self:Repository,
         if not isinstance(d, (bytes, bytearray, memoryview)):
             raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
     md, datas = check_metadata(metadata), [bytes(d) for _, d in items]
-    return self._put_stored(branch, [p for p, _ in items], [len(d) for d in datas], lambda con: self.store.put_blobs(con, datas), content_type, md)
+    return self._put_stored(branch, [p for p, _ in items], [len(d) for d in datas],
+                            lambda con: self.store.put_blobs(con, datas), content_type, md)
 
 # %% ../../nbs/11_lake.core.ipynb #ed24a966
 @patch
-def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs:Callable, content_type:str|None=None, md:dict|None=None)->int:
+def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs:Callable, content_type:str|None=None,
+                md:dict|None=None)->int:
     "Stage objects at `paths` whose bytes `store_blobs(con)` stores (returning their addresses): one transaction, with the branch's checks."
     self.lake._check_each('fs:WriteObject', (arn(self.name, 'object', p) for p in paths))
     with self.store.transaction() as con:
@@ -532,14 +542,16 @@ def _stage(self:Repository, con, branch:str, ents:list, tombstones:Iterable[str]
     rows = {e.path: e for e in ents} | {p: tombstone(p, now) for p in tombstones}
     if not rows: return
     con.register('_new_staging', entries_table(list(rows.values())))
-    con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path IN (SELECT path FROM _new_staging)", [self.name, branch])
+    con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path IN (SELECT path FROM _new_staging)",
+                [self.name, branch])
     con.execute("INSERT INTO staging SELECT ?, ?, * FROM _new_staging", [self.name, branch])
     con.unregister('_new_staging')
 
 # %% ../../nbs/11_lake.core.ipynb #4c2e0c7d
 @patch
 @guarded
-def put(self:Repository, branch:str, path:str, data:bytes, content_type:str|None=None, metadata:Mapping|None=None)->ObjectInfo:
+def put(self:Repository, branch:str, path:str, data:bytes, content_type:str|None=None,
+        metadata:Mapping|None=None)->ObjectInfo:
     "Stage one object at `path` on `branch`."
     self.lake._check('fs:WriteObject', arn(self.name, 'object', path))
     self.put_many(branch, [(path, data)], content_type, metadata)
@@ -550,7 +562,8 @@ def put(self:Repository, branch:str, path:str, data:bytes, content_type:str|None
 def _entry_at(self:Repository, con, ref:str, path:str):
     r = self.lake._resolve(con, self.name, ref)
     if r.branch:
-        s = first_row(con, f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, r.branch, path])
+        s = first_row(con, f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND path = ?",
+                      [self.name, r.branch, path])
         if s is not None: return Entry._make(s) if s[1] is not None else None   # a tombstone hides the committed object
     return tree_lookup(con, r.commit.metarange, path)
 
@@ -699,13 +712,15 @@ SQL_DIFF_FROM = 10_000
 def _staged_changes(self:Repository, con, branch:str, prefix:str='')->dict:
     "`path -> (old entry or None, new entry or None)` for every staged change on `branch` that differs from its head."
     head = self._branch_head(con, branch)
-    if first_row(con, "SELECT count(*) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix])[0] > SQL_DIFF_FROM:
+    if first_row(con, "SELECT count(*) FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)",
+                 [self.name, branch, prefix])[0] > SQL_DIFF_FROM:
         return self._staged_changes_sql(con, head, branch, prefix)
     staged = list(map(Entry._make, con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND "
                                                f"starts_with(path, ?) ORDER BY path",
                                                 [self.name, branch, prefix]).fetchall()))
     rngs, maxes = tree_ranges(con, head.metarange), tree_max_keys(con, head.metarange)
-    prefetch_ranges(con, [rngs[i] for i in sorted({bisect.bisect_left(maxes, e.path) for e in staged}) if i < len(rngs)])
+    prefetch_ranges(con, [rngs[i] for i in sorted({bisect.bisect_left(maxes, e.path) for e in staged})
+                          if i < len(rngs)])
     out = {}
     for e in staged:
         new, old = (e if e.address is not None else None), tree_lookup(con, head.metarange, e.path)
@@ -719,7 +734,8 @@ def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:st
     rngs, maxes = tree_ranges(con, head.metarange), tree_max_keys(con, head.metarange)
     where, args = "repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix]
     if not rngs or first_row(con, f"SELECT min(path) FROM staging WHERE {where}", args)[0] > maxes[-1]:  # every staged path sorts after the tree:
-        rows = con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE {where} AND address IS NOT NULL ORDER BY path", args).fetchall()
+        rows = con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE {where} AND address IS NOT NULL ORDER BY path",
+                           args).fetchall()
         # objects are added, removals remove nothing
         return {r[0]: (None, Entry._make(r)) for r in rows}
     paths = [p for (p,) in con.execute(f"SELECT path FROM staging WHERE {where}", args).fetchall()]
@@ -771,7 +787,8 @@ def reset(self:Repository, branch:str, path:str|None=None, prefix:str|None=None)
         if path is not None:
             con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND path = ?", [self.name, branch, path])
         else:
-            con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix or ''])
+            con.execute("DELETE FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)",
+                        [self.name, branch, prefix or ''])
         self.lake._audit(con, self.name, 'reset', branch, path=path, prefix=prefix)
 
 # %% ../../nbs/11_lake.core.ipynb #e6be0b4a
@@ -818,7 +835,8 @@ EXPECTED_HEAD_MIN = 12   # hex characters: the shortest prefix of a commit id th
 
 def check_expected_head(expected_head:str|None)->str|None:
     "`expected_head` if it is None (no check) or a commit id or a prefix of one of at least `EXPECTED_HEAD_MIN` hex characters."
-    if expected_head is None or (isinstance(expected_head, str) and re.fullmatch(f'[0-9a-f]{{{EXPECTED_HEAD_MIN},64}}', expected_head)):
+    if expected_head is None or (isinstance(expected_head, str) and re.fullmatch(f'[0-9a-f]{{{EXPECTED_HEAD_MIN},64}}',
+                                                                                 expected_head)):
         return expected_head
     raise InvalidInput(f"expected_head must be a commit id or a prefix of one of at least {EXPECTED_HEAD_MIN} hex "
                        f"characters, got {expected_head!r}")
@@ -846,8 +864,10 @@ def commit(self:Repository,
         if not staged and not allow_empty:
             raise InvalidInput(f"no changes: nothing to commit on branch {branch!r} (pass allow_empty=True for an "
                                f"empty commit)")
-        self._run_hooks('pre-commit', branch, lambda: HookEvent('pre-commit', self, branch, None, message, md, _changes(staged)))
-        c = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, _new_entries(staged)), message, md)
+        self._run_hooks('pre-commit', branch,
+                        lambda: HookEvent('pre-commit', self, branch, None, message, md, _changes(staged)))
+        c = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, _new_entries(staged)),
+                                  message, md)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [c.id, self.name, branch])
         con.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", [self.name, branch])
         self.lake._audit(con, self.name, 'commit', branch, commit=c.id, changes=len(staged))
@@ -883,7 +903,9 @@ def diff(self:Repository, left:str, right:str, prefix:str='')->list[Change]:
     if not isinstance(prefix, str): raise InvalidInput(f"prefix must be a string, got {prefix!r}")
     with self.store.scratch() as con:  # trees with staged changes are worked out, compared, and not kept
         l, r = self.lake._resolve(con, self.name, left), self.lake._resolve(con, self.name, right)
-        def tree(x): return apply_changes(con, x.commit.metarange, _new_entries(self._staged_changes(con, x.branch))) if x.branch else x.commit.metarange
+        def tree(x):
+            return (apply_changes(con, x.commit.metarange, _new_entries(self._staged_changes(con, x.branch)))
+                    if x.branch else x.commit.metarange)
         return _changes(diff_trees(con, tree(l), tree(r), prefix))
 
 # %% ../../nbs/11_lake.core.ipynb #ac61b008
@@ -914,7 +936,8 @@ def delete_tag(self:Repository, name:str):
     "Delete tag `name`."
     self.lake._check('fs:DeleteTag', arn(self.name, 'tag', name))
     with self.store.transaction() as con:
-        if not con.execute("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'tag' RETURNING 1", [self.name, name]).fetchall():
+        if not con.execute("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'tag' RETURNING 1",
+                           [self.name, name]).fetchall():
             raise NotFound(f"tag not found: no tag {name!r} in repository {self.name!r}")
         self.lake._audit(con, self.name, 'delete_tag', name)
 
@@ -925,7 +948,8 @@ def merge_base(self:Repository, a:str, b:str)->Commit:
     "The newest commit that is an ancestor of both `a` and `b`."
     self.lake._check('fs:ListCommits', arn(self.name))
     with self.store.connect() as con:
-        return self._merge_base(con, self.lake._resolve(con, self.name, a).commit, self.lake._resolve(con, self.name, b).commit)
+        return self._merge_base(con, self.lake._resolve(con, self.name, a).commit,
+                                self.lake._resolve(con, self.name, b).commit)
 
 # %% ../../nbs/11_lake.core.ipynb #329e3cff
 @patch
@@ -986,8 +1010,10 @@ def merge(self:Repository,
         base = self._merge_base(con, src, dst)
         if base.id == src.id and not allow_empty:
             raise InvalidInput(f"no changes: nothing to merge: {source!r} is already contained in {into!r}")
-        s_changes, d_changes = diff_trees(con, base.metarange, src.metarange), diff_trees(con, base.metarange, dst.metarange)
-        rules = [rule(self, con, (base, src, dst), (source, into), s_changes, d_changes, strategy) for rule in MERGE_RULES.values()]
+        s_changes, d_changes = (diff_trees(con, base.metarange, src.metarange),
+                                diff_trees(con, base.metarange, dst.metarange))
+        rules = [rule(self, con, (base, src, dst), (source, into), s_changes, d_changes, strategy)
+                 for rule in MERGE_RULES.values()]
         owned = set().union(*(r.paths for r in rules))
         clashes = {p: 1 for p in s_changes if p in d_changes and p not in owned and object_identity(s_changes[p][1]) != object_identity(d_changes[p][1])}
         conflicts = [c for r in rules for c in r.conflicts] + [*clashes]
@@ -997,11 +1023,13 @@ def merge(self:Repository,
         for r in rules: apply.update(r.apply)
         def dest_entry(p): return d_changes[p][1] if p in d_changes else s_changes[p][0] if p in s_changes else tree_lookup(con, dst.metarange, p)
         self._run_hooks('pre-merge', into, lambda: HookEvent('pre-merge', self, into, source, message or '', md,
-                                                             [Change.between(p, dest_entry(p), b) for p, b in apply.items()]))
+                                                             [Change.between(p, dest_entry(p), b)
+                                                              for p, b in apply.items()]))
         new = self.lake._new_commit(con, self.name, [dst.id, src.id], apply_changes(con, dst.metarange, apply),
                                     message or f"Merge '{source}' into '{into}'", md)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, into])
-        self.lake._audit(con, self.name, 'merge', into, source=source, commit=new.id, strategy=strategy, conflicts=len(conflicts))
+        self.lake._audit(con, self.name, 'merge', into, source=source, commit=new.id, strategy=strategy,
+                         conflicts=len(conflicts))
     return new
 
 # %% ../../nbs/11_lake.core.ipynb #b5045802
@@ -1027,10 +1055,12 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
         p = self.lake._commit(con, self.name, c.parents[n - 1])
         made = diff_trees(con, p.metarange, c.metarange)
         undo = {path: a for path, (a, b) in made.items()}
-        moved = [path for path, (a, b) in made.items() if object_identity(tree_lookup(con, head.metarange, path)) != object_identity(b)]
+        moved = [path for path, (a, b) in made.items()
+                 if object_identity(tree_lookup(con, head.metarange, path)) != object_identity(b)]
         if moved:
             raise Conflict(f"cannot revert {ref!r} on {branch!r}: {', '.join(moved[:20])} changed since; revert by hand")
-        new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, undo), message or f"Revert {c.id}", {})
+        new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, undo),
+                                    message or f"Revert {c.id}", {})
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, branch])
         self.lake._audit(con, self.name, 'revert', branch, reverted=c.id, commit=new.id)
     return new
@@ -1085,7 +1115,8 @@ def cherry_pick(self:Repository,
                            f"{', '.join(clashes[:20])}")
         apply = {p: b for p, (a, b) in picked.items() if p not in since}
         meta = {**(c.metadata if md is None else md), 'cherry-pick-origin': c.id, 'cherry-pick-committer': c.committer}
-        new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, apply), message or c.message, meta)
+        new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, apply),
+                                    message or c.message, meta)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, branch])
         self.lake._audit(con, self.name, 'cherry_pick', branch, picked=c.id, commit=new.id)
     return new
@@ -1093,7 +1124,8 @@ def cherry_pick(self:Repository,
 # %% ../../nbs/11_lake.core.ipynb #6943d298
 class Branch:
     "A branch of a repository: the repository's methods with the branch filled in (`b.put(path, data)`, `b.commit(msg)`, ...)."
-    METHODS = ('put', 'put_many', 'get', 'stat', 'exists', 'list', 'delete', 'uncommitted', 'reset', 'commit', 'log', 'head')
+    METHODS = ('put', 'put_many', 'get', 'stat', 'exists', 'list', 'delete', 'uncommitted', 'reset', 'commit', 'log',
+               'head')
     def __init__(self, repo:Repository, name:str): self.repo, self.name = repo, name
     def __getattr__(self, k):
         if k in Branch.METHODS: return functools.partial(getattr(self.repo, k), self.name)
@@ -1200,7 +1232,8 @@ def audit(self:Lake, repo:str|None=None, limit:int=100):
             seen = self.principal.visible('fs:ReadRepository', [r for (r,) in con.execute("SELECT DISTINCT repo FROM "
                                                                                           "audit WHERE repo <> ''").fetchall()])
             where, args = " WHERE repo IN (SELECT unnest(?::VARCHAR[]))", [seen + ([''] if self.principal.may('auth:ListUsers', '*') else [])]
-        return con.execute(f"SELECT ts, repo, actor, action, ref, detail FROM audit{where} ORDER BY ts DESC LIMIT ?", args + [limit]).df()
+        return con.execute(f"SELECT ts, repo, actor, action, ref, detail FROM audit{where} ORDER BY ts DESC LIMIT ?",
+                           args + [limit]).df()
 
 # %% ../../nbs/11_lake.core.ipynb #6429aa34
 @patch
