@@ -417,9 +417,8 @@ def _ref_heads(self:Repository, kind:str, show_hidden:bool=True)->dict[str, str]
     "Every branch or tag (`kind`) and the id of its commit, by name (hidden branches only with `show_hidden`)."
     hide = "" if show_hidden else "AND name NOT IN (SELECT name FROM hidden_branches WHERE repo = $repo)"
     with self.store.connect() as con:
-        return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = $kind {hide} ORDER BY "
-                                f"name",
-                                {'repo': self.name, 'kind': kind}).fetchall())
+        return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = $kind {hide} "
+                                f"ORDER BY name", {'repo': self.name, 'kind': kind}).fetchall())
 
 # %% ../../nbs/11_lake.core.ipynb #74a695f1
 @patch
@@ -1259,10 +1258,10 @@ def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
                                                       "WHERE started_at < ? ORDER BY 1, 2",
                                                       [before]).fetchall():
         if _holder_alive(pid, host, start): continue
-        for sql in ("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'", "DELETE FROM staging WHERE "
-                                                                                        "repo = ? AND branch = ?",
-                    "DELETE FROM hidden_branches WHERE repo = ? AND name = ?", "DELETE FROM transactions WHERE repo = "
-                                                                               "? AND branch = ?"):
+        for sql in ("DELETE FROM refs WHERE repo = ? AND name = ? AND kind = 'branch'",
+                    "DELETE FROM staging WHERE repo = ? AND branch = ?",
+                    "DELETE FROM hidden_branches WHERE repo = ? AND name = ?",
+                    "DELETE FROM transactions WHERE repo = ? AND branch = ?"):
             con.execute(sql, [repo, branch])
         self._audit(con, repo, 'drop_transaction', branch, reason='its process is gone', pid=pid, host=host)
         out.append(f'{repo}/{branch}')
