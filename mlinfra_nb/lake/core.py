@@ -996,23 +996,17 @@ def merge(self:Repository,
          )->Commit:                  # the destination's new head
     "Merge `source` into branch `into`, three-way against their merge base."
     self.lake._check('fs:CreateCommit', arn(self.name, 'branch', into))
-    if strategy not in (None, *STRATEGIES):
-        raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy not in (None, *STRATEGIES): raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     md = check_metadata(metadata)
     with self.store.transaction() as con:
         src = self.lake._resolve(con, self.name, source).commit
         dst = self._branch_head(con, into)
         if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, into]):
-            # 400, as lakeFS
-            raise InvalidInput(f"{into}: uncommitted changes (dirty branch): branch {into!r} has uncommitted changes; "
-                               f"commit or reset them before merging into it")
+            raise InvalidInput(f"{into}: uncommitted changes (dirty branch): branch {into!r} has uncommitted changes; commit or reset them before merging into it")  # 400, as lakeFS
         base = self._merge_base(con, src, dst)
-        if base.id == src.id and not allow_empty:
-            raise InvalidInput(f"no changes: nothing to merge: {source!r} is already contained in {into!r}")
-        s_changes, d_changes = (diff_trees(con, base.metarange, src.metarange),
-                                diff_trees(con, base.metarange, dst.metarange))
-        rules = [rule(self, con, (base, src, dst), (source, into), s_changes, d_changes, strategy)
-                 for rule in MERGE_RULES.values()]
+        if base.id == src.id and not allow_empty: raise InvalidInput(f"no changes: nothing to merge: {source!r} is already contained in {into!r}")
+        s_changes, d_changes = diff_trees(con, base.metarange, src.metarange), diff_trees(con, base.metarange, dst.metarange)
+        rules = [rule(self, con, (base, src, dst), (source, into), s_changes, d_changes, strategy) for rule in MERGE_RULES.values()]
         owned = set().union(*(r.paths for r in rules))
         clashes = {p: 1 for p in s_changes if p in d_changes and p not in owned and object_identity(s_changes[p][1]) != object_identity(d_changes[p][1])}
         conflicts = [c for r in rules for c in r.conflicts] + [*clashes]
@@ -1022,13 +1016,11 @@ def merge(self:Repository,
         for r in rules: apply.update(r.apply)
         def dest_entry(p): return d_changes[p][1] if p in d_changes else s_changes[p][0] if p in s_changes else tree_lookup(con, dst.metarange, p)
         self._run_hooks('pre-merge', into, lambda: HookEvent('pre-merge', self, into, source, message or '', md,
-                                                             [Change.between(p, dest_entry(p), b)
-                                                              for p, b in apply.items()]))
+                                                             [Change.between(p, dest_entry(p), b) for p, b in apply.items()]))
         new = self.lake._new_commit(con, self.name, [dst.id, src.id], apply_changes(con, dst.metarange, apply),
                                     message or f"Merge '{source}' into '{into}'", md)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, into])
-        self.lake._audit(con, self.name, 'merge', into, source=source, commit=new.id, strategy=strategy,
-                         conflicts=len(conflicts))
+        self.lake._audit(con, self.name, 'merge', into, source=source, commit=new.id, strategy=strategy, conflicts=len(conflicts))
     return new
 
 # %% ../../nbs/11_lake.core.ipynb #b5045802
@@ -1099,19 +1091,18 @@ def cherry_pick(self:Repository,
                                f"(parent_number=1 or 2)")
         n = 1 if parent_number is None else parent_number
         if not isinstance(n, int) or not 1 <= n <= len(c.parents):
-            raise InvalidInput(f"parent {n}: given commit does not have the given parent number ({ref!r} has "
-                               f"{len(c.parents)})")
+            raise InvalidInput(f"parent {n}: given commit does not have the given parent number "
+                               f"({ref!r} has {len(c.parents)})")
         if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
-            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): commit or reset the changes on "
-                               f"{branch!r} before cherry-picking onto it")
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): commit or reset the changes on {branch!r} "
+                               f"before cherry-picking onto it")
         base = self.lake._commit(con, self.name, c.parents[n - 1])
         picked = diff_trees(con, base.metarange, c.metarange)
         if not picked: raise InvalidInput(f"no changes: {ref!r} changed nothing relative to its parent {n}")
         since = diff_trees(con, base.metarange, head.metarange)
         clashes = [p for p in picked if p in since and object_identity(picked[p][1]) != object_identity(since[p][1])]
         if clashes:
-            raise Conflict(f"conflict found: cherry-picking {ref!r} onto {branch!r} clashes at "
-                           f"{', '.join(clashes[:20])}")
+            raise Conflict(f"conflict found: cherry-picking {ref!r} onto {branch!r} clashes at {', '.join(clashes[:20])}")
         apply = {p: b for p, (a, b) in picked.items() if p not in since}
         meta = {**(c.metadata if md is None else md), 'cherry-pick-origin': c.id, 'cherry-pick-committer': c.committer}
         new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, apply),
