@@ -5,20 +5,28 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-@pytest.fixture
-def mlinfra(tmp_path):
-    "Path of the installed `mlinfra` console script, run with a scratch workspace and cwd."
+def mlinfra_script()->str:
+    "Path of the installed `mlinfra` console script."
     exe = shutil.which('mlinfra', path=str(BIN)) or shutil.which('mlinfra')
     assert exe, "the mlinfra console script is not installed (pip install -e .)"
     return exe
 
+def clean_environment(home:Path)->dict:
+    "Environment for subprocesses: no workspace or lakeFS settings leak in from the caller; MLINFRA_HOME is `home`."
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('MLINFRA_', 'LAKEFS_'))}
+    env['MLINFRA_HOME'] = str(home)
+    env['TF_CPP_MIN_LOG_LEVEL'] = '2'
+    return env
+
+@pytest.fixture
+def mlinfra(tmp_path):
+    "Path of the installed `mlinfra` console script, run with a scratch workspace and cwd."
+    return mlinfra_script()
+
 @pytest.fixture
 def clean_env(tmp_path):
     "Environment for subprocesses: no workspace or lakeFS settings leak in from the caller."
-    env = {k: v for k, v in os.environ.items() if not k.startswith(('MLINFRA_', 'LAKEFS_'))}
-    env['MLINFRA_HOME'] = str(tmp_path/'home')
-    env['TF_CPP_MIN_LOG_LEVEL'] = '2'
-    return env
+    return clean_environment(tmp_path/'home')
 
 @pytest.fixture
 def lake(tmp_path):
@@ -48,6 +56,8 @@ def pytest_configure(config):
     config.addinivalue_line('markers', "browser: drives JupyterLab in Debian's chromium (deselect with -m 'not browser')")
     config.addinivalue_line('markers', "slow: whole pipelines, trained models, worker processes or a Spark cluster "
                                        "(`make check` leaves them out; `make test` runs them)")
+    config.addinivalue_line('markers', "cluster_only(**params): on the Spark cluster, run only the cases with these parameters "
+                                       "(the others run on local[2] alone: the cluster proves distribution, not arithmetic again)")
 
 # Modules whose tests run whole pipelines, train or serve real models, start worker processes or a Spark cluster,
 # kill processes mid-write, or build a wheel: each test takes seconds to minutes. `make check` deselects them.
@@ -58,9 +68,20 @@ SLOW_MODULES = {'test_pipeline', 'test_pipeline_airflow', 'test_pipeline_lakefs'
 # ...and single tests elsewhere that train a model or run the pipeline.
 SLOW_TESTS = {'test_runs_write_into_workspace', 'test_runs_default_to_dot_mlinfra', 'test_pipeline_switches_backend_by_configuration'}
 
+def left_off_the_cluster(item)->bool:
+    "Whether `item` runs on the Spark cluster with parameters other than its `cluster_only` marker names."
+    marker, params = item.get_closest_marker('cluster_only'), getattr(getattr(item, 'callspec', None), 'params', {})
+    if marker is None or params.get('spark') != 'cluster': return False
+    unknown = set(marker.kwargs) - set(params)
+    assert not unknown, f"{item.nodeid}: cluster_only names parameters the test does not have: {sorted(unknown)}"
+    return any(params[k] != v for k, v in marker.kwargs.items())
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module.__name__.rpartition('.')[2] in SLOW_MODULES or item.originalname in SLOW_TESTS: item.add_marker(pytest.mark.slow)
+    if (off := [item for item in items if left_off_the_cluster(item)]):
+        config.hook.pytest_deselected(items=off)
+        items[:] = [item for item in items if not left_off_the_cluster(item)]
 
 # the Spark engine's tests: a session on local[2] and on a 2-worker standalone cluster (tests/spark_cluster.py)
 from spark_cluster import spark, spark_cluster  # noqa: E402,F401

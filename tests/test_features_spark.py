@@ -12,6 +12,7 @@ def on_spark(fs, spark): return fs.use_engine(spark=spark)
 
 @pytest.mark.parametrize('seed', range(3))
 @pytest.mark.parametrize('ttl', ['3d', None])
+@pytest.mark.cluster_only(seed=1)       # every world on local[2]; one world, with and without a TTL, on the cluster
 def test_point_in_time_matches_brute_force(spark, tmp_path, seed, ttl):
     fdf, edf = random_world(seed)
     fs = on_spark(store_with(tmp_path, fdf, created='created', ttl=ttl), spark)
@@ -22,6 +23,7 @@ def test_point_in_time_matches_brute_force(spark, tmp_path, seed, ttl):
     pd.testing.assert_frame_equal(got[['x', 'y']].astype('float64'), brute_force(fdf, edf, parse_duration(ttl) if ttl else None, ['x', 'y']))
 
 @pytest.mark.parametrize('seed', range(2))
+@pytest.mark.cluster_only(seed=0)
 def test_point_in_time_without_created(spark, tmp_path, seed):
     fdf, edf = random_world(seed, with_created=False)
     fs = on_spark(store_with(tmp_path, fdf, ttl='3d'), spark)
