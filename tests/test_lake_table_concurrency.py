@@ -16,7 +16,7 @@ WORKERS = 4
 WORKER = textwrap.dedent('''
     import json, os, random, sys, time, uuid
     import pandas as pd
-    from mlinfra_nb.workspace import Conflict, Workspace
+    from mlinfra_nb.workspace import Conflict, NotFound, Workspace
     backend, where, name = sys.argv[1], sys.argv[2], sys.argv[3]
     if backend == 'embedded':
         from mlinfra_nb.lake.core import Lake
@@ -49,7 +49,7 @@ WORKER = textwrap.dedent('''
                     repo.merge(branch, into='main')
                 finally: repo.delete_branch(branch)
             out = {'landed': True}
-        except Conflict as e: out = {'landed': False, 'why': str(e)}
+        except (Conflict, NotFound) as e: out = {'landed': False, 'why': str(e)}   # NotFound: a delete of a table another change deleted first
         print(json.dumps(out), flush=True)
 ''')
 
