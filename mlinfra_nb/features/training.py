@@ -147,7 +147,7 @@ def feature_rows_view(fs:FeatureStore, v:FeatureView, src:str, feats:list, commi
 def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, columns:list, full_names:bool, commits:dict)->str:
     "The SQL of a training set over the registered entity table `entities`, reading each view's source at `commits[view]`."
     n = fs.con.sql(f"SELECT count(*) FROM {entities}").fetchall()[0][0]
-    selects, joins, ekeys, keys = [], [], {}, {'__row', '__ets'}
+    selects, joins, ekeys = [f'e.{q(c)}' for c in columns], [], {}
     for vname, (v, feats) in views.items():
         src = source_view(fs, v, commits[vname])
         _check_key_types(fs, v, entities, src)
@@ -155,16 +155,14 @@ def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, 
         rows = feature_rows_view(fs, v, src, feats, commits[vname])
         if pit_plan(n, fs.con.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]) == 'pruned': rows = f'({pruned_sql(v, rows)})'
         f, ek = f'__j{len(joins)}', ('__ekc' if v.created else '__ets')
-        ekeys[ek], keys = entity_key_sql(v), keys | set(map(q, v.entities))
+        ekeys[ek] = entity_key_sql(v)
         on = ' AND '.join(f'e.{q(k)} = {f}.{q(k)}' for k in v.entities)
         joins.append(f"ASOF LEFT JOIN (SELECT *, {asof_key_sql(v)} AS __k FROM {rows}) {f} ON {on} AND e.{ek} >= {f}.__k")
         fresh = f"{f}.__ts >= e.__ets - {interval_sql(parse_duration(v.ttl))}" if v.ttl else 'true'
         selects += [f"CASE WHEN {fresh} THEN {f}.{q(x)} END AS {q(f'{vname}__{x}' if full_names else x)}" for x in feats]
     extra = ''.join(f', {sql} AS {k}' for k, sql in ekeys.items() if k != '__ets')
-    # the joins carry only what they need (keys, times, row number); the entity columns come back by position
-    return f"""WITH e AS (SELECT *{extra} FROM (SELECT {', '.join(sorted(keys - {'__ets'}))}, CAST({q(timestamp)} AS TIMESTAMPTZ) AS __ets FROM {entities})),
-                    j AS (SELECT {', '.join(selects)} FROM e {' '.join(joins)} ORDER BY e.__row)
-               SELECT {', '.join(f'{entities}.{q(c)}' for c in columns)}, j.* FROM {entities} POSITIONAL JOIN j"""
+    return f"""WITH e AS (SELECT *{extra} FROM (SELECT *, CAST({q(timestamp)} AS TIMESTAMPTZ) AS __ets FROM {entities}))
+               SELECT {', '.join(selects)} FROM e {' '.join(joins)} ORDER BY e.__row"""
 
 # %% ../../nbs/21_features.training.ipynb #77fd882a
 class Registered:
