@@ -87,8 +87,12 @@ java-deps:
 
 # pytest exits 5 when it collects no tests; that is not a failure here. Two xdist workers, one test module each
 # at a time (module fixtures such as servers stay shared); the 15 slowest tests are listed at the end.
+# The Spark modules run afterwards in worker processes of their own: once, a worker that had run other modules (gRPC
+# servers among them) could not start Spark's JVM ("Java gateway process exited", after a gRPC "Bad file descriptor").
+SPARK_TESTS := tests/test_features_spark.py tests/test_monitor_spark.py
 pytest: $(VENV)/.dev browser-deps java-deps $(AIRFLOW_VENV)/.k8s
-	$(BIN)/python -m pytest tests/ -q -n 2 --dist loadfile --durations=15; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
+	$(BIN)/python -m pytest tests/ -q -n 2 --dist loadfile --durations=15 $(addprefix --ignore=,$(SPARK_TESTS)); rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
+	$(BIN)/python -m pytest $(SPARK_TESTS) -q -n 2 --dist loadfile --durations=5; rc=$$?; [ $$rc -eq 0 -o $$rc -eq 5 ]
 
 tutorials: $(VENV)/.dev
 	@if [ -d nbs/tutorials ]; then \
