@@ -191,6 +191,7 @@ def join_order(con:duckdb.DuckDBPyConnection, v:FeatureView, t:pa.Table)->pa.Tab
     if not set(cols) <= set(t.column_names) or t.num_rows < 2: return t
     con.register('__order', t.select(cols).append_column('__i', pa.array(np.arange(t.num_rows, dtype=np.int64))))
     try: order = con.sql(f"SELECT __i FROM __order ORDER BY {', '.join(map(q, cols))}").fetchnumpy()['__i']
+    except duckdb.Error: return t            # an order DuckDB cannot find only costs the join a longer sort
     finally: con.unregister('__order')
     return t.take(order)
 
