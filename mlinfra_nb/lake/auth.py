@@ -6,12 +6,12 @@
 from __future__ import annotations
 import base64, contextlib, copy, datetime as dt, functools, hashlib, hmac, ipaddress, json, os, re, secrets, string
 import threading, time, uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastcore.basics import patch
 from ..workspace import Conflict, InvalidInput, NotFound, PermissionDenied
-from .core import Lake, arn, check_ref_name, guarded
+from .core import Lake, arn, guarded
 from .store import first_row, private_opener
 
 # %% auto #0
