@@ -65,8 +65,14 @@ SLOW_MODULES = {'test_pipeline', 'test_pipeline_airflow', 'test_pipeline_lakefs'
                 'test_browser', 'test_train_multiworker', 'test_train_resume', 'test_features_spark', 'test_monitor_spark',
                 'test_lake_faults', 'test_serve_flags', 'test_serve_server', 'test_quiet_tensorflow',
                 'test_lake_table_concurrency'}
-# ...and single tests elsewhere that train a model or run the pipeline.
-SLOW_TESTS = {'test_runs_write_into_workspace', 'test_runs_default_to_dot_mlinfra', 'test_pipeline_switches_backend_by_configuration'}
+# ...and single tests elsewhere that train a model, run the pipeline, start processes (the CLI, workers, kill -9) or
+# stress a lake at scale: each takes seconds, most of `make check`'s time before they were listed here.
+SLOW_TESTS = {'test_runs_write_into_workspace', 'test_runs_default_to_dot_mlinfra', 'test_pipeline_switches_backend_by_configuration',
+              'test_train_register_load', 'test_concurrent_registrations_get_distinct_versions',
+              'test_processes_commit_merge_and_cas_concurrently', 'test_threads_share_a_lake_and_separate_lakes',
+              'test_busy_process_does_not_starve_another', 'test_fuzz', 'test_cli_prints_the_real_port',
+              'test_cli_refuses_unasked_for_addresses', 'test_serve_command', 'test_kill9_mid_import_keeps_committed_data',
+              'test_entity_columns_come_back_in_row_order_at_scale'}
 
 def left_off_the_cluster(item)->bool:
     "Whether `item` runs on the Spark cluster with parameters other than its `cluster_only` marker names."

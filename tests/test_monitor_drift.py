@@ -9,6 +9,12 @@ from mlinfra_nb.monitor.drift import data_drift, default_test
 
 TOL = 1e-6
 
+@pytest.fixture(autouse=True)
+def fresh_rng():
+    "Each test draws its data from a generator of its own, so its data never depend on which tests ran before it in its worker."
+    global rng
+    rng = np.random.default_rng(7)
+
 # ---------------------------------------------------------------------------------------------------------------
 # an exact reference implementation (Evidently's formulas, in numpy/scipy)
 
@@ -145,7 +151,7 @@ def test_default_test_from_data_and_kinds():
     assert not res.drifted.any()
 
 def test_thresholds_by_column_and_test_and_verdict():
-    n = 3000
+    n = 30_000   # the scores sit 0.05 from the thresholds: with 3,000 rows, ~1 seed in 14 crossed one
     ref = pd.DataFrame({f'x{i}': rng.normal(size=n) for i in range(4)})
     cur = pd.DataFrame({f'x{i}': rng.normal(0.15 * i, size=n) for i in range(4)})   # normed Wasserstein ~0, .15, .3, .45
     res = data_drift(ref, cur, con=duckdb.connect())
@@ -171,9 +177,9 @@ def windowed_data(days=(0, 1, 2, 3), rows=400, tz=None):
 @pytest.mark.parametrize('many', [False, True])
 def test_windows_equal_separate_runs(many, monkeypatch):
     if many: monkeypatch.setattr(D, 'MERGE_MAX_WINDOWS', 0)  # force the ASOF plan
-    ref, cur = windowed_data()
+    ref, cur = windowed_data(rows=2000)   # 400 rows a day: an undrifted day crossed the 0.1 threshold for ~1 seed in 10
     res = data_drift(ref, cur, timestamp='ts', window='day', con=duckdb.connect())
-    assert len(res.windows) == 4 and res.windows.n_current.tolist() == [400] * 4
+    assert len(res.windows) == 4 and res.windows.n_current.tolist() == [2000] * 4
     x = res.by_window[res.by_window.column == 'x']
     assert x.drifted.tolist() == [False, False, True, True] and x.test.eq('wasserstein').all()   # x shifts from day 3
     for day, got in res.by_window.groupby('window'):
