@@ -191,7 +191,7 @@ def close(self:Batcher):
 def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=None)->_Task:
     "Queue a request to `signature` of `servable`, or refuse it when its queue is full or the batcher closed."
     n = _task_rows(inputs, self.max_batch)
-    task, key = _Task(inputs, n, loop), (id(servable), signature)   # a queue holds its servable: the id stays its own
+    task, key = _Task(inputs, n, loop), (id(servable), signature)   # the queue holds the servable: its id stays unique
     with self.cond:
         if self.stopped: raise ServingError('UNAVAILABLE', _CLOSED)
         q = self.queues.get(key) or self.queues.setdefault(key, _Queue(servable, signature))
@@ -270,9 +270,10 @@ def _log_file(prefix:str)->str:
 # %% ../../nbs/44_serve.server.ipynb #1eda5615
 @patch
 def _drain(self:RequestLogger):
+    "The writer thread: write queued records to one file per prefix, flush after each burst, stop at `close`'s `None`."
     tf = import_tensorflow()
     while True:
-        self.event.wait(0.5); self.event.clear()
+        self.event.wait(0.5); self.event.clear()   # `log` sets the event; the 0.5 s wake-up is only a safety net
         while self.q:
             prefix, data = self.q.popleft()
             if prefix is None: return
@@ -347,7 +348,7 @@ def observe(self:Serving, name:str, api:str, entry:str, status:str, t0:float):
         h = self._latency[(name, api, entry)] = self.metrics['latency'].labels(name, api, entry)
     h.observe((time.perf_counter() - t0) * 1e6)
 
-_LATE = contextvars.ContextVar('mlinfra_late', default=None)   # `[answered 504]`, set by deadline_route
+_LATE = contextvars.ContextVar('mlinfra_late', default=None)   # `[answered 504]`: see deadline_route
 
 @patch
 @contextlib.contextmanager
@@ -393,7 +394,7 @@ def run(self:Serving, s:Servable, sig:str, inputs:dict)->dict:
     return self.batcher.submit(s, sig, inputs) if self.batcher else s.run(sig, inputs)
 
 @patch
-def checked_predict_inputs(self:Serving, s:Servable, sig:str)->dict:
+def predict_signature_inputs(self:Serving, s:Servable, sig:str)->dict:
     "The inputs of signature `sig` (`name -> (dtype, shape)`); with `method_check`, TF Serving's check of its method."
     inputs = s.inputs(sig)
     if self.method_check and (m := s.signature_defs[sig].method_name) not in _PREDICT_METHODS:
@@ -408,7 +409,7 @@ def predicting(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC
     "Count a `PredictRequest`, hold its servable, read its input tensors: yields `(servable, signature, inputs)`."
     with self.counted(request.model_spec.name, 'predict', entry), self.using(request.model_spec) as s:
         sig = request.model_spec.signature_name or 'serving_default'
-        self.checked_predict_inputs(s, sig)
+        self.predict_signature_inputs(s, sig)
         try: inputs = {k: to_ndarray(v) for k, v in request.inputs.items()}
         except Exception as e:
             raise ServingError('INVALID_ARGUMENT', f"bad input tensor: {type(e).__name__}: {e}") from None
@@ -616,7 +617,7 @@ def regress(self:Serving, request:regression_pb2.RegressionRequest,
 _VERBS = {m: v for v, m in _METHODS.items()}
 
 @patch
-def _tasks(self:Serving, request, s:Servable)->list:
+def _inference_tasks(self:Serving, request, s:Servable)->list:
     "`(task, verb, signature)` of each task of a `MultiInferenceRequest` to `s`, checked as TF Serving checks them."
     seen, out = set(), []
     for task in request.tasks:
@@ -636,7 +637,7 @@ def _tasks(self:Serving, request, s:Servable)->list:
 @patch
 def _run_tasks(self:Serving, request, s:Servable)->inference_pb2.MultiInferenceResponse:
     "The results of the tasks of a `MultiInferenceRequest` on the same examples, each naming the version that answered."
-    tasks, resp = self._tasks(request, s), inference_pb2.MultiInferenceResponse()
+    tasks, resp = self._inference_tasks(request, s), inference_pb2.MultiInferenceResponse()
     examples = serialized_examples(request.input)
     for task, verb, sig in tasks:
         out, r = self._infer(s, sig, examples), resp.results.add()
@@ -706,7 +707,8 @@ async def _model_get(serving:Serving, request:Request)->Response:
         return _reply(ServingError('INVALID_ARGUMENT', f"Malformed request: {request.method} {request.url.path}"))
     try:
         spec = _spec_from_url(m)
-        if m['meta']: body = metadata_json(await run_in_threadpool(serving.metadata, spec))
+        if m['meta']:    # copying and packing every signature def is work: off the loop (a status is a few fields)
+            body = metadata_json(await run_in_threadpool(serving.metadata, spec))
         else: body = status_json(serving.status(spec))
         return Response(json.dumps(body), media_type='application/json')
     except ServingError as e: return _reply(e)
@@ -741,7 +743,7 @@ def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
     doc, req = _rest_request(m, body, request_id)
     with serving.counted(req.model_spec.name, 'predict', 'REST'), serving.using(req.model_spec) as s:
         sig = req.model_spec.signature_name
-        inputs, fmt = predict_inputs(doc, serving.checked_predict_inputs(s, sig))
+        inputs, fmt = predict_inputs(doc, serving.predict_signature_inputs(s, sig))
         yield s, sig, req, inputs, fmt
 
 def _rest_reply(serving:Serving, s:Servable, req, inputs:dict, out:dict, fmt:str)->bytes:
@@ -893,7 +895,7 @@ class ModelService(_GrpcService, model_service_pb2_grpc.ModelServiceServicer):
         return await self.call(context, self.serving.status, request.model_spec)
     async def HandleReloadConfigRequest(self, request, context):
         try: await asyncio.get_running_loop().run_in_executor(self.pool, self.serving.manager.apply, request.config)
-        except (ServingError, InvalidInput) as e:   # as TF Serving: the status is the call's
+        except (ServingError, InvalidInput) as e:   # as TF Serving does: a refused config fails the RPC itself
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         return model_management_pb2.ReloadConfigResponse()
 
@@ -1004,7 +1006,7 @@ _RUNS = re.compile(r':(predict|classify|regress)/?$')
 
 def deadline_route(app, timeout:float):
     "`app`, answering 504 to a predict, classify or regress running `timeout` s after its body arrived, as TF Serving."
-    late_tasks = set()                                  # requests answered 504 whose model call is still finishing
+    late_tasks = set()   # tasks answered 504, still unwinding: held, as asyncio keeps only weak references to tasks
     async def asgi(scope, receive, send):
         if scope['type'] != 'http' or scope['method'] != 'POST' or not _RUNS.search(scope['path']):
             return await app(scope, receive, send)
@@ -1018,9 +1020,9 @@ def deadline_route(app, timeout:float):
             nonlocal started
             if late[0]: return
             started = True; await send(msg)
-        _LATE.set(late)                                 # the request's task and threads see it: `counted` reads it
+        _LATE.set(late)          # the task and its threads copy the context: all share `late`, which `counted` reads
         task = asyncio.ensure_future(app(scope, receive_body, send_unless_late))
-        while not task.done():
+        while not task.done():   # wait in `timeout` steps until the body has arrived, then until its deadline
             left = timeout if arrived is None else arrived + timeout - loop.time()
             if left <= 0: break
             await asyncio.wait({task}, timeout=left)
