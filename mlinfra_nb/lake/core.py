@@ -671,10 +671,12 @@ def list(self:Repository,
             WITH staged AS (SELECT {cols} FROM staging WHERE repo = $repo AND branch = $branch AND starts_with(path, $prefix)),
                  committed AS (SELECT {cols} FROM ranges WHERE seq IN (SELECT unnest($seqs::BIGINT[])) AND starts_with(path, $prefix)),
                  visible AS (SELECT * FROM staged WHERE address IS NOT NULL UNION ALL SELECT * FROM committed ANTI JOIN staged USING (path)),
+                 -- dir: the path up to and including the first delimiter after the prefix (NULL: none, an object)
                  folded AS (SELECT *, CASE WHEN $delim <> '' AND strpos(path[length($prefix) + 1:], $delim) > 0
                                      THEN path[:length($prefix) + strpos(path[length($prefix) + 1:], $delim) + length($delim) - 1] END AS dir FROM visible)
             SELECT coalesce(dir, path) AS key, any_value(struct_pack({names})) FILTER (WHERE dir IS NULL) AS ent, bool_or(dir IS NOT NULL) AS is_dir
             FROM folded GROUP BY key
+            -- a folded prefix that $after falls inside is kept if it still holds paths beyond $after
             HAVING key > $after OR (bool_or(dir IS NOT NULL) AND starts_with($after, key) AND $after <> key AND max(path) > $after)
             ORDER BY key {'LIMIT ' + str(int(limit)) if limit is not None else ''}"""
         rows = con.execute(sql, {'repo': self.name, 'branch': r.branch or '', 'prefix': prefix, 'seqs': seqs,
@@ -789,7 +791,9 @@ def _changes(pairs:dict)->list[Change]:
     "`Change`s from `path -> (old entry, new entry)` pairs."
     return [Change.between(p, old, new) for p, (old, new) in pairs.items()]
 
-def _new_entries(pairs:dict)->dict: return {p: new for p, (old, new) in pairs.items()}
+def _new_entries(pairs:dict)->dict:
+    "`path -> new entry` (None: delete) from those pairs: the form `apply_changes` takes."
+    return {p: new for p, (old, new) in pairs.items()}
 
 @patch
 @guarded
