@@ -8,7 +8,7 @@ import bisect, contextlib, datetime as dt, fnmatch, functools, getpass, hashlib,
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 from fastcore.basics import patch
 from ..workspace import (Conflict, InvalidInput, NotFound, PermissionDenied, PreconditionFailed,
                                   Workspace, get_logger)
@@ -22,8 +22,8 @@ from .tree import (EMPTY_METARANGE, ENTRY_COLS, ENTRY_SQL, Entry, apply_changes,
 # %% auto #0
 __all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'SQL_DIFF_FROM', 'HOOK_TYPES', 'EXPECTED_HEAD_MIN', 'STRATEGIES',
            'MERGE_RULES', 'TX_TABLE', 'check_repo_name', 'check_ref_name', 'check_path', 'check_metadata', 'Commit',
-           'ObjectInfo', 'CommonPrefix', 'Change', 'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository',
-           'HookEvent', 'check_expected_head', 'Settled', 'merge_conflict', 'Branch']
+           'ObjectInfo', 'CommonPrefix', 'Change', 'lake_key', 'Lake', 'arn', 'Frame', 'guarded', 'Resolved',
+           'Repository', 'Branch', 'HookEvent', 'check_expected_head', 'Settled', 'merge_conflict']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -56,8 +56,10 @@ _SAFE_PATH = re.compile(r'[^\x00/]+(?:/[^\x00/]+)*')
 
 def check_path(path:str)->str:
     "`path` if it is a safe object path inside a repository."
+    # the common case, checked in one go: up to 256 characters (at most 1024 bytes however encoded) take this one-regex
+    # path; a longer path falls through to the checks below, the 1024-byte limit among them
     if isinstance(path, str) and len(path) <= 256 and _SAFE_PATH.fullmatch(path) and '/./' not in (q := f'/{path}/') and '/../' not in q:
-        return path  # the common case, checked in one go
+        return path
     if not isinstance(path, str) or not path:
         raise InvalidInput(f"invalid path {path!r}: it must be a non-empty string")
     if '\x00' in path: raise InvalidInput(f"invalid path {path!r}: it contains a NUL byte")
@@ -114,7 +116,7 @@ class CommonPrefix:
 # %% ../../nbs/11_lake.core.ipynb #2fdd2121
 @dataclass(frozen=True)
 class Change:
-    "One difference between two states: `type` is 'added', 'removed' or 'changed'."
+    "One difference between two states: `type` is 'added', 'removed' or 'changed'; `size` is the new size (for a removal, the old one)."
     type: str
     path: str
     size: int|None = None
@@ -163,21 +165,27 @@ def arn(repo:str, kind:str|None=None, name:str='')->str:
     return f'arn:lakefs:fs:::repository/{repo}' + (f'/{kind}/{name}' if kind else '')
 
 # %% ../../nbs/11_lake.core.ipynb #6fb5ab01
-# `frame`: the lake of the operation running on this thread, how deep in it, and the frame it runs inside
-_calls = threading.local()
+class Frame(NamedTuple):
+    "The lake operation running on a thread."
+    lake: Lake|None       # whose operation it is
+    depth: int            # 1 for the outermost operation of that lake, 2 for one it calls, ...
+    outside: Frame|None   # the frame of the nearest enclosing operation of a *different* lake, if any
+
+_calls = threading.local()   # `_calls.frame`: this thread's current `Frame`, or no attribute outside every operation
 
 def _lake_of(x)->Lake|None: return x if isinstance(x, Lake) else getattr(x, 'lake', None)
 
 # %% ../../nbs/11_lake.core.ipynb #01c6b70c
-def _refuse_reentry(lake:Lake, frame):
+def _refuse_reentry(lake:Lake, frame:Frame|None):
     "Refuse to use `lake` while an outer operation of this thread holds the same directory through another store (it would wait for itself)."
     while frame is not None:
-        held = frame[0].store if frame[0] is not None else None
+        held = frame.lake.store if frame.lake is not None else None
+        # `_depth > 0`: that store holds the lock now
         if held is not None and held is not lake.store and held.root == lake.store.root and held._depth > 0:
             raise Conflict(f"the lake at {lake.root} is locked by an operation running on this thread (a hook?) "
                            f"through another Lake object: "
                            "a hook must use ev.repository, not open a second Lake on the same directory")
-        frame = frame[2]
+        frame = frame.outside
 
 # %% ../../nbs/11_lake.core.ipynb #0a7f8826
 def guarded(fn):
@@ -186,8 +194,8 @@ def guarded(fn):
     def operation(*args, **kwargs):
         lake, outer = _lake_of(args[0]) if args else None, getattr(_calls, 'frame', None)
         if lake is not None: _refuse_reentry(lake, outer)
-        same = outer is not None and outer[0] is lake
-        _calls.frame = (lake, outer[1] + 1 if same else 1, outer[2] if same else outer)
+        same = outer is not None and outer.lake is lake
+        _calls.frame = Frame(lake, outer.depth + 1, outer.outside) if same else Frame(lake, 1, outer)
         try: return fn(*args, **kwargs)
         finally: _calls.frame = outer
     return operation
@@ -196,7 +204,7 @@ def guarded(fn):
 def _inside(lake:Lake)->bool:
     "Whether this thread is inside an operation of `lake` (the very object) that checked its own permissions."
     f = getattr(_calls, 'frame', None)
-    return f is not None and f[0] is lake and f[1] > 1
+    return f is not None and f.lake is lake and f.depth > 1
 
 # %% ../../nbs/11_lake.core.ipynb #8c3f135d
 @patch
@@ -236,6 +244,7 @@ def create_repository(self:Lake,
             if exist_ok: return Repository(self, name)
             raise Conflict(f"repository {name!r} already exists")
         con.execute("INSERT INTO repositories VALUES (?, ?, ?)", [name, default_branch, _now()])
+        # no user made the first commit: its committer is empty, as in lakeFS
         c = self._new_commit(con, name, [], EMPTY_METARANGE, 'Repository created', {}, committer='')
         con.execute("INSERT INTO refs VALUES (?, ?, 'branch', ?)", [name, default_branch, c.id])
         self._audit(con, name, 'create_repository', default_branch)
@@ -272,7 +281,7 @@ def delete_repository(self:Lake, name:str):
             raise NotFound(f"repository not found: no repository {name!r}")
         tables = ['refs', 'staging', 'protection', 'commits', 'hidden_branches']
         if first_row(con, "SELECT 1 FROM information_schema.tables WHERE table_name = 'transactions'"):
-            tables.append('transactions')  # made by the first transaction
+            tables.append('transactions')  # made by the first transaction (`TX_TABLE`, under transactions below)
         for table in tables: con.execute(f"DELETE FROM {table} WHERE repo = ?", [name])
         con.execute("DELETE FROM repositories WHERE name = ?", [name])
         self._audit(con, name, 'delete_repository')
@@ -319,7 +328,7 @@ def _resolve(self:Lake, con, repo:str, ref:str)->Resolved:
                            f"trailing @")
     base, mods, committed_only = m.groups()
     row = first_row(con, "SELECT kind, commit_id FROM refs WHERE repo = ? AND name = ?", [repo, base])
-    if row: cid, branch = row[1], (base if row[0] == 'branch' else None)
+    if row: cid, branch = row[1], (base if row[0] == 'branch' else None)   # a ref name wins over a commit prefix
     elif re.fullmatch(r'[0-9a-f]{6,64}', base):
         ids = con.execute("SELECT id FROM commits WHERE repo = ? AND starts_with(id, ?) LIMIT 2",
                           [repo, base]).fetchall()
@@ -336,7 +345,7 @@ def _resolve(self:Lake, con, repo:str, ref:str)->Resolved:
             for _ in range(n):
                 if not c.parents: raise NotFound(f"{ref!r}: commit {c.id[:12]} has no parent")
                 c = self._commit(con, repo, c.parents[0])
-        elif n:
+        elif n:   # `^0` is the commit itself, as in git
             if n > len(c.parents):
                 raise NotFound(f"{ref!r}: commit {c.id[:12]} has {len(c.parents)} parent(s), not {n}")
             c = self._commit(con, repo, c.parents[n - 1])
@@ -488,6 +497,25 @@ def _check_writable(self:Repository, con, branch:str, action:str):
                                    f"cannot {action} on branch {branch!r}: it is protected by rule {pat!r}; work on "
                                    f"another branch and merge")
 
+# %% ../../nbs/11_lake.core.ipynb #b3606359
+class Branch:
+    "A branch of a repository: the repository's methods with the branch filled in (`b.put(path, data)`, `b.commit(msg)`, ...)."
+    METHODS = ('put', 'put_many', 'get', 'stat', 'exists', 'list', 'delete', 'uncommitted', 'reset', 'commit', 'log',
+               'head')
+    def __init__(self, repo:Repository, name:str): self.repo, self.name = repo, name
+    def __getattr__(self, k):
+        if k in Branch.METHODS: return functools.partial(getattr(self.repo, k), self.name)
+        raise AttributeError(k)
+    def __dir__(self): return [*super().__dir__(), *Branch.METHODS]
+    def __repr__(self): return f"Branch({self.repo.name!r}, {self.name!r})"
+
+# %% ../../nbs/11_lake.core.ipynb #3a013b50
+@patch
+def branch(self:Repository, name:str)->Branch:
+    "A handle on the existing branch `name`."
+    self.head(name)
+    return Branch(self, name)
+
 # %% ../../nbs/11_lake.core.ipynb #b95f9a14
 def _info(e:Entry, md5:str='')->ObjectInfo:
     "The `ObjectInfo` of entry `e` (`md5`: its content's MD5, from the store)."
@@ -563,7 +591,9 @@ def _entry_at(self:Repository, con, ref:str, path:str):
     if r.branch:
         s = first_row(con, f"SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND path = ?",
                       [self.name, r.branch, path])
-        if s is not None: return Entry._make(s) if s[1] is not None else None   # a tombstone hides the committed object
+        if s is not None:
+            e = Entry._make(s)
+            return e if e.address is not None else None   # a tombstone hides the committed object
     return tree_lookup(con, r.commit.metarange, path)
 
 # %% ../../nbs/11_lake.core.ipynb #f5cf22a2
@@ -641,10 +671,12 @@ def list(self:Repository,
             WITH staged AS (SELECT {cols} FROM staging WHERE repo = $repo AND branch = $branch AND starts_with(path, $prefix)),
                  committed AS (SELECT {cols} FROM ranges WHERE seq IN (SELECT unnest($seqs::BIGINT[])) AND starts_with(path, $prefix)),
                  visible AS (SELECT * FROM staged WHERE address IS NOT NULL UNION ALL SELECT * FROM committed ANTI JOIN staged USING (path)),
+                 -- dir: the path up to and including the first delimiter after the prefix (NULL: none, an object)
                  folded AS (SELECT *, CASE WHEN $delim <> '' AND strpos(path[length($prefix) + 1:], $delim) > 0
                                      THEN path[:length($prefix) + strpos(path[length($prefix) + 1:], $delim) + length($delim) - 1] END AS dir FROM visible)
             SELECT coalesce(dir, path) AS key, any_value(struct_pack({names})) FILTER (WHERE dir IS NULL) AS ent, bool_or(dir IS NOT NULL) AS is_dir
             FROM folded GROUP BY key
+            -- a folded prefix that $after falls inside is kept if it still holds paths beyond $after
             HAVING key > $after OR (bool_or(dir IS NOT NULL) AND starts_with($after, key) AND $after <> key AND max(path) > $after)
             ORDER BY key {'LIMIT ' + str(int(limit)) if limit is not None else ''}"""
         rows = con.execute(sql, {'repo': self.name, 'branch': r.branch or '', 'prefix': prefix, 'seqs': seqs,
@@ -739,6 +771,7 @@ def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:st
         return {r[0]: (None, Entry._make(r)) for r in rows}
     paths = [p for (p,) in con.execute(f"SELECT path FROM staging WHERE {where}", args).fetchall()]
     seqs = sorted({rngs[i].seq for i in {bisect.bisect_left(maxes, p) for p in paths} if i < len(rngs)})
+    # changed: the fields `object_identity` compares (not mtime); keep the two in step
     rows = con.execute(f"""
         WITH staged AS (SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)),
              committed AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])))
@@ -747,16 +780,20 @@ def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:st
            OR (c.path IS NOT NULL AND s.address IS NOT NULL AND (c.address <> s.address OR c.size <> s.size
                OR c.content_type <> s.content_type OR c.metadata <> s.metadata))
         ORDER BY s.path""", [self.name, branch, prefix, seqs]).fetchall()
-    # a missing committed entry, or a tombstone
-    def entry(cols): return Entry._make(cols) if cols[1] is not None else None
-    return {r[6]: (entry(r[:6]), entry(r[6:])) for r in rows}
+    n = len(ENTRY_COLS)   # a row is the committed entry's columns, then the staged one's
+    def entry(cols):      # None for a missing committed entry, or a tombstone
+        e = Entry._make(cols)
+        return e if e.address is not None else None
+    return {r[n]: (entry(r[:n]), entry(r[n:])) for r in rows}
 
 # %% ../../nbs/11_lake.core.ipynb #3c32b70e
 def _changes(pairs:dict)->list[Change]:
     "`Change`s from `path -> (old entry, new entry)` pairs."
     return [Change.between(p, old, new) for p, (old, new) in pairs.items()]
 
-def _new_entries(pairs:dict)->dict: return {p: new for p, (old, new) in pairs.items()}
+def _new_entries(pairs:dict)->dict:
+    "`path -> new entry` (None: delete) from those pairs: the form `apply_changes` takes."
+    return {p: new for p, (old, new) in pairs.items()}
 
 @patch
 @guarded
@@ -769,6 +806,7 @@ def uncommitted(self:Repository, branch:str, prefix:str='')->list[Change]:
 # %% ../../nbs/11_lake.core.ipynb #9af31b37
 def _check_reset_path(path:str)->str:
     "`path` if `reset` may take it: a valid object path, or one with a trailing '/' ('dir/' names no object: accepted, resets nothing, as lakeFS)."
+    # ends in one '/', after at least one character
     is_dir = isinstance(path, str) and path.endswith('/') and path[-2:-1] not in ('', '/')
     check_path(path[:-1] if is_dir else path)
     return path
@@ -878,6 +916,7 @@ def commit(self:Repository,
 @guarded
 def log(self:Repository, ref:str, limit:int|None=None)->list[Commit]:
     "Commits reachable from `ref`, newest first."
+    # as lakeFS's log: fs:ReadBranch on the branch named by the ref as given, whether it is a branch, a tag, a commit id or `main~2`
     self.lake._check('fs:ReadBranch', arn(self.name, 'branch', ref))
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
@@ -1111,25 +1150,6 @@ def cherry_pick(self:Repository,
         self.lake._audit(con, self.name, 'cherry_pick', branch, picked=c.id, commit=new.id)
     return new
 
-# %% ../../nbs/11_lake.core.ipynb #6943d298
-class Branch:
-    "A branch of a repository: the repository's methods with the branch filled in (`b.put(path, data)`, `b.commit(msg)`, ...)."
-    METHODS = ('put', 'put_many', 'get', 'stat', 'exists', 'list', 'delete', 'uncommitted', 'reset', 'commit', 'log',
-               'head')
-    def __init__(self, repo:Repository, name:str): self.repo, self.name = repo, name
-    def __getattr__(self, k):
-        if k in Branch.METHODS: return functools.partial(getattr(self.repo, k), self.name)
-        raise AttributeError(k)
-    def __dir__(self): return [*super().__dir__(), *Branch.METHODS]
-    def __repr__(self): return f"Branch({self.repo.name!r}, {self.name!r})"
-
-# %% ../../nbs/11_lake.core.ipynb #522038d8
-@patch
-def branch(self:Repository, name:str)->Branch:
-    "A handle on the existing branch `name`."
-    self.head(name)
-    return Branch(self, name)
-
 # %% ../../nbs/11_lake.core.ipynb #feb2cd20
 TX_TABLE = """CREATE TABLE IF NOT EXISTS transactions(repo VARCHAR, branch VARCHAR, pid BIGINT, host VARCHAR, proc_start BIGINT,
                                                       started_at TIMESTAMPTZ, PRIMARY KEY(repo, branch))"""
@@ -1138,6 +1158,7 @@ def _proc_stat(pid:int)->tuple[str, int]|None:
     "(state, start time in clock ticks since boot) of process `pid`, from Linux's `/proc`; None if there is no such process."
     try: f = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
     except (OSError, IndexError): return None
+    # counted after the command name: f[0] is field 3 of /proc/pid/stat (state), f[19] field 22 (starttime)
     return f[0], int(f[19])
 
 # %% ../../nbs/11_lake.core.ipynb #e630e07a
@@ -1163,6 +1184,7 @@ def _start_transaction(self:Repository, name:str, branch:str)->Commit:
     "Create the transaction branch `name` at the head of `branch` (returned), recording this process as its holder."
     with self.store.transaction() as con:
         start = self._branch_head(con, branch)
+        # create_branch's own store transaction joins this one (they nest): the branch and its holder's row are committed together
         self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's transactions keep theirs
         con.execute(TX_TABLE)
         con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)", [self.name, name, *_holder(), _now()])
@@ -1266,7 +1288,7 @@ def gc(self:Lake, grace:float=3600)->dict:
     # lakeFS's collector needs this, here on every repository at once
     self._check('retention:PrepareGarbageCollectionCommits', arn('*'))
     with self.store.connect() as con:  # the lock is held until the files are gone too, so no write can revive a dead object meanwhile
-        with self.store.transaction():
+        with self.store.transaction():   # joins `con`: a store transaction nests in the open connection
             dropped = self._drop_abandoned(con, _now() - dt.timedelta(seconds=grace))
             seqs = sorted({r.seq for mr in self._live_metaranges(con) for r in tree_ranges(con, mr)})
             dead = con.execute("""

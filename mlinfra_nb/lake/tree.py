@@ -55,7 +55,8 @@ _ENTRY_STRUCT = pa.struct([('path', pa.string()), ('address', pa.string()), ('si
 def entries_table(ents:list)->pa.Table:
     "Entries as an Arrow table with the columns of `ENTRY_COLS`, `mtime` a timestamp (converted in C, with no Python list per column)."
     t = pa.Table.from_struct_array(pa.array(ents, _ENTRY_STRUCT))
-    return t.set_column(4, 'mtime', t['mtime'].cast(pa.timestamp('us', tz='UTC')))
+    i = ENTRY_COLS.index('mtime')
+    return t.set_column(i, 'mtime', t['mtime'].cast(pa.timestamp('us', tz='UTC')))
 
 # %% ../../nbs/11_lake.tree.ipynb #be75fd26
 RANGE_SPLIT = 16  # a range ends after a path whose hash is divisible by this: ranges hold 16 entries on average
@@ -238,6 +239,7 @@ def _rewrite_runs(con, rngs:list[RangeRef], maxes:list[str], changes:Mapping)->l
     "The runs of ranges of a tree (`rngs`, with their max keys `maxes`) that `changes` fall in, rewritten with them applied."
     n, by_range, order = len(rngs), {}, sorted(changes)
     if n:
+        # the first range whose last path is >= p; a path after the tree's last path goes into the last range
         for p in order: by_range.setdefault(min(bisect.bisect_left(maxes, p), n - 1), []).append(p)
     prefetch_ranges(con, [rngs[i] for i in by_range if i < n])
     runs, buf = [], []   # runs: (first old range, end old range, lists of entries for the new ranges replacing them)
@@ -250,7 +252,7 @@ def _rewrite_runs(con, rngs:list[RangeRef], maxes:list[str], changes:Mapping)->l
         feed([changes[p] for p in order if changes[p] is not None], {p for p in changes if _boundary(p)}, chunks)
         runs.append((0, 0, chunks))
     for i in sorted(by_range):
-        if runs and i < runs[-1][1] or not n: continue  # already rewritten as part of the previous run
+        if (runs and i < runs[-1][1]) or not n: continue  # already rewritten as part of the previous run (or the tree was empty)
         chunks, j = [], i
         while True:
             r = rngs[j]
@@ -295,11 +297,12 @@ def tree_lookup(con, mr_id:str, path:str)->Entry|None:
     i = bisect.bisect_left(tree_max_keys(con, mr_id), path)
     if i == len(rngs): return None
     ents = range_entries(con, rngs[i])
-    j = bisect.bisect_left(ents, (path,))
+    j = bisect.bisect_left(ents, (path,))   # a 1-tuple sorts before every entry with that path
     return ents[j] if j < len(ents) and ents[j].path == path else None
 
 def ranges_under(rngs:list[RangeRef], prefix:str)->list[RangeRef]:
     "The ranges of `rngs` that may hold paths starting with `prefix`."
+    # prefix + the highest code point: above every path that starts with prefix (but one with U+10FFFF right after it)
     return [r for r in rngs if r.max_key >= prefix and (not prefix or r.min_key < prefix + '\U0010ffff')]
 
 def tree_entries(con, mr_id:str, prefix:str)->list[Entry]:
@@ -316,6 +319,7 @@ def diff_trees(con, left:str, right:str, prefix:str='')->dict[str, tuple]:
     ida, idb = {r.range_id for r in a}, {r.range_id for r in b}
     sa, sb = [r.seq for r in ranges_under(a, prefix) if r.range_id not in idb], [r.seq for r in ranges_under(b, prefix) if r.range_id not in ida]
     if not sa and not sb: return {}
+    # differ: the fields `object_identity` compares (not mtime); keep this query, it and lake.core's `_staged_changes_sql` in step
     rows = con.execute(f"""
         WITH l AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?)),
              r AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?))
