@@ -11,8 +11,8 @@ from fastcore.basics import patch
 from .. import __version__
 from ..workspace import InvalidInput
 from ..lake.tables import to_arrow
-from .views import (FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, interval_sql,
-                                       parse_duration, q, source_view)
+from .views import (
+    FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, interval_sql, parse_duration, q, source_view)
 
 # %% auto #0
 __all__ = ['split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'tie_what', 'key_text_sql',
@@ -35,7 +35,7 @@ def split_feature_refs(refs:list[str])->dict[str, list[str]]:
         if feat not in out.setdefault(vname, []): out[vname].append(feat)
     return out
 
-# %% ../../nbs/21_features.training.ipynb #d76f4b57
+# %% ../../nbs/21_features.training.ipynb #e71bcbb4
 def check_features(v:FeatureView, feats:list[str])->tuple[FeatureView, list[str]]:
     "`(v, feats)` if view `v` offers every feature in `feats`."
     for feat in feats:
@@ -43,7 +43,7 @@ def check_features(v:FeatureView, feats:list[str])->tuple[FeatureView, list[str]
             raise InvalidInput(f"feature view {v.name!r} has no feature {feat!r}; it has: {', '.join(v.feature_names)}")
     return v, feats
 
-# %% ../../nbs/21_features.training.ipynb #4cce7e72
+# %% ../../nbs/21_features.training.ipynb #6c7fcb1e
 def parse_feature_refs(fs:FeatureStore, refs:list[str], ref:str='main')->dict[str, tuple[FeatureView, list[str]]]:
     "`{'view': (view, [features])}` for `['view:feature', ...]`, checked against the registry at `ref`."
     return {vname: check_features(fs.view(vname, ref), feats) for vname, feats in split_feature_refs(refs).items()}
@@ -60,14 +60,14 @@ def entity_table(fs:FeatureStore, entities)->pa.Table:
     if isinstance(entities, duckdb.DuckDBPyRelation): return entities.to_arrow_table()
     return to_arrow(entities)
 
-# %% ../../nbs/21_features.training.ipynb #e487d320
+# %% ../../nbs/21_features.training.ipynb #5276545f
 def table_hash(t:pa.Table)->str:
     "A SHA-256 of an Arrow table's schema and contents."
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, t.schema) as w: w.write_table(t)
     return hashlib.sha256(sink.getvalue()).hexdigest()
 
-# %% ../../nbs/21_features.training.ipynb #353563e1
+# %% ../../nbs/21_features.training.ipynb #8a1529db
 def tie_what(v:FeatureView)->str:
     "What the rows of a tie of `v` share, as the error says it."
     return 'event and created time' if v.created else 'event time (give the view a created column to break ties)'
@@ -114,7 +114,7 @@ def entity_key_sql(v:FeatureView, ets:str='__ets')->str:
     if not v.created: return ets
     return f"CASE WHEN {ets} IS NOT NULL THEN {{'t': {ets}, 'n': true, 'c': 'infinity'::TIMESTAMPTZ}} END"
 
-# %% ../../nbs/21_features.training.ipynb #294ba7b4
+# %% ../../nbs/21_features.training.ipynb #36f487df
 def tie_columns(v:FeatureView)->str:
     "The columns that two rows of `v` share when they tie: the keys, the time and (with one) the created time."
     return ', '.join(q(k) for k in v.entities) + ', __ts' + (', __created' if v.created else '')
@@ -123,7 +123,7 @@ def may_tie(con:duckdb.DuckDBPyConnection, v:FeatureView, rows:str)->bool:
     "Whether two of the feature rows `rows` of `v` might tie: fewer distinct hashes of their tie columns than rows."
     return bool(con.sql(f"SELECT count(*) - count(DISTINCT hash({tie_columns(v)})) FROM {rows}").fetchall()[0][0])
 
-# %% ../../nbs/21_features.training.ipynb #b310b0df
+# %% ../../nbs/21_features.training.ipynb #16137fcc
 def tie_culprit(con:duckdb.DuckDBPyConnection, v:FeatureView, rows:str)->str|None:
     "The error naming a tie among `v`'s feature rows `rows` that the created time cannot break, else None."
     keys, tie, what = ', '.join(q(k) for k in v.entities), tie_columns(v), tie_what(v)
@@ -139,7 +139,7 @@ def tie_problem(con:duckdb.DuckDBPyConnection, v:FeatureView, rows:str)->str|Non
     "What is wrong with `v`'s feature rows `rows` if they hold a tie that the created time cannot break, else None."
     return tie_culprit(con, v, rows) if may_tie(con, v, rows) else None
 
-# %% ../../nbs/21_features.training.ipynb #6984651c
+# %% ../../nbs/21_features.training.ipynb #9f6de725
 def stats_path(v:FeatureView, commit:str)->str:
     "Where the registry keeps the statistics of `v`'s source at `commit`; their `'ties'` is the ties verdict."
     return f'stats/{v.name}/{v.version}/{commit}.json'
@@ -149,7 +149,7 @@ def recorded_stats(fs:FeatureStore, v:FeatureView, commit:str)->dict:
     path = stats_path(v, commit)
     return json.loads(fs.registry.get('main', path)) if fs.registry.exists('main', path) else {}
 
-# %% ../../nbs/21_features.training.ipynb #61bf9fe4
+# %% ../../nbs/21_features.training.ipynb #15970d6c
 def tie_rows_sql(fs:FeatureStore, v:FeatureView, commit:str)->str:
     "A sub-query of the tie columns of the rows of `v`'s source at `commit`: its keys, `__ts` and `__created`."
     cols = [*(q(k) for k in v.entities), f'CAST({q(v.timestamp)} AS TIMESTAMPTZ) AS __ts']
@@ -173,7 +173,7 @@ def pit_plan(entity_rows:int, feature_rows:int)->str:
     "'pruned' (prune before the join) when the feature rows outnumber the entity rows 10 to 1, else 'full'."
     return 'pruned' if 10 * entity_rows <= feature_rows else 'full'
 
-# %% ../../nbs/21_features.training.ipynb #bf3bb9c1
+# %% ../../nbs/21_features.training.ipynb #c41c2e44
 def pruned_sql(v:FeatureView, rows:str, entities:str='e')->str:
     "The feature rows `rows` of `v` that an entity row in `entities` (with `__ets`) can use: its key, back to the TTL."
     keys, on = ', '.join(q(k) for k in v.entities), ' AND '.join(f'f.{q(k)} = r.{q(k)}' for k in v.entities)
@@ -181,14 +181,14 @@ def pruned_sql(v:FeatureView, rows:str, entities:str='e')->str:
     return f"""SELECT f.* FROM {rows} f JOIN (SELECT {keys}, min(__ets) AS __lo, max(__ets) AS __hi
                                              FROM {entities} GROUP BY ALL) r ON {on} AND f.__ts <= r.__hi{lo}"""
 
-# %% ../../nbs/21_features.training.ipynb #e7c6a69e
+# %% ../../nbs/21_features.training.ipynb #fa6e2604
 def feature_rows_view(fs:FeatureStore, v:FeatureView, src:str, feats:list, commit:str)->str:
     "The name of a temp view of `v`'s rows (keys, `__ts`, `__created`, `feats`) from `src`, its source at `commit`."
     f = '__f_' + hashlib.sha256(json.dumps([v.version, commit, feats]).encode()).hexdigest()[:16]
     fs.con.execute(f"CREATE OR REPLACE TEMP VIEW {f} AS {feature_sql(v, src, feats)}")
     return f
 
-# %% ../../nbs/21_features.training.ipynb #588f9520
+# %% ../../nbs/21_features.training.ipynb #7f9b5ee6
 def rows_to_join(fs:FeatureStore, v:FeatureView, feats:list, entities:str, commit:str, n:int)->str:
     "`v`'s rows at `commit` to join to the `n` entity rows `entities`: keys, ties checked; pruned if the plan says so."
     src = source_view(fs, v, commit)
@@ -198,14 +198,14 @@ def rows_to_join(fs:FeatureStore, v:FeatureView, feats:list, entities:str, commi
     m = fs.con.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]
     return f'({pruned_sql(v, rows)})' if pit_plan(n, m) == 'pruned' else rows
 
-# %% ../../nbs/21_features.training.ipynb #ff1cac75
+# %% ../../nbs/21_features.training.ipynb #b16c2bfd
 def asof_join_sql(v:FeatureView, rows:str, f:str)->str:
     "The `ASOF LEFT JOIN` of `v`'s feature rows `rows`, as `f`, to the entity rows `e`: on the keys and the as-of key."
     ek = '__ekc' if v.created else '__ets'
     on = ' AND '.join(f'e.{q(k)} = {f}.{q(k)}' for k in v.entities)
     return f"ASOF LEFT JOIN (SELECT *, {asof_key_sql(v)} AS __k FROM {rows}) {f} ON {on} AND e.{ek} >= {f}.__k"
 
-# %% ../../nbs/21_features.training.ipynb #ecc7127f
+# %% ../../nbs/21_features.training.ipynb #410effe6
 def feature_selects(v:FeatureView, vname:str, feats:list, f:str, full_names:bool)->list[str]:
     "The select of each of `feats` of `v` joined as `f`: its value, or NULL when the row is older than the TTL."
     fresh = f"{f}.__ts >= e.__ets - {interval_sql(parse_duration(v.ttl))}" if v.ttl else 'true'
@@ -226,7 +226,7 @@ def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, 
     return f"""WITH e AS (SELECT *{extra} FROM (SELECT *, CAST({q(timestamp)} AS TIMESTAMPTZ) AS __ets FROM {entities}))
                SELECT {', '.join(selects)} FROM e {' '.join(joins)} ORDER BY e.__row"""
 
-# %% ../../nbs/21_features.training.ipynb #c8fcf84d
+# %% ../../nbs/21_features.training.ipynb #d8371105
 class Registered:
     "An Arrow table registered on a DuckDB connection for as long as something holds this object."
     def __init__(self, con:duckdb.DuckDBPyConnection, name:str, table:pa.Table, lock):
@@ -253,7 +253,7 @@ class TrainingSet:
             except duckdb.Error as e:
                 raise InvalidInput(str(e).split('\n')[0].removeprefix('Invalid Input Error: ')) from None
 
-# %% ../../nbs/21_features.training.ipynb #642cc3ad
+# %% ../../nbs/21_features.training.ipynb #e4a6d3cb
 @patch
 def df(self:TrainingSet)->pd.DataFrame:
     "The training set as pandas."
@@ -264,7 +264,7 @@ def arrow(self:TrainingSet)->pa.Table:
     "The training set as Arrow."
     return self._run(lambda r: r.to_arrow_table())
 
-# %% ../../nbs/21_features.training.ipynb #42568f55
+# %% ../../nbs/21_features.training.ipynb #92e660c6
 def check_entity_timestamp(t:pa.Table, timestamp:str):
     "Refuse entity rows `t` without a timestamp (or date) column `timestamp`."
     cols = t.column_names
@@ -274,7 +274,7 @@ def check_entity_timestamp(t:pa.Table, timestamp:str):
     if not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
         raise InvalidInput(f"entity timestamp column {timestamp!r} is {typ}, not a timestamp")
 
-# %% ../../nbs/21_features.training.ipynb #c5f90dba
+# %% ../../nbs/21_features.training.ipynb #f1880653
 def check_columns(columns:list[str], views:dict, full_names:bool):
     "Refuse entity rows (`columns`) that lack a view's key, or whose result would name two columns alike."
     out_names = list(columns)
@@ -299,12 +299,12 @@ def check_request(fs:FeatureStore, entities, features:list[str], timestamp:str, 
     check_columns(t.column_names, views, full_names)
     return views, refs, t
 
-# %% ../../nbs/21_features.training.ipynb #9614dc16
+# %% ../../nbs/21_features.training.ipynb #36291ae5
 def source_commits(fs:FeatureStore, views:dict, refs:dict)->dict[str, str]:
     "`{view: commit}`: the commit each view's source is read at, its ref in `refs` or else the view's own."
     return {n: fs.lake.repository(v.repo).commit_info(refs.get(n, v.ref)).id for n, (v, _) in views.items()}
 
-# %% ../../nbs/21_features.training.ipynb #a9e6c65c
+# %% ../../nbs/21_features.training.ipynb #753ca3cf
 def training_lineage(fs:FeatureStore, features:list[str], t:pa.Table, timestamp:str, registry_ref:str, views:dict,
                      refs:dict, commits:dict)->dict:
     "What made a training set: the features, the entity rows `t` (a hash), the registry and each view's source commit."
@@ -315,7 +315,7 @@ def training_lineage(fs:FeatureStore, features:list[str], t:pa.Table, timestamp:
             'registry': registry, 'views': sources, 'created_at': dt.datetime.now(dt.timezone.utc).isoformat(),
             'mlinfra': __version__}
 
-# %% ../../nbs/21_features.training.ipynb #fca3c8ff
+# %% ../../nbs/21_features.training.ipynb #39d703a9
 _entity_ids = itertools.count()
 
 def hold_entities(fs:FeatureStore, t:pa.Table, entity_hash:str)->Registered:
@@ -344,7 +344,7 @@ def training_set(self:FeatureStore,
             raise InvalidInput(f"cannot join these entity rows: {str(e).splitlines()[0]}") from None
     return TrainingSet(rel, lineage, timestamp, self, held)
 
-# %% ../../nbs/21_features.training.ipynb #309b8d67
+# %% ../../nbs/21_features.training.ipynb #17b5e65f
 def split_conditions(timestamp:str, valid_from, test_from=None)->dict[str, str]:
     "Each split's SQL condition: train before `valid_from`, valid from it (up to `test_from`), test from `test_from`."
     at, cut = f"CAST({q(timestamp)} AS TIMESTAMPTZ)", lambda t: f"CAST('{pd.Timestamp(t).isoformat()}' AS TIMESTAMPTZ)"
@@ -352,7 +352,7 @@ def split_conditions(timestamp:str, valid_from, test_from=None)->dict[str, str]:
     return {'train': f"{at} < {cut(valid_from)}", 'valid': valid,
             'test': f"{at} >= {cut(test_from)}" if test_from is not None else 'false'}
 
-# %% ../../nbs/21_features.training.ipynb #1d7ca9a6
+# %% ../../nbs/21_features.training.ipynb #fc8d4fd9
 @patch
 def quantile_cuts(self:TrainingSet, fractions:tuple)->tuple:
     "The times that cut the rows into `fractions` (e.g. (0.8, 0.1, 0.1)): quantiles of the time column."
@@ -380,7 +380,7 @@ def split(self:TrainingSet,
         return {k: TrainingSet(self.relation.filter(c), {**self.lineage, 'split': k, 'split_at': list(at)},
                                self.timestamp, self.store, self.entities) for k, c in conds.items()}
 
-# %% ../../nbs/21_features.training.ipynb #b854036b
+# %% ../../nbs/21_features.training.ipynb #b99bd1b4
 @patch
 def save(self:TrainingSet, repo:str, branch:str, path:str, message:str|None=None)->str:
     "Save the rows as a lake table at `path` on `branch`, the lineage beside them, in one commit; return the commit id."
