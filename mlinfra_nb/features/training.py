@@ -4,37 +4,46 @@
 
 # %% ../../nbs/21_features.training.ipynb #370d5f05
 from __future__ import annotations
-import datetime as dt, hashlib, itertools, json, weakref
+import datetime as dt, functools, hashlib, itertools, json, weakref
 from dataclasses import dataclass, field
 import duckdb, numpy as np, pandas as pd, pyarrow as pa
 from fastcore.basics import patch
 from .. import __version__
 from ..workspace import InvalidInput
 from ..lake.tables import to_arrow
-from .views import FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, interval_sql, parse_duration, q, source_view
+from .views import (
+    FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, interval_sql, parse_duration, q, source_view)
 
 # %% auto #0
-__all__ = ['split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'dedup_sql',
-           'asof_key_sql', 'entity_key_sql', 'tie_problem', 'stats_path', 'check_ties', 'pit_plan', 'pruned_sql',
-           'feature_rows_view', 'point_in_time_sql', 'Registered', 'TrainingSet', 'check_request']
+__all__ = ['split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'tie_what', 'key_text_sql',
+           'dedup_sql', 'asof_key_sql', 'entity_key_sql', 'tie_columns', 'may_tie', 'tie_culprit', 'tie_problem',
+           'stats_path', 'recorded_stats', 'tie_rows_sql', 'check_ties', 'pit_plan', 'pruned_sql', 'feature_rows_view',
+           'rows_to_join', 'asof_join_sql', 'feature_selects', 'point_in_time_sql', 'Registered', 'TrainingSet',
+           'check_entity_timestamp', 'check_columns', 'check_request', 'source_commits', 'training_lineage',
+           'hold_entities', 'split_conditions']
 
 # %% ../../nbs/21_features.training.ipynb #f9a4b764
 def split_feature_refs(refs:list[str])->dict[str, list[str]]:
     "`{'view': [features]}` for `['view:feature', ...]`, in the order given."
-    if isinstance(refs, str) or not refs: raise InvalidInput("features must be a non-empty list like ['user_tx:amount_mean_7d']")
+    if isinstance(refs, str) or not refs:
+        raise InvalidInput("features must be a non-empty list like ['user_tx:amount_mean_7d']")
     out = {}
     for r in refs:
-        if not isinstance(r, str) or r.count(':') != 1: raise InvalidInput(f"feature {r!r} must be written 'view:feature'")
+        if not isinstance(r, str) or r.count(':') != 1:
+            raise InvalidInput(f"feature {r!r} must be written 'view:feature'")
         vname, feat = r.split(':')
         if feat not in out.setdefault(vname, []): out[vname].append(feat)
     return out
 
+# %% ../../nbs/21_features.training.ipynb #e71bcbb4
 def check_features(v:FeatureView, feats:list[str])->tuple[FeatureView, list[str]]:
     "`(v, feats)` if view `v` offers every feature in `feats`."
     for feat in feats:
-        if feat not in v.feature_names: raise InvalidInput(f"feature view {v.name!r} has no feature {feat!r}; it has: {', '.join(v.feature_names)}")
+        if feat not in v.feature_names:
+            raise InvalidInput(f"feature view {v.name!r} has no feature {feat!r}; it has: {', '.join(v.feature_names)}")
     return v, feats
 
+# %% ../../nbs/21_features.training.ipynb #6c7fcb1e
 def parse_feature_refs(fs:FeatureStore, refs:list[str], ref:str='main')->dict[str, tuple[FeatureView, list[str]]]:
     "`{'view': (view, [features])}` for `['view:feature', ...]`, checked against the registry at `ref`."
     return {vname: check_features(fs.view(vname, ref), feats) for vname, feats in split_feature_refs(refs).items()}
@@ -44,29 +53,42 @@ def entity_table(fs:FeatureStore, entities)->pa.Table:
     "The entity rows as an Arrow table."
     if isinstance(entities, str):
         m = SOURCE.fullmatch(entities)
-        if not m: raise InvalidInput(f"entity rows given as a string must be a lake table 'lakefs://repo/ref/path', not {entities!r}")
+        if not m:
+            raise InvalidInput("entity rows given as a string must be a lake table 'lakefs://repo/ref/path', "
+                               f"not {entities!r}")
         return fs.lake.repository(m.group(1)).table(m.group(2), m.group(3), con=fs.con).to_arrow_table()
     if isinstance(entities, duckdb.DuckDBPyRelation): return entities.to_arrow_table()
     return to_arrow(entities)
 
+# %% ../../nbs/21_features.training.ipynb #5276545f
 def table_hash(t:pa.Table)->str:
     "A SHA-256 of an Arrow table's schema and contents."
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, t.schema) as w: w.write_table(t)
     return hashlib.sha256(sink.getvalue()).hexdigest()
 
+# %% ../../nbs/21_features.training.ipynb #8a1529db
+def tie_what(v:FeatureView)->str:
+    "What the rows of a tie of `v` share, as the error says it."
+    return 'event and created time' if v.created else 'event time (give the view a created column to break ties)'
+
+def key_text_sql(v:FeatureView)->str:
+    "SQL for a row's key of `v` as text, its columns joined by ', '."
+    return " || ', ' || ".join(f'{q(k)}::VARCHAR' for k in v.entities)
+
 # %% ../../nbs/21_features.training.ipynb #6be018b0
 def dedup_sql(v:FeatureView, sql:str)->str:
-    "The view's rows with one row per key and event time: the latest created; an error on rows that cannot be told apart."
-    keys = ', '.join(q(k) for k in v.entities)
+    "The view's rows, one per key and event time (the latest created); an error on rows that cannot be told apart."
+    keys, name, what = ', '.join(q(k) for k in v.entities), key_text_sql(v), tie_what(v)
     order = 'ORDER BY __created DESC' if v.created else ''
     same = ('__next_created IS NOT DISTINCT FROM __created' if v.created else '__n > 1')
-    what = 'event and created time' if v.created else 'event time (give the view a created column to break ties)'
     helper, expr = ('__next_created', 'lead(__created) OVER w') if v.created else ('__n', 'count(*) OVER w')
+    window = f"WINDOW w AS (PARTITION BY {keys}, __ts {order})"
+    at = f"' at ' || __ts::VARCHAR || ' with the same {what}'"
     return f"""SELECT * EXCLUDE (__rn, {helper}) FROM (
-                 SELECT *, row_number() OVER w AS __rn, {expr} AS {helper} FROM ({sql}) WINDOW w AS (PARTITION BY {keys}, __ts {order}))
-               WHERE __rn = 1 AND (CASE WHEN {same} THEN error('feature view {v.name}: several rows for ' || {" || ', ' || ".join(f'{q(k)}::VARCHAR' for k in v.entities)}
-                                                         || ' at ' || __ts::VARCHAR || ' with the same {what}') ELSE true END)"""
+                 SELECT *, row_number() OVER w AS __rn, {expr} AS {helper} FROM ({sql}) {window})
+               WHERE __rn = 1 AND (CASE WHEN {same} THEN error('feature view {v.name}: several rows for ' || {name}
+                                                         || {at}) ELSE true END)"""
 
 # %% ../../nbs/21_features.training.ipynb #d1914c2c
 def _family(t:str)->str:
@@ -78,7 +100,8 @@ def _check_key_types(fs:FeatureStore, v:FeatureView, entities:str, src:str):
     et, st = [dict(zip(r.columns, map(str, r.types))) for r in (fs.con.table(entities), fs.con.table(src))]
     for k in v.entities:
         if _family(et[k]) != _family(st[k]):
-            raise InvalidInput(f"entity key {k!r} is {et[k]} in the entity rows but {st[k]} in {v.source}; convert one of them")
+            raise InvalidInput(f"entity key {k!r} is {et[k]} in the entity rows but {st[k]} in {v.source}; "
+                               "convert one of them")
 
 # %% ../../nbs/21_features.training.ipynb #4454bfd8
 def asof_key_sql(v:FeatureView, ts:str='__ts', created:str='__created')->str:
@@ -91,80 +114,119 @@ def entity_key_sql(v:FeatureView, ets:str='__ets')->str:
     if not v.created: return ets
     return f"CASE WHEN {ets} IS NOT NULL THEN {{'t': {ets}, 'n': true, 'c': 'infinity'::TIMESTAMPTZ}} END"
 
-# %% ../../nbs/21_features.training.ipynb #6112fdba
-def tie_problem(con:duckdb.DuckDBPyConnection, v:FeatureView, rows:str)->str|None:
-    "What is wrong with the feature rows `rows` of `v` if they hold a tie that the created time cannot break, else None."
-    keys = ', '.join(q(k) for k in v.entities)
-    tie = f"{keys}, __ts" + (', __created' if v.created else '')
-    if not con.sql(f"SELECT count(*) - count(DISTINCT hash({tie})) FROM {rows}").fetchall()[0][0]: return None
-    what = 'event and created time' if v.created else 'event time (give the view a created column to break ties)'
-    name = " || ', ' || ".join(f'{q(k)}::VARCHAR' for k in v.entities)
+# %% ../../nbs/21_features.training.ipynb #36f487df
+def tie_columns(v:FeatureView)->str:
+    "The columns that two rows of `v` share when they tie: the keys, the time and (with one) the created time."
+    return ', '.join(q(k) for k in v.entities) + ', __ts' + (', __created' if v.created else '')
+
+def may_tie(con:duckdb.DuckDBPyConnection, v:FeatureView, rows:str)->bool:
+    "Whether two of the feature rows `rows` of `v` might tie: fewer distinct hashes of their tie columns than rows."
+    return bool(con.sql(f"SELECT count(*) - count(DISTINCT hash({tie_columns(v)})) FROM {rows}").fetchall()[0][0])
+
+# %% ../../nbs/21_features.training.ipynb #16137fcc
+def tie_culprit(con:duckdb.DuckDBPyConnection, v:FeatureView, rows:str)->str|None:
+    "The error naming a tie among `v`'s feature rows `rows` that the created time cannot break, else None."
+    keys, tie, what = ', '.join(q(k) for k in v.entities), tie_columns(v), tie_what(v)
     top = f"row_number() OVER (PARTITION BY {keys}, __ts ORDER BY __created DESC)" if v.created else '1'
-    bad = con.sql(f"""SELECT 'feature view {v.name}: several rows for ' || {name} || ' at ' || __ts::VARCHAR || ' with the same {what}'
+    say = f"'feature view {v.name}: several rows for ' || {key_text_sql(v)} || ' at ' || __ts::VARCHAR"
+    bad = con.sql(f"""SELECT {say} || ' with the same {what}'
                       FROM (SELECT {tie}, count(*) AS __n, {top} AS __top FROM {rows} GROUP BY {tie})
                       WHERE __n > 1 AND __top = 1 LIMIT 1""").fetchall()
     return (bad[0][0] or f'feature view {v.name}: several rows with the same {what}') if bad else None
 
-# %% ../../nbs/21_features.training.ipynb #a8b7757e
+# %% ../../nbs/21_features.training.ipynb #6112fdba
+def tie_problem(con:duckdb.DuckDBPyConnection, v:FeatureView, rows:str)->str|None:
+    "What is wrong with `v`'s feature rows `rows` if they hold a tie that the created time cannot break, else None."
+    return tie_culprit(con, v, rows) if may_tie(con, v, rows) else None
+
+# %% ../../nbs/21_features.training.ipynb #9f6de725
 def stats_path(v:FeatureView, commit:str)->str:
-    "Where the registry keeps the statistics of `v`'s source at `commit`; `'ties'` in them is the ties verdict (None: none)."
+    "Where the registry keeps the statistics of `v`'s source at `commit`; their `'ties'` is the ties verdict."
     return f'stats/{v.name}/{v.version}/{commit}.json'
 
+def recorded_stats(fs:FeatureStore, v:FeatureView, commit:str)->dict:
+    "The statistics the registry holds for `v`'s source at `commit`, or `{}` if none were recorded."
+    path = stats_path(v, commit)
+    return json.loads(fs.registry.get('main', path)) if fs.registry.exists('main', path) else {}
+
+# %% ../../nbs/21_features.training.ipynb #15970d6c
+def tie_rows_sql(fs:FeatureStore, v:FeatureView, commit:str)->str:
+    "A sub-query of the tie columns of the rows of `v`'s source at `commit`: its keys, `__ts` and `__created`."
+    cols = [*(q(k) for k in v.entities), f'CAST({q(v.timestamp)} AS TIMESTAMPTZ) AS __ts']
+    cols += [f'CAST({q(v.created)} AS TIMESTAMPTZ) AS __created'] if v.created else []
+    return f"(SELECT {', '.join(cols)} FROM {source_view(fs, v, commit)})"
+
+# %% ../../nbs/21_features.training.ipynb #a8b7757e
 _ties_checked = weakref.WeakKeyDictionary()   # store -> {(view, version, commit)} that passed
 
 def check_ties(fs:FeatureStore, v:FeatureView, commit:str):
     "Raise `InvalidInput` if the rows of `v`'s source at `commit` hold a tie that the created time cannot break."
     done = _ties_checked.setdefault(fs, set())
     if (v.name, v.version, commit) in done: return
-    recorded = json.loads(fs.registry.get('main', stats_path(v, commit))) if fs.registry.exists('main', stats_path(v, commit)) else {}
-    if 'ties' in recorded: problem = recorded['ties']
-    else:
-        cols = [*(q(k) for k in v.entities), f'CAST({q(v.timestamp)} AS TIMESTAMPTZ) AS __ts'] + ([f'CAST({q(v.created)} AS TIMESTAMPTZ) AS __created'] if v.created else [])
-        problem = tie_problem(fs.con, v, f"(SELECT {', '.join(cols)} FROM {source_view(fs, v, commit)})")
+    recorded = recorded_stats(fs, v, commit)
+    problem = recorded['ties'] if 'ties' in recorded else tie_problem(fs.con, v, tie_rows_sql(fs, v, commit))
     if problem: raise InvalidInput(problem)
     done.add((v.name, v.version, commit))
 
 # %% ../../nbs/21_features.training.ipynb #a0f327ad
 def pit_plan(entity_rows:int, feature_rows:int)->str:
-    "'pruned' (drop feature rows outside any entity row's window before the join) when feature rows outnumber entity rows 10 to 1, else 'full'."
+    "'pruned' (prune before the join) when the feature rows outnumber the entity rows 10 to 1, else 'full'."
     return 'pruned' if 10 * entity_rows <= feature_rows else 'full'
 
+# %% ../../nbs/21_features.training.ipynb #c41c2e44
 def pruned_sql(v:FeatureView, rows:str, entities:str='e')->str:
-    "The feature rows `rows` of `v` that some entity row in `entities` (with `__ets`) can use: its key, from its time back to the TTL."
-    on = ' AND '.join(f'f.{q(k)} = r.{q(k)}' for k in v.entities)
+    "The feature rows `rows` of `v` that an entity row in `entities` (with `__ets`) can use: its key, back to the TTL."
+    keys, on = ', '.join(q(k) for k in v.entities), ' AND '.join(f'f.{q(k)} = r.{q(k)}' for k in v.entities)
     lo = f" AND f.__ts >= r.__lo - {interval_sql(parse_duration(v.ttl))}" if v.ttl else ''
-    return f"""SELECT f.* FROM {rows} f JOIN (SELECT {', '.join(q(k) for k in v.entities)}, min(__ets) AS __lo, max(__ets) AS __hi
+    return f"""SELECT f.* FROM {rows} f JOIN (SELECT {keys}, min(__ets) AS __lo, max(__ets) AS __hi
                                              FROM {entities} GROUP BY ALL) r ON {on} AND f.__ts <= r.__hi{lo}"""
 
-# %% ../../nbs/21_features.training.ipynb #655620cf
+# %% ../../nbs/21_features.training.ipynb #fa6e2604
 def feature_rows_view(fs:FeatureStore, v:FeatureView, src:str, feats:list, commit:str)->str:
-    "The name of a temp view of `v`'s feature rows (keys, `__ts`, `__created`, `feats`) computed from `src`, its source at `commit`."
-    # what it reads never changes (a commit, a definition version), so it can be named and shared
+    "The name of a temp view of `v`'s rows (keys, `__ts`, `__created`, `feats`) from `src`, its source at `commit`."
     f = '__f_' + hashlib.sha256(json.dumps([v.version, commit, feats]).encode()).hexdigest()[:16]
     fs.con.execute(f"CREATE OR REPLACE TEMP VIEW {f} AS {feature_sql(v, src, feats)}")
     return f
 
-def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, columns:list, full_names:bool, commits:dict)->str:
-    "The SQL of a training set over the registered entity table `entities`, reading each view's source at `commits[view]`."
+# %% ../../nbs/21_features.training.ipynb #7f9b5ee6
+def rows_to_join(fs:FeatureStore, v:FeatureView, feats:list, entities:str, commit:str, n:int)->str:
+    "`v`'s rows at `commit` to join to the `n` entity rows `entities`: keys, ties checked; pruned if the plan says so."
+    src = source_view(fs, v, commit)
+    _check_key_types(fs, v, entities, src)
+    check_ties(fs, v, commit)   # ties the created time cannot break are refused here, before any join runs
+    rows = feature_rows_view(fs, v, src, feats, commit)
+    m = fs.con.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]
+    return f'({pruned_sql(v, rows)})' if pit_plan(n, m) == 'pruned' else rows
+
+# %% ../../nbs/21_features.training.ipynb #b16c2bfd
+def asof_join_sql(v:FeatureView, rows:str, f:str)->str:
+    "The `ASOF LEFT JOIN` of `v`'s feature rows `rows`, as `f`, to the entity rows `e`: on the keys and the as-of key."
+    ek = '__ekc' if v.created else '__ets'
+    on = ' AND '.join(f'e.{q(k)} = {f}.{q(k)}' for k in v.entities)
+    return f"ASOF LEFT JOIN (SELECT *, {asof_key_sql(v)} AS __k FROM {rows}) {f} ON {on} AND e.{ek} >= {f}.__k"
+
+# %% ../../nbs/21_features.training.ipynb #410effe6
+def feature_selects(v:FeatureView, vname:str, feats:list, f:str, full_names:bool)->list[str]:
+    "The select of each of `feats` of `v` joined as `f`: its value, or NULL when the row is older than the TTL."
+    fresh = f"{f}.__ts >= e.__ets - {interval_sql(parse_duration(v.ttl))}" if v.ttl else 'true'
+    return [f"CASE WHEN {fresh} THEN {f}.{q(x)} END AS {q(f'{vname}__{x}' if full_names else x)}" for x in feats]
+
+# %% ../../nbs/21_features.training.ipynb #655620cf
+def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, columns:list, full_names:bool,
+                      commits:dict)->str:
+    "The SQL of a training set over the registered entity table `entities`, each view's source at `commits[view]`."
     n = fs.con.sql(f"SELECT count(*) FROM {entities}").fetchall()[0][0]
     selects, joins, ekeys = [f'e.{q(c)}' for c in columns], [], {}
     for vname, (v, feats) in views.items():
-        src = source_view(fs, v, commits[vname])
-        _check_key_types(fs, v, entities, src)
-        check_ties(fs, v, commits[vname])   # ties the created time cannot break are refused here, before any join runs
-        rows = feature_rows_view(fs, v, src, feats, commits[vname])
-        if pit_plan(n, fs.con.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]) == 'pruned': rows = f'({pruned_sql(v, rows)})'
-        f, ek = f'__j{len(joins)}', ('__ekc' if v.created else '__ets')
-        ekeys[ek] = entity_key_sql(v)
-        on = ' AND '.join(f'e.{q(k)} = {f}.{q(k)}' for k in v.entities)
-        joins.append(f"ASOF LEFT JOIN (SELECT *, {asof_key_sql(v)} AS __k FROM {rows}) {f} ON {on} AND e.{ek} >= {f}.__k")
-        fresh = f"{f}.__ts >= e.__ets - {interval_sql(parse_duration(v.ttl))}" if v.ttl else 'true'
-        selects += [f"CASE WHEN {fresh} THEN {f}.{q(x)} END AS {q(f'{vname}__{x}' if full_names else x)}" for x in feats]
+        rows, f = rows_to_join(fs, v, feats, entities, commits[vname], n), f'__j{len(joins)}'
+        ekeys['__ekc' if v.created else '__ets'] = entity_key_sql(v)
+        joins.append(asof_join_sql(v, rows, f))
+        selects += feature_selects(v, vname, feats, f, full_names)
     extra = ''.join(f', {sql} AS {k}' for k, sql in ekeys.items() if k != '__ets')
     return f"""WITH e AS (SELECT *{extra} FROM (SELECT *, CAST({q(timestamp)} AS TIMESTAMPTZ) AS __ets FROM {entities}))
                SELECT {', '.join(selects)} FROM e {' '.join(joins)} ORDER BY e.__row"""
 
-# %% ../../nbs/21_features.training.ipynb #77fd882a
+# %% ../../nbs/21_features.training.ipynb #d8371105
 class Registered:
     "An Arrow table registered on a DuckDB connection for as long as something holds this object."
     def __init__(self, con:duckdb.DuckDBPyConnection, name:str, table:pa.Table, lock):
@@ -175,6 +237,7 @@ class Registered:
             with self.lock: self.con.unregister(self.name)
         except Exception: pass
 
+# %% ../../nbs/21_features.training.ipynb #77fd882a
 @dataclass
 class TrainingSet:
     "Entity rows with their point-in-time features, and the lineage that made them."
@@ -182,40 +245,83 @@ class TrainingSet:
     lineage: dict
     timestamp: str
     store: FeatureStore = field(repr=False)
-    entities: Registered = field(repr=False, default=None)   # keeps the entity rows the relation reads alive (splits share it)
+    entities: Registered = field(repr=False, default=None)   # keeps the entity rows alive (the splits share it)
 
     def _run(self, fn):
         with self.store.lock:
             try: return fn(self.relation)
-            except duckdb.Error as e: raise InvalidInput(str(e).split('\n')[0].removeprefix('Invalid Input Error: ')) from None
+            except duckdb.Error as e:
+                raise InvalidInput(str(e).split('\n')[0].removeprefix('Invalid Input Error: ')) from None
 
-    def df(self)->pd.DataFrame:
-        "The training set as pandas."
-        return self._run(lambda r: r.df())
+# %% ../../nbs/21_features.training.ipynb #e4a6d3cb
+@patch
+def df(self:TrainingSet)->pd.DataFrame:
+    "The training set as pandas."
+    return self._run(lambda r: r.df())
 
-    def arrow(self)->pa.Table:
-        "The training set as Arrow."
-        return self._run(lambda r: r.to_arrow_table())
+@patch
+def arrow(self:TrainingSet)->pa.Table:
+    "The training set as Arrow."
+    return self._run(lambda r: r.to_arrow_table())
+
+# %% ../../nbs/21_features.training.ipynb #92e660c6
+def check_entity_timestamp(t:pa.Table, timestamp:str):
+    "Refuse entity rows `t` without a timestamp (or date) column `timestamp`."
+    cols = t.column_names
+    if timestamp not in cols:
+        raise InvalidInput(f"the entity rows have no timestamp column {timestamp!r} (columns: {', '.join(cols)})")
+    typ = t.schema.field(timestamp).type
+    if not (pa.types.is_timestamp(typ) or pa.types.is_date(typ)):
+        raise InvalidInput(f"entity timestamp column {timestamp!r} is {typ}, not a timestamp")
+
+# %% ../../nbs/21_features.training.ipynb #f1880653
+def check_columns(columns:list[str], views:dict, full_names:bool):
+    "Refuse entity rows (`columns`) that lack a view's key, or whose result would name two columns alike."
+    out_names = list(columns)
+    for vname, (v, feats) in views.items():
+        for k in v.entities:
+            if k not in columns:
+                raise InvalidInput(f"the entity rows have no column {k!r}, the key of feature view {vname!r}")
+        out_names += [f'{vname}__{x}' if full_names else x for x in feats]
+    if (dup := sorted({n for n in out_names if out_names.count(n) > 1})):
+        raise InvalidInput(f"column names {dup} would appear twice; "
+                           "pass full_names=True to name features 'view__feature'")
 
 # %% ../../nbs/21_features.training.ipynb #aa2a7000
 def check_request(fs:FeatureStore, entities, features:list[str], timestamp:str, refs:dict|None, registry_ref:str,
                   full_names:bool)->tuple[dict, dict, pa.Table]:
-    "The views (`{name: (view, features)}`), the refs and the entity rows of a training set request; `InvalidInput` naming what is wrong."
+    "The views (`{name: (view, features)}`), refs and entity rows of a request; `InvalidInput` naming what is wrong."
     views, refs = parse_feature_refs(fs, features, registry_ref), dict(refs or {})
-    if (unknown := set(refs) - set(views)): raise InvalidInput(f"refs names views that are not requested: {sorted(unknown)}")
+    if (unknown := set(refs) - set(views)):
+        raise InvalidInput(f"refs names views that are not requested: {sorted(unknown)}")
     t = entity_table(fs, entities)
-    cols = t.column_names
-    if timestamp not in cols: raise InvalidInput(f"the entity rows have no timestamp column {timestamp!r} (columns: {', '.join(cols)})")
-    if not (pa.types.is_timestamp(t.schema.field(timestamp).type) or pa.types.is_date(t.schema.field(timestamp).type)):
-        raise InvalidInput(f"entity timestamp column {timestamp!r} is {t.schema.field(timestamp).type}, not a timestamp")
-    out_names = list(cols)
-    for vname, (v, feats) in views.items():
-        for k in v.entities:
-            if k not in cols: raise InvalidInput(f"the entity rows have no column {k!r}, the key of feature view {vname!r}")
-        out_names += [f'{vname}__{x}' if full_names else x for x in feats]
-    if (dup := sorted({n for n in out_names if out_names.count(n) > 1})):
-        raise InvalidInput(f"column names {dup} would appear twice; pass full_names=True to name features 'view__feature'")
+    check_entity_timestamp(t, timestamp)
+    check_columns(t.column_names, views, full_names)
     return views, refs, t
+
+# %% ../../nbs/21_features.training.ipynb #36291ae5
+def source_commits(fs:FeatureStore, views:dict, refs:dict)->dict[str, str]:
+    "`{view: commit}`: the commit each view's source is read at, its ref in `refs` or else the view's own."
+    return {n: fs.lake.repository(v.repo).commit_info(refs.get(n, v.ref)).id for n, (v, _) in views.items()}
+
+# %% ../../nbs/21_features.training.ipynb #753ca3cf
+def training_lineage(fs:FeatureStore, features:list[str], t:pa.Table, timestamp:str, registry_ref:str, views:dict,
+                     refs:dict, commits:dict)->dict:
+    "What made a training set: the features, the entity rows `t` (a hash), the registry and each view's source commit."
+    registry = {'repo': fs.registry.name, 'ref': registry_ref, 'commit': fs.registry.commit_info(registry_ref).id}
+    sources = {n: {'version': v.version, 'source': v.source, 'ref': refs.get(n, v.ref), 'source_commit': commits[n]}
+               for n, (v, _) in views.items()}
+    return {'features': list(features), 'entity_rows': t.num_rows, 'entity_hash': table_hash(t), 'timestamp': timestamp,
+            'registry': registry, 'views': sources, 'created_at': dt.datetime.now(dt.timezone.utc).isoformat(),
+            'mlinfra': __version__}
+
+# %% ../../nbs/21_features.training.ipynb #39d703a9
+_entity_ids = itertools.count()
+
+def hold_entities(fs:FeatureStore, t:pa.Table, entity_hash:str)->Registered:
+    "The entity rows `t`, with their row number `__row`, registered on the store's connection."
+    name = f"__entities_{entity_hash[:16]}_{next(_entity_ids)}"
+    return Registered(fs.con, name, t.append_column('__row', pa.array(np.arange(t.num_rows, dtype=np.int64))), fs.lock)
 
 # %% ../../nbs/21_features.training.ipynb #cad88bce
 @patch
@@ -229,21 +335,32 @@ def training_set(self:FeatureStore,
                 )->TrainingSet:
     "For each entity row, the latest value of each feature at or before its timestamp, within the view's TTL."
     views, refs, t = check_request(self, entities, features, timestamp, refs, registry_ref, full_names)
-    cols = t.column_names
-    commits = {n: self.lake.repository(v.repo).commit_info(refs.get(n, v.ref)).id for n, (v, _) in views.items()}  # read at a fixed commit
-    lineage = {'features': list(features), 'entity_rows': t.num_rows, 'entity_hash': table_hash(t), 'timestamp': timestamp,
-               'registry': {'repo': self.registry.name, 'ref': registry_ref, 'commit': self.registry.commit_info(registry_ref).id},
-               'views': {n: {'version': v.version, 'source': v.source, 'ref': refs.get(n, v.ref), 'source_commit': commits[n]}
-                         for n, (v, _) in views.items()},
-               'created_at': dt.datetime.now(dt.timezone.utc).isoformat(), 'mlinfra': __version__}
-    held = Registered(self.con, f"__entities_{lineage['entity_hash'][:16]}_{next(_entity_ids)}",
-                      t.append_column('__row', pa.array(np.arange(t.num_rows, dtype=np.int64))), self.lock)
+    commits = source_commits(self, views, refs)
+    lineage = training_lineage(self, features, t, timestamp, registry_ref, views, refs, commits)
+    held, cols = hold_entities(self, t, lineage['entity_hash']), t.column_names
     with self.lock:
         try: rel = self.con.sql(point_in_time_sql(self, views, held.name, timestamp, cols, full_names, commits))
-        except duckdb.Error as e: raise InvalidInput(f"cannot join these entity rows: {str(e).splitlines()[0]}") from None
+        except duckdb.Error as e:
+            raise InvalidInput(f"cannot join these entity rows: {str(e).splitlines()[0]}") from None
     return TrainingSet(rel, lineage, timestamp, self, held)
 
-_entity_ids = itertools.count()
+# %% ../../nbs/21_features.training.ipynb #17b5e65f
+def split_conditions(timestamp:str, valid_from, test_from=None)->dict[str, str]:
+    "Each split's SQL condition: train before `valid_from`, valid from it (up to `test_from`), test from `test_from`."
+    at, cut = f"CAST({q(timestamp)} AS TIMESTAMPTZ)", lambda t: f"CAST('{pd.Timestamp(t).isoformat()}' AS TIMESTAMPTZ)"
+    valid = f"{at} >= {cut(valid_from)}" + (f" AND {at} < {cut(test_from)}" if test_from is not None else '')
+    return {'train': f"{at} < {cut(valid_from)}", 'valid': valid,
+            'test': f"{at} >= {cut(test_from)}" if test_from is not None else 'false'}
+
+# %% ../../nbs/21_features.training.ipynb #fc8d4fd9
+@patch
+def quantile_cuts(self:TrainingSet, fractions:tuple)->tuple:
+    "The times that cut the rows into `fractions` (e.g. (0.8, 0.1, 0.1)): quantiles of the time column."
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise InvalidInput("fractions must be three non-negative numbers that add up to 1, e.g. (0.8, 0.1, 0.1); "
+                           f"got {fractions!r}")
+    ts, a, b = q(self.timestamp), fractions[0], fractions[0] + fractions[1]
+    return self._run(lambda r: r.aggregate(f"quantile_disc({ts}, {a}), quantile_disc({ts}, {b})").fetchall()[0])
 
 # %% ../../nbs/21_features.training.ipynb #7a7dfd14
 @patch
@@ -253,33 +370,28 @@ def split(self:TrainingSet,
           fractions:tuple|None=None# e.g. (0.8, 0.1, 0.1): cut at these quantiles of time instead
          )->dict[str, TrainingSet]:
     "`{'train', 'valid', 'test'}` training sets split by time."
-    ts = q(self.timestamp)
     if fractions is not None:
-        if valid_from is not None or test_from is not None: raise InvalidInput("give cut-off times or fractions, not both")
-        if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
-            raise InvalidInput(f"fractions must be three non-negative numbers that add up to 1, e.g. (0.8, 0.1, 0.1); got {fractions!r}")
-        a, b = fractions[0], fractions[0] + fractions[1]
-        valid_from, test_from = self._run(lambda r: r.aggregate(f"quantile_disc({ts}, {a}), quantile_disc({ts}, {b})").fetchall()[0])
+        if valid_from is not None or test_from is not None:
+            raise InvalidInput("give cut-off times or fractions, not both")
+        valid_from, test_from = self.quantile_cuts(fractions)
     if valid_from is None: raise InvalidInput("split needs valid_from (a time) or fractions")
-    cut = lambda t: f"CAST('{pd.Timestamp(t).isoformat()}' AS TIMESTAMPTZ)"
-    conds = {'train': f"CAST({ts} AS TIMESTAMPTZ) < {cut(valid_from)}",
-             'valid': f"CAST({ts} AS TIMESTAMPTZ) >= {cut(valid_from)}" + (f" AND CAST({ts} AS TIMESTAMPTZ) < {cut(test_from)}" if test_from is not None else ''),
-             'test': f"CAST({ts} AS TIMESTAMPTZ) >= {cut(test_from)}" if test_from is not None else 'false'}
+    conds, at = split_conditions(self.timestamp, valid_from, test_from), (str(valid_from), str(test_from))
     with self.store.lock:
-        return {k: TrainingSet(self.relation.filter(c), {**self.lineage, 'split': k, 'split_at': [str(valid_from), str(test_from)]},
+        return {k: TrainingSet(self.relation.filter(c), {**self.lineage, 'split': k, 'split_at': list(at)},
                                self.timestamp, self.store, self.entities) for k, c in conds.items()}
 
+# %% ../../nbs/21_features.training.ipynb #b99bd1b4
 @patch
 def save(self:TrainingSet, repo:str, branch:str, path:str, message:str|None=None)->str:
-    "Save the training set as a lake table at `path` on `branch`, its lineage beside it, in one commit; return the commit id."
-    r = self.store.lake.repository(repo)
-    with r.transaction(branch, message or f"training set {path} ({self.lineage['entity_rows']:,} rows)", {'entity_hash': self.lineage['entity_hash']}) as b:
+    "Save the rows as a lake table at `path` on `branch`, the lineage beside them, in one commit; return the commit id."
+    r, lineage = self.store.lake.repository(repo), self.lineage
+    message = message or f"training set {path} ({lineage['entity_rows']:,} rows)"
+    with r.transaction(branch, message, {'entity_hash': lineage['entity_hash']}) as b:
         b.write_table(path, self.arrow())
-        b.put(f'{path}/_lineage.json', json.dumps(self.lineage, indent=1).encode(), content_type='application/json')
+        b.put(f'{path}/_lineage.json', json.dumps(lineage, indent=1).encode(), content_type='application/json')
     return r.head(branch).id
 
 # %% ../../nbs/21_features.training.ipynb #37ecd43e
-import functools
 _duckdb_training_set = FeatureStore.training_set
 
 @patch
