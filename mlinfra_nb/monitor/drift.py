@@ -418,9 +418,9 @@ def result_row(col:str, kind:str, test_opt, thr_opt, num:pd.Series|None, freq:pd
                 score_high=score, threshold=thr, stage='exact', drifted=drift_detected(test, score, thr),
                 n_reference=nr, n_current=nc, n_values=nv, note=note)
 
-# %% ../../nbs/51_monitor.drift.ipynb #2b802e48
+# %% ../../nbs/51_monitor.drift.ipynb #f3c57460
 def dataset_verdict(rows:list[dict], drift_share:float)->dict:
-    "The dataset's verdict from its columns' rows: how many were tested and drifted; whether that reaches `drift_share`."
+    "The verdict from the columns' rows: how many were tested and drifted; does that share reach `drift_share`?"
     tested = [r for r in rows if r['test'] is not None]
     n = sum(r['drifted'] for r in tested)
     share = n / len(tested) if tested else 0.0
