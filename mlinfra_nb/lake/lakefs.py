@@ -4,7 +4,7 @@
 
 # %% ../../nbs/14_lake.lakefs.ipynb #7c2944ac
 from __future__ import annotations
-import contextlib, datetime as dt, hashlib, io, json, re, threading, uuid
+import contextlib, datetime as dt, hashlib, io, json, re, threading, uuid, weakref
 from pathlib import Path
 from typing import Iterable, Mapping
 import duckdb, lakefs, lakefs_sdk, pyarrow.parquet as pq
@@ -67,8 +67,8 @@ class LakeFSLake:
             raise InvalidInput("the lakeFS backend needs an endpoint: set LAKEFS_ENDPOINT or lakefs.endpoint")
         key, secret = access_key_id or s['access_key_id'], secret_access_key or s['secret_access_key']
         if not key or not secret:
-            raise InvalidInput("the lakeFS backend needs credentials: "
-                               "set LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY")
+            raise InvalidInput("the lakeFS backend needs credentials: set LAKEFS_ACCESS_KEY_ID and "
+                               "LAKEFS_SECRET_ACCESS_KEY, or lakefs.access_key_id and lakefs.secret_access_key")
         self.client = lakefs.Client(host=self.endpoint, username=key, password=secret)
         self.namespace = s['namespace']
         self.fs = LakeFSFileSystem(host=self.endpoint, username=key, password=secret)
@@ -77,7 +77,7 @@ class LakeFSLake:
             self.logger.warning("lake.key encrypts the embedded lake's files; on lakeFS, encryption at rest is the "
                                 "object store's (blockstore.s3.server_side_encryption in lakeFS's configuration), "
                                 "so the key is not used")
-        self.con, self._registered = None, {}
+        self.con = None
 
     def __repr__(self): return f"LakeFSLake({self.endpoint!r})"
 
@@ -99,7 +99,8 @@ def _namespace(lake:LakeFSLake, name:str)->str:
     "The storage namespace of a new repository `name`."
     if lake.namespace: return lake.namespace.rstrip('/') + '/' + name
     with lake.errors('reading the server configuration'): prefix = lake.client.storage_config.default_namespace_prefix
-    return (prefix if prefix.endswith('/') else prefix + '/') + name if prefix else f'local://{name}'
+    if not prefix: return f'local://{name}'
+    return prefix + name if prefix.endswith('/') else f'{prefix}/{name}'
 
 # %% ../../nbs/14_lake.lakefs.ipynb #8ac198f5
 class LakeFSRepository:
@@ -145,8 +146,9 @@ def delete_repository(self:LakeFSLake, name:str):
 # %% ../../nbs/14_lake.lakefs.ipynb #21a8f163
 def _commit(c)->Commit:
     "The `Commit` of lakeFS's commit `c`."
-    return Commit(c.id, tuple(c.parents), c.message, dict(c.metadata or {}), c.committer,
-                  dt.datetime.fromtimestamp(c.creation_date, dt.timezone.utc), c.meta_range_id, c.generation or 0)
+    return Commit(id=c.id, parents=tuple(c.parents), message=c.message, metadata=dict(c.metadata or {}),
+                  committer=c.committer, created_at=dt.datetime.fromtimestamp(c.creation_date, dt.timezone.utc),
+                  metarange=c.meta_range_id, generation=c.generation or 0)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #4d8bebc9
 @patch(as_prop=True)
@@ -256,13 +258,14 @@ def unprotect(self:LakeFSRepository, pattern:str):
 def _object(o)->ObjectInfo|CommonPrefix:
     "The `ObjectInfo` (or, for a folder in a listing, the `CommonPrefix`) of lakeFS's object `o`."
     if getattr(o, 'path_type', 'object') == 'common_prefix' or not hasattr(o, 'checksum'): return CommonPrefix(o.path)
-    return ObjectInfo(o.path, o.checksum, o.size_bytes, o.content_type or 'application/octet-stream',
-                      dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), dict(o.metadata or {}),
-                      o.checksum)   # lakeFS's checksum is the MD5
+    return ObjectInfo(path=o.path, address=o.checksum, size=o.size_bytes,
+                      content_type=o.content_type or 'application/octet-stream',
+                      mtime=dt.datetime.fromtimestamp(o.mtime, dt.timezone.utc), metadata=dict(o.metadata or {}),
+                      md5=o.checksum)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #e3255d43
 def _unchanged(self:LakeFSRepository, branch:str, path:str, data:bytes, content_type:str|None, md:dict)->bool:
-    "Whether `path` on `branch` holds `data` already (by MD5, lakeFS's checksum), with this content type and metadata."
+    "Whether `path` on `branch` holds `data` already (lakeFS's checksum is its MD5), with this type and metadata."
     try: o = self.api.objects_api.stat_object(self.name, branch, path, user_metadata=True)
     except lakefs_sdk.exceptions.ApiException: return False   # not there (or not readable): the upload decides
     same_type = (o.content_type or 'application/octet-stream') == (content_type or 'application/octet-stream')
@@ -283,12 +286,12 @@ def put_many(self:LakeFSRepository, branch:str, items:Mapping[str, bytes]|Iterab
         check_path(p)
         if not isinstance(d, (bytes, bytearray, memoryview)):
             raise InvalidInput(f"object {p!r}: content must be bytes, got {type(d).__name__}")
-    md, b = check_metadata(metadata), self.sdk.branch(branch)
-    self.head(branch)
+    md, sdk_branch = check_metadata(metadata), self.sdk.branch(branch)
+    self.head(branch)   # a missing branch fails here, before any upload
     for p, d in items:
         if _unchanged(self, branch, p, bytes(d), content_type, md): continue   # already there as it would be
         with self.errors(f"uploading {p!r} to {branch!r}"):
-            b.object(p).upload(bytes(d), content_type=content_type, metadata=md or None)
+            sdk_branch.object(p).upload(bytes(d), content_type=content_type, metadata=md or None)
     return len(items)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #3e2d06b6
@@ -372,7 +375,10 @@ def uncommitted(self:LakeFSRepository, branch:str, prefix:str='')->list[Change]:
 @patch
 def reset(self:LakeFSRepository, branch:str, path:str|None=None, prefix:str|None=None):
     "Drop staged changes on `branch`: all, one `path`, or everything under `prefix`."
-    kind, p = ('object', check_path(path)) if path else ('common_prefix', prefix) if prefix else ('reset', None)
+    if path is not None and prefix is not None: raise InvalidInput("give path or prefix, not both")
+    if path is not None: kind, p = 'object', check_path(path)
+    elif prefix: kind, p = 'common_prefix', prefix
+    else: kind, p = 'reset', None
     with self.errors(f"resetting {branch!r}"): self.sdk.branch(branch).reset_changes(kind, p)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #32bd8f27
@@ -390,8 +396,9 @@ def commit(self:LakeFSRepository, branch:str, message:str, metadata:Mapping|None
         if not head.id.startswith(expected_head):
             raise Conflict(f"branch {branch!r} moved: its head is {head.id[:12]}, "
                            f"not the expected {expected_head[:12]}; look again and retry")
-    self._run_hooks('pre-commit', branch,
-                    lambda: HookEvent('pre-commit', self, branch, None, message, md, self.uncommitted(branch)))
+    self._run_hooks('pre-commit', branch, lambda: HookEvent(
+        type='pre-commit', repository=self, branch=branch, source=None, message=message, metadata=md,
+        changes=self.uncommitted(branch)))
     with self.errors(f"committing on {branch!r}"):
         c = self.api.commits_api.commit(
             self.name, branch, lakefs_sdk.CommitCreation(message=message, metadata=md, allow_empty=allow_empty))
@@ -431,13 +438,13 @@ def merge_base(self:LakeFSRepository, a:str, b:str)->Commit:
     return self.commit_info(r.base_commit_id)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #583e93fc
-def _merge_on_server(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge)->Commit:
+def _plain_merge(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge)->Commit:
     "lakeFS's own merge of `source` into `into`."
     with self.errors(f"merging {source!r} into {into!r}"):
         r = self.api.refs_api.merge_into_branch(self.name, source, into, merge=merge)
     return self.commit_info(r.reference)
 
-LakeFSRepository._merge_on_server = LakeFSRepository.merge_on_server = _merge_on_server
+LakeFSRepository._merge_impl = _plain_merge
 
 # %% ../../nbs/14_lake.lakefs.ipynb #703a0766
 @patch
@@ -449,11 +456,12 @@ def merge(self:LakeFSRepository, source:str, into:str, message:str|None=None, me
     md = check_metadata(metadata)
     def event():
         with self.errors(f"diffing {into!r} and {source!r}"):
-            changes = [_change(d) for d in self.sdk.ref(into).diff(source)]
-        return HookEvent('pre-merge', self, into, source, message or '', md, changes)
+            changes = [_change(d) for d in self.sdk.ref(into).diff(source, type='three_dot')]
+        return HookEvent(type='pre-merge', repository=self, branch=into, source=source, message=message or '',
+                         metadata=md, changes=changes)
     self._run_hooks('pre-merge', into, event)
-    return self._merge_on_server(source, into, lakefs_sdk.Merge(message=message, metadata=md or None, strategy=strategy,
-                                                                allow_empty=allow_empty))
+    return self._merge_impl(source, into, lakefs_sdk.Merge(message=message, metadata=md or None, strategy=strategy,
+                                                           allow_empty=allow_empty))
 
 # %% ../../nbs/14_lake.lakefs.ipynb #c6e95c49
 @patch
@@ -530,30 +538,29 @@ def delete_table(self:LakeFSRepository, branch:str, path:str):
     for p in [o.path for o in self._parts(branch, path)] + [f'{path}/{TABLE_META}']: self.delete(branch, p)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #5c7ca69c
-_fs_lock = threading.Lock()
+_fs_lock, _fs_of = threading.Lock(), weakref.WeakKeyDictionary()   # connection -> the lakefs file system it holds
 
 @patch
 def connection(self:LakeFSLake, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyConnection:
-    "`con` (default: this lake's own connection) with lakefs-spec's file system registered for this lake."
+    "`con` (default: this lake's own connection) with this lake's lakefs-spec file system registered."
     with _fs_lock:
         if con is None:
             if self.con is None: self.con = duckdb.connect()
             con = self.con
-        if self._registered.get(id(con)) is not con:
+        if _fs_of.get(con) is not self.fs:
             if con.filesystem_is_registered('lakefs'): con.unregister_filesystem('lakefs')
             con.register_filesystem(self.fs)
-            self._registered[id(con)] = con
+            _fs_of[con] = self.fs
     return con
 
 # %% ../../nbs/14_lake.lakefs.ipynb #080db8a3
-_PLAIN_REF = re.compile(r'[\w-]+')
+_PLAIN_REF = re.compile(r'[\w-]+')   # what a branch name may be
 
 @patch
 def _uris(self:LakeFSRepository, ref:str, path:str)->list[str]:
     "lakefs:// URIs of the table's parts."
-    info = self.table_info(ref, path)
     if not _PLAIN_REF.fullmatch(ref): ref = self.commit_info(ref).id
-    return [f'lakefs://{self.name}/{ref}/{p.path}' for p in info.parts]
+    return [f'lakefs://{self.name}/{ref}/{p.path}' for p in self.table_info(ref, path).parts]
 
 # %% ../../nbs/14_lake.lakefs.ipynb #f36c9657
 @patch
@@ -607,19 +614,19 @@ def _table_side(self:LakeFSRepository, ref:str, path:str)->tuple[TableSide, dict
 
 # %% ../../nbs/14_lake.lakefs.ipynb #070c9c3b
 def _plan_tables(self:LakeFSRepository, commits:tuple, names:tuple, tables:list, both:set,
-                 merge:lakefs_sdk.Merge)->dict:
-    "How each table is settled, with its sides (`commits`: base, source, destination); conflicts need a strategy."
+                 strategy:str|None)->dict:
+    "How each table is settled, with its sides (`commits`: base, source, destination); conflicts need a `strategy`."
     plans, conflicts = {}, []
     for t in tables:
         sides = [_table_side(self, c, t) for c in commits]
         how, why = settle_table(*(s for s, _ in sides), *names)
         if how == 'conflict':
-            conflicts.append(f"table {t!r} ({why})"); how = 'source' if merge.strategy == 'source-wins' else 'dest'
+            conflicts.append(f"table {t!r} ({why})"); how = 'source' if strategy == 'source-wins' else 'dest'
         plans[t] = how, sides
     owned = {p for _, sides in plans.values() for _, files in sides for p in files}
     def entry(ref, p): return _identity_of(self.stat(ref, p)) if self.exists(ref, p) else None
     conflicts += [p for p in sorted(both - owned) if entry(commits[1], p) != entry(commits[2], p)]
-    if conflicts and not merge.strategy: raise merge_conflict(*names, conflicts)
+    if conflicts and not strategy: raise merge_conflict(*names, conflicts)
     return plans
 
 # %% ../../nbs/14_lake.lakefs.ipynb #a7d4bd0d
@@ -627,7 +634,7 @@ def _make_table(self:LakeFSRepository, branch:str, path:str, how:str, sides:list
     "Stage on `branch` the files of the table at `path` that `settle_table` decided on: one side's, or the union."
     (base, _), (src, s_files), (dst, d_files) = sides
     meta = f'{path}/{TABLE_META}'
-    if how == 'union':
+    if how == 'union':   # the destination's files, and the parts the source appended after the base's
         want = {p: (commits[2], o) for p, o in d_files.items() if p != meta} | {
             f"{path}/{x['name']}": (commits[1], s_files[f"{path}/{x['name']}"]) for x in src.parts[len(base.parts):]}
     else:
@@ -648,12 +655,14 @@ def _merge_settling_tables(self:LakeFSRepository, commits:tuple, names:tuple, ta
                            merge:lakefs_sdk.Merge)->Commit:
     "Merge `names[0]` into `names[1]`, settling whole the tables both sides touched (`commits`: base, source, dest)."
     base, src, dst = commits
-    plans = _plan_tables(self, commits, names, tables, both, merge)
+    plans = _plan_tables(self, commits, names, tables, both, merge.strategy)
     tmp = f"tx-merge-{uuid.uuid4().hex[:8]}"
     with self.errors(f"merging {names[0]!r} into {names[1]!r}"):
         self.api.branches_api.create_branch(self.name, lakefs_sdk.BranchCreation(name=tmp, source=src, hidden=True))
         try:
-            # tmp is the source side, so the strategy's sides swap
+            # tmp is the source side, so the strategy's sides swap. Without a strategy, `_plan_tables` has refused
+            # every conflict outside the tables, so any conflict left is in table files, which step 2 rewrites
+            # anyway: either side will do, and 'dest-wins' (here, the source's) is as good as any.
             inverse = {'source-wins': 'dest-wins', 'dest-wins': 'source-wins'}.get(merge.strategy, 'dest-wins')
             self.api.refs_api.merge_into_branch(self.name, dst, tmp, merge=lakefs_sdk.Merge(
                 message=f'{names[1]} at {dst[:12]}', strategy=inverse))
@@ -664,14 +673,13 @@ def _merge_settling_tables(self:LakeFSRepository, commits:tuple, names:tuple, ta
             if self.head(names[1]).id != dst:     # it moved meanwhile (say, the same merge by another worker)
                 raise Conflict(f"branch {names[1]!r} moved while merging {names[0]!r} into it; "
                                "the merge is worked out again")
-            return _merge_on_server(self, tmp, names[1], lakefs_sdk.Merge(
+            return _plain_merge(self, tmp, names[1], lakefs_sdk.Merge(
                 message=merge.message or f"Merge '{names[0]}' into '{names[1]}'", metadata=merge.metadata,
                 allow_empty=True))
         finally: self.api.branches_api.delete_branch(self.name, tmp)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #8c97d755
-def _server_merge_with_tables(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge,
-                              attempts:int=5)->Commit:
+def _merge_with_tables(self:LakeFSRepository, source:str, into:str, merge:lakefs_sdk.Merge, attempts:int=5)->Commit:
     "lakeFS's merge, with the tables both sides touched settled whole; worked out again if the destination moves."
     for attempt in range(1, attempts + 1):
         with self.errors(f"finding the merge base of {source!r} and {into!r}"):
@@ -679,12 +687,12 @@ def _server_merge_with_tables(self:LakeFSRepository, source:str, into:str, merge
         commits = (mb.base_commit_id, mb.source_commit_id, mb.destination_commit_id)
         s_paths, d_paths = ({ch.path for ch in self.diff(commits[0], x)} for x in commits[1:])
         tables = _touched_tables(self, s_paths, d_paths, commits)
-        if not tables: return _merge_on_server(self, source, into, merge)
+        if not tables: return _plain_merge(self, source, into, merge)
         try: return _merge_settling_tables(self, commits, (source, into), tables, s_paths & d_paths, merge)
         except Conflict:
             if attempt == attempts or self.head(into).id == commits[2]: raise   # its own, not a moved destination
 
-LakeFSRepository._merge_on_server = _server_merge_with_tables
+LakeFSRepository._merge_impl = _merge_with_tables
 
 # %% ../../nbs/14_lake.lakefs.ipynb #058d9f00
 @patch
@@ -706,6 +714,6 @@ LakeFSRepository.branch, LakeFSRepository.transaction = Repository.branch, Repos
 
 # %% ../../nbs/14_lake.lakefs.ipynb #1016811d
 def open_lake(workspace:Workspace|None=None, **kwargs)->Lake|LakeFSLake:
-    "The embedded `Lake`, or `LakeFSLake` when `lake.backend` is 'lakefs' (e.g. `LAKEFS_ENDPOINT` is set)."
+    "The embedded `Lake`, or `LakeFSLake` when `lake.backend` is 'lakefs' (by default, once an endpoint is set)."
     ws = workspace or Workspace()
     return LakeFSLake(workspace=ws, **kwargs) if ws.backend('lake') == 'lakefs' else Lake(workspace=ws, **kwargs)
