@@ -19,8 +19,9 @@ from .core import (STRATEGIES, Change, Commit, CommonPrefix, HookEvent, Lake, Ob
                                   Resolved, check_expected_head, check_metadata, check_path, check_ref_name,
                                   check_repo_name)
 from .core import merge_conflict
-from .tables import (TABLE_META, TableInfo, TableSide, schema_from, schema_problems, manifest_bytes,
-                                    next_manifest, part_name, settle_table, table_input, table_parts, union_manifest)
+from .tables import (TABLE_META, TABLE_COMPRESSION, TableInfo, TableSide, schema_from, schema_problems,
+                                    manifest_bytes, next_manifest, part_name, settle_table, table_input, table_parts,
+                                    union_manifest)
 
 # %% auto #0
 __all__ = ['ERRORS', 'lakefs_errors', 'LakeFSLake', 'LakeFSRepository', 'open_lake']
@@ -520,7 +521,7 @@ def write_table(self:LakeFSRepository, branch:str, path:str, data, mode:str='ove
     if mode == 'append' and meta and (probs := schema_problems(schema_from(meta), table.schema)):
         raise InvalidInput(f"cannot append to table {path!r}: {'; '.join(probs)}")
     files, name = [o.path for o in self._parts(branch, path)], part_name()
-    buf = io.BytesIO(); pq.write_table(table, buf, compression='zstd')
+    buf = io.BytesIO(); pq.write_table(table, buf, compression=TABLE_COMPRESSION)
     body = manifest_bytes(next_manifest(meta, [f.rsplit('/', 1)[1] for f in files], table.schema, mode, name,
                                         table.num_rows))
     self.put(branch, f'{path}/{name}', buf.getvalue(), content_type='application/vnd.apache.parquet')

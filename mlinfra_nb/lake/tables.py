@@ -14,10 +14,10 @@ from .core import MERGE_RULES, Branch, Commit, Lake, ObjectInfo, Repository, Set
 from .tree import make_entry, object_identity, tree_entries
 
 # %% auto #0
-__all__ = ['TABLE_META', 'SAMPLE_SEED', 'SAMPLE_LAKES', 'SAMPLE_IMAGES', 'SAMPLE_COUNTRIES', 'to_arrow', 'schema_json',
-           'schema_from', 'schema_problems', 'manifest_parts', 'next_manifest', 'manifest_bytes', 'table_input',
-           'TableInfo', 'part_name', 'query_connection', 'table_parts', 'count_rows', 'TableDiff', 'TableSide',
-           'table_change', 'settle_table', 'union_manifest', 'sample_lakes', 'lake_map', 'sample_files']
+__all__ = ['TABLE_META', 'TABLE_COMPRESSION', 'SAMPLE_SEED', 'SAMPLE_LAKES', 'SAMPLE_IMAGES', 'SAMPLE_COUNTRIES', 'to_arrow',
+           'schema_json', 'schema_from', 'schema_problems', 'manifest_parts', 'next_manifest', 'manifest_bytes',
+           'table_input', 'TableInfo', 'part_name', 'query_connection', 'table_parts', 'count_rows', 'TableDiff',
+           'TableSide', 'table_change', 'settle_table', 'union_manifest', 'sample_lakes', 'lake_map', 'sample_files']
 
 # %% ../../nbs/12_lake.tables.ipynb #11b69a9d
 TABLE_META = '_table.json'
@@ -66,6 +66,8 @@ def manifest_bytes(meta:dict)->bytes:
     return json.dumps(meta, sort_keys=True).encode()
 
 # %% ../../nbs/12_lake.tables.ipynb #16aba8e2
+TABLE_COMPRESSION = 'snappy'   # the Parquet codec of table parts (see above)
+
 def table_input(path:str, data, mode:str)->pa.Table:
     "`data` as an Arrow table, once `path`, `data` and `mode` are checked as a table write (every backend checks the same way)."
     check_path(path)
@@ -105,9 +107,9 @@ def write_table(self:Repository,
     tmp_dir = self.store.root/'tmp'; tmp_dir.mkdir(exist_ok=True)
     tmp, sealed = tmp_dir/f'{uuid.uuid4().hex}.parquet', self.store.sealer is not None
     try:
-        if sealed: buf = pa.BufferOutputStream(); pq.write_table(table, buf, compression='zstd'); part = buf.getvalue().to_pybytes()  # no plain copy on disk
+        if sealed: buf = pa.BufferOutputStream(); pq.write_table(table, buf, compression=TABLE_COMPRESSION); part = buf.getvalue().to_pybytes()  # no plain copy on disk
         else:
-            with open(tmp, 'wb', opener=private_opener) as f: pq.write_table(table, f, compression='zstd')
+            with open(tmp, 'wb', opener=private_opener) as f: pq.write_table(table, f, compression=TABLE_COMPRESSION)
         with self.store.transaction() as con:
             self._branch_head(con, branch); self._check_writable(con, branch, 'write')
             meta = self._table_meta(con, branch, path)
