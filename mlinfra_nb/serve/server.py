@@ -145,6 +145,7 @@ def _batching_value(params, field:str, default:int)->int:
     "A `BatchingParameters` field's value, or TF Serving's default when the field is not set."
     return getattr(params, field).value if params is not None and params.HasField(field) else default
 
+# %% ../../nbs/44_serve.server.ipynb #358adaba
 _BATCHING_USED = {'max_batch_size', 'batch_timeout_micros', 'max_enqueued_batches', 'num_batch_threads',
                   'allowed_batch_sizes'}
 
@@ -201,6 +202,7 @@ def _enqueue(self:Batcher, servable:Servable, signature:str, inputs:dict, loop=N
         if len(q.tasks) == 1 or q.rows >= self.max_batch: self.cond.notify()   # a deadline to wait for, or a full batch
     return task
 
+# %% ../../nbs/44_serve.server.ipynb #751dba94
 @patch
 def _withdraw(self:Batcher, servable:Servable, signature:str, task:_Task):
     "Take a task whose caller has gone out of its queue, if no batch has taken it yet."
@@ -452,6 +454,7 @@ def predict(self:Serving, request:predict_pb2.PredictRequest, entry:str='GRPC')-
     with self.predicting(request, entry) as (s, sig, inputs):
         return self.answer(request, s, sig, self.run(s, sig, inputs))
 
+# %% ../../nbs/44_serve.server.ipynb #f2c24318
 @patch
 async def predict_async(self:Serving, request:predict_pb2.PredictRequest,
                         entry:str='GRPC')->predict_pb2.PredictResponse:
@@ -746,6 +749,7 @@ def _rest_predict(serving:Serving, m, body:bytes, request_id:str|None=None):
         inputs, fmt = predict_inputs(doc, serving.predict_signature_inputs(s, sig))
         yield s, sig, req, inputs, fmt
 
+# %% ../../nbs/44_serve.server.ipynb #54ce8b8a
 def _rest_reply(serving:Serving, s:Servable, req, inputs:dict, out:dict, fmt:str)->bytes:
     "The JSON response body; protos are built only for a request the log samples (numpy all the way otherwise)."
     if (lc := serving.logger.sampled(serving.config_of(s.name))) is not None:
@@ -777,6 +781,7 @@ def _post(serving:Serving, m, body:bytes, request_id:str|None=None)->bytes:
     with _rest_predict(serving, m, body, request_id) as (s, sig, req, inputs, fmt):
         return _rest_reply(serving, s, req, inputs, serving.run(s, sig, inputs), fmt)
 
+# %% ../../nbs/44_serve.server.ipynb #8a7822bb
 async def _post_batched(serving:Serving, m, body:bytes, request_id:str|None=None)->bytes:
     "A REST predict with batching on, on the event loop: parsed, queued for a batch, answered when its batch has run."
     if m['verb'] != 'predict': return await run_in_threadpool(_post, serving, m, body, request_id)
@@ -806,6 +811,7 @@ async def _send_json(send, status:int, body:bytes):
                 'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())]})
     await send({'type': 'http.response.body', 'body': body})
 
+# %% ../../nbs/44_serve.server.ipynb #2e366199
 def _predict_headers(headers)->tuple:
     "`(Content-Length, X-Request-Id)` of a request's ASGI headers: the first of each, None when absent."
     length = request_id = None
@@ -1091,13 +1097,13 @@ def _check_addresses(host:str, rest_port, grpc_port, socket_path, options:list)-
     if grpc_port and not dict(options).get('grpc.so_reuseport'): _bind(host, grpc_port, 'gRPC', hold=False)
     return grpc_port, _socket_path(socket_path) if socket_path else None
 
-# %% ../../nbs/44_serve.server.ipynb #5fd0892c
-@patch
-def _abandon(self:ModelServer):
-    "Let go of what a constructor that failed half-way holds: the REST socket and the serving core."
-    if getattr(self, 'serving', None): self.serving.close()
-    if self.rest_socket: self.rest_socket.close()
+# %% ../../nbs/44_serve.server.ipynb #a26665a0
+def _add_port(server, address:str)->int:
+    "Listen on `address`; the port, or one line saying gRPC could not bind it."
+    try: return server.add_insecure_port(address)
+    except RuntimeError: raise InvalidInput(f"cannot listen for gRPC on {address}: gRPC could not bind it") from None
 
+# %% ../../nbs/44_serve.server.ipynb #5fd0892c
 @patch
 def _on_loop(self:ModelServer, coro, timeout:float=30):
     "Run `coro` on the gRPC event loop and wait for its result."
@@ -1112,19 +1118,6 @@ def _start_grpc(self:ModelServer, port:int|None, threads:int, max_body:int, opti
     self.grpc_thread.start()
     try: self.grpc = self._on_loop(self._grpc_server(port, max_body, options))
     except BaseException: self._stop_loop(); self._abandon(); raise
-
-@patch
-def _stop_loop(self:ModelServer):
-    "Stop the gRPC event loop and its thread; the worker threads finish what they run."
-    self.loop.call_soon_threadsafe(self.loop.stop); self.grpc_thread.join(10)
-    if not self.loop.is_running(): self.loop.close()
-    self.pool.shutdown(wait=False)
-
-# %% ../../nbs/44_serve.server.ipynb #a26665a0
-def _add_port(server, address:str)->int:
-    "Listen on `address`; the port, or one line saying gRPC could not bind it."
-    try: return server.add_insecure_port(address)
-    except RuntimeError: raise InvalidInput(f"cannot listen for gRPC on {address}: gRPC could not bind it") from None
 
 # %% ../../nbs/44_serve.server.ipynb #7f7a2ca6
 _SERVICES = {name: d.services_by_name[name] for name, d in (('PredictionService', prediction_service_pb2.DESCRIPTOR),
@@ -1143,6 +1136,20 @@ async def _grpc_server(self:ModelServer, port:int|None, max_body:int, options:li
         self._socket_id = self.socket_path.stat().st_ino   # the file is ours now
     return server
 
+# %% ../../nbs/44_serve.server.ipynb #1dd11944
+@patch
+def _abandon(self:ModelServer):
+    "Let go of what a constructor that failed half-way holds: the REST socket and the serving core."
+    if getattr(self, 'serving', None): self.serving.close()
+    if self.rest_socket: self.rest_socket.close()
+
+@patch
+def _stop_loop(self:ModelServer):
+    "Stop the gRPC event loop and its thread; the worker threads finish what they run."
+    self.loop.call_soon_threadsafe(self.loop.stop); self.grpc_thread.join(10)
+    if not self.loop.is_running(): self.loop.close()
+    self.pool.shutdown(wait=False)
+
 # %% ../../nbs/44_serve.server.ipynb #3c981a8e
 @patch
 def _rest_server(self:ModelServer, max_body:int, timeout:float|None, cors:bool)->uvicorn.Server:
@@ -1153,6 +1160,26 @@ def _rest_server(self:ModelServer, max_body:int, timeout:float|None, cors:bool)-
     return uvicorn.Server(uvicorn.Config(app, host=self.host, port=self._rest_port, log_level='warning', lifespan='off',
                                          timeout_keep_alive=30, loop='auto', access_log=False, proxy_headers=False))
 
+# %% ../../nbs/44_serve.server.ipynb #2750a5d2
+@patch(as_prop=True)
+def rest_port(self:ModelServer)->int|None: return None if self.rest_socket is None else self._rest_port
+@patch(as_prop=True)
+def rest_url(self:ModelServer)->str|None:
+    return None if self.rest_socket is None else f'http://{host_port(self.host, self._rest_port)}'
+@patch(as_prop=True)
+def grpc_target(self:ModelServer)->str|None:
+    return None if self.grpc_port is None else host_port(self.host, self.grpc_port)
+@patch(as_prop=True)
+def grpc_socket(self:ModelServer)->str|None: return None if self.socket_path is None else f'unix:{self.socket_path}'
+
+# %% ../../nbs/44_serve.server.ipynb #e7eb2989
+@patch(as_prop=True)
+def addresses(self:ModelServer)->str:
+    "Where the server listens, as its start-up line says it."
+    grpc_at = ' and '.join(a for a in (self.grpc_target, self.grpc_socket) if a)
+    return f"REST on {self.rest_url}, gRPC on {grpc_at}" if self.rest_socket else f"gRPC on {grpc_at}, no REST"
+
+# %% ../../nbs/44_serve.server.ipynb #76de5ce1
 @patch
 async def _serve_rest(self:ModelServer):
     if self.rest_threads:   # the threads REST requests run on off the event loop (anyio's, which Starlette uses)
@@ -1167,24 +1194,6 @@ def _run_rest(self:ModelServer):
         loop.run_until_complete(self._serve_rest())
         if (left := asyncio.all_tasks(loop)): loop.run_until_complete(asyncio.wait(left, timeout=10))
     finally: loop.close()
-
-# %% ../../nbs/44_serve.server.ipynb #2750a5d2
-@patch(as_prop=True)
-def rest_port(self:ModelServer)->int|None: return None if self.rest_socket is None else self._rest_port
-@patch(as_prop=True)
-def rest_url(self:ModelServer)->str|None:
-    return None if self.rest_socket is None else f'http://{host_port(self.host, self._rest_port)}'
-@patch(as_prop=True)
-def grpc_target(self:ModelServer)->str|None:
-    return None if self.grpc_port is None else host_port(self.host, self.grpc_port)
-@patch(as_prop=True)
-def grpc_socket(self:ModelServer)->str|None: return None if self.socket_path is None else f'unix:{self.socket_path}'
-
-@patch(as_prop=True)
-def addresses(self:ModelServer)->str:
-    "Where the server listens, as its start-up line says it."
-    grpc_at = ' and '.join(a for a in (self.grpc_target, self.grpc_socket) if a)
-    return f"REST on {self.rest_url}, gRPC on {grpc_at}" if self.rest_socket else f"gRPC on {grpc_at}, no REST"
 
 # %% ../../nbs/44_serve.server.ipynb #126a899a
 @patch
@@ -1224,6 +1233,7 @@ def stop(self:ModelServer):
     self._remove_socket()
     self.serving.close(); self.started = False
 
+# %% ../../nbs/44_serve.server.ipynb #a57ad432
 @patch
 def __enter__(self:ModelServer): return self.start()
 @patch
