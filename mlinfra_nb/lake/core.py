@@ -418,14 +418,6 @@ def create_branch(self:Repository, name:str, source:str|None=None,
         self.lake._audit(con, self.name, 'create_branch', name, source=source, commit=c.id, hidden=bool(hidden))
     return c
 
-# %% ../../nbs/11_lake.core.ipynb #57e79fb3
-@patch
-@guarded
-def branches(self:Repository, show_hidden:bool=False)->dict[str, str]:
-    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
-    self.lake._check('fs:ListBranches', arn(self.name))
-    return self._ref_heads('branch', show_hidden)
-
 # %% ../../nbs/11_lake.core.ipynb #ce1e9663
 @patch
 def _ref_heads(self:Repository, kind:str, show_hidden:bool=True)->dict[str, str]:
@@ -434,6 +426,14 @@ def _ref_heads(self:Repository, kind:str, show_hidden:bool=True)->dict[str, str]
     with self.store.connect() as con:
         return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = $kind {hide} "
                                 f"ORDER BY name", {'repo': self.name, 'kind': kind}).fetchall())
+
+# %% ../../nbs/11_lake.core.ipynb #57e79fb3
+@patch
+@guarded
+def branches(self:Repository, show_hidden:bool=False)->dict[str, str]:
+    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
+    self.lake._check('fs:ListBranches', arn(self.name))
+    return self._ref_heads('branch', show_hidden)
 
 # %% ../../nbs/11_lake.core.ipynb #74a695f1
 @patch
@@ -1000,16 +1000,6 @@ def delete_tag(self:Repository, name:str):
             raise NotFound(f"tag not found: no tag {name!r} in repository {self.name!r}")
         self.lake._audit(con, self.name, 'delete_tag', name)
 
-# %% ../../nbs/11_lake.core.ipynb #b7447da4
-@patch
-@guarded
-def merge_base(self:Repository, a:str, b:str)->Commit:
-    "The newest commit that is an ancestor of both `a` and `b`."
-    self.lake._check('fs:ListCommits', arn(self.name))
-    with self.store.connect() as con:
-        return self._merge_base(con, self.lake._resolve(con, self.name, a).commit,
-                                self.lake._resolve(con, self.name, b).commit)
-
 # %% ../../nbs/11_lake.core.ipynb #329e3cff
 @patch
 def _merge_base(self:Repository, con, x:Commit, y:Commit)->Commit:
@@ -1024,6 +1014,16 @@ def _merge_base(self:Repository, con, x:Commit, y:Commit)->Commit:
         for p in c.parents:
             if p not in seen: seen.add(p); heapq.heappush(heap, (-self.lake._commit(con, self.name, p).generation, p))
     raise NotFound(f"{x.id[:12]} and {y.id[:12]} have no common ancestor")
+
+# %% ../../nbs/11_lake.core.ipynb #b7447da4
+@patch
+@guarded
+def merge_base(self:Repository, a:str, b:str)->Commit:
+    "The newest commit that is an ancestor of both `a` and `b`."
+    self.lake._check('fs:ListCommits', arn(self.name))
+    with self.store.connect() as con:
+        return self._merge_base(con, self.lake._resolve(con, self.name, a).commit,
+                                self.lake._resolve(con, self.name, b).commit)
 
 # %% ../../nbs/11_lake.core.ipynb #a16e77a9
 STRATEGIES = ('source-wins', 'dest-wins')  # how a merge may settle conflicts
