@@ -4,7 +4,8 @@
 
 # %% ../../nbs/11_lake.core.ipynb #a2be10da
 from __future__ import annotations
-import bisect, contextlib, datetime as dt, fnmatch, functools, getpass, hashlib, heapq, json, os, re, threading, time, uuid
+import bisect, contextlib, datetime as dt, fnmatch, functools, getpass, hashlib, heapq, json, os, re, threading, time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,8 @@ def check_repo_name(name:str)->str:
 _BAD_TAG = re.compile(r'\.\.|[\x00-\x20\x7f~^:?*\[\\@/]|^[-.]|\.$|\.lock$')
 
 def check_ref_name(name:str, kind:str='branch')->str:
-    "`name` if it is a valid branch name (letters, digits, `_` and `-`) or tag name (git's rules, as lakeFS: 'v1.2.0' is fine)."
+    "`name` if it is a valid branch name (letters, digits, `_` and `-`) or tag name (git's rules, as lakeFS)."
+    # so 'v1.2.0' is a fine tag name
     if kind == 'tag':
         if not isinstance(name, str) or not name or len(name) > 256 or _BAD_TAG.search(name):
             raise InvalidInput(f"invalid tag name {name!r}: no spaces, '..', '/', '@', '~', '^', ':', '?', '*', '[' or "
@@ -58,7 +60,8 @@ def check_path(path:str)->str:
     "`path` if it is a safe object path inside a repository."
     # the common case, checked in one go: up to 256 characters (at most 1024 bytes however encoded) take this one-regex
     # path; a longer path falls through to the checks below, the 1024-byte limit among them
-    if isinstance(path, str) and len(path) <= 256 and _SAFE_PATH.fullmatch(path) and '/./' not in (q := f'/{path}/') and '/../' not in q:
+    if (isinstance(path, str) and len(path) <= 256 and _SAFE_PATH.fullmatch(path)
+            and '/./' not in (q := f'/{path}/') and '/../' not in q):
         return path
     if not isinstance(path, str) or not path:
         raise InvalidInput(f"invalid path {path!r}: it must be a non-empty string")
@@ -84,7 +87,8 @@ def check_metadata(md:Mapping|None)->dict:
 # %% ../../nbs/11_lake.core.ipynb #ab95db63
 @dataclass(frozen=True)
 class Commit:
-    "An immutable commit: its id is the SHA-256 of its parents, tree, message, metadata, committer and time (`generation` is worked out from its parents, not hashed)."
+    "An immutable commit, its id the SHA-256 of its parents, tree, message, metadata, committer and time."
+    # `generation` is worked out from its parents, not hashed
     id: str
     parents: tuple
     message: str
@@ -116,7 +120,8 @@ class CommonPrefix:
 # %% ../../nbs/11_lake.core.ipynb #2fdd2121
 @dataclass(frozen=True)
 class Change:
-    "One difference between two states: `type` is 'added', 'removed' or 'changed'; `size` is the new size (for a removal, the old one)."
+    "One difference between two states: `type` is 'added', 'removed' or 'changed'."
+    # `size` is the new size (for a removal, the old one)
     type: str
     path: str
     size: int|None = None
@@ -128,7 +133,7 @@ class Change:
 
 # %% ../../nbs/11_lake.core.ipynb #fc8f91b1
 def lake_key(settings:dict)->bytes|str|None:
-    "The key the settings give the embedded lake: `lake.key` itself, or what the file `lake.key_file` holds; None for neither."
+    "The key the settings give the embedded lake: `lake.key`, or what the file `lake.key_file` holds; None for neither."
     key, path = settings['lake']['key'], settings['lake']['key_file']
     if key and path: raise InvalidInput("set lake.key or lake.key_file, not both")
     if not path: return key or None
@@ -142,7 +147,7 @@ class Lake:
                  root:str|Path|None=None, # default: `lake/` in the workspace
                  user:str|None=None,      # who the audit log and commits name (default: the OS user)
                  workspace:Workspace|None=None,
-                 key:bytes|str|None=None):# encrypt objects at rest with this key (default: the lake.key or lake.key_file setting)
+                 key:bytes|str|None=None):# encrypt objects at rest with this key (default: lake.key or lake.key_file)
         if workspace is None and (not root or key is None):
             workspace = Workspace()   # only when its settings decide something
         self.root = Path(root) if root else workspace.path('lake')
@@ -177,7 +182,8 @@ def _lake_of(x)->Lake|None: return x if isinstance(x, Lake) else getattr(x, 'lak
 
 # %% ../../nbs/11_lake.core.ipynb #01c6b70c
 def _refuse_reentry(lake:Lake, frame:Frame|None):
-    "Refuse to use `lake` while an outer operation of this thread holds the same directory through another store (it would wait for itself)."
+    "Refuse `lake` while an outer operation of this thread holds its directory through another store."
+    # (it would wait for itself)
     while frame is not None:
         held = frame.lake.store if frame.lake is not None else None
         # `_depth > 0`: that store holds the lock now
@@ -189,7 +195,7 @@ def _refuse_reentry(lake:Lake, frame:Frame|None):
 
 # %% ../../nbs/11_lake.core.ipynb #0a7f8826
 def guarded(fn):
-    "Mark `fn` as a lake operation: it checks its own permissions, and what it calls on the same lake on its behalf checks none."
+    "Mark `fn` as a lake operation: it checks its own permissions; what it calls on the same lake checks none."
     @functools.wraps(fn)
     def operation(*args, **kwargs):
         lake, outer = _lake_of(args[0]) if args else None, getattr(_calls, 'frame', None)
@@ -412,14 +418,6 @@ def create_branch(self:Repository, name:str, source:str|None=None,
         self.lake._audit(con, self.name, 'create_branch', name, source=source, commit=c.id, hidden=bool(hidden))
     return c
 
-# %% ../../nbs/11_lake.core.ipynb #57e79fb3
-@patch
-@guarded
-def branches(self:Repository, show_hidden:bool=False)->dict[str, str]:
-    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
-    self.lake._check('fs:ListBranches', arn(self.name))
-    return self._ref_heads('branch', show_hidden)
-
 # %% ../../nbs/11_lake.core.ipynb #ce1e9663
 @patch
 def _ref_heads(self:Repository, kind:str, show_hidden:bool=True)->dict[str, str]:
@@ -428,6 +426,14 @@ def _ref_heads(self:Repository, kind:str, show_hidden:bool=True)->dict[str, str]
     with self.store.connect() as con:
         return dict(con.execute(f"SELECT name, commit_id FROM refs WHERE repo = $repo AND kind = $kind {hide} "
                                 f"ORDER BY name", {'repo': self.name, 'kind': kind}).fetchall())
+
+# %% ../../nbs/11_lake.core.ipynb #57e79fb3
+@patch
+@guarded
+def branches(self:Repository, show_hidden:bool=False)->dict[str, str]:
+    "Every branch (hidden ones too with `show_hidden`) and the id of its head commit."
+    self.lake._check('fs:ListBranches', arn(self.name))
+    return self._ref_heads('branch', show_hidden)
 
 # %% ../../nbs/11_lake.core.ipynb #74a695f1
 @patch
@@ -499,7 +505,7 @@ def _check_writable(self:Repository, con, branch:str, action:str):
 
 # %% ../../nbs/11_lake.core.ipynb #b3606359
 class Branch:
-    "A branch of a repository: the repository's methods with the branch filled in (`b.put(path, data)`, `b.commit(msg)`, ...)."
+    "A branch of a repository: the repository's methods with the branch filled in (`b.put(path, data)`, ...)."
     METHODS = ('put', 'put_many', 'get', 'stat', 'exists', 'list', 'delete', 'uncommitted', 'reset', 'commit', 'log',
                'head')
     def __init__(self, repo:Repository, name:str): self.repo, self.name = repo, name
@@ -550,7 +556,7 @@ def put_many(self:Repository,
 @patch
 def _put_stored(self:Repository, branch:str, paths:list, sizes:list, store_blobs:Callable, content_type:str|None=None,
                 md:dict|None=None)->int:
-    "Stage objects at `paths` whose bytes `store_blobs(con)` stores (returning their addresses): one transaction, with the branch's checks."
+    "Stage objects at `paths` whose bytes `store_blobs(con)` stores (returning their addresses), checking the branch."
     self.lake._check_each('fs:WriteObject', (arn(self.name, 'object', p) for p in paths))
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'write')
@@ -645,6 +651,29 @@ def delete(self:Repository, branch:str, path:str):
         else: self._stage(con, branch, [], tombstones=[path])
         self.lake._audit(con, self.name, 'delete', branch, path=path)
 
+# %% ../../nbs/11_lake.core.ipynb #402129b1
+def _list_sql(limit:int|None)->str:
+    "The query behind `Repository.list`: staged entries over the tree's, folded at the delimiter, by key."
+    cols, names = ENTRY_SQL, ', '.join(ENTRY_COLS)
+    return f"""
+        WITH staged AS (SELECT {cols} FROM staging
+                        WHERE repo = $repo AND branch = $branch AND starts_with(path, $prefix)),
+             committed AS (SELECT {cols} FROM ranges
+                           WHERE seq IN (SELECT unnest($seqs::BIGINT[])) AND starts_with(path, $prefix)),
+             visible AS (SELECT * FROM staged WHERE address IS NOT NULL
+                         UNION ALL SELECT * FROM committed ANTI JOIN staged USING (path)),
+             -- dir: the path up to and including the first delimiter after the prefix (NULL: none, an object)
+             folded AS (SELECT *, CASE WHEN $delim <> '' AND strpos(path[length($prefix) + 1:], $delim) > 0
+                                  THEN path[:length($prefix) + strpos(path[length($prefix) + 1:], $delim)
+                                            + length($delim) - 1] END AS dir FROM visible)
+        SELECT coalesce(dir, path) AS key, any_value(struct_pack({names})) FILTER (WHERE dir IS NULL) AS ent,
+               bool_or(dir IS NOT NULL) AS is_dir
+        FROM folded GROUP BY key
+        -- a folded prefix that $after falls inside is kept if it still holds paths beyond $after
+        HAVING key > $after
+            OR (bool_or(dir IS NOT NULL) AND starts_with($after, key) AND $after <> key AND max(path) > $after)
+        ORDER BY key {'LIMIT ' + str(int(limit)) if limit is not None else ''}"""
+
 # %% ../../nbs/11_lake.core.ipynb #1dc616dd
 @patch
 @guarded
@@ -663,22 +692,10 @@ def list(self:Repository,
         raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
-    cols, names = ENTRY_SQL, ', '.join(ENTRY_COLS)
     with self.store.connect() as con:
         r = self.lake._resolve(con, self.name, ref)
         seqs = [g.seq for g in ranges_under(tree_ranges(con, r.commit.metarange), prefix)]
-        sql = f"""
-            WITH staged AS (SELECT {cols} FROM staging WHERE repo = $repo AND branch = $branch AND starts_with(path, $prefix)),
-                 committed AS (SELECT {cols} FROM ranges WHERE seq IN (SELECT unnest($seqs::BIGINT[])) AND starts_with(path, $prefix)),
-                 visible AS (SELECT * FROM staged WHERE address IS NOT NULL UNION ALL SELECT * FROM committed ANTI JOIN staged USING (path)),
-                 -- dir: the path up to and including the first delimiter after the prefix (NULL: none, an object)
-                 folded AS (SELECT *, CASE WHEN $delim <> '' AND strpos(path[length($prefix) + 1:], $delim) > 0
-                                     THEN path[:length($prefix) + strpos(path[length($prefix) + 1:], $delim) + length($delim) - 1] END AS dir FROM visible)
-            SELECT coalesce(dir, path) AS key, any_value(struct_pack({names})) FILTER (WHERE dir IS NULL) AS ent, bool_or(dir IS NOT NULL) AS is_dir
-            FROM folded GROUP BY key
-            -- a folded prefix that $after falls inside is kept if it still holds paths beyond $after
-            HAVING key > $after OR (bool_or(dir IS NOT NULL) AND starts_with($after, key) AND $after <> key AND max(path) > $after)
-            ORDER BY key {'LIMIT ' + str(int(limit)) if limit is not None else ''}"""
+        sql = _list_sql(limit)
         rows = con.execute(sql, {'repo': self.name, 'branch': r.branch or '', 'prefix': prefix, 'seqs': seqs,
                                  'delim': delimiter or '', 'after': after}).fetchall()
         sums = self.store.md5s(con, (ent['address'] for _, ent, is_dir in rows if not is_dir))
@@ -708,7 +725,8 @@ def import_directory(self:Repository,
                      src:str|Path,              # a local folder
                      prefix:str='',             # where its files go in the repository, e.g. 'raw/2026-01/'
                      batch:int=25_000,          # files staged per transaction
-                     processes:int|None=None,   # 1: this one alone; n: n - 1 others pack the files; None: 3 for many files and cores
+                     processes:int|None=None,   # 1: this one alone; n: n - 1 others pack the files;
+                                                # None: 3 for many files and cores
                     )->int:                     # number of files staged
     "Stage every file under the local folder `src` on `branch`, at `prefix` + its relative path."
     files = _local_files(Path(src), prefix)
@@ -764,7 +782,8 @@ def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:st
     "`_staged_changes` for a large staging area: one DuckDB join instead of a lookup per path."
     rngs, maxes = tree_ranges(con, head.metarange), tree_max_keys(con, head.metarange)
     where, args = "repo = ? AND branch = ? AND starts_with(path, ?)", [self.name, branch, prefix]
-    if not rngs or first_row(con, f"SELECT min(path) FROM staging WHERE {where}", args)[0] > maxes[-1]:  # every staged path sorts after the tree:
+    # every staged path sorts after the tree:
+    if not rngs or first_row(con, f"SELECT min(path) FROM staging WHERE {where}", args)[0] > maxes[-1]:
         rows = con.execute(f"SELECT {ENTRY_SQL} FROM staging WHERE {where} AND address IS NOT NULL ORDER BY path",
                            args).fetchall()
         # objects are added, removals remove nothing
@@ -805,7 +824,8 @@ def uncommitted(self:Repository, branch:str, prefix:str='')->list[Change]:
 
 # %% ../../nbs/11_lake.core.ipynb #9af31b37
 def _check_reset_path(path:str)->str:
-    "`path` if `reset` may take it: a valid object path, or one with a trailing '/' ('dir/' names no object: accepted, resets nothing, as lakeFS)."
+    "`path` if `reset` may take it: a valid object path, or one with a trailing '/'."
+    # 'dir/' names no object: accepted, and resets nothing, as in lakeFS
     # ends in one '/', after at least one character
     is_dir = isinstance(path, str) and path.endswith('/') and path[-2:-1] not in ('', '/')
     check_path(path[:-1] if is_dir else path)
@@ -871,7 +891,7 @@ def _run_hooks(self:Repository, type:str, branch:str, event:Callable[[], HookEve
 EXPECTED_HEAD_MIN = 12   # hex characters: the shortest prefix of a commit id that `expected_head` takes
 
 def check_expected_head(expected_head:str|None)->str|None:
-    "`expected_head` if it is None (no check) or a commit id or a prefix of one of at least `EXPECTED_HEAD_MIN` hex characters."
+    "`expected_head` if it is None (no check), a commit id, or a prefix of one (`EXPECTED_HEAD_MIN` hex digits or more)"
     if expected_head is None or (isinstance(expected_head, str) and re.fullmatch(f'[0-9a-f]{{{EXPECTED_HEAD_MIN},64}}',
                                                                                  expected_head)):
         return expected_head
@@ -916,7 +936,8 @@ def commit(self:Repository,
 @guarded
 def log(self:Repository, ref:str, limit:int|None=None)->list[Commit]:
     "Commits reachable from `ref`, newest first."
-    # as lakeFS's log: fs:ReadBranch on the branch named by the ref as given, whether it is a branch, a tag, a commit id or `main~2`
+    # as lakeFS's log: fs:ReadBranch on the branch named by the ref as given,
+    # whether it is a branch, a tag, a commit id or `main~2`
     self.lake._check('fs:ReadBranch', arn(self.name, 'branch', ref))
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
@@ -979,16 +1000,6 @@ def delete_tag(self:Repository, name:str):
             raise NotFound(f"tag not found: no tag {name!r} in repository {self.name!r}")
         self.lake._audit(con, self.name, 'delete_tag', name)
 
-# %% ../../nbs/11_lake.core.ipynb #b7447da4
-@patch
-@guarded
-def merge_base(self:Repository, a:str, b:str)->Commit:
-    "The newest commit that is an ancestor of both `a` and `b`."
-    self.lake._check('fs:ListCommits', arn(self.name))
-    with self.store.connect() as con:
-        return self._merge_base(con, self.lake._resolve(con, self.name, a).commit,
-                                self.lake._resolve(con, self.name, b).commit)
-
 # %% ../../nbs/11_lake.core.ipynb #329e3cff
 @patch
 def _merge_base(self:Repository, con, x:Commit, y:Commit)->Commit:
@@ -1003,6 +1014,16 @@ def _merge_base(self:Repository, con, x:Commit, y:Commit)->Commit:
         for p in c.parents:
             if p not in seen: seen.add(p); heapq.heappush(heap, (-self.lake._commit(con, self.name, p).generation, p))
     raise NotFound(f"{x.id[:12]} and {y.id[:12]} have no common ancestor")
+
+# %% ../../nbs/11_lake.core.ipynb #b7447da4
+@patch
+@guarded
+def merge_base(self:Repository, a:str, b:str)->Commit:
+    "The newest commit that is an ancestor of both `a` and `b`."
+    self.lake._check('fs:ListCommits', arn(self.name))
+    with self.store.connect() as con:
+        return self._merge_base(con, self.lake._resolve(con, self.name, a).commit,
+                                self.lake._resolve(con, self.name, b).commit)
 
 # %% ../../nbs/11_lake.core.ipynb #a16e77a9
 STRATEGIES = ('source-wins', 'dest-wins')  # how a merge may settle conflicts
@@ -1022,6 +1043,24 @@ def merge_conflict(source:str, into:str, conflicts:list)->Conflict:
     return Conflict(f"merge of {source!r} into {into!r} has {len(conflicts)} conflict(s): {shown}; resolve them or "
                     f"pass strategy='source-wins' or 'dest-wins'")
 
+# %% ../../nbs/11_lake.core.ipynb #596788a9
+@patch
+def _merge_plan(self:Repository, con, commits:tuple, names:tuple, strategy:str|None)->tuple:
+    "Merging `names` (source, into), `commits` (base, src, dst): `(apply, conflicts, source's changes, dest's changes)`"
+    base, src, dst = commits
+    s_changes = diff_trees(con, base.metarange, src.metarange)
+    d_changes = diff_trees(con, base.metarange, dst.metarange)
+    rules = [rule(self, con, commits, names, s_changes, d_changes, strategy) for rule in MERGE_RULES.values()]
+    owned = set().union(*(r.paths for r in rules))
+    clashes = {p: 1 for p in s_changes if p in d_changes and p not in owned
+               and object_identity(s_changes[p][1]) != object_identity(d_changes[p][1])}
+    conflicts = [c for r in rules for c in r.conflicts] + [*clashes]
+    if conflicts and not strategy: raise merge_conflict(*names, conflicts)
+    apply = {p: b for p, (a, b) in s_changes.items()
+             if p not in owned and (p not in d_changes or (strategy == 'source-wins' and p in clashes))}
+    for r in rules: apply.update(r.apply)
+    return apply, conflicts, s_changes, d_changes
+
 # %% ../../nbs/11_lake.core.ipynb #0cd052ee
 @patch
 @guarded
@@ -1035,31 +1074,31 @@ def merge(self:Repository,
          )->Commit:                  # the destination's new head
     "Merge `source` into branch `into`, three-way against their merge base."
     self.lake._check('fs:CreateCommit', arn(self.name, 'branch', into))
-    if strategy not in (None, *STRATEGIES): raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy not in (None, *STRATEGIES):
+        raise InvalidInput(f"unknown merge strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     md = check_metadata(metadata)
     with self.store.transaction() as con:
         src = self.lake._resolve(con, self.name, source).commit
         dst = self._branch_head(con, into)
         if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, into]):
-            raise InvalidInput(f"{into}: uncommitted changes (dirty branch): branch {into!r} has uncommitted changes; commit or reset them before merging into it")  # 400, as lakeFS
+            # 400, as lakeFS
+            raise InvalidInput(f"{into}: uncommitted changes (dirty branch): branch {into!r} has uncommitted changes; "
+                               f"commit or reset them before merging into it")
         base = self._merge_base(con, src, dst)
-        if base.id == src.id and not allow_empty: raise InvalidInput(f"no changes: nothing to merge: {source!r} is already contained in {into!r}")
-        s_changes, d_changes = diff_trees(con, base.metarange, src.metarange), diff_trees(con, base.metarange, dst.metarange)
-        rules = [rule(self, con, (base, src, dst), (source, into), s_changes, d_changes, strategy) for rule in MERGE_RULES.values()]
-        owned = set().union(*(r.paths for r in rules))
-        clashes = {p: 1 for p in s_changes if p in d_changes and p not in owned and object_identity(s_changes[p][1]) != object_identity(d_changes[p][1])}
-        conflicts = [c for r in rules for c in r.conflicts] + [*clashes]
-        if conflicts and not strategy: raise merge_conflict(source, into, conflicts)
-        apply = {p: b for p, (a, b) in s_changes.items()
-                 if p not in owned and (p not in d_changes or (strategy == 'source-wins' and p in clashes))}
-        for r in rules: apply.update(r.apply)
-        def dest_entry(p): return d_changes[p][1] if p in d_changes else s_changes[p][0] if p in s_changes else tree_lookup(con, dst.metarange, p)
-        self._run_hooks('pre-merge', into, lambda: HookEvent('pre-merge', self, into, source, message or '', md,
-                                                             [Change.between(p, dest_entry(p), b) for p, b in apply.items()]))
+        if base.id == src.id and not allow_empty:
+            raise InvalidInput(f"no changes: nothing to merge: {source!r} is already contained in {into!r}")
+        apply, conflicts, s_changes, d_changes = self._merge_plan(con, (base, src, dst), (source, into), strategy)
+        def dest_entry(p):   # what `into` holds at `p` now
+            if p in d_changes: return d_changes[p][1]
+            return s_changes[p][0] if p in s_changes else tree_lookup(con, dst.metarange, p)
+        def changes(): return [Change.between(p, dest_entry(p), b) for p, b in apply.items()]
+        def event(): return HookEvent('pre-merge', self, into, source, message or '', md, changes())
+        self._run_hooks('pre-merge', into, event)
         new = self.lake._new_commit(con, self.name, [dst.id, src.id], apply_changes(con, dst.metarange, apply),
                                     message or f"Merge '{source}' into '{into}'", md)
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, into])
-        self.lake._audit(con, self.name, 'merge', into, source=source, commit=new.id, strategy=strategy, conflicts=len(conflicts))
+        self.lake._audit(con, self.name, 'merge', into, source=source, commit=new.id, strategy=strategy,
+                         conflicts=len(conflicts))
     return new
 
 # %% ../../nbs/11_lake.core.ipynb #b5045802
@@ -1088,7 +1127,8 @@ def revert(self:Repository, branch:str, ref:str, parent:int|None=None, message:s
         moved = [path for path, (a, b) in made.items()
                  if object_identity(tree_lookup(con, head.metarange, path)) != object_identity(b)]
         if moved:
-            raise Conflict(f"cannot revert {ref!r} on {branch!r}: {', '.join(moved[:20])} changed since; revert by hand")
+            raise Conflict(f"cannot revert {ref!r} on {branch!r}: {', '.join(moved[:20])} changed since; "
+                           f"revert by hand")
         new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, undo),
                                     message or f"Revert {c.id}", {})
         con.execute("UPDATE refs SET commit_id = ? WHERE repo = ? AND name = ?", [new.id, self.name, branch])
@@ -1109,6 +1149,18 @@ def hard_reset(self:Repository, branch:str, ref:str)->Commit:
         self.lake._audit(con, self.name, 'hard_reset', branch, commit=c.id)
     return c
 
+# %% ../../nbs/11_lake.core.ipynb #7e3860c1
+def _pick_parent(c:Commit, ref:str, parent_number:int|None)->int:
+    "The parent (1-based) whose change from it a cherry-pick of commit `c` (named `ref`) takes."
+    if parent_number is None and len(c.parents) > 1:
+        raise InvalidInput(f"must specify 1-based parent number for cherry-picking merge commit: {ref!r} is one "
+                           f"(parent_number=1 or 2)")
+    n = 1 if parent_number is None else parent_number
+    if not isinstance(n, int) or not 1 <= n <= len(c.parents):
+        raise InvalidInput(f"parent {n}: given commit does not have the given parent number "
+                           f"({ref!r} has {len(c.parents)})")
+    return n
+
 # %% ../../nbs/11_lake.core.ipynb #04d28cb6
 @patch
 @guarded
@@ -1125,23 +1177,18 @@ def cherry_pick(self:Repository,
     with self.store.transaction() as con:
         head = self._branch_head(con, branch)
         c = self.lake._resolve(con, self.name, ref).commit
-        if parent_number is None and len(c.parents) > 1:
-            raise InvalidInput(f"must specify 1-based parent number for cherry-picking merge commit: {ref!r} is one "
-                               f"(parent_number=1 or 2)")
-        n = 1 if parent_number is None else parent_number
-        if not isinstance(n, int) or not 1 <= n <= len(c.parents):
-            raise InvalidInput(f"parent {n}: given commit does not have the given parent number "
-                               f"({ref!r} has {len(c.parents)})")
+        n = _pick_parent(c, ref, parent_number)
         if first_row(con, "SELECT 1 FROM staging WHERE repo = ? AND branch = ? LIMIT 1", [self.name, branch]):
-            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): commit or reset the changes on {branch!r} "
-                               f"before cherry-picking onto it")
+            raise InvalidInput(f"{branch}: uncommitted changes (dirty branch): commit or reset the changes on "
+                               f"{branch!r} before cherry-picking onto it")
         base = self.lake._commit(con, self.name, c.parents[n - 1])
         picked = diff_trees(con, base.metarange, c.metarange)
         if not picked: raise InvalidInput(f"no changes: {ref!r} changed nothing relative to its parent {n}")
         since = diff_trees(con, base.metarange, head.metarange)
         clashes = [p for p in picked if p in since and object_identity(picked[p][1]) != object_identity(since[p][1])]
         if clashes:
-            raise Conflict(f"conflict found: cherry-picking {ref!r} onto {branch!r} clashes at {', '.join(clashes[:20])}")
+            raise Conflict(f"conflict found: cherry-picking {ref!r} onto {branch!r} clashes at "
+                           f"{', '.join(clashes[:20])}")
         apply = {p: b for p, (a, b) in picked.items() if p not in since}
         meta = {**(c.metadata if md is None else md), 'cherry-pick-origin': c.id, 'cherry-pick-committer': c.committer}
         new = self.lake._new_commit(con, self.name, [head.id], apply_changes(con, head.metarange, apply),
@@ -1151,11 +1198,12 @@ def cherry_pick(self:Repository,
     return new
 
 # %% ../../nbs/11_lake.core.ipynb #feb2cd20
-TX_TABLE = """CREATE TABLE IF NOT EXISTS transactions(repo VARCHAR, branch VARCHAR, pid BIGINT, host VARCHAR, proc_start BIGINT,
-                                                      started_at TIMESTAMPTZ, PRIMARY KEY(repo, branch))"""
+TX_TABLE = """CREATE TABLE IF NOT EXISTS transactions(repo VARCHAR, branch VARCHAR, pid BIGINT, host VARCHAR,
+                                                      proc_start BIGINT, started_at TIMESTAMPTZ,
+                                                      PRIMARY KEY(repo, branch))"""
 
 def _proc_stat(pid:int)->tuple[str, int]|None:
-    "(state, start time in clock ticks since boot) of process `pid`, from Linux's `/proc`; None if there is no such process."
+    "(state, start time in clock ticks since boot) of process `pid`, from Linux's `/proc`; None if there is none."
     try: f = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
     except (OSError, IndexError): return None
     # counted after the command name: f[0] is field 3 of /proc/pid/stat (state), f[19] field 22 (starttime)
@@ -1184,7 +1232,8 @@ def _start_transaction(self:Repository, name:str, branch:str)->Commit:
     "Create the transaction branch `name` at the head of `branch` (returned), recording this process as its holder."
     with self.store.transaction() as con:
         start = self._branch_head(con, branch)
-        # create_branch's own store transaction joins this one (they nest): the branch and its holder's row are committed together
+        # create_branch's own store transaction joins this one (they nest):
+        # the branch and its holder's row are committed together
         self.create_branch(name, start.id, hidden=True)   # out of listings, as lakeFS's transactions keep theirs
         con.execute(TX_TABLE)
         con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)", [self.name, name, *_holder(), _now()])
@@ -1203,7 +1252,7 @@ def _end_transaction(self:Repository, name:str):
 # %% ../../nbs/11_lake.core.ipynb #3e7a6527
 @patch
 def _tx_state(self:Repository, branch:str)->tuple[bool, Commit]:
-    "Whether `branch` has uncommitted changes, and its head, from the catalog (a transaction needs no read permissions of its own)."
+    "Whether `branch` has uncommitted changes, and its head, from the catalog (a transaction needs no read permission)."
     with self.store.connect() as con: return bool(self._staged_changes(con, branch)), self._branch_head(con, branch)
 
 # %% ../../nbs/11_lake.core.ipynb #fa1422d5
@@ -1241,9 +1290,10 @@ def audit(self:Lake, repo:str|None=None, limit:int=100):
     with self.store.connect() as con:
         where, args = (" WHERE repo = ?", [repo]) if repo else ("", [])
         if not repo and self.principal is not None:   # lake-wide rows (access control) are for those who may list users
-            seen = self.principal.visible('fs:ReadRepository', [r for (r,) in con.execute("SELECT DISTINCT repo FROM "
-                                                                                          "audit WHERE repo <> ''").fetchall()])
-            where, args = " WHERE repo IN (SELECT unnest(?::VARCHAR[]))", [seen + ([''] if self.principal.may('auth:ListUsers', '*') else [])]
+            repos = [r for (r,) in con.execute("SELECT DISTINCT repo FROM audit WHERE repo <> ''").fetchall()]
+            seen = self.principal.visible('fs:ReadRepository', repos)
+            lake_wide = [''] if self.principal.may('auth:ListUsers', '*') else []
+            where, args = " WHERE repo IN (SELECT unnest(?::VARCHAR[]))", [seen + lake_wide]
         return con.execute(f"SELECT ts, repo, actor, action, ref, detail FROM audit{where} ORDER BY ts DESC LIMIT ?",
                            args + [limit]).df()
 
@@ -1264,7 +1314,8 @@ def _live_metaranges(self:Lake, con)->set:
 # %% ../../nbs/11_lake.core.ipynb #ded98b2b
 @patch
 def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
-    "Delete the branches (and staging) of transactions started before `before` whose process is gone; return them as 'repo/branch'."
+    "Delete the branches (and staging) of transactions started before `before` whose process is gone."
+    # returns them as 'repo/branch'
     con.execute(TX_TABLE)
     out = []
     for repo, branch, pid, host, start in con.execute("SELECT repo, branch, pid, host, proc_start FROM transactions "
@@ -1284,10 +1335,12 @@ def _drop_abandoned(self:Lake, con, before:dt.datetime)->list[str]:
 @patch
 @guarded
 def gc(self:Lake, grace:float=3600)->dict:
-    "Delete objects unreachable from every branch, tag and staging area, abandoned transactions and old temporary files; return what was removed."
+    "Delete objects unreachable from any branch, tag or staging area, abandoned transactions and old temporary files."
+    # returns what was removed
     # lakeFS's collector needs this, here on every repository at once
     self._check('retention:PrepareGarbageCollectionCommits', arn('*'))
-    with self.store.connect() as con:  # the lock is held until the files are gone too, so no write can revive a dead object meanwhile
+    # the lock is held until the files are gone too, so no write can revive a dead object meanwhile
+    with self.store.connect() as con:
         with self.store.transaction():   # joins `con`: a store transaction nests in the open connection
             dropped = self._drop_abandoned(con, _now() - dt.timedelta(seconds=grace))
             seqs = sorted({r.seq for mr in self._live_metaranges(con) for r in tree_ranges(con, mr)})

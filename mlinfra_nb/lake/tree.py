@@ -17,7 +17,7 @@ __all__ = ['ENTRY_COLS', 'ENTRY_SQL', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'CACHE_S
            'range_entries', 'prefetch_ranges', 'tree_ranges', 'tree_max_keys', 'apply_changes', 'tree_lookup',
            'ranges_under', 'tree_entries', 'diff_trees']
 
-# %% ../../nbs/11_lake.tree.ipynb #79118898
+# %% ../../nbs/11_lake.tree.ipynb #84522dc1
 class Entry(NamedTuple):
     "One object in a tree or a staging area (a tombstone, a staged removal, has no address)."
     path: str
@@ -28,18 +28,27 @@ class Entry(NamedTuple):
     metadata: str|None      # user metadata, as JSON with sorted keys
 
 ENTRY_COLS = Entry._fields
-ENTRY_SQL = 'path, address, size, content_type, epoch_us(mtime) AS mtime, metadata'  # the catalog keeps mtime as a timestamp
+# the catalog keeps mtime as a timestamp; this reads it back as integer microseconds
+ENTRY_SQL = 'path, address, size, content_type, epoch_us(mtime) AS mtime, metadata'
 
+# %% ../../nbs/11_lake.tree.ipynb #d2a91f81
 def now_us()->int: return time.time_ns() // 1000
 
-def make_entry(path:str, address:str, size:int, content_type:str|None, metadata:dict|str, mtime:int|None=None)->Entry:
-    "The entry of an object stored at `address` (`metadata`: a dict or its JSON; `mtime`: default now)."
+def make_entry(path:str,
+               address:str,              # SHA-256 (hex) of the content
+               size:int,
+               content_type:str|None,    # None: application/octet-stream
+               metadata:dict|str,        # a dict, or its JSON with sorted keys
+               mtime:int|None=None       # upload time in microseconds; None: now
+              )->Entry:
+    "The entry of an object stored at `address`."
     md = metadata if isinstance(metadata, str) else json.dumps(metadata, sort_keys=True)
-    return Entry(path, address, size, content_type or 'application/octet-stream', now_us() if mtime is None else mtime, md)
+    ct = content_type or 'application/octet-stream'
+    return Entry(path, address, size, ct, now_us() if mtime is None else mtime, md)
 
 def tombstone(path:str, mtime:int)->Entry: return Entry(path, None, None, None, mtime, None)
 
-# %% ../../nbs/11_lake.tree.ipynb #15eda793
+# %% ../../nbs/11_lake.tree.ipynb #f27ff2d1
 def object_identity(e:Entry|None)->tuple|None:
     "What makes two entries the same object (its bytes, size, type and metadata; not its upload time)."
     return (e.address, e.size, e.content_type, e.metadata) if e is not None else None
@@ -48,17 +57,17 @@ def change_type(old:Entry|None, new:Entry|None)->str:
     "'added', 'removed' or 'changed': what turns entry `old` into entry `new` (either may be None)."
     return 'removed' if new is None else 'added' if old is None else 'changed'
 
-# %% ../../nbs/11_lake.tree.ipynb #baedccac
-_ENTRY_STRUCT = pa.struct([('path', pa.string()), ('address', pa.string()), ('size', pa.int64()), ('content_type', pa.string()),
-                           ('mtime', pa.int64()), ('metadata', pa.string())])
+# %% ../../nbs/11_lake.tree.ipynb #1a5e3c19
+_ENTRY_STRUCT = pa.struct([('path', pa.string()), ('address', pa.string()), ('size', pa.int64()),
+                           ('content_type', pa.string()), ('mtime', pa.int64()), ('metadata', pa.string())])
 
 def entries_table(ents:list)->pa.Table:
-    "Entries as an Arrow table with the columns of `ENTRY_COLS`, `mtime` a timestamp (converted in C, with no Python list per column)."
+    "Entries as an Arrow table with the columns of `ENTRY_COLS`, `mtime` a timestamp (converted in C)."
     t = pa.Table.from_struct_array(pa.array(ents, _ENTRY_STRUCT))
     i = ENTRY_COLS.index('mtime')
     return t.set_column(i, 'mtime', t['mtime'].cast(pa.timestamp('us', tz='UTC')))
 
-# %% ../../nbs/11_lake.tree.ipynb #be75fd26
+# %% ../../nbs/11_lake.tree.ipynb #47be9891
 RANGE_SPLIT = 16  # a range ends after a path whose hash is divisible by this: ranges hold 16 entries on average
 EMPTY_METARANGE = hashlib.sha256(b'').hexdigest()
 
@@ -70,15 +79,19 @@ class RangeRef(NamedTuple):
     max_key: str     # its last path
     n_entries: int
 
+# %% ../../nbs/11_lake.tree.ipynb #2c095e43
 def _boundary(path:str)->bool:
     "Whether a range ends after `path` (a well-mixed hash: crc32 clumps on paths that differ in a few digits)."
     return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), 'little') % RANGE_SPLIT == 0
 
 def _range_id(entries)->str:
-    return hashlib.sha256('\n'.join([f'{p}\0{a}\0{s}\0{t}\0{m}\0{d}' for p, a, s, t, m, d in entries]).encode()).hexdigest()
+    "The name of a range holding `entries`: the SHA-256 of all six fields of each."
+    rows = [f'{p}\0{a}\0{s}\0{t}\0{m}\0{d}' for p, a, s, t, m, d in entries]
+    return hashlib.sha256('\n'.join(rows).encode()).hexdigest()
 
-# %% ../../nbs/11_lake.tree.ipynb #d91ef93d
+# %% ../../nbs/11_lake.tree.ipynb #0bd37fa8
 class _LRU(OrderedDict):
+    "A dict that keeps its `size` most recently used keys."
     def __init__(self, size): super().__init__(); self.size = size
     def get_or(self, key, make):
         if key in self: self.move_to_end(key); return self[key]
@@ -86,42 +99,51 @@ class _LRU(OrderedDict):
         if len(self) > self.size: self.popitem(last=False)
         return v
 
+# %% ../../nbs/11_lake.tree.ipynb #1944b4cf
 CACHE_SIZES = {'metaranges': 256, 'ranges': 16384, 'maxes': 256, 'commits': 8192, 'layouts': 256}
 
 def lake_cache(con, name:str)->_LRU:
-    "The per-lake cache `name` (a catalog connection carries its lake's caches; they are dropped when a transaction rolls back)."
+    "The per-lake cache `name` (a catalog connection carries its lake's caches; dropped when a transaction rolls back)."
     c = con.caches.get(name)
     if c is None: c = con.caches[name] = _LRU(CACHE_SIZES[name])
     return c
 
-# %% ../../nbs/11_lake.tree.ipynb #e0642aa3
+# %% ../../nbs/11_lake.tree.ipynb #c34486eb
+def _insert_ranges(con, new:list, seqs:dict):
+    "Insert the ranges `new` (`(range id, entries)` pairs, numbered by `seqs`) and their `rangeinfo` rows."
+    t = entries_table([e for _, c in new for e in c])
+    t = t.add_column(0, 'seq', pa.array([seqs[i] for i, c in new for _ in c], pa.int64()))
+    info = pa.table({'range_id': [i for i, _ in new], 'seq': pa.array([seqs[i] for i, _ in new], pa.int64()),
+                     'count': pa.array([len(c) for _, c in new], pa.int64())})
+    con.register('_new_range', t); con.register('_new_rangeinfo', info)
+    con.execute("INSERT INTO ranges SELECT * FROM _new_range")
+    con.execute("INSERT INTO rangeinfo SELECT * FROM _new_rangeinfo")
+    con.unregister('_new_range'); con.unregister('_new_rangeinfo')
+
+# %% ../../nbs/11_lake.tree.ipynb #8c39f2a3
 def _write_ranges(con, chunks:list)->list[RangeRef]:
     "Store the ranges in `chunks` (lists of entries) that are new, in one insert; return their references."
     ids = [_range_id(c) for c in chunks]
     known = con.caches.setdefault('rangeseqs', {})  # range id -> seq, for ranges this process has seen stored
     if len(known) > 1_000_000: known.clear()
-    seqs = {i: known[i] for i in ids if i in known}  # a range another process stored is stored again under a new seq: harmless
+    # a range another process stored is stored again under a new seq: harmless
+    seqs = {i: known[i] for i in ids if i in known}
     new = list({i: c for i, c in zip(ids, chunks) if i not in seqs}.items())
     if new:
         fresh = [r[0] for r in con.execute("SELECT nextval('tree_seq') FROM range(?)", [len(new)]).fetchall()]
         seqs.update(zip([i for i, _ in new], fresh))
-        t = entries_table([e for _, c in new for e in c]).add_column(0, 'seq', pa.array([seqs[i] for i, c in new for _ in c], pa.int64()))
-        info = pa.table({'range_id': [i for i, _ in new], 'seq': pa.array([seqs[i] for i, _ in new], pa.int64()),
-                         'count': pa.array([len(c) for _, c in new], pa.int64())})
-        con.register('_new_range', t); con.register('_new_rangeinfo', info)
-        con.execute("INSERT INTO ranges SELECT * FROM _new_range")
-        con.execute("INSERT INTO rangeinfo SELECT * FROM _new_rangeinfo")
-        con.unregister('_new_range'); con.unregister('_new_rangeinfo')
+        _insert_ranges(con, new, seqs)
     cache = lake_cache(con, 'ranges')
     for i, c in zip(ids, chunks): cache.get_or(i, lambda: c)
     known.update(seqs)
     return [RangeRef(i, seqs[i], c[0].path, c[-1].path, len(c)) for i, c in zip(ids, chunks)]
 
-# %% ../../nbs/11_lake.tree.ipynb #f846378b
+# %% ../../nbs/11_lake.tree.ipynb #734b3a2e
 def _complete(rng:RangeRef, entries:list)->list[Entry]:
-    "`entries`, if they are all the rows range `rng` should have (a range with rows missing is corrupt, never read as fewer objects)."
+    "`entries`, if they are all the rows range `rng` should have (one with rows missing is corrupt, not fewer objects)."
     if len(entries) != rng.n_entries:
-        raise Corrupted(f"range {rng.range_id[:12]} (seq {rng.seq}) has {len(entries)} rows in the catalog, not {rng.n_entries}: the catalog is damaged")
+        raise Corrupted(f"range {rng.range_id[:12]} (seq {rng.seq}) has {len(entries)} rows in the catalog, "
+                        f"not {rng.n_entries}: the catalog is damaged")
     return entries
 
 def range_entries(con, rng:RangeRef)->list[Entry]:
@@ -129,23 +151,27 @@ def range_entries(con, rng:RangeRef)->list[Entry]:
     return lake_cache(con, 'ranges').get_or(rng.range_id, lambda: _complete(rng, list(map(Entry._make, con.execute(
         f"SELECT {ENTRY_SQL} FROM ranges WHERE seq = ? ORDER BY path", [rng.seq]).fetchall()))))
 
+# %% ../../nbs/11_lake.tree.ipynb #a5c72142
 def prefetch_ranges(con, rngs:list[RangeRef]):
     "Load the entries of many ranges with one query."
     cache = lake_cache(con, 'ranges')
     missing = [r for r in rngs if r.range_id not in cache]
     if not missing: return
     by = {}
-    for row in con.execute(f"SELECT seq, {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) ORDER BY seq, path",
-                           [[r.seq for r in missing]]).fetchall():
+    q = f"SELECT seq, {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) ORDER BY seq, path"
+    for row in con.execute(q, [[r.seq for r in missing]]).fetchall():
         by.setdefault(row[0], []).append(Entry._make(row[1:]))
     for r in missing: cache.get_or(r.range_id, lambda: _complete(r, by.get(r.seq, [])))
 
-# %% ../../nbs/11_lake.tree.ipynb #08675e9c
+# %% ../../nbs/11_lake.tree.ipynb #60db9b58
 META_SPLIT = 16  # a metarange chunk ends after a range whose last path's (second) hash is divisible by this
 
 def _meta_cut(key:str)->bool:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8, person=b'metarange').digest(), 'little') % META_SPLIT == 0
+    "Whether a metarange chunk ends after a range whose last path is `key` (a hash of its own, not `_boundary`'s)."
+    h = hashlib.blake2b(key.encode(), digest_size=8, person=b'metarange').digest()
+    return int.from_bytes(h, 'little') % META_SPLIT == 0
 
+# %% ../../nbs/11_lake.tree.ipynb #df93ee59
 def _chunk_refs(con, refs:list[RangeRef])->list:
     "Cut a list of range references into metarange chunks."
     cuts, chunks, cur = con.caches.setdefault('metacuts', {}), [], []
@@ -157,127 +183,180 @@ def _chunk_refs(con, refs:list[RangeRef])->list:
     if cur: chunks.append(cur)
     return chunks
 
-def _chunk_id(refs:list[RangeRef])->str: return hashlib.sha256('\n'.join([r.range_id for r in refs]).encode()).hexdigest()
+def _chunk_id(refs:list[RangeRef])->str:
+    "A chunk's name: the SHA-256 of its ranges' names."
+    return hashlib.sha256('\n'.join([r.range_id for r in refs]).encode()).hexdigest()
 
-# %% ../../nbs/11_lake.tree.ipynb #a8e1a300
-def _relayout(con, refs:list, old:list, spans:list)->list|None:
-    "The chunk layout `[(chunk id, count, last range id, refs or None)]` of `refs`, recutting only around `spans` of the parent's layout `old`."
-    ends = list(itertools.accumulate(c for _, c, _, _ in old))
-    regions = []
+# %% ../../nbs/11_lake.tree.ipynb #d3ac7956
+def _regions(ends:list[int], spans:list)->list:
+    "The regions `[first chunk, last chunk]` of a layout whose chunks end at `ends` to recut around `spans`."
+    last, regions = len(ends) - 1, []
     for new_lo, new_hi, old_lo, old_hi in spans:
-        c = min(bisect.bisect_right(ends, old_lo), len(old) - 1)           # the chunk holding the first replaced range
-        b = min(bisect.bisect_left(ends, old_hi + 1), len(old) - 1)        # the first chunk ending on an unreplaced range after them
+        c = min(bisect.bisect_right(ends, old_lo), last)      # the chunk holding the first replaced range
+        b = min(bisect.bisect_left(ends, old_hi + 1), last)   # the first chunk ending on an unreplaced range after them
         if regions and c <= regions[-1][1]: regions[-1][1] = max(regions[-1][1], b)
         else: regions.append([c, b])
+    return regions
+
+# %% ../../nbs/11_lake.tree.ipynb #0f28adef
+def _mover(spans:list):
+    "A function moving a position in the parent's list of ranges to the new list (`spans` in order)."
     his = [old_hi for *_, old_hi in spans]
-    grown = [0, *itertools.accumulate((new_hi - new_lo) - (old_hi - old_lo) for new_lo, new_hi, old_lo, old_hi in spans)]
-    def new_pos(p): return p + grown[bisect.bisect_right(his, p)]  # spans are in order: p moves by the growth of those ending at or before it
+    grown = [0, *itertools.accumulate((nh - nl) - (oh - ol) for nl, nh, ol, oh in spans)]   # ranges added, summed
+    def new_pos(p): return p + grown[bisect.bisect_right(his, p)]  # by the growth of the spans ending at or before p
+    return new_pos
+
+# %% ../../nbs/11_lake.tree.ipynb #d5f2b8d9
+def _layout_fits(refs:list, layout:list)->bool:
+    "Whether the chunks of `layout` hold `refs` exactly, each ending on the range it names."
+    pos = 0
+    for cid, cnt, last, body in layout:
+        pos += cnt
+        if pos > len(refs) or refs[pos - 1].range_id != last: return False
+    return pos == len(refs)
+
+# %% ../../nbs/11_lake.tree.ipynb #41fbc521
+def _relayout(con, refs:list, old:list, spans:list)->list|None:
+    "The layout `[(chunk id, count, last range id, refs or None)]` of `refs`: the parent's `old`, recut around `spans`."
+    ends, new_pos = list(itertools.accumulate(c for _, c, _, _ in old)), _mover(spans)
     out, prev = [], 0
-    for c, b in regions:
+    for c, b in _regions(ends, spans):
         out += old[prev:c]
         s, e = new_pos(ends[c - 1] if c else 0), (new_pos(ends[b]) if b < len(old) - 1 else len(refs))
         out += [(_chunk_id(ch), len(ch), ch[-1].range_id, ch) for ch in _chunk_refs(con, refs[s:e])]
         prev = b + 1
     out += old[prev:]
-    pos = 0   # check: every reused chunk must end on the same range in the new list
-    for cid, cnt, last, body in out:
-        pos += cnt
-        if pos > len(refs) or refs[pos - 1].range_id != last: return None
-    return out if pos == len(refs) else None
+    return out if _layout_fits(refs, out) else None
 
-# %% ../../nbs/11_lake.tree.ipynb #9c498f54
+# %% ../../nbs/11_lake.tree.ipynb #14dc2be0
 def _chunk_json(con, refs:list[RangeRef])->str:
-    "`json.dumps(refs)`, joined from the remembered JSON of each range reference (a recut chunk mostly holds references stored before)."
+    "`json.dumps(refs)`, joined from the remembered JSON of each range reference (a recut chunk mostly holds old ones)."
     memo = con.caches.setdefault('refjson', {})
     if len(memo) > 100_000: memo.clear()   # at most a few tens of MB
     return '[' + ', '.join([memo.get(r) or memo.setdefault(r, json.dumps(r)) for r in refs]) + ']'
 
+# %% ../../nbs/11_lake.tree.ipynb #df0c7645
+def _store_chunks(con, layout:list):
+    "Store the chunks of `layout` that are new, in one insert, and note all of its chunks as stored."
+    known = con.caches.setdefault('metachunks', set())
+    # (a chunk another process stored is stored again: harmless)
+    new = {cid: body for cid, _, _, body in layout if body is not None and cid not in known}
+    if new:
+        t = pa.table({'chunk_id': list(new), 'ranges': [_chunk_json(con, c) for c in new.values()]})
+        con.register('_new_chunks', t)
+        con.execute("INSERT INTO metachunks SELECT * FROM _new_chunks"); con.unregister('_new_chunks')
+    known.update(cid for cid, *_ in layout)
+
+# %% ../../nbs/11_lake.tree.ipynb #101ed2a2
+def _layout_of(con, rngs:list[RangeRef], base:tuple|None)->list:
+    "The chunk layout of `rngs`: recut around `base` (the parent and its replaced spans) if possible, else cut whole."
+    layouts = lake_cache(con, 'layouts')
+    old = layouts.get(base[0]) if base and base[0] in layouts else None
+    layout = _relayout(con, rngs, old, base[1]) if old else None
+    if layout is None: layout = [(_chunk_id(ch), len(ch), ch[-1].range_id, ch) for ch in _chunk_refs(con, rngs)]
+    return layout
+
+# %% ../../nbs/11_lake.tree.ipynb #d1f46b5a
 def _write_metarange(con, rngs:list[RangeRef], base:tuple|None=None)->str:
-    "Store the metarange listing `rngs` (`base`: the parent metarange and the spans replaced in it); only chunks not stored before are written."
+    "Store the metarange listing `rngs` (`base`: the parent metarange and the spans replaced in it); return its id."
     if not rngs: return EMPTY_METARANGE
     mid = hashlib.sha256('\n'.join([r.range_id for r in rngs]).encode()).hexdigest()
     layouts = lake_cache(con, 'layouts')
-    if mid not in con.caches.get('metaranges', {}) and first_row(con, "SELECT 1 FROM metaranges WHERE metarange_id = ?", [mid]) is None:
-        old = layouts.get(base[0]) if base and base[0] in layouts else None
-        layout = _relayout(con, rngs, old, base[1]) if old else None
-        if layout is None: layout = [(_chunk_id(ch), len(ch), ch[-1].range_id, ch) for ch in _chunk_refs(con, rngs)]
-        known = con.caches.setdefault('metachunks', set())
-        new = {cid: body for cid, _, _, body in layout if body is not None and cid not in known}  # (a chunk another process stored is stored again: harmless)
-        if new:
-            con.register('_new_chunks', pa.table({'chunk_id': list(new), 'ranges': [_chunk_json(con, c) for c in new.values()]}))
-            con.execute("INSERT INTO metachunks SELECT * FROM _new_chunks"); con.unregister('_new_chunks')
-        known.update(cid for cid, *_ in layout)
+    q = "SELECT 1 FROM metaranges WHERE metarange_id = ?"
+    if mid not in con.caches.get('metaranges', {}) and first_row(con, q, [mid]) is None:
+        layout = _layout_of(con, rngs, base)
+        _store_chunks(con, layout)
         con.execute("INSERT INTO metaranges VALUES (?, ?)", [mid, json.dumps([cid for cid, *_ in layout])])
         layouts.get_or(mid, lambda: [(cid, cnt, last, None) for cid, cnt, last, _ in layout])
     lake_cache(con, 'metaranges').get_or(mid, lambda: rngs)
     return mid
 
-# %% ../../nbs/11_lake.tree.ipynb #52096867
+# %% ../../nbs/11_lake.tree.ipynb #a183f121
+def _load_metarange(con, mr_id:str)->list[RangeRef]:
+    "The ranges of tree `mr_id`, read from the catalog (its chunks and ranges noted as stored, its layout cached)."
+    r = first_row(con, "SELECT chunks FROM metaranges WHERE metarange_id = ?", [mr_id])
+    if r is None: raise NotFound(f"metarange {mr_id[:12]} is missing from the catalog")
+    ids = json.loads(r[0])
+    q = "SELECT chunk_id, ranges FROM metachunks WHERE chunk_id IN (SELECT unnest(?::VARCHAR[]))"
+    bodies = dict(con.execute(q, [ids]).fetchall())
+    if gone := [i for i in ids if i not in bodies]:
+        raise Corrupted(f"metarange {mr_id[:12]}: chunk {gone[0][:12]} is missing from the catalog")
+    con.caches.setdefault('metachunks', set()).update(ids)
+    chunks = [[RangeRef(*x) for x in json.loads(bodies[i])] for i in ids]
+    lake_cache(con, 'layouts').get_or(mr_id, lambda: [(i, len(c), c[-1].range_id, None) for i, c in zip(ids, chunks)])
+    rngs = [r for c in chunks for r in c]
+    con.caches.setdefault('rangeseqs', {}).update((r.range_id, r.seq) for r in rngs)
+    return rngs
+
+# %% ../../nbs/11_lake.tree.ipynb #5c47e8fb
 def tree_ranges(con, mr_id:str)->list[RangeRef]:
     "The ranges of the tree (metarange) `mr_id`, in path order."
     if mr_id == EMPTY_METARANGE: return []
-    def load():
-        r = first_row(con, "SELECT chunks FROM metaranges WHERE metarange_id = ?", [mr_id])
-        if r is None: raise NotFound(f"metarange {mr_id[:12]} is missing from the catalog")
-        ids = json.loads(r[0])
-        bodies = dict(con.execute("SELECT chunk_id, ranges FROM metachunks WHERE chunk_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall())
-        if gone := [i for i in ids if i not in bodies]: raise Corrupted(f"metarange {mr_id[:12]}: chunk {gone[0][:12]} is missing from the catalog")
-        con.caches.setdefault('metachunks', set()).update(ids)
-        chunks = [[RangeRef(*x) for x in json.loads(bodies[i])] for i in ids]
-        lake_cache(con, 'layouts').get_or(mr_id, lambda: [(i, len(c), c[-1].range_id, None) for i, c in zip(ids, chunks)])
-        rngs = [r for c in chunks for r in c]
-        con.caches.setdefault('rangeseqs', {}).update((r.range_id, r.seq) for r in rngs)
-        return rngs
-    return lake_cache(con, 'metaranges').get_or(mr_id, load)
+    return lake_cache(con, 'metaranges').get_or(mr_id, lambda: _load_metarange(con, mr_id))
 
 def tree_max_keys(con, mr_id:str)->list[str]:
     "The last path of each range of tree `mr_id`."
     return lake_cache(con, 'maxes').get_or(mr_id, lambda: [r.max_key for r in tree_ranges(con, mr_id)])
 
-# %% ../../nbs/11_lake.tree.ipynb #c92a772c
-def _rewrite_runs(con, rngs:list[RangeRef], maxes:list[str], changes:Mapping)->list:
-    "The runs of ranges of a tree (`rngs`, with their max keys `maxes`) that `changes` fall in, rewritten with them applied."
-    n, by_range, order = len(rngs), {}, sorted(changes)
+# %% ../../nbs/11_lake.tree.ipynb #46c1cb34
+def _ranges_hit(maxes:list[str], changes:Mapping)->dict:
+    "`range index -> the changed paths in it, sorted`, for a tree whose ranges end at paths `maxes`."
+    n, by_range = len(maxes), {}
     if n:
         # the first range whose last path is >= p; a path after the tree's last path goes into the last range
-        for p in order: by_range.setdefault(min(bisect.bisect_left(maxes, p), n - 1), []).append(p)
+        for p in sorted(changes): by_range.setdefault(min(bisect.bisect_left(maxes, p), n - 1), []).append(p)
+    return by_range
+
+# %% ../../nbs/11_lake.tree.ipynb #a34d0111
+def _merge_changes(ents:list[Entry], paths:list[str], changes:Mapping)->list[Entry]:
+    "A range's entries `ents` with the changes at `paths` applied (None deletes), sorted by path."
+    merged = {e.path: e for e in ents}
+    for p in paths:
+        if changes[p] is None: merged.pop(p, None)
+        else: merged[p] = changes[p]
+    return [merged[p] for p in sorted(merged)]
+
+# %% ../../nbs/11_lake.tree.ipynb #0e1ec0a4
+def _cut(entries, ends:set, chunks:list, buf:list):
+    "Append `entries` to `buf`, moving it into `chunks` as a new range after each path in `ends`."
+    for e in entries:
+        buf.append(e)
+        if e.path in ends: chunks.append(list(buf)); buf.clear()
+
+# %% ../../nbs/11_lake.tree.ipynb #5da4c9a3
+def _rewrite_run(con, rngs:list[RangeRef], i:int, by_range:dict, changes:Mapping, buf:list)->tuple:
+    "The run of `rngs` from range `i`, rewritten with its changes: `(i, end, lists of entries for the new ranges)`."
+    chunks, j, n = [], i, len(rngs)
+    while True:
+        r = rngs[j]
+        # in a stored range only its last path can end it
+        ends = {p for p in [r.max_key, *by_range.get(j, ())] if _boundary(p)}
+        ents = range_entries(con, r)
+        if j in by_range: ents = _merge_changes(ents, by_range[j], changes)
+        _cut(ents, ends, chunks, buf)
+        j += 1
+        if not buf or j == n: break  # the run ends where a range ends, or with the tree
+    return i, j, chunks
+
+# %% ../../nbs/11_lake.tree.ipynb #38f349dd
+def _rewrite_runs(con, rngs:list[RangeRef], maxes:list[str], changes:Mapping)->list:
+    "The runs of a tree's ranges (`rngs`, max keys `maxes`) that `changes` fall in, rewritten with them applied."
+    n, by_range = len(rngs), _ranges_hit(maxes, changes)
     prefetch_ranges(con, [rngs[i] for i in by_range if i < n])
     runs, buf = [], []   # runs: (first old range, end old range, lists of entries for the new ranges replacing them)
-    def feed(entries, ends, chunks):
-        for e in entries:
-            buf.append(e)
-            if e.path in ends: chunks.append(list(buf)); buf.clear()
     if not n:
-        chunks = []
-        feed([changes[p] for p in order if changes[p] is not None], {p for p in changes if _boundary(p)}, chunks)
+        chunks, order = [], sorted(changes)
+        _cut([changes[p] for p in order if changes[p] is not None], {p for p in changes if _boundary(p)}, chunks, buf)
         runs.append((0, 0, chunks))
     for i in sorted(by_range):
-        if (runs and i < runs[-1][1]) or not n: continue  # already rewritten as part of the previous run (or the tree was empty)
-        chunks, j = [], i
-        while True:
-            r = rngs[j]
-            ends = {p for p in [r.max_key, *by_range.get(j, ())] if _boundary(p)}  # in a stored range only its last path can end it
-            ents = range_entries(con, r)
-            if j in by_range:
-                merged = {e.path: e for e in ents}
-                for p in by_range[j]:
-                    if changes[p] is None: merged.pop(p, None)
-                    else: merged[p] = changes[p]
-                ents = [merged[p] for p in sorted(merged)]
-            feed(ents, ends, chunks)
-            j += 1
-            if not buf or j == n: break  # the run ends where a range ends, or with the tree
-        runs.append((i, j, chunks))
+        if runs and i < runs[-1][1]: continue  # already rewritten as part of the previous run
+        runs.append(_rewrite_run(con, rngs, i, by_range, changes, buf))
     if buf: runs[-1][2].append(list(buf)); buf.clear()
     return runs
 
-# %% ../../nbs/11_lake.tree.ipynb #c4db35cb
-def apply_changes(con, mr_id:str, changes:Mapping[str, Entry|None])->str:
-    "The tree (metarange) `mr_id` with `changes` (`path -> entry`, or None to delete) applied."
-    if not changes: return mr_id
-    rngs, maxes = tree_ranges(con, mr_id), tree_max_keys(con, mr_id)
-    runs = _rewrite_runs(con, rngs, maxes, changes)
-    written = iter(_write_ranges(con, [c for _, _, cs in runs for c in cs]))
+# %% ../../nbs/11_lake.tree.ipynb #b3825f14
+def _splice(rngs:list[RangeRef], maxes:list[str], runs:list, written)->tuple:
+    "`rngs` (max keys `maxes`) with each run replaced by its new ranges from `written`: `(ranges, max keys, spans)`."
     out, keys, spans, prev = [], [], [], 0   # keys: the new tree's max keys, from slices of the old ones
     for lo, hi, cs in runs:
         out += rngs[prev:lo]; keys += maxes[prev:lo]
@@ -286,11 +365,21 @@ def apply_changes(con, mr_id:str, changes:Mapping[str, Entry|None])->str:
         out += new; keys += [r.max_key for r in new]
         prev = hi
     out += rngs[prev:]; keys += maxes[prev:]
+    return out, keys, spans
+
+# %% ../../nbs/11_lake.tree.ipynb #e339d147
+def apply_changes(con, mr_id:str, changes:Mapping[str, Entry|None])->str:
+    "The tree (metarange) `mr_id` with `changes` (`path -> entry`, or None to delete) applied."
+    if not changes: return mr_id
+    rngs, maxes = tree_ranges(con, mr_id), tree_max_keys(con, mr_id)
+    runs = _rewrite_runs(con, rngs, maxes, changes)
+    written = iter(_write_ranges(con, [c for _, _, cs in runs for c in cs]))
+    out, keys, spans = _splice(rngs, maxes, runs, written)
     mid = _write_metarange(con, out, base=(mr_id, spans))
     lake_cache(con, 'maxes').get_or(mid, lambda: keys)
     return mid
 
-# %% ../../nbs/11_lake.tree.ipynb #d07f04a7
+# %% ../../nbs/11_lake.tree.ipynb #fd87b1e1
 def tree_lookup(con, mr_id:str, path:str)->Entry|None:
     "The entry for `path` in tree `mr_id`, or None."
     rngs = tree_ranges(con, mr_id)
@@ -300,6 +389,7 @@ def tree_lookup(con, mr_id:str, path:str)->Entry|None:
     j = bisect.bisect_left(ents, (path,))   # a 1-tuple sorts before every entry with that path
     return ents[j] if j < len(ents) and ents[j].path == path else None
 
+# %% ../../nbs/11_lake.tree.ipynb #7933dcd6
 def ranges_under(rngs:list[RangeRef], prefix:str)->list[RangeRef]:
     "The ranges of `rngs` that may hold paths starting with `prefix`."
     # prefix + the highest code point: above every path that starts with prefix (but one with U+10FFFF right after it)
@@ -308,27 +398,35 @@ def ranges_under(rngs:list[RangeRef], prefix:str)->list[RangeRef]:
 def tree_entries(con, mr_id:str, prefix:str)->list[Entry]:
     "Every entry of tree `mr_id` whose path starts with `prefix`, in path order."
     seqs = [r.seq for r in ranges_under(tree_ranges(con, mr_id), prefix)]
-    return list(map(Entry._make, con.execute(f"SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?) ORDER BY path",
-                                             [seqs, prefix]).fetchall()))
+    q = (f"SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?)"
+         " ORDER BY path")
+    return list(map(Entry._make, con.execute(q, [seqs, prefix]).fetchall()))
 
-# %% ../../nbs/11_lake.tree.ipynb #aa2c1777
-def diff_trees(con, left:str, right:str, prefix:str='')->dict[str, tuple]:
-    "`path -> (left entry or None, right entry or None)` for every path under `prefix` that differs from tree `left` to tree `right`, by path."
-    if left == right: return {}
-    a, b = tree_ranges(con, left), tree_ranges(con, right)
-    ida, idb = {r.range_id for r in a}, {r.range_id for r in b}
-    sa, sb = [r.seq for r in ranges_under(a, prefix) if r.range_id not in idb], [r.seq for r in ranges_under(b, prefix) if r.range_id not in ida]
-    if not sa and not sb: return {}
-    # differ: the fields `object_identity` compares (not mtime); keep this query, it and lake.core's `_staged_changes_sql` in step
-    rows = con.execute(f"""
+# %% ../../nbs/11_lake.tree.ipynb #fe44c0d4
+def _diff_rows(con, sa:list[int], sb:list[int], prefix:str)->list[tuple]:
+    "Rows `left entry + right entry`, by path, for paths under `prefix` that differ from ranges `sa` to `sb` (seqs)."
+    # differ: the fields `object_identity` compares (not mtime);
+    # keep this query, it and lake.core's `_staged_changes_sql` in step
+    return con.execute(f"""
         WITH l AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?)),
              r AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?))
         SELECT l.*, r.* FROM l FULL OUTER JOIN r ON l.path = r.path
         WHERE l.path IS NULL OR r.path IS NULL OR l.address <> r.address OR l.size <> r.size
               OR l.content_type <> r.content_type OR l.metadata <> r.metadata
         ORDER BY coalesce(l.path, r.path)""", [sa, prefix, sb, prefix]).fetchall()
+
+# %% ../../nbs/11_lake.tree.ipynb #22f094d6
+def diff_trees(con, left:str, right:str, prefix:str='')->dict[str, tuple]:
+    "`path -> (left entry or None, right entry or None)` for each path under `prefix` that differs between the trees."
+    if left == right: return {}
+    a, b = tree_ranges(con, left), tree_ranges(con, right)
+    ida, idb = {r.range_id for r in a}, {r.range_id for r in b}
+    sa = [r.seq for r in ranges_under(a, prefix) if r.range_id not in idb]
+    sb = [r.seq for r in ranges_under(b, prefix) if r.range_id not in ida]
+    if not sa and not sb: return {}
     out = {}
-    for row in rows:
-        old, new = (Entry._make(row[:6]) if row[0] is not None else None), (Entry._make(row[6:]) if row[6] is not None else None)
+    for row in _diff_rows(con, sa, sb, prefix):
+        old = Entry._make(row[:6]) if row[0] is not None else None
+        new = Entry._make(row[6:]) if row[6] is not None else None
         out[(old or new).path] = (old, new)
     return out
