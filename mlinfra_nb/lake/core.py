@@ -24,7 +24,7 @@ from .tree import (EMPTY_METARANGE, ENTRY_COLS, ENTRY_SQL, Entry, apply_changes,
 __all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'SQL_DIFF_FROM', 'HOOK_TYPES', 'EXPECTED_HEAD_MIN', 'STRATEGIES',
            'MERGE_RULES', 'TX_TABLE', 'check_repo_name', 'check_ref_name', 'check_path', 'check_metadata', 'Commit',
            'ObjectInfo', 'CommonPrefix', 'Change', 'lake_key', 'Lake', 'arn', 'Frame', 'guarded', 'Resolved',
-           'Repository', 'Branch', 'HookEvent', 'check_expected_head', 'Settled', 'merge_conflict']
+           'Repository', 'Branch', 'check_list_args', 'HookEvent', 'check_expected_head', 'Settled', 'merge_conflict']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -674,6 +674,16 @@ def _list_sql(limit:int|None)->str:
             OR (bool_or(dir IS NOT NULL) AND starts_with($after, key) AND $after <> key AND max(path) > $after)
         ORDER BY key {'LIMIT ' + str(int(limit)) if limit is not None else ''}"""
 
+# %% ../../nbs/11_lake.core.ipynb #b1923380
+def check_list_args(prefix, delimiter, after, limit):
+    "Raise `InvalidInput` unless `list`'s `prefix` and `after` are strings, `delimiter` None or a string, `limit` None or >= 0."
+    for name, v in (('prefix', prefix), ('after', after)):
+        if not isinstance(v, str): raise InvalidInput(f"{name} must be a string, got {v!r}")
+    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
+        raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
+
 # %% ../../nbs/11_lake.core.ipynb #1dc616dd
 @patch
 @guarded
@@ -686,12 +696,7 @@ def list(self:Repository,
         )->list:                 # `ObjectInfo` and `CommonPrefix` items, in path order
     "The objects (and, with a delimiter, common prefixes) at `ref` under `prefix`."
     self.lake._check('fs:ListObjects', arn(self.name))
-    for name, v in (('prefix', prefix), ('after', after)):
-        if not isinstance(v, str): raise InvalidInput(f"{name} must be a string, got {v!r}")
-    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
-        raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
+    check_list_args(prefix, delimiter, after, limit)
     with self.store.connect() as con:
         r = self.lake._resolve(con, self.name, ref)
         seqs = [g.seq for g in ranges_under(tree_ranges(con, r.commit.metarange), prefix)]

@@ -18,7 +18,7 @@ from ..workspace import (Conflict, InvalidInput, MlinfraError, NotFound, Permiss
 from .core import (STRATEGIES, Change, Commit, CommonPrefix, HookEvent, Lake, ObjectInfo, Repository,
                                   Resolved, check_expected_head, check_metadata, check_path, check_ref_name,
                                   check_repo_name)
-from .core import merge_conflict
+from .core import check_list_args, merge_conflict
 from .tables import (TABLE_META, TABLE_COMPRESSION, TableInfo, TableSide, schema_from, schema_problems,
                                     manifest_bytes, next_manifest, part_name, settle_table, table_input, table_parts,
                                     union_manifest)
@@ -337,12 +337,7 @@ def delete(self:LakeFSRepository, branch:str, path:str):
 def list(self:LakeFSRepository, ref:str, prefix:str='', delimiter:str|None=None, after:str='',
          limit:int|None=None)->list:
     "The objects (and, with a delimiter, common prefixes) at `ref` under `prefix`."
-    for name, v in (('prefix', prefix), ('after', after)):
-        if not isinstance(v, str): raise InvalidInput(f"{name} must be a string, got {v!r}")
-    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
-        raise InvalidInput(f"delimiter must be a non-empty string, got {delimiter!r}")
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
+    check_list_args(prefix, delimiter, after, limit)
     if limit == 0: return []
     with self.errors(f"listing {prefix!r} at {ref!r}"):
         return [_object(o) for o in self.sdk.ref(ref).objects(max_amount=limit, after=after or None,
