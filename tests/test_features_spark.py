@@ -206,11 +206,13 @@ def served_lakefs(tmp_path, name:str, **lake_kw):
     served = Lake(tmp_path/name, **lake_kw)
     key = create_credentials(served, 'fs')
     srv = LakeServer(served).start()
-    return srv, LakeFSLake(srv.endpoint, key.access_key_id, key.secret_access_key, workspace=Workspace(tmp_path/f'{name}-ws', env={})), served
+    ws = Workspace(tmp_path/f'{name}-ws', env={})
+    return srv, LakeFSLake(srv.endpoint, key.access_key_id, key.secret_access_key, workspace=ws), served
 
 def three_parts_in_two_commits(repo, fdf):
     "A table of 2 parts at the first commit, 3 at the second; the commits' ids."
-    repo.write_table('main', 'tables/f', fdf.iloc[:20]); repo.write_table('main', 'tables/f', fdf.iloc[20:40], mode='append')
+    repo.write_table('main', 'tables/f', fdf.iloc[:20])
+    repo.write_table('main', 'tables/f', fdf.iloc[20:40], mode='append')
     first = repo.commit('main', 'two parts').id
     repo.write_table('main', 'tables/f', fdf.iloc[40:], mode='append')
     return first, repo.commit('main', 'a third').id
@@ -221,7 +223,7 @@ def rows(df)->pd.DataFrame:
 
 @pytest.mark.parametrize('spark', ['local[2]'], indirect=True)
 def test_lakefs_parts_are_read_in_place_by_commit(spark, tmp_path, caplog):
-    """On the lakeFS backend (our lake server's local blockstore), Spark reads each commit's parts from the store's files:
+    """On the lakeFS backend (our lake server's local blockstore), Spark reads each commit's parts from its files:
     exactly that commit's rows, equal to the driver's reading of it, without a warning."""
     from mlinfra_nb.features.spark import arrow_frame, read_table
     fdf, _ = random_world(8)
@@ -233,11 +235,13 @@ def test_lakefs_parts_are_read_in_place_by_commit(spark, tmp_path, caplog):
             got = read_table(spark, repo, commit, 'tables/f')
             files = got.inputFiles()
             assert len(files) == n and all(f.startswith(f"file://{served.store.root/'objects'}/") for f in files), files
-            assert sorted(f.removeprefix('file://') for f in files) == sorted(a.removeprefix('local://') for a in repo.physical_addresses(commit, 'tables/f'))
+            stored = repo.physical_addresses(commit, 'tables/f')
+            assert sorted(f.removeprefix('file://') for f in files) == sorted(a.removeprefix('local://') for a in stored)
             driver = arrow_frame(spark, repo.table(commit, 'tables/f').to_arrow_table())
             assert got.dtypes == driver.dtypes
             pd.testing.assert_frame_equal(rows(got), rows(driver))
-            pd.testing.assert_frame_equal(rows(got)[list(fdf.columns)], want.sort_values(['user_id', 'ts', 'x'], ignore_index=True), check_dtype=False)
+            want = want.sort_values(['user_id', 'ts', 'x'], ignore_index=True)
+            pd.testing.assert_frame_equal(rows(got)[list(fdf.columns)], want, check_dtype=False)
         assert not [r for r in caplog.records if r.name.startswith('mlinfra_nb.features.spark')]
     finally: srv.stop()
 
@@ -256,7 +260,7 @@ def test_an_encrypted_lake_is_read_through_the_driver(spark, tmp_path):
         for commit, on_files in zip(three_parts_in_two_commits(repo, fdf), plain_commits):
             assert lakefs_parts(spark, repo, commit, 'tables/f') is None
             got, want = read_table(spark, repo, commit, 'tables/f'), read_table(spark, plain, on_files, 'tables/f')
-            assert got.inputFiles() == [] and len(want.inputFiles()) > 1      # rows from the driver; the other from files
+            assert got.inputFiles() == [] and len(want.inputFiles()) > 1   # from the driver; the other from files
             assert got.dtypes == want.dtypes
             pd.testing.assert_frame_equal(rows(got), rows(want))
     finally: srv.stop()

@@ -108,7 +108,7 @@ def local_part(path:str)->str|None:
     except OSError: return None
 
 def spark_location(address:str, s3a:bool)->str|None:
-    "Where Spark reads the part at lakeFS's physical `address` (a local file, or with `s3a` an s3a:// object); None if it cannot."
+    "Where Spark reads the part at lakeFS's physical `address`: a local file, or (with `s3a`) s3a://; else None."
     scheme, _, rest = address.partition('://')
     if scheme == 'local': return local_part(rest)
     return f's3a://{rest}' if scheme in ('s3', 's3a') and s3a else None
@@ -126,10 +126,11 @@ def missing_s3a(spark)->str:
     "What Spark needs to read lakeFS's s3:// parts itself."
     try: v = spark._jvm.org.apache.hadoop.util.VersionInfo.getVersion()
     except Exception: v = '<Spark\'s Hadoop version>'
-    return (f"lakeFS tables are read through the Spark driver (bounded by its memory): their parts are s3:// objects and "
-            f"Spark has no {S3A}. Put hadoop-aws {v} and the AWS SDK bundle it depends on on the classpath (e.g. spark.conf "
-            f"'spark.jars.packages=org.apache.hadoop:hadoop-aws:{v}', or spark.jars with local copies) and give s3a "
-            "credentials for the bucket (spark.hadoop.fs.s3a.access.key and secret.key, or an instance role)")
+    return (f"lakeFS tables are read through the Spark driver (bounded by its memory): their parts are s3:// "
+            f"objects and Spark has no {S3A}. Put hadoop-aws {v} and the AWS SDK bundle it depends on on the "
+            f"classpath (e.g. spark.conf 'spark.jars.packages=org.apache.hadoop:hadoop-aws:{v}', or spark.jars with "
+            "local copies) and give s3a credentials for the bucket (spark.hadoop.fs.s3a.access.key and secret.key, "
+            "or an instance role)")
 
 # %% ../../nbs/24_features.spark.ipynb #3d1234e5
 def lakefs_parts(spark, repo, commit:str, path:str)->list[str]|None:
@@ -141,8 +142,9 @@ def lakefs_parts(spark, repo, commit:str, path:str)->list[str]|None:
     scheme = addresses[where.index(None)].partition('://')[0]
     if scheme in ('s3', 's3a'): warn_once(missing_s3a(spark))
     elif scheme != 'local':
-        warn_once(f"lakeFS tables are read through the Spark driver (bounded by its memory): their parts are {scheme}:// "
-                  "objects, and only local:// files and s3:// objects (through hadoop-aws's s3a) are handed to Spark")
+        warn_once(f"lakeFS tables are read through the Spark driver (bounded by its memory): their parts are "
+                  f"{scheme}:// objects, and only local:// files and s3:// objects (through hadoop-aws's s3a) are "
+                  "handed to Spark")
     return None
 
 # %% ../../nbs/24_features.spark.ipynb #1e03623a
@@ -154,11 +156,11 @@ def _nanos_as_times(df, schema:pa.Schema):
     for f in schema:
         if pa.types.is_timestamp(f.type) and f.type.unit == 'ns' and f.name in df.columns and dict(df.dtypes)[f.name] == 'bigint':
             t = F.timestamp_micros(F.floor(F.col(bq(f.name)) / 1000).cast('long'))
-            df = df.withColumn(f.name, t if f.type.tz else t.cast('timestamp_ntz'))   # naive stays naive, as Parquet reads it
+            df = df.withColumn(f.name, t if f.type.tz else t.cast('timestamp_ntz'))   # naive stays naive
     return df
 
 def arrow_frame(spark, t:pa.Table):
-    "`t` as a Spark DataFrame made on the driver, its times typed as a Parquet read types them (naive ones TIMESTAMP_NTZ)."
+    "`t` as a Spark DataFrame made on the driver, times typed as in Parquet (naive: TIMESTAMP_NTZ)."
     from pyspark.sql.pandas.types import from_arrow_schema
     return prepare(spark).createDataFrame(t, schema=from_arrow_schema(t.schema, prefer_timestamp_ntz=True))
 
