@@ -198,3 +198,69 @@ def test_on_the_lakefs_backend(spark, tmp_path):
         assert read_table(spark, repo, first, 'tables/f').count() == len(fdf)
         head = write_table(read_table(spark, repo, first, 'tables/f').selectExpr('x * 2 AS x2'), repo, 'main', 'tables/out', 'doubled')
         assert repo.head('main').id == head and sorted(repo.table(head, 'tables/out').df().x2) == sorted(fdf.x * 2)
+
+def served_lakefs(tmp_path, name:str, **lake_kw):
+    "A lakeFS backend over our lake server on a `Lake` at `tmp_path/name`: (server, LakeFSLake, the served lake)."
+    from mlinfra_nb.lake import LakeServer, create_credentials
+    from mlinfra_nb.lake.lakefs import LakeFSLake
+    served = Lake(tmp_path/name, **lake_kw)
+    key = create_credentials(served, 'fs')
+    srv = LakeServer(served).start()
+    ws = Workspace(tmp_path/f'{name}-ws', env={})
+    return srv, LakeFSLake(srv.endpoint, key.access_key_id, key.secret_access_key, workspace=ws), served
+
+def three_parts_in_two_commits(repo, fdf):
+    "A table of 2 parts at the first commit, 3 at the second; the commits' ids."
+    repo.write_table('main', 'tables/f', fdf.iloc[:20])
+    repo.write_table('main', 'tables/f', fdf.iloc[20:40], mode='append')
+    first = repo.commit('main', 'two parts').id
+    repo.write_table('main', 'tables/f', fdf.iloc[40:], mode='append')
+    return first, repo.commit('main', 'a third').id
+
+def rows(df)->pd.DataFrame:
+    "A Spark DataFrame's rows as pandas, in a fixed order."
+    return df.toPandas().sort_values(['user_id', 'ts', 'x'], ignore_index=True)
+
+@pytest.mark.parametrize('spark', ['local[2]'], indirect=True)
+def test_lakefs_parts_are_read_in_place_by_commit(spark, tmp_path, caplog):
+    """On the lakeFS backend (our lake server's local blockstore), Spark reads each commit's parts from its files:
+    exactly that commit's rows, equal to the driver's reading of it, without a warning."""
+    from mlinfra_nb.features.spark import arrow_frame, read_table
+    fdf, _ = random_world(8)
+    srv, lk, served = served_lakefs(tmp_path, 'served')
+    try:
+        repo = lk.create_repository('world')
+        commits = three_parts_in_two_commits(repo, fdf)
+        for commit, n, want in zip(commits, (2, 3), (fdf.iloc[:40], fdf)):
+            got = read_table(spark, repo, commit, 'tables/f')
+            files = got.inputFiles()
+            assert len(files) == n and all(f.startswith(f"file://{served.store.root/'objects'}/") for f in files), files
+            stored = repo.physical_addresses(commit, 'tables/f')
+            assert sorted(f.removeprefix('file://') for f in files) == sorted(a.removeprefix('local://') for a in stored)
+            driver = arrow_frame(spark, repo.table(commit, 'tables/f').to_arrow_table())
+            assert got.dtypes == driver.dtypes
+            pd.testing.assert_frame_equal(rows(got), rows(driver))
+            want = want.sort_values(['user_id', 'ts', 'x'], ignore_index=True)
+            pd.testing.assert_frame_equal(rows(got)[list(fdf.columns)], want, check_dtype=False)
+        assert not [r for r in caplog.records if r.name.startswith('mlinfra_nb.features.spark')]
+    finally: srv.stop()
+
+@pytest.mark.parametrize('spark', ['local[2]'], indirect=True)
+def test_an_encrypted_lake_is_read_through_the_driver(spark, tmp_path):
+    """An encrypted lake's files are sealed, not Parquet: Spark gets each commit's rows from the driver, equal (types too)
+    to Spark's read of the same table's files on a plain embedded lake."""
+    from mlinfra_nb.lake.store import generate_key
+    from mlinfra_nb.features.spark import lakefs_parts, read_table
+    fdf, _ = random_world(9)
+    plain = Lake(tmp_path/'plain').create_repository('world')
+    plain_commits = three_parts_in_two_commits(plain, fdf)
+    srv, lk, _ = served_lakefs(tmp_path, 'sealed', key=generate_key())
+    try:
+        repo = lk.create_repository('world')
+        for commit, on_files in zip(three_parts_in_two_commits(repo, fdf), plain_commits):
+            assert lakefs_parts(spark, repo, commit, 'tables/f') is None
+            got, want = read_table(spark, repo, commit, 'tables/f'), read_table(spark, plain, on_files, 'tables/f')
+            assert got.inputFiles() == [] and len(want.inputFiles()) > 1   # from the driver; the other from files
+            assert got.dtypes == want.dtypes
+            pd.testing.assert_frame_equal(rows(got), rows(want))
+    finally: srv.stop()

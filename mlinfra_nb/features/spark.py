@@ -10,15 +10,16 @@ from pathlib import Path
 import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
 import pandas as pd
 from .. import __version__
-from ..workspace import InvalidInput, MlinfraError, Workspace
+from ..workspace import InvalidInput, MlinfraError, Workspace, get_logger
 from .views import AGGREGATIONS, Aggregate, FeatureStore, FeatureView, parse_duration
 from .training import TrainingSet, check_request, table_hash
 
 # %% auto #0
-__all__ = ['SESSION_CONF', 'BASE_CONF', 'MARK', 'parse_conf', 'prepare', 'spark_session', 'raise_sql', 'java_root_cause',
-           'job_error', 'bq', 'read_table', 'write_table', 'micros', 'aggregate_sql', 'spark_transform',
-           'feature_frame', 'asof_sweep', 'ts_text', 'dedup_frame', 'entity_micros', 'spark_training_frame',
-           'SparkTrainingSet', 'spark_training_set', 'spark_features', 'spark_arrow', 'spark_latest_rows']
+__all__ = ['SESSION_CONF', 'BASE_CONF', 'MARK', 'S3A', 'parse_conf', 'prepare', 'spark_session', 'raise_sql', 'java_root_cause',
+           'job_error', 'has_s3a', 'local_part', 'spark_location', 'warn_once', 'missing_s3a', 'lakefs_parts', 'bq',
+           'arrow_frame', 'read_table', 'write_table', 'micros', 'aggregate_sql', 'spark_transform', 'feature_frame',
+           'asof_sweep', 'ts_text', 'dedup_frame', 'entity_micros', 'spark_training_frame', 'SparkTrainingSet',
+           'spark_training_set', 'spark_features', 'spark_arrow', 'spark_latest_rows']
 
 # %% ../../nbs/24_features.spark.ipynb #6f575fb2
 SESSION_CONF = {'spark.sql.session.timeZone': 'UTC', 'spark.sql.parquet.outputTimestampType': 'TIMESTAMP_MICROS',
@@ -88,6 +89,64 @@ def job_error(e:Exception)->MlinfraError:
     why = java_root_cause(e) or _first_line(text) or type(e).__name__
     return MlinfraError(f"the Spark job failed: {why[:500]}")
 
+# %% ../../nbs/24_features.spark.ipynb #61920d5d
+S3A = 'org.apache.hadoop.fs.s3a.S3AFileSystem'
+
+def has_s3a(spark)->bool:
+    "Whether the JVM of `spark` can load Hadoop's S3A file system (the hadoop-aws jar is on its classpath)."
+    jvm = spark._jvm
+    try: jvm.java.lang.Class.forName(S3A, False, jvm.org.apache.spark.util.Utils.getContextOrSparkClassLoader())
+    except Exception: return False
+    return True
+
+def local_part(path:str)->str|None:
+    "`path` when it is an absolute path to a plain Parquet file (one starting with `PAR1`), else None."
+    p = Path(path)
+    if not p.is_absolute(): return None      # relative to lakeFS's blockstore.local.path, which only lakeFS knows
+    try:
+        with open(p, 'rb') as f: return str(p) if f.read(4) == b'PAR1' else None
+    except OSError: return None
+
+def spark_location(address:str, s3a:bool)->str|None:
+    "Where Spark reads the part at lakeFS's physical `address`: a local file, or (with `s3a`) s3a://; else None."
+    scheme, _, rest = address.partition('://')
+    if scheme == 'local': return local_part(rest)
+    return f's3a://{rest}' if scheme in ('s3', 's3a') and s3a else None
+
+# %% ../../nbs/24_features.spark.ipynb #8f7293ff
+_warned = set()
+
+def warn_once(msg:str)->bool:
+    "Log `msg` as a warning the first time this process meets it; whether it was logged now."
+    if msg in _warned: return False
+    _warned.add(msg); get_logger('features.spark').warning(msg)
+    return True
+
+def missing_s3a(spark)->str:
+    "What Spark needs to read lakeFS's s3:// parts itself."
+    try: v = spark._jvm.org.apache.hadoop.util.VersionInfo.getVersion()
+    except Exception: v = '<Spark\'s Hadoop version>'
+    return (f"lakeFS tables are read through the Spark driver (bounded by its memory): their parts are s3:// "
+            f"objects and Spark has no {S3A}. Put hadoop-aws {v} and the AWS SDK bundle it depends on on the "
+            f"classpath (e.g. spark.conf 'spark.jars.packages=org.apache.hadoop:hadoop-aws:{v}', or spark.jars with "
+            "local copies) and give s3a credentials for the bucket (spark.hadoop.fs.s3a.access.key and secret.key, "
+            "or an instance role)")
+
+# %% ../../nbs/24_features.spark.ipynb #3d1234e5
+def lakefs_parts(spark, repo, commit:str, path:str)->list[str]|None:
+    "Where Spark reads the parts of the lakeFS table `path` at `commit`; None (and a warning saying why) if it cannot."
+    addresses = repo.physical_addresses(commit, path)
+    s3a = any(a.startswith(('s3://', 's3a://')) for a in addresses) and has_s3a(spark)
+    where = [spark_location(a, s3a) for a in addresses]
+    if None not in where: return where
+    scheme = addresses[where.index(None)].partition('://')[0]
+    if scheme in ('s3', 's3a'): warn_once(missing_s3a(spark))
+    elif scheme != 'local':
+        warn_once(f"lakeFS tables are read through the Spark driver (bounded by its memory): their parts are "
+                  f"{scheme}:// objects, and only local:// files and s3:// objects (through hadoop-aws's s3a) are "
+                  "handed to Spark")
+    return None
+
 # %% ../../nbs/24_features.spark.ipynb #1e03623a
 def bq(name:str)->str: return '`' + name.replace('`', '``') + '`'
 
@@ -96,16 +155,23 @@ def _nanos_as_times(df, schema:pa.Schema):
     from pyspark.sql import functions as F
     for f in schema:
         if pa.types.is_timestamp(f.type) and f.type.unit == 'ns' and f.name in df.columns and dict(df.dtypes)[f.name] == 'bigint':
-            df = df.withColumn(f.name, F.timestamp_micros(F.floor(F.col(bq(f.name)) / 1000).cast('long')))
+            t = F.timestamp_micros(F.floor(F.col(bq(f.name)) / 1000).cast('long'))
+            df = df.withColumn(f.name, t if f.type.tz else t.cast('timestamp_ntz'))   # naive stays naive
     return df
+
+def arrow_frame(spark, t:pa.Table):
+    "`t` as a Spark DataFrame made on the driver, times typed as in Parquet (naive: TIMESTAMP_NTZ)."
+    from pyspark.sql.pandas.types import from_arrow_schema
+    return prepare(spark).createDataFrame(t, schema=from_arrow_schema(t.schema, prefer_timestamp_ntz=True))
 
 def read_table(spark, repo, ref:str, path:str):
     "The lake table at `path` as of `ref` (resolved to its commit), as a Spark DataFrame of that commit's Parquet parts."
     commit = repo.commit_info(ref).id
     info = repo.table_info(commit, path)
-    parts = repo._readable(commit, path) if hasattr(repo, '_readable') else repo.table(commit, path).to_arrow_table()
+    parts = repo._readable(commit, path) if hasattr(repo, '_readable') else lakefs_parts(spark, repo, commit, path)
+    if parts is None: parts = repo.table(commit, path).to_arrow_table()     # through the driver
     if isinstance(parts, list) and parts: return _nanos_as_times(prepare(spark).read.parquet(*parts), info.schema)
-    return prepare(spark).createDataFrame(parts if isinstance(parts, pa.Table) else info.schema.empty_table())
+    return arrow_frame(spark, parts if isinstance(parts, pa.Table) else info.schema.empty_table())
 
 # %% ../../nbs/24_features.spark.ipynb #aa16e279
 def write_table(df,                      # a Spark DataFrame: the job

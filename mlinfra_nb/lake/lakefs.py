@@ -570,6 +570,21 @@ def tables(self:LakeFSRepository, ref:str, prefix:str='')->list[str]:
     "Paths of the tables at `ref` under `prefix`."
     return [o.path[:-len(TABLE_META) - 1] for o in self.list(ref, prefix=prefix) if o.path.endswith('/' + TABLE_META)]
 
+# %% ../../nbs/14_lake.lakefs.ipynb #d7433a8c
+@patch
+def physical_addresses(self:LakeFSRepository, ref:str, path:str)->list[str]:
+    "Where the object store keeps the parts of the table at `path` as of `ref` (resolved to its commit)."
+    commit = self.commit_info(ref).id
+    parts, found, after = self.table_info(commit, path).parts, {}, ''
+    with self.errors(f"listing the parts of table {path!r} at {commit[:12]}"):
+        while True:
+            page = self.api.objects_api.list_objects(self.name, commit, prefix=f'{path}/', delimiter='/',
+                                                     after=after, amount=1000)
+            found.update({o.path: o.physical_address for o in page.results if o.path_type == 'object'})
+            if not page.pagination.has_more: break
+            after = page.pagination.next_offset
+    return [found[p.path] for p in parts]
+
 # %% ../../nbs/14_lake.lakefs.ipynb #30ec5e80
 _URI = re.compile(r"'lakefs://([a-z0-9][a-z0-9-]{2,62})/([^/']+)/([^']+)'")
 

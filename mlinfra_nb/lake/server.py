@@ -142,11 +142,12 @@ def etag(o:ObjectInfo)->str:
     return o.md5 or o.address
 
 def stats_json(o:ObjectInfo|CommonPrefix, root:str='')->dict:
-    "An object (or common prefix) in a listing, as lakeFS returns it."
+    "An object (or common prefix) in a listing, as lakeFS returns it, with the store's file of it under `root`."
     if isinstance(o, CommonPrefix):
         return lakefs_sdk.ObjectStats(path=o.path, path_type='common_prefix', physical_address='', checksum='',
                                       mtime=0).to_dict()
-    return lakefs_sdk.ObjectStats(path=o.path, path_type='object', physical_address=f'local://{root}/{o.address}',
+    where = f'local://{root}/objects/{o.address[:2]}/{o.address}'
+    return lakefs_sdk.ObjectStats(path=o.path, path_type='object', physical_address=where,
                                   checksum=etag(o), size_bytes=o.size, mtime=_secs(o.mtime), metadata=o.metadata,
                                   content_type=o.content_type).to_dict()
 
@@ -605,7 +606,7 @@ def upload_object(api, call):
             if match.strip() != current and match.strip('"') != (current or '').strip('"'):
                 raise PreconditionFailed(f"object {path!r} on {branch!r} is not the version If-Match names")
         info = repo.put(branch, path, data, content_type=ctype, metadata=md)
-    return _json(stats_json(info, api.lake.root), 201)
+    return _json(stats_json(info, api.lake.store.root), 201)
 
 # %% ../../nbs/15_lake.server.ipynb #682c20f7
 @route('POST', '/repositories/{repository}/branches/{branch}/objects/copy', body='json')
@@ -617,19 +618,19 @@ def copy_object(api, call):
     with api.lake.store.transaction() as con:
         data = api.lake.store.get_blob(con, src.address, name=src.path)
         info = repo.put(branch, dest, data, content_type=src.content_type, metadata=src.metadata)
-    return _json(stats_json(info, api.lake.root), 201)
+    return _json(stats_json(info, api.lake.store.root), 201)
 
 # %% ../../nbs/15_lake.server.ipynb #aa821ca4
 @route('GET', '/repositories/{repository}/refs/{ref}/objects/stat')
 def stat_object(api, call):
-    return _json(stats_json(api.repo(call).stat(call.params['ref'], _path(call)), api.lake.root))
+    return _json(stats_json(api.repo(call).stat(call.params['ref'], _path(call)), api.lake.store.root))
 
 @route('GET', '/repositories/{repository}/refs/{ref}/objects/ls')
 def list_objects(api, call):
     q, n = call.query, amount_of(call.query)
     items = api.repo(call).list(call.params['ref'], prefix=q.get('prefix') or '', delimiter=q.get('delimiter') or None,
                                 after=q.get('after') or '', limit=n + 1)
-    return _json(page(items, n, lambda o: o.path, lambda o: stats_json(o, api.lake.root)))
+    return _json(page(items, n, lambda o: o.path, lambda o: stats_json(o, api.lake.store.root)))
 
 # %% ../../nbs/15_lake.server.ipynb #04a23d4b
 _RANGE = re.compile(r'bytes=(\d*)-(\d*)')
