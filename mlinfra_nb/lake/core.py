@@ -676,7 +676,7 @@ def _list_sql(limit:int|None)->str:
 
 # %% ../../nbs/11_lake.core.ipynb #b1923380
 def check_list_args(prefix, delimiter, after, limit):
-    "Raise `InvalidInput` unless `list`'s `prefix` and `after` are strings, `delimiter` None or a string, `limit` None or >= 0."
+    "Raise `InvalidInput` unless `prefix`, `after` are strings, `delimiter` None or text, `limit` None or >= 0."
     for name, v in (('prefix', prefix), ('after', after)):
         if not isinstance(v, str): raise InvalidInput(f"{name} must be a string, got {v!r}")
     if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
