@@ -57,7 +57,7 @@ def store_with(tmp_path, fdf, **view):
     fs.apply(FeatureView('fv', 'lakefs://world/main/tables/f', entities=['user_id'], timestamp='ts', features=['x', 'y'], **view))
     return fs
 
-@pytest.mark.parametrize('seed', range(12))
+@pytest.mark.parametrize('seed', [*range(4), *(pytest.param(s, marks=pytest.mark.slow) for s in range(4, 12))])   # `make check`: the first 4 worlds
 @pytest.mark.parametrize('ttl', ['3d', None])
 def test_point_in_time_matches_brute_force(tmp_path, seed, ttl):
     fdf, edf = random_world(seed)

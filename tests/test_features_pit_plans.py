@@ -67,7 +67,7 @@ def store_with(tmp_path, fdf, **view):
                          features=['x', 'y'], **view))
     return fs
 
-@pytest.mark.parametrize('seed', range(8))
+@pytest.mark.parametrize('seed', [*range(4), *(pytest.param(s, marks=pytest.mark.slow) for s in range(4, 8))])   # `make check`: the first 4 worlds
 @pytest.mark.parametrize('ttl', ['3d', None])
 def test_every_plan_matches_brute_force(tmp_path, monkeypatch, seed, ttl):
     fdf, edf = random_world(seed)
