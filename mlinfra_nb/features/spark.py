@@ -168,7 +168,8 @@ def read_table(spark, repo, ref:str, path:str):
     "The lake table at `path` as of `ref` (resolved to its commit), as a Spark DataFrame of that commit's Parquet parts."
     commit = repo.commit_info(ref).id
     info = repo.table_info(commit, path)
-    parts = repo._readable(commit, path) if hasattr(repo, '_readable') else lakefs_parts(spark, repo, commit, path)
+    embedded = hasattr(repo, 'readable_parts')   # the lakeFS backend's parts come through lakeFS
+    parts = repo.readable_parts(commit, path) if embedded else lakefs_parts(spark, repo, commit, path)
     if parts is None: parts = repo.table(commit, path).to_arrow_table()     # through the driver
     if isinstance(parts, list) and parts: return _nanos_as_times(prepare(spark).read.parquet(*parts), info.schema)
     return arrow_frame(spark, parts if isinstance(parts, pa.Table) else info.schema.empty_table())

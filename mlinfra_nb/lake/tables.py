@@ -166,7 +166,7 @@ def table_info(self:Repository, ref:str, path:str)->TableInfo:
 # %% ../../nbs/12_lake.tables.ipynb #b10f96be
 @patch
 @guarded
-def _readable(self:Repository, ref:str, path:str)->list[str]|pa.Table:
+def readable_parts(self:Repository, ref:str, path:str)->list[str]|pa.Table:
     "The table's parts as DuckDB reads them, once the user may: checked files it reads in place, or (encrypted or packed) one Arrow table."
     self.lake._check('fs:ReadObject', arn(self.name, 'object', f'{path}/{TABLE_META}')); self.lake._check('fs:ListObjects', arn(self.name))
     info = self.table_info(ref, path)
@@ -186,14 +186,14 @@ def _readable(self:Repository, ref:str, path:str)->list[str]|pa.Table:
 @patch
 def _part_files(self:Repository, ref:str, path:str)->list[str]:
     "The local files of the table's parts, hash-checked (for readers of Parquet files; a table stored otherwise is read with `table`)."
-    if isinstance(parts := self._readable(ref, path), pa.Table):
+    if isinstance(parts := self.readable_parts(ref, path), pa.Table):
         raise InvalidInput(f"table {path!r} cannot be read in place (the lake is encrypted, or its parts are packed); read it with table()")
     return parts
 
 @patch
 def table(self:Repository, ref:str, path:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
     "The table at `path` as of `ref`, as a DuckDB relation."
-    con, parts = con or query_connection(), self._readable(ref, path)
+    con, parts = con or query_connection(), self.readable_parts(ref, path)
     return con.from_arrow(parts) if isinstance(parts, pa.Table) else con.read_parquet(parts)
 
 def count_rows(rel:duckdb.DuckDBPyRelation)->int:
@@ -215,7 +215,7 @@ def sql(self:Lake, query:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.D
     "Run `query`, in which `'lakefs://repo/ref/path'` names the table at that ref."
     con = con or query_connection()
     def table_at(m):
-        parts = self.repository(m.group(1))._readable(m.group(2), m.group(3))
+        parts = self.repository(m.group(1)).readable_parts(m.group(2), m.group(3))
         if not isinstance(parts, pa.Table): return f"read_parquet([{', '.join(repr(f) for f in parts)}])"
         name = 'lake_' + hashlib.sha256(m.group(0).encode()).hexdigest()[:16]   # one name per URI: a later query replaces it
         con.register(name, parts)
