@@ -67,12 +67,16 @@ SLOW_MODULES = {'test_pipeline', 'test_pipeline_airflow', 'test_pipeline_lakefs'
                 'test_lake_table_concurrency'}
 # ...and single tests elsewhere that train a model, run the pipeline, start processes (the CLI, workers, kill -9) or
 # stress a lake at scale: each takes seconds, most of `make check`'s time before they were listed here.
-SLOW_TESTS = {'test_runs_write_into_workspace', 'test_runs_default_to_dot_mlinfra', 'test_pipeline_switches_backend_by_configuration',
-              'test_train_register_load', 'test_concurrent_registrations_get_distinct_versions',
-              'test_processes_commit_merge_and_cas_concurrently', 'test_threads_share_a_lake_and_separate_lakes',
-              'test_busy_process_does_not_starve_another', 'test_fuzz', 'test_cli_prints_the_real_port',
-              'test_cli_refuses_unasked_for_addresses', 'test_serve_command', 'test_kill9_mid_import_keeps_committed_data',
-              'test_entity_columns_come_back_in_row_order_at_scale'}
+SLOW_TESTS = {'test_foundation::test_runs_write_into_workspace', 'test_foundation::test_runs_default_to_dot_mlinfra',
+              'test_lake_server_clients::test_pipeline_switches_backend_by_configuration',
+              'test_registry_backends::test_train_register_load', 'test_registry_backends::test_concurrent_registrations_get_distinct_versions',
+              'test_lake_concurrency::test_processes_commit_merge_and_cas_concurrently',
+              'test_lake_concurrency::test_threads_share_a_lake_and_separate_lakes',
+              'test_lake_concurrency::test_busy_process_does_not_starve_another', 'test_lake_server_bad_inputs::test_fuzz',
+              'test_lake_server_bad_inputs::test_cli_prints_the_real_port',
+              'test_lake_server_bad_inputs::test_cli_refuses_unasked_for_addresses',
+              'test_lake_server_clients::test_serve_command', 'test_lake_import::test_kill9_mid_import_keeps_committed_data',
+              'test_features_pit_plans::test_entity_columns_come_back_in_row_order_at_scale'}   # module::test
 
 def left_off_the_cluster(item)->bool:
     "Whether `item` runs on the Spark cluster with parameters other than its `cluster_only` marker names."
@@ -84,7 +88,8 @@ def left_off_the_cluster(item)->bool:
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.rpartition('.')[2] in SLOW_MODULES or item.originalname in SLOW_TESTS: item.add_marker(pytest.mark.slow)
+        module = item.module.__name__.rpartition('.')[2]
+        if module in SLOW_MODULES or f'{module}::{item.originalname}' in SLOW_TESTS: item.add_marker(pytest.mark.slow)
     if (off := [item for item in items if left_off_the_cluster(item)]):
         config.hook.pytest_deselected(items=off)
         items[:] = [item for item in items if not left_off_the_cluster(item)]

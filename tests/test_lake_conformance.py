@@ -86,6 +86,12 @@ def test_reset(repo):
     repo.reset('main', prefix='tmp/')
     assert repo.uncommitted('main') == []
 
+def test_reset_of_a_folder_path_resets_nothing(repo):
+    "As in lakeFS, a path ending in '/' names no object: reset accepts it and leaves the staged changes."
+    repo.put('main', 'tmp/1', b'1')
+    repo.reset('main', path='tmp/')
+    assert [c.path for c in repo.uncommitted('main')] == ['tmp/1']
+
 def test_diff_and_tags(repo):
     first = repo.head('main')
     repo.tag('v1', 'main')

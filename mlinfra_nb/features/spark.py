@@ -139,8 +139,11 @@ def lakefs_parts(spark, repo, commit:str, path:str)->list[str]|None:
     s3a = any(a.startswith(('s3://', 's3a://')) for a in addresses) and has_s3a(spark)
     where = [spark_location(a, s3a) for a in addresses]
     if None not in where: return where
-    scheme = addresses[where.index(None)].partition('://')[0]
+    scheme, _, rest = addresses[where.index(None)].partition('://')
     if scheme in ('s3', 's3a'): warn_once(missing_s3a(spark))
+    elif scheme == 'local' and not rest.startswith('/'):
+        warn_once("lakeFS tables are read through the Spark driver (bounded by its memory): their local:// addresses are "
+                  "relative to lakeFS's blockstore.local.path; give lakeFS an absolute path to read the files in place")
     elif scheme != 'local':
         warn_once(f"lakeFS tables are read through the Spark driver (bounded by its memory): their parts are "
                   f"{scheme}:// objects, and only local:// files and s3:// objects (through hadoop-aws's s3a) are "

@@ -15,12 +15,12 @@ from .views import (
     FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, interval_sql, parse_duration, q, source_view)
 
 # %% auto #0
-__all__ = ['split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'tie_what', 'key_text_sql',
-           'dedup_sql', 'asof_key_sql', 'entity_key_sql', 'tie_columns', 'may_tie', 'tie_culprit', 'tie_problem',
-           'stats_path', 'recorded_stats', 'tie_rows_sql', 'check_ties', 'pit_plan', 'pruned_sql', 'feature_rows_view',
-           'rows_to_join', 'asof_join_sql', 'feature_selects', 'point_in_time_sql', 'Registered', 'TrainingSet',
-           'check_entity_timestamp', 'check_columns', 'check_request', 'source_commits', 'training_lineage',
-           'hold_entities', 'split_conditions']
+__all__ = ['JOIN_NAMES', 'split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'tie_what',
+           'key_text_sql', 'dedup_sql', 'asof_key_sql', 'entity_key_sql', 'tie_columns', 'may_tie', 'tie_culprit',
+           'tie_problem', 'stats_path', 'recorded_stats', 'tie_rows_sql', 'check_ties', 'pit_plan', 'pruned_sql',
+           'feature_rows_view', 'rows_to_join', 'asof_join_sql', 'feature_selects', 'point_in_time_sql', 'Registered',
+           'TrainingSet', 'check_entity_timestamp', 'check_columns', 'check_request', 'source_commits',
+           'training_lineage', 'hold_entities', 'split_conditions']
 
 # %% ../../nbs/21_features.training.ipynb #f9a4b764
 def split_feature_refs(refs:list[str])->dict[str, list[str]]:
@@ -275,8 +275,12 @@ def check_entity_timestamp(t:pa.Table, timestamp:str):
         raise InvalidInput(f"entity timestamp column {timestamp!r} is {typ}, not a timestamp")
 
 # %% ../../nbs/21_features.training.ipynb #f1880653
+JOIN_NAMES = ('__row', '__ets', '__ekc')   # columns the join adds to the entity rows
+
 def check_columns(columns:list[str], views:dict, full_names:bool):
     "Refuse entity rows (`columns`) that lack a view's key, or whose result would name two columns alike."
+    if (taken := [c for c in columns if c in JOIN_NAMES]):
+        raise InvalidInput(f"entity columns {taken} use names the point-in-time join keeps for itself; rename them")
     out_names = list(columns)
     for vname, (v, feats) in views.items():
         for k in v.entities:
@@ -360,7 +364,10 @@ def quantile_cuts(self:TrainingSet, fractions:tuple)->tuple:
         raise InvalidInput("fractions must be three non-negative numbers that add up to 1, e.g. (0.8, 0.1, 0.1); "
                            f"got {fractions!r}")
     ts, a, b = q(self.timestamp), fractions[0], fractions[0] + fractions[1]
-    return self._run(lambda r: r.aggregate(f"quantile_disc({ts}, {a}), quantile_disc({ts}, {b})").fetchall()[0])
+    cuts = self._run(lambda r: r.aggregate(f"quantile_disc({ts}, {a}), quantile_disc({ts}, {b})").fetchall()[0])
+    if None in cuts:
+        raise InvalidInput(f"cannot split by fractions: the training set has no {self.timestamp!r} times to cut at")
+    return cuts
 
 # %% ../../nbs/21_features.training.ipynb #7a7dfd14
 @patch

@@ -24,7 +24,8 @@ from .tree import (EMPTY_METARANGE, ENTRY_COLS, ENTRY_SQL, Entry, apply_changes,
 __all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'SQL_DIFF_FROM', 'HOOK_TYPES', 'EXPECTED_HEAD_MIN', 'STRATEGIES',
            'MERGE_RULES', 'TX_TABLE', 'check_repo_name', 'check_ref_name', 'check_path', 'check_metadata', 'Commit',
            'ObjectInfo', 'CommonPrefix', 'Change', 'lake_key', 'Lake', 'arn', 'Frame', 'guarded', 'Resolved',
-           'Repository', 'Branch', 'check_list_args', 'HookEvent', 'check_expected_head', 'Settled', 'merge_conflict']
+           'Repository', 'Branch', 'check_list_args', 'check_reset_path', 'HookEvent', 'check_expected_head', 'Settled',
+           'merge_conflict']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
 REPO_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{2,62}$')
@@ -828,7 +829,7 @@ def uncommitted(self:Repository, branch:str, prefix:str='')->list[Change]:
     with self.store.connect() as con: return _changes(self._staged_changes(con, branch, prefix))
 
 # %% ../../nbs/11_lake.core.ipynb #9af31b37
-def _check_reset_path(path:str)->str:
+def check_reset_path(path:str)->str:
     "`path` if `reset` may take it: a valid object path, or one with a trailing '/'."
     # 'dir/' names no object: accepted, and resets nothing, as in lakeFS
     # ends in one '/', after at least one character
@@ -843,7 +844,7 @@ def reset(self:Repository, branch:str, path:str|None=None, prefix:str|None=None)
     "Discard staged changes on `branch`: of one `path`, under a `prefix`, or (neither given) all of them."
     self.lake._check('fs:RevertBranch', arn(self.name, 'branch', branch))
     if path is not None and prefix is not None: raise InvalidInput("give path or prefix, not both")
-    if path is not None: _check_reset_path(path)
+    if path is not None: check_reset_path(path)
     with self.store.transaction() as con:
         self._branch_head(con, branch); self._check_writable(con, branch, 'reset')
         if path is not None:

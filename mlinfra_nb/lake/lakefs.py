@@ -18,7 +18,7 @@ from ..workspace import (Conflict, InvalidInput, MlinfraError, NotFound, Permiss
 from .core import (STRATEGIES, Change, Commit, CommonPrefix, HookEvent, Lake, ObjectInfo, Repository,
                                   Resolved, check_expected_head, check_metadata, check_path, check_ref_name,
                                   check_repo_name)
-from .core import check_list_args, merge_conflict
+from .core import check_list_args, check_reset_path, merge_conflict
 from .tables import (TABLE_META, TABLE_COMPRESSION, TableInfo, TableSide, schema_from, schema_problems,
                                     manifest_bytes, next_manifest, part_name, settle_table, table_input, table_parts,
                                     union_manifest)
@@ -372,7 +372,7 @@ def uncommitted(self:LakeFSRepository, branch:str, prefix:str='')->list[Change]:
 def reset(self:LakeFSRepository, branch:str, path:str|None=None, prefix:str|None=None):
     "Drop staged changes on `branch`: all, one `path`, or everything under `prefix`."
     if path is not None and prefix is not None: raise InvalidInput("give path or prefix, not both")
-    if path is not None: kind, p = 'object', check_path(path)
+    if path is not None: kind, p = 'object', check_reset_path(path)   # 'dir/' is taken and resets nothing, as in lakeFS
     elif prefix: kind, p = 'common_prefix', prefix
     else: kind, p = 'reset', None
     with self.errors(f"resetting {branch!r}"): self.sdk.branch(branch).reset_changes(kind, p)
@@ -575,15 +575,10 @@ def tables(self:LakeFSRepository, ref:str, prefix:str='')->list[str]:
 def physical_addresses(self:LakeFSRepository, ref:str, path:str)->list[str]:
     "Where the object store keeps the parts of the table at `path` as of `ref` (resolved to its commit)."
     commit = self.commit_info(ref).id
-    parts, found, after = self.table_info(commit, path).parts, {}, ''
-    with self.errors(f"listing the parts of table {path!r} at {commit[:12]}"):
-        while True:
-            page = self.api.objects_api.list_objects(self.name, commit, prefix=f'{path}/', delimiter='/',
-                                                     after=after, amount=1000)
-            found.update({o.path: o.physical_address for o in page.results if o.path_type == 'object'})
-            if not page.pagination.has_more: break
-            after = page.pagination.next_offset
-    return [found[p.path] for p in parts]
+    parts = self.table_info(commit, path).parts
+    # one stat per part, not a listing: lakeFS checks fs:ReadObject on each, as it does when the driver reads them
+    with self.errors(f"reading where the parts of table {path!r} at {commit[:12]} are kept"):
+        return [self.api.objects_api.stat_object(self.name, commit, p.path).physical_address for p in parts]
 
 # %% ../../nbs/14_lake.lakefs.ipynb #30ec5e80
 _URI = re.compile(r"'lakefs://([a-z0-9][a-z0-9-]{2,62})/([^/']+)/([^']+)'")
