@@ -57,3 +57,38 @@ def probe(python:str, code:str, cwd:Path=ROOT)->tuple[bool, str]:
     return p.returncode == 0, lines[-1] if lines else ''
 
 def verdict(ok)->str: return '-' if ok is None else 'PASS' if ok else 'FAIL'
+
+# --------------------------------------------------------------------------------------------------------------
+# Spark contenders: a 2-worker standalone cluster on 127.0.0.1, and the peak memory of a Spark application's JVMs
+
+def vm_hwm_mib(pid:int)->float|None:
+    "Peak resident memory (VmHWM) of a live process, in MiB."
+    try: line = next(l for l in open(f'/proc/{pid}/status') if l.startswith('VmHWM:'))
+    except (OSError, StopIteration): return None
+    return int(line.split()[1]) / 1024
+
+def executor_peaks(app_id:str)->list[float]:
+    "VmHWM of the executor JVMs of Spark application `app_id` on this machine (standalone executors name it in their command line)."
+    out = []
+    for d in os.listdir('/proc'):
+        if not d.isdigit(): continue
+        try: cmd = open(f'/proc/{d}/cmdline', 'rb').read().split(b'\0')
+        except OSError: continue
+        if b'org.apache.spark.executor.CoarseGrainedExecutorBackend' in cmd and app_id.encode() in cmd:
+            if (m := vm_hwm_mib(int(d))) is not None: out.append(m)
+    return out
+
+def spark_peaks(sc)->dict:
+    "The live SparkContext `sc`'s driver JVM peak and its executors' peaks (MiB; none on local[N], where the driver JVM runs the tasks)."
+    proc = getattr(sc._gateway, 'proc', None)
+    return dict(driver_jvm_peak_mib=vm_hwm_mib(proc.pid) if proc else None, executor_peaks_mib=executor_peaks(sc.applicationId))
+
+def standalone_cluster(workers:int=2, cores:int=1, memory:str='768m'):
+    """The tests' Spark standalone cluster (tests/spark_cluster.py: a master and `workers` workers on 127.0.0.1, stopped by
+    pid), with a worker timeout of 120 s instead of the tests' 10 s: a benchmark loads the machine. (None, why) without Java."""
+    sys.path.insert(0, str(ROOT/'tests'))
+    import spark_cluster
+    if (why := spark_cluster.java_missing()): return None, why
+    env = spark_cluster.spark_env
+    spark_cluster.spark_env = lambda tmp: {**env(tmp), 'SPARK_MASTER_OPTS': '-Dspark.worker.timeout=120'}
+    return spark_cluster.StandaloneCluster(workers=workers, cores=cores, memory=memory), None

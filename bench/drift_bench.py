@@ -37,7 +37,7 @@ scipy by more than 1e-6, or a known shift is missed. The last line printed is on
 from __future__ import annotations
 import argparse, json, os, shutil, sys, tempfile, time, traceback
 from pathlib import Path
-from benchutil import lib_version, measured_child, print_table, probe, self_peak_mib, verdict, work_args
+from benchutil import lib_version, measured_child, print_table, probe, self_peak_mib, spark_peaks, standalone_cluster, verdict, work_args
 
 HERE = Path(__file__).resolve()
 RESULT_TAG = '@@DRIFT_BENCH_RESULT@@ '
@@ -394,23 +394,6 @@ def spark_args(ap):
     ap.add_argument('--spark', action='store_true', help='run the Spark contenders (local[2] and a 2-worker cluster) against ours on DuckDB')
     ap.add_argument('--rows', type=int, default=None, help='rows per dataset for --spark (default: 100,000 with --quick, else 1,000,000)')
 
-def _vm_hwm_mib(pid:int)->float|None:
-    "Peak resident memory (VmHWM) of a live process, in MiB."
-    try: line = next(l for l in open(f'/proc/{pid}/status') if l.startswith('VmHWM:'))
-    except (OSError, StopIteration): return None
-    return int(line.split()[1]) / 1024
-
-def _executor_peaks(app_id:str)->list[float]:
-    "VmHWM of the executor JVMs of Spark application `app_id` on this machine (standalone executors name it in their command line)."
-    out = []
-    for d in os.listdir('/proc'):
-        if not d.isdigit(): continue
-        try: cmd = open(f'/proc/{d}/cmdline', 'rb').read().split(b'\0')
-        except OSError: continue
-        if b'org.apache.spark.executor.CoarseGrainedExecutorBackend' in cmd and app_id.encode() in cmd:
-            if (m := _vm_hwm_mib(int(d))) is not None: out.append(m)
-    return out
-
 def child_ours_spark(work:Path, tag:str)->dict:
     from mlinfra_nb.features.spark import spark_session
     from mlinfra_nb.monitor.spark import data_drift
@@ -425,24 +408,19 @@ def child_ours_spark(work:Path, tag:str)->dict:
     t0 = time.perf_counter()
     res = data_drift(ref, cur, spark=spark)
     secs = time.perf_counter() - t0
-    jvm = spark.sparkContext._gateway.proc.pid if getattr(spark.sparkContext._gateway, 'proc', None) else None
-    driver_jvm, executors = _vm_hwm_mib(jvm) if jvm else None, _executor_peaks(spark.sparkContext.applicationId)
+    peaks = spark_peaks(spark.sparkContext)
     cols = {r.column: dict(test=r.test, score=float(r.score), threshold=float(r.threshold), drifted=bool(r.drifted))
             for r in res.columns.itertuples()}
     spark.stop()
-    return dict(secs=secs, setup_peak_mib=setup_peak, master=master, driver_jvm_peak_mib=driver_jvm, executor_peaks_mib=executors, columns=cols)
+    return dict(secs=secs, setup_peak_mib=setup_peak, master=master, **peaks, columns=cols)
 
 CHILDREN['ours_spark'] = child_ours_spark
 
 def main_spark(args):
     "Ours on DuckDB, on Spark local[2] and on a 2-worker cluster, and the exact scipy scores, on the same data; a table and a JSON line."
-    sys.path.insert(0, str(HERE.parent.parent/'tests'))
-    import spark_cluster
-    from spark_cluster import StandaloneCluster, java_missing
-    env = spark_cluster.spark_env   # the tests drop a silent worker after 10 s; a loaded machine needs longer
-    spark_cluster.spark_env = lambda tmp: {**env(tmp), 'SPARK_MASTER_OPTS': '-Dspark.worker.timeout=120'}
     n = args.rows or SIZES['quick' if args.quick else 'full']
-    if (why := java_missing()): raise SystemExit(f"the Spark contenders need Java and PySpark: {why}")
+    cluster, why = standalone_cluster(workers=2, cores=1, memory='768m')
+    if why: raise SystemExit(f"the Spark contenders need Java and PySpark: {why}")
     work = Path(tempfile.mkdtemp(prefix='drift_bench_spark_', dir=args.tmpdir))
     load0, t_start, res = os.getloadavg()[0], time.perf_counter(), {}
     try:
@@ -450,7 +428,7 @@ def main_spark(args):
         if 'error' in data: raise SystemExit(f"making the data failed: {data['error']}")
         for c in ('scipy', 'ours'): res[c] = run_child(c, work, sys.executable, 'main', n)
         res['spark_local'] = run_child('ours_spark', work, sys.executable, 'main', n)
-        with StandaloneCluster(workers=2, cores=1, memory='768m') as cluster:
+        with cluster:
             os.environ['DRIFT_BENCH_SPARK_MASTER'] = cluster.url
             try: res['spark_cluster'] = run_child('ours_spark', work, sys.executable, 'main', n)
             finally: del os.environ['DRIFT_BENCH_SPARK_MASTER']

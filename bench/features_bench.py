@@ -6,6 +6,7 @@ and a hand-written DuckDB query, plus its online-lookup latency.
     python bench/features_bench.py --runs 1   # one full run
     python bench/features_bench.py --quick    # 100,000 x 500,000, one run, about a minute (figures are not comparable to the targets)
     python bench/features_bench.py --feast-python /path/to/venv/bin/python   # run the Feast contenders in another venv
+    python bench/features_bench.py --spark --feast-python .venv-feast-spark/bin/python   # the Spark contenders (below)
 
 Feast 0.67 requires pandas<3. If this venv has pandas 3, install Feast (`pip install 'feast[duckdb]' psutil`) into a venv
 of its own and name its interpreter with --feast-python (or $FEAST_PYTHON); only the Feast children run there.
@@ -28,10 +29,6 @@ Contenders, each in its own child process (its peak RSS, from `os.wait4`, is its
                    the commit's statistics and ties verdict in the registry, so the join reads that verdict instead of
                    scanning for ties; its time is printed as info). Each timed call is on a fresh FeatureStore (opened
                    before the clock starts); the same call repeated on one store is shown as info.
-5. ours_spark   -- the same training set with the engine set to Spark (local[2]) by the settings.
-6. feast_spark  -- Feast's Spark offline store (a SparkSource on the feature Parquet, Spark local[2]); it needs feast[spark],
-                   e.g. `python3 -m venv .venv-feast-spark && .venv-feast-spark/bin/pip install 'feast[spark]==0.67.0'`, named
-                   with --feast-python (that venv has no DuckDB store: add --skip feast_duckdb).
 Only the join is timed (for Feast: get_historical_features + to_df; for ours: training_set + df; for the query:
 execute + df). The entity frame is read from Parquet before the clock starts, except by the query, which reads it itself.
 Online: `materialize` (timed once, info) then `online_features` for 1 and for 100 keys, 200 calls each, p50/p99 in ms.
@@ -49,11 +46,25 @@ spread (min / median / max) of every ratio, time and peak memory across the runs
 run. Targets: ours >= 3x faster than Feast's DuckDB store, >= 1.5x faster than the hand-written ASOF query, >= 20x faster
 than and >= 5x less peak memory than Feast's dask store, in every run, with no disagreement.
 The last line printed is one JSON object with every figure.
+
+Spark (`--spark`, about 25 minutes in full): the same join on Spark, ours against Feast's Spark offline store, on `local[2]`
+and on a standalone cluster of a master and two 1-core workers on 127.0.0.1 (the tests' cluster, tests/spark_cluster.py,
+stopped by pid), on the same data and with the same Spark settings (SPARK_CONF):
+- ours_spark   -- `FeatureStore.training_set(...).df()` with the engine set to Spark by the settings (MLINFRA_FEATURES__ENGINE,
+                  MLINFRA_SPARK__MASTER, MLINFRA_SPARK__CONF), over the table ingested into the lake;
+- feast_spark  -- Feast's Spark offline store (a SparkSource on the feature Parquet). It needs feast[spark] in a venv of its own:
+                  `python3 -m venv .venv-feast-spark && .venv-feast-spark/bin/pip install 'feast[spark]==0.67.0' psutil`,
+                  named with --feast-python.
+Each reports the join's time, the peak RSS of its Python process, of its driver JVM and of each executor JVM (VmHWM, read
+before the application ends; on local[N] the driver JVM runs the tasks), and its disagreements with the brute-force
+reference. Ours on DuckDB runs on the same data for scale. Then the growth: ours on the cluster again with 10x the entity rows
+(10,000,000; the same feature table), and the ratio of the two times. Targets: ours on Spark >= 2x faster than Feast's Spark
+store on the same master, zero disagreements, and 1M -> 10M entity rows in <= 12x the time (--no-growth leaves it out).
 """
 from __future__ import annotations
 import argparse, json, os, shutil, statistics, sys, tempfile, time, traceback
 from pathlib import Path
-from benchutil import lib_version, measured_child, print_table, probe, self_peak_mib, verdict, work_args
+from benchutil import lib_version, measured_child, print_table, probe, self_peak_mib, spark_peaks, standalone_cluster, verdict, work_args
 
 HERE = Path(__file__).resolve()
 RESULT_TAG = '@@FEATURES_BENCH_RESULT@@ '
@@ -66,14 +77,18 @@ START_US = 1_704_067_200 * 1_000_000  # 2024-01-01T00:00:00Z
 
 # targets from the issue
 T_VS_DASK, T_VS_DUCKDB, T_VS_SQL, T_MEM_VS_DASK = 20.0, 3.0, 1.5, 5.0   # ours faster by these factors (peak memory: Feast dask / ours)
+T_VS_FEAST_SPARK, T_GROWTH = 2.0, 12.0   # --spark: ours on Spark faster than Feast's Spark store; time at 10x the entity rows over time at 1x
+WORKER_MEMORY = '3g'   # --spark: each worker's (and executor's) memory
 
 FULL = dict(users=100_000, features=5_000_000, entities=1_000_000, sample=10_000, online_calls=200)
 QUICK = dict(users=10_000, features=500_000, entities=100_000, sample=10_000, online_calls=200)
-SIZES = dict(full=FULL, quick=QUICK)
+SIZES = dict(full=FULL, quick=QUICK, full10=dict(FULL, entities=10 * FULL['entities']),
+             quick10=dict(QUICK, entities=10 * QUICK['entities']))   # 10x the entity rows: Spark's growth
 
-CONTENDERS = ['feast_dask', 'feast_duckdb', 'duckdb_sql', 'ours', 'ours_spark', 'feast_spark']
+CONTENDERS = ['feast_dask', 'feast_duckdb', 'duckdb_sql', 'ours']
+SPARK_CONTENDERS = ['ours_spark', 'feast_spark']   # --spark
 LABELS = {'feast_dask': 'Feast file/dask store', 'feast_duckdb': 'Feast DuckDB store', 'duckdb_sql': 'hand-written DuckDB query',
-          'ours': 'ours (mlinfra_nb.features)', 'ours_spark': 'ours on Spark local[2]', 'feast_spark': "Feast's Spark store, local[2]"}
+          'ours': 'ours (mlinfra_nb.features)', 'ours_spark': 'ours on Spark', 'feast_spark': "Feast's Spark store"}
 
 # --------------------------------------------------------------------------------------------------------------
 # the data (made once, in the parent)
@@ -301,15 +316,23 @@ def child_ours(work:Path, _=None)->dict:
     warm, warm_runs, _, _ = time_join(lambda: fs.training_set(edf, REFS, timestamp='event_ts').df(), reps=2)   # info: the check remembered
     return dict(join_s=secs, runs_s=runs, cpu_s=cpu, warm_join_s=warm, warm_runs_s=warm_runs, setup_peak_mib=setup_peak, **res)
 
+def spark_conf(master:str)->dict:
+    "The Spark settings both Spark contenders get: `master`, and on the cluster one 1-core executor per worker."
+    conf = {'spark.driver.memory': '4g', 'spark.sql.shuffle.partitions': '8', 'spark.ui.enabled': 'false', 'spark.sql.session.timeZone': 'UTC'}
+    if master.startswith('spark://'): conf.update({'spark.executor.memory': WORKER_MEMORY, 'spark.cores.max': '2', 'spark.executor.cores': '1'})
+    return conf
+
 def child_ours_spark(work:Path, _=None)->dict:
-    "The same training set with the engine set to Spark (local[2]) by the settings; the session start is not timed."
+    "The same training set with the engine set to Spark by the settings; the session start is not timed."
     from mlinfra_nb.lake import Lake
     from mlinfra_nb.workspace import Workspace
     from mlinfra_nb.features import FeatureStore
     from mlinfra_nb.features.spark import spark_session
-    ws = Workspace(work/'mlinfra-home', env={'MLINFRA_FEATURES__ENGINE': 'spark', 'MLINFRA_SPARK__MASTER': 'local[2]',
-                                            'MLINFRA_SPARK__CONF': 'spark.driver.memory=2g;spark.sql.shuffle.partitions=8;spark.ui.enabled=false'})
-    spark_session(ws).sparkContext.setLogLevel('ERROR')
+    master = os.environ['FEATURES_BENCH_SPARK_MASTER']
+    ws = Workspace(work/'mlinfra-home', env={'MLINFRA_FEATURES__ENGINE': 'spark', 'MLINFRA_SPARK__MASTER': master,
+                                            'MLINFRA_SPARK__CONF': ';'.join(f'{k}={v}' for k, v in spark_conf(master).items())})
+    spark = spark_session(ws)
+    spark.sparkContext.setLogLevel('ERROR')
     fs = FeatureStore(Lake(work/'lake', user='bench'), workspace=ws)
     edf = entity_df(work)
     setup = json.loads((work/'setup.json').read_text())
@@ -318,7 +341,8 @@ def child_ours_spark(work:Path, _=None)->dict:
     res = finish(out, work, 'ours_spark', len(edf), setup['sample'])
     res['columns_ok'] = res['columns'] == [*map(str, edf.columns), *FEATURES]
     import pyspark
-    return dict(join_s=secs, runs_s=runs, cpu_s=cpu, setup_peak_mib=setup_peak, version=pyspark.__version__, **res)
+    return dict(join_s=secs, runs_s=runs, cpu_s=cpu, setup_peak_mib=setup_peak, version=pyspark.__version__, master=spark.sparkContext.master,
+                **spark_peaks(spark.sparkContext), **res)
 
 def child_ours_online(work:Path, _=None)->dict:
     from mlinfra_nb.lake import Lake
@@ -352,16 +376,19 @@ CHILDREN = {'make': child_make, 'feast_dask': lambda w: child_feast(w, 'dask'), 
             'duckdb_sql': child_duckdb_sql, 'ours_setup': child_ours_setup, 'ours': child_ours, 'ours_spark': child_ours_spark, 'ours_online': child_ours_online}
 
 def child_feast_spark(work:Path, _=None)->dict:
-    """Feast's Spark offline store (feast[spark], in a venv of its own: --feast-python) on the same Parquet file, Spark local[2]
-    as ours on Spark; the session start and `apply` are not timed."""
+    """Feast's Spark offline store (feast[spark], in a venv of its own: --feast-python) on the same Parquet file, with the
+    same master and settings as ours on Spark; the session start and `apply` are not timed."""
+    from pyspark import SparkContext
     from feast.infra.offline_stores.contrib.spark_offline_store.spark import SparkOfflineStoreConfig
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-    conf = {'spark.master': 'local[2]', 'spark.driver.memory': '2g', 'spark.sql.shuffle.partitions': '8', 'spark.ui.enabled': 'false',
-            'spark.sql.session.timeZone': 'UTC', 'spark.driver.host': '127.0.0.1', 'spark.driver.bindAddress': '127.0.0.1',
+    master = os.environ['FEATURES_BENCH_SPARK_MASTER']
+    conf = {'spark.master': master, **spark_conf(master), 'spark.driver.host': '127.0.0.1', 'spark.driver.bindAddress': '127.0.0.1',
             'spark.sql.warehouse.dir': str(work/'feast-spark-warehouse')}
-    return feast_join(work, 'feast_spark', SparkOfflineStoreConfig(type='spark', spark_conf=conf),
-                      lambda path: SparkSource(name='user_features_source', path=path, file_format='parquet',
-                                               timestamp_field='event_ts', created_timestamp_column='created_ts'))
+    res = feast_join(work, 'feast_spark', SparkOfflineStoreConfig(type='spark', spark_conf=conf),
+                     lambda path: SparkSource(name='user_features_source', path=path, file_format='parquet',
+                                              timestamp_field='event_ts', created_timestamp_column='created_ts'))
+    sc = SparkContext._active_spark_context
+    return dict(res, master=sc.master, **spark_peaks(sc))
 
 CHILDREN['feast_spark'] = child_feast_spark
 
@@ -376,12 +403,12 @@ def child_main(args):
 # --------------------------------------------------------------------------------------------------------------
 # the parent
 
-def run_child(name:str, work:Path, python:str, size:str)->dict:
-    "Run one child; its result, or dict(error=...) with the tail of its stderr."
-    print(f"  running {name} ...", file=sys.stderr, flush=True)
+def run_child(name:str, work:Path, python:str, size:str, **env)->dict:
+    "Run one child (with `env` added to its environment); its result, or dict(error=...) with the tail of its stderr."
+    print(f"  running {name}{' on ' + env['FEATURES_BENCH_SPARK_MASTER'] if env else ''} ...", file=sys.stderr, flush=True)
     log = work/f'{name}.log'
     env = dict(os.environ, PYTHONWARNINGS='ignore', FEAST_USAGE='False', FEAST_TELEMETRY='False', FEATURES_BENCH_SIZE=size,
-               MLINFRA_HOME=str(work/'mlinfra-home'))  # our online store lives in the workspace: keep it in the temp dir
+               MLINFRA_HOME=str(work/'mlinfra-home'), **env)  # our online store lives in the workspace: keep it in the temp dir
     return measured_child(name, [python, str(HERE), '--child', name, '--work', str(work)], log, env, RESULT_TAG)
 
 
@@ -409,7 +436,7 @@ def judge(res:dict, online:dict|None, sz:dict)->dict:
     cpu_speed = {c: ratio(res[c]['cpu_s'], ours['cpu_s']) for c in CONTENDERS if c != 'ours' and ours and good(c)}
     mem = ratio(res['feast_dask']['peak_mib'], ours['peak_mib']) if ours and good('feast_dask') else None
     failed = []   # a contender that must agree and does not (Feast's dask store is known not to)
-    for c in ('feast_duckdb', 'duckdb_sql', 'ours', 'ours_spark'):
+    for c in ('feast_duckdb', 'duckdb_sql', 'ours'):
         if c not in res: continue
         r = res[c]
         if 'error' in r: failed.append(f'{c} failed'); continue
@@ -463,6 +490,106 @@ def spread(xs:list)->dict:
     xs = [x for x in xs if x is not None]
     return dict(min=min(xs), median=statistics.median(xs), max=max(xs)) if xs else None
 
+# --------------------------------------------------------------------------------------------------------------
+# --spark: ours on Spark against Feast's Spark store, on local[2] and on a 2-worker cluster; then 10x the entity rows
+
+def prepare(work:Path, size:str)->dict:
+    "Make the data of `size` in `work` and ingest it into our lake; the brute-force reference on its sample."
+    work.mkdir(parents=True)
+    for step in ('make', 'ours_setup'):
+        got = run_child(step, work, sys.executable, size)
+        if 'error' in got: raise SystemExit(f"{step} failed: {got['error']}")
+    return reference(work, json.loads((work/'setup.json').read_text())['sample'])
+
+def checked(name:str, work:Path, python:str, size:str, ref:dict, master:str|None=None)->dict:
+    "Run contender `name` (on Spark `master`, if given) and compare its sampled rows with the reference."
+    r = run_child(name, work, python, size, **({'FEATURES_BENCH_SPARK_MASTER': master} if master else {}))
+    if 'error' not in r: r['check'] = compare(ref, work/f'{name}.sample.parquet')
+    return r
+
+def main_spark(args):
+    "Ours on Spark and Feast's Spark store on local[2], then on a 2-worker cluster, ours on DuckDB for scale, and the growth to 10x the entity rows."
+    size = 'quick' if args.quick else 'full'
+    cluster, why = standalone_cluster(workers=2, cores=1, memory=WORKER_MEMORY)
+    if why: raise SystemExit(f"--spark needs Java and PySpark: {why}")
+    ok, feast_v = probe(args.feast_python, 'import feast; from feast.infra.offline_stores.contrib.spark_offline_store.spark import '
+                                           'SparkOfflineStoreConfig; print(feast.__version__)')
+    notes = {} if ok else {'feast': f"Feast's Spark store is not importable with {args.feast_python} ({feast_v}); it is skipped "
+                                    "(see --help for its venv)"}
+    for n in notes.values(): print(f"NOTE: {n}", file=sys.stderr)
+    todo = [c for c in SPARK_CONTENDERS if c not in args.skip and not (c == 'feast_spark' and notes)]
+    python = lambda c: args.feast_python if c.startswith('feast') else sys.executable
+    work = Path(tempfile.mkdtemp(prefix='features_bench_spark_', dir=args.tmpdir))
+    load0, t_start, res, growth = os.getloadavg()[0], time.perf_counter(), {}, None
+    try:
+        print(f"features_bench --spark in {work}", file=sys.stderr)
+        ref = prepare(work/'1x', size)
+        res['ours'] = checked('ours', work/'1x', sys.executable, size, ref)
+        for c in todo: res[f'{c}@local[2]'] = checked(c, work/'1x', python(c), size, ref, 'local[2]')
+        with cluster:
+            for c in todo: res[f'{c}@cluster'] = checked(c, work/'1x', python(c), size, ref, cluster.url)
+            if args.growth and 'ours_spark' in todo:
+                ref10 = prepare(work/'10x', size + '10')
+                growth = checked('ours_spark', work/'10x', sys.executable, size + '10', ref10, cluster.url)
+    finally:
+        if args.keep: print(f"kept {work}", file=sys.stderr)
+        else: shutil.rmtree(work, ignore_errors=True)
+    report_spark(args, size, res, growth, notes, feast_v if ok else None, load0, time.perf_counter() - t_start)
+
+def report_spark(args, size:str, res:dict, growth:dict|None, notes:dict, feast_v:str|None, load0:float, wall:float):
+    "The --spark table, the targets' verdicts and one JSON line; exit 1 on a disagreement or a failed run of ours."
+    sz, good = SIZES[size], lambda r: r is not None and 'error' not in r
+    rows, figs, failed, passed = [], {}, [], {}
+    mib = lambda x: f'{x:.0f}' if x is not None else ''
+    for key in ['ours', *[k for m in ('local[2]', 'cluster') for k in res if k.endswith('@' + m)], *(['growth'] if growth else [])]:
+        r = growth if key == 'growth' else res[key]
+        c, _, m = key.partition('@')
+        label = ('ours on DuckDB (for scale)' if key == 'ours' else f"ours on Spark, cluster, {fmt_n(SIZES[size + '10']['entities'])} entity rows"
+                 if key == 'growth' else f"{LABELS[c]}, {'2-worker cluster' if m == 'cluster' else m}")
+        if not good(r):
+            rows.append((label, 'ERROR', '', '', '', '', '', '', '', 'ERROR')); figs[key] = dict(error=r['error'])
+            if c != 'feast_spark': failed.append(f'{key} failed')
+            continue
+        ours = res.get(f'ours_spark@{m}')
+        ratio, target = None, ''
+        if c == 'feast_spark' and good(ours):
+            ratio, target = r['join_s'] / ours['join_s'], f'>= {T_VS_FEAST_SPARK:g}x'
+            passed[f'vs_feast_spark@{m}'] = ratio >= T_VS_FEAST_SPARK
+        if key == 'growth' and good(res.get('ours_spark@cluster')):
+            ratio, target = r['join_s'] / res['ours_spark@cluster']['join_s'], f'<= {T_GROWTH:g}x'
+            passed['growth'] = ratio <= T_GROWTH
+        n = sz['entities'] * (10 if key == 'growth' else 1)
+        if c != 'feast_spark':
+            if r['check']['disagree']: failed.append(f"{key} disagrees with the reference on {r['check']['disagree']} sampled rows")
+            if not r['in_order'] or r['rows'] != n: failed.append(f'{key} does not return the {n:,} entity rows in order')
+        execs = r.get('executor_peaks_mib') or []
+        figs[key] = dict(join_s=round(r['join_s'], 3), cpu_s=round(r['cpu_s'], 3), python_peak_mib=round(r['peak_mib'], 1),
+                         driver_jvm_peak_mib=r.get('driver_jvm_peak_mib'), executor_peaks_mib=execs, master=r.get('master'), entity_rows=n,
+                         rows=r['rows'], disagree=r['check']['disagree'], disagree_kinds=r['check']['kinds'], ratio=ratio)
+        verdict_ = verdict(ratio >= T_VS_FEAST_SPARK if c == 'feast_spark' else ratio <= T_GROWTH) if ratio is not None else '-'
+        rows.append((label, f"{r['join_s']:.2f}", f"{r['cpu_s']:.2f}", mib(r['peak_mib']), mib(r.get('driver_jvm_peak_mib')),
+                     ' + '.join(f'{e:.0f}' for e in execs), f"{r['check']['disagree']} / {r['check']['sample']:,}",
+                     f'{ratio:.2f}x' if ratio is not None else '', target, verdict_))
+    print(f"\nfeatures_bench --spark ({'QUICK: sizes scaled down' if args.quick else 'full'}): point-in-time join of "
+          f"{fmt_n(sz['entities'])} entity rows x {fmt_n(sz['features'])} feature rows; total {wall:.0f} s; library {lib_version()}; "
+          f"feast {feast_v or 'n/a'}; {os.cpu_count()} CPUs, load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    print_table(('contender', 'join s', 'cpu s', 'python peak MiB', 'driver JVM peak MiB', 'executor peaks MiB', 'disagree / sample',
+                 'ratio', 'target', 'verdict'), rows)
+    print("ratio: Feast's time over ours on the same master; growth: ours at 10x the entity rows over ours at 1x, on the cluster. "
+          "cpu s: the Python process only (not the JVMs).")
+    for c, r in res.items():
+        if good(r): print(f"  {c}: disagreements: " + (', '.join(f'{v} {k}' for k, v in r['check']['kinds'].items()) or 'none'))
+    for f in failed: print(f"CORRECTNESS FAILURE: {f}")
+    for n in notes.values(): print(f"NOTE: {n}")
+    met = bool(passed) and all(passed.values()) and not failed
+    print(f"targets (ours on Spark >= {T_VS_FEAST_SPARK:g}x Feast's Spark store on each master, 1M -> 10M entity rows <= {T_GROWTH:g}x, "
+          f"no disagreement): {verdict(met)}")
+    print(json.dumps(dict(spark=True, quick=args.quick, sizes=sz, library=lib_version(), feast=feast_v, contenders=figs, passed=passed,
+                          targets_met=met, correctness_failures=failed, notes=notes, spark_conf=dict(local=spark_conf('local[2]'),
+                          cluster=spark_conf('spark://'), workers=2, worker_cores=1, worker_memory=WORKER_MEMORY),
+                          load_average=[round(load0, 2), round(os.getloadavg()[0], 2)], wall_s=round(wall, 1))))
+    if failed: sys.exit(1)
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true', help='100k entity rows x 500k feature rows; not comparable to the targets')
@@ -470,10 +597,13 @@ def main():
                                                            'the targets must hold in every run')
     ap.add_argument('--feast-python', default=os.environ.get('FEAST_PYTHON') or sys.executable,
                     help='the Python interpreter to run the Feast contenders with (default: $FEAST_PYTHON or this one)')
-    ap.add_argument('--skip', action='append', default=[], choices=CONTENDERS, help='leave out a contender (repeatable)')
+    ap.add_argument('--skip', action='append', default=[], choices=CONTENDERS + SPARK_CONTENDERS, help='leave out a contender (repeatable)')
+    ap.add_argument('--spark', action='store_true', help="ours on Spark against Feast's Spark store, on local[2] and a 2-worker cluster")
+    ap.add_argument('--growth', action=argparse.BooleanOptionalAction, default=True, help='with --spark: ours on the cluster at 10x the entity rows too')
     work_args(ap)
     args = ap.parse_args()
     if args.child: return child_main(args)
+    if args.spark: return main_spark(args)
 
     size = 'quick' if args.quick else 'full'
     sz = SIZES[size]
@@ -486,10 +616,8 @@ def main():
     if not ok_ours: notes['ours'] = f"ours is unavailable: `from mlinfra_nb.features import FeatureStore, FeatureView` failed ({why})"
     for n in notes.values(): print(f"NOTE: {n}", file=sys.stderr)
     run = {c: c not in args.skip for c in CONTENDERS}
-    if 'feast' in notes: run['feast_dask'] = run['feast_duckdb'] = run['feast_spark'] = False
-    if 'ours' in notes: run['ours'] = run['ours_spark'] = False
-    ok_spark, why = probe(sys.executable, 'import pyspark, shutil; assert shutil.which("java"), "no java"')
-    if not ok_spark: notes['spark'] = f"the Spark contender is skipped: PySpark or Java is missing ({why})"; run['ours_spark'] = False
+    if 'feast' in notes: run['feast_dask'] = run['feast_duckdb'] = False
+    if 'ours' in notes: run['ours'] = False
 
     work = Path(tempfile.mkdtemp(prefix='features_bench_', dir=args.tmpdir))
     load0 = os.getloadavg()[0]
@@ -502,7 +630,7 @@ def main():
         if 'error' in data: raise SystemExit(f"making the data failed: {data['error']}")
         print("  brute-force reference on the sample ...", file=sys.stderr, flush=True)
         ref = reference(work, json.loads((work/'setup.json').read_text())['sample'])
-        if run['ours'] or run['ours_spark']:
+        if run['ours']:
             ours_setup = run_child('ours_setup', work, sys.executable, size)
             if 'error' in ours_setup: raise SystemExit(f"setting up ours failed: {ours_setup['error']}")
         for k in range(nruns):
@@ -573,7 +701,7 @@ def main():
     figures = dict(quick=args.quick, library=version, feast=feast_v if 'feast' not in notes else None, sizes=sz, data=data, runs=[per_run(r) for r in runs],
                    available={c: any(c in r['res'] for r in runs) for c in CONTENDERS},
                    speedup_vs_feast_dask=sp('feast_dask'), speedup_vs_feast_duckdb=sp('feast_duckdb'), speedup_vs_duckdb_sql=sp('duckdb_sql'),
-                   speedup_vs_ours_spark=sp('ours_spark'), peak_mem_ratio_feast_dask_over_ours=spread([r['judged']['mem'] for r in runs]),
+                   peak_mem_ratio_feast_dask_over_ours=spread([r['judged']['mem'] for r in runs]),
                    ours_peak_mib=spread([r['res']['ours']['peak_mib'] for r in runs if 'ours' in r['res'] and 'error' not in r['res']['ours']]),
                    ours_setup=ours_setup, online=runs[0]['online'] if runs else None, targets_met_in_every_run=targets_met,
                    targets=dict(speedup_vs_feast_dask=T_VS_DASK, speedup_vs_feast_duckdb=T_VS_DUCKDB, speedup_vs_duckdb_sql=T_VS_SQL,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt, math, re, uuid
 from dataclasses import dataclass, field
 from fastcore.basics import patch
+from pathlib import Path
 import duckdb, numpy as np, pandas as pd, pyarrow as pa
 from scipy import special, stats
 from ..workspace import InvalidInput
@@ -15,10 +16,10 @@ from ..features.sketch import Sketch, bounds, merge, reference_sketches, sketche
 
 # %% auto #0
 __all__ = ['THRESHOLDS', 'P_VALUE_TESTS', 'NUMERIC_ONLY', 'BINNED', 'INTEGER_TYPES', 'INTEGER_CARDINALITY_LIMIT', 'ALL',
-           'MERGE_MAX_WINDOWS', 'RESULT_COLUMNS', 'SLACK', 'SKETCHED', 'WINDOW_COLUMNS', 'default_test',
-           'drift_detected', 'column_types', 'column_kinds', 'sturges_edges', 'frequency_stats', 'ks_pvalue',
-           'z_pvalue', 'DriftResult', 'pick_setting', 'untested_row', 'result_row', 'dataset_verdict', 'check_options',
-           'window_expr', 'compared_columns', 'cast_type', 'window_frames', 'data_drift']
+           'MERGE_MAX_WINDOWS', 'RESULT_COLUMNS', 'SLACK', 'SKETCHED', 'PART_SKETCHES_KEPT', 'WINDOW_COLUMNS',
+           'default_test', 'drift_detected', 'column_types', 'column_kinds', 'sturges_edges', 'frequency_stats',
+           'ks_pvalue', 'z_pvalue', 'DriftResult', 'pick_setting', 'untested_row', 'result_row', 'dataset_verdict',
+           'check_options', 'window_expr', 'compared_columns', 'cast_type', 'window_frames', 'data_drift']
 
 # %% ../../nbs/51_monitor.drift.ipynb #8e310cfd
 THRESHOLDS = dict(ks=0.05, chisquare=0.05, z=0.05, wasserstein=0.1, jensenshannon=0.1, psi=0.1, linf=0.1)
@@ -52,11 +53,20 @@ def _connection(con=None)->duckdb.DuckDBPyConnection:
     return query_connection().cursor()
 
 # %% ../../nbs/51_monitor.drift.ipynb #07fad68b
+_VIEW_PARTS = {}   # {registered view: its Parquet parts}, for the lake tables read in place (see `_part_sketches`)
+
+def _lake_table(con, name:str, repo, ref:str, path:str):
+    "Lake table `path` at `ref` as a relation; its parts are remembered under `name` when they are files named by their hash."
+    parts = repo.readable_parts(ref, path) if hasattr(repo, 'readable_parts') else None   # lakeFS: through its client
+    if parts is None: return repo.table(ref, path, con=con)
+    if isinstance(parts, pa.Table): return con.from_arrow(parts)                          # encrypted or packed
+    if parts and all(re.fullmatch('[0-9a-f]{64}', Path(f).name) for f in parts): _VIEW_PARTS[name] = parts
+    return con.read_parquet(parts)
+
 def _register(con:duckdb.DuckDBPyConnection, data, what:str)->str:
     "Make `data` readable as a view on `con`; its name."
     name = f'_drift_{what}_{uuid.uuid4().hex[:8]}'
-    if isinstance(data, tuple) and len(data) == 3 and hasattr(data[0], 'table'):
-        data = data[0].table(data[1], data[2], con=con)
+    if isinstance(data, tuple) and len(data) == 3 and hasattr(data[0], 'table'): data = _lake_table(con, name, *data)
     if isinstance(data, duckdb.DuckDBPyRelation):
         try: con.register(name, data); return name
         except duckdb.Error:  # a relation of another connection: copy it over once, streaming
@@ -557,10 +567,29 @@ def _sketch_row(col:str, test_opt, thr_opt, rsk:Sketch, csk:Sketch)->tuple[dict,
                n_reference=nr, n_current=nc, n_values=b.n_values, note=note)
     return row, _certain(test, low, high, thr, _std_margin(rsk) if test == 'wasserstein' else 0.0)
 
+# %% ../../nbs/51_monitor.drift.ipynb #93f347ce
+_PART_SKETCHES = {}          # {(Parquet part, values SQL, grid, window SQL): {window: Sketch}}, kept across calls
+PART_SKETCHES_KEPT = 50_000  # at most this many; the oldest go first
+
+def _part_sketches(con, cur:str, x:str, grid, by:str|None)->dict|None:
+    """{window: sketch} of a lake table's rows merged from each part's, every part sketched once per process (its file
+    is named by its content hash, so a sketch is tied to its exact rows); None: `cur` is not a lake table read in place."""
+    if (parts := _VIEW_PARTS.get(cur)) is None: return None
+    per = {}
+    for f in parts:
+        key = (f, x, grid, by)
+        if (got := _PART_SKETCHES.get(key)) is None:
+            got = _PART_SKETCHES[key] = sketches(con, f"read_parquet('{f.replace(chr(39), chr(39) * 2)}')", x, grid, by=by)
+            while len(_PART_SKETCHES) > PART_SKETCHES_KEPT: _PART_SKETCHES.pop(next(iter(_PART_SKETCHES)))
+        for p, s in got.items(): per.setdefault(p, []).append(s)
+    return {p: merge(*ss) for p, ss in per.items()}
+
 # %% ../../nbs/51_monitor.drift.ipynb #847064a7
 def _window_sketches(con, cur:str, x:str, grid, wexpr:str|None)->dict:
     "{window: sketch of the current values `x` on `grid`}, with `ALL` for the whole current data."
-    per = sketches(con, f'"{cur}"', x, grid, by=f'epoch_us({wexpr})' if wexpr else None)
+    by = f'epoch_us({wexpr})' if wexpr else None
+    per = _part_sketches(con, cur, x, grid, by)
+    if per is None: per = sketches(con, f'"{cur}"', x, grid, by=by)
     windows = {ALL: merge(*per.values())} if per else {}
     if wexpr: windows.update({p: s for p, s in per.items() if p is not None})
     return windows
@@ -676,6 +705,7 @@ def _drift_rows(con, ref:str, cur:str, columns:list, kinds:dict, ref_types:dict,
 def _unregister(con, views:list[str]):
     "Drop the views (or the temp tables copied from another connection) that `_register` made."
     for t in views:
+        _VIEW_PARTS.pop(t, None)
         for drop in (lambda: con.unregister(t), lambda: con.execute(f'DROP TABLE IF EXISTS "{t}"')):
             try: drop()
             except duckdb.Error: pass
