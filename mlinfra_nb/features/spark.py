@@ -4,15 +4,14 @@
 
 # %% ../../nbs/24_features.spark.ipynb #1dca2b2c
 from __future__ import annotations
-import datetime as dt, functools, itertools, operator, re, shutil, tempfile, uuid
+import functools, itertools, operator, re, shutil, tempfile, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
 import pandas as pd
-from .. import __version__
 from ..workspace import InvalidInput, MlinfraError, Workspace, get_logger
 from .views import AGGREGATIONS, Aggregate, FeatureStore, FeatureView, parse_duration
-from .training import TrainingSet, check_request, table_hash
+from .training import TrainingSet, check_request, source_commits, training_lineage
 
 # %% auto #0
 __all__ = ['SESSION_CONF', 'BASE_CONF', 'MARK', 'S3A', 'parse_conf', 'prepare', 'spark_session', 'raise_sql', 'java_root_cause',
@@ -319,12 +318,8 @@ def spark_training_set(fs:FeatureStore, entities, features:list[str], timestamp:
                        registry_ref:str='main', full_names:bool=False, spark=None)->SparkTrainingSet:
     "`fs.training_set(...)` computed on Spark (`spark`, default: the store's session or one from the workspace settings)."
     views, refs, t = check_request(fs, entities, features, timestamp, refs, registry_ref, full_names)   # as the DuckDB engine
-    commits = {n: fs.lake.repository(v.repo).commit_info(refs.get(n, v.ref)).id for n, (v, _) in views.items()}
-    lineage = {'features': list(features), 'entity_rows': t.num_rows, 'entity_hash': table_hash(t), 'timestamp': timestamp,
-               'registry': {'repo': fs.registry.name, 'ref': registry_ref, 'commit': fs.registry.commit_info(registry_ref).id},
-               'views': {n: {'version': v.version, 'source': v.source, 'ref': refs.get(n, v.ref), 'source_commit': commits[n]}
-                         for n, (v, _) in views.items()},
-               'engine': 'spark', 'created_at': dt.datetime.now(dt.timezone.utc).isoformat(), 'mlinfra': __version__}
+    commits = source_commits(fs, views, refs)
+    lineage = {**training_lineage(fs, features, t, timestamp, registry_ref, views, refs, commits), 'engine': 'spark'}
     spark = prepare(spark or getattr(fs, '_spark', None) or spark_session(fs.ws))
     frame = spark_training_frame(fs, spark, views, t, timestamp, full_names, commits)
     return SparkTrainingSet(None, lineage, timestamp, fs, None, frame=frame, table=t)

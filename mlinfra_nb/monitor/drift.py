@@ -19,7 +19,8 @@ __all__ = ['THRESHOLDS', 'P_VALUE_TESTS', 'NUMERIC_ONLY', 'BINNED', 'INTEGER_TYP
            'MERGE_MAX_WINDOWS', 'RESULT_COLUMNS', 'SLACK', 'SKETCHED', 'PART_SKETCHES_KEPT', 'WINDOW_COLUMNS',
            'default_test', 'drift_detected', 'column_types', 'column_kinds', 'sturges_edges', 'frequency_stats',
            'ks_pvalue', 'z_pvalue', 'DriftResult', 'pick_setting', 'untested_row', 'result_row', 'dataset_verdict',
-           'check_options', 'window_expr', 'compared_columns', 'cast_type', 'window_frames', 'data_drift']
+           'frequency_windows', 'bin_edges', 'window_rows', 'check_options', 'window_expr', 'compared_columns',
+           'cast_type', 'missing_row', 'drift_summary', 'window_frames', 'data_drift']
 
 # %% ../../nbs/51_monitor.drift.ipynb #8e310cfd
 THRESHOLDS = dict(ks=0.05, chisquare=0.05, z=0.05, wasserstein=0.1, jensenshannon=0.1, psi=0.1, linf=0.1)
@@ -445,7 +446,7 @@ def _finite_count(con, ref:str, col:str)->int:
     return con.execute(f'SELECT count(*) FROM "{ref}" WHERE isfinite(CAST({q(col)} AS DOUBLE))').fetchall()[0][0]
 
 # %% ../../nbs/51_monitor.drift.ipynb #583690f6
-def _frequency_windows(num:pd.DataFrame, col:str, test_opt)->tuple[list, list]:
+def frequency_windows(num:pd.DataFrame, col:str, test_opt)->tuple[list, list]:
     "The windows of `num` whose test counts each value, and those whose test counts Sturges bins."
     tests = {p: pick_setting(test_opt, col, 'numeric') or default_test('numeric', int(s.n_reference), int(s.n_values))
              for p, s in num.iterrows()}
@@ -454,13 +455,13 @@ def _frequency_windows(num:pd.DataFrame, col:str, test_opt)->tuple[list, list]:
     return by_value, by_bin
 
 # %% ../../nbs/51_monitor.drift.ipynb #17153450
-def _bin_edges(num:pd.DataFrame, by_bin:list, ctype:str)->dict:
+def bin_edges(num:pd.DataFrame, by_bin:list, ctype:str)->dict:
     "Each window's Sturges edges, over the range and the rows of reference and current together."
     return {p: sturges_edges(num.lo[p], num.hi[p], int(num.n_reference[p] + num.n_current[p]),
                              bool(INTEGER_TYPES.match(ctype))) for p in by_bin}
 
 # %% ../../nbs/51_monitor.drift.ipynb #b639822a
-def _window_rows(col:str, test_opt, thr_opt, num:pd.DataFrame, freq:pd.DataFrame|None, binned:pd.DataFrame|None,
+def window_rows(col:str, test_opt, thr_opt, num:pd.DataFrame, freq:pd.DataFrame|None, binned:pd.DataFrame|None,
                  by_value:list)->dict:
     "{window: result row} of numeric column `col`, from the numeric sums and the value or bin counts of each window."
     out = {}
@@ -481,14 +482,14 @@ def _numeric_results(con, ref, cur, col, wexpr, parts, test_opt, thr_opt, ctype:
             num = _numeric_stats(con, ref_table, cur_table)
         num = num[num.n_reference > 0].set_index('p')
         if num.empty: return {}, _finite_count(con, ref, col)
-        by_value, by_bin = _frequency_windows(num, col, test_opt)
+        by_value, by_bin = frequency_windows(num, col, test_opt)
         if (by_value or by_bin) and ref_table is None: ref_table, cur_table = _numeric_tables(con, ref, cur, col, wexpr)
         freq = frequency_stats(con, _counts_sql(ref_table, cur_table, by_value)).set_index('p') if by_value else None
         binned = None
         if by_bin:
-            edges_table = _edges_table(con, _bin_edges(num, by_bin, ctype))
+            edges_table = _edges_table(con, bin_edges(num, by_bin, ctype))
             binned = frequency_stats(con, _counts_sql(ref_table, cur_table, by_bin, edges_table)).set_index('p')
-        return _window_rows(col, test_opt, thr_opt, num, freq, binned, by_value), int(num.n_reference.iloc[0])
+        return window_rows(col, test_opt, thr_opt, num, freq, binned, by_value), int(num.n_reference.iloc[0])
     finally:
         for t in (ref_table, cur_table, edges_table):
             if t: con.execute(f'DROP TABLE IF EXISTS {t}')
@@ -675,7 +676,7 @@ def _sketch_references(con, ref:str, columns:list, kinds:dict, test, given:dict|
     return ref_sketches
 
 # %% ../../nbs/51_monitor.drift.ipynb #557f7728
-def _missing_row(col:str, kind:str, p:int, nr:int)->dict:
+def missing_row(col:str, kind:str, p:int, nr:int)->dict:
     "The row of column `col` in window `p` without values there: in the reference when `nr` is 0, else in the window."
     if not nr: return untested_row(col, kind, 'no values in the reference (all null)')
     where = ' in this window' if p != ALL else ''
@@ -698,7 +699,7 @@ def _drift_rows(con, ref:str, cur:str, columns:list, kinds:dict, ref_types:dict,
                                                                     threshold, ctype, ref_sketches.get(col))
         got, nr = staged[:2] if staged else _column_results(con, ref, cur, col, kind, wexpr, list(sizes), test,
                                                             threshold, ctype)
-        for p in sizes: rows[p].append(got[p] if p in got else _missing_row(col, kind, p, nr))
+        for p in sizes: rows[p].append(got[p] if p in got else missing_row(col, kind, p, nr))
     return rows
 
 # %% ../../nbs/51_monitor.drift.ipynb #2ce3d6c7
@@ -711,7 +712,7 @@ def _unregister(con, views:list[str]):
             except duckdb.Error: pass
 
 # %% ../../nbs/51_monitor.drift.ipynb #b8136b48
-def _summary(rows:list[dict], n_rows:int, rt:dict, ct:dict, timestamp:str|None, drift_share:float)->dict:
+def drift_summary(rows:list[dict], n_rows:int, rt:dict, ct:dict, timestamp:str|None, drift_share:float)->dict:
     "The `summary` of a `DriftResult`, from the rows over the whole current data (`n_rows` rows)."
     return dict(dataset_verdict(rows, drift_share), n_current_rows=n_rows,
                 only_in_reference=[c for c in rt if c not in ct],
@@ -780,7 +781,7 @@ def data_drift(reference,                       # DuckDB relation, DataFrame, Ar
         rows = _drift_rows(con, ref, cur, columns, kinds, rt, ct, wexpr, sizes, test, threshold, exact,
                            reference_sketches)
     finally: _unregister(con, views)
-    summary = _summary(rows[ALL], sizes[ALL], rt, ct, timestamp, drift_share)
+    summary = drift_summary(rows[ALL], sizes[ALL], rt, ct, timestamp, drift_share)
     result = DriftResult(pd.DataFrame(rows[ALL], columns=RESULT_COLUMNS), summary)
     if wexpr is None: return result
     return DriftResult(result.columns, summary, *window_frames(con, rows, sizes, drift_share, window, ct[timestamp]))

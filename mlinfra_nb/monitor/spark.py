@@ -8,9 +8,9 @@ import datetime as dt, re, uuid
 import duckdb, pandas as pd, pyarrow as pa
 from ..workspace import InvalidInput, MlinfraError
 from .performance import interval
-from .drift import (ALL, BINNED, INTEGER_CARDINALITY_LIMIT, INTEGER_TYPES, NUMERIC_ONLY, RESULT_COLUMNS, DriftResult,
-    cast_type, check_options, column_kinds, column_types, compared_columns, dataset_verdict, default_test, frequency_stats,
-    pick_setting, result_row, sturges_edges, untested_row, window_expr, window_frames)
+from .drift import (ALL, INTEGER_CARDINALITY_LIMIT, INTEGER_TYPES, NUMERIC_ONLY, RESULT_COLUMNS, DriftResult,
+    bin_edges, cast_type, check_options, column_kinds, column_types, compared_columns, drift_summary, frequency_stats,
+    frequency_windows, missing_row, pick_setting, result_row, untested_row, window_expr, window_frames, window_rows)
 from ..features.spark import bq, job_error, prepare
 
 # %% auto #0
@@ -203,20 +203,10 @@ def _numeric_results(spark, con, ref, cur, col, wexpr, test_opt, thr_opt, ctype:
     num = _merged_stats(spark, ref, cur, col, wexpr)
     num, x = num[num.n_reference > 0].set_index('p'), f'CAST({bq(col)} AS DOUBLE)'
     if num.empty: return {}, spark.sql(f'SELECT count(*) FROM {ref} WHERE {_finite(x)}').first()[0]
-    tests = {p: pick_setting(test_opt, col, 'numeric') or default_test('numeric', int(s.n_reference), int(s.n_values)) for p, s in num.iterrows()}
-    by_value = [p for p, t in tests.items() if t in ('chisquare', 'z') or (t in BINNED and num.ref_values[p] <= 20)]
-    by_bin = [p for p, t in tests.items() if t in BINNED and num.ref_values[p] > 20]
+    by_value, by_bin = frequency_windows(num, col, test_opt)
     freq = _frequencies(con, _value_counts(spark, ref, cur, x, _finite(x), wexpr, by_value)) if by_value else None
-    binned = None
-    if by_bin:
-        edges = {p: sturges_edges(num.lo[p], num.hi[p], int(num.n_reference[p] + num.n_current[p]), bool(INTEGER_TYPES.match(ctype))) for p in by_bin}
-        binned = _frequencies(con, _bin_counts(spark, ref, cur, x, wexpr, edges))
-    out = {}
-    for p, s in num.iterrows():
-        fr = freq.loc[p] if freq is not None and p in freq.index else None
-        bn = binned.loc[p] if binned is not None and p in binned.index else None
-        out[p] = result_row(col, 'numeric', test_opt, thr_opt, s, fr if p in by_value else bn, bn)
-    return out, int(num.n_reference.iloc[0])
+    binned = _frequencies(con, _bin_counts(spark, ref, cur, x, wexpr, bin_edges(num, by_bin, ctype))) if by_bin else None
+    return window_rows(col, test_opt, thr_opt, num, freq, binned, by_value), int(num.n_reference.iloc[0])
 
 # %% ../../nbs/55_monitor.spark.ipynb #2254a466
 _SPARK_TYPE = {'VARCHAR': 'STRING', 'DOUBLE': 'DOUBLE'}
@@ -243,10 +233,7 @@ def _drift_rows(spark, con, ref:str, cur:str, columns:list, kinds:dict, rt:dict,
             continue
         results = _numeric_results if kind == 'numeric' else _categorical_results
         got, nr = results(spark, con, ref, cur, col, wexpr, test, threshold, cast_type(rt[col], ct[col]))
-        for p in sizes:
-            if p in got: rows[p].append(got[p])
-            elif not nr: rows[p].append(untested_row(col, kind, 'no values in the reference (all null)'))
-            else: rows[p].append(untested_row(col, kind, 'no values in the current data' + (' in this window' if p != ALL else '') + ' (all null)', nr=nr))
+        for p in sizes: rows[p].append(got[p] if p in got else missing_row(col, kind, p, nr))
     return rows
 
 # %% ../../nbs/55_monitor.spark.ipynb #17d0f407
@@ -283,8 +270,7 @@ def data_drift(reference,                       # a Spark DataFrame (or pandas, 
         except Exception as e: raise job_error(e) from None
     finally:
         for n in names: spark.catalog.dropTempView(n)
-    summary = dict(dataset_verdict(rows[ALL], drift_share), n_current_rows=sizes[ALL],
-                   only_in_reference=[c for c in rt if c not in ct], only_in_current=[c for c in ct if c not in rt and c != timestamp], recomputed_exactly=[])
+    summary = drift_summary(rows[ALL], sizes[ALL], rt, ct, timestamp, drift_share)
     result = DriftResult(pd.DataFrame(rows[ALL], columns=RESULT_COLUMNS), summary)
     if wexpr is None: return result
     return DriftResult(result.columns, summary, *window_frames(con, rows, sizes, drift_share, window, ct[timestamp]))
