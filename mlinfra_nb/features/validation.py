@@ -12,7 +12,7 @@ from ..workspace import InvalidInput
 from ..lake.core import HookEvent
 from ..lake.tables import to_arrow
 from .views import Expect, FeatureStore, FeatureView, NUMERIC, feature_sql, q, source_view
-from .training import stats_path, tie_problem
+from .training import recorded_stats, stats_path, tie_problem
 from .online import online_table  # also gives the store its `online` DuckDB file, where the log lives
 
 # %% auto #0
@@ -172,8 +172,7 @@ def statistics(self:FeatureStore, name:str, ref:str|None=None)->dict:
     "Statistics of view `name`'s features at source `ref` (and its ties verdict), computed once per view version and source commit, kept in the registry."
     v = self.view(name)
     commit = self.lake.repository(v.repo).commit_info(ref or v.ref).id
-    path = stats_path(v, commit)
-    if self.registry.exists('main', path): return json.loads(self.registry.get('main', path))
+    if (recorded := recorded_stats(self, v, commit)): return recorded
     tmp = f'__stats_{name}'
     with self.lock:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {tmp} AS {feature_sql(v, source_view(self, v, commit))}")
@@ -181,7 +180,7 @@ def statistics(self:FeatureStore, name:str, ref:str|None=None)->dict:
                       'features': describe(self.con, tmp, v.feature_names), 'ties': tie_problem(self.con, v, tmp)}
         finally: self.con.execute(f"DROP TABLE IF EXISTS {tmp}")
     with self.registry.transaction('main', f"statistics of {name!r} at {commit[:12]}") as b:
-        b.put(path, json.dumps(stats, default=str).encode(), content_type='application/json')
+        b.put(stats_path(v, commit), json.dumps(stats, default=str).encode(), content_type='application/json')
     return stats
 
 # %% ../../nbs/23_features.validation.ipynb #89fa622f
