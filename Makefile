@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 AIRFLOW_VENV := .venv-airflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test check check-nbs check-tests check-sync nbtest pytest browser-deps java-deps tutorials bench lab clean
+.PHONY: demo test check check-nbs check-tests check-sync nbtest pytest browser-deps java-deps tutorials bench bench-spark lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -120,10 +120,22 @@ $(EVIDENTLY_VENV)/.ok:
 bench: $(VENV)/.bench $(FEAST_VENV)/.ok $(EVIDENTLY_VENV)/.ok
 	@shopt -s nullglob; for f in bench/*_bench.py; do echo "== $$f"; FEAST_PYTHON=$(FEAST_VENV)/bin/python EVIDENTLY_PYTHON=$(EVIDENTLY_VENV)/bin/python $(BIN)/python $$f || exit 1; done
 
+# Feast's Spark offline store (feast[spark]) in a venv of its own, for the Spark contenders of features_bench.py.
+FEAST_SPARK_VENV := .venv-feast-spark
+$(FEAST_SPARK_VENV)/.ok:
+	$(PYTHON) -m venv $(FEAST_SPARK_VENV)
+	$(FEAST_SPARK_VENV)/bin/python -m pip install -q 'feast[spark]==0.67.0' psutil
+	touch $@
+
+## bench-spark: the Spark contenders (local[2] and a 2-worker cluster on 127.0.0.1) of the features and drift benchmarks
+bench-spark: $(VENV)/.bench $(FEAST_SPARK_VENV)/.ok java-deps
+	$(BIN)/python bench/features_bench.py --spark --feast-python $(FEAST_SPARK_VENV)/bin/python
+	$(BIN)/python bench/drift_bench.py --spark
+
 ## lab: JupyterLab on 127.0.0.1 (as root too, as in containers and CI-like machines)
 lab: $(VENV)/.dev
 	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean:
-	rm -rf $(VENV) $(FEAST_VENV) $(EVIDENTLY_VENV) $(AIRFLOW_VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(FEAST_VENV) $(FEAST_SPARK_VENV) $(EVIDENTLY_VENV) $(AIRFLOW_VENV) .mlinfra _docs _proc build dist *.egg-info .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

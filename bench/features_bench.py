@@ -54,7 +54,7 @@ stopped by pid), on the same data and with the same Spark settings (SPARK_CONF):
                   MLINFRA_SPARK__MASTER, MLINFRA_SPARK__CONF), over the table ingested into the lake;
 - feast_spark  -- Feast's Spark offline store (a SparkSource on the feature Parquet). It needs feast[spark] in a venv of its own:
                   `python3 -m venv .venv-feast-spark && .venv-feast-spark/bin/pip install 'feast[spark]==0.67.0' psutil`,
-                  named with --feast-python.
+                  named with --feast-python (`make bench-spark` makes that venv and runs this and drift_bench.py --spark).
 Each reports the join's time, the peak RSS of its Python process, of its driver JVM and of each executor JVM (VmHWM, read
 before the application ends; on local[N] the driver JVM runs the tasks), and its disagreements with the brute-force
 reference. Ours on DuckDB runs on the same data for scale. Then the growth: ours on the cluster again with 10x the entity rows
