@@ -183,8 +183,8 @@ def _chunk_refs(con, refs:list[RangeRef])->list:
     if cur: chunks.append(cur)
     return chunks
 
-def _chunk_id(refs:list[RangeRef])->str:
-    "A chunk's name: the SHA-256 of its ranges' names."
+def _ranges_id(refs:list[RangeRef])->str:
+    "The SHA-256 of the ranges' names: a chunk's name, and a metarange's."
     return hashlib.sha256('\n'.join([r.range_id for r in refs]).encode()).hexdigest()
 
 # %% ../../nbs/11_lake.tree.ipynb #d3ac7956
@@ -223,7 +223,7 @@ def _relayout(con, refs:list, old:list, spans:list)->list|None:
     for c, b in _regions(ends, spans):
         out += old[prev:c]
         s, e = new_pos(ends[c - 1] if c else 0), (new_pos(ends[b]) if b < len(old) - 1 else len(refs))
-        out += [(_chunk_id(ch), len(ch), ch[-1].range_id, ch) for ch in _chunk_refs(con, refs[s:e])]
+        out += [(_ranges_id(ch), len(ch), ch[-1].range_id, ch) for ch in _chunk_refs(con, refs[s:e])]
         prev = b + 1
     out += old[prev:]
     return out if _layout_fits(refs, out) else None
@@ -253,14 +253,14 @@ def _layout_of(con, rngs:list[RangeRef], base:tuple|None)->list:
     layouts = lake_cache(con, 'layouts')
     old = layouts.get(base[0]) if base and base[0] in layouts else None
     layout = _relayout(con, rngs, old, base[1]) if old else None
-    if layout is None: layout = [(_chunk_id(ch), len(ch), ch[-1].range_id, ch) for ch in _chunk_refs(con, rngs)]
+    if layout is None: layout = [(_ranges_id(ch), len(ch), ch[-1].range_id, ch) for ch in _chunk_refs(con, rngs)]
     return layout
 
 # %% ../../nbs/11_lake.tree.ipynb #d1f46b5a
 def _write_metarange(con, rngs:list[RangeRef], base:tuple|None=None)->str:
     "Store the metarange listing `rngs` (`base`: the parent metarange and the spans replaced in it); return its id."
     if not rngs: return EMPTY_METARANGE
-    mid = hashlib.sha256('\n'.join([r.range_id for r in rngs]).encode()).hexdigest()
+    mid = _ranges_id(rngs)
     layouts = lake_cache(con, 'layouts')
     q = "SELECT 1 FROM metaranges WHERE metarange_id = ?"
     if mid not in con.caches.get('metaranges', {}) and first_row(con, q, [mid]) is None:
