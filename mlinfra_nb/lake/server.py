@@ -19,6 +19,7 @@ from .. import __version__
 from ..workspace import (Conflict, Corrupted, InvalidInput, MlinfraError, NotFound, PermissionDenied,
                                   PreconditionFailed, check_host, get_logger, host_port)
 from .core import Change, CommonPrefix, Lake, ObjectInfo, Repository, arn, check_path, check_ref_name
+from .store import LakeStore
 from .auth import (Credentials, Principal, Unauthorized, add_member, attach_policy, attached_policies,
                                   auth_arn, auth_stamp, create_credentials, create_group, create_policy, create_user,
                                   credentials_user, delete_credentials, delete_group, delete_policy, delete_user,
@@ -141,12 +142,12 @@ def etag(o:ObjectInfo)->str:
      "the MD5 of its content (the SHA-256 address for one whose MD5 is lost).")
     return o.md5 or o.address
 
-def stats_json(o:ObjectInfo|CommonPrefix, root:str='')->dict:
-    "An object (or common prefix) in a listing, as lakeFS returns it, with the store's file of it under `root`."
+def stats_json(o:ObjectInfo|CommonPrefix, store:LakeStore|None=None)->dict:
+    "An object (or common prefix) in a listing, as lakeFS returns it, with its file in `store` as its physical address."
     if isinstance(o, CommonPrefix):
         return lakefs_sdk.ObjectStats(path=o.path, path_type='common_prefix', physical_address='', checksum='',
                                       mtime=0).to_dict()
-    where = f'local://{root}/objects/{o.address[:2]}/{o.address}'
+    where = f'local://{store.blob_path(o.address)}' if store else ''
     return lakefs_sdk.ObjectStats(path=o.path, path_type='object', physical_address=where,
                                   checksum=etag(o), size_bytes=o.size, mtime=_secs(o.mtime), metadata=o.metadata,
                                   content_type=o.content_type).to_dict()
@@ -606,7 +607,7 @@ def upload_object(api, call):
             if match.strip() != current and match.strip('"') != (current or '').strip('"'):
                 raise PreconditionFailed(f"object {path!r} on {branch!r} is not the version If-Match names")
         info = repo.put(branch, path, data, content_type=ctype, metadata=md)
-    return _json(stats_json(info, api.lake.store.root), 201)
+    return _json(stats_json(info, api.lake.store), 201)
 
 # %% ../../nbs/15_lake.server.ipynb #682c20f7
 @route('POST', '/repositories/{repository}/branches/{branch}/objects/copy', body='json')
@@ -618,19 +619,19 @@ def copy_object(api, call):
     with api.lake.store.transaction() as con:
         data = api.lake.store.get_blob(con, src.address, name=src.path)
         info = repo.put(branch, dest, data, content_type=src.content_type, metadata=src.metadata)
-    return _json(stats_json(info, api.lake.store.root), 201)
+    return _json(stats_json(info, api.lake.store), 201)
 
 # %% ../../nbs/15_lake.server.ipynb #aa821ca4
 @route('GET', '/repositories/{repository}/refs/{ref}/objects/stat')
 def stat_object(api, call):
-    return _json(stats_json(api.repo(call).stat(call.params['ref'], _path(call)), api.lake.store.root))
+    return _json(stats_json(api.repo(call).stat(call.params['ref'], _path(call)), api.lake.store))
 
 @route('GET', '/repositories/{repository}/refs/{ref}/objects/ls')
 def list_objects(api, call):
     q, n = call.query, amount_of(call.query)
     items = api.repo(call).list(call.params['ref'], prefix=q.get('prefix') or '', delimiter=q.get('delimiter') or None,
                                 after=q.get('after') or '', limit=n + 1)
-    return _json(page(items, n, lambda o: o.path, lambda o: stats_json(o, api.lake.store.root)))
+    return _json(page(items, n, lambda o: o.path, lambda o: stats_json(o, api.lake.store)))
 
 # %% ../../nbs/15_lake.server.ipynb #04a23d4b
 _RANGE = re.compile(r'bytes=(\d*)-(\d*)')
