@@ -47,7 +47,7 @@ run. Targets: ours >= 3x faster than Feast's DuckDB store, >= 1.5x faster than t
 than and >= 5x less peak memory than Feast's dask store, in every run, with no disagreement.
 The last line printed is one JSON object with every figure.
 
-Spark (`--spark`, about 25 minutes in full): the same join on Spark, ours against Feast's Spark offline store, on `local[2]`
+Spark (`--spark`, about 9 minutes in full): the same join on Spark, ours against Feast's Spark offline store, on `local[2]`
 and on a standalone cluster of a master and two 1-core workers on 127.0.0.1 (the tests' cluster, tests/spark_cluster.py,
 stopped by pid), on the same data and with the same Spark settings (SPARK_CONF):
 - ours_spark   -- `FeatureStore.training_set(...).df()` with the engine set to Spark by the settings (MLINFRA_FEATURES__ENGINE,

@@ -16,8 +16,9 @@ from .tree import make_entry, object_identity, tree_entries
 # %% auto #0
 __all__ = ['TABLE_META', 'TABLE_COMPRESSION', 'SAMPLE_SEED', 'SAMPLE_LAKES', 'SAMPLE_IMAGES', 'SAMPLE_COUNTRIES', 'to_arrow',
            'schema_json', 'schema_from', 'schema_problems', 'manifest_parts', 'next_manifest', 'manifest_bytes',
-           'table_input', 'TableInfo', 'part_name', 'query_connection', 'table_parts', 'count_rows', 'TableDiff',
-           'TableSide', 'table_change', 'settle_table', 'union_manifest', 'sample_lakes', 'lake_map', 'sample_files']
+           'table_input', 'TableInfo', 'part_name', 'query_connection', 'table_parts', 'parts_relation', 'count_rows',
+           'TableDiff', 'TableSide', 'table_change', 'settle_table', 'union_manifest', 'sample_lakes', 'lake_map',
+           'sample_files']
 
 # %% ../../nbs/12_lake.tables.ipynb #11b69a9d
 TABLE_META = '_table.json'
@@ -190,11 +191,14 @@ def _part_files(self:Repository, ref:str, path:str)->list[str]:
         raise InvalidInput(f"table {path!r} cannot be read in place (the lake is encrypted, or its parts are packed); read it with table()")
     return parts
 
+def parts_relation(con:duckdb.DuckDBPyConnection, parts:list[str]|pa.Table)->duckdb.DuckDBPyRelation:
+    "What `readable_parts` returned, as a relation on `con`: its files read in place, or its one Arrow table."
+    return con.from_arrow(parts) if isinstance(parts, pa.Table) else con.read_parquet(parts)
+
 @patch
 def table(self:Repository, ref:str, path:str, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyRelation:
     "The table at `path` as of `ref`, as a DuckDB relation."
-    con, parts = con or query_connection(), self.readable_parts(ref, path)
-    return con.from_arrow(parts) if isinstance(parts, pa.Table) else con.read_parquet(parts)
+    return parts_relation(con or query_connection(), self.readable_parts(ref, path))
 
 def count_rows(rel:duckdb.DuckDBPyRelation)->int:
     "Number of rows of a DuckDB relation."

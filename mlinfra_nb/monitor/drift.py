@@ -4,7 +4,7 @@
 
 # %% ../../nbs/51_monitor.drift.ipynb #1d5e4ac6
 from __future__ import annotations
-import datetime as dt, math, re, uuid
+import datetime as dt, math, re, threading, uuid
 from dataclasses import dataclass, field
 from fastcore.basics import patch
 from pathlib import Path
@@ -58,11 +58,12 @@ _VIEW_PARTS = {}   # {registered view: its Parquet parts}, for the lake tables r
 
 def _lake_table(con, name:str, repo, ref:str, path:str):
     "Lake table `path` at `ref` as a relation; its parts are remembered under `name` when they are files named by their hash."
-    parts = repo.readable_parts(ref, path) if hasattr(repo, 'readable_parts') else None   # lakeFS: through its client
-    if parts is None: return repo.table(ref, path, con=con)
-    if isinstance(parts, pa.Table): return con.from_arrow(parts)                          # encrypted or packed
-    if parts and all(re.fullmatch('[0-9a-f]{64}', Path(f).name) for f in parts): _VIEW_PARTS[name] = parts
-    return con.read_parquet(parts)
+    from mlinfra_nb.lake.tables import parts_relation
+    if not hasattr(repo, 'readable_parts'): return repo.table(ref, path, con=con)   # lakeFS: through its client
+    parts = repo.readable_parts(ref, path)                                          # files, or (encrypted, packed) Arrow
+    if isinstance(parts, list) and parts and all(re.fullmatch('[0-9a-f]{64}', Path(f).name) for f in parts):
+        _VIEW_PARTS[name] = parts
+    return parts_relation(con, parts)
 
 def _register(con:duckdb.DuckDBPyConnection, data, what:str)->str:
     "Make `data` readable as a view on `con`; its name."
@@ -571,6 +572,7 @@ def _sketch_row(col:str, test_opt, thr_opt, rsk:Sketch, csk:Sketch)->tuple[dict,
 # %% ../../nbs/51_monitor.drift.ipynb #93f347ce
 _PART_SKETCHES = {}          # {(Parquet part, values SQL, grid, window SQL): {window: Sketch}}, kept across calls
 PART_SKETCHES_KEPT = 50_000  # at most this many; the oldest go first
+_PART_SKETCHES_LOCK = threading.Lock()   # calls on several threads share them
 
 def _part_sketches(con, cur:str, x:str, grid, by:str|None)->dict|None:
     """{window: sketch} of a lake table's rows merged from each part's, every part sketched once per process (its file
@@ -580,8 +582,10 @@ def _part_sketches(con, cur:str, x:str, grid, by:str|None)->dict|None:
     for f in parts:
         key = (f, x, grid, by)
         if (got := _PART_SKETCHES.get(key)) is None:
-            got = _PART_SKETCHES[key] = sketches(con, f"read_parquet('{f.replace(chr(39), chr(39) * 2)}')", x, grid, by=by)
-            while len(_PART_SKETCHES) > PART_SKETCHES_KEPT: _PART_SKETCHES.pop(next(iter(_PART_SKETCHES)))
+            got = sketches(con, f"read_parquet('{f.replace(chr(39), chr(39) * 2)}')", x, grid, by=by)
+            with _PART_SKETCHES_LOCK:
+                _PART_SKETCHES[key] = got
+                while len(_PART_SKETCHES) > PART_SKETCHES_KEPT: _PART_SKETCHES.pop(next(iter(_PART_SKETCHES)))
         for p, s in got.items(): per.setdefault(p, []).append(s)
     return {p: merge(*ss) for p, ss in per.items()}
 
