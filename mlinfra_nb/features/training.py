@@ -5,22 +5,25 @@
 # %% ../../nbs/21_features.training.ipynb #370d5f05
 from __future__ import annotations
 import datetime as dt, functools, hashlib, itertools, json, weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-import duckdb, numpy as np, pandas as pd, pyarrow as pa
+import duckdb, numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from fastcore.basics import patch
 from .. import __version__
 from ..workspace import InvalidInput
-from ..lake.tables import to_arrow
+from ..lake.tables import parts_relation, to_arrow
 from .views import (
-    FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, interval_sql, parse_duration, q, source_view)
+    FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, interval_sql, join_columns, parse_duration, q, source_view)
 
 # %% auto #0
 __all__ = ['JOIN_NAMES', 'split_feature_refs', 'check_features', 'parse_feature_refs', 'entity_table', 'table_hash', 'tie_what',
            'key_text_sql', 'dedup_sql', 'asof_key_sql', 'entity_key_sql', 'tie_columns', 'may_tie', 'tie_culprit',
            'tie_problem', 'stats_path', 'recorded_stats', 'tie_rows_sql', 'check_ties', 'pit_plan', 'pruned_sql',
-           'feature_rows_view', 'rows_to_join', 'asof_join_sql', 'feature_selects', 'point_in_time_sql', 'Registered',
-           'TrainingSet', 'check_entity_timestamp', 'check_columns', 'check_request', 'source_commits',
-           'training_lineage', 'hold_entities', 'split_conditions']
+           'feature_rows_view', 'rows_to_join', 'asof_join_sql', 'fresh_sql', 'feature_name', 'feature_selects',
+           'point_in_time_sql', 'gather_parts', 'part_layout', 'positions_view', 'Gather', 'gather_plan',
+           'read_columns', 'take_columns', 'converts_alike', 'frame', 'Registered', 'TrainingSet', 'gathered',
+           'check_entity_timestamp', 'check_columns', 'check_request', 'source_commits', 'training_lineage',
+           'hold_entities', 'split_conditions']
 
 # %% ../../nbs/21_features.training.ipynb #f9a4b764
 def split_feature_refs(refs:list[str])->dict[str, list[str]]:
@@ -152,9 +155,7 @@ def recorded_stats(fs:FeatureStore, v:FeatureView, commit:str)->dict:
 # %% ../../nbs/21_features.training.ipynb #15970d6c
 def tie_rows_sql(fs:FeatureStore, v:FeatureView, commit:str)->str:
     "A sub-query of the tie columns of the rows of `v`'s source at `commit`: its keys, `__ts` and `__created`."
-    cols = [*(q(k) for k in v.entities), f'CAST({q(v.timestamp)} AS TIMESTAMPTZ) AS __ts']
-    cols += [f'CAST({q(v.created)} AS TIMESTAMPTZ) AS __created'] if v.created else []
-    return f"(SELECT {', '.join(cols)} FROM {source_view(fs, v, commit)})"
+    return f"(SELECT {', '.join(join_columns(v))} FROM {source_view(fs, v, commit)})"
 
 # %% ../../nbs/21_features.training.ipynb #a8b7757e
 _ties_checked = weakref.WeakKeyDictionary()   # store -> {(view, version, commit)} that passed
@@ -189,12 +190,12 @@ def feature_rows_view(fs:FeatureStore, v:FeatureView, src:str, feats:list, commi
     return f
 
 # %% ../../nbs/21_features.training.ipynb #7f9b5ee6
-def rows_to_join(fs:FeatureStore, v:FeatureView, feats:list, entities:str, commit:str, n:int)->str:
-    "`v`'s rows at `commit` to join to the `n` entity rows `entities`: keys, ties checked; pruned if the plan says so."
+def rows_to_join(fs:FeatureStore, v:FeatureView, feats:list, entities:str, commit:str, n:int, positions:str|None=None)->str:
+    "`v`'s rows at `commit` (or, given, its `positions` view) to join to the `n` entity rows `entities`: keys, ties checked; pruned if the plan says so."
     src = source_view(fs, v, commit)
     _check_key_types(fs, v, entities, src)
     check_ties(fs, v, commit)   # ties the created time cannot break are refused here, before any join runs
-    rows = feature_rows_view(fs, v, src, feats, commit)
+    rows = positions or feature_rows_view(fs, v, src, feats, commit)
     m = fs.con.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]
     return f'({pruned_sql(v, rows)})' if pit_plan(n, m) == 'pruned' else rows
 
@@ -206,25 +207,108 @@ def asof_join_sql(v:FeatureView, rows:str, f:str)->str:
     return f"ASOF LEFT JOIN (SELECT *, {asof_key_sql(v)} AS __k FROM {rows}) {f} ON {on} AND e.{ek} >= {f}.__k"
 
 # %% ../../nbs/21_features.training.ipynb #410effe6
+def fresh_sql(v:FeatureView, f:str)->str:
+    "SQL that holds when the feature row joined as `f` is within `v`'s TTL of the entity row `e` (always, without a TTL)."
+    return f"{f}.__ts >= e.__ets - {interval_sql(parse_duration(v.ttl))}" if v.ttl else 'true'
+
+def feature_name(vname:str, feat:str, full_names:bool)->str:
+    "A feature's column in the training set: `feat`, or with `full_names` 'view__feature'."
+    return f'{vname}__{feat}' if full_names else feat
+
 def feature_selects(v:FeatureView, vname:str, feats:list, f:str, full_names:bool)->list[str]:
     "The select of each of `feats` of `v` joined as `f`: its value, or NULL when the row is older than the TTL."
-    fresh = f"{f}.__ts >= e.__ets - {interval_sql(parse_duration(v.ttl))}" if v.ttl else 'true'
-    return [f"CASE WHEN {fresh} THEN {f}.{q(x)} END AS {q(f'{vname}__{x}' if full_names else x)}" for x in feats]
+    return [f"CASE WHEN {fresh_sql(v, f)} THEN {f}.{q(x)} END AS {q(feature_name(vname, x, full_names))}" for x in feats]
 
 # %% ../../nbs/21_features.training.ipynb #655620cf
 def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, columns:list, full_names:bool,
-                      commits:dict)->str:
-    "The SQL of a training set over the registered entity table `entities`, each view's source at `commits[view]`."
+                      commits:dict, positions:dict|None=None)->str:
+    """The SQL of a training set over the registered entity table `entities`, each view's source at `commits[view]`. With
+    `positions` (`{view: its positions view}`), the k-th view yields its joined row's position `__gk` instead of its features."""
     n = fs.con.sql(f"SELECT count(*) FROM {entities}").fetchall()[0][0]
     selects, joins, ekeys = [f'e.{q(c)}' for c in columns], [], {}
     for vname, (v, feats) in views.items():
-        rows, f = rows_to_join(fs, v, feats, entities, commits[vname], n), f'__j{len(joins)}'
+        at, f = (positions or {}).get(vname), f'__j{len(joins)}'
+        rows = rows_to_join(fs, v, feats, entities, commits[vname], n, at)
         ekeys['__ekc' if v.created else '__ets'] = entity_key_sql(v)
         joins.append(asof_join_sql(v, rows, f))
-        selects += feature_selects(v, vname, feats, f, full_names)
+        selects += [f"CASE WHEN {fresh_sql(v, f)} THEN {f}.__i END AS __g{len(joins) - 1}"] if at else \
+                   feature_selects(v, vname, feats, f, full_names)
     extra = ''.join(f', {sql} AS {k}' for k, sql in ekeys.items() if k != '__ets')
     return f"""WITH e AS (SELECT *{extra} FROM (SELECT *, CAST({q(timestamp)} AS TIMESTAMPTZ) AS __ets FROM {entities}))
                SELECT {', '.join(selects)} FROM e {' '.join(joins)} ORDER BY e.__row"""
+
+# %% ../../nbs/21_features.training.ipynb #260fffb1
+def gather_parts(fs:FeatureStore, v:FeatureView, feats:list, commit:str)->list[str]|None:
+    "The Parquet files of `v`'s source at `commit` if `feats` can be taken from them after the join, else None."
+    if not all(x in v.features for x in feats): return None   # an aggregate or a transform: the query computes it
+    repo = fs.lake.repository(v.repo)
+    if not hasattr(repo, 'readable_parts'): return None        # lakeFS: read through its client
+    parts = repo.readable_parts(commit, v.path)                # checked files, or (encrypted, packed) one Arrow table
+    return parts if isinstance(parts, list) and parts else None
+
+# %% ../../nbs/21_features.training.ipynb #df4ab394
+def part_layout(parts:list[str], feats:list)->tuple[list[int], pa.Schema]|None:
+    "Where each of `parts` starts when they are read in order, and the Arrow schema of `feats`; None if the parts differ in it."
+    starts, schemas = [0], []
+    for p in parts:
+        with pq.ParquetFile(p) as f:
+            if any(x not in f.schema_arrow.names for x in feats): return None
+            starts.append(starts[-1] + f.metadata.num_rows)
+            schemas.append(pa.schema([f.schema_arrow.field(x) for x in feats]))
+    return (starts[:-1], schemas[0]) if all(s.equals(schemas[0]) for s in schemas) else None
+
+# %% ../../nbs/21_features.training.ipynb #b7031ce9
+def positions_view(fs:FeatureStore, v:FeatureView, parts:list[str], starts:list[int], commit:str)->str:
+    "The name of a temp view of `v`'s join columns in `parts`, with `__i`: each row's position in the parts read in order."
+    name = '__p_' + hashlib.sha256(json.dumps([v.name, v.version, commit]).encode()).hexdigest()[:16]
+    at = f'{starts}[file_index::BIGINT + 1] + file_row_number AS __i'
+    parts_relation(fs.con, parts).project(', '.join([*join_columns(v), at])).create_view(name, replace=True)
+    return name
+
+# %% ../../nbs/21_features.training.ipynb #c1130796
+@dataclass
+class Gather:
+    "How a training set's rows are made by taking: the join's positions, then each view's features from its parts."
+    positions: duckdb.DuckDBPyRelation   # per entity row, in order: `__g0`, `__g1`, ... (a view's row position, or NULL)
+    takes: list                          # per view: (its parts, its features, their names in the result)
+    entities: pa.Table                   # the entity rows
+
+def gather_plan(fs:FeatureStore, views:dict, entities:str, t:pa.Table, timestamp:str, commits:dict, full_names:bool,
+                rel:duckdb.DuckDBPyRelation)->Gather|None:
+    "The `Gather` of the join `rel` of the entity rows `t` (registered as `entities`), if every view allows it."
+    takes, positions, fields = [], {}, list(t.schema)
+    for vname, (v, feats) in views.items():
+        layout = (parts := gather_parts(fs, v, feats, commits[vname])) and part_layout(parts, feats)
+        if not layout: return None
+        positions[vname] = positions_view(fs, v, parts, layout[0], commits[vname])
+        takes.append((parts, feats, names := [feature_name(vname, x, full_names) for x in feats]))
+        fields += [pa.field(n, layout[1].field(x).type) for n, x in zip(names, feats)]
+    if list(map(str, fs.con.from_arrow(pa.schema(fields).empty_table()).types)) != list(map(str, rel.types)): return None
+    return Gather(fs.con.sql(point_in_time_sql(fs, views, entities, timestamp, [], full_names, commits, positions)),
+                  takes, t)
+
+# %% ../../nbs/21_features.training.ipynb #836e34e5
+def read_columns(parts:list[str], feats:list)->pa.Table:
+    "The columns `feats` of `parts`, read in order."
+    return pa.concat_tables([pq.read_table(p, columns=feats) for p in parts])
+
+def take_columns(rows:pa.Table, at:pa.Array, pool:ThreadPoolExecutor)->list[pa.ChunkedArray]:
+    "Each column of `rows` at the positions `at` (NULL: no row), a column to a thread of `pool`."
+    return list(pool.map(lambda c: c.take(at), rows.columns))
+
+# %% ../../nbs/21_features.training.ipynb #be962f7b
+def converts_alike(col:pa.ChunkedArray)->bool:
+    "Whether Arrow's `to_pandas` gives the column DuckDB's `df()` gives: floats, text with a value, integers or booleans without NULLs."
+    t = col.type
+    return (t in (pa.float32(), pa.float64())
+            or t in (pa.string(), pa.large_string()) and col.null_count < len(col)
+            or (pa.types.is_integer(t) or pa.types.is_boolean(t)) and col.null_count == 0)
+
+def frame(fs:FeatureStore, t:pa.Table)->pd.DataFrame:
+    "`t` as pandas, as DuckDB's `df()` makes it: columns that convert alike by Arrow, the rest by DuckDB."
+    rest = [c for c, col in zip(t.column_names, t.columns) if not converts_alike(col)]
+    with fs.lock: other = fs.con.from_arrow(t.select(rest)).df() if rest else None
+    return pd.DataFrame({c: other[c] if c in rest else t.column(c).to_pandas() for c in t.column_names})
 
 # %% ../../nbs/21_features.training.ipynb #d8371105
 class Registered:
@@ -246,6 +330,7 @@ class TrainingSet:
     timestamp: str
     store: FeatureStore = field(repr=False)
     entities: Registered = field(repr=False, default=None)   # keeps the entity rows alive (the splits share it)
+    gather: Gather|None = field(repr=False, default=None)    # the plan `df()` and `arrow()` take, when there is one
 
     def _run(self, fn):
         with self.store.lock:
@@ -254,15 +339,28 @@ class TrainingSet:
                 raise InvalidInput(str(e).split('\n')[0].removeprefix('Invalid Input Error: ')) from None
 
 # %% ../../nbs/21_features.training.ipynb #e4a6d3cb
+def gathered(ts:TrainingSet)->pa.Table:
+    "The rows of `ts` as Arrow, by its `Gather`: each view's parts read while the join finds the positions, then taken."
+    g, out = ts.gather, ts.gather.entities
+    with ThreadPoolExecutor(pa.cpu_count()) as pool:
+        reads = [pool.submit(read_columns, parts, feats) for parts, feats, _ in g.takes]
+        at = ts._run(lambda _: g.positions.to_arrow_table())
+        for k, (read, (_, _, names)) in enumerate(zip(reads, g.takes)):
+            for name, col in zip(names, take_columns(read.result(), at.column(f'__g{k}').combine_chunks(), pool)):
+                out = out.append_column(name, col)
+    return out
+
 @patch
 def df(self:TrainingSet)->pd.DataFrame:
     "The training set as pandas."
-    return self._run(lambda r: r.df())
+    return self._run(lambda r: r.df()) if self.gather is None else frame(self.store, gathered(self))
 
 @patch
 def arrow(self:TrainingSet)->pa.Table:
     "The training set as Arrow."
-    return self._run(lambda r: r.to_arrow_table())
+    if self.gather is None: return self._run(lambda r: r.to_arrow_table())
+    t = gathered(self)   # with the types DuckDB's Arrow has for them (its text is `string`, say, where pandas gave `large_string`)
+    return t.cast(self._run(lambda _: self.store.con.from_arrow(t.schema.empty_table()).to_arrow_table().schema))
 
 # %% ../../nbs/21_features.training.ipynb #92e660c6
 def check_entity_timestamp(t:pa.Table, timestamp:str):
@@ -286,7 +384,7 @@ def check_columns(columns:list[str], views:dict, full_names:bool):
         for k in v.entities:
             if k not in columns:
                 raise InvalidInput(f"the entity rows have no column {k!r}, the key of feature view {vname!r}")
-        out_names += [f'{vname}__{x}' if full_names else x for x in feats]
+        out_names += [feature_name(vname, x, full_names) for x in feats]
     if (dup := sorted({n for n in out_names if out_names.count(n) > 1})):
         raise InvalidInput(f"column names {dup} would appear twice; "
                            "pass full_names=True to name features 'view__feature'")
@@ -343,10 +441,12 @@ def training_set(self:FeatureStore,
     lineage = training_lineage(self, features, t, timestamp, registry_ref, views, refs, commits)
     held, cols = hold_entities(self, t, lineage['entity_hash']), t.column_names
     with self.lock:
-        try: rel = self.con.sql(point_in_time_sql(self, views, held.name, timestamp, cols, full_names, commits))
+        try:
+            rel = self.con.sql(point_in_time_sql(self, views, held.name, timestamp, cols, full_names, commits))
+            plan = gather_plan(self, views, held.name, t, timestamp, commits, full_names, rel)
         except duckdb.Error as e:
             raise InvalidInput(f"cannot join these entity rows: {str(e).splitlines()[0]}") from None
-    return TrainingSet(rel, lineage, timestamp, self, held)
+    return TrainingSet(rel, lineage, timestamp, self, held, plan)
 
 # %% ../../nbs/21_features.training.ipynb #17b5e65f
 def split_conditions(timestamp:str, valid_from, test_from=None)->dict[str, str]:

@@ -14,7 +14,7 @@ from ..lake.core import Commit
 # %% auto #0
 __all__ = ['AGGREGATIONS', 'NAME', 'EXPECTATIONS', 'SOURCE', 'POLICIES', 'NUMERIC', 'parse_duration', 'interval_sql',
            'check_name', 'Aggregate', 'json_value', 'Expect', 'FeatureView', 'FeatureStore', 'source_view',
-           'feature_sql', 'check_against_source', 'q']
+           'join_columns', 'feature_sql', 'check_against_source', 'q']
 
 # %% ../../nbs/20_features.views.ipynb #c85d015a
 _UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
@@ -219,14 +219,18 @@ def source_view(fs:FeatureStore, view:FeatureView, ref:str|None=None)->str:
     fs.lake.repository(view.repo).table(ref or view.ref, view.path, con=fs.con).create_view(name, replace=True)
     return name
 
+def join_columns(view:FeatureView)->list[str]:
+    "SQL for the columns a point-in-time join reads of the view's rows: its keys, `__ts` and (with a created column) `__created`."
+    ts = f'CAST({q(view.timestamp)} AS TIMESTAMPTZ) AS __ts'
+    return [*(q(k) for k in view.entities), ts] + ([f'CAST({q(view.created)} AS TIMESTAMPTZ) AS __created'] if view.created else [])
+
 def feature_sql(view:FeatureView, src:str, wanted:list|None=None)->str:
     "SQL for the view's rows: its keys, `__ts` (and `__created`), and the `wanted` features (default: all), computed from the table `src`."
     want = set(wanted or view.feature_names)
     if want & set(view.transforms): want |= {f.name if isinstance(f, Aggregate) else f for f in view.features}  # transforms may use any of them
     keys, ts = ', '.join(q(k) for k in view.entities), f'CAST({q(view.timestamp)} AS TIMESTAMPTZ)'
-    cols = [*[q(k) for k in view.entities], f'{ts} AS __ts'] + ([f'CAST({q(view.created)} AS TIMESTAMPTZ) AS __created'] if view.created else [])
-    cols += [f'{f.sql(keys, ts)} AS {q(f.name)}' if isinstance(f, Aggregate) else q(f)
-             for f in view.features if (f.name if isinstance(f, Aggregate) else f) in want]
+    cols = join_columns(view) + [f'{f.sql(keys, ts)} AS {q(f.name)}' if isinstance(f, Aggregate) else q(f)
+                                 for f in view.features if (f.name if isinstance(f, Aggregate) else f) in want]
     tr = [f'({e}) AS {q(n)}' for n, e in view.transforms.items() if n in want]
     return f"SELECT *{''.join(', ' + t for t in tr)} FROM (SELECT {', '.join(cols)} FROM {src})"
 
