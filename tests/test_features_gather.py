@@ -13,7 +13,7 @@ from mlinfra_nb.features import Aggregate, FeatureStore, FeatureView
 import mlinfra_nb.features.training as training
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-TYPED = ['f64', 'f32', 'i64', 'i32', 'flag', 'text', 'at', 'day', 'money']   # view 'a's features, one per type
+TYPED = ['f64', 'f32', 'i64', 'i32', 'flag', 'text', 'kind', 'at', 'day', 'money']   # view 'a's features, one per type
 
 def maybe(rng, x, p=0.15): return None if rng.random() < p else x
 
@@ -30,6 +30,7 @@ def typed_rows(rng, n:int, users:int, hours:int)->pa.Table:
         'i32': pa.array([rng.randrange(1000) for _ in range(n)], pa.int32()),        # never NULL in the table
         'flag': pa.array([maybe(rng, rng.random() < 0.5) for _ in range(n)], pa.bool_()),
         'text': pa.array([maybe(rng, rng.choice(['', 'é', 'a b', 'x' * 40])) for _ in range(n)], pa.string()),
+        'kind': pa.array([maybe(rng, rng.choice(['card', 'cash'])) for _ in range(n)]).dictionary_encode(),   # pandas' category
         'at': pa.array([maybe(rng, T0 + dt.timedelta(seconds=rng.randrange(10**6))) for _ in range(n)], pa.timestamp('us', 'UTC')),
         'day': pa.array([maybe(rng, dt.date(2026, 1, 1) + dt.timedelta(days=rng.randrange(60))) for _ in range(n)], pa.date32()),
         'money': pa.array([maybe(rng, decimal.Decimal(rng.randrange(-10**6, 10**6)) / 100) for _ in range(n)], pa.decimal128(12, 2)),
