@@ -190,8 +190,10 @@ def feature_rows_view(fs:FeatureStore, v:FeatureView, src:str, feats:list, commi
     return f
 
 # %% ../../nbs/21_features.training.ipynb #7f9b5ee6
-def rows_to_join(fs:FeatureStore, v:FeatureView, feats:list, entities:str, commit:str, n:int, positions:str|None=None)->str:
-    "`v`'s rows at `commit` (or, given, its `positions` view) to join to the `n` entity rows `entities`: keys, ties checked; pruned if the plan says so."
+def rows_to_join(fs:FeatureStore, v:FeatureView, feats:list, entities:str, commit:str, n:int,
+                 positions:str|None=None)->str:
+    """`v`'s rows at `commit` (or, given, its `positions` view) to join to the `n` entity rows `entities`: keys, ties
+    checked; pruned if the plan says so."""
     src = source_view(fs, v, commit)
     _check_key_types(fs, v, entities, src)
     check_ties(fs, v, commit)   # ties the created time cannot break are refused here, before any join runs
@@ -208,7 +210,7 @@ def asof_join_sql(v:FeatureView, rows:str, f:str)->str:
 
 # %% ../../nbs/21_features.training.ipynb #410effe6
 def fresh_sql(v:FeatureView, f:str)->str:
-    "SQL that holds when the feature row joined as `f` is within `v`'s TTL of the entity row `e` (always, without a TTL)."
+    "SQL that holds when the feature row joined as `f` is within `v`'s TTL of the entity row `e` (always without one)."
     return f"{f}.__ts >= e.__ets - {interval_sql(parse_duration(v.ttl))}" if v.ttl else 'true'
 
 def feature_name(vname:str, feat:str, full_names:bool)->str:
@@ -217,13 +219,14 @@ def feature_name(vname:str, feat:str, full_names:bool)->str:
 
 def feature_selects(v:FeatureView, vname:str, feats:list, f:str, full_names:bool)->list[str]:
     "The select of each of `feats` of `v` joined as `f`: its value, or NULL when the row is older than the TTL."
-    return [f"CASE WHEN {fresh_sql(v, f)} THEN {f}.{q(x)} END AS {q(feature_name(vname, x, full_names))}" for x in feats]
+    fresh = fresh_sql(v, f)
+    return [f"CASE WHEN {fresh} THEN {f}.{q(x)} END AS {q(feature_name(vname, x, full_names))}" for x in feats]
 
 # %% ../../nbs/21_features.training.ipynb #655620cf
 def point_in_time_sql(fs:FeatureStore, views:dict, entities:str, timestamp:str, columns:list, full_names:bool,
                       commits:dict, positions:dict|None=None)->str:
-    """The SQL of a training set over the registered entity table `entities`, each view's source at `commits[view]`. With
-    `positions` (`{view: its positions view}`), the k-th view yields its joined row's position `__gk` instead of its features."""
+    """The SQL of a training set over the registered entity table `entities`, each view's source at `commits[view]`.
+    With `positions` (`{view: its positions view}`), the k-th view yields its row's position `__gk`, not features."""
     n = fs.con.sql(f"SELECT count(*) FROM {entities}").fetchall()[0][0]
     selects, joins, ekeys = [f'e.{q(c)}' for c in columns], [], {}
     for vname, (v, feats) in views.items():
@@ -248,7 +251,7 @@ def gather_parts(fs:FeatureStore, v:FeatureView, feats:list, commit:str)->list[s
 
 # %% ../../nbs/21_features.training.ipynb #df4ab394
 def part_layout(parts:list[str], feats:list)->tuple[list[int], pa.Schema]|None:
-    "Where each of `parts` starts when they are read in order, and the Arrow schema of `feats`; None if the parts differ in it."
+    "Where each of `parts` starts when read in order, and the Arrow schema of `feats`; None if the parts differ in it."
     starts, schemas = [0], []
     for p in parts:
         with pq.ParquetFile(p) as f:
@@ -259,7 +262,7 @@ def part_layout(parts:list[str], feats:list)->tuple[list[int], pa.Schema]|None:
 
 # %% ../../nbs/21_features.training.ipynb #b7031ce9
 def positions_view(fs:FeatureStore, v:FeatureView, parts:list[str], starts:list[int], commit:str)->str:
-    "The name of a temp view of `v`'s join columns in `parts`, with `__i`: each row's position in the parts read in order."
+    "The name of a temp view of `v`'s join columns in `parts`, with `__i`: the row's position in the parts, in order."
     name = '__p_' + hashlib.sha256(json.dumps([v.name, v.version, commit]).encode()).hexdigest()[:16]
     at = f'{starts}[file_index::BIGINT + 1] + file_row_number AS __i'
     parts_relation(fs.con, parts).project(', '.join([*join_columns(v), at])).create_view(name, replace=True)
@@ -269,7 +272,7 @@ def positions_view(fs:FeatureStore, v:FeatureView, parts:list[str], starts:list[
 @dataclass
 class Gather:
     "How a training set's rows are made by taking: the join's positions, then each view's features from its parts."
-    positions: duckdb.DuckDBPyRelation   # per entity row, in order: `__g0`, `__g1`, ... (a view's row position, or NULL)
+    positions: duckdb.DuckDBPyRelation   # per entity row, in order: `__g0`, `__g1`, ... (a view's row position or NULL)
     takes: list                          # per view: (its parts, its features, their names in the result)
     entities: pa.Table                   # the entity rows
 
@@ -283,7 +286,8 @@ def gather_plan(fs:FeatureStore, views:dict, entities:str, t:pa.Table, timestamp
         positions[vname] = positions_view(fs, v, parts, layout[0], commits[vname])
         takes.append((parts, feats, names := [feature_name(vname, x, full_names) for x in feats]))
         fields += [pa.field(n, layout[1].field(x).type) for n, x in zip(names, feats)]
-    if list(map(str, fs.con.from_arrow(pa.schema(fields).empty_table()).types)) != list(map(str, rel.types)): return None
+    taken = fs.con.from_arrow(pa.schema(fields).empty_table())
+    if list(map(str, taken.types)) != list(map(str, rel.types)): return None   # a column would come out otherwise
     return Gather(fs.con.sql(point_in_time_sql(fs, views, entities, timestamp, [], full_names, commits, positions)),
                   takes, t)
 
@@ -298,7 +302,8 @@ def take_columns(rows:pa.Table, at:pa.Array, pool:ThreadPoolExecutor)->list[pa.C
 
 # %% ../../nbs/21_features.training.ipynb #be962f7b
 def converts_alike(col:pa.ChunkedArray)->bool:
-    "Whether Arrow's `to_pandas` gives the column DuckDB's `df()` gives: floats, text with a value, integers or booleans without NULLs."
+    """Whether Arrow's `to_pandas` gives the column DuckDB's `df()` gives: floats, text with a value, integers or
+    booleans without NULLs."""
     t = col.type
     return (t in (pa.float32(), pa.float64())
             or t in (pa.string(), pa.large_string()) and col.null_count < len(col)
@@ -359,7 +364,7 @@ def df(self:TrainingSet)->pd.DataFrame:
 def arrow(self:TrainingSet)->pa.Table:
     "The training set as Arrow."
     if self.gather is None: return self._run(lambda r: r.to_arrow_table())
-    t = gathered(self)   # with the types DuckDB's Arrow has for them (its text is `string`, say, where pandas gave `large_string`)
+    t = gathered(self)   # cast to the types DuckDB's Arrow has (its text is `string` where pandas gave `large_string`)
     return t.cast(self._run(lambda _: self.store.con.from_arrow(t.schema.empty_table()).to_arrow_table().schema))
 
 # %% ../../nbs/21_features.training.ipynb #92e660c6

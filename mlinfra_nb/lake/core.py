@@ -16,15 +16,15 @@ from ..workspace import (Conflict, InvalidInput, NotFound, PermissionDenied, Pre
 from .store import LakeStore, Packer, first_row
 from .packer import read_file, unreadable
 from .tree import (EMPTY_METARANGE, ENTRY_COLS, ENTRY_SQL, Entry, apply_changes, change_type,
-                                 diff_trees, entries_table, lake_cache, make_entry, now_us, object_identity,
+                                 diff_trees, differ_sql, entries_table, lake_cache, make_entry, now_us, object_identity,
                                  prefetch_ranges, ranges_under, tombstone, tree_lookup,
                                  tree_max_keys, tree_ranges)
 
 # %% auto #0
 __all__ = ['REPO_NAME', 'REF_NAME', 'PACK_AHEAD_FROM', 'SQL_DIFF_FROM', 'HOOK_TYPES', 'EXPECTED_HEAD_MIN', 'STRATEGIES',
            'MERGE_RULES', 'TX_TABLE', 'check_repo_name', 'check_ref_name', 'check_path', 'check_metadata', 'Commit',
-           'ObjectInfo', 'CommonPrefix', 'Change', 'lake_key', 'Lake', 'arn', 'Frame', 'guarded', 'Resolved',
-           'Repository', 'Branch', 'check_list_args', 'check_reset_path', 'HookEvent', 'check_expected_head', 'Settled',
+           'ObjectInfo', 'CommonPrefix', 'Change', 'lake_key', 'Lake', 'arn', 'guarded', 'Resolved', 'Repository',
+           'Branch', 'check_list_args', 'check_reset_path', 'HookEvent', 'check_expected_head', 'Settled',
            'merge_conflict']
 
 # %% ../../nbs/11_lake.core.ipynb #5cf1a44b
@@ -171,18 +171,18 @@ def arn(repo:str, kind:str|None=None, name:str='')->str:
     return f'arn:lakefs:fs:::repository/{repo}' + (f'/{kind}/{name}' if kind else '')
 
 # %% ../../nbs/11_lake.core.ipynb #6fb5ab01
-class Frame(NamedTuple):
+class _Frame(NamedTuple):
     "The lake operation running on a thread."
     lake: Lake|None       # whose operation it is
     depth: int            # 1 for the outermost operation of that lake, 2 for one it calls, ...
-    outside: Frame|None   # the frame of the nearest enclosing operation of a *different* lake, if any
+    outside: _Frame|None   # the frame of the nearest enclosing operation of a *different* lake, if any
 
-_calls = threading.local()   # `_calls.frame`: this thread's current `Frame`, or no attribute outside every operation
+_calls = threading.local()   # `_calls.frame`: this thread's current `_Frame`, or no attribute outside every operation
 
 def _lake_of(x)->Lake|None: return x if isinstance(x, Lake) else getattr(x, 'lake', None)
 
 # %% ../../nbs/11_lake.core.ipynb #01c6b70c
-def _refuse_reentry(lake:Lake, frame:Frame|None):
+def _refuse_reentry(lake:Lake, frame:_Frame|None):
     "Refuse `lake` while an outer operation of this thread holds its directory through another store."
     # (it would wait for itself)
     while frame is not None:
@@ -202,7 +202,7 @@ def guarded(fn):
         lake, outer = _lake_of(args[0]) if args else None, getattr(_calls, 'frame', None)
         if lake is not None: _refuse_reentry(lake, outer)
         same = outer is not None and outer.lake is lake
-        _calls.frame = Frame(lake, outer.depth + 1, outer.outside) if same else Frame(lake, 1, outer)
+        _calls.frame = _Frame(lake, outer.depth + 1, outer.outside) if same else _Frame(lake, 1, outer)
         try: return fn(*args, **kwargs)
         finally: _calls.frame = outer
     return operation
@@ -796,14 +796,12 @@ def _staged_changes_sql(self:Repository, con, head:Commit, branch:str, prefix:st
         return {r[0]: (None, Entry._make(r)) for r in rows}
     paths = [p for (p,) in con.execute(f"SELECT path FROM staging WHERE {where}", args).fetchall()]
     seqs = sorted({rngs[i].seq for i in {bisect.bisect_left(maxes, p) for p in paths} if i < len(rngs)})
-    # changed: the fields `object_identity` compares (not mtime); keep the two in step
     rows = con.execute(f"""
         WITH staged AS (SELECT {ENTRY_SQL} FROM staging WHERE repo = ? AND branch = ? AND starts_with(path, ?)),
              committed AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])))
         SELECT c.*, s.* FROM staged s LEFT JOIN committed c ON s.path = c.path
         WHERE (c.path IS NULL) <> (s.address IS NULL)
-           OR (c.path IS NOT NULL AND s.address IS NOT NULL AND (c.address <> s.address OR c.size <> s.size
-               OR c.content_type <> s.content_type OR c.metadata <> s.metadata))
+           OR (c.path IS NOT NULL AND s.address IS NOT NULL AND ({differ_sql('c', 's')}))
         ORDER BY s.path""", [self.name, branch, prefix, seqs]).fetchall()
     n = len(ENTRY_COLS)   # a row is the committed entry's columns, then the staged one's
     def entry(cols):      # None for a missing committed entry, or a tombstone

@@ -12,10 +12,10 @@ from ..workspace import Corrupted, NotFound
 from .store import first_row
 
 # %% auto #0
-__all__ = ['ENTRY_COLS', 'ENTRY_SQL', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'CACHE_SIZES', 'META_SPLIT', 'Entry', 'now_us',
-           'make_entry', 'tombstone', 'object_identity', 'change_type', 'entries_table', 'RangeRef', 'lake_cache',
-           'range_entries', 'prefetch_ranges', 'tree_ranges', 'tree_max_keys', 'apply_changes', 'tree_lookup',
-           'ranges_under', 'tree_entries', 'diff_trees']
+__all__ = ['ENTRY_COLS', 'ENTRY_SQL', 'IDENTITY', 'RANGE_SPLIT', 'EMPTY_METARANGE', 'CACHE_SIZES', 'META_SPLIT', 'Entry',
+           'now_us', 'make_entry', 'tombstone', 'object_identity', 'differ_sql', 'change_type', 'entries_table',
+           'RangeRef', 'lake_cache', 'range_entries', 'prefetch_ranges', 'tree_ranges', 'tree_max_keys',
+           'apply_changes', 'tree_lookup', 'ranges_under', 'tree_entries', 'diff_trees']
 
 # %% ../../nbs/11_lake.tree.ipynb #84522dc1
 class Entry(NamedTuple):
@@ -49,9 +49,15 @@ def make_entry(path:str,
 def tombstone(path:str, mtime:int)->Entry: return Entry(path, None, None, None, mtime, None)
 
 # %% ../../nbs/11_lake.tree.ipynb #f27ff2d1
+IDENTITY = ('address', 'size', 'content_type', 'metadata')   # the fields that make an entry the object it is
+
 def object_identity(e:Entry|None)->tuple|None:
     "What makes two entries the same object (its bytes, size, type and metadata; not its upload time)."
-    return (e.address, e.size, e.content_type, e.metadata) if e is not None else None
+    return tuple(getattr(e, f) for f in IDENTITY) if e is not None else None
+
+def differ_sql(a:str, b:str)->str:
+    "SQL that holds when the entries (rows) `a` and `b`, both present, differ as `object_identity` says."
+    return ' OR '.join(f'{a}.{f} IS DISTINCT FROM {b}.{f}' for f in IDENTITY)
 
 def change_type(old:Entry|None, new:Entry|None)->str:
     "'added', 'removed' or 'changed': what turns entry `old` into entry `new` (either may be None)."
@@ -405,14 +411,11 @@ def tree_entries(con, mr_id:str, prefix:str)->list[Entry]:
 # %% ../../nbs/11_lake.tree.ipynb #fe44c0d4
 def _diff_rows(con, sa:list[int], sb:list[int], prefix:str)->list[tuple]:
     "Rows `left entry + right entry`, by path, for paths under `prefix` that differ from ranges `sa` to `sb` (seqs)."
-    # differ: the fields `object_identity` compares (not mtime);
-    # keep this query, it and lake.core's `_staged_changes_sql` in step
     return con.execute(f"""
         WITH l AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?)),
              r AS (SELECT {ENTRY_SQL} FROM ranges WHERE seq IN (SELECT unnest(?::BIGINT[])) AND starts_with(path, ?))
         SELECT l.*, r.* FROM l FULL OUTER JOIN r ON l.path = r.path
-        WHERE l.path IS NULL OR r.path IS NULL OR l.address <> r.address OR l.size <> r.size
-              OR l.content_type <> r.content_type OR l.metadata <> r.metadata
+        WHERE l.path IS NULL OR r.path IS NULL OR {differ_sql('l', 'r')}
         ORDER BY coalesce(l.path, r.path)""", [sa, prefix, sb, prefix]).fetchall()
 
 # %% ../../nbs/11_lake.tree.ipynb #22f094d6

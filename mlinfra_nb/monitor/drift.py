@@ -61,9 +61,10 @@ def _lake_table(con, name:str, repo, ref:str, path:str):
     from mlinfra_nb.lake.tables import parts_relation
     if not hasattr(repo, 'readable_parts'): return repo.table(ref, path, con=con)   # lakeFS: through its client
     parts = repo.readable_parts(ref, path)                                          # files, or (encrypted, packed) Arrow
+    rel = parts_relation(con, parts)                                                # first, so a failure leaves no entry
     if isinstance(parts, list) and parts and all(re.fullmatch('[0-9a-f]{64}', Path(f).name) for f in parts):
         _VIEW_PARTS[name] = parts
-    return parts_relation(con, parts)
+    return rel
 
 def _register(con:duckdb.DuckDBPyConnection, data, what:str)->str:
     "Make `data` readable as a view on `con`; its name."
