@@ -245,6 +245,27 @@ def test_lakefs_parts_are_read_in_place_by_commit(spark, tmp_path, caplog):
         assert not [r for r in caplog.records if r.name.startswith('mlinfra_nb.features.spark')]
     finally: srv.stop()
 
+def test_a_damaged_lakefs_part_is_refused(tmp_path):
+    """Spark reads lakeFS's local files in place only while they hold what lakeFS recorded: a part changed on disk is
+    refused by name, and the parts of a commit without it are still handed over. (No Spark session: local files only.)"""
+    from pathlib import Path
+    from mlinfra_nb.workspace import Corrupted
+    from mlinfra_nb.features.spark import lakefs_parts
+    fdf, _ = random_world(5)
+    srv, lk, _ = served_lakefs(tmp_path, 'served')
+    try:
+        repo = lk.create_repository('world')
+        first, second = three_parts_in_two_commits(repo, fdf)
+        files = lakefs_parts(None, repo, second, 'tables/f')
+        assert len(files) == 3 and lakefs_parts(None, repo, first, 'tables/f') == files[:2]
+        damaged = bytearray(Path(files[2]).read_bytes())
+        damaged[len(damaged) // 2] ^= 0xFF                        # one flipped byte, the same size
+        Path(files[2]).write_bytes(bytes(damaged))
+        with pytest.raises(Corrupted, match=r"part tables/f/part-\w+\.parquet of a lakeFS table is changed or damaged"):
+            lakefs_parts(None, repo, second, 'tables/f')
+        assert lakefs_parts(None, repo, first, 'tables/f') == files[:2]
+    finally: srv.stop()
+
 @pytest.mark.parametrize('spark', ['local[2]'], indirect=True)
 def test_an_encrypted_lake_is_read_through_the_driver(spark, tmp_path):
     """An encrypted lake's files are sealed, not Parquet: Spark gets each commit's rows from the driver, equal (types too)

@@ -4,21 +4,22 @@
 
 # %% ../../nbs/24_features.spark.ipynb #1dca2b2c
 from __future__ import annotations
-import functools, itertools, operator, re, shutil, tempfile, uuid
+import functools, hashlib, itertools, operator, re, shutil, tempfile, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
 import pandas as pd
-from ..workspace import InvalidInput, MlinfraError, Workspace, get_logger
+from ..workspace import Corrupted, InvalidInput, MlinfraError, Workspace, get_logger
 from .views import AGGREGATIONS, Aggregate, FeatureStore, FeatureView, parse_duration
 from .training import TrainingSet, check_request, source_commits, training_lineage
 
 # %% auto #0
 __all__ = ['SESSION_CONF', 'BASE_CONF', 'MARK', 'S3A', 'parse_conf', 'prepare', 'spark_session', 'raise_sql', 'java_root_cause',
-           'job_error', 'has_s3a', 'local_part', 'spark_location', 'warn_once', 'missing_s3a', 'lakefs_parts', 'bq',
-           'arrow_frame', 'read_table', 'write_table', 'micros', 'aggregate_sql', 'spark_transform', 'feature_frame',
-           'asof_sweep', 'ts_text', 'dedup_frame', 'entity_micros', 'spark_training_frame', 'SparkTrainingSet',
-           'spark_training_set', 'spark_features', 'spark_arrow', 'spark_latest_rows']
+           'job_error', 'has_s3a', 'local_part', 'spark_location', 'warn_once', 'missing_s3a', 'check_local_part',
+           'digest', 'lakefs_parts', 'bq', 'arrow_frame', 'read_table', 'write_table', 'micros', 'aggregate_sql',
+           'spark_transform', 'feature_frame', 'asof_sweep', 'ts_text', 'dedup_frame', 'entity_micros',
+           'spark_training_frame', 'SparkTrainingSet', 'spark_training_set', 'spark_features', 'spark_arrow',
+           'spark_latest_rows']
 
 # %% ../../nbs/24_features.spark.ipynb #6f575fb2
 SESSION_CONF = {'spark.sql.session.timeZone': 'UTC', 'spark.sql.parquet.outputTimestampType': 'TIMESTAMP_MICROS',
@@ -131,13 +132,32 @@ def missing_s3a(spark)->str:
             "local copies) and give s3a credentials for the bucket (spark.hadoop.fs.s3a.access.key and secret.key, "
             "or an instance role)")
 
+# %% ../../nbs/24_features.spark.ipynb #ec8c5792
+_matched = set()   # (file, mtime_ns, size, lakeFS's checksum and size) of local parts that matched
+
+def check_local_part(file:str, stats)->str:
+    "`file`, once its size and checksum match lakeFS's `stats` of the part it holds; `Corrupted` if they do not."
+    st, checksum = Path(file).stat(), stats.checksum or ''
+    if (key := (file, st.st_mtime_ns, st.st_size, checksum, stats.size_bytes)) in _matched: return file
+    algo = {32: 'md5', 64: 'sha256'}.get(len(checksum)) if re.fullmatch('[0-9a-f]+', checksum) else None
+    if stats.size_bytes is not None and st.st_size != stats.size_bytes or algo and digest(file, algo) != checksum:
+        raise Corrupted(f"part {stats.path} of a lakeFS table is changed or damaged on disk ({file}): it no longer "
+                        f"matches lakeFS's size and checksum ({stats.size_bytes} bytes, {checksum})")
+    _matched.add(key)
+    return file
+
+def digest(file:str, algo:str)->str:
+    "The hex digest (`algo`: 'md5' or 'sha256') of a file's content."
+    with open(file, 'rb') as f: return hashlib.file_digest(f, algo).hexdigest()
+
 # %% ../../nbs/24_features.spark.ipynb #3d1234e5
 def lakefs_parts(spark, repo, commit:str, path:str)->list[str]|None:
     "Where Spark reads the parts of the lakeFS table `path` at `commit`; None (and a warning saying why) if it cannot."
-    addresses = repo.physical_addresses(commit, path)
+    stats = repo.physical_parts(commit, path)
+    addresses = [s.physical_address for s in stats]
     s3a = any(a.startswith(('s3://', 's3a://')) for a in addresses) and has_s3a(spark)
     where = [spark_location(a, s3a) for a in addresses]
-    if None not in where: return where
+    if None not in where: return [w if w.startswith('s3a://') else check_local_part(w, s) for w, s in zip(where, stats)]
     scheme, _, rest = addresses[where.index(None)].partition('://')
     if scheme in ('s3', 's3a'): warn_once(missing_s3a(spark))
     elif scheme == 'local' and not rest.startswith('/'):

@@ -572,13 +572,18 @@ def tables(self:LakeFSRepository, ref:str, prefix:str='')->list[str]:
 
 # %% ../../nbs/14_lake.lakefs.ipynb #d7433a8c
 @patch
-def physical_addresses(self:LakeFSRepository, ref:str, path:str)->list[str]:
-    "Where the object store keeps the parts of the table at `path` as of `ref` (resolved to its commit)."
+def physical_parts(self:LakeFSRepository, ref:str, path:str)->list[lakefs_sdk.ObjectStats]:
+    "lakeFS's stats of each part of the table at `path` as of `ref` (its commit): physical address, checksum, size."
     commit = self.commit_info(ref).id
     parts = self.table_info(commit, path).parts
     # one stat per part, not a listing: lakeFS checks fs:ReadObject on each, as it does when the driver reads them
     with self.errors(f"reading where the parts of table {path!r} at {commit[:12]} are kept"):
-        return [self.api.objects_api.stat_object(self.name, commit, p.path).physical_address for p in parts]
+        return [self.api.objects_api.stat_object(self.name, commit, p.path) for p in parts]
+
+@patch
+def physical_addresses(self:LakeFSRepository, ref:str, path:str)->list[str]:
+    "Where the object store keeps the parts of the table at `path` as of `ref` (resolved to its commit)."
+    return [s.physical_address for s in self.physical_parts(ref, path)]
 
 # %% ../../nbs/14_lake.lakefs.ipynb #30ec5e80
 _URI = re.compile(r"'lakefs://([a-z0-9][a-z0-9-]{2,62})/([^/']+)/([^']+)'")
