@@ -4,7 +4,7 @@
 
 # %% ../../nbs/14_lake.lakefs.ipynb #7c2944ac
 from __future__ import annotations
-import contextlib, datetime as dt, hashlib, io, json, re, threading, uuid, weakref
+import contextlib, datetime as dt, functools, hashlib, io, itertools, json, re, threading, uuid
 from pathlib import Path
 from typing import Iterable, Mapping
 import duckdb, lakefs, lakefs_sdk, pyarrow.parquet as pq
@@ -24,7 +24,7 @@ from .tables import (TABLE_META, TABLE_COMPRESSION, TableInfo, TableSide, schema
                                     union_manifest)
 
 # %% auto #0
-__all__ = ['ERRORS', 'lakefs_errors', 'LakeFSLake', 'LakeFSRepository', 'open_lake']
+__all__ = ['ERRORS', 'lakefs_errors', 'lakefs_filesystem', 'LakeFSLake', 'LakeFSRepository', 'open_lake']
 
 # %% ../../nbs/14_lake.lakefs.ipynb #87d1e51b
 ERRORS = {400: InvalidInput, 401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: Conflict,
@@ -54,6 +54,19 @@ def lakefs_errors(doing:str, endpoint:str=''):
         raise MlinfraError(f"{doing}: cannot reach lakeFS at {endpoint}: {e}") from None
 
 # %% ../../nbs/14_lake.lakefs.ipynb #5a7087f3
+_lake_numbers = itertools.count(1)
+
+_PARSING = ('exists', 'info', 'modified', 'open', 'rm')   # lakefs-spec methods that parse a path without stripping it
+
+def lakefs_filesystem(protocol:str, **kw)->LakeFSFileSystem:
+    "A lakefs-spec file system (`kw`: its host and credentials) that answers to `protocol://` instead of `lakefs://`."
+    def stripping(name):
+        def method(self, path, *args, **kwargs):
+            return getattr(LakeFSFileSystem, name)(self, self._strip_protocol(path), *args, **kwargs)
+        return functools.wraps(getattr(LakeFSFileSystem, name))(method)
+    body = {'protocol': protocol, **{name: stripping(name) for name in _PARSING}}
+    return type(f"LakeFSFileSystem_{protocol.replace('-', '_')}", (LakeFSFileSystem,), body)(**kw)
+
 class LakeFSLake:
     "A lakeFS installation, with the embedded `Lake`'s API."
     def __init__(self,
@@ -72,7 +85,8 @@ class LakeFSLake:
                                "LAKEFS_SECRET_ACCESS_KEY, or lakefs.access_key_id and lakefs.secret_access_key")
         self.client = lakefs.Client(host=self.endpoint, username=key, password=secret)
         self.namespace = s['namespace']
-        self.fs = LakeFSFileSystem(host=self.endpoint, username=key, password=secret)
+        self.protocol = f'lakefs-{next(_lake_numbers)}'   # this lake's URIs on DuckDB connections (see `connection`)
+        self.fs = lakefs_filesystem(self.protocol, host=self.endpoint, username=key, password=secret)
         self.hooks, self.logger, self.user = [], get_logger('lake.lakefs'), key
         if workspace.settings['lake']['key'] or workspace.settings['lake']['key_file']:
             self.logger.warning("lake.key encrypts the embedded lake's files; on lakeFS, encryption at rest is the "
@@ -534,19 +548,16 @@ def delete_table(self:LakeFSRepository, branch:str, path:str):
     for p in [o.path for o in self._parts(branch, path)] + [f'{path}/{TABLE_META}']: self.delete(branch, p)
 
 # %% ../../nbs/14_lake.lakefs.ipynb #5c7ca69c
-_fs_lock, _fs_of = threading.Lock(), weakref.WeakKeyDictionary()   # connection -> the lakefs file system it holds
+_fs_lock = threading.Lock()
 
 @patch
 def connection(self:LakeFSLake, con:duckdb.DuckDBPyConnection|None=None)->duckdb.DuckDBPyConnection:
-    "`con` (default: this lake's own connection) with this lake's lakefs-spec file system registered."
+    "`con` (default: this lake's own connection) with this lake's file system registered, under `lake.protocol`."
     with _fs_lock:
         if con is None:
             if self.con is None: self.con = duckdb.connect()
             con = self.con
-        if _fs_of.get(con) is not self.fs:
-            if con.filesystem_is_registered('lakefs'): con.unregister_filesystem('lakefs')
-            con.register_filesystem(self.fs)
-            _fs_of[con] = self.fs
+        if not con.filesystem_is_registered(self.protocol): con.register_filesystem(self.fs)
     return con
 
 # %% ../../nbs/14_lake.lakefs.ipynb #080db8a3
@@ -554,9 +565,9 @@ _PLAIN_REF = re.compile(r'[\w-]+')   # what a branch name may be
 
 @patch
 def _uris(self:LakeFSRepository, ref:str, path:str)->list[str]:
-    "lakefs:// URIs of the table's parts."
+    "URIs of the table's parts, under the lake's own protocol (`lake.protocol`)."
     if not _PLAIN_REF.fullmatch(ref): ref = self.commit_info(ref).id
-    return [f'lakefs://{self.name}/{ref}/{p.path}' for p in self.table_info(ref, path).parts]
+    return [f'{self.lake.protocol}://{self.name}/{ref}/{p.path}' for p in self.table_info(ref, path).parts]
 
 # %% ../../nbs/14_lake.lakefs.ipynb #f36c9657
 @patch
