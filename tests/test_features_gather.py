@@ -17,13 +17,14 @@ TYPED = ['f64', 'f32', 'i64', 'i32', 'flag', 'text', 'kind', 'at', 'day', 'money
 
 def maybe(rng, x, p=0.15): return None if rng.random() < p else x
 
-def typed_rows(rng, n:int, users:int, hours:int)->pa.Table:
-    "`n` rows of view 'a': a user, a time on an hourly grid, a created time (ties on time, broken by it), and a value of each type."
+def typed_rows(rng, n:int, users:int, hours:int, first:int=0)->pa.Table:
+    """`n` rows of view 'a': a user, a time on an hourly grid, a created time (ties on time, broken by it: the `first`-th
+    microsecond on), and a value of each type."""
     ts = [T0 + dt.timedelta(hours=rng.randrange(hours)) for _ in range(n)]
     return pa.table({
         'user_id': pa.array([f'u{rng.randrange(users)}' for _ in range(n)]),
         'ts': pa.array(ts, pa.timestamp('us', 'UTC')),
-        'created': pa.array([t + dt.timedelta(microseconds=i) for i, t in enumerate(ts)], pa.timestamp('us', 'UTC')),
+        'created': pa.array([t + dt.timedelta(microseconds=first + i) for i, t in enumerate(ts)], pa.timestamp('us', 'UTC')),
         'f64': pa.array([maybe(rng, rng.choice([rng.gauss(0, 1), float('nan'), 1e300])) for _ in range(n)], pa.float64()),
         'f32': pa.array([maybe(rng, rng.random()) for _ in range(n)], pa.float32()),
         'i64': pa.array([maybe(rng, rng.randrange(-2**62, 2**62)) for _ in range(n)], pa.int64()),
@@ -60,7 +61,7 @@ def world(tmp_path, seed:int, parts:int=3, users:int=6, hours:int=400, key=None)
     lake = Lake(tmp_path/'lake', key=key)
     repo = lake.create_repository('world')
     for k in range(parts):
-        repo.write_table('main', 'tables/a', typed_rows(rng, rng.randrange(40, 90), users, hours), mode='append' if k else 'overwrite')
+        repo.write_table('main', 'tables/a', typed_rows(rng, rng.randrange(40, 90), users, hours, 100 * k), mode='append' if k else 'overwrite')
     repo.write_table('main', 'tables/b', plain_rows(rng, users, hours))
     repo.commit('main', 'features')
     fs = FeatureStore(lake, workspace=Workspace(tmp_path/'ws', env={}))
@@ -83,11 +84,10 @@ def values(col:pa.ChunkedArray)->list:
 FEATURES = [f'a:{x}' for x in TYPED] + ['b:score', 'b:tag']
 
 @pytest.mark.parametrize('seed', range(4))
-@pytest.mark.parametrize('plan', ['full', 'pruned'])
-def test_taking_gives_the_join(tmp_path, monkeypatch, seed, plan):
-    fs, edf = world(tmp_path, seed)
-    assert len(fs.lake.repository('world').readable_parts('main', 'tables/a')) == 3
-    monkeypatch.setattr(training, 'pit_plan', lambda n, m: plan)
+@pytest.mark.parametrize('parts', [3, 12])
+def test_taking_gives_the_join(tmp_path, seed, parts):
+    fs, edf = world(tmp_path, seed, parts=parts)
+    assert len(fs.lake.repository('world').readable_parts('main', 'tables/a')) == parts
     ts = fs.training_set(edf, FEATURES)
     assert ts.gather is not None and [t[2] for t in ts.gather.takes] == [TYPED, ['score', 'tag']]
     got = ts.df()
@@ -104,8 +104,48 @@ def test_entity_rows_as_arrow_a_relation_and_none(tmp_path):
     same_as_the_join(fs.training_set(pa.Table.from_pandas(edf, preserve_index=False), FEATURES))
     same_as_the_join(fs.training_set(fs.con.from_df(edf), FEATURES))
     none = fs.training_set(edf.head(0), FEATURES)
-    assert none.gather is not None and len(none.df()) == 0
+    assert none.gather is None and len(none.df()) == 0   # no entity rows: fewer than a tenth of the feature rows, pruned
     same_as_the_join(none)
+
+def test_few_entity_rows_are_joined(tmp_path):
+    "Feature rows ten times the entity rows: the join prunes them first and reads less than whole columns; no plan takes."
+    fs, edf = world(tmp_path, 10)
+    ts = fs.training_set(edf.head(10), FEATURES)
+    assert ts.gather is None
+    assert fs.training_set(edf, FEATURES).gather is not None   # the same store, many entity rows: taken
+
+def test_an_empty_part_and_an_empty_table(tmp_path):
+    fs, edf = world(tmp_path, 11)
+    repo = fs.lake.repository('world')
+    repo.write_table('main', 'tables/a', typed_rows(random.Random(0), 1, 6, 400).slice(0, 0), mode='append')   # no rows
+    repo.write_table('main', 'tables/a', typed_rows(random.Random(1), 30, 6, 400, 10_000), mode='append')
+    repo.commit('main', 'an empty part, then rows')
+    ts = fs.training_set(edf, FEATURES)
+    assert ts.gather is not None and len(repo.readable_parts('main', 'tables/a')) == 5
+    same_as_the_join(ts)
+    repo.write_table('main', 'tables/b', plain_rows(random.Random(2), 6, 400).slice(0, 0))
+    repo.commit('main', 'b emptied')
+    ts = fs.training_set(edf, ['b:score', 'a:f64'])
+    assert ts.gather is not None and ts.df().score.isna().all()
+    same_as_the_join(ts)
+
+def test_a_type_the_plan_cannot_take_is_joined(tmp_path):
+    "A half float: DuckDB reads it from Parquet as FLOAT, but cannot take it from Arrow. The join serves it."
+    fs, edf = world(tmp_path, 12)
+    repo = fs.lake.repository('world')
+    half = pa.table({'user_id': ['u1', 'u2'], 'ts': pa.array([T0, T0], pa.timestamp('us', 'UTC')),
+                     'h': pa.array([1.5, None], pa.float16())})
+    repo.write_table('main', 'tables/h', half); repo.commit('main', 'half floats')
+    fs.apply(FeatureView('h', 'lakefs://world/main/tables/h', entities=['user_id'], timestamp='ts', features=['h']))
+    ts = fs.training_set(edf, ['h:h'])
+    assert ts.gather is None and ts.df().h.notna().sum() > 0
+
+def test_names_that_differ_only_in_case_are_joined(tmp_path):
+    "An entity column 'F64' beside the feature 'f64': DuckDB tells names apart without case, so the plan stands aside."
+    fs, edf = world(tmp_path, 13)
+    ts = fs.training_set(edf.assign(F64=1.0), ['a:f64', 'a:text'])
+    assert ts.gather is None
+    assert ts.df().shape == (len(edf), edf.shape[1] + 3)
 
 @pytest.mark.parametrize('asked', [['a:f64_sum_1d', 'a:f64'], ['a:f64_twice'], ['b:score', 'a:f64_sum_1d']])
 def test_a_computed_feature_is_joined(tmp_path, asked):
@@ -127,7 +167,7 @@ def test_parts_that_disagree_on_a_type_are_not_taken(tmp_path):
     pq.write_table(more, tmp_path/'one.parquet')
     pq.write_table(more.set_column(more.schema.get_field_index('f32'), 'f32', more['f32'].cast(pa.float64())), tmp_path/'two.parquet')
     parts = [str(tmp_path/'one.parquet'), str(tmp_path/'two.parquet')]
-    assert training.part_layout(parts, ['f64']) == ([0, 20], pa.schema([pa.field('f64', pa.float64())]))
+    assert training.part_layout(parts, ['f64']) == ([0, 20], pa.schema([pa.field('f64', pa.float64())]), 40)
     assert training.part_layout(parts, ['f64', 'f32']) is None and training.part_layout(parts, ['gone']) is None
 
 def test_splits_read_the_join_and_agree(tmp_path):

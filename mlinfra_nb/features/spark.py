@@ -137,7 +137,8 @@ _matched = set()   # (file, mtime_ns, size, lakeFS's checksum and size) of local
 
 def check_local_part(file:str, stats)->str:
     "`file`, once its size and checksum match lakeFS's `stats` of the part it holds; `Corrupted` if they do not."
-    st, checksum = Path(file).stat(), stats.checksum or ''
+    try: st, checksum = Path(file).stat(), stats.checksum or ''
+    except FileNotFoundError: raise Corrupted(f"part {stats.path} of a lakeFS table is gone ({file})") from None
     if (key := (file, st.st_mtime_ns, st.st_size, checksum, stats.size_bytes)) in _matched: return file
     algo = {32: 'md5', 64: 'sha256'}.get(len(checksum)) if re.fullmatch('[0-9a-f]+', checksum) else None
     if stats.size_bytes is not None and st.st_size != stats.size_bytes or algo and digest(file, algo) != checksum:
@@ -148,7 +149,10 @@ def check_local_part(file:str, stats)->str:
 
 def digest(file:str, algo:str)->str:
     "The hex digest (`algo`: 'md5' or 'sha256') of a file's content."
-    with open(file, 'rb') as f: return hashlib.file_digest(f, algo).hexdigest()
+    h = hashlib.new(algo)
+    with open(file, 'rb') as f:
+        while chunk := f.read(1 << 20): h.update(chunk)
+    return h.hexdigest()
 
 # %% ../../nbs/24_features.spark.ipynb #3d1234e5
 def lakefs_parts(spark, repo, commit:str, path:str)->list[str]|None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import duckdb, numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from fastcore.basics import patch
 from .. import __version__
-from ..workspace import InvalidInput
+from ..workspace import Corrupted, InvalidInput
 from ..lake.tables import parts_relation, to_arrow
 from .views import (
     FeatureStore, FeatureView, NUMERIC, SOURCE, feature_sql, interval_sql, join_columns, parse_duration, q, source_view)
@@ -250,15 +250,15 @@ def gather_parts(fs:FeatureStore, v:FeatureView, feats:list, commit:str)->list[s
     return parts if isinstance(parts, list) and parts else None
 
 # %% ../../nbs/21_features.training.ipynb #df4ab394
-def part_layout(parts:list[str], feats:list)->tuple[list[int], pa.Schema]|None:
-    "Where each of `parts` starts when read in order, and the Arrow schema of `feats`; None if the parts differ in it."
+def part_layout(parts:list[str], feats:list)->tuple[list[int], pa.Schema, int]|None:
+    "Where each of `parts` starts when read in order, the Arrow schema of `feats`, the rows; None if the parts differ."
     starts, schemas = [0], []
     for p in parts:
         with pq.ParquetFile(p) as f:
             if any(x not in f.schema_arrow.names for x in feats): return None
             starts.append(starts[-1] + f.metadata.num_rows)
             schemas.append(pa.schema([f.schema_arrow.field(x) for x in feats]))
-    return (starts[:-1], schemas[0]) if all(s.equals(schemas[0]) for s in schemas) else None
+    return (starts[:-1], schemas[0], starts[-1]) if all(s.equals(schemas[0]) for s in schemas) else None
 
 # %% ../../nbs/21_features.training.ipynb #b7031ce9
 def positions_view(fs:FeatureStore, v:FeatureView, parts:list[str], starts:list[int], commit:str)->str:
@@ -278,18 +278,21 @@ class Gather:
 
 def gather_plan(fs:FeatureStore, views:dict, entities:str, t:pa.Table, timestamp:str, commits:dict, full_names:bool,
                 rel:duckdb.DuckDBPyRelation)->Gather|None:
-    "The `Gather` of the join `rel` of the entity rows `t` (registered as `entities`), if every view allows it."
+    """The `Gather` of the join `rel` of the entity rows `t` (registered as `entities`) if every view allows it, its
+    rows are not pruned (few entity rows: the join reads less than whole columns) and the result has `rel`'s columns."""
     takes, positions, fields = [], {}, list(t.schema)
-    for vname, (v, feats) in views.items():
-        layout = (parts := gather_parts(fs, v, feats, commits[vname])) and part_layout(parts, feats)
-        if not layout: return None
-        positions[vname] = positions_view(fs, v, parts, layout[0], commits[vname])
-        takes.append((parts, feats, names := [feature_name(vname, x, full_names) for x in feats]))
-        fields += [pa.field(n, layout[1].field(x).type) for n, x in zip(names, feats)]
-    taken = fs.con.from_arrow(pa.schema(fields).empty_table())
-    if list(map(str, taken.types)) != list(map(str, rel.types)): return None   # a column would come out otherwise
-    return Gather(fs.con.sql(point_in_time_sql(fs, views, entities, timestamp, [], full_names, commits, positions)),
-                  takes, t)
+    try:
+        for vname, (v, feats) in views.items():
+            layout = (parts := gather_parts(fs, v, feats, commits[vname])) and part_layout(parts, feats)
+            if not layout or pit_plan(t.num_rows, layout[2]) == 'pruned': return None
+            positions[vname] = positions_view(fs, v, parts, layout[0], commits[vname])
+            takes.append((parts, feats, names := [feature_name(vname, x, full_names) for x in feats]))
+            fields += [pa.field(n, layout[1].field(x).type) for n, x in zip(names, feats)]
+        taken = fs.con.from_arrow(pa.schema(fields).empty_table())
+        if (taken.columns, list(map(str, taken.types))) != (rel.columns, list(map(str, rel.types))): return None
+        return Gather(fs.con.sql(point_in_time_sql(fs, views, entities, timestamp, [], full_names, commits, positions)),
+                      takes, t)
+    except (duckdb.Error, pa.ArrowException, OSError, KeyError): return None   # a type or file it cannot take: join
 
 # %% ../../nbs/21_features.training.ipynb #836e34e5
 def read_columns(parts:list[str], feats:list)->pa.Table:
@@ -349,10 +352,15 @@ def gathered(ts:TrainingSet)->pa.Table:
     g, out = ts.gather, ts.gather.entities
     with ThreadPoolExecutor(pa.cpu_count()) as pool:
         reads = [pool.submit(read_columns, parts, feats) for parts, feats, _ in g.takes]
-        at = ts._run(lambda _: g.positions.to_arrow_table())
-        for k, (read, (_, _, names)) in enumerate(zip(reads, g.takes)):
-            for name, col in zip(names, take_columns(read.result(), at.column(f'__g{k}').combine_chunks(), pool)):
-                out = out.append_column(name, col)
+        try:
+            at = ts._run(lambda _: g.positions.to_arrow_table())
+            for k, (read, (_, _, names)) in enumerate(zip(reads, g.takes)):
+                for name, col in zip(names, take_columns(read.result(), at.column(f'__g{k}').combine_chunks(), pool)):
+                    out = out.append_column(name, col)
+        except (OSError, pa.ArrowException) as e:
+            raise Corrupted(f"a part of a feature table cannot be read (changed or removed since?): {e}") from None
+        finally:
+            for r in reads: r.cancel()   # the reads not started yet, if the join failed
     return out
 
 @patch

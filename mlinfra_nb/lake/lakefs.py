@@ -4,7 +4,7 @@
 
 # %% ../../nbs/14_lake.lakefs.ipynb #7c2944ac
 from __future__ import annotations
-import contextlib, datetime as dt, functools, hashlib, io, itertools, json, re, threading, uuid
+import contextlib, datetime as dt, functools, hashlib, io, json, re, threading, uuid
 from pathlib import Path
 from typing import Iterable, Mapping
 import duckdb, lakefs, lakefs_sdk, pyarrow.parquet as pq
@@ -24,7 +24,7 @@ from .tables import (TABLE_META, TABLE_COMPRESSION, TableInfo, TableSide, schema
                                     union_manifest)
 
 # %% auto #0
-__all__ = ['ERRORS', 'lakefs_errors', 'lakefs_filesystem', 'LakeFSLake', 'LakeFSRepository', 'open_lake']
+__all__ = ['ERRORS', 'lakefs_errors', 'lake_protocol', 'lakefs_filesystem', 'LakeFSLake', 'LakeFSRepository', 'open_lake']
 
 # %% ../../nbs/14_lake.lakefs.ipynb #87d1e51b
 ERRORS = {400: InvalidInput, 401: PermissionDenied, 403: PermissionDenied, 404: NotFound, 409: Conflict,
@@ -54,15 +54,21 @@ def lakefs_errors(doing:str, endpoint:str=''):
         raise MlinfraError(f"{doing}: cannot reach lakeFS at {endpoint}: {e}") from None
 
 # %% ../../nbs/14_lake.lakefs.ipynb #5a7087f3
-_lake_numbers = itertools.count(1)
+_protocols, _protocols_lock = {}, threading.Lock()   # (endpoint, key, secret) -> the DuckDB protocol of those lakes
 
-_PARSING = ('exists', 'info', 'modified', 'open', 'rm')   # lakefs-spec methods that parse a path without stripping it
+def lake_protocol(*server)->str:
+    "The DuckDB protocol of the lakes on `server` (endpoint and credentials): `lakefs-1`, `lakefs-2`, ..., one each."
+    with _protocols_lock: return _protocols.setdefault(server, f'lakefs-{len(_protocols) + 1}')
+
+_PARSING = ('cp_file', 'exists', 'info', 'modified', 'open', 'rm')   # lakefs-spec methods that parse paths unstripped
 
 def lakefs_filesystem(protocol:str, **kw)->LakeFSFileSystem:
     "A lakefs-spec file system (`kw`: its host and credentials) that answers to `protocol://` instead of `lakefs://`."
+    def strip(self, a): return ([strip(self, x) for x in a] if isinstance(a, list) else
+                                self._strip_protocol(a) if isinstance(a, str) and a.startswith(f'{protocol}://') else a)
     def stripping(name):
-        def method(self, path, *args, **kwargs):
-            return getattr(LakeFSFileSystem, name)(self, self._strip_protocol(path), *args, **kwargs)
+        def method(self, *args, **kwargs):
+            return getattr(LakeFSFileSystem, name)(self, *(strip(self, a) for a in args), **kwargs)
         return functools.wraps(getattr(LakeFSFileSystem, name))(method)
     body = {'protocol': protocol, **{name: stripping(name) for name in _PARSING}}
     return type(f"LakeFSFileSystem_{protocol.replace('-', '_')}", (LakeFSFileSystem,), body)(**kw)
@@ -85,7 +91,7 @@ class LakeFSLake:
                                "LAKEFS_SECRET_ACCESS_KEY, or lakefs.access_key_id and lakefs.secret_access_key")
         self.client = lakefs.Client(host=self.endpoint, username=key, password=secret)
         self.namespace = s['namespace']
-        self.protocol = f'lakefs-{next(_lake_numbers)}'   # this lake's URIs on DuckDB connections (see `connection`)
+        self.protocol = lake_protocol(self.endpoint, key, secret)   # its URIs on DuckDB connections (see `connection`)
         self.fs = lakefs_filesystem(self.protocol, host=self.endpoint, username=key, password=secret)
         self.hooks, self.logger, self.user = [], get_logger('lake.lakefs'), key
         if workspace.settings['lake']['key'] or workspace.settings['lake']['key_file']:
