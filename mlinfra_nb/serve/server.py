@@ -350,19 +350,20 @@ def observe(self:Serving, name:str, api:str, entry:str, status:str, t0:float):
         h = self._latency[(name, api, entry)] = self.metrics['latency'].labels(name, api, entry)
     h.observe((time.perf_counter() - t0) * 1e6)
 
-_LATE = contextvars.ContextVar('mlinfra_late', default=None)   # `[answered 504]`: see deadline_route
+_LATE = contextvars.ContextVar('mlinfra_late', default=None)   # `[answered 504, counted]`: see deadline_route
 
 @patch
 @contextlib.contextmanager
 def counted(self:Serving, name:str, api:str, entry:str):
     "Count and time the request the `with` block runs, under `name` and `api`, with the status it ends with."
-    t0, status = time.perf_counter(), 'OK'
+    t0, status, late = time.perf_counter(), 'OK', _LATE.get()
+    if late is not None: late[1] = True   # counted here, so not by `deadline_route`
     try: yield
     except ServingError as e: status = e.code; raise
     except asyncio.CancelledError: status = 'CANCELLED'; raise
     except BaseException: status = 'UNKNOWN'; raise
     finally:
-        if (late := _LATE.get()) is not None and late[0]: status = 'DEADLINE_EXCEEDED'
+        if late is not None and late[0]: status = 'DEADLINE_EXCEEDED'
         self.observe(name, api, entry, status, t0)
 
 # %% ../../nbs/44_serve.server.ipynb #8b82e1df
@@ -1010,13 +1011,14 @@ def cors_route(app):
 # %% ../../nbs/44_serve.server.ipynb #57c3b09b
 _RUNS = re.compile(r':(predict|classify|regress)/?$')
 
-def deadline_route(app, timeout:float):
-    "`app`, answering 504 to a predict, classify or regress running `timeout` s after its body arrived, as TF Serving."
+def deadline_route(app, timeout:float, serving:Serving|None=None):
+    """`app`, answering 504 to a predict, classify or regress running `timeout` s after its body arrived, as TF Serving;
+    a request stopped before `serving` counted it is counted `DEADLINE_EXCEEDED` when its task ends."""
     late_tasks = set()   # tasks answered 504, still unwinding: held, as asyncio keeps only weak references to tasks
     async def asgi(scope, receive, send):
         if scope['type'] != 'http' or scope['method'] != 'POST' or not _RUNS.search(scope['path']):
             return await app(scope, receive, send)
-        loop, arrived, started, late = asyncio.get_running_loop(), None, False, [False]
+        loop, arrived, started, late, t0 = asyncio.get_running_loop(), None, False, [False, False], time.perf_counter()
         async def receive_body():
             nonlocal arrived
             msg = await receive()
@@ -1034,6 +1036,9 @@ def deadline_route(app, timeout:float):
             await asyncio.wait({task}, timeout=left)
         if task.done() or started: return await task
         late[0] = True; task.cancel(); late_tasks.add(task); task.add_done_callback(late_tasks.discard)
+        if serving is not None and (m := _URL.match(_starlette_path(scope['path']))):   # when its thread (if any) ends
+            count = lambda _: late[1] or serving.observe(m['name'], m['verb'], 'REST', 'DEADLINE_EXCEEDED', t0)
+            task.add_done_callback(count)
         await _send_json(send, 504, error_json(ServingError('DEADLINE_EXCEEDED', "Timed out waiting for notification")))
     return asgi
 
@@ -1155,7 +1160,7 @@ def _stop_loop(self:ModelServer):
 def _rest_server(self:ModelServer, max_body:int, timeout:float|None, cors:bool)->uvicorn.Server:
     "uvicorn serving the REST app, with the deadline and CORS wrappers asked for, on the socket bound for it."
     app = rest_app(self.serving, max_body)
-    if timeout: app = deadline_route(app, timeout)
+    if timeout: app = deadline_route(app, timeout, self.serving)
     if cors: app = cors_route(app)
     return uvicorn.Server(uvicorn.Config(app, host=self.host, port=self._rest_port, log_level='warning', lifespan='off',
                                          timeout_keep_alive=30, loop='auto', access_log=False, proxy_headers=False))
