@@ -1,6 +1,6 @@
 """A Spark standalone cluster for the tests: one master and two workers on 127.0.0.1, started from the pip-installed
 PySpark with the machine's Java, on free ports, and stopped by pid. Without Java the Spark tests skip with a notice."""
-import json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 import pytest
 
@@ -36,6 +36,12 @@ class StandaloneCluster:
         return p
 
     def alive_workers(self)->int:
+        "The workers the master has registered; -1 until its web UI is up."
+        # the port the UI bound, from the master's log: the free port picked for it may have been taken meanwhile (another
+        # test process's Spark UI, say, answering HTML), and Spark then binds the next one
+        bound = re.findall(r"started service 'MasterUI' on port (\d+)", (self.tmp/'master.log').read_text(errors='replace'))
+        if not bound: return -1
+        self.ui_port = int(bound[-1])
         with urllib.request.urlopen(f'http://127.0.0.1:{self.ui_port}/json/', timeout=5) as r: return json.load(r)['aliveworkers']
 
     def start(self, timeout:float=180)->'StandaloneCluster':
