@@ -53,7 +53,7 @@ def lakefs_errors(doing:str, endpoint:str=''):
     except (TransportError, ConnectionError) as e:
         raise MlinfraError(f"{doing}: cannot reach lakeFS at {endpoint}: {e}") from None
 
-# %% ../../nbs/14_lake.lakefs.ipynb #5a7087f3
+# %% ../../nbs/14_lake.lakefs.ipynb #64ac0691
 _protocols, _protocols_lock = {}, threading.Lock()   # (endpoint, key, secret) -> the DuckDB protocol of those lakes
 
 def lake_protocol(*server)->str:
@@ -73,6 +73,7 @@ def lakefs_filesystem(protocol:str, **kw)->LakeFSFileSystem:
     body = {'protocol': protocol, **{name: stripping(name) for name in _PARSING}}
     return type(f"LakeFSFileSystem_{protocol.replace('-', '_')}", (LakeFSFileSystem,), body)(**kw)
 
+# %% ../../nbs/14_lake.lakefs.ipynb #5a7087f3
 class LakeFSLake:
     "A lakeFS installation, with the embedded `Lake`'s API."
     def __init__(self,
